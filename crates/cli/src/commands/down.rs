@@ -1,0 +1,13 @@
+use anyhow::Result;
+
+use crate::cli::DownArgs;
+use crate::runtime;
+
+pub fn run(args: &DownArgs) -> Result<i32> {
+    if runtime::stop(args.docker)? {
+        println!("gateway stopped");
+    } else {
+        println!("no gateway is running");
+    }
+    Ok(0)
+}

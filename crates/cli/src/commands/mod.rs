@@ -1,0 +1,25 @@
+//! One module per command; each returns the process's exit code.
+
+mod build;
+mod down;
+mod logs;
+mod render;
+mod status;
+mod up;
+mod validate;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Up(args) => up::run(&args),
+        Command::Down(args) => down::run(&args),
+        Command::Validate { config } => validate::run(&config),
+        Command::Render(args) => render::run(&args),
+        Command::Status => status::run(),
+        Command::Logs { follow, lines } => logs::run(follow, lines),
+        Command::Build(args) => build::run(&args),
+    }
+}

@@ -1,0 +1,35 @@
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+
+use crate::runtime::{self, Mode};
+use crate::{health, render};
+
+pub fn run() -> Result<i32> {
+    let Some(state) = runtime::read_state() else {
+        println!("not running");
+        return Ok(3);
+    };
+    if !runtime::is_running(&state) {
+        println!("not running (the last gateway, for {}, has exited)", state.config.display());
+        return Ok(3);
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let up = now.saturating_sub(state.started_at);
+    println!("running");
+    println!("  mode:    {}", match state.mode { Mode::Native => "native", Mode::Docker => "docker" });
+    println!("  listen:  http://localhost:{}", state.port);
+    println!("  config:  {}", state.config.display());
+    match state.mode {
+        Mode::Native => println!("  pid:     {}", state.pid.unwrap_or(0)),
+        Mode::Docker => println!("  container: {}", runtime::CONTAINER),
+    }
+    println!("  uptime:  {}h {:02}m {:02}s", up / 3600, up / 60 % 60, up % 60);
+    if let Ok((200, stats)) = health::get(render::ADMIN_PORT, "/stats?filter=wasmcustom.plano") {
+        println!("  counters:");
+        for line in stats.lines().filter(|l| !l.trim().is_empty()) {
+            println!("    {}", line.trim_start_matches("wasmcustom."));
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,50 @@
+//! Config problems printed the way rustc prints them: what is wrong, where
+//! (file:line:column), the line itself with a caret, the field and a hint.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use plano_core::resolve::Severity;
+
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the field: `model_providers[0].retry_policy.backoff`.
+    pub field: String,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn render(&self, file: &Path, source: &str) -> String {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut out = format!("{label}: {}\n", self.message);
+        let gutter = " ".repeat(self.line.to_string().len());
+        let _ = writeln!(out, "{gutter}--> {}:{}:{}", file.display(), self.line, self.column);
+        if let Some(text) = source.lines().nth(self.line.saturating_sub(1)) {
+            let start = self.column.saturating_sub(1);
+            let width = text
+                .get(start..)
+                .map(|rest| {
+                    rest.find(|c: char| c == ':' || c == ',' || c == ']' || c == '#')
+                        .unwrap_or(rest.trim_end().len())
+                })
+                .unwrap_or(1)
+                .max(1);
+            let _ = writeln!(out, "{gutter} |");
+            let _ = writeln!(out, "{} | {}", self.line, text);
+            let _ = writeln!(out, "{gutter} | {}{}", " ".repeat(start), "^".repeat(width));
+        }
+        if !self.field.is_empty() {
+            let _ = writeln!(out, "{gutter} = field: {}", self.field);
+        }
+        if let Some(hint) = &self.hint {
+            let _ = writeln!(out, "{gutter} = help: {hint}");
+        }
+        out
+    }
+}

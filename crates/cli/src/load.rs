@@ -1,0 +1,157 @@
+//! Reads a gateway config: YAML errors and semantic problems alike come
+//! back as diagnostics naming the line, the column and the field.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use plano_core::config::GatewayConfig;
+use plano_core::resolve::{self, closest, Resolved, Severity};
+
+use crate::diagnostics::Diagnostic;
+use crate::locate::locate;
+
+pub struct Loaded {
+    pub path: PathBuf,
+    pub resolved: Resolved,
+}
+
+pub struct Report {
+    pub path: PathBuf,
+    pub source: String,
+    pub diagnostics: Vec<Diagnostic>,
+    pub loaded: Option<Loaded>,
+}
+
+impl Report {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
+    }
+
+    pub fn print(&self) {
+        for d in &self.diagnostics {
+            eprintln!("{}", d.render(&self.path, &self.source));
+        }
+    }
+}
+
+/// Loads and checks `path`. `Err` only when the file cannot be read.
+pub fn load(path: &Path) -> Result<Report> {
+    let source = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let dotenv = read_dotenv(path);
+    let env = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
+    let mut report = Report {
+        path: path.to_path_buf(),
+        source,
+        diagnostics: Vec::new(),
+        loaded: None,
+    };
+    let config: GatewayConfig = match serde_yaml::from_str(&report.source) {
+        Ok(c) => c,
+        Err(e) => {
+            report.diagnostics.push(yaml_diagnostic(&e, &report.source));
+            return Ok(report);
+        }
+    };
+    let (resolved, issues) = resolve::resolve(&config, &env);
+    for issue in issues {
+        let (line, column) = locate(&report.source, &issue.path);
+        report.diagnostics.push(Diagnostic {
+            severity: issue.severity,
+            message: issue.message,
+            line,
+            column,
+            field: issue.path,
+            hint: issue.hint,
+        });
+    }
+    report.loaded = resolved.map(|resolved| Loaded {
+        path: path.to_path_buf(),
+        resolved,
+    });
+    Ok(report)
+}
+
+/// serde_yaml says `path: message at line L column C`; split that into parts
+/// and suggest the closest field name for an unknown one.
+fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
+    let text = e.to_string();
+    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let text = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    let (mut field, message) = match text.split_once(": ") {
+        Some((path, msg)) if !path.contains(' ') => (path.to_string(), msg.to_string()),
+        _ => (String::new(), text.clone()),
+    };
+    let mut hint = None;
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((name, expected)) = rest.split_once('`') {
+            let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            hint = closest(name, options.iter().copied())
+                .map(|m| format!("did you mean `{m}`?"))
+                .or_else(|| (!options.is_empty()).then(|| format!("expected one of: {}", options.join(", "))));
+            field = if field.is_empty() || field == "." {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
+        }
+    }
+    if source.trim().is_empty() {
+        return Diagnostic {
+            severity: Severity::Error,
+            message: "the config is empty".into(),
+            line: 1,
+            column: 1,
+            field,
+            hint: Some("see configs/ for examples".into()),
+        };
+    }
+    Diagnostic {
+        severity: Severity::Error,
+        message,
+        line,
+        column,
+        field,
+        hint,
+    }
+}
+
+/// `KEY=VALUE` lines of a `.env` beside the config, if there is one.
+fn read_dotenv(config: &Path) -> HashMap<String, String> {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let Ok(text) = std::fs::read_to_string(dir.join(".env")) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Loads `path` for running: prints every diagnostic, and fails on errors.
+pub fn load_for_run(path: &Path) -> Result<Loaded> {
+    let report = load(path)?;
+    report.print();
+    match report.loaded {
+        Some(l) if report.errors() == 0 => Ok(l),
+        _ => anyhow::bail!(
+            "{} has {} error(s); nothing was started",
+            path.display(),
+            report.errors().max(1)
+        ),
+    }
+}

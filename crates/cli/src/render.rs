@@ -1,0 +1,88 @@
+//! Renders Envoy's config from the resolved gateway with the template in
+//! `envoy/`, and writes it where only its owner can read it: it holds keys.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use minijinja::{context, Environment};
+use serde::Serialize;
+
+use crate::load::Loaded;
+
+const TEMPLATE: &str = include_str!("../../../envoy/envoy.yaml.j2");
+pub const ADMIN_PORT: u16 = 9901;
+
+#[derive(Serialize)]
+struct Cluster {
+    name: String,
+    address: String,
+    port: u16,
+    host: String,
+    tls: bool,
+    #[serde(rename = "static")]
+    is_static: bool,
+    connect_timeout: String,
+}
+
+/// `host.docker.internal` is "the machine the gateway runs on": natively
+/// that is loopback, and the container runs on the host's network.
+fn connect_address(host: &str) -> String {
+    match host {
+        "host.docker.internal" | "localhost" => "127.0.0.1".into(),
+        h => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+    }
+}
+
+pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
+    let r = &loaded.resolved;
+    let clusters: Vec<Cluster> = r
+        .plan
+        .targets
+        .iter()
+        .zip(&r.endpoints)
+        .map(|(t, e)| {
+            let address = connect_address(&e.host);
+            Cluster {
+                name: t.cluster.clone(),
+                is_static: address.parse::<std::net::IpAddr>().is_ok(),
+                address,
+                port: e.port,
+                host: e.host.clone(),
+                tls: e.tls,
+                connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
+            }
+        })
+        .collect();
+    let plan_json = serde_json::to_string(&r.plan)?;
+    let mut env = Environment::new();
+    env.add_template("envoy.yaml", TEMPLATE)?;
+    let out = env.get_template("envoy.yaml")?.render(context! {
+        source => loaded.path.display().to_string(),
+        admin_port => ADMIN_PORT,
+        listener_name => "model_listener",
+        listener_address => r.listener_address,
+        listener_port => r.listener_port,
+        buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
+        wasm_path => wasm_path,
+        plan_json => plan_json,
+        clusters => clusters,
+        ca_bundle => crate::paths::ca_bundle(),
+    })?;
+    Ok(out)
+}
+
+/// Writes `contents` to `path` readable by the owner only.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    let _ = fs::remove_file(path);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(contents)?;
+    Ok(())
+}

@@ -1,0 +1,417 @@
+//! Starting and stopping the gateway, natively or in Docker, and the state
+//! file that says what runs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::health;
+use crate::load::Loaded;
+use crate::paths;
+use crate::render;
+
+pub const CONTAINER: &str = "plano-gateway";
+pub const IMAGE: &str = concat!("plano-gateway:", env!("CARGO_PKG_VERSION"));
+const CONTAINER_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
+const STARTUP: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Native,
+    Docker,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct State {
+    pub mode: Mode,
+    pub config: PathBuf,
+    pub port: u16,
+    pub pid: Option<u32>,
+    pub started_at: u64,
+    pub log: PathBuf,
+}
+
+fn state_file() -> PathBuf {
+    paths::run_dir().join("state.json")
+}
+
+pub fn read_state() -> Option<State> {
+    let text = fs::read_to_string(state_file()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_state(state: &State) -> Result<()> {
+    fs::write(state_file(), serde_json::to_vec_pretty(state)?).context("cannot write the state file")
+}
+
+fn clear_state() {
+    let _ = fs::remove_file(state_file());
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Whether `pid` is a live Envoy (not a recycled pid of something else).
+fn envoy_alive(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("envoy"))
+        .unwrap_or(false)
+        && fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+            .unwrap_or(false)
+}
+
+fn container_running() -> bool {
+    Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", CONTAINER])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+        .unwrap_or(false)
+}
+
+pub fn is_running(state: &State) -> bool {
+    match state.mode {
+        Mode::Native => state.pid.is_some_and(envoy_alive),
+        Mode::Docker => container_running(),
+    }
+}
+
+fn prepare_run_dir() -> Result<PathBuf> {
+    let dir = paths::run_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
+fn ensure_port_free(address: &str, port: u16) -> Result<()> {
+    if std::net::TcpListener::bind((address, port)).is_err() {
+        bail!("port {port} is already in use by another program; free it or set `listeners[0].port`");
+    }
+    Ok(())
+}
+
+fn envoy_args(config: &str, workers: u32) -> Vec<String> {
+    [
+        "-c",
+        config,
+        "--concurrency",
+        &workers.to_string(),
+        "--disable-hot-restart",
+        "--log-level",
+        "warn",
+        "--component-log-level",
+        "wasm:info",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The last `lines` of a log, secrets redacted: Envoy echoes its whole
+/// config, keys included, when it rejects it.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    redact(&all[all.len().saturating_sub(lines)..].join("\n"))
+}
+
+/// Replaces access keys, however quoted, and bearer tokens with `[redacted]`.
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_string();
+    for marker in ["access_key\\\":\\\"", "access_key\":\"", "access_key: ", "Bearer "] {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(marker) {
+            let start = from + i + marker.len();
+            let end = out[start..]
+                .find(|c: char| c == '\\' || c == '"' || c == ',' || c.is_whitespace())
+                .map_or(out.len(), |e| start + e);
+            out.replace_range(start..end, "[redacted]");
+            from = start + "[redacted]".len();
+        }
+    }
+    out
+}
+
+pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<()> {
+    let r = &loaded.resolved;
+    ensure_port_free(&r.listener_address, r.listener_port)?;
+    let dir = prepare_run_dir()?;
+    let wasm = dir.join("plano_filter.wasm");
+    let source = paths::filter_wasm()?;
+    fs::copy(&source, &wasm).with_context(|| format!("cannot copy {}", source.display()))?;
+    let envoy_yaml = dir.join("envoy.yaml");
+    render::write_private(&envoy_yaml, render::render(loaded, &wasm.display().to_string())?.as_bytes())?;
+    let log = dir.join("envoy.log");
+    render::write_private(&log, b"")?;
+    let envoy = paths::envoy_binary()?;
+
+    let mut cmd = Command::new(&envoy);
+    cmd.args(envoy_args(&envoy_yaml.display().to_string(), workers))
+        .stdin(Stdio::null())
+        .stdout(fs::OpenOptions::new().append(true).open(&log)?)
+        .stderr(fs::OpenOptions::new().append(true).open(&log)?);
+    if !foreground {
+        // Its own process group: the gateway outlives this shell and its Ctrl-C.
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", envoy.display()))?;
+    let state = State {
+        mode: Mode::Native,
+        config: fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone()),
+        port: r.listener_port,
+        pid: Some(child.id()),
+        started_at: now_secs(),
+        log: log.clone(),
+    };
+    write_state(&state)?;
+    if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, || matches!(child.try_wait(), Ok(None))) {
+        let _ = child.kill();
+        let _ = child.wait();
+        clear_state();
+        bail!("{e}\n--- last lines of {} ---\n{}", log.display(), tail(&log, 30));
+    }
+    println!(
+        "gateway listening on http://{}:{} (pid {}, {} workers)",
+        r.listener_address,
+        r.listener_port,
+        child.id(),
+        workers
+    );
+    if foreground {
+        println!("stop it with Ctrl-C");
+        let status = child.wait()?;
+        clear_state();
+        println!("gateway stopped ({status})");
+    } else {
+        println!("logs: planoai logs -f    stop: planoai down");
+    }
+    Ok(())
+}
+
+fn docker(args: &[&str]) -> Result<std::process::Output> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .context("cannot run `docker`: is Docker installed?")
+}
+
+pub fn image_exists() -> bool {
+    docker(&["image", "inspect", IMAGE]).is_ok_and(|o| o.status.success())
+}
+
+pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
+    let r = &loaded.resolved;
+    if !image_exists() {
+        println!("image {IMAGE} not found; building it");
+        build_image("scratch")?;
+    }
+    remove_container();
+    ensure_port_free(&r.listener_address, r.listener_port)?;
+    let dir = prepare_run_dir()?;
+    let envoy_yaml = dir.join("envoy.yaml");
+    // Keys stay in this owner-only file, mounted read-only: not in the
+    // container's environment, so not in `docker inspect`.
+    render::write_private(&envoy_yaml, render::render(loaded, CONTAINER_WASM)?.as_bytes())?;
+    let mount = format!("{}:/etc/plano/envoy.yaml:ro", envoy_yaml.display());
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        CONTAINER,
+        "--network",
+        "host",
+        "--add-host",
+        "host.docker.internal:127.0.0.1",
+        "-v",
+        &mount,
+        IMAGE,
+    ];
+    let envoy_args = envoy_args("/etc/plano/envoy.yaml", workers);
+    args.extend(envoy_args.iter().map(String::as_str));
+    let out = docker(&args)?;
+    if !out.status.success() {
+        bail!("docker run failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let state = State {
+        mode: Mode::Docker,
+        config: fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone()),
+        port: r.listener_port,
+        pid: None,
+        started_at: now_secs(),
+        log: PathBuf::new(),
+    };
+    write_state(&state)?;
+    if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, container_running) {
+        let logs = docker(&["logs", "--tail", "30", CONTAINER])
+            .map(|o| redact(&format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))))
+            .unwrap_or_default();
+        remove_container();
+        clear_state();
+        bail!("{e}\n--- last lines of the container's log ---\n{logs}");
+    }
+    println!(
+        "gateway listening on http://{}:{} (container {CONTAINER}, host network)",
+        r.listener_address, r.listener_port
+    );
+    println!("logs: planoai logs -f    stop: planoai down --docker");
+    Ok(())
+}
+
+fn remove_container() -> bool {
+    docker(&["rm", "-f", CONTAINER]).is_ok_and(|o| o.status.success())
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+}
+
+/// Stops whatever gateway the state file names. True when one was stopped.
+pub fn stop(also_docker: bool) -> Result<bool> {
+    let mut stopped = false;
+    if let Some(state) = read_state() {
+        match (state.mode, state.pid) {
+            (Mode::Native, Some(pid)) if envoy_alive(pid) => {
+                signal(pid, "-TERM");
+                let start = std::time::Instant::now();
+                while envoy_alive(pid) && start.elapsed() < GRACE {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if envoy_alive(pid) {
+                    signal(pid, "-KILL");
+                }
+                stopped = true;
+            }
+            (Mode::Docker, _) => {
+                let _ = docker(&["stop", "-t", &GRACE.as_secs().to_string(), CONTAINER]);
+                stopped = remove_container();
+            }
+            _ => {}
+        }
+        clear_state();
+    }
+    if also_docker && remove_container() {
+        stopped = true;
+    }
+    Ok(stopped)
+}
+
+/// Builds the gateway image from this machine's Envoy, its glibc, the CA
+/// bundle and the filter. `scratch` needs no registry; any other base (such
+/// as envoyproxy/envoy) gets only the filter and keeps its own Envoy.
+pub fn build_image(base_image: &str) -> Result<()> {
+    let stage = std::env::temp_dir().join(format!("plano-image-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&stage);
+    let result = stage_and_build(&stage, base_image);
+    let _ = fs::remove_dir_all(&stage);
+    result
+}
+
+fn stage_and_build(stage: &Path, base_image: &str) -> Result<()> {
+    let full = stage.join("rootfs");
+    let filter_only = stage.join("rootfs-filter");
+    let envoy = fs::canonicalize(paths::envoy_binary()?)?;
+    let wasm = paths::filter_wasm()?;
+    for root in [&full, &filter_only] {
+        copy_into(root, &wasm, Path::new(CONTAINER_WASM))?;
+        fs::create_dir_all(root.join("etc/plano"))?;
+        fs::create_dir_all(root.join("tmp"))?;
+    }
+    copy_into(&full, &envoy, Path::new("/usr/local/bin/envoy"))?;
+    copy_into(&full, Path::new(paths::ca_bundle()), Path::new(paths::ca_bundle()))?;
+    let ldd = Command::new("ldd").arg(&envoy).output().context("cannot run ldd")?;
+    for lib in String::from_utf8_lossy(&ldd.stdout).lines().filter_map(library_path) {
+        copy_into(&full, Path::new(&lib), Path::new(&lib))?;
+    }
+    fs::write(stage.join("Dockerfile"), paths::DOCKERFILE)?;
+    let rootfs = if base_image == "scratch" { "rootfs" } else { "rootfs-filter" };
+    let status = Command::new("docker")
+        .args(["build", "-t", IMAGE, "--build-arg"])
+        .arg(format!("BASE_IMAGE={base_image}"))
+        .arg("--build-arg")
+        .arg(format!("ROOTFS={rootfs}"))
+        .arg(stage)
+        .status()
+        .context("cannot run `docker build`")?;
+    if !status.success() {
+        bail!("docker build failed");
+    }
+    let size = docker(&["image", "inspect", "-f", "{{.Size}}", IMAGE])?;
+    let bytes: u64 = String::from_utf8_lossy(&size.stdout).trim().parse().unwrap_or(0);
+    println!("built {IMAGE} ({:.1} MB)", bytes as f64 / 1e6);
+    Ok(())
+}
+
+/// The resolved path in one line of `ldd` output, if it names a file.
+fn library_path(line: &str) -> Option<String> {
+    let line = line.trim();
+    let path = match line.split_once("=>") {
+        Some((_, rest)) => rest.split_whitespace().next()?,
+        None => line.split_whitespace().next()?,
+    };
+    path.starts_with('/').then(|| path.to_string())
+}
+
+fn copy_into(root: &Path, from: &Path, to: &Path) -> Result<()> {
+    let dest = root.join(to.strip_prefix("/").unwrap_or(to));
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::copy(from, &dest).with_context(|| format!("cannot copy {} into the image", from.display()))?;
+    Ok(())
+}
+
+pub fn print_logs(follow: bool, lines: usize) -> Result<()> {
+    let Some(state) = read_state() else {
+        bail!("no gateway is running (start one with `planoai up CONFIG`)");
+    };
+    match state.mode {
+        Mode::Docker => {
+            let n = lines.to_string();
+            let mut args = vec!["logs", "--tail", n.as_str()];
+            if follow {
+                args.push("-f");
+            }
+            Command::new("docker").args(&args).arg(CONTAINER).status()?;
+        }
+        Mode::Native => {
+            println!("{}", tail(&state.log, lines));
+            if follow {
+                follow_file(&state.log)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn follow_file(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path)?;
+    let mut pos = f.seek(SeekFrom::End(0))?;
+    loop {
+        let len = f.metadata()?.len();
+        if len < pos {
+            pos = 0;
+        }
+        if len > pos {
+            f.seek(SeekFrom::Start(pos))?;
+            let mut chunk = String::new();
+            f.read_to_string(&mut chunk)?;
+            pos = len;
+            print!("{chunk}");
+        }
+        if read_state().is_none() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,373 @@
+//! One request's attempts and the decision after each failure: which rule it
+//! falls under, whether that rule has budget left, where the retry goes and
+//! how long it waits first. Pure functions of the plan, the request's ledger,
+//! the clock and the blocks, so every rule is testable with a fake clock.
+
+use serde_json::json;
+
+use crate::backoff;
+use crate::blocks::BlockKey;
+use crate::config::{BackoffScope, Strategy};
+use crate::plan::{GatewayPlan, RetryPolicy, Rule, Target, DEFAULT_RETRIABLE_STATUSES};
+
+/// How an attempt ended, when it did not end in a final answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider answered with this status.
+    Status(u16),
+    /// No response headers within the target's `timeout_ms`.
+    Timeout,
+    /// The connection to the provider failed or was reset before headers.
+    ConnectFailure,
+    /// `on_high_latency` with `measure: ttfb` saw no headers within its threshold.
+    SlowTtfb,
+}
+
+impl Outcome {
+    pub fn error_type(&self) -> String {
+        match self {
+            Outcome::Status(s) => format!("http_{s}"),
+            Outcome::Timeout => "timeout".into(),
+            Outcome::ConnectFailure => "connect_failure".into(),
+            Outcome::SlowTtfb => "high_latency".into(),
+        }
+    }
+
+    /// The status a client sees when this was the last attempt.
+    pub fn client_status(&self) -> u16 {
+        match self {
+            Outcome::Status(s) => *s,
+            Outcome::Timeout | Outcome::SlowTtfb => 504,
+            Outcome::ConnectFailure => 502,
+        }
+    }
+
+    fn describe(&self, model: &str) -> String {
+        match self {
+            Outcome::Status(s) => format!("{model} answered {s}"),
+            Outcome::Timeout => format!("{model} timed out"),
+            Outcome::ConnectFailure => format!("{model} could not be reached"),
+            Outcome::SlowTtfb => format!("{model} was too slow to answer"),
+        }
+    }
+}
+
+/// The rule a failure falls under; each has its own retry budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleId {
+    /// The n-th `on_status_codes` entry.
+    Status(usize),
+    /// `default_strategy` / `default_max_attempts`.
+    Default,
+    Timeout,
+    HighLatency,
+}
+
+impl RuleId {
+    /// The stats name of the reason for a retry under this rule.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RuleId::Status(_) | RuleId::Default => "status",
+            RuleId::Timeout => "timeout",
+            RuleId::HighLatency => "high_latency",
+        }
+    }
+}
+
+/// Which rule, if any, makes `outcome` a failure worth retrying.
+pub fn classify(policy: &RetryPolicy, outcome: &Outcome) -> Option<(RuleId, Rule)> {
+    match outcome {
+        Outcome::Status(status) => {
+            if let Some((i, r)) = policy
+                .status_rules
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.matches(*status))
+            {
+                return Some((RuleId::Status(i), r.rule));
+            }
+            DEFAULT_RETRIABLE_STATUSES
+                .contains(status)
+                .then_some((RuleId::Default, policy.default_rule))
+        }
+        Outcome::Timeout | Outcome::ConnectFailure => Some(match policy.on_timeout {
+            Some(rule) => (RuleId::Timeout, rule),
+            None => (RuleId::Default, policy.default_rule),
+        }),
+        Outcome::SlowTtfb => policy
+            .high_latency
+            .as_ref()
+            .map(|h| (RuleId::HighLatency, h.rule)),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub target: usize,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub outcome: Option<Outcome>,
+}
+
+/// Everything one request has done so far.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ledger {
+    pub attempts: Vec<Attempt>,
+    spent: Vec<(RuleId, u32)>,
+    first_failure_ms: Option<u64>,
+    /// Blocks with `apply_to: request`: they end with this request.
+    pub request_blocks: Vec<(BlockKey, u64)>,
+    /// Latency events with `apply_to: request`.
+    latency_events: Vec<(BlockKey, u64)>,
+}
+
+impl Ledger {
+    pub fn start(&mut self, target: usize, now_ms: u64) {
+        self.attempts.push(Attempt {
+            target,
+            started_ms: now_ms,
+            ended_ms: None,
+            outcome: None,
+        });
+    }
+
+    /// Closes the current attempt; `outcome` is `None` for a final answer.
+    pub fn finish(&mut self, outcome: Option<Outcome>, now_ms: u64) {
+        if let Some(a) = self.attempts.last_mut() {
+            a.ended_ms = Some(now_ms);
+            a.outcome = outcome;
+        }
+        if outcome.is_some() && self.first_failure_ms.is_none() {
+            self.first_failure_ms = Some(now_ms);
+        }
+    }
+
+    pub fn current(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    pub fn spent(&self, rule: RuleId) -> u32 {
+        self.spent
+            .iter()
+            .find(|(r, _)| *r == rule)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Counts a retry against `rule`'s budget.
+    pub fn charge(&mut self, rule: RuleId) {
+        match self.spent.iter_mut().find(|(r, _)| *r == rule) {
+            Some((_, n)) => *n += 1,
+            None => self.spent.push((rule, 1)),
+        }
+    }
+
+    pub fn block_for_request(&mut self, key: BlockKey, until_ms: u64) {
+        match self.request_blocks.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, until)) => *until = (*until).max(until_ms),
+            None => self.request_blocks.push((key, until_ms)),
+        }
+    }
+
+    /// Records a request-scoped latency event; true when `min_triggers`
+    /// events now fall within the window.
+    pub fn note_latency_event(&mut self, key: &BlockKey, now_ms: u64, window_ms: Option<u64>, min_triggers: u32) -> bool {
+        self.latency_events.push((key.clone(), now_ms));
+        let oldest = window_ms.map_or(0, |w| now_ms.saturating_sub(w));
+        let count = self
+            .latency_events
+            .iter()
+            .filter(|(k, t)| k == key && *t >= oldest)
+            .count();
+        count >= min_triggers.max(1) as usize
+    }
+
+    /// When this request's own blocks on `target` end, if any is in force.
+    pub fn request_block_until(&self, target: &Target, now_ms: u64) -> Option<u64> {
+        let covering = BlockKey::covering(target);
+        self.request_blocks
+            .iter()
+            .filter(|(k, until)| covering.contains(k) && *until > now_ms)
+            .map(|(_, until)| *until)
+            .max()
+    }
+
+    fn tried(&self, target: usize) -> bool {
+        self.attempts.iter().any(|a| a.target == target)
+    }
+
+    /// Retries so far (every attempt after the first) whose target satisfies `pred`.
+    fn retries_where(&self, mut pred: impl FnMut(usize) -> bool) -> u32 {
+        self.attempts.iter().skip(1).filter(|a| pred(a.target)).count() as u32
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Send attempt to `target` after `wait_ms`.
+    Retry {
+        target: usize,
+        wait_ms: u64,
+        rule: RuleId,
+    },
+    /// Stop and tell the client everything failed.
+    Exhausted { budget_exhausted: bool },
+    /// Not a failure under the policy (or there is none): deliver as it is.
+    Final,
+}
+
+/// The request's targets in the order they are considered: the primary,
+/// then its policy's candidates.
+pub fn order(plan: &GatewayPlan, primary: usize) -> impl Iterator<Item = usize> + '_ {
+    let candidates = plan.targets[primary]
+        .retry_policy
+        .as_ref()
+        .map(|p| p.candidates.as_slice())
+        .unwrap_or_default();
+    std::iter::once(primary).chain(candidates.iter().copied())
+}
+
+/// The first attempt's target: the primary unless it is blocked, else the
+/// first unblocked candidate; with all blocked, the one whose block ends
+/// first (fail open). `blocked` gives when a target's block ends.
+pub fn first_target(plan: &GatewayPlan, primary: usize, blocked: &dyn Fn(usize) -> Option<u64>) -> usize {
+    if plan.targets[primary].retry_policy.is_none() {
+        return primary;
+    }
+    let mut soonest: Option<(u64, usize)> = None;
+    for t in order(plan, primary) {
+        match blocked(t) {
+            None => return t,
+            Some(until) => {
+                if soonest.is_none_or(|(best, _)| until < best) {
+                    soonest = Some((until, t));
+                }
+            }
+        }
+    }
+    soonest.map_or(primary, |(_, t)| t)
+}
+
+/// Decides what follows the current attempt's failure. The ledger's current
+/// attempt must already be finished with `outcome`. `jitter` is a uniform
+/// sample in [0, 1).
+pub fn decide(
+    plan: &GatewayPlan,
+    primary: usize,
+    ledger: &Ledger,
+    outcome: &Outcome,
+    now_ms: u64,
+    blocked: &dyn Fn(usize) -> Option<u64>,
+    jitter: f64,
+) -> Decision {
+    let Some(policy) = plan.targets[primary].retry_policy.as_ref() else {
+        return Decision::Final;
+    };
+    let Some((rule_id, rule)) = classify(policy, outcome) else {
+        return Decision::Final;
+    };
+    if ledger.spent(rule_id) >= rule.max_attempts {
+        return Decision::Exhausted {
+            budget_exhausted: true,
+        };
+    }
+    let Some(failed) = ledger.current().map(|a| a.target) else {
+        return Decision::Final;
+    };
+    let Some(target) = next_target(plan, primary, ledger, failed, rule.strategy, blocked) else {
+        return Decision::Exhausted {
+            budget_exhausted: false,
+        };
+    };
+    let backoff_ms = policy.backoff.as_ref().map_or(0, |b| {
+        let provider = |t: usize| plan.targets[t].provider.as_str();
+        let n = match b.apply_to {
+            BackoffScope::SameModel if target == failed => ledger.retries_where(|t| t == target) + 1,
+            BackoffScope::SameProvider if provider(target) == provider(failed) => {
+                ledger.retries_where(|t| provider(t) == provider(target)) + 1
+            }
+            BackoffScope::Global => ledger.retries_where(|_| true) + 1,
+            _ => 0,
+        };
+        backoff::delay_ms(b, n, jitter)
+    });
+    let block_ms = blocked(target).map_or(0, |until| until.saturating_sub(now_ms));
+    let wait_ms = backoff_ms.max(block_ms);
+    if let (Some(limit), Some(first)) = (policy.max_retry_duration_ms, ledger.first_failure_ms) {
+        if now_ms + wait_ms > first + limit {
+            return Decision::Exhausted {
+                budget_exhausted: false,
+            };
+        }
+    }
+    Decision::Retry {
+        target,
+        wait_ms,
+        rule: rule_id,
+    }
+}
+
+/// Where a retry under `strategy` goes after `failed` failed. `same_model`
+/// retries the failed target even when blocked (the wait covers the block);
+/// the others take the first untried, unblocked candidate that fits.
+fn next_target(
+    plan: &GatewayPlan,
+    primary: usize,
+    ledger: &Ledger,
+    failed: usize,
+    strategy: Strategy,
+    blocked: &dyn Fn(usize) -> Option<u64>,
+) -> Option<usize> {
+    let failed_provider = &plan.targets[failed].provider;
+    let fits = |t: usize| {
+        let provider = &plan.targets[t].provider;
+        match strategy {
+            Strategy::SameModel => t == failed,
+            Strategy::SameProvider => provider == failed_provider && t != failed,
+            Strategy::DifferentProvider => provider != failed_provider,
+        }
+    };
+    if strategy == Strategy::SameModel {
+        return Some(failed);
+    }
+    order(plan, primary).find(|&t| fits(t) && !ledger.tried(t) && blocked(t).is_none())
+}
+
+/// The body and status of the `retry_exhausted` error (SPEC §7).
+pub fn exhausted_error(plan: &GatewayPlan, ledger: &Ledger, budget_exhausted: bool) -> (u16, String) {
+    let attempts: Vec<_> = ledger
+        .attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut entry = json!({
+                "attempt": i + 1,
+                "model": plan.targets[a.target].model,
+                "error_type": a.outcome.map_or("none".into(), |o| o.error_type()),
+                "latency_ms": a.ended_ms.map_or(0, |e| e.saturating_sub(a.started_ms)),
+            });
+            if let Some(Outcome::Status(s)) = a.outcome {
+                entry["status"] = json!(s);
+            }
+            entry
+        })
+        .collect();
+    let last = ledger.current();
+    let last_outcome = last.and_then(|a| a.outcome).unwrap_or(Outcome::Timeout);
+    let last_model = last.map_or("", |a| plan.targets[a.target].model.as_str());
+    let n = ledger.attempts.len();
+    let plural = if n == 1 { "attempt" } else { "attempts" };
+    let body = json!({"error": {
+        "type": "retry_exhausted",
+        "message": format!("all {n} {plural} failed; last: {}", last_outcome.describe(last_model)),
+        "total_attempts": n,
+        "attempts": attempts,
+        "retry_budget_exhausted": budget_exhausted,
+    }});
+    (last_outcome.client_status(), body.to_string())
+}
+
+/// An error the gateway makes itself, in OpenAI's shape.
+pub fn gateway_error(kind: &str, message: &str) -> String {
+    json!({"error": {"type": kind, "message": message}}).to_string()
+}

@@ -1,0 +1,245 @@
+//! Block bookkeeping: which model or provider may not be tried until when.
+//!
+//! Global blocks live in a [`SharedStore`] (Envoy shared data in the filter,
+//! a map in tests) so every worker sees them. Updates go through a
+//! compare-and-swap loop so concurrent writers never lose a block.
+
+use crate::config::BlockScope;
+use crate::plan::Target;
+
+/// A key-value store with compare-and-swap, the shape of Envoy shared data.
+pub trait SharedStore {
+    /// The value and its CAS token, if the key exists.
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Writes `value` if the key's CAS token is still `cas`. `cas` 0 means
+    /// "whatever is there". Returns false on a CAS mismatch.
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool;
+}
+
+/// How many times an update is retried after losing a CAS race before it
+/// gives up. Contention on one key between two workers settles in a few.
+const MAX_CAS_ROUNDS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BlockKey {
+    Model(String),
+    Provider(String),
+}
+
+impl BlockKey {
+    pub fn for_target(target: &Target, scope: BlockScope) -> BlockKey {
+        match scope {
+            BlockScope::Model => BlockKey::Model(target.model.clone()),
+            BlockScope::Provider => BlockKey::Provider(target.provider.clone()),
+        }
+    }
+
+    /// The keys whose blocks apply to `target`.
+    pub fn covering(target: &Target) -> [BlockKey; 2] {
+        [
+            BlockKey::Model(target.model.clone()),
+            BlockKey::Provider(target.provider.clone()),
+        ]
+    }
+
+    pub fn block_slot(&self) -> String {
+        match self {
+            BlockKey::Model(m) => format!("plano.block.model.{m}"),
+            BlockKey::Provider(p) => format!("plano.block.provider.{p}"),
+        }
+    }
+
+    pub fn latency_slot(&self) -> String {
+        match self {
+            BlockKey::Model(m) => format!("plano.latency.model.{m}"),
+            BlockKey::Provider(p) => format!("plano.latency.provider.{p}"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            BlockKey::Model(m) => format!("model {m}"),
+            BlockKey::Provider(p) => format!("provider {p}"),
+        }
+    }
+}
+
+/// Applies `change` to the value at `slot` until the write wins its CAS race.
+/// `change` sees the current value (empty when absent) and returns the new
+/// one, or `None` to leave it alone. Returns whether a value was written.
+pub fn update(store: &dyn SharedStore, slot: &str, mut change: impl FnMut(&[u8]) -> Option<Vec<u8>>) -> bool {
+    for _ in 0..MAX_CAS_ROUNDS {
+        let (current, cas) = store.get(slot).unwrap_or_default();
+        let Some(next) = change(&current) else {
+            return false;
+        };
+        if store.set(slot, &next, cas) {
+            return true;
+        }
+    }
+    false
+}
+
+fn decode_until(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// When the global block on `key` ends, if it is still in force at `now_ms`.
+pub fn blocked_until(store: &dyn SharedStore, key: &BlockKey, now_ms: u64) -> Option<u64> {
+    let (value, _) = store.get(&key.block_slot())?;
+    decode_until(&value).filter(|until| *until > now_ms)
+}
+
+/// Blocks `key` globally until `until_ms`, keeping a later block if one is
+/// already there. An expired block is simply overwritten, so the store holds
+/// at most one entry per configured model and provider.
+pub fn block(store: &dyn SharedStore, key: &BlockKey, until_ms: u64) -> bool {
+    let encoded = until_ms.to_string().into_bytes();
+    update(store, &key.block_slot(), |current| match decode_until(current) {
+        Some(existing) if existing >= until_ms => None,
+        _ => Some(encoded.clone()),
+    })
+}
+
+/// Records a latency event at `now_ms` in the window kept at `key`, and
+/// says whether the window now holds at least `min_triggers` events. Events
+/// older than `window_ms` are dropped on every write, so the slot stays small.
+pub fn record_latency_event(
+    store: &dyn SharedStore,
+    key: &BlockKey,
+    now_ms: u64,
+    window_ms: Option<u64>,
+    min_triggers: u32,
+) -> bool {
+    let mut count = 0usize;
+    update(store, &key.latency_slot(), |current| {
+        let mut events = latency_events(current, now_ms, window_ms);
+        events.push(now_ms);
+        // Only the newest `min_triggers` events can ever matter.
+        let keep = (min_triggers.max(1)) as usize;
+        if events.len() > keep {
+            events.drain(..events.len() - keep);
+        }
+        count = events.len();
+        Some(encode_events(&events))
+    });
+    count >= min_triggers.max(1) as usize
+}
+
+/// The events of `value` still inside the window ending at `now_ms`.
+pub fn latency_events(value: &[u8], now_ms: u64, window_ms: Option<u64>) -> Vec<u64> {
+    let oldest = window_ms.map_or(0, |w| now_ms.saturating_sub(w));
+    std::str::from_utf8(value)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.parse::<u64>().ok())
+        .filter(|t| *t >= oldest)
+        .collect()
+}
+
+fn encode_events(events: &[u64]) -> Vec<u8> {
+    events
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes()
+}
+
+#[cfg(test)]
+pub mod memory {
+    //! An in-memory [`SharedStore`] with Envoy's CAS semantics, for tests.
+    use super::SharedStore;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    pub struct MemoryStore {
+        entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        /// Makes the next N writes lose their CAS race, as another worker would.
+        pub conflicts: RefCell<u32>,
+    }
+
+    impl SharedStore for MemoryStore {
+        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.entries.borrow().get(key).cloned()
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
+            let mut conflicts = self.conflicts.borrow_mut();
+            let mut entries = self.entries.borrow_mut();
+            if *conflicts > 0 {
+                *conflicts -= 1;
+                let entry = entries.entry(key.to_string()).or_insert((Vec::new(), 0));
+                entry.1 += 1;
+                return false;
+            }
+            let current = entries.get(key).map_or(0, |e| e.1);
+            if cas != 0 && cas != current {
+                return false;
+            }
+            entries.insert(key.to_string(), (value.to_vec(), current + 1));
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::*;
+
+    fn model(m: &str) -> BlockKey {
+        BlockKey::Model(m.into())
+    }
+
+    #[test]
+    fn block_is_seen_until_it_ends() {
+        let store = MemoryStore::default();
+        assert!(block(&store, &model("openai/gpt-4o"), 5_000));
+        assert_eq!(blocked_until(&store, &model("openai/gpt-4o"), 1_000), Some(5_000));
+        assert_eq!(blocked_until(&store, &model("openai/gpt-4o"), 5_000), None);
+        assert_eq!(blocked_until(&store, &model("other/x"), 1_000), None);
+    }
+
+    #[test]
+    fn a_shorter_block_never_shortens_a_longer_one() {
+        let store = MemoryStore::default();
+        block(&store, &model("m/a"), 9_000);
+        assert!(!block(&store, &model("m/a"), 4_000));
+        assert_eq!(blocked_until(&store, &model("m/a"), 0), Some(9_000));
+        assert!(block(&store, &model("m/a"), 12_000));
+        assert_eq!(blocked_until(&store, &model("m/a"), 0), Some(12_000));
+    }
+
+    #[test]
+    fn cas_conflicts_are_retried_and_lose_nothing() {
+        let store = MemoryStore::default();
+        block(&store, &model("m/a"), 1);
+        *store.conflicts.borrow_mut() = 10;
+        assert!(block(&store, &model("m/a"), 7_000));
+        assert_eq!(blocked_until(&store, &model("m/a"), 0), Some(7_000));
+    }
+
+    #[test]
+    fn latency_events_count_within_the_window() {
+        let store = MemoryStore::default();
+        let key = model("m/a");
+        assert!(!record_latency_event(&store, &key, 1_000, Some(10_000), 2));
+        // The first event fell out of the window: still one.
+        assert!(!record_latency_event(&store, &key, 20_000, Some(10_000), 2));
+        assert!(record_latency_event(&store, &key, 25_000, Some(10_000), 2));
+        assert!(record_latency_event(&store, &key, 1, None, 1));
+    }
+
+    #[test]
+    fn latency_slot_stays_bounded() {
+        let store = MemoryStore::default();
+        let key = model("m/a");
+        for t in 0..1000 {
+            record_latency_event(&store, &key, t, None, 3);
+        }
+        let (value, _) = store.get(&key.latency_slot()).unwrap();
+        assert_eq!(latency_events(&value, 1000, None), vec![997, 998, 999]);
+    }
+}

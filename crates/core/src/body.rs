@@ -1,0 +1,205 @@
+//! The request body: checked once, and its `model` value swapped per target
+//! without touching any other byte.
+
+use std::ops::Range;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    NotJson(String),
+    NotAnObject,
+    NoModel,
+    ModelNotAString,
+}
+
+impl BodyError {
+    pub fn message(&self) -> String {
+        match self {
+            BodyError::NotJson(e) => format!("the request body is not valid JSON: {e}"),
+            BodyError::NotAnObject => "the request body must be a JSON object".into(),
+            BodyError::NoModel => "the request body has no `model` field".into(),
+            BodyError::ModelNotAString => "`model` must be a string".into(),
+        }
+    }
+}
+
+/// A validated chat request: the raw bytes and where the `model` string
+/// (quotes included) sits in them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatBody {
+    pub model: String,
+    pub stream: bool,
+    model_span: Range<usize>,
+}
+
+impl ChatBody {
+    /// Checks `raw` is a JSON object with a string `model`. serde_json does the
+    /// full validation (nesting is capped at its recursion limit of 128); a
+    /// small scanner then finds the top-level `model` value's byte span.
+    pub fn parse(raw: &[u8]) -> Result<ChatBody, BodyError> {
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            model: Option<serde_json::Value>,
+            #[serde(default)]
+            stream: Option<serde_json::Value>,
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(raw).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(BodyError::NotAnObject);
+        }
+        let probe: Probe = serde_json::from_value(value).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        let model = match probe.model {
+            None => return Err(BodyError::NoModel),
+            Some(serde_json::Value::String(m)) => m,
+            Some(_) => return Err(BodyError::ModelNotAString),
+        };
+        let stream = matches!(probe.stream, Some(serde_json::Value::Bool(true)));
+        let model_span = find_top_level_value(raw, "model").ok_or(BodyError::NoModel)?;
+        Ok(ChatBody {
+            model,
+            stream,
+            model_span,
+        })
+    }
+
+    /// `raw` with the model value replaced by `model`, every other byte kept.
+    pub fn with_model(&self, raw: &[u8], model: &str) -> Vec<u8> {
+        let quoted = serde_json::to_string(model).unwrap_or_else(|_| format!("\"{model}\""));
+        let mut out = Vec::with_capacity(raw.len() + quoted.len());
+        out.extend_from_slice(&raw[..self.model_span.start]);
+        out.extend_from_slice(quoted.as_bytes());
+        out.extend_from_slice(&raw[self.model_span.end..]);
+        out
+    }
+}
+
+/// Byte span of the value of `key` in the top-level object of a document
+/// already known to be valid JSON. The last occurrence wins, as it does for
+/// serde_json.
+fn find_top_level_value(raw: &[u8], key: &str) -> Option<Range<usize>> {
+    let mut i = skip_ws(raw, 0);
+    if raw.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut found = None;
+    loop {
+        i = skip_ws(raw, i);
+        match raw.get(i)? {
+            b'}' => return found,
+            b',' => {
+                i += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return None,
+        }
+        let key_end = string_end(raw, i)?;
+        let this_key: String = serde_json::from_slice(&raw[i..key_end]).ok()?;
+        i = skip_ws(raw, key_end);
+        if raw.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(raw, i + 1);
+        let value_end = value_end(raw, i)?;
+        if this_key == key {
+            found = Some(i..value_end);
+        }
+        i = value_end;
+    }
+}
+
+fn skip_ws(raw: &[u8], mut i: usize) -> usize {
+    while matches!(raw.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// End (exclusive) of the string starting with the quote at `start`.
+fn string_end(raw: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match raw.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// End (exclusive) of the value starting at `start`, without recursion.
+fn value_end(raw: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    loop {
+        match raw.get(i)? {
+            b'"' => {
+                i = string_end(raw, i)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                if depth == 0 {
+                    return Some(i);
+                }
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            b',' if depth == 0 => return Some(i),
+            b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swaps_only_the_model_value() {
+        let raw = br#"{ "messages": [{"role":"user","content":"model: \"x\""}], "model" :  "openai/gpt-4o" , "temperature":0.7}"#;
+        let body = ChatBody::parse(raw).unwrap();
+        assert_eq!(body.model, "openai/gpt-4o");
+        let out = body.with_model(raw, "claude-3-5-sonnet");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{ "messages": [{"role":"user","content":"model: \"x\""}], "model" :  "claude-3-5-sonnet" , "temperature":0.7}"#
+        );
+    }
+
+    #[test]
+    fn nested_model_keys_are_not_the_model() {
+        let raw = br#"{"metadata":{"model":"inner"},"model":"outer","stream":true}"#;
+        let body = ChatBody::parse(raw).unwrap();
+        assert!(body.stream);
+        let out = body.with_model(raw, "m");
+        assert_eq!(out, br#"{"metadata":{"model":"inner"},"model":"m","stream":true}"#);
+    }
+
+    #[test]
+    fn escapes_survive() {
+        let raw = br#"{"model":"a\"b"}"#;
+        let body = ChatBody::parse(raw).unwrap();
+        assert_eq!(body.model, "a\"b");
+        assert_eq!(body.with_model(raw, "q\"z"), br#"{"model":"q\"z"}"#);
+    }
+
+    #[test]
+    fn bad_bodies_are_named() {
+        assert!(matches!(ChatBody::parse(b"nope"), Err(BodyError::NotJson(_))));
+        assert_eq!(ChatBody::parse(b"[1]"), Err(BodyError::NotAnObject));
+        assert_eq!(ChatBody::parse(b"{}"), Err(BodyError::NoModel));
+        assert_eq!(ChatBody::parse(br#"{"model":3}"#), Err(BodyError::ModelNotAString));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(r#"{{"model":"m","x":{deep}}}"#);
+        assert!(matches!(ChatBody::parse(deep.as_bytes()), Err(BodyError::NotJson(_))));
+    }
+}

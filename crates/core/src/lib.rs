@@ -1,0 +1,13 @@
+//! The Plano gateway's decisions, in plain Rust: the config and its
+//! resolution, classifying an attempt, choosing the next target, backoff,
+//! `Retry-After`, block bookkeeping and the exhausted error. Nothing here
+//! knows of proxy-wasm; the filter feeds it the clock and the shared store.
+
+pub mod attempt;
+pub mod backoff;
+pub mod blocks;
+pub mod body;
+pub mod config;
+pub mod plan;
+pub mod resolve;
+pub mod retry_after;

@@ -1,0 +1,165 @@
+//! The resolved gateway: what the filter runs on. The CLI builds it from the
+//! user's YAML (filling every default, resolving `$VAR` keys and base URLs)
+//! and hands it to the filter as JSON, so the filter never re-validates.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BackoffScope, BlockApplyTo, BlockScope, Measure, Strategy};
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
+pub const DEFAULT_STRATEGY: Strategy = Strategy::DifferentProvider;
+pub const DEFAULT_BACKOFF_BASE_MS: u64 = 100;
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 5_000;
+pub const DEFAULT_MAX_RETRY_AFTER_SECONDS: u64 = 300;
+pub const DEFAULT_LATENCY_BLOCK_SECONDS: u64 = 60;
+
+/// Statuses that fail an attempt when no `on_status_codes` entry matches.
+pub const DEFAULT_RETRIABLE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayPlan {
+    pub targets: Vec<Target>,
+    /// Index of the provider marked `default: true`, if any.
+    pub default_target: Option<usize>,
+    pub max_request_body_bytes: u64,
+}
+
+impl GatewayPlan {
+    /// The target a request's `model` names: the full `provider/model`, or
+    /// the bare model name when exactly one provider offers it; otherwise the
+    /// default provider.
+    pub fn find_target(&self, model: &str) -> Option<usize> {
+        if let Some(i) = self.targets.iter().position(|t| t.model == model) {
+            return Some(i);
+        }
+        let mut bare = self.targets.iter().enumerate().filter(|(_, t)| t.model_name == model);
+        match (bare.next(), bare.next()) {
+            (Some((i, _)), None) => Some(i),
+            _ => self.default_target,
+        }
+    }
+
+    /// Every index in the plan points at a target. The filter refuses a plan
+    /// that fails this rather than risk indexing out of bounds.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.targets.len();
+        if n == 0 {
+            return Err("no targets".into());
+        }
+        if self.default_target.is_some_and(|d| d >= n) {
+            return Err("default target out of range".into());
+        }
+        for t in &self.targets {
+            if let Some(p) = &t.retry_policy {
+                if p.candidates.iter().any(|&c| c >= n) {
+                    return Err(format!("{}: candidate out of range", t.model));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One configured model at one provider: where and how an attempt is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// As configured: `openai/gpt-4o`.
+    pub model: String,
+    /// Text before the first `/`: `openai`.
+    pub provider: String,
+    /// What the provider calls it: `gpt-4o`.
+    pub model_name: String,
+    /// Envoy cluster carrying this target's traffic.
+    pub cluster: String,
+    /// `:authority` sent to the provider.
+    pub authority: String,
+    /// Prepended to the client's path, after `strip_prefix` is removed from it.
+    pub path_prefix: String,
+    pub strip_prefix: String,
+    pub access_key: Option<String>,
+    pub timeout_ms: u64,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+impl Target {
+    /// The path an attempt to this target uses for the client's `path`.
+    pub fn upstream_path(&self, client_path: &str) -> String {
+        let rest = client_path
+            .strip_prefix(self.strip_prefix.as_str())
+            .unwrap_or(client_path);
+        format!("{}{}", self.path_prefix, rest)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub strategy: Strategy,
+    /// Retries this rule may cause in one request, the original attempt aside.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRule {
+    /// Inclusive ranges; a single code is `(c, c)`.
+    pub codes: Vec<(u16, u16)>,
+    pub rule: Rule,
+}
+
+impl StatusRule {
+    pub fn matches(&self, status: u16) -> bool {
+        self.codes.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HighLatency {
+    pub threshold_ms: u64,
+    pub measure: Measure,
+    pub min_triggers: u32,
+    pub window_ms: Option<u64>,
+    pub rule: Rule,
+    pub block_ms: u64,
+    pub scope: BlockScope,
+    pub apply_to: BlockApplyTo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub apply_to: BackoffScope,
+    pub base_ms: u64,
+    pub max_ms: u64,
+    pub jitter: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryAfterHandling {
+    pub scope: BlockScope,
+    pub apply_to: BlockApplyTo,
+    pub max_ms: u64,
+}
+
+impl Default for RetryAfterHandling {
+    fn default() -> Self {
+        RetryAfterHandling {
+            scope: BlockScope::Model,
+            apply_to: BlockApplyTo::Global,
+            max_ms: DEFAULT_MAX_RETRY_AFTER_SECONDS * 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Targets to consider after the primary, in order: `fallback_models` as
+    /// listed, then every other provider in config order.
+    pub candidates: Vec<usize>,
+    pub default_rule: Rule,
+    pub status_rules: Vec<StatusRule>,
+    pub on_timeout: Option<Rule>,
+    pub high_latency: Option<HighLatency>,
+    pub backoff: Option<Backoff>,
+    pub retry_after: RetryAfterHandling,
+    pub max_retry_duration_ms: Option<u64>,
+}

@@ -1,0 +1,503 @@
+//! From the user's YAML to a [`GatewayPlan`]: defaults filled, names and
+//! URLs checked, `$VAR` keys resolved. Every problem is reported with the
+//! path of its field so the CLI can point at the line.
+
+use crate::config::{
+    BackoffScope, CodeSpec, GatewayConfig, ListenerKind, ModelProvider, RetryPolicyConfig, Strategy,
+};
+use crate::plan::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub severity: Severity,
+    /// `model_providers[0].retry_policy.backoff.base_ms`
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// Where an attempt to a provider goes, from its `base_url` or the built-in table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub path_prefix: String,
+    pub strip_prefix: String,
+}
+
+impl Endpoint {
+    pub fn authority(&self) -> String {
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Providers reachable without a `base_url`, through their OpenAI-compatible
+/// chat completions API: (provider, host, API root that replaces `/v1`).
+pub const WELL_KNOWN_PROVIDERS: &[(&str, &str, &str)] = &[
+    ("openai", "api.openai.com", "/v1"),
+    ("anthropic", "api.anthropic.com", "/v1"),
+    ("mistral", "api.mistral.ai", "/v1"),
+    ("groq", "api.groq.com", "/openai/v1"),
+    ("deepseek", "api.deepseek.com", "/v1"),
+    ("gemini", "generativelanguage.googleapis.com", "/v1beta/openai"),
+    ("xai", "api.x.ai", "/v1"),
+    ("together_ai", "api.together.xyz", "/v1"),
+];
+
+pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err("must start with http:// or https://".into());
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if hostport.contains('@') || hostport.contains('?') || path.contains('?') || path.contains('#') {
+        return Err("must be scheme://host[:port][/path], without credentials, query or fragment".into());
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
+            let port = p.parse::<u16>().map_err(|_| format!("`{p}` is not a port number"))?;
+            (h, port)
+        }
+        _ => (hostport, if tls { 443 } else { 80 }),
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if port == 0 {
+        return Err("port 0 is not a port".into());
+    }
+    Ok(Endpoint {
+        tls,
+        host: host.to_string(),
+        port,
+        path_prefix: path.trim_end_matches('/').to_string(),
+        strip_prefix: String::new(),
+    })
+}
+
+fn endpoint_for(provider: &ModelProvider, provider_name: &str) -> Result<Endpoint, (String, Option<String>)> {
+    if let Some(url) = &provider.base_url {
+        return parse_base_url(url).map_err(|e| (format!("base_url `{url}` {e}"), None));
+    }
+    match WELL_KNOWN_PROVIDERS.iter().find(|(p, _, _)| *p == provider_name) {
+        Some((_, host, root)) => Ok(Endpoint {
+            tls: true,
+            host: host.to_string(),
+            port: 443,
+            path_prefix: root.to_string(),
+            strip_prefix: "/v1".into(),
+        }),
+        None => Err((
+            format!("provider `{provider_name}` has no built-in address, so `base_url` is required"),
+            Some(format!(
+                "built-in providers: {}",
+                WELL_KNOWN_PROVIDERS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            )),
+        )),
+    }
+}
+
+/// Resolves an access key: a literal, or `$VAR` / `${VAR}` from `env`.
+pub fn resolve_key(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let name = raw
+        .strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .or_else(|| raw.strip_prefix('$'));
+    match name {
+        None => Ok(raw.to_string()),
+        Some(var) if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            Err(format!("`{raw}` is not a valid environment variable reference"))
+        }
+        Some(var) => env(var).ok_or_else(|| format!("environment variable `{var}` is not set")),
+    }
+}
+
+/// A name usable as an Envoy cluster name and in stats.
+pub fn cluster_name(index: usize, model: &str) -> String {
+    let clean: String = model
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .collect();
+    format!("plano_{index}_{clean}")
+}
+
+pub struct Resolved {
+    pub plan: GatewayPlan,
+    pub endpoints: Vec<Endpoint>,
+    pub listener_port: u16,
+    pub listener_address: String,
+}
+
+struct Checker {
+    issues: Vec<Issue>,
+}
+
+impl Checker {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Error, path, message, None);
+    }
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
+        self.push(Severity::Warning, path, message, hint);
+    }
+    fn push(&mut self, severity: Severity, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
+        self.issues.push(Issue {
+            severity,
+            path: path.into(),
+            message: message.into(),
+            hint,
+        });
+    }
+}
+
+/// Checks `config` and builds the plan. Returns every issue found; the plan
+/// is `None` when any of them is an error.
+pub fn resolve(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> (Option<Resolved>, Vec<Issue>) {
+    let mut c = Checker { issues: Vec::new() };
+
+    if config.version != "v0.3.0" {
+        c.warn(
+            "version",
+            format!("version `{}` is not the one this gateway implements", config.version),
+            Some("use `version: v0.3.0`".into()),
+        );
+    }
+    let models: Vec<&ListenerKind> = config.listeners.iter().map(|l| &l.kind).collect();
+    if models.is_empty() {
+        c.error("listeners", "at least one listener of `type: model` is required");
+    } else if models.len() > 1 {
+        c.error("listeners[1]", "only one model listener is supported");
+    }
+    let listener = config.listeners.first();
+    if let Some(l) = listener {
+        if l.port == 0 {
+            c.error("listeners[0].port", "port 0 is not a port");
+        }
+        if l.max_request_body_bytes == Some(0) {
+            c.error("listeners[0].max_request_body_bytes", "must be greater than 0");
+        }
+    }
+
+    if config.model_providers.is_empty() {
+        c.error("model_providers", "at least one model provider is required");
+    }
+    let mut endpoints = Vec::new();
+    let mut targets = Vec::new();
+    for (i, p) in config.model_providers.iter().enumerate() {
+        let at = format!("model_providers[{i}]");
+        let (provider, model_name) = match p.model.split_once('/') {
+            Some((prov, name)) if !prov.is_empty() && !name.is_empty() => (prov.to_string(), name.to_string()),
+            _ => {
+                c.error(format!("{at}.model"), format!("`{}` must be `<provider>/<model>`", p.model));
+                (String::new(), p.model.clone())
+            }
+        };
+        if config.model_providers[..i].iter().any(|q| q.model == p.model) {
+            c.error(format!("{at}.model"), format!("`{}` is configured twice", p.model));
+        }
+        let endpoint = match endpoint_for(p, &provider) {
+            Ok(e) => e,
+            Err((message, hint)) => {
+                let field = if p.base_url.is_some() { ".base_url" } else { ".model" };
+                c.push(Severity::Error, format!("{at}{field}"), message, hint);
+                Endpoint {
+                    tls: false,
+                    host: String::new(),
+                    port: 0,
+                    path_prefix: String::new(),
+                    strip_prefix: String::new(),
+                }
+            }
+        };
+        let access_key = match &p.access_key {
+            None => None,
+            Some(raw) => match resolve_key(raw, env) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    c.error(format!("{at}.access_key"), e);
+                    None
+                }
+            },
+        };
+        if p.timeout_ms == Some(0) {
+            c.error(format!("{at}.timeout_ms"), "must be greater than 0");
+        }
+        targets.push(Target {
+            model: p.model.clone(),
+            provider,
+            model_name,
+            cluster: cluster_name(i, &p.model),
+            authority: endpoint.authority(),
+            path_prefix: endpoint.path_prefix.clone(),
+            strip_prefix: endpoint.strip_prefix.clone(),
+            access_key,
+            timeout_ms: p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            retry_policy: None,
+        });
+        endpoints.push(endpoint);
+    }
+
+    let defaults: Vec<usize> = config
+        .model_providers
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.default)
+        .map(|(i, _)| i)
+        .collect();
+    if defaults.len() > 1 {
+        c.error(
+            format!("model_providers[{}].default", defaults[1]),
+            format!(
+                "only one provider can be the default; `{}` already is",
+                config.model_providers[defaults[0]].model
+            ),
+        );
+    }
+
+    for (i, p) in config.model_providers.iter().enumerate() {
+        if let Some(rp) = &p.retry_policy {
+            let policy = resolve_policy(&mut c, &format!("model_providers[{i}].retry_policy"), rp, i, &targets);
+            targets[i].retry_policy = Some(policy);
+        }
+    }
+
+    let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
+    let resolved = match (has_error, listener) {
+        (false, Some(l)) => Some(Resolved {
+            plan: GatewayPlan {
+                targets,
+                default_target: defaults.first().copied(),
+                max_request_body_bytes: l.max_request_body_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
+            },
+            endpoints,
+            listener_port: l.port,
+            listener_address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
+        }),
+        _ => None,
+    };
+    (resolved, c.issues)
+}
+
+fn parse_code(c: &mut Checker, path: &str, code: &CodeSpec) -> Option<(u16, u16)> {
+    let valid = |n: u16| (100..=599).contains(&n);
+    let range = match code {
+        CodeSpec::Code(n) => (*n, *n),
+        CodeSpec::Text(t) => {
+            let parsed = match t.split_once('-') {
+                Some((lo, hi)) => lo.trim().parse().ok().zip(hi.trim().parse().ok()),
+                None => t.trim().parse().ok().map(|n| (n, n)),
+            };
+            match parsed {
+                Some(r) => r,
+                None => {
+                    c.error(path, format!("`{t}` is neither a status code nor a range like \"502-504\""));
+                    return None;
+                }
+            }
+        }
+    };
+    if !valid(range.0) || !valid(range.1) {
+        c.error(path, "status codes must be between 100 and 599");
+        return None;
+    }
+    if range.0 > range.1 {
+        c.error(path, format!("range {}-{} is empty: its start is above its end", range.0, range.1));
+        return None;
+    }
+    Some(range)
+}
+
+fn resolve_policy(c: &mut Checker, at: &str, rp: &RetryPolicyConfig, me: usize, targets: &[Target]) -> RetryPolicy {
+    let default_rule = Rule {
+        strategy: rp.default_strategy.unwrap_or(DEFAULT_STRATEGY),
+        max_attempts: rp.default_max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+    };
+    let rule = |strategy: Option<Strategy>, max: Option<u32>| Rule {
+        strategy: strategy.unwrap_or(default_rule.strategy),
+        max_attempts: max.unwrap_or(default_rule.max_attempts),
+    };
+
+    let mut candidates = Vec::new();
+    for (j, name) in rp.fallback_models.iter().enumerate() {
+        match targets.iter().position(|t| &t.model == name) {
+            Some(t) if t == me => c.warn(
+                format!("{at}.fallback_models[{j}]"),
+                format!("`{name}` is this provider itself; it is never a fallback"),
+                None,
+            ),
+            Some(t) if !candidates.contains(&t) => candidates.push(t),
+            Some(_) => c.warn(format!("{at}.fallback_models[{j}]"), format!("`{name}` is listed twice"), None),
+            None => c.warn(
+                format!("{at}.fallback_models[{j}]"),
+                format!("no provider defines `{name}`; it is skipped"),
+                closest(name, targets.iter().map(|t| t.model.as_str())).map(|m| format!("did you mean `{m}`?")),
+            ),
+        }
+    }
+    for t in 0..targets.len() {
+        if t != me && !candidates.contains(&t) {
+            candidates.push(t);
+        }
+    }
+
+    let mut status_rules: Vec<StatusRule> = Vec::new();
+    for (k, entry) in rp.on_status_codes.iter().enumerate() {
+        let mut codes = Vec::new();
+        if entry.codes.is_empty() {
+            c.error(format!("{at}.on_status_codes[{k}].codes"), "lists no status code");
+        }
+        for (n, code) in entry.codes.iter().enumerate() {
+            let path = format!("{at}.on_status_codes[{k}].codes[{n}]");
+            if let Some(range) = parse_code(c, &path, code) {
+                let earlier = status_rules
+                    .iter()
+                    .position(|r| r.codes.iter().any(|&(lo, hi)| lo <= range.1 && range.0 <= hi));
+                if let Some(e) = earlier {
+                    c.warn(
+                        path,
+                        format!("overlaps on_status_codes[{e}], which matches first; this entry never applies to those codes"),
+                        None,
+                    );
+                }
+                codes.push(range);
+            }
+        }
+        status_rules.push(StatusRule {
+            codes,
+            rule: rule(entry.strategy, entry.max_attempts),
+        });
+    }
+
+    let on_timeout = rp.on_timeout.as_ref().map(|r| rule(r.strategy, r.max_attempts));
+
+    let high_latency = rp.on_high_latency.as_ref().map(|h| {
+        let hat = format!("{at}.on_high_latency");
+        if h.threshold_ms == 0 {
+            c.error(format!("{hat}.threshold_ms"), "must be greater than 0");
+        }
+        let min_triggers = h.min_triggers.unwrap_or(1);
+        if min_triggers == 0 {
+            c.error(format!("{hat}.min_triggers"), "must be at least 1");
+        }
+        if min_triggers > 1 && h.trigger_window_seconds.is_none() {
+            c.push(
+                Severity::Error,
+                format!("{hat}.min_triggers"),
+                "min_triggers above 1 needs `trigger_window_seconds`",
+                Some("add `trigger_window_seconds: 60` (events older than the window are forgotten)".into()),
+            );
+        }
+        if h.trigger_window_seconds == Some(0) {
+            c.error(format!("{hat}.trigger_window_seconds"), "must be greater than 0");
+        }
+        HighLatency {
+            threshold_ms: h.threshold_ms,
+            measure: h.measure,
+            min_triggers: min_triggers.max(1),
+            window_ms: h.trigger_window_seconds.map(|s| s * 1000),
+            rule: rule(h.strategy, h.max_attempts),
+            block_ms: h.block_duration_seconds.unwrap_or(DEFAULT_LATENCY_BLOCK_SECONDS) * 1000,
+            scope: h.scope,
+            apply_to: h.apply_to,
+        }
+    });
+
+    let backoff = rp.backoff.as_ref().map(|b| {
+        let base_ms = b.base_ms.unwrap_or(DEFAULT_BACKOFF_BASE_MS);
+        let max_ms = b.max_ms.unwrap_or(DEFAULT_BACKOFF_MAX_MS);
+        if base_ms == 0 {
+            c.error(format!("{at}.backoff.base_ms"), "must be greater than 0");
+        }
+        if max_ms < base_ms {
+            c.error(format!("{at}.backoff.max_ms"), format!("{max_ms} is below base_ms ({base_ms})"));
+        }
+        if b.apply_to == BackoffScope::SameModel && default_rule.strategy != Strategy::SameModel {
+            let uses_same_model = rp.on_status_codes.iter().any(|r| r.strategy == Some(Strategy::SameModel))
+                || rp.on_timeout.as_ref().is_some_and(|r| r.strategy == Some(Strategy::SameModel));
+            if !uses_same_model {
+                c.warn(
+                    format!("{at}.backoff.apply_to"),
+                    "backoff applies to same_model retries, but no rule retries the same model: it never waits",
+                    Some("use `apply_to: global` to wait before every retry".into()),
+                );
+            }
+        }
+        Backoff {
+            apply_to: b.apply_to,
+            base_ms,
+            max_ms,
+            jitter: b.jitter.unwrap_or(true),
+        }
+    });
+
+    let retry_after = rp.retry_after_handling.as_ref().map_or_else(RetryAfterHandling::default, |r| {
+        RetryAfterHandling {
+            scope: r.scope,
+            apply_to: r.apply_to,
+            max_ms: r.max_retry_after_seconds.unwrap_or(DEFAULT_MAX_RETRY_AFTER_SECONDS) * 1000,
+        }
+    });
+
+    let failover = |s: Strategy| s != Strategy::SameModel;
+    let strategies = std::iter::once(default_rule.strategy)
+        .chain(status_rules.iter().map(|r| r.rule.strategy))
+        .chain(on_timeout.map(|r| r.strategy));
+    if targets.len() == 1 && strategies.clone().any(failover) {
+        c.warn(
+            at,
+            "this is the only provider, so a same_provider or different_provider retry has nowhere to go",
+            Some("add another provider, or use `strategy: same_model`".into()),
+        );
+    }
+
+    RetryPolicy {
+        candidates,
+        default_rule,
+        status_rules,
+        on_timeout,
+        high_latency,
+        backoff,
+        retry_after,
+        max_retry_duration_ms: rp.max_retry_duration_ms,
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if close enough to be a typo.
+pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

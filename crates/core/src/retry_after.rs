@@ -1,0 +1,79 @@
+//! `Retry-After` (delta-seconds or HTTP-date) and `retry-after-ms`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+/// How long a provider asked us to wait, in milliseconds from `now_ms`
+/// (Unix epoch milliseconds). `retry_after_ms` wins when both are present:
+/// it is the more precise of the two.
+pub fn wait_ms(retry_after: Option<&str>, retry_after_ms: Option<&str>, now_ms: u64) -> Option<u64> {
+    if let Some(ms) = retry_after_ms.and_then(parse_ms) {
+        return Some(ms);
+    }
+    retry_after.and_then(|value| parse_retry_after(value, now_ms))
+}
+
+fn parse_ms(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(ms) = value.parse::<u64>() {
+        return Some(ms);
+    }
+    // Some providers send fractional milliseconds.
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| ms.ceil() as u64)
+}
+
+/// Parses a `Retry-After` value. A date in the past means "now" (zero).
+pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse::<u64>().ok().map(|s| s.saturating_mul(1000));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at_ms = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64;
+    Some(at_ms.saturating_sub(now_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 784_111_777_000; // Sun, 06 Nov 1994 08:49:37 GMT
+
+    #[test]
+    fn delta_seconds() {
+        assert_eq!(parse_retry_after("2", NOW), Some(2000));
+        assert_eq!(parse_retry_after(" 60 ", NOW), Some(60_000));
+        assert_eq!(parse_retry_after("0", NOW), Some(0));
+    }
+
+    #[test]
+    fn http_date_in_the_future_and_past() {
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", NOW), Some(10_000));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:30 GMT", NOW), Some(0));
+        // RFC 850 and asctime forms are legal HTTP-dates too.
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:47 GMT", NOW), Some(10_000));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:47 1994", NOW), Some(10_000));
+    }
+
+    #[test]
+    fn garbage_is_ignored() {
+        assert_eq!(parse_retry_after("soon", NOW), None);
+        assert_eq!(parse_retry_after("-5", NOW), None);
+        assert_eq!(parse_retry_after("", NOW), None);
+        assert_eq!(parse_retry_after("1.5", NOW), None);
+    }
+
+    #[test]
+    fn retry_after_ms_wins() {
+        assert_eq!(wait_ms(Some("5"), Some("1500"), NOW), Some(1500));
+        assert_eq!(wait_ms(Some("5"), Some("12.2"), NOW), Some(13));
+        assert_eq!(wait_ms(Some("5"), Some("bad"), NOW), Some(5000));
+        assert_eq!(wait_ms(None, None, NOW), None);
+    }
+}

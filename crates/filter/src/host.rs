@@ -1,0 +1,90 @@
+//! Small adapters from Envoy's host calls to what the core expects.
+
+use std::time::UNIX_EPOCH;
+
+use plano_core::blocks::SharedStore;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MetricType, Status};
+
+/// Envoy shared data: one store for every worker of this `vm_id`.
+pub struct EnvoyStore;
+
+impl SharedStore for EnvoyStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
+        hostcalls::set_shared_data(key, Some(value), Some(cas)).is_ok()
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, from the host; shared with
+/// other workers through block deadlines, so it must be the same clock.
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A xorshift generator for backoff jitter: uniform enough, and no entropy
+/// source needed inside the VM.
+pub struct Jitter(u64);
+
+impl Jitter {
+    pub fn seeded(seed: u64) -> Jitter {
+        Jitter(seed | 1)
+    }
+
+    /// A sample in [0, 1).
+    pub fn sample(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The gateway's counters in Envoy's stats (`wasmcustom.plano.*`).
+#[derive(Default, Clone, Copy)]
+pub struct Metrics {
+    pub requests: u32,
+    pub attempts: u32,
+    pub retries_status: u32,
+    pub retries_timeout: u32,
+    pub retries_high_latency: u32,
+    pub exhausted: u32,
+    pub blocks_retry_after: u32,
+    pub blocks_high_latency: u32,
+    pub latency_events: u32,
+    pub waiting: u32,
+}
+
+impl Metrics {
+    pub fn define() -> Result<Metrics, Status> {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name);
+        Ok(Metrics {
+            requests: counter("plano.requests")?,
+            attempts: counter("plano.attempts")?,
+            retries_status: counter("plano.retries.status")?,
+            retries_timeout: counter("plano.retries.timeout")?,
+            retries_high_latency: counter("plano.retries.high_latency")?,
+            exhausted: counter("plano.retries_exhausted")?,
+            blocks_retry_after: counter("plano.blocks.retry_after")?,
+            blocks_high_latency: counter("plano.blocks.high_latency")?,
+            latency_events: counter("plano.latency_events")?,
+            waiting: hostcalls::define_metric(MetricType::Gauge, "plano.waiting")?,
+        })
+    }
+
+    pub fn add(&self, metric: u32, by: i64) {
+        // A failed stats update must never fail a request.
+        let _ = hostcalls::increment_metric(metric, by);
+    }
+}

@@ -1,0 +1,81 @@
+//! The root context: loads the plan, owns the worker, drives its timers and
+//! receives the answers of retries dispatched from a tick.
+
+use std::rc::Rc;
+
+use log::error;
+use plano_core::plan::GatewayPlan;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use crate::host::Metrics;
+use crate::stream::GatewayStream;
+use crate::worker::Worker;
+
+#[derive(Default)]
+pub struct GatewayRoot {
+    worker: Option<Rc<Worker>>,
+}
+
+impl Context for GatewayRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Some(worker) = &self.worker {
+            worker.call_answered(token_id, body_size);
+        }
+    }
+}
+
+impl RootContext for GatewayRoot {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        // The SDK formats every log call unless told the host's level.
+        if let Ok(level) = hostcalls::get_log_level() {
+            proxy_wasm::set_log_level(level);
+        }
+        true
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let Some(raw) = self.get_plugin_configuration() else {
+            error!("plano filter: no plugin configuration");
+            return false;
+        };
+        let plan: GatewayPlan = match serde_json::from_slice(&raw) {
+            Ok(p) => p,
+            Err(e) => {
+                error!("plano filter: bad plugin configuration: {e}");
+                return false;
+            }
+        };
+        if let Err(e) = plan.check() {
+            error!("plano filter: inconsistent plan: {e}");
+            return false;
+        }
+        let metrics = match Metrics::define() {
+            Ok(m) => m,
+            Err(e) => {
+                error!("plano filter: cannot define metrics: {e:?}");
+                return false;
+            }
+        };
+        let worker = Worker::new(plan, metrics);
+        worker.prepare_shared_slots();
+        self.worker = Some(Rc::new(worker));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(worker) = &self.worker {
+            worker.tick();
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let worker = self.worker.clone()?;
+        Some(Box::new(GatewayStream::new(context_id, worker)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
