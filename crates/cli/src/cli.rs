@@ -17,18 +17,20 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Validate CONFIG, render Envoy's config and start the gateway in the background
-    #[command(after_help = "Examples:\n  planoai up configs/demo.yaml\n  planoai up --docker configs/demo.yaml\n  planoai up --foreground configs/demo.yaml")]
+    #[command(
+        after_help = "Examples:\n  planoai up configs/demo.yaml\n  planoai up --docker configs/demo.yaml\n  planoai up --foreground configs/demo.yaml"
+    )]
     Up(UpArgs),
     /// Stop the running gateway (a no-op when none runs)
     #[command(after_help = "Example:\n  planoai down")]
     Down(DownArgs),
     /// Check CONFIG and report every problem found, with its line and field
     #[command(after_help = "Example:\n  planoai validate configs/demo.yaml")]
-    Validate {
-        config: PathBuf,
-    },
+    Validate { config: PathBuf },
     /// Write envoy.yaml and the filter's .wasm to DIR, to run Envoy elsewhere (e.g. a Kubernetes sidecar)
-    #[command(after_help = "Example:\n  planoai render configs/demo.yaml -o dist/\n  envoy -c dist/envoy.yaml")]
+    #[command(
+        after_help = "Example:\n  planoai render configs/demo.yaml -o dist/\n  envoy -c dist/envoy.yaml"
+    )]
     Render(RenderArgs),
     /// Show whether a gateway runs, where, since when, and its current blocks
     #[command(after_help = "Example:\n  planoai status")]
@@ -43,7 +45,9 @@ pub enum Command {
         lines: usize,
     },
     /// Build the gateway's container image (offline, from this machine's Envoy)
-    #[command(after_help = "Examples:\n  planoai build\n  planoai build --base-image envoyproxy/envoy:v1.40.0")]
+    #[command(
+        after_help = "Examples:\n  planoai build\n  planoai build --base-image envoyproxy/envoy:v1.40.0"
+    )]
     Build(BuildArgs),
 }
 

@@ -24,7 +24,13 @@ impl Diagnostic {
         };
         let mut out = format!("{label}: {}\n", self.message);
         let gutter = " ".repeat(self.line.to_string().len());
-        let _ = writeln!(out, "{gutter}--> {}:{}:{}", file.display(), self.line, self.column);
+        let _ = writeln!(
+            out,
+            "{gutter}--> {}:{}:{}",
+            file.display(),
+            self.line,
+            self.column
+        );
         if let Some(text) = source.lines().nth(self.line.saturating_sub(1)) {
             let start = self.column.saturating_sub(1);
             let width = text

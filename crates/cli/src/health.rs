@@ -11,7 +11,10 @@ pub fn get(port: u16, path: &str) -> Result<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let status = raw
@@ -19,7 +22,10 @@ pub fn get(port: u16, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("not an HTTP response")?;
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Ok((status, body))
 }
 
@@ -36,5 +42,8 @@ pub fn wait_healthy(port: u16, timeout: Duration, mut alive: impl FnMut() -> boo
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("the gateway did not answer /healthz on port {port} within {}s", timeout.as_secs())
+    bail!(
+        "the gateway did not answer /healthz on port {port} within {}s",
+        timeout.as_secs()
+    )
 }

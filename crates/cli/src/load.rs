@@ -25,7 +25,10 @@ pub struct Report {
 
 impl Report {
     pub fn errors(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     pub fn print(&self) {
@@ -37,9 +40,14 @@ impl Report {
 
 /// Loads and checks `path`. `Err` only when the file cannot be read.
 pub fn load(path: &Path) -> Result<Report> {
-    let source = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
     let dotenv = read_dotenv(path);
-    let env = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| dotenv.get(name).cloned())
+    };
     let mut report = Report {
         path: path.to_path_buf(),
         source,
@@ -91,7 +99,10 @@ fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
             let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             hint = closest(name, options.iter().copied())
                 .map(|m| format!("did you mean `{m}`?"))
-                .or_else(|| (!options.is_empty()).then(|| format!("expected one of: {}", options.join(", "))));
+                .or_else(|| {
+                    (!options.is_empty())
+                        .then(|| format!("expected one of: {}", options.join(", ")))
+                });
             field = if field.is_empty() || field == "." {
                 name.to_string()
             } else {

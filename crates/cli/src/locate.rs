@@ -102,7 +102,11 @@ pub fn locate(text: &str, path: &str) -> (usize, usize) {
                         continue;
                     }
                     let ind = indent(line);
-                    if (ind as isize) < parent || (dash.is_none() && (ind as isize) == parent && !line.trim_start().starts_with("- ")) {
+                    if (ind as isize) < parent
+                        || (dash.is_none()
+                            && (ind as isize) == parent
+                            && !line.trim_start().starts_with("- "))
+                    {
                         break;
                     }
                     if !line.trim_start().starts_with("- ") {
@@ -189,17 +193,35 @@ model_providers:
 
     #[test]
     fn finds_nested_fields() {
-        assert_eq!(locate(DOC, "model_providers[0].retry_policy.backoff.base_ms"), (15, 9));
+        assert_eq!(
+            locate(DOC, "model_providers[0].retry_policy.backoff.base_ms"),
+            (15, 9)
+        );
         assert_eq!(locate(DOC, "model_providers[1].base_url"), (17, 5));
-        assert_eq!(locate(DOC, "model_providers[0].retry_policy.on_status_codes[0].strategy"), (12, 11));
+        assert_eq!(
+            locate(
+                DOC,
+                "model_providers[0].retry_policy.on_status_codes[0].strategy"
+            ),
+            (12, 11)
+        );
         assert_eq!(locate(DOC, "listeners[0].port"), (4, 5));
         assert_eq!(locate(DOC, "model_providers[1].model"), (16, 5));
     }
 
     #[test]
     fn finds_flow_items() {
-        assert_eq!(locate(DOC, "model_providers[0].retry_policy.fallback_models[1]"), (9, 41));
-        assert_eq!(locate(DOC, "model_providers[0].retry_policy.on_status_codes[0].codes[1]"), (11, 24));
+        assert_eq!(
+            locate(DOC, "model_providers[0].retry_policy.fallback_models[1]"),
+            (9, 41)
+        );
+        assert_eq!(
+            locate(
+                DOC,
+                "model_providers[0].retry_policy.on_status_codes[0].codes[1]"
+            ),
+            (11, 24)
+        );
     }
 
     #[test]

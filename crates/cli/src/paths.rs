@@ -49,7 +49,9 @@ pub fn envoy_binary() -> Result<PathBuf> {
     let found = first_existing(share_dir().map(|d| d.join("envoy")))
         .or_else(|| venv_envoy(Path::new(SOURCE_TREE)))
         .or_else(|| {
-            std::env::var_os("PATH").and_then(|path| first_existing(std::env::split_paths(&path).map(|d| d.join("envoy"))))
+            std::env::var_os("PATH").and_then(|path| {
+                first_existing(std::env::split_paths(&path).map(|d| d.join("envoy")))
+            })
         });
     match found {
         Some(p) => Ok(p),

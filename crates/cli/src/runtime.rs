@@ -47,7 +47,8 @@ pub fn read_state() -> Option<State> {
 }
 
 fn write_state(state: &State) -> Result<()> {
-    fs::write(state_file(), serde_json::to_vec_pretty(state)?).context("cannot write the state file")
+    fs::write(state_file(), serde_json::to_vec_pretty(state)?)
+        .context("cannot write the state file")
 }
 
 fn clear_state() {
@@ -55,7 +56,9 @@ fn clear_state() {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Whether `pid` is a live Envoy (not a recycled pid of something else).
@@ -94,7 +97,9 @@ fn prepare_run_dir() -> Result<PathBuf> {
 
 fn ensure_port_free(address: &str, port: u16) -> Result<()> {
     if std::net::TcpListener::bind((address, port)).is_err() {
-        bail!("port {port} is already in use by another program; free it or set `listeners[0].port`");
+        bail!(
+            "port {port} is already in use by another program; free it or set `listeners[0].port`"
+        );
     }
     Ok(())
 }
@@ -127,7 +132,12 @@ fn tail(path: &Path, lines: usize) -> String {
 /// Replaces access keys, however quoted, and bearer tokens with `[redacted]`.
 pub fn redact(text: &str) -> String {
     let mut out = text.to_string();
-    for marker in ["access_key\\\":\\\"", "access_key\":\"", "access_key: ", "Bearer "] {
+    for marker in [
+        "access_key\\\":\\\"",
+        "access_key\":\"",
+        "access_key: ",
+        "Bearer ",
+    ] {
         let mut from = 0;
         while let Some(i) = out[from..].find(marker) {
             let start = from + i + marker.len();
@@ -149,7 +159,10 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
     let source = paths::filter_wasm()?;
     fs::copy(&source, &wasm).with_context(|| format!("cannot copy {}", source.display()))?;
     let envoy_yaml = dir.join("envoy.yaml");
-    render::write_private(&envoy_yaml, render::render(loaded, &wasm.display().to_string())?.as_bytes())?;
+    render::write_private(
+        &envoy_yaml,
+        render::render(loaded, &wasm.display().to_string())?.as_bytes(),
+    )?;
     let log = dir.join("envoy.log");
     render::write_private(&log, b"")?;
     let envoy = paths::envoy_binary()?;
@@ -164,7 +177,9 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", envoy.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", envoy.display()))?;
     let state = State {
         mode: Mode::Native,
         config: fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone()),
@@ -174,11 +189,17 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
         log: log.clone(),
     };
     write_state(&state)?;
-    if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, || matches!(child.try_wait(), Ok(None))) {
+    if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, || {
+        matches!(child.try_wait(), Ok(None))
+    }) {
         let _ = child.kill();
         let _ = child.wait();
         clear_state();
-        bail!("{e}\n--- last lines of {} ---\n{}", log.display(), tail(&log, 30));
+        bail!(
+            "{e}\n--- last lines of {} ---\n{}",
+            log.display(),
+            tail(&log, 30)
+        );
     }
     println!(
         "gateway listening on http://{}:{} (pid {}, {} workers)",
@@ -221,7 +242,10 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
     let envoy_yaml = dir.join("envoy.yaml");
     // Keys stay in this owner-only file, mounted read-only: not in the
     // container's environment, so not in `docker inspect`.
-    render::write_private(&envoy_yaml, render::render(loaded, CONTAINER_WASM)?.as_bytes())?;
+    render::write_private(
+        &envoy_yaml,
+        render::render(loaded, CONTAINER_WASM)?.as_bytes(),
+    )?;
     let mount = format!("{}:/etc/plano/envoy.yaml:ro", envoy_yaml.display());
     let mut args = vec![
         "run",
@@ -240,7 +264,10 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
     args.extend(envoy_args.iter().map(String::as_str));
     let out = docker(&args)?;
     if !out.status.success() {
-        bail!("docker run failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "docker run failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let state = State {
         mode: Mode::Docker,
@@ -253,7 +280,13 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
     write_state(&state)?;
     if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, container_running) {
         let logs = docker(&["logs", "--tail", "30", CONTAINER])
-            .map(|o| redact(&format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))))
+            .map(|o| {
+                redact(&format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+            })
             .unwrap_or_default();
         remove_container();
         clear_state();
@@ -272,7 +305,10 @@ fn remove_container() -> bool {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Stops whatever gateway the state file names. True when one was stopped.
@@ -327,13 +363,27 @@ fn stage_and_build(stage: &Path, base_image: &str) -> Result<()> {
         fs::create_dir_all(root.join("tmp"))?;
     }
     copy_into(&full, &envoy, Path::new("/usr/local/bin/envoy"))?;
-    copy_into(&full, Path::new(paths::ca_bundle()), Path::new(paths::ca_bundle()))?;
-    let ldd = Command::new("ldd").arg(&envoy).output().context("cannot run ldd")?;
-    for lib in String::from_utf8_lossy(&ldd.stdout).lines().filter_map(library_path) {
+    copy_into(
+        &full,
+        Path::new(paths::ca_bundle()),
+        Path::new(paths::ca_bundle()),
+    )?;
+    let ldd = Command::new("ldd")
+        .arg(&envoy)
+        .output()
+        .context("cannot run ldd")?;
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(library_path)
+    {
         copy_into(&full, Path::new(&lib), Path::new(&lib))?;
     }
     fs::write(stage.join("Dockerfile"), paths::DOCKERFILE)?;
-    let rootfs = if base_image == "scratch" { "rootfs" } else { "rootfs-filter" };
+    let rootfs = if base_image == "scratch" {
+        "rootfs"
+    } else {
+        "rootfs-filter"
+    };
     let status = Command::new("docker")
         .args(["build", "-t", IMAGE, "--build-arg"])
         .arg(format!("BASE_IMAGE={base_image}"))
@@ -346,7 +396,10 @@ fn stage_and_build(stage: &Path, base_image: &str) -> Result<()> {
         bail!("docker build failed");
     }
     let size = docker(&["image", "inspect", "-f", "{{.Size}}", IMAGE])?;
-    let bytes: u64 = String::from_utf8_lossy(&size.stdout).trim().parse().unwrap_or(0);
+    let bytes: u64 = String::from_utf8_lossy(&size.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     println!("built {IMAGE} ({:.1} MB)", bytes as f64 / 1e6);
     Ok(())
 }
@@ -366,7 +419,8 @@ fn copy_into(root: &Path, from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent)?;
     }
-    fs::copy(from, &dest).with_context(|| format!("cannot copy {} into the image", from.display()))?;
+    fs::copy(from, &dest)
+        .with_context(|| format!("cannot copy {} into the image", from.display()))?;
     Ok(())
 }
 

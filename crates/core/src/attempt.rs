@@ -170,7 +170,13 @@ impl Ledger {
 
     /// Records a request-scoped latency event; true when `min_triggers`
     /// events now fall within the window.
-    pub fn note_latency_event(&mut self, key: &BlockKey, now_ms: u64, window_ms: Option<u64>, min_triggers: u32) -> bool {
+    pub fn note_latency_event(
+        &mut self,
+        key: &BlockKey,
+        now_ms: u64,
+        window_ms: Option<u64>,
+        min_triggers: u32,
+    ) -> bool {
         self.latency_events.push((key.clone(), now_ms));
         let oldest = window_ms.map_or(0, |w| now_ms.saturating_sub(w));
         let count = self
@@ -197,7 +203,11 @@ impl Ledger {
 
     /// Retries so far (every attempt after the first) whose target satisfies `pred`.
     fn retries_where(&self, mut pred: impl FnMut(usize) -> bool) -> u32 {
-        self.attempts.iter().skip(1).filter(|a| pred(a.target)).count() as u32
+        self.attempts
+            .iter()
+            .skip(1)
+            .filter(|a| pred(a.target))
+            .count() as u32
     }
 }
 
@@ -230,7 +240,11 @@ pub fn order(plan: &GatewayPlan, primary: usize) -> impl Iterator<Item = usize> 
 /// The first attempt's target: the primary unless it is blocked, else the
 /// first unblocked candidate; with all blocked, the one whose block ends
 /// first (fail open). `blocked` gives when a target's block ends.
-pub fn first_target(plan: &GatewayPlan, primary: usize, blocked: &dyn Fn(usize) -> Option<u64>) -> usize {
+pub fn first_target(
+    plan: &GatewayPlan,
+    primary: usize,
+    blocked: &dyn Fn(usize) -> Option<u64>,
+) -> usize {
     if plan.targets[primary].retry_policy.is_none() {
         return primary;
     }
@@ -282,7 +296,9 @@ pub fn decide(
     let backoff_ms = policy.backoff.as_ref().map_or(0, |b| {
         let provider = |t: usize| plan.targets[t].provider.as_str();
         let n = match b.apply_to {
-            BackoffScope::SameModel if target == failed => ledger.retries_where(|t| t == target) + 1,
+            BackoffScope::SameModel if target == failed => {
+                ledger.retries_where(|t| t == target) + 1
+            }
             BackoffScope::SameProvider if provider(target) == provider(failed) => {
                 ledger.retries_where(|t| provider(t) == provider(target)) + 1
             }
@@ -334,7 +350,11 @@ fn next_target(
 }
 
 /// The body and status of the `retry_exhausted` error (SPEC §7).
-pub fn exhausted_error(plan: &GatewayPlan, ledger: &Ledger, budget_exhausted: bool) -> (u16, String) {
+pub fn exhausted_error(
+    plan: &GatewayPlan,
+    ledger: &Ledger,
+    budget_exhausted: bool,
+) -> (u16, String) {
     let attempts: Vec<_> = ledger
         .attempts
         .iter()

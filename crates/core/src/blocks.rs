@@ -67,7 +67,11 @@ impl BlockKey {
 /// Applies `change` to the value at `slot` until the write wins its CAS race.
 /// `change` sees the current value (empty when absent) and returns the new
 /// one, or `None` to leave it alone. Returns whether a value was written.
-pub fn update(store: &dyn SharedStore, slot: &str, mut change: impl FnMut(&[u8]) -> Option<Vec<u8>>) -> bool {
+pub fn update(
+    store: &dyn SharedStore,
+    slot: &str,
+    mut change: impl FnMut(&[u8]) -> Option<Vec<u8>>,
+) -> bool {
     for _ in 0..MAX_CAS_ROUNDS {
         let (current, cas) = store.get(slot).unwrap_or_default();
         let Some(next) = change(&current) else {
@@ -95,9 +99,11 @@ pub fn blocked_until(store: &dyn SharedStore, key: &BlockKey, now_ms: u64) -> Op
 /// at most one entry per configured model and provider.
 pub fn block(store: &dyn SharedStore, key: &BlockKey, until_ms: u64) -> bool {
     let encoded = until_ms.to_string().into_bytes();
-    update(store, &key.block_slot(), |current| match decode_until(current) {
-        Some(existing) if existing >= until_ms => None,
-        _ => Some(encoded.clone()),
+    update(store, &key.block_slot(), |current| {
+        match decode_until(current) {
+            Some(existing) if existing >= until_ms => None,
+            _ => Some(encoded.clone()),
+        }
     })
 }
 
@@ -197,7 +203,10 @@ mod tests {
     fn block_is_seen_until_it_ends() {
         let store = MemoryStore::default();
         assert!(block(&store, &model("openai/gpt-4o"), 5_000));
-        assert_eq!(blocked_until(&store, &model("openai/gpt-4o"), 1_000), Some(5_000));
+        assert_eq!(
+            blocked_until(&store, &model("openai/gpt-4o"), 1_000),
+            Some(5_000)
+        );
         assert_eq!(blocked_until(&store, &model("openai/gpt-4o"), 5_000), None);
         assert_eq!(blocked_until(&store, &model("other/x"), 1_000), None);
     }

@@ -47,7 +47,8 @@ impl ChatBody {
         if !value.is_object() {
             return Err(BodyError::NotAnObject);
         }
-        let probe: Probe = serde_json::from_value(value).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        let probe: Probe =
+            serde_json::from_value(value).map_err(|e| BodyError::NotJson(e.to_string()))?;
         let model = match probe.model {
             None => return Err(BodyError::NoModel),
             Some(serde_json::Value::String(m)) => m,
@@ -181,7 +182,10 @@ mod tests {
         let body = ChatBody::parse(raw).unwrap();
         assert!(body.stream);
         let out = body.with_model(raw, "m");
-        assert_eq!(out, br#"{"metadata":{"model":"inner"},"model":"m","stream":true}"#);
+        assert_eq!(
+            out,
+            br#"{"metadata":{"model":"inner"},"model":"m","stream":true}"#
+        );
     }
 
     #[test]
@@ -194,12 +198,21 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_named() {
-        assert!(matches!(ChatBody::parse(b"nope"), Err(BodyError::NotJson(_))));
+        assert!(matches!(
+            ChatBody::parse(b"nope"),
+            Err(BodyError::NotJson(_))
+        ));
         assert_eq!(ChatBody::parse(b"[1]"), Err(BodyError::NotAnObject));
         assert_eq!(ChatBody::parse(b"{}"), Err(BodyError::NoModel));
-        assert_eq!(ChatBody::parse(br#"{"model":3}"#), Err(BodyError::ModelNotAString));
+        assert_eq!(
+            ChatBody::parse(br#"{"model":3}"#),
+            Err(BodyError::ModelNotAString)
+        );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let deep = format!(r#"{{"model":"m","x":{deep}}}"#);
-        assert!(matches!(ChatBody::parse(deep.as_bytes()), Err(BodyError::NotJson(_))));
+        assert!(matches!(
+            ChatBody::parse(deep.as_bytes()),
+            Err(BodyError::NotJson(_))
+        ));
     }
 }

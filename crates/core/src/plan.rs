@@ -34,7 +34,11 @@ impl GatewayPlan {
         if let Some(i) = self.targets.iter().position(|t| t.model == model) {
             return Some(i);
         }
-        let mut bare = self.targets.iter().enumerate().filter(|(_, t)| t.model_name == model);
+        let mut bare = self
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.model_name == model);
         match (bare.next(), bare.next()) {
             (Some((i, _)), None) => Some(i),
             _ => self.default_target,
@@ -109,7 +113,9 @@ pub struct StatusRule {
 
 impl StatusRule {
     pub fn matches(&self, status: u16) -> bool {
-        self.codes.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+        self.codes
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&status))
     }
 }
 

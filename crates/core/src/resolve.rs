@@ -51,7 +51,11 @@ pub const WELL_KNOWN_PROVIDERS: &[(&str, &str, &str)] = &[
     ("mistral", "api.mistral.ai", "/v1"),
     ("groq", "api.groq.com", "/openai/v1"),
     ("deepseek", "api.deepseek.com", "/v1"),
-    ("gemini", "generativelanguage.googleapis.com", "/v1beta/openai"),
+    (
+        "gemini",
+        "generativelanguage.googleapis.com",
+        "/v1beta/openai",
+    ),
     ("xai", "api.x.ai", "/v1"),
     ("together_ai", "api.together.xyz", "/v1"),
 ];
@@ -68,12 +72,17 @@ pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
-    if hostport.contains('@') || hostport.contains('?') || path.contains('?') || path.contains('#') {
-        return Err("must be scheme://host[:port][/path], without credentials, query or fragment".into());
+    if hostport.contains('@') || hostport.contains('?') || path.contains('?') || path.contains('#')
+    {
+        return Err(
+            "must be scheme://host[:port][/path], without credentials, query or fragment".into(),
+        );
     }
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-            let port = p.parse::<u16>().map_err(|_| format!("`{p}` is not a port number"))?;
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("`{p}` is not a port number"))?;
             (h, port)
         }
         _ => (hostport, if tls { 443 } else { 80 }),
@@ -93,11 +102,17 @@ pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
     })
 }
 
-fn endpoint_for(provider: &ModelProvider, provider_name: &str) -> Result<Endpoint, (String, Option<String>)> {
+fn endpoint_for(
+    provider: &ModelProvider,
+    provider_name: &str,
+) -> Result<Endpoint, (String, Option<String>)> {
     if let Some(url) = &provider.base_url {
         return parse_base_url(url).map_err(|e| (format!("base_url `{url}` {e}"), None));
     }
-    match WELL_KNOWN_PROVIDERS.iter().find(|(p, _, _)| *p == provider_name) {
+    match WELL_KNOWN_PROVIDERS
+        .iter()
+        .find(|(p, _, _)| *p == provider_name)
+    {
         Some((_, host, root)) => Ok(Endpoint {
             tls: true,
             host: host.to_string(),
@@ -106,10 +121,16 @@ fn endpoint_for(provider: &ModelProvider, provider_name: &str) -> Result<Endpoin
             strip_prefix: "/v1".into(),
         }),
         None => Err((
-            format!("provider `{provider_name}` has no built-in address, so `base_url` is required"),
+            format!(
+                "provider `{provider_name}` has no built-in address, so `base_url` is required"
+            ),
             Some(format!(
                 "built-in providers: {}",
-                WELL_KNOWN_PROVIDERS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+                WELL_KNOWN_PROVIDERS
+                    .iter()
+                    .map(|p| p.0)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         )),
     }
@@ -123,8 +144,12 @@ pub fn resolve_key(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
         .or_else(|| raw.strip_prefix('$'));
     match name {
         None => Ok(raw.to_string()),
-        Some(var) if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-            Err(format!("`{raw}` is not a valid environment variable reference"))
+        Some(var)
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Err(format!(
+                "`{raw}` is not a valid environment variable reference"
+            ))
         }
         Some(var) => env(var).ok_or_else(|| format!("environment variable `{var}` is not set")),
     }
@@ -134,7 +159,13 @@ pub fn resolve_key(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
 pub fn cluster_name(index: usize, model: &str) -> String {
     let clean: String = model
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("plano_{index}_{clean}")
 }
@@ -157,7 +188,13 @@ impl Checker {
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
         self.push(Severity::Warning, path, message, hint);
     }
-    fn push(&mut self, severity: Severity, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
+    fn push(
+        &mut self,
+        severity: Severity,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.issues.push(Issue {
             severity,
             path: path.into(),
@@ -169,19 +206,28 @@ impl Checker {
 
 /// Checks `config` and builds the plan. Returns every issue found; the plan
 /// is `None` when any of them is an error.
-pub fn resolve(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> (Option<Resolved>, Vec<Issue>) {
+pub fn resolve(
+    config: &GatewayConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<Resolved>, Vec<Issue>) {
     let mut c = Checker { issues: Vec::new() };
 
     if config.version != "v0.3.0" {
         c.warn(
             "version",
-            format!("version `{}` is not the one this gateway implements", config.version),
+            format!(
+                "version `{}` is not the one this gateway implements",
+                config.version
+            ),
             Some("use `version: v0.3.0`".into()),
         );
     }
     let models: Vec<&ListenerKind> = config.listeners.iter().map(|l| &l.kind).collect();
     if models.is_empty() {
-        c.error("listeners", "at least one listener of `type: model` is required");
+        c.error(
+            "listeners",
+            "at least one listener of `type: model` is required",
+        );
     } else if models.len() > 1 {
         c.error("listeners[1]", "only one model listener is supported");
     }
@@ -191,7 +237,10 @@ pub fn resolve(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> 
             c.error("listeners[0].port", "port 0 is not a port");
         }
         if l.max_request_body_bytes == Some(0) {
-            c.error("listeners[0].max_request_body_bytes", "must be greater than 0");
+            c.error(
+                "listeners[0].max_request_body_bytes",
+                "must be greater than 0",
+            );
         }
     }
 
@@ -203,19 +252,34 @@ pub fn resolve(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     for (i, p) in config.model_providers.iter().enumerate() {
         let at = format!("model_providers[{i}]");
         let (provider, model_name) = match p.model.split_once('/') {
-            Some((prov, name)) if !prov.is_empty() && !name.is_empty() => (prov.to_string(), name.to_string()),
+            Some((prov, name)) if !prov.is_empty() && !name.is_empty() => {
+                (prov.to_string(), name.to_string())
+            }
             _ => {
-                c.error(format!("{at}.model"), format!("`{}` must be `<provider>/<model>`", p.model));
+                c.error(
+                    format!("{at}.model"),
+                    format!("`{}` must be `<provider>/<model>`", p.model),
+                );
                 (String::new(), p.model.clone())
             }
         };
-        if config.model_providers[..i].iter().any(|q| q.model == p.model) {
-            c.error(format!("{at}.model"), format!("`{}` is configured twice", p.model));
+        if config.model_providers[..i]
+            .iter()
+            .any(|q| q.model == p.model)
+        {
+            c.error(
+                format!("{at}.model"),
+                format!("`{}` is configured twice", p.model),
+            );
         }
         let endpoint = match endpoint_for(p, &provider) {
             Ok(e) => e,
             Err((message, hint)) => {
-                let field = if p.base_url.is_some() { ".base_url" } else { ".model" };
+                let field = if p.base_url.is_some() {
+                    ".base_url"
+                } else {
+                    ".model"
+                };
                 c.push(Severity::Error, format!("{at}{field}"), message, hint);
                 Endpoint {
                     tls: false,
@@ -273,7 +337,13 @@ pub fn resolve(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> 
 
     for (i, p) in config.model_providers.iter().enumerate() {
         if let Some(rp) = &p.retry_policy {
-            let policy = resolve_policy(&mut c, &format!("model_providers[{i}].retry_policy"), rp, i, &targets);
+            let policy = resolve_policy(
+                &mut c,
+                &format!("model_providers[{i}].retry_policy"),
+                rp,
+                i,
+                &targets,
+            );
             targets[i].retry_policy = Some(policy);
         }
     }
@@ -284,7 +354,9 @@ pub fn resolve(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> 
             plan: GatewayPlan {
                 targets,
                 default_target: defaults.first().copied(),
-                max_request_body_bytes: l.max_request_body_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
+                max_request_body_bytes: l
+                    .max_request_body_bytes
+                    .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
             },
             endpoints,
             listener_port: l.port,
@@ -307,7 +379,10 @@ fn parse_code(c: &mut Checker, path: &str, code: &CodeSpec) -> Option<(u16, u16)
             match parsed {
                 Some(r) => r,
                 None => {
-                    c.error(path, format!("`{t}` is neither a status code nor a range like \"502-504\""));
+                    c.error(
+                        path,
+                        format!("`{t}` is neither a status code nor a range like \"502-504\""),
+                    );
                     return None;
                 }
             }
@@ -318,13 +393,25 @@ fn parse_code(c: &mut Checker, path: &str, code: &CodeSpec) -> Option<(u16, u16)
         return None;
     }
     if range.0 > range.1 {
-        c.error(path, format!("range {}-{} is empty: its start is above its end", range.0, range.1));
+        c.error(
+            path,
+            format!(
+                "range {}-{} is empty: its start is above its end",
+                range.0, range.1
+            ),
+        );
         return None;
     }
     Some(range)
 }
 
-fn resolve_policy(c: &mut Checker, at: &str, rp: &RetryPolicyConfig, me: usize, targets: &[Target]) -> RetryPolicy {
+fn resolve_policy(
+    c: &mut Checker,
+    at: &str,
+    rp: &RetryPolicyConfig,
+    me: usize,
+    targets: &[Target],
+) -> RetryPolicy {
     let default_rule = Rule {
         strategy: rp.default_strategy.unwrap_or(DEFAULT_STRATEGY),
         max_attempts: rp.default_max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
@@ -343,11 +430,16 @@ fn resolve_policy(c: &mut Checker, at: &str, rp: &RetryPolicyConfig, me: usize, 
                 None,
             ),
             Some(t) if !candidates.contains(&t) => candidates.push(t),
-            Some(_) => c.warn(format!("{at}.fallback_models[{j}]"), format!("`{name}` is listed twice"), None),
+            Some(_) => c.warn(
+                format!("{at}.fallback_models[{j}]"),
+                format!("`{name}` is listed twice"),
+                None,
+            ),
             None => c.warn(
                 format!("{at}.fallback_models[{j}]"),
                 format!("no provider defines `{name}`; it is skipped"),
-                closest(name, targets.iter().map(|t| t.model.as_str())).map(|m| format!("did you mean `{m}`?")),
+                closest(name, targets.iter().map(|t| t.model.as_str()))
+                    .map(|m| format!("did you mean `{m}`?")),
             ),
         }
     }
@@ -361,14 +453,19 @@ fn resolve_policy(c: &mut Checker, at: &str, rp: &RetryPolicyConfig, me: usize, 
     for (k, entry) in rp.on_status_codes.iter().enumerate() {
         let mut codes = Vec::new();
         if entry.codes.is_empty() {
-            c.error(format!("{at}.on_status_codes[{k}].codes"), "lists no status code");
+            c.error(
+                format!("{at}.on_status_codes[{k}].codes"),
+                "lists no status code",
+            );
         }
         for (n, code) in entry.codes.iter().enumerate() {
             let path = format!("{at}.on_status_codes[{k}].codes[{n}]");
             if let Some(range) = parse_code(c, &path, code) {
-                let earlier = status_rules
-                    .iter()
-                    .position(|r| r.codes.iter().any(|&(lo, hi)| lo <= range.1 && range.0 <= hi));
+                let earlier = status_rules.iter().position(|r| {
+                    r.codes
+                        .iter()
+                        .any(|&(lo, hi)| lo <= range.1 && range.0 <= hi)
+                });
                 if let Some(e) = earlier {
                     c.warn(
                         path,
@@ -385,7 +482,10 @@ fn resolve_policy(c: &mut Checker, at: &str, rp: &RetryPolicyConfig, me: usize, 
         });
     }
 
-    let on_timeout = rp.on_timeout.as_ref().map(|r| rule(r.strategy, r.max_attempts));
+    let on_timeout = rp
+        .on_timeout
+        .as_ref()
+        .map(|r| rule(r.strategy, r.max_attempts));
 
     let high_latency = rp.on_high_latency.as_ref().map(|h| {
         let hat = format!("{at}.on_high_latency");
@@ -401,11 +501,17 @@ fn resolve_policy(c: &mut Checker, at: &str, rp: &RetryPolicyConfig, me: usize, 
                 Severity::Error,
                 format!("{hat}.min_triggers"),
                 "min_triggers above 1 needs `trigger_window_seconds`",
-                Some("add `trigger_window_seconds: 60` (events older than the window are forgotten)".into()),
+                Some(
+                    "add `trigger_window_seconds: 60` (events older than the window are forgotten)"
+                        .into(),
+                ),
             );
         }
         if h.trigger_window_seconds == Some(0) {
-            c.error(format!("{hat}.trigger_window_seconds"), "must be greater than 0");
+            c.error(
+                format!("{hat}.trigger_window_seconds"),
+                "must be greater than 0",
+            );
         }
         HighLatency {
             threshold_ms: h.threshold_ms,
@@ -413,7 +519,10 @@ fn resolve_policy(c: &mut Checker, at: &str, rp: &RetryPolicyConfig, me: usize, 
             min_triggers: min_triggers.max(1),
             window_ms: h.trigger_window_seconds.map(|s| s * 1000),
             rule: rule(h.strategy, h.max_attempts),
-            block_ms: h.block_duration_seconds.unwrap_or(DEFAULT_LATENCY_BLOCK_SECONDS) * 1000,
+            block_ms: h
+                .block_duration_seconds
+                .unwrap_or(DEFAULT_LATENCY_BLOCK_SECONDS)
+                * 1000,
             scope: h.scope,
             apply_to: h.apply_to,
         }
@@ -447,13 +556,17 @@ fn resolve_policy(c: &mut Checker, at: &str, rp: &RetryPolicyConfig, me: usize, 
         }
     });
 
-    let retry_after = rp.retry_after_handling.as_ref().map_or_else(RetryAfterHandling::default, |r| {
-        RetryAfterHandling {
-            scope: r.scope,
-            apply_to: r.apply_to,
-            max_ms: r.max_retry_after_seconds.unwrap_or(DEFAULT_MAX_RETRY_AFTER_SECONDS) * 1000,
-        }
-    });
+    let retry_after =
+        rp.retry_after_handling
+            .as_ref()
+            .map_or_else(RetryAfterHandling::default, |r| RetryAfterHandling {
+                scope: r.scope,
+                apply_to: r.apply_to,
+                max_ms: r
+                    .max_retry_after_seconds
+                    .unwrap_or(DEFAULT_MAX_RETRY_AFTER_SECONDS)
+                    * 1000,
+            });
 
     let failover = |s: Strategy| s != Strategy::SameModel;
     let strategies = std::iter::once(default_rule.strategy)

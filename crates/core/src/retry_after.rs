@@ -5,7 +5,11 @@ use std::time::{Duration, UNIX_EPOCH};
 /// How long a provider asked us to wait, in milliseconds from `now_ms`
 /// (Unix epoch milliseconds). `retry_after_ms` wins when both are present:
 /// it is the more precise of the two.
-pub fn wait_ms(retry_after: Option<&str>, retry_after_ms: Option<&str>, now_ms: u64) -> Option<u64> {
+pub fn wait_ms(
+    retry_after: Option<&str>,
+    retry_after_ms: Option<&str>,
+    now_ms: u64,
+) -> Option<u64> {
     if let Some(ms) = retry_after_ms.and_then(parse_ms) {
         return Some(ms);
     }
@@ -35,7 +39,10 @@ pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
         return value.parse::<u64>().ok().map(|s| s.saturating_mul(1000));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    let at_ms = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64;
+    let at_ms = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64;
     Some(at_ms.saturating_sub(now_ms))
 }
 
@@ -54,11 +61,23 @@ mod tests {
 
     #[test]
     fn http_date_in_the_future_and_past() {
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", NOW), Some(10_000));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:30 GMT", NOW), Some(0));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", NOW),
+            Some(10_000)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:30 GMT", NOW),
+            Some(0)
+        );
         // RFC 850 and asctime forms are legal HTTP-dates too.
-        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:47 GMT", NOW), Some(10_000));
-        assert_eq!(parse_retry_after("Sun Nov  6 08:49:47 1994", NOW), Some(10_000));
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:47 GMT", NOW),
+            Some(10_000)
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:49:47 1994", NOW),
+            Some(10_000)
+        );
     }
 
     #[test]

@@ -19,7 +19,13 @@ pub struct GatewayRoot {
 }
 
 impl Context for GatewayRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         if let Some(worker) = &self.worker {
             worker.call_answered(token_id, body_size);
         }

@@ -34,13 +34,23 @@ impl GatewayStream {
             .map(|t| serde_json::json!({"id": t.model, "object": "model", "owned_by": t.provider}))
             .collect();
         let body = serde_json::json!({"object": "list", "data": data}).to_string();
-        self.send_http_response(200, vec![("content-type", "application/json")], Some(body.as_bytes()));
+        self.send_http_response(
+            200,
+            vec![("content-type", "application/json")],
+            Some(body.as_bytes()),
+        );
         Action::Pause
     }
 }
 
 impl Context for GatewayStream {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         self.worker.call_answered(token_id, body_size);
     }
 }
@@ -55,7 +65,11 @@ impl HttpContext for GatewayStream {
             ("POST", r) if r.starts_with("/v1/") => {
                 if end_of_stream {
                     let body = gateway_error("invalid_request_error", "the request has no body");
-                    self.send_http_response(400, vec![("content-type", "application/json")], Some(body.as_bytes()));
+                    self.send_http_response(
+                        400,
+                        vec![("content-type", "application/json")],
+                        Some(body.as_bytes()),
+                    );
                     return Action::Pause;
                 }
                 self.path = Some(path);
@@ -91,7 +105,8 @@ impl HttpContext for GatewayStream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.worker.response_body(self.context_id, body_size, end_of_stream)
+        self.worker
+            .response_body(self.context_id, body_size, end_of_stream)
     }
 }
 

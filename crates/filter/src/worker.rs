@@ -56,7 +56,11 @@ fn replayable(name: &str) -> bool {
     !(name.starts_with(':')
         || matches!(
             name,
-            "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "x-envoy-upstream-service-time"
+            "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "x-envoy-upstream-service-time"
         ))
 }
 
@@ -220,7 +224,14 @@ impl Worker {
     /// Timers of a just-started attempt: `timeout_ms` for a routed attempt
     /// (a dispatched call carries its own, and the route has none because it
     /// would cut streams), and the `ttfb` latency threshold.
-    fn arm_attempt_timers(&self, ctx: u32, ex: &mut Exchange, target: usize, now: u64, routed: bool) {
+    fn arm_attempt_timers(
+        &self,
+        ctx: u32,
+        ex: &mut Exchange,
+        target: usize,
+        now: u64,
+        routed: bool,
+    ) {
         if routed {
             if let Some(t) = self.plan.targets.get(target) {
                 self.arm(ctx, ex, now + t.timeout_ms, TimerKind::Timeout);
@@ -252,7 +263,10 @@ impl Worker {
             return reply_error(
                 404,
                 "model_not_found",
-                &format!("no provider is configured for model `{}` and none is the default", chat.model),
+                &format!(
+                    "no provider is configured for model `{}` and none is the default",
+                    chat.model
+                ),
             );
         };
         let client_headers: Vec<(String, String)> = hostcalls::get_map(MapType::HttpRequestHeaders)
@@ -266,7 +280,9 @@ impl Worker {
             .map_or_else(|| ctx.to_string(), |(_, v)| v.clone());
         let now = now_ms();
         let mut ledger = Ledger::default();
-        let first = attempt::first_target(&self.plan, primary, &|t| self.blocked_until(&ledger, t, now));
+        let first = attempt::first_target(&self.plan, primary, &|t| {
+            self.blocked_until(&ledger, t, now)
+        });
         let Some(target) = self.plan.targets.get(first) else {
             return Action::Continue;
         };
@@ -318,18 +334,43 @@ impl Worker {
                     .flatten()
                     .and_then(|s| s.parse::<u16>().ok())
                     .unwrap_or(502);
-                let from_provider = hostcalls::get_map_value(MapType::HttpResponseHeaders, "x-envoy-upstream-service-time")
-                    .ok()
-                    .flatten()
-                    .is_some();
-                let header = |name: &str| hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten();
+                let from_provider = hostcalls::get_map_value(
+                    MapType::HttpResponseHeaders,
+                    "x-envoy-upstream-service-time",
+                )
+                .ok()
+                .flatten()
+                .is_some();
+                let header = |name: &str| {
+                    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+                        .ok()
+                        .flatten()
+                };
                 let now = now_ms();
-                let waited = retry_after::wait_ms(header("retry-after").as_deref(), header("retry-after-ms").as_deref(), now);
-                match self.after_answer(ctx, &mut ex, outcome_of(status, from_provider), waited, now) {
+                let waited = retry_after::wait_ms(
+                    header("retry-after").as_deref(),
+                    header("retry-after-ms").as_deref(),
+                    now,
+                );
+                match self.after_answer(
+                    ctx,
+                    &mut ex,
+                    outcome_of(status, from_provider),
+                    waited,
+                    now,
+                ) {
                     Next::Deliver => {
                         let (attempts, model) = self.attempt_headers(&ex);
-                        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-plano-attempts", Some(&attempts));
-                        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-plano-model", Some(&model));
+                        let _ = hostcalls::set_map_value(
+                            MapType::HttpResponseHeaders,
+                            "x-plano-attempts",
+                            Some(&attempts),
+                        );
+                        let _ = hostcalls::set_map_value(
+                            MapType::HttpResponseHeaders,
+                            "x-plano-model",
+                            Some(&model),
+                        );
                         ex.phase = Phase::Streaming;
                         self.disarm(&mut ex);
                         Action::Continue
@@ -383,7 +424,12 @@ impl Worker {
             return;
         }
         let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         let status = header(":status").and_then(|s| s.parse::<u16>().ok());
         let from_provider = header("x-envoy-upstream-service-time").is_some();
         let outcome = status.map_or(Outcome::ConnectFailure, |s| outcome_of(s, from_provider));
@@ -405,7 +451,8 @@ impl Worker {
                 .collect();
             reply.push(("x-plano-attempts", &attempts));
             reply.push(("x-plano-model", &model));
-            let _ = hostcalls::send_http_response(u32::from(status.unwrap_or(502)), reply, Some(&body));
+            let _ =
+                hostcalls::send_http_response(u32::from(status.unwrap_or(502)), reply, Some(&body));
             ex.phase = Phase::Replied;
             self.disarm(&mut ex);
         }
@@ -454,7 +501,9 @@ impl Worker {
                 self.send_retry(timer.ctx, &mut ex, target, now);
             }
             TimerKind::Timeout => {
-                if let Next::Deliver = self.after_answer(timer.ctx, &mut ex, Outcome::Timeout, None, now) {
+                if let Next::Deliver =
+                    self.after_answer(timer.ctx, &mut ex, Outcome::Timeout, None, now)
+                {
                     // No policy to retry under: the client still gets an answer.
                     let model = self.model_of(&ex);
                     reply_error(
@@ -499,7 +548,14 @@ impl Worker {
     }
 
     /// Records the current attempt's answer and decides what follows it.
-    fn after_answer(&self, ctx: u32, ex: &mut Exchange, outcome: Outcome, waited: Option<u64>, now: u64) -> Next {
+    fn after_answer(
+        &self,
+        ctx: u32,
+        ex: &mut Exchange,
+        outcome: Outcome,
+        waited: Option<u64>,
+        now: u64,
+    ) -> Next {
         let policy = self.primary_policy(ex.primary);
         if let (Some(policy), Some(current)) = (policy, ex.ledger.current().map(|a| a.target)) {
             if let (Some(ms), Some(_)) = (waited, attempt::classify(policy, &outcome)) {
@@ -525,7 +581,8 @@ impl Worker {
             Decision::Final => Next::Deliver,
             Decision::Exhausted { budget_exhausted } => {
                 self.metrics.add(self.metrics.exhausted, 1);
-                let (status, body) = attempt::exhausted_error(&self.plan, &ex.ledger, budget_exhausted);
+                let (status, body) =
+                    attempt::exhausted_error(&self.plan, &ex.ledger, budget_exhausted);
                 let (attempts, model) = self.attempt_headers(ex);
                 let retry_after = self.retry_after_hint(ex, now);
                 let mut headers = vec![
@@ -541,12 +598,20 @@ impl Worker {
                     ex.request_id,
                     ex.ledger.attempts.len()
                 );
-                let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
+                let _ = hostcalls::send_http_response(
+                    u32::from(status),
+                    headers,
+                    Some(body.as_bytes()),
+                );
                 ex.phase = Phase::Replied;
                 self.disarm(ex);
                 Next::Replied
             }
-            Decision::Retry { target, wait_ms, rule } => {
+            Decision::Retry {
+                target,
+                wait_ms,
+                rule,
+            } => {
                 ex.ledger.charge(rule);
                 // The failed attempt's timers cannot matter any more.
                 self.disarm(ex);
@@ -589,7 +654,11 @@ impl Worker {
         if let Some(k) = &key {
             headers.push(("authorization", k));
         }
-        headers.extend(ex.client_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        headers.extend(
+            ex.client_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let timeout = Duration::from_millis(t.timeout_ms);
         match hostcalls::dispatch_http_call(&t.cluster, headers, Some(&body), vec![], timeout) {
             Ok(token) => {
@@ -598,9 +667,18 @@ impl Worker {
                 self.arm_attempt_timers(ctx, ex, target, now, false);
             }
             Err(status) => {
-                warn!("request {}: could not dispatch to {}: {:?}", ex.request_id, t.cluster, status);
-                if let Next::Deliver = self.after_answer(ctx, ex, Outcome::ConnectFailure, None, now) {
-                    reply_error(502, "connect_failure", &format!("{} could not be reached", t.model));
+                warn!(
+                    "request {}: could not dispatch to {}: {:?}",
+                    ex.request_id, t.cluster, status
+                );
+                if let Next::Deliver =
+                    self.after_answer(ctx, ex, Outcome::ConnectFailure, None, now)
+                {
+                    reply_error(
+                        502,
+                        "connect_failure",
+                        &format!("{} could not be reached", t.model),
+                    );
                     ex.phase = Phase::Replied;
                 }
             }
@@ -608,7 +686,10 @@ impl Worker {
     }
 
     fn block_after_retry_after(&self, ex: &mut Exchange, target: usize, wait_ms: u64, now: u64) {
-        let (Some(policy), Some(t)) = (self.primary_policy(ex.primary), self.plan.targets.get(target)) else {
+        let (Some(policy), Some(t)) = (
+            self.primary_policy(ex.primary),
+            self.plan.targets.get(target),
+        ) else {
             return;
         };
         let handling = &policy.retry_after;
@@ -619,7 +700,11 @@ impl Worker {
             BlockApplyTo::Global => {
                 if blocks::block(&EnvoyStore, &key, until) {
                     self.metrics.add(self.metrics.blocks_retry_after, 1);
-                    info!("blocked {} for {} ms (Retry-After)", key.describe(), until - now);
+                    info!(
+                        "blocked {} for {} ms (Retry-After)",
+                        key.describe(),
+                        until - now
+                    );
                 }
             }
         }
@@ -628,7 +713,10 @@ impl Worker {
     /// `measure: total`: a complete answer slower than the threshold is a
     /// latency event (it is still delivered).
     fn measure_total(&self, ex: &Exchange, target: usize, took_ms: u64) {
-        let Some(hl) = self.primary_policy(ex.primary).and_then(|p| p.high_latency.as_ref()) else {
+        let Some(hl) = self
+            .primary_policy(ex.primary)
+            .and_then(|p| p.high_latency.as_ref())
+        else {
             return;
         };
         if hl.measure == Measure::Total && took_ms > hl.threshold_ms {
@@ -640,7 +728,10 @@ impl Worker {
     }
 
     fn latency_event(&self, ex: &mut Exchange, target: usize, now: u64) {
-        let Some(hl) = self.primary_policy(ex.primary).and_then(|p| p.high_latency.as_ref()) else {
+        let Some(hl) = self
+            .primary_policy(ex.primary)
+            .and_then(|p| p.high_latency.as_ref())
+        else {
             return;
         };
         match hl.apply_to {
@@ -649,7 +740,10 @@ impl Worker {
                 self.metrics.add(self.metrics.latency_events, 1);
                 if let Some(t) = self.plan.targets.get(target) {
                     let key = BlockKey::for_target(t, hl.scope);
-                    if ex.ledger.note_latency_event(&key, now, hl.window_ms, hl.min_triggers) {
+                    if ex
+                        .ledger
+                        .note_latency_event(&key, now, hl.window_ms, hl.min_triggers)
+                    {
                         ex.ledger.block_for_request(key, now + hl.block_ms);
                     }
                 }
@@ -668,7 +762,11 @@ impl Worker {
             && blocks::block(&EnvoyStore, &key, now + hl.block_ms)
         {
             self.metrics.add(self.metrics.blocks_high_latency, 1);
-            info!("blocked {} for {} ms (high latency)", key.describe(), hl.block_ms);
+            info!(
+                "blocked {} for {} ms (high latency)",
+                key.describe(),
+                hl.block_ms
+            );
         }
     }
 
@@ -695,7 +793,11 @@ impl Worker {
 
     fn log_attempt(&self, ex: &Exchange, outcome: Outcome, now: u64) {
         if let Some(a) = ex.ledger.current() {
-            let model = self.plan.targets.get(a.target).map_or("?", |t: &Target| t.model.as_str());
+            let model = self
+                .plan
+                .targets
+                .get(a.target)
+                .map_or("?", |t: &Target| t.model.as_str());
             let result = match outcome {
                 Outcome::Status(s) => s.to_string(),
                 other => other.error_type(),
@@ -726,6 +828,10 @@ fn outcome_of(status: u16, from_provider: bool) -> Outcome {
 /// Answers the client with an OpenAI-shaped error made by the gateway.
 pub fn reply_error(status: u32, kind: &str, message: &str) -> Action {
     let body = attempt::gateway_error(kind, message);
-    let _ = hostcalls::send_http_response(status, vec![("content-type", "application/json")], Some(body.as_bytes()));
+    let _ = hostcalls::send_http_response(
+        status,
+        vec![("content-type", "application/json")],
+        Some(body.as_bytes()),
+    );
     Action::Pause
 }

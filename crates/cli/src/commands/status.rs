@@ -11,20 +11,36 @@ pub fn run() -> Result<i32> {
         return Ok(3);
     };
     if !runtime::is_running(&state) {
-        println!("not running (the last gateway, for {}, has exited)", state.config.display());
+        println!(
+            "not running (the last gateway, for {}, has exited)",
+            state.config.display()
+        );
         return Ok(3);
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let up = now.saturating_sub(state.started_at);
     println!("running");
-    println!("  mode:    {}", match state.mode { Mode::Native => "native", Mode::Docker => "docker" });
+    println!(
+        "  mode:    {}",
+        match state.mode {
+            Mode::Native => "native",
+            Mode::Docker => "docker",
+        }
+    );
     println!("  listen:  http://localhost:{}", state.port);
     println!("  config:  {}", state.config.display());
     match state.mode {
         Mode::Native => println!("  pid:     {}", state.pid.unwrap_or(0)),
         Mode::Docker => println!("  container: {}", runtime::CONTAINER),
     }
-    println!("  uptime:  {}h {:02}m {:02}s", up / 3600, up / 60 % 60, up % 60);
+    println!(
+        "  uptime:  {}h {:02}m {:02}s",
+        up / 3600,
+        up / 60 % 60,
+        up % 60
+    );
     if let Ok((200, stats)) = health::get(render::ADMIN_PORT, "/stats?filter=wasmcustom.plano") {
         println!("  counters:");
         for line in stats.lines().filter(|l| !l.trim().is_empty()) {

@@ -17,7 +17,13 @@ pub fn run(config: &Path) -> Result<i32> {
         );
         return Ok(1);
     }
-    let targets = report.loaded.as_ref().map_or(0, |l| l.resolved.plan.targets.len());
-    println!("{}: valid ({targets} providers, {warnings} warning(s))", config.display());
+    let targets = report
+        .loaded
+        .as_ref()
+        .map_or(0, |l| l.resolved.plan.targets.len());
+    println!(
+        "{}: valid ({targets} providers, {warnings} warning(s))",
+        config.display()
+    );
     Ok(0)
 }

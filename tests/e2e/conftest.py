@@ -1,0 +1,85 @@
+"""Fixtures for the gateway's own end-to-end tests: the real `planoai` on
+PATH, the real Envoy it starts (2 workers), and mock providers on loopback."""
+
+import os
+import subprocess
+import tempfile
+import textwrap
+
+import pytest
+import requests
+
+from mock_provider import Provider
+
+GATEWAY = "http://127.0.0.1:12000"
+CHAT = f"{GATEWAY}/v1/chat/completions"
+ADMIN = "http://127.0.0.1:9901"
+
+
+@pytest.fixture(scope="session")
+def plano_home():
+    with tempfile.TemporaryDirectory(prefix="plano-e2e-") as home:
+        os.environ["PLANO_HOME"] = home
+        yield home
+
+
+def planoai(*args, check=True, env=None):
+    result = subprocess.run(["planoai", *args], capture_output=True, text=True, timeout=120, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"planoai {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class Gateway:
+    """Starts the gateway on a config; every output is kept for secret scans."""
+
+    def __init__(self, home):
+        self.home = home
+        self.outputs = []
+
+    def up(self, yaml_text, extra_env=None):
+        path = os.path.join(self.home, "gateway.yaml")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(yaml_text))
+        env = dict(os.environ, **(extra_env or {}))
+        result = planoai("up", path, env=env)
+        self.outputs += [result.stdout, result.stderr]
+        return result
+
+    def log(self):
+        return planoai("logs", "-n", "100000").stdout
+
+    def down(self):
+        result = planoai("down", check=False)
+        self.outputs += [result.stdout, result.stderr]
+
+
+@pytest.fixture
+def gateway(plano_home):
+    gw = Gateway(plano_home)
+    yield gw
+    gw.down()
+
+
+@pytest.fixture
+def providers():
+    started = []
+
+    def make(*replies):
+        p = Provider(*replies)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+def chat(model="openai/gpt-4o", timeout=30, **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+    return requests.post(CHAT, json=body, headers={"Authorization": "Bearer client-secret"}, timeout=timeout)
+
+
+def stats(prefix="wasmcustom.plano"):
+    text = requests.get(f"{ADMIN}/stats?filter={prefix}", timeout=5).text
+    return {k.strip(): int(v) for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line) if v.strip().isdigit()}

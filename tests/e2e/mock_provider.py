@@ -1,0 +1,119 @@
+"""A scriptable OpenAI-compatible mock provider on loopback.
+
+Each server answers from a script of responses (the last one repeats) and
+records every request it got. Run as a program for `make demo-mocks`.
+"""
+
+import argparse
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+OK_BODY = {
+    "id": "chatcmpl-mock",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "mock",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+}
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    body: object = None  # dict -> JSON, str/bytes as is, None -> OK_BODY with the port
+    delay: float = 0.0  # seconds before the status line
+    stream: list = None  # SSE chunks, sent with `gap` seconds between them
+    gap: float = 0.05
+    close: bool = False  # close the connection without answering
+
+
+class Provider:
+    def __init__(self, *replies):
+        self.script = list(replies) or [Reply()]
+        self.requests = []
+        self.lock = threading.Lock()
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length) if length else b""
+                with provider.lock:
+                    provider.requests.append(
+                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "at": time.time()}
+                    )
+                    reply = provider.script[min(len(provider.requests), len(provider.script)) - 1]
+                time.sleep(reply.delay)
+                if reply.close:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                if reply.stream is not None:
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for chunk in reply.stream:
+                        data = chunk.encode()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                        time.sleep(reply.gap)
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                out = reply.body
+                if out is None:
+                    out = dict(OK_BODY, served_by=provider.port)
+                if isinstance(out, dict):
+                    out = json.dumps(out)
+                if isinstance(out, str):
+                    out = out.encode()
+                if "Content-Type" not in reply.headers:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def calls(self):
+        return len(self.requests)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--status", type=int, default=200)
+    parser.add_argument("--retry-after", default=None)
+    args = parser.parse_args()
+    headers = {"Retry-After": args.retry_after} if args.retry_after else {}
+    body = None if args.status == 200 else {"error": {"type": "mock", "message": f"mock {args.status}"}}
+    p = Provider(Reply(status=args.status, headers=headers, body=body))
+    p.server.server_close()
+    p.server = ThreadingHTTPServer(("127.0.0.1", args.port), p.server.RequestHandlerClass)
+    p.port = args.port
+    print(f"mock provider on 127.0.0.1:{args.port} answering {args.status}", flush=True)
+    p.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""The gateway end to end: real planoai, real Envoy (2 workers), loopback mocks.
+
+Each test covers what the user's acceptance suite does not."""
+
+import concurrent.futures
+import email.utils
+import json
+import socket
+import time
+
+import requests
+
+from conftest import ADMIN, CHAT, GATEWAY, chat, planoai, stats
+from mock_provider import Reply
+
+RATE_LIMITED = Reply(status=429, body={"error": {"type": "rate_limit", "message": "slow down"}})
+
+
+def two_providers(primary, secondary, policy="", primary_extra="", secondary_model="anthropic/claude-3-5-sonnet"):
+    return f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://host.docker.internal:{primary.port}
+            access_key: key-primary-0001
+            default: true
+{primary_extra}
+            retry_policy:
+{policy}
+          - model: {secondary_model}
+            base_url: http://127.0.0.1:{secondary.port}
+            access_key: key-secondary-0002
+    """
+
+
+def test_request_is_rewritten_for_each_target(gateway, providers):
+    primary = providers(RATE_LIMITED)
+    secondary = providers(Reply())
+    gateway.up(f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://host.docker.internal:{primary.port}/proxy
+            access_key: key-primary-0001
+            default: true
+            retry_policy:
+              default_strategy: different_provider
+          - model: anthropic/claude-3-5-sonnet
+            base_url: http://localhost:{secondary.port}
+            access_key: key-secondary-0002
+    """)
+    raw = b'{"model": "openai/gpt-4o",  "messages":[{"role":"user","content":"model: keep \\"me\\""}], "temperature":0.25}'
+    resp = requests.post(
+        CHAT,
+        data=raw,
+        headers={"Authorization": "Bearer client-secret", "x-api-key": "client-key", "content-type": "application/json", "x-trace": "t1"},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-plano-attempts"] == "2"
+    assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
+
+    first, = primary.requests
+    assert first["path"] == "/proxy/v1/chat/completions"
+    assert first["headers"]["host"] == f"host.docker.internal:{primary.port}"
+    assert first["headers"]["authorization"] == "Bearer key-primary-0001"
+    assert first["body"] == raw.replace(b'"openai/gpt-4o"', b'"gpt-4o"')
+
+    retry, = secondary.requests
+    assert retry["path"] == "/v1/chat/completions"
+    assert retry["headers"]["host"] == f"localhost:{secondary.port}"
+    assert retry["headers"]["authorization"] == "Bearer key-secondary-0002"
+    assert retry["headers"]["x-trace"] == "t1"
+    assert retry["body"] == raw.replace(b'"openai/gpt-4o"', b'"claude-3-5-sonnet"')
+    for req in (first, retry):
+        assert "client-secret" not in json.dumps(req["headers"])
+        assert "x-api-key" not in req["headers"]
+
+
+def test_a_typo_in_the_config_names_file_line_and_field_and_starts_nothing(gateway, plano_home, tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text(
+        "version: v0.3.0\n"
+        "listeners:\n"
+        "  - type: model\n"
+        "    name: l\n"
+        "    port: 12000\n"
+        "model_providers:\n"
+        "  - model: openai/gpt-4o\n"
+        "    base_url: http://127.0.0.1:9\n"
+        "    retry_policy:\n"
+        "      on_status_codes:\n"
+        "        - codes: [429]\n"
+        "          max_attempt: 2\n"
+    )
+    result = planoai("up", str(config), check=False)
+    assert result.returncode != 0
+    assert f"{config}:12:11" in result.stderr
+    assert "model_providers[0].retry_policy.on_status_codes[0].max_attempt" in result.stderr
+    assert "did you mean `max_attempts`?" in result.stderr
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", 12000)) != 0, "something listens on 12000"
+
+
+def test_a_status_range_is_retried(gateway, providers):
+    primary = providers(Reply(status=502, body="bad gateway"))
+    secondary = providers(Reply())
+    gateway.up(two_providers(primary, secondary, """
+              on_status_codes:
+                - codes: ["502-504"]
+                  strategy: different_provider
+                  max_attempts: 1
+              default_max_attempts: 0
+    """))
+    assert chat().status_code == 200
+    assert (primary.calls, secondary.calls) == (1, 1)
+
+
+def test_a_final_status_passes_through_untouched(gateway, providers):
+    body = '{"error": {"message": "bad temperature", "type": "invalid_request_error"}}'
+    primary = providers(Reply(status=400, body=body, headers={"x-provider": "yes"}))
+    secondary = providers(Reply())
+    gateway.up(two_providers(primary, secondary, "              default_strategy: different_provider"))
+    resp = chat()
+    assert resp.status_code == 400
+    assert resp.text == body
+    assert resp.headers["x-provider"] == "yes"
+    assert resp.headers["x-plano-attempts"] == "1"
+    assert secondary.calls == 0
+
+
+def test_same_provider_stays_with_the_provider(gateway, providers):
+    primary = providers(RATE_LIMITED)
+    sibling = providers(Reply())
+    other = providers(Reply())
+    gateway.up(f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{primary.port}
+            default: true
+            retry_policy:
+              default_strategy: same_provider
+          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{other.port}
+          - model: openai/gpt-4o-mini
+            base_url: http://127.0.0.1:{sibling.port}
+    """)
+    resp = chat()
+    assert resp.status_code == 200
+    assert resp.headers["x-plano-model"] == "openai/gpt-4o-mini"
+    assert json.loads(sibling.requests[0]["body"])["model"] == "gpt-4o-mini"
+    assert other.calls == 0
+
+
+def test_retry_after_as_an_http_date_blocks_the_whole_provider(gateway, providers):
+    until = email.utils.formatdate(time.time() + 30, usegmt=True)
+    primary = providers(Reply(status=429, headers={"Retry-After": until}))
+    sibling = providers(Reply())
+    other = providers(Reply())
+    gateway.up(f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{primary.port}
+            default: true
+            retry_policy:
+              default_strategy: different_provider
+              retry_after_handling:
+                scope: provider
+                apply_to: global
+          - model: openai/gpt-4o-mini
+            base_url: http://127.0.0.1:{sibling.port}
+          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{other.port}
+    """)
+    assert chat().headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
+    # The provider is blocked: neither openai model is tried, on any worker.
+    for _ in range(6):
+        resp = chat()
+        assert resp.status_code == 200
+        assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
+        assert resp.headers["x-plano-attempts"] == "1"
+    assert (primary.calls, sibling.calls) == (1, 0)
+    assert stats()["wasmcustom.plano.blocks.retry_after"] >= 1
+
+
+def test_max_retry_duration_stops_waiting(gateway, providers):
+    primary = providers(Reply(status=503, body="busy"))
+    secondary = providers(Reply())
+    gateway.up(two_providers(primary, secondary, """
+              default_strategy: same_model
+              default_max_attempts: 10
+              max_retry_duration_ms: 1200
+              backoff:
+                apply_to: same_model
+                base_ms: 400
+                jitter: false
+    """))
+    start = time.time()
+    resp = chat()
+    took = time.time() - start
+    # Waits 400 (ends at 0.4 s) then 800 (ends at 1.2 s); 1600 more would pass 1.2 s.
+    assert resp.status_code == 503
+    error = resp.json()["error"]
+    assert error["type"] == "retry_exhausted"
+    assert error["retry_budget_exhausted"] is False
+    assert primary.calls == 3
+    assert 1.1 < took < 2.5
+
+
+def test_latency_events_block_after_min_triggers_within_the_window(gateway, providers):
+    primary = providers(Reply(delay=0.4))
+    secondary = providers(Reply())
+    gateway.up(two_providers(primary, secondary, """
+              on_high_latency:
+                threshold_ms: 200
+                measure: total
+                min_triggers: 2
+                trigger_window_seconds: 30
+                block_duration_seconds: 30
+    """))
+    assert chat().headers["x-plano-model"] == "openai/gpt-4o"
+    assert primary.calls == 1
+    assert chat().headers["x-plano-model"] == "openai/gpt-4o"
+    assert primary.calls == 2
+    # Two slow answers within the window: the primary is now blocked.
+    resp = chat()
+    assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
+    assert primary.calls == 2
+    counters = stats()
+    assert counters["wasmcustom.plano.latency_events"] == 2
+    assert counters["wasmcustom.plano.blocks.high_latency"] == 1
+
+
+def test_ttfb_abandons_a_slow_attempt(gateway, providers):
+    primary = providers(Reply(delay=5))
+    secondary = providers(Reply())
+    gateway.up(two_providers(primary, secondary, """
+              on_high_latency:
+                threshold_ms: 300
+                measure: ttfb
+                strategy: different_provider
+                max_attempts: 1
+                apply_to: request
+    """))
+    start = time.time()
+    resp = chat()
+    took = time.time() - start
+    assert resp.status_code == 200
+    assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
+    assert 0.3 <= took < 2.0, took
+
+
+def test_a_refused_connection_fails_over(gateway, providers):
+    secondary = providers(Reply())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    dead = type("Dead", (), {"port": dead_port})
+    gateway.up(two_providers(dead, secondary, "              on_timeout: {strategy: different_provider, max_attempts: 1}"))
+    resp = chat()
+    assert resp.status_code == 200
+    assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
+
+
+def test_a_timeout_without_policy_still_answers(gateway, providers):
+    slow = providers(Reply(delay=3))
+    other = providers(Reply())
+    gateway.up(f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{slow.port}
+            timeout_ms: 500
+          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{other.port}
+    """)
+    start = time.time()
+    resp = chat()
+    assert resp.status_code == 504
+    assert resp.json()["error"]["type"] == "timeout"
+    assert time.time() - start < 2
+    assert other.calls == 0
+
+
+def test_exhaustion_says_when_to_come_back(gateway, providers):
+    primary = providers(Reply(status=429, headers={"Retry-After": "20"}))
+    secondary = providers(Reply(status=429, headers={"Retry-After": "7"}))
+    gateway.up(two_providers(primary, secondary, "              default_strategy: different_provider"))
+    resp = chat()
+    assert resp.status_code == 429
+    assert resp.json()["error"]["total_attempts"] == 2
+    assert 6 <= int(resp.headers["retry-after"]) <= 7
+    assert "slow down" not in resp.text
+
+
+def test_gateway_made_errors_are_openai_shaped_and_reach_no_provider(gateway, providers):
+    primary = providers(Reply())
+    secondary = providers(Reply())
+    config = f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+            max_request_body_bytes: 2000
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{primary.port}
+          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{secondary.port}
+    """
+    gateway.up(config)
+    cases = [
+        (b"not json", 400),
+        (b"[1, 2]", 400),
+        (b'{"messages": []}', 400),
+        (b'{"model": 7}', 400),
+        (b'{"model": "nobody/knows"}', 404),
+        (json.dumps({"model": "openai/gpt-4o", "pad": "x" * 5000}).encode(), 413),
+        (("[" * 200 + "]" * 200).encode(), 400),
+    ]
+    for body, status in cases:
+        resp = requests.post(CHAT, data=body, headers={"content-type": "application/json"}, timeout=10)
+        assert resp.status_code == status, (body[:40], resp.status_code, resp.text)
+        error = resp.json()["error"]
+        assert error["type"] and error["message"]
+    assert primary.calls == secondary.calls == 0
+    # The bare model name works when it is unambiguous.
+    assert chat(model="claude-3-5-sonnet").headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
+    models = requests.get(f"{GATEWAY}/v1/models", timeout=5).json()
+    assert [m["id"] for m in models["data"]] == ["openai/gpt-4o", "anthropic/claude-3-5-sonnet"]
+
+
+def test_a_stream_from_the_first_attempt_is_not_buffered(gateway, providers):
+    chunks = [f'data: {{"n": {i}}}\n\n' for i in range(5)] + ["data: [DONE]\n\n"]
+    primary = providers(Reply(stream=chunks, gap=0.3))
+    secondary = providers(Reply())
+    gateway.up(two_providers(primary, secondary, "              default_strategy: different_provider"))
+    start = time.time()
+    resp = requests.post(CHAT, json={"model": "openai/gpt-4o", "stream": True, "messages": []}, stream=True, timeout=30)
+    lines = resp.iter_lines()
+    first = next(line for line in lines if line)
+    first_at = time.time() - start
+    rest = [line for line in lines if line]
+    assert first == b'data: {"n": 0}'
+    assert first_at < 0.25, f"first byte after {first_at:.3f}s: buffered"
+    assert rest[-1] == b"data: [DONE]"
+    assert time.time() - start > 1.4
+
+
+def test_concurrent_requests_fail_over_and_the_primary_is_spared(gateway, providers):
+    primary = providers(Reply(status=429, headers={"Retry-After": "60"}))
+    secondary = providers(Reply())
+    gateway.up(two_providers(primary, secondary, "              default_strategy: different_provider"))
+
+    def one(_):
+        return chat(timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, range(200)))
+    assert [r.status_code for r in results] == [200] * 200
+    assert all(r.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet" for r in results)
+    # Only the requests already in flight before the first 429 reach it.
+    assert primary.calls <= 60, primary.calls
+    counters = stats()
+    assert counters["wasmcustom.plano.requests"] == 200
+    assert counters["wasmcustom.plano.retries.status"] == primary.calls
+
+
+def test_no_access_key_in_any_output(gateway, providers):
+    primary = providers(RATE_LIMITED)
+    secondary = providers(Reply())
+    config = two_providers(primary, secondary, "              default_strategy: different_provider")
+    config = config.replace("key-primary-0001", "$E2E_PRIMARY_KEY")
+    gateway.up(config, extra_env={"E2E_PRIMARY_KEY": "sk-e2e-do-not-leak"})
+    resp = chat()
+    assert resp.status_code == 200
+    assert primary.requests[0]["headers"]["authorization"] == "Bearer sk-e2e-do-not-leak"
+    outputs = gateway.outputs + [gateway.log(), resp.text, json.dumps(dict(resp.headers))]
+    outputs.append(planoai("status").stdout)
+    outputs.append(requests.get(f"{ADMIN}/stats", timeout=5).text)
+    for text in outputs:
+        assert "sk-e2e-do-not-leak" not in text
+        assert "key-secondary-0002" not in text
