@@ -58,6 +58,9 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
         .collect();
     let plan_json = serde_json::to_string(&r.plan)?;
     let mut env = Environment::new();
+    // minijinja would JSON-escape every value of a `.yaml` template; the
+    // template quotes with `tojson` where a value needs it.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_template("envoy.yaml", TEMPLATE)?;
     let out = env.get_template("envoy.yaml")?.render(context! {
         source => loaded.path.display().to_string(),

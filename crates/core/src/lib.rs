@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod blocks;
 pub mod body;
 pub mod config;
+pub mod framing;
 pub mod plan;
 pub mod resolve;
 pub mod retry_after;

@@ -1,0 +1,48 @@
+//! A network filter on the internal listener in front of each plain-HTTP
+//! provider: repairs a faulty HTTP/1.0 response head (see
+//! `plano_core::framing`) before Envoy's HTTP codec reads it.
+
+use plano_core::framing::repair_http10_head;
+use proxy_wasm::traits::{Context, RootContext, StreamContext};
+use proxy_wasm::types::{Action, ContextType};
+
+pub const ROOT_ID: &str = "plano_framing";
+
+#[derive(Default)]
+pub struct FramingRoot;
+
+impl Context for FramingRoot {}
+
+impl RootContext for FramingRoot {
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::<FramingStream>::default())
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::StreamContext)
+    }
+}
+
+/// One provider connection. Only a response's first bytes can hold the head
+/// to repair: an HTTP/1.0 response ends its connection.
+#[derive(Default)]
+pub struct FramingStream {
+    head_seen: bool,
+}
+
+impl Context for FramingStream {}
+
+impl StreamContext for FramingStream {
+    fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        if self.head_seen || data_size == 0 {
+            return Action::Continue;
+        }
+        self.head_seen = true;
+        if let Some(data) = self.get_upstream_data(0, data_size) {
+            if let Some(repaired) = repair_http10_head(&data) {
+                self.set_upstream_data(0, data_size, &repaired);
+            }
+        }
+        Action::Continue
+    }
+}
