@@ -55,7 +55,7 @@ test: setup lint unit e2e acceptance acceptance-docker
 image: install
 	planoai build
 
-up: install
+up: setup
 	planoai up configs/demo.yaml
 
 down:
