@@ -36,7 +36,7 @@ impl Diagnostic {
             let width = text
                 .get(start..)
                 .map(|rest| {
-                    rest.find(|c: char| c == ':' || c == ',' || c == ']' || c == '#')
+                    rest.find([':', ',', ']', '#'])
                         .unwrap_or(rest.trim_end().len())
                 })
                 .unwrap_or(1)

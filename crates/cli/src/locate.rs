@@ -213,7 +213,7 @@ model_providers:
     fn finds_flow_items() {
         assert_eq!(
             locate(DOC, "model_providers[0].retry_policy.fallback_models[1]"),
-            (9, 41)
+            (9, 43)
         );
         assert_eq!(
             locate(

@@ -67,7 +67,7 @@ fn envoy_alive(pid: u32) -> bool {
         .map(|c| String::from_utf8_lossy(&c).contains("envoy"))
         .unwrap_or(false)
         && fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+            .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
             .unwrap_or(false)
 }
 

@@ -33,6 +33,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Stands in for an endpoint that failed to resolve; the plan is never built then.
+    fn unresolved() -> Endpoint {
+        Endpoint {
+            tls: false,
+            host: String::new(),
+            port: 0,
+            path_prefix: String::new(),
+            strip_prefix: String::new(),
+        }
+    }
+
     pub fn authority(&self) -> String {
         let default_port = if self.tls { 443 } else { 80 };
         if self.port == default_port {
@@ -274,21 +285,17 @@ pub fn resolve(
         }
         let endpoint = match endpoint_for(p, &provider) {
             Ok(e) => e,
-            Err((message, hint)) => {
+            // A malformed `model` is reported above; its missing address would repeat it.
+            Err((message, hint)) if !provider.is_empty() || p.base_url.is_some() => {
                 let field = if p.base_url.is_some() {
                     ".base_url"
                 } else {
                     ".model"
                 };
                 c.push(Severity::Error, format!("{at}{field}"), message, hint);
-                Endpoint {
-                    tls: false,
-                    host: String::new(),
-                    port: 0,
-                    path_prefix: String::new(),
-                    strip_prefix: String::new(),
-                }
+                Endpoint::unresolved()
             }
+            Err(_) => Endpoint::unresolved(),
         };
         let access_key = match &p.access_key {
             None => None,

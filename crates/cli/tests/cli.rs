@@ -1,0 +1,306 @@
+//! The `planoai` binary as a user runs it: every error class of `validate`,
+//! `render` output that Envoy itself accepts, help and version.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn planoai(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_planoai"))
+        .args(args)
+        .current_dir(dir)
+        .env("PLANO_HOME", dir.join("home"))
+        .env_remove("PLANO_TEST_KEY")
+        .output()
+        .expect("run planoai")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("planoai-cli-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const HEAD: &str = "version: v0.3.0\nlisteners:\n  - type: model\n    name: l\n    port: 12000\nmodel_providers:\n";
+
+#[test]
+fn version_and_help_for_every_command() {
+    let dir = scratch("help");
+    let v = planoai(&["--version"], &dir);
+    assert_eq!(
+        stdout(&v).trim(),
+        format!("planoai {}", env!("CARGO_PKG_VERSION"))
+    );
+    for cmd in [
+        "up", "down", "validate", "render", "status", "logs", "build",
+    ] {
+        let out = planoai(&[cmd, "--help"], &dir);
+        assert!(out.status.success(), "{cmd}");
+        assert!(
+            stdout(&out).contains("Example"),
+            "{cmd} --help has no example"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_field_names_file_line_field_and_the_likely_fix() {
+    let dir = scratch("unknown");
+    let cfg = dir.join("gw.yaml");
+    fs::write(
+        &cfg,
+        format!("{HEAD}  - model: openai/gpt-4o\n    base_url: http://127.0.0.1:9\n    retry_policy:\n      backof: {{apply_to: global}}\n"),
+    )
+    .unwrap();
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("error: unknown field `backof`"), "{err}");
+    assert!(err.contains("--> gw.yaml:10:7"), "{err}");
+    assert!(
+        err.contains("10 |       backof: {apply_to: global}"),
+        "{err}"
+    );
+    assert!(
+        err.contains("field: model_providers[0].retry_policy.backof"),
+        "{err}"
+    );
+    assert!(err.contains("help: did you mean `backoff`?"), "{err}");
+}
+
+#[test]
+fn a_yaml_syntax_error_points_at_its_line() {
+    let dir = scratch("syntax");
+    fs::write(
+        dir.join("gw.yaml"),
+        format!("{HEAD}  - model: [openai/gpt-4o\n"),
+    )
+    .unwrap();
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--> gw.yaml:7:12"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once() {
+    let dir = scratch("semantic");
+    let text = format!(
+        "{HEAD}  - model: openai/gpt-4o
+    base_url: ftp://nowhere
+    access_key: $PLANO_TEST_KEY
+    default: true
+    retry_policy:
+      on_status_codes:
+        - codes: [\"504-502\", 700]
+      on_high_latency:
+        threshold_ms: 100
+        min_triggers: 3
+      backoff:
+        apply_to: global
+        base_ms: 900
+        max_ms: 100
+  - model: nobody
+    default: true
+"
+    );
+    fs::write(dir.join("gw.yaml"), text).unwrap();
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for (message, place, field) in [
+        (
+            "base_url `ftp://nowhere` must start with http:// or https://",
+            "gw.yaml:8:5",
+            "model_providers[0].base_url",
+        ),
+        (
+            "environment variable `PLANO_TEST_KEY` is not set",
+            "gw.yaml:9:5",
+            "model_providers[0].access_key",
+        ),
+        (
+            "range 504-502 is empty",
+            "gw.yaml:13:19",
+            "model_providers[0].retry_policy.on_status_codes[0].codes[0]",
+        ),
+        (
+            "between 100 and 599",
+            "gw.yaml:13:30",
+            "model_providers[0].retry_policy.on_status_codes[0].codes[1]",
+        ),
+        (
+            "min_triggers above 1 needs `trigger_window_seconds`",
+            "gw.yaml:16:9",
+            "model_providers[0].retry_policy.on_high_latency.min_triggers",
+        ),
+        (
+            "100 is below base_ms (900)",
+            "gw.yaml:20:9",
+            "model_providers[0].retry_policy.backoff.max_ms",
+        ),
+        (
+            "`nobody` must be `<provider>/<model>`",
+            "gw.yaml:21:5",
+            "model_providers[1].model",
+        ),
+        (
+            "only one provider can be the default",
+            "gw.yaml:22:5",
+            "model_providers[1].default",
+        ),
+    ] {
+        assert!(err.contains(message), "missing {message:?} in\n{err}");
+        assert!(
+            err.contains(&format!("--> {place}")),
+            "missing {place} in\n{err}"
+        );
+        assert!(
+            err.contains(&format!("field: {field}")),
+            "missing {field} in\n{err}"
+        );
+    }
+    assert!(err.contains("8 error(s)"), "{err}");
+}
+
+#[test]
+fn warnings_do_not_fail_validation() {
+    let dir = scratch("warnings");
+    let text = format!(
+        "{HEAD}  - model: openai/gpt-4o
+    base_url: http://127.0.0.1:9
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonet]
+      on_status_codes:
+        - codes: [429]
+        - codes: [\"400-430\"]
+  - model: anthropic/claude-3-5-sonnet
+    base_url: http://127.0.0.1:9
+"
+    );
+    fs::write(dir.join("gw.yaml"), text).unwrap();
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: no provider defines `anthropic/claude-3-5-sonet`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean `anthropic/claude-3-5-sonnet`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: overlaps on_status_codes[0]"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("valid (2 providers, 2 warning(s))"));
+}
+
+#[test]
+fn keys_come_from_the_environment_or_a_dotenv_and_never_show() {
+    let dir = scratch("dotenv");
+    fs::write(
+        dir.join("gw.yaml"),
+        format!("{HEAD}  - model: openai/gpt-4o\n    base_url: http://127.0.0.1:9\n    access_key: ${{PLANO_TEST_KEY}}\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        planoai(&["validate", "gw.yaml"], &dir).status.code(),
+        Some(1)
+    );
+    fs::write(
+        dir.join(".env"),
+        "# keys\nexport PLANO_TEST_KEY=\"sk-cli-secret\"\n",
+    )
+    .unwrap();
+    let out = planoai(&["render", "gw.yaml", "-o", "out"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered = dir.join("out/envoy.yaml");
+    assert!(fs::read_to_string(&rendered)
+        .unwrap()
+        .contains("sk-cli-secret"));
+    assert_eq!(
+        fs::metadata(&rendered).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!stdout(&out).contains("sk-cli-secret") && !stderr(&out).contains("sk-cli-secret"));
+}
+
+fn envoy() -> PathBuf {
+    let lib = Path::new(WORKSPACE).join(".venv/lib");
+    fs::read_dir(&lib)
+        .expect("no .venv: run `make setup`")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .expect("no Envoy in .venv: run `make setup`")
+}
+
+#[test]
+fn every_example_config_renders_to_what_envoy_accepts() {
+    let dir = scratch("render");
+    let configs = Path::new(WORKSPACE).join("configs");
+    let mut checked = 0;
+    for entry in fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out_dir = dir.join(path.file_stem().unwrap());
+        let out = Command::new(env!("CARGO_BIN_EXE_planoai"))
+            .args([
+                "render",
+                path.to_str().unwrap(),
+                "-o",
+                out_dir.to_str().unwrap(),
+            ])
+            .env("PLANO_HOME", dir.join("home"))
+            .env("OPENAI_API_KEY", "sk-example")
+            .env("ANTHROPIC_API_KEY", "sk-example")
+            .env("MISTRAL_API_KEY", "sk-example")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        let check = Command::new(envoy())
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(out_dir.join("envoy.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{} rejected by envoy: {}{}",
+            path.display(),
+            stdout(&check),
+            stderr(&check)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "only {checked} configs checked");
+}
+
+#[test]
+fn down_and_status_without_a_gateway_say_so() {
+    let dir = scratch("idle");
+    let down = planoai(&["down"], &dir);
+    assert!(down.status.success());
+    assert_eq!(stdout(&down).trim(), "no gateway is running");
+    let status = planoai(&["status"], &dir);
+    assert_eq!(status.status.code(), Some(3));
+    assert_eq!(stdout(&status).trim(), "not running");
+}
