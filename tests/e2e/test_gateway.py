@@ -13,17 +13,20 @@ import requests
 from conftest import ADMIN, CHAT, GATEWAY, chat, planoai, stats
 from mock_provider import Reply
 
-RATE_LIMITED = Reply(status=429, body={"error": {"type": "rate_limit", "message": "slow down"}})
-
-
-def two_providers(primary, secondary, policy="", primary_extra="", secondary_model="anthropic/claude-3-5-sonnet"):
-    return f"""
+# Every test config starts so; each test adds its providers after it.
+HEADER = """
         version: v0.3.0
         listeners:
           - type: model
             name: model_listener
             port: 12000
-        model_providers:
+        model_providers:"""
+
+RATE_LIMITED = Reply(status=429, body={"error": {"type": "rate_limit", "message": "slow down"}})
+
+
+def two_providers(primary, secondary, policy="", primary_extra="", secondary_model="anthropic/claude-3-5-sonnet"):
+    return HEADER + f"""
           - model: openai/gpt-4o
             base_url: http://host.docker.internal:{primary.port}
             access_key: key-primary-0001
@@ -40,13 +43,7 @@ def two_providers(primary, secondary, policy="", primary_extra="", secondary_mod
 def test_request_is_rewritten_for_each_target(gateway, providers):
     primary = providers(RATE_LIMITED)
     secondary = providers(Reply())
-    gateway.up(f"""
-        version: v0.3.0
-        listeners:
-          - type: model
-            name: model_listener
-            port: 12000
-        model_providers:
+    gateway.up(HEADER + f"""
           - model: openai/gpt-4o
             base_url: http://host.docker.internal:{primary.port}/proxy
             access_key: key-primary-0001
@@ -141,13 +138,7 @@ def test_same_provider_stays_with_the_provider(gateway, providers):
     primary = providers(RATE_LIMITED)
     sibling = providers(Reply())
     other = providers(Reply())
-    gateway.up(f"""
-        version: v0.3.0
-        listeners:
-          - type: model
-            name: model_listener
-            port: 12000
-        model_providers:
+    gateway.up(HEADER + f"""
           - model: openai/gpt-4o
             base_url: http://127.0.0.1:{primary.port}
             default: true
@@ -170,13 +161,7 @@ def test_retry_after_as_an_http_date_blocks_the_whole_provider(gateway, provider
     primary = providers(Reply(status=429, headers={"Retry-After": until}))
     sibling = providers(Reply())
     other = providers(Reply())
-    gateway.up(f"""
-        version: v0.3.0
-        listeners:
-          - type: model
-            name: model_listener
-            port: 12000
-        model_providers:
+    gateway.up(HEADER + f"""
           - model: openai/gpt-4o
             base_url: http://127.0.0.1:{primary.port}
             default: true
@@ -199,6 +184,8 @@ def test_retry_after_as_an_http_date_blocks_the_whole_provider(gateway, provider
         assert resp.headers["x-plano-attempts"] == "1"
     assert (primary.calls, sibling.calls) == (1, 0)
     assert stats()["wasmcustom.plano.blocks.retry_after"] >= 1
+    status = planoai("status").stdout
+    assert "blocks:" in status and "provider openai for" in status, status
 
 
 def test_max_retry_duration_stops_waiting(gateway, providers):
@@ -283,13 +270,7 @@ def test_a_refused_connection_fails_over(gateway, providers):
 def test_a_timeout_without_policy_still_answers(gateway, providers):
     slow = providers(Reply(delay=3))
     other = providers(Reply())
-    gateway.up(f"""
-        version: v0.3.0
-        listeners:
-          - type: model
-            name: model_listener
-            port: 12000
-        model_providers:
+    gateway.up(HEADER + f"""
           - model: openai/gpt-4o
             base_url: http://127.0.0.1:{slow.port}
             timeout_ms: 500
@@ -404,3 +385,31 @@ def test_no_access_key_in_any_output(gateway, providers):
     for text in outputs:
         assert "sk-e2e-do-not-leak" not in text
         assert "key-secondary-0002" not in text
+
+
+def test_a_client_leaving_during_backoff_leaves_nothing_behind(gateway, providers):
+    primary = providers(RATE_LIMITED, Reply())
+    secondary = providers(Reply())
+    gateway.up(two_providers(primary, secondary, """
+              default_strategy: same_model
+              backoff:
+                apply_to: same_model
+                base_ms: 1500
+                jitter: false
+    """))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        leaving = pool.submit(chat, timeout=0.8)
+        time.sleep(0.4)
+        assert stats()["wasmcustom.plano.waiting"] == 1
+        try:
+            leaving.result()
+            raise AssertionError("the request should still be waiting in backoff")
+        except requests.exceptions.ReadTimeout:
+            pass
+    time.sleep(2)
+    # The waiting retry was dropped with its client: never sent.
+    assert primary.calls == 1
+    assert stats()["wasmcustom.plano.waiting"] == 0
+    resp = chat()
+    assert resp.status_code == 200
+    assert resp.headers["x-plano-attempts"] == "1"

@@ -14,6 +14,8 @@ use crate::load::Loaded;
 
 const TEMPLATE: &str = include_str!("../../../envoy/envoy.yaml.j2");
 pub const ADMIN_PORT: u16 = 9901;
+/// Loopback listener where the filter reports its blocks.
+pub const STATUS_PORT: u16 = 9902;
 
 #[derive(Serialize)]
 struct Cluster {
@@ -56,7 +58,9 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
             }
         })
         .collect();
-    let plan_json = serde_json::to_string(&r.plan)?;
+    let mut plan = r.plan.clone();
+    plan.status_port = Some(STATUS_PORT);
+    let plan_json = serde_json::to_string(&plan)?;
     let mut env = Environment::new();
     // minijinja would JSON-escape every value of a `.yaml` template; the
     // template quotes with `tojson` where a value needs it.
@@ -65,6 +69,7 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
     let out = env.get_template("envoy.yaml")?.render(context! {
         source => loaded.path.display().to_string(),
         admin_port => ADMIN_PORT,
+        status_port => STATUS_PORT,
         listener_name => "model_listener",
         listener_address => r.listener_address,
         listener_port => r.listener_port,

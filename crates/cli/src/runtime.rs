@@ -300,8 +300,11 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
     Ok(())
 }
 
+/// Removes the gateway's container; true when there was one.
 fn remove_container() -> bool {
-    docker(&["rm", "-f", CONTAINER]).is_ok_and(|o| o.status.success())
+    // `docker rm -f` succeeds for a container that does not exist, too.
+    let exists = docker(&["container", "inspect", CONTAINER]).is_ok_and(|o| o.status.success());
+    exists && docker(&["rm", "-f", CONTAINER]).is_ok_and(|o| o.status.success())
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -435,7 +438,20 @@ pub fn print_logs(follow: bool, lines: usize) -> Result<()> {
             if follow {
                 args.push("-f");
             }
-            Command::new("docker").args(&args).arg(CONTAINER).status()?;
+            // Both of the container's streams, in order, each line redacted.
+            let (reader, writer) = std::io::pipe()?;
+            let mut child = Command::new("docker")
+                .args(&args)
+                .arg(CONTAINER)
+                .stdout(writer.try_clone()?)
+                .stderr(writer)
+                .spawn()
+                .context("cannot run `docker logs`")?;
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(reader).lines() {
+                println!("{}", redact(&line?));
+            }
+            child.wait()?;
         }
         Mode::Native => {
             println!("{}", tail(&state.log, lines));

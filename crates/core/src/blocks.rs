@@ -94,6 +94,23 @@ pub fn blocked_until(store: &dyn SharedStore, key: &BlockKey, now_ms: u64) -> Op
     decode_until(&value).filter(|until| *until > now_ms)
 }
 
+/// Every global block in force at `now_ms` on the targets' models and
+/// providers: (what is blocked, when it ends).
+pub fn in_force(store: &dyn SharedStore, targets: &[Target], now_ms: u64) -> Vec<(BlockKey, u64)> {
+    let mut found: Vec<(BlockKey, u64)> = Vec::new();
+    for t in targets {
+        for key in BlockKey::covering(t) {
+            if found.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if let Some(until) = blocked_until(store, &key, now_ms) {
+                found.push((key, until));
+            }
+        }
+    }
+    found
+}
+
 /// Blocks `key` globally until `until_ms`, keeping a later block if one is
 /// already there. An expired block is simply overwritten, so the store holds
 /// at most one entry per configured model and provider.

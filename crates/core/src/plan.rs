@@ -24,6 +24,9 @@ pub struct GatewayPlan {
     /// Index of the provider marked `default: true`, if any.
     pub default_target: Option<usize>,
     pub max_request_body_bytes: u64,
+    /// Loopback port on which the gateway reports its blocks (`planoai status`).
+    #[serde(default)]
+    pub status_port: Option<u16>,
 }
 
 impl GatewayPlan {

@@ -364,6 +364,7 @@ pub fn resolve(
                 max_request_body_bytes: l
                     .max_request_body_bytes
                     .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
+                status_port: None,
             },
             endpoints,
             listener_port: l.port,

@@ -4,9 +4,11 @@
 use std::rc::Rc;
 
 use plano_core::attempt::gateway_error;
+use plano_core::blocks;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
+use crate::host::{now_ms, EnvoyStore};
 use crate::worker::{reply_error, Worker};
 
 pub struct GatewayStream {
@@ -41,6 +43,30 @@ impl GatewayStream {
         );
         Action::Pause
     }
+
+    /// Whether this request came to the loopback-only status listener.
+    fn on_status_listener(&self) -> bool {
+        let port = self
+            .get_property(vec!["destination", "port"])
+            .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_le_bytes);
+        port.is_some() && port == self.worker.plan().status_port.map(u64::from)
+    }
+
+    fn blocks_report(&self) -> Action {
+        let now = now_ms();
+        let blocks: Vec<_> = blocks::in_force(&EnvoyStore, &self.worker.plan().targets, now)
+            .into_iter()
+            .map(|(key, until)| serde_json::json!({"blocked": key.describe(), "until_ms": until, "remaining_ms": until - now}))
+            .collect();
+        let body = serde_json::json!({"blocks": blocks}).to_string();
+        self.send_http_response(
+            200,
+            vec![("content-type", "application/json")],
+            Some(body.as_bytes()),
+        );
+        Action::Pause
+    }
 }
 
 impl Context for GatewayStream {
@@ -62,6 +88,7 @@ impl HttpContext for GatewayStream {
         let route = path.split('?').next().unwrap_or_default();
         match (method.as_str(), route) {
             ("GET", "/v1/models") => self.models_list(),
+            ("GET", "/plano/blocks") if self.on_status_listener() => self.blocks_report(),
             ("POST", r) if r.starts_with("/v1/") => {
                 if end_of_stream {
                     let body = gateway_error("invalid_request_error", "the request has no body");

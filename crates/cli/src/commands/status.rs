@@ -41,6 +41,26 @@ pub fn run() -> Result<i32> {
         up / 60 % 60,
         up % 60
     );
+    match health::get(render::STATUS_PORT, "/plano/blocks")
+        .map(|(_, body)| serde_json::from_str::<serde_json::Value>(&body))
+    {
+        Ok(Ok(report)) => {
+            let blocks = report["blocks"].as_array().cloned().unwrap_or_default();
+            if blocks.is_empty() {
+                println!("  blocks:  none");
+            } else {
+                println!("  blocks:");
+                for b in blocks {
+                    let secs = b["remaining_ms"].as_u64().unwrap_or(0).div_ceil(1000);
+                    println!(
+                        "    {} for {secs} more s",
+                        b["blocked"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        _ => println!("  blocks:  unknown (the gateway did not report them)"),
+    }
     if let Ok((200, stats)) = health::get(render::ADMIN_PORT, "/stats?filter=wasmcustom.plano") {
         println!("  counters:");
         for line in stats.lines().filter(|l| !l.trim().is_empty()) {
