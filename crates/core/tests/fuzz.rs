@@ -1,0 +1,136 @@
+//! Bounded fuzzing (proptest) of everything that reads outside input: the
+//! config resolver, the Retry-After parser, the body rewriter and the
+//! HTTP/1.0 framing repair. None may panic; the rewriter must keep every
+//! byte but the model's. Case counts: PROPTEST_CASES (default 256 each).
+
+use plano_core::body::ChatBody;
+use plano_core::config::GatewayConfig;
+use plano_core::framing::repair_http10_head;
+use plano_core::plan::GatewayPlan;
+use plano_core::resolve::resolve;
+use plano_core::retry_after;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+fn valid_config() -> Value {
+    json!({
+        "version": "v0.3.0",
+        "listeners": [{"type": "model", "name": "l", "port": 12000}],
+        "model_providers": [
+            {"model": "openai/gpt-4o", "base_url": "http://h:1/p", "access_key": "$KEY", "default": true,
+             "retry_policy": {
+                "fallback_models": ["anthropic/c"],
+                "on_status_codes": [{"codes": [429, "500-504"], "strategy": "same_model", "max_attempts": 2}],
+                "on_timeout": {"strategy": "different_provider", "max_attempts": 1},
+                "on_high_latency": {"threshold_ms": 10, "min_triggers": 2, "trigger_window_seconds": 5},
+                "backoff": {"apply_to": "global", "base_ms": 10, "max_ms": 100},
+                "retry_after_handling": {"scope": "provider"},
+                "max_retry_duration_ms": 1000}},
+            {"model": "anthropic/c"}
+        ]
+    })
+}
+
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u16>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+        prop::sample::select(vec!["same_model", "global", "request", "ttfb", "total", "model", "0-0", "600-100", "$X"])
+            .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map(".{0,6}", inner, 0..3).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every JSON pointer in `v`, leaves and containers alike.
+fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    out.push(at.clone());
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, c)| pointers(c, format!("{at}/{k}"), out)),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| pointers(c, format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_resolver_never_panics_on_a_mutated_config(pick in any::<prop::sample::Index>(), replacement in any_json()) {
+        let mut config = valid_config();
+        let mut all = Vec::new();
+        pointers(&config, String::new(), &mut all);
+        let target = all[pick.index(all.len())].clone();
+        if let Some(slot) = config.pointer_mut(&target) {
+            *slot = replacement;
+        }
+        if let Ok(parsed) = serde_json::from_value::<GatewayConfig>(config) {
+            let (resolved, _) = resolve(&parsed, &|_| Some("k".into()));
+            if let Some(r) = resolved {
+                // What the CLI resolves, the filter accepts.
+                let json = serde_json::to_vec(&r.plan).unwrap();
+                let plan: GatewayPlan = serde_json::from_slice(&json).unwrap();
+                prop_assert!(plan.check().is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_parser_rejects_garbage_without_panicking(raw in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Ok(plan) = serde_json::from_slice::<GatewayPlan>(&raw) {
+            let _ = plan.check();
+        }
+    }
+
+    #[test]
+    fn retry_after_never_panics(value in ".{0,40}", ms in ".{0,12}", now in any::<u64>()) {
+        let _ = retry_after::wait_ms(Some(&value), Some(&ms), now);
+    }
+
+    #[test]
+    fn the_body_parser_never_panics(raw in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(body) = ChatBody::parse(&raw) {
+            let _ = body.with_model(&raw, "m");
+        }
+    }
+
+    #[test]
+    fn the_rewrite_changes_only_the_model(extra in prop::collection::btree_map("[a-z]{1,8}", any_json(), 0..6),
+                                          model in ".{0,20}", replacement in ".{0,20}", spaced in any::<bool>()) {
+        let mut doc = serde_json::Map::new();
+        for (k, v) in extra {
+            if k != "model" {
+                doc.insert(k, v);
+            }
+        }
+        doc.insert("model".into(), Value::from(model.clone()));
+        let value = Value::Object(doc);
+        let raw = if spaced { serde_json::to_vec_pretty(&value).unwrap() } else { serde_json::to_vec(&value).unwrap() };
+        let body = ChatBody::parse(&raw).unwrap();
+        prop_assert_eq!(&body.model, &model);
+        let out = body.with_model(&raw, &replacement);
+        let mut expected = value.clone();
+        expected["model"] = Value::from(replacement.clone());
+        prop_assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), expected);
+        // Whatever differs lies within one span no longer than the model value.
+        let prefix = raw.iter().zip(&out).take_while(|(a, b)| a == b).count();
+        let room = raw.len().min(out.len()) - prefix;
+        let suffix = raw.iter().rev().zip(out.iter().rev()).take(room).take_while(|(a, b)| a == b).count();
+        prop_assert!(raw.len() - prefix - suffix <= serde_json::to_string(&model).unwrap().len());
+        prop_assert!(out.len() - prefix - suffix <= serde_json::to_string(&replacement).unwrap().len());
+    }
+
+    #[test]
+    fn the_framing_repair_never_panics(raw in prop::collection::vec(any::<u8>(), 0..256), head in any::<bool>()) {
+        let mut data = if head { b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n".to_vec() } else { Vec::new() };
+        data.extend(raw);
+        if let Some(fixed) = repair_http10_head(&data) {
+            prop_assert!(fixed.len() < data.len());
+        }
+    }
+}
