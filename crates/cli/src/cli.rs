@@ -81,6 +81,10 @@ pub struct RenderArgs {
     /// Path at which Envoy will find the .wasm (default: beside envoy.yaml)
     #[arg(long)]
     pub wasm_path: Option<String>,
+    /// Also write kubernetes.yaml: the config as a Secret and a Deployment
+    /// running Envoy as a sidecar beside your app
+    #[arg(long)]
+    pub kubernetes: bool,
 }
 
 #[derive(Args)]

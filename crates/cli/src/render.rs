@@ -13,6 +13,9 @@ use serde::Serialize;
 use crate::load::Loaded;
 
 const TEMPLATE: &str = include_str!("../../../envoy/envoy.yaml.j2");
+const KUBERNETES: &str = include_str!("../../../envoy/kubernetes.yaml.j2");
+/// Where the sidecar finds the filter (a ConfigMap mounted there).
+pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 pub const ADMIN_PORT: u16 = 9901;
 /// Loopback listener where the filter reports its blocks.
 pub const STATUS_PORT: u16 = 9902;
@@ -80,6 +83,18 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
         ca_bundle => crate::paths::ca_bundle(),
     })?;
     Ok(out)
+}
+
+/// A Secret holding `envoy_yaml` and a Deployment running Envoy as a sidecar.
+pub fn kubernetes(envoy_yaml: &str) -> Result<String> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_template("kubernetes.yaml", KUBERNETES)?;
+    let indented: String = envoy_yaml.lines().map(|l| format!("    {l}\n")).collect();
+    Ok(env.get_template("kubernetes.yaml")?.render(context! {
+        envoy_yaml => indented,
+        admin_port => ADMIN_PORT,
+    })?)
 }
 
 /// Writes `contents` to `path` readable by the owner only.

@@ -304,3 +304,46 @@ fn down_and_status_without_a_gateway_say_so() {
     assert_eq!(status.status.code(), Some(3));
     assert_eq!(stdout(&status).trim(), "not running");
 }
+
+#[test]
+fn the_kubernetes_manifest_carries_the_rendered_config_in_a_secret() {
+    use serde::Deserialize;
+    let dir = scratch("k8s");
+    let demo = Path::new(WORKSPACE).join("configs/demo.yaml");
+    let out = planoai(
+        &[
+            "render",
+            demo.to_str().unwrap(),
+            "-o",
+            "out",
+            "--kubernetes",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("kubectl create configmap plano-filter --from-file="));
+    let manifest = fs::read_to_string(dir.join("out/kubernetes.yaml")).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&manifest)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Secret", "Deployment"]);
+    let embedded = docs[0]["stringData"]["envoy.yaml"].as_str().unwrap();
+    assert!(
+        embedded.trim_end()
+            == fs::read_to_string(dir.join("out/envoy.yaml"))
+                .unwrap()
+                .trim_end()
+    );
+    assert!(embedded.contains("/usr/local/share/plano/plano_filter.wasm"));
+    let sidecar = &docs[1]["spec"]["template"]["spec"]["containers"][1];
+    assert_eq!(sidecar["image"].as_str(), Some("envoyproxy/envoy:v1.40.0"));
+    assert_eq!(
+        fs::metadata(dir.join("out/kubernetes.yaml"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}

@@ -11,16 +11,31 @@ pub fn run(args: &RenderArgs) -> Result<i32> {
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let wasm = args.output.join("plano_filter.wasm");
     fs::copy(paths::filter_wasm()?, &wasm).context("cannot copy the filter")?;
-    let wasm_path = match &args.wasm_path {
-        Some(p) => p.clone(),
-        None => fs::canonicalize(&wasm)?.display().to_string(),
+    let wasm_path = match (&args.wasm_path, args.kubernetes) {
+        (Some(p), _) => p.clone(),
+        (None, true) => render::SIDECAR_WASM.to_string(),
+        (None, false) => fs::canonicalize(&wasm)?.display().to_string(),
     };
-    let envoy_yaml = args.output.join("envoy.yaml");
-    render::write_private(&envoy_yaml, render::render(&loaded, &wasm_path)?.as_bytes())?;
+    let envoy_yaml = render::render(&loaded, &wasm_path)?;
+    let envoy_path = args.output.join("envoy.yaml");
+    render::write_private(&envoy_path, envoy_yaml.as_bytes())?;
     println!(
         "wrote {} (owner-only: it holds access keys) and {}",
-        envoy_yaml.display(),
+        envoy_path.display(),
         wasm.display()
     );
+    if args.kubernetes {
+        let manifest = args.output.join("kubernetes.yaml");
+        render::write_private(&manifest, render::kubernetes(&envoy_yaml)?.as_bytes())?;
+        println!(
+            "wrote {} (owner-only: its Secret holds access keys); apply it with:",
+            manifest.display()
+        );
+        println!(
+            "  kubectl create configmap plano-filter --from-file={}",
+            wasm.display()
+        );
+        println!("  kubectl apply -f {}", manifest.display());
+    }
     Ok(0)
 }

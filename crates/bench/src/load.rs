@@ -1,0 +1,149 @@
+//! A closed-loop load generator on hyper: `connections` keep-alive
+//! connections each send one request after another until the deadline.
+//! Latencies go to an HDR histogram with coordinated-omission correction
+//! (`record_correct`, expected interval = the run's mean service time).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub struct Run {
+    pub ok: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    /// Microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Run {
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.seconds
+    }
+    pub fn ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+async fn connect(port: u16) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+fn chat_request(port: u16, body: &Bytes) -> Result<Request<Full<Bytes>>> {
+    Ok(Request::post("/v1/chat/completions")
+        .header("host", format!("127.0.0.1:{port}"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer bench-client")
+        .body(Full::new(body.clone()))?)
+}
+
+pub async fn closed_loop(
+    port: u16,
+    body: Bytes,
+    connections: usize,
+    duration: Duration,
+) -> Result<Run> {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples: Vec<u64> = Vec::new();
+            let mut failed = 0u64;
+            let mut sender = connect(port).await?;
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                let resp = match sender.send_request(chat_request(port, &body)?).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        failed += 1;
+                        sender = connect(port).await?;
+                        continue;
+                    }
+                };
+                let ok = resp.status() == 200;
+                resp.into_body().collect().await?;
+                if ok {
+                    samples.push(start.elapsed().as_micros() as u64);
+                } else {
+                    failed += 1;
+                }
+            }
+            anyhow::Ok((samples, failed))
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (samples, f) = t.await.context("load task")??;
+        all.extend(samples);
+        failed += f;
+    }
+    let seconds = started.elapsed().as_secs_f64().max(duration.as_secs_f64());
+    let mean = all.iter().sum::<u64>() / (all.len() as u64).max(1);
+    let mut latency = Histogram::<u64>::new(3)?;
+    for s in &all {
+        latency.record_correct(*s, mean.max(1))?;
+    }
+    Ok(Run {
+        ok: all.len() as u64,
+        failed,
+        seconds,
+        latency,
+    })
+}
+
+/// Time to the first body byte of `samples` sequential streamed requests.
+pub async fn first_byte(port: u16, samples: usize) -> Result<Histogram<u64>> {
+    let mut hist = Histogram::<u64>::new(3)?;
+    let body = Bytes::from_static(
+        br#"{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    for _ in 0..samples {
+        let mut sender = connect(port).await?;
+        let start = Instant::now();
+        let resp = sender.send_request(chat_request(port, &body)?).await?;
+        let mut body = resp.into_body();
+        let first = body.frame().await;
+        hist.record(start.elapsed().as_micros() as u64)?;
+        anyhow::ensure!(matches!(first, Some(Ok(_))), "stream ended without data");
+        while body.frame().await.is_some() {}
+    }
+    Ok(hist)
+}
+
+/// Sends `count` requests at once, each on its own connection, and waits for
+/// every answer. Returns how many got any answer.
+pub async fn burst(port: u16, count: usize) -> Result<usize> {
+    let body = Bytes::from_static(
+        br#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(port).await?;
+            let resp = sender.send_request(chat_request(port, &body)?).await?;
+            resp.into_body().collect().await?;
+            anyhow::Ok(())
+        }));
+    }
+    let mut answered = 0;
+    for t in tasks {
+        if matches!(t.await, Ok(Ok(()))) {
+            answered += 1;
+        }
+    }
+    Ok(answered)
+}

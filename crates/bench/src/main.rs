@@ -1,0 +1,396 @@
+//! `make bench`: the gateway's cost, side by side with bare Envoy and a
+//! direct call to the mock, under the same closed-loop load on loopback.
+//! Prints one table (markdown) and writes `target/bench.json`.
+
+mod load;
+mod mock;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use mock::Answer;
+use serde_json::json;
+
+const DURATION: Duration = Duration::from_secs(5);
+const GATEWAY_PORT: u16 = 12000;
+const BARE_PORT: u16 = 12100;
+const WAITERS: usize = 5000;
+
+struct Row {
+    name: String,
+    connections: usize,
+    run: load::Run,
+    rss_mb: Option<f64>,
+}
+
+fn envoy_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PLANO_ENVOY") {
+        return Ok(p.into());
+    }
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
+    std::fs::read_dir(&lib)
+        .context("no .venv: run `make setup`")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .context("no Envoy in .venv: run `make setup`")
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    proc_field(pid, "status", "VmRSS:").map(|kb| kb as f64 / 1024.0)
+}
+
+/// User plus system CPU time of `pid`, in clock ticks (100 per second here).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let num = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    num(11) + num(12)
+}
+
+/// Bare Envoy: the same listener and cluster, no wasm filter.
+fn start_bare_envoy(mock_port: u16, dir: &Path) -> Result<Child> {
+    let config = format!(
+        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9911}}}}}}
+static_resources:
+  listeners:
+    - name: bare
+      address: {{socket_address: {{address: 127.0.0.1, port_value: {BARE_PORT}}}}}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: bare
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes: [{{match: {{prefix: /}}, route: {{cluster: mock, timeout: 0s}}}}]
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+    - name: mock
+      type: STATIC
+      connect_timeout: 5s
+      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
+      load_assignment:
+        cluster_name: mock
+        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {mock_port}}}}}}}}}]}}]
+"#
+    );
+    let path = dir.join("bare-envoy.yaml");
+    std::fs::write(&path, config)?;
+    let child = Command::new(envoy_binary()?)
+        .args([
+            "-c",
+            path.to_str().unwrap_or_default(),
+            "--concurrency",
+            "2",
+            "--disable-hot-restart",
+        ])
+        .args(["--base-id", "71", "--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start Envoy")?;
+    wait_listening(BARE_PORT)?;
+    Ok(child)
+}
+
+fn wait_listening(port: u16) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on {port}")
+}
+
+struct Gateway {
+    home: PathBuf,
+    pid: u32,
+}
+
+impl Gateway {
+    fn up(home: &Path, name: &str, providers: &str) -> Result<Gateway> {
+        let config = home.join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!("version: v0.3.0\nlisteners: [{{type: model, name: l, port: {GATEWAY_PORT}}}]\nmodel_providers:\n{providers}"),
+        )?;
+        let out = Command::new("planoai")
+            .arg("up")
+            .arg(&config)
+            .env("PLANO_HOME", home)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "planoai up failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(home.join("run/state.json"))?)?;
+        let pid = state["pid"].as_u64().context("no pid")? as u32;
+        Ok(Gateway {
+            home: home.to_path_buf(),
+            pid,
+        })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("planoai")
+            .arg("down")
+            .env("PLANO_HOME", &self.home)
+            .output();
+    }
+}
+
+fn provider(model: &str, port: u16, policy: &str) -> String {
+    format!("  - model: {model}\n    base_url: http://127.0.0.1:{port}\n    access_key: bench-key\n{policy}")
+}
+
+const FAILOVER: &str = "    default: true\n    retry_policy: {default_strategy: different_provider, default_max_attempts: 1}\n";
+
+fn body_of(size: usize) -> Bytes {
+    let pad = size.saturating_sub(80);
+    Bytes::from(format!(
+        r#"{{"model":"openai/gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(pad)
+    ))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let home = std::env::temp_dir().join(format!("plano-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&home)?;
+    let ok = mock::serve(Answer::Ok).await?;
+    let ok2 = mock::serve(Answer::Ok).await?;
+    let limited = mock::serve(Answer::RateLimited).await?;
+    let stream = mock::serve(Answer::Stream {
+        chunks: 5,
+        gap_ms: 20,
+    })
+    .await?;
+    let small = body_of(1024);
+    let large = body_of(100 * 1024);
+    let mut rows: Vec<Row> = Vec::new();
+
+    eprintln!("direct ...");
+    for c in [32, 256] {
+        let run = load::closed_loop(ok, small.clone(), c, DURATION).await?;
+        rows.push(Row {
+            name: "direct to mock, 1 KB".into(),
+            connections: c,
+            run,
+            rss_mb: None,
+        });
+    }
+    let direct_one = load::closed_loop(ok, small.clone(), 1, Duration::from_secs(2)).await?;
+
+    eprintln!("bare Envoy ...");
+    {
+        let mut bare = start_bare_envoy(ok, &home)?;
+        for c in [32, 256] {
+            let run = load::closed_loop(BARE_PORT, small.clone(), c, DURATION).await?;
+            rows.push(Row {
+                name: "bare Envoy, 1 KB".into(),
+                connections: c,
+                run,
+                rss_mb: rss_mb(bare.id()),
+            });
+        }
+        let _ = bare.kill();
+        let _ = bare.wait();
+    }
+
+    eprintln!("gateway, success path ...");
+    {
+        let gw = Gateway::up(
+            &home,
+            "success",
+            &(provider("openai/gpt-4o", ok, FAILOVER) + &provider("anthropic/c", ok2, "")),
+        )?;
+        for (label, body, conns) in [
+            ("1 KB", &small, &[32usize, 256][..]),
+            ("100 KB", &large, &[32][..]),
+        ] {
+            for &c in conns {
+                let run = load::closed_loop(GATEWAY_PORT, body.clone(), c, DURATION).await?;
+                rows.push(Row {
+                    name: format!("gateway, success, {label}"),
+                    connections: c,
+                    run,
+                    rss_mb: rss_mb(gw.pid),
+                });
+            }
+        }
+    }
+
+    eprintln!("gateway, failover path ...");
+    let failover_one;
+    {
+        let gw = Gateway::up(
+            &home,
+            "failover",
+            &(provider("openai/gpt-4o", limited, FAILOVER) + &provider("anthropic/c", ok2, "")),
+        )?;
+        let run = load::closed_loop(GATEWAY_PORT, small.clone(), 32, DURATION).await?;
+        rows.push(Row {
+            name: "gateway, failover 429 -> 200, 1 KB".into(),
+            connections: 32,
+            run,
+            rss_mb: rss_mb(gw.pid),
+        });
+        failover_one =
+            load::closed_loop(GATEWAY_PORT, small.clone(), 1, Duration::from_secs(2)).await?;
+    }
+
+    eprintln!("streaming, time to first byte ...");
+    let ttfb_direct = load::first_byte(stream, 30).await?;
+    let (ttfb_first, ttfb_failover) = {
+        let _gw = Gateway::up(
+            &home,
+            "stream",
+            &(provider("openai/gpt-4o", stream, FAILOVER) + &provider("anthropic/c", ok2, "")),
+        )?;
+        let first = load::first_byte(GATEWAY_PORT, 30).await?;
+        drop(_gw);
+        let _gw = Gateway::up(
+            &home,
+            "stream-failover",
+            &(provider("openai/gpt-4o", limited, FAILOVER) + &provider("anthropic/c", stream, "")),
+        )?;
+        (first, load::first_byte(GATEWAY_PORT, 30).await?)
+    };
+
+    eprintln!("{WAITERS} waiters in a 2 s backoff ...");
+    let waiters = {
+        let policy = "    default: true\n    retry_policy:\n      default_strategy: same_model\n      default_max_attempts: 1\n      backoff: {apply_to: same_model, base_ms: 2000, jitter: false}\n";
+        let gw = Gateway::up(
+            &home,
+            "waiters",
+            &(provider("openai/gpt-4o", limited, policy) + &provider("anthropic/c", ok2, "")),
+        )?;
+        load::closed_loop(GATEWAY_PORT, small.clone(), 8, Duration::from_secs(1)).await?;
+        let rss_idle = rss_mb(gw.pid).unwrap_or(0.0);
+        let started = Instant::now();
+        let burst = tokio::spawn(load::burst(GATEWAY_PORT, WAITERS));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let ticks_before = cpu_ticks(gw.pid);
+        let window = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let cpu_pct = (cpu_ticks(gw.pid) - ticks_before) as f64 / window.elapsed().as_secs_f64();
+        let rss_waiting = rss_mb(gw.pid).unwrap_or(0.0);
+        let answered = burst.await??;
+        json!({
+            "requests": WAITERS, "answered": answered, "seconds": started.elapsed().as_secs_f64(),
+            "rss_idle_mb": rss_idle, "rss_waiting_mb": rss_waiting, "extra_rss_mb": rss_waiting - rss_idle,
+            "cpu_percent_while_waiting": cpu_pct,
+        })
+    };
+
+    print_report(
+        &rows,
+        &direct_one,
+        &failover_one,
+        [&ttfb_direct, &ttfb_first, &ttfb_failover],
+        &waiters,
+    )?;
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(())
+}
+
+fn print_report(
+    rows: &[Row],
+    direct_one: &load::Run,
+    failover_one: &load::Run,
+    ttfb: [&hdrhistogram::Histogram<u64>; 3],
+    waiters: &serde_json::Value,
+) -> Result<()> {
+    let find = |name: &str, c: usize| {
+        rows.iter()
+            .find(|r| r.name.starts_with(name) && r.connections == c)
+    };
+    println!("| scenario | conns | req/s | p50 ms | p99 ms | p99.9 ms | Envoy RSS MB | req/s vs bare | p50 vs bare | req/s vs direct |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut json_rows = Vec::new();
+    for r in rows {
+        let bare = find("bare Envoy", r.connections);
+        let direct = find("direct", r.connections);
+        let vs = |other: Option<&Row>| {
+            other.map_or("".into(), |o| format!("{:.2}", r.run.rps() / o.run.rps()))
+        };
+        let p50_vs_bare = bare.map_or("".into(), |b| {
+            format!("{:+.2} ms", r.run.ms(0.5) - b.run.ms(0.5))
+        });
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            r.name,
+            r.connections,
+            r.run.rps(),
+            r.run.ms(0.5),
+            r.run.ms(0.99),
+            r.run.ms(0.999),
+            r.rss_mb.map_or("".into(), |m| format!("{m:.0}")),
+            vs(bare),
+            p50_vs_bare,
+            vs(direct),
+        );
+        json_rows.push(json!({
+            "scenario": r.name, "connections": r.connections, "ok": r.run.ok, "failed": r.run.failed,
+            "rps": r.run.rps(), "p50_ms": r.run.ms(0.5), "p99_ms": r.run.ms(0.99), "p999_ms": r.run.ms(0.999),
+            "rss_mb": r.rss_mb,
+        }));
+    }
+    let added = failover_one.ms(0.5) - 2.0 * direct_one.ms(0.5);
+    println!();
+    println!(
+        "failover, 1 connection: p50 {:.2} ms; two direct mock answers {:.2} ms; the gateway's own added time {:.2} ms",
+        failover_one.ms(0.5),
+        2.0 * direct_one.ms(0.5),
+        added
+    );
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "streaming time to first byte (p50 / p99 ms, 30 each): direct {:.2} / {:.2}; gateway first attempt {:.2} / {:.2}; after a failover {:.2} / {:.2} (the whole 5-chunk, 100 ms stream: retries are answered whole)",
+        ms(ttfb[0], 0.5), ms(ttfb[0], 0.99), ms(ttfb[1], 0.5), ms(ttfb[1], 0.99), ms(ttfb[2], 0.5), ms(ttfb[2], 0.99)
+    );
+    println!(
+        "{} waiters in a 2 s backoff: {} answered in {:.1} s; Envoy RSS {:.0} MB idle, {:.0} MB while waiting (+{:.1} MB); CPU while waiting {:.1}% of a core",
+        waiters["requests"], waiters["answered"], waiters["seconds"].as_f64().unwrap_or(0.0),
+        waiters["rss_idle_mb"].as_f64().unwrap_or(0.0), waiters["rss_waiting_mb"].as_f64().unwrap_or(0.0),
+        waiters["extra_rss_mb"].as_f64().unwrap_or(0.0), waiters["cpu_percent_while_waiting"].as_f64().unwrap_or(0.0)
+    );
+    let report = json!({
+        "rows": json_rows,
+        "failover_added_ms_p50": added,
+        "ttfb_ms_p50": {"direct": ms(ttfb[0], 0.5), "gateway_first_attempt": ms(ttfb[1], 0.5), "after_failover": ms(ttfb[2], 0.5)},
+        "waiters": waiters,
+    });
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
+    println!("\nwritten: target/bench.json");
+    Ok(())
+}

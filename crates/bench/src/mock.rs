@@ -1,0 +1,106 @@
+//! A fast loopback mock provider: answers 200 JSON, 429 with or without
+//! `Retry-After`, or an SSE stream with a gap between chunks.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Copy)]
+pub enum Answer {
+    Ok,
+    RateLimited,
+    Stream { chunks: usize, gap_ms: u64 },
+}
+
+const OK: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"hello from the bench mock"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+async fn answer(req: Request<Incoming>, how: Answer) -> Result<Response<Body>, Infallible> {
+    // Read the whole request body, as a provider does.
+    let _ = req.into_body().collect().await;
+    let response = match how {
+        Answer::Ok => Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(OK.as_bytes())).boxed()),
+        Answer::RateLimited => Response::builder()
+            .status(429)
+            .header("content-type", "application/json")
+            .body(
+                Full::new(Bytes::from_static(
+                    br#"{"error":{"type":"rate_limit","message":"slow down"}}"#,
+                ))
+                .boxed(),
+            ),
+        Answer::Stream { chunks, gap_ms } => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+            tokio::spawn(async move {
+                for i in 0..chunks {
+                    let line = format!(
+                        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{i}\"}}}}]}}\n\n"
+                    );
+                    if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+                }
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
+                    .await;
+            });
+            let stream = StreamBody::new(tokio_stream(rx));
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(BodyExt::boxed(stream))
+        }
+    };
+    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())))
+}
+
+/// A stream over an mpsc receiver, without pulling in tokio-stream.
+fn tokio_stream<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> {
+    futures_util_stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+mod futures_util_stream {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct PollFn<F>(F);
+
+    pub fn poll_fn<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>>>(f: F) -> PollFn<F> {
+        PollFn(f)
+    }
+
+    impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> futures_core::Stream for PollFn<F> {
+        type Item = T;
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            (self.get_mut().0)(cx)
+        }
+    }
+}
+
+/// Serves `how` on a fresh loopback port; returns the port.
+pub async fn serve(how: Answer) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| answer(req, how));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(port)
+}
