@@ -29,6 +29,8 @@ class Reply:
     stream: list = None  # SSE chunks, sent with `gap` seconds between them
     gap: float = 0.05
     close: bool = False  # close the connection without answering
+    garbage: bytes = None  # send these bytes instead of an HTTP response, then close
+    truncate: bool = False  # announce the body's length, send a tenth of it, close
 
 
 class Provider:
@@ -50,7 +52,10 @@ class Provider:
                     )
                     reply = provider.script[min(len(provider.requests), len(provider.script)) - 1]
                 time.sleep(reply.delay)
-                if reply.close:
+                if reply.close or reply.garbage is not None:
+                    if reply.garbage:
+                        self.wfile.write(reply.garbage)
+                        self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
@@ -79,6 +84,12 @@ class Provider:
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
+                if reply.truncate:
+                    self.wfile.write(out[: len(out) // 10])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 self.wfile.write(out)
 
             def log_message(self, *args):

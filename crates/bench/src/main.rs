@@ -114,6 +114,19 @@ static_resources:
     Ok(child)
 }
 
+/// The gateway's `plano.waiting` gauge: requests parked in a backoff.
+async fn waiting_gauge() -> u64 {
+    let read = || -> Option<u64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", 9901)).ok()?;
+        s.write_all(b"GET /stats?filter=plano.waiting HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("wasmcustom.plano.waiting: ")?.trim().parse().ok())
+    };
+    tokio::task::spawn_blocking(read).await.ok().flatten().unwrap_or(0)
+}
+
 fn wait_listening(port: u16) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
@@ -297,17 +310,25 @@ async fn main() -> Result<()> {
         let rss_idle = rss_mb(gw.pid).unwrap_or(0.0);
         let started = Instant::now();
         let burst = tokio::spawn(load::burst(GATEWAY_PORT, WAITERS));
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Measure once every request is parked in its backoff (the filter's
+        // own gauge says so), for as long as they all stay parked.
+        let all_waiting = Instant::now();
+        while waiting_gauge().await < WAITERS as u64 && all_waiting.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let parked_after = started.elapsed().as_secs_f64();
         let ticks_before = cpu_ticks(gw.pid);
         let window = Instant::now();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let cpu_pct = (cpu_ticks(gw.pid) - ticks_before) as f64 / window.elapsed().as_secs_f64();
+        let still_waiting = waiting_gauge().await;
         let rss_waiting = rss_mb(gw.pid).unwrap_or(0.0);
         let answered = burst.await??;
         json!({
             "requests": WAITERS, "answered": answered, "seconds": started.elapsed().as_secs_f64(),
             "rss_idle_mb": rss_idle, "rss_waiting_mb": rss_waiting, "extra_rss_mb": rss_waiting - rss_idle,
-            "cpu_percent_while_waiting": cpu_pct,
+            "cpu_percent_while_waiting": cpu_pct, "all_parked_after_s": parked_after,
+            "waiting_at_end_of_window": still_waiting,
         })
     };
 
@@ -378,8 +399,8 @@ fn print_report(
         ms(ttfb[0], 0.5), ms(ttfb[0], 0.99), ms(ttfb[1], 0.5), ms(ttfb[1], 0.99), ms(ttfb[2], 0.5), ms(ttfb[2], 0.99)
     );
     println!(
-        "{} waiters in a 2 s backoff: {} answered in {:.1} s; Envoy RSS {:.0} MB idle, {:.0} MB while waiting (+{:.1} MB); CPU while waiting {:.1}% of a core",
-        waiters["requests"], waiters["answered"], waiters["seconds"].as_f64().unwrap_or(0.0),
+        "{} waiters in a 2 s backoff: all parked after {:.2} s, {} answered in {:.1} s; Envoy RSS {:.0} MB idle, {:.0} MB with all parked (+{:.1} MB); CPU while parked {:.1}% of a core",
+        waiters["requests"], waiters["all_parked_after_s"].as_f64().unwrap_or(0.0), waiters["answered"], waiters["seconds"].as_f64().unwrap_or(0.0),
         waiters["rss_idle_mb"].as_f64().unwrap_or(0.0), waiters["rss_waiting_mb"].as_f64().unwrap_or(0.0),
         waiters["extra_rss_mb"].as_f64().unwrap_or(0.0), waiters["cpu_percent_while_waiting"].as_f64().unwrap_or(0.0)
     );
