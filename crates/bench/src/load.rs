@@ -147,3 +147,62 @@ pub async fn burst(port: u16, count: usize) -> Result<usize> {
     }
     Ok(answered)
 }
+
+/// How each of a fixed number of requests ended.
+#[derive(Default, Debug)]
+pub struct Tally {
+    pub ok: u64,
+    pub exhausted: u64,
+    /// Anything else: another status, a broken connection, a timeout.
+    pub other: u64,
+}
+
+/// Sends exactly `total` requests over `connections` keep-alive connections,
+/// each bounded by `timeout`. A connection that breaks (as one answered twice
+/// would) counts its request as `other` and is replaced.
+pub async fn fixed_count(
+    port: u16,
+    body: Bytes,
+    connections: usize,
+    total: u64,
+    timeout: Duration,
+) -> Result<Tally> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (body, next) = (body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut sender = connect(port).await?;
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let exchange = async {
+                    let resp = sender.send_request(chat_request(port, &body)?).await?;
+                    let status = resp.status().as_u16();
+                    let bytes = resp.into_body().collect().await?.to_bytes();
+                    anyhow::Ok((status, bytes))
+                };
+                match tokio::time::timeout(timeout, exchange).await {
+                    Ok(Ok((200, _))) => tally.ok += 1,
+                    Ok(Ok((_, b))) if b.windows(15).any(|w| w == b"retry_exhausted") => {
+                        tally.exhausted += 1
+                    }
+                    _ => {
+                        tally.other += 1;
+                        sender = connect(port).await?;
+                    }
+                }
+            }
+            anyhow::Ok(tally)
+        }));
+    }
+    let mut all = Tally::default();
+    for t in tasks {
+        let t = t.await.context("soak task")??;
+        all.ok += t.ok;
+        all.exhausted += t.exhausted;
+        all.other += t.other;
+    }
+    Ok(all)
+}

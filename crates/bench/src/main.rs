@@ -1,6 +1,14 @@
 //! `make bench`: the gateway's cost, side by side with bare Envoy and a
 //! direct call to the mock, under the same closed-loop load on loopback.
 //! Prints one table (markdown) and writes `target/bench.json`.
+//!
+//! `plano-bench mock PORT` serves the 200 mock alone, for profiling by hand.
+//!
+//! `make soak` (`plano-bench soak [REQUESTS]`): three rounds of REQUESTS
+//! (default 20,000) at 200 connections against a primary that answers 429 to
+//! 30% and a fallback that is sometimes slow. Fails unless every request ends
+//! in a 200 or a `retry_exhausted`, Envoy stays up, and its RSS after round
+//! three is within 10% of after round one.
 
 mod load;
 mod mock;
@@ -119,12 +127,24 @@ async fn waiting_gauge() -> u64 {
     let read = || -> Option<u64> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", 9901)).ok()?;
-        s.write_all(b"GET /stats?filter=plano.waiting HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        s.write_all(
+            b"GET /stats?filter=plano.waiting HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
-        text.lines().find_map(|l| l.strip_prefix("wasmcustom.plano.waiting: ")?.trim().parse().ok())
+        text.lines().find_map(|l| {
+            l.strip_prefix("wasmcustom.plano.waiting: ")?
+                .trim()
+                .parse()
+                .ok()
+        })
     };
-    tokio::task::spawn_blocking(read).await.ok().flatten().unwrap_or(0)
+    tokio::task::spawn_blocking(read)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
 
 fn wait_listening(port: u16) -> Result<()> {
@@ -198,6 +218,30 @@ fn body_of(size: usize) -> Bytes {
 async fn main() -> Result<()> {
     let home = std::env::temp_dir().join(format!("plano-bench-{}", std::process::id()));
     std::fs::create_dir_all(&home)?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("mock") {
+        // A standalone 200 mock, for profiling the gateway by hand.
+        let port = args
+            .get(1)
+            .context("usage: plano-bench mock PORT")?
+            .parse()?;
+        mock::serve_on(port, Answer::Ok).await?;
+        println!("mock provider on 127.0.0.1:{port}");
+        return std::future::pending().await;
+    }
+    if args.first().map(String::as_str) == Some("soak") {
+        let requests = args
+            .get(1)
+            .map(|n| n.parse())
+            .transpose()?
+            .unwrap_or(20_000);
+        let passed = soak(requests, &home).await;
+        let _ = std::fs::remove_dir_all(&home);
+        return match passed? {
+            true => Ok(()),
+            false => bail!("soak failed"),
+        };
+    }
     let ok = mock::serve(Answer::Ok).await?;
     let ok2 = mock::serve(Answer::Ok).await?;
     let limited = mock::serve(Answer::RateLimited).await?;
@@ -313,7 +357,9 @@ async fn main() -> Result<()> {
         // Measure once every request is parked in its backoff (the filter's
         // own gauge says so), for as long as they all stay parked.
         let all_waiting = Instant::now();
-        while waiting_gauge().await < WAITERS as u64 && all_waiting.elapsed() < Duration::from_secs(10) {
+        while waiting_gauge().await < WAITERS as u64
+            && all_waiting.elapsed() < Duration::from_secs(10)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let parked_after = started.elapsed().as_secs_f64();
@@ -341,6 +387,58 @@ async fn main() -> Result<()> {
     )?;
     let _ = std::fs::remove_dir_all(&home);
     Ok(())
+}
+
+async fn soak(requests: u64, home: &Path) -> Result<bool> {
+    let flaky = mock::serve(Answer::Flaky { percent: 30 }).await?;
+    let sometimes_slow = mock::serve(Answer::SometimesSlow {
+        every: 25,
+        delay_ms: 100,
+    })
+    .await?;
+    let gw = Gateway::up(
+        home,
+        "soak",
+        &(provider("openai/gpt-4o", flaky, FAILOVER)
+            + &provider("anthropic/c", sometimes_slow, "")),
+    )?;
+    let body = body_of(1024);
+    println!("| round | sent | 200 | retry_exhausted | lost or broken | seconds | Envoy RSS MB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rss = Vec::new();
+    let mut lost_total = 0;
+    for round in 1..=3 {
+        let start = Instant::now();
+        let t = load::fixed_count(
+            GATEWAY_PORT,
+            body.clone(),
+            200,
+            requests,
+            Duration::from_secs(30),
+        )
+        .await?;
+        let lost = requests.saturating_sub(t.ok + t.exhausted);
+        lost_total += lost;
+        let r = rss_mb(gw.pid).unwrap_or(0.0);
+        rss.push(r);
+        println!(
+            "| {round} | {requests} | {} | {} | {lost} | {:.1} | {r:.0} |",
+            t.ok,
+            t.exhausted,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let alive = std::net::TcpStream::connect(("127.0.0.1", GATEWAY_PORT)).is_ok()
+        && rss_mb(gw.pid).is_some();
+    let growth = (rss[2] - rss[0]) / rss[0];
+    println!(
+        "\nlost or broken: {lost_total}; Envoy up after: {alive}; RSS after round 3 vs round 1: {:+.1}%",
+        growth * 100.0
+    );
+    let checks = [lost_total == 0, alive, growth <= 0.10];
+    let passed = checks.iter().filter(|c| **c).count();
+    println!("soak: {passed} passed, {} failed", checks.len() - passed);
+    Ok(passed == checks.len())
 }
 
 fn print_report(

@@ -16,7 +16,29 @@ use tokio::net::TcpListener;
 pub enum Answer {
     Ok,
     RateLimited,
-    Stream { chunks: usize, gap_ms: u64 },
+    Stream {
+        chunks: usize,
+        gap_ms: u64,
+    },
+    /// 429 to `percent` of requests, picked by a hash of the request count.
+    Flaky {
+        percent: u64,
+    },
+    /// 200, but every `every`-th answer waits `delay_ms` first.
+    SometimesSlow {
+        every: u64,
+        delay_ms: u64,
+    },
+}
+
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A well-mixed hash of `n` (splitmix64), for reproducible "random" picks.
+fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 const OK: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"hello from the bench mock"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#;
@@ -26,6 +48,18 @@ type Body = BoxBody<Bytes, Infallible>;
 async fn answer(req: Request<Incoming>, how: Answer) -> Result<Response<Body>, Infallible> {
     // Read the whole request body, as a provider does.
     let _ = req.into_body().collect().await;
+    let n = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let how = match how {
+        Answer::Flaky { percent } if mix(n) % 100 < percent => Answer::RateLimited,
+        Answer::Flaky { .. } => Answer::Ok,
+        Answer::SometimesSlow { every, delay_ms } => {
+            if n.is_multiple_of(every) {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            Answer::Ok
+        }
+        other => other,
+    };
     let response = match how {
         Answer::Ok => Response::builder()
             .header("content-type", "application/json")
@@ -60,6 +94,9 @@ async fn answer(req: Request<Incoming>, how: Answer) -> Result<Response<Body>, I
                 .header("content-type", "text/event-stream")
                 .body(BodyExt::boxed(stream))
         }
+        Answer::Flaky { .. } | Answer::SometimesSlow { .. } => {
+            Response::builder().body(Full::new(Bytes::new()).boxed())
+        }
     };
     Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())))
 }
@@ -89,7 +126,12 @@ mod futures_util_stream {
 
 /// Serves `how` on a fresh loopback port; returns the port.
 pub async fn serve(how: Answer) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    serve_on(0, how).await
+}
+
+/// Serves `how` on loopback `port` (0: any free one); returns the port.
+pub async fn serve_on(port: u16, how: Answer) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     let port = listener.local_addr()?.port();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

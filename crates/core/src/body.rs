@@ -3,9 +3,13 @@
 
 use std::ops::Range;
 
+/// Deepest nesting accepted, as serde_json's own recursion limit.
+pub const MAX_DEPTH: usize = 128;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
     NotJson(String),
+    TooDeep,
     NotAnObject,
     NoModel,
     ModelNotAString,
@@ -15,6 +19,7 @@ impl BodyError {
     pub fn message(&self) -> String {
         match self {
             BodyError::NotJson(e) => format!("the request body is not valid JSON: {e}"),
+            BodyError::TooDeep => format!("the request body nests deeper than {MAX_DEPTH} levels"),
             BodyError::NotAnObject => "the request body must be a JSON object".into(),
             BodyError::NoModel => "the request body has no `model` field".into(),
             BodyError::ModelNotAString => "`model` must be a string".into(),
@@ -36,19 +41,24 @@ impl ChatBody {
     /// full validation (nesting is capped at its recursion limit of 128); a
     /// small scanner then finds the top-level `model` value's byte span.
     pub fn parse(raw: &[u8]) -> Result<ChatBody, BodyError> {
+        // Only `model` and `stream` are kept; serde_json still validates the
+        // rest while skipping it, without building a document.
         #[derive(serde::Deserialize)]
         struct Probe {
             model: Option<serde_json::Value>,
             #[serde(default)]
             stream: Option<serde_json::Value>,
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(raw).map_err(|e| BodyError::NotJson(e.to_string()))?;
-        if !value.is_object() {
+        let not_json = |e: serde_json::Error| BodyError::NotJson(e.to_string());
+        if depth(raw) > MAX_DEPTH {
+            return Err(BodyError::TooDeep);
+        }
+        let first = raw.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            serde_json::from_slice::<serde::de::IgnoredAny>(raw).map_err(not_json)?;
             return Err(BodyError::NotAnObject);
         }
-        let probe: Probe =
-            serde_json::from_value(value).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        let probe: Probe = serde_json::from_slice(raw).map_err(not_json)?;
         let model = match probe.model {
             None => return Err(BodyError::NoModel),
             Some(serde_json::Value::String(m)) => m,
@@ -108,6 +118,32 @@ fn find_top_level_value(raw: &[u8], key: &str) -> Option<Range<usize>> {
         }
         i = value_end;
     }
+}
+
+/// The deepest nesting of objects and arrays in `raw`, strings skipped.
+fn depth(raw: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in raw {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn skip_ws(raw: &[u8], mut i: usize) -> usize {
@@ -177,6 +213,14 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_model_key_is_refused() {
+        assert!(matches!(
+            ChatBody::parse(br#"{"model":"a","model":"b"}"#),
+            Err(BodyError::NotJson(_))
+        ));
+    }
+
+    #[test]
     fn nested_model_keys_are_not_the_model() {
         let raw = br#"{"metadata":{"model":"inner"},"model":"outer","stream":true}"#;
         let body = ChatBody::parse(raw).unwrap();
@@ -210,9 +254,12 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let deep = format!(r#"{{"model":"m","x":{deep}}}"#);
-        assert!(matches!(
-            ChatBody::parse(deep.as_bytes()),
-            Err(BodyError::NotJson(_))
-        ));
+        assert_eq!(ChatBody::parse(deep.as_bytes()), Err(BodyError::TooDeep));
+        let fine = format!(
+            r#"{{"model":"m","x":{}{}, "s":"[[[[{{{{"}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(ChatBody::parse(fine.as_bytes()).is_ok());
     }
 }

@@ -81,7 +81,6 @@ enum Phase {
 struct Exchange {
     request_id: String,
     client_path: String,
-    client_headers: Vec<(String, String)>,
     raw: Vec<u8>,
     chat: ChatBody,
     primary: usize,
@@ -269,15 +268,10 @@ impl Worker {
                 ),
             );
         };
-        let client_headers: Vec<(String, String)> = hostcalls::get_map(MapType::HttpRequestHeaders)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, _)| forwardable(k))
-            .collect();
-        let request_id = client_headers
-            .iter()
-            .find(|(k, _)| k == "x-request-id")
-            .map_or_else(|| ctx.to_string(), |(_, v)| v.clone());
+        let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| ctx.to_string());
         let now = now_ms();
         let mut ledger = Ledger::default();
         let first = attempt::first_target(&self.plan, primary, &|t| {
@@ -310,7 +304,6 @@ impl Worker {
         let mut ex = Exchange {
             request_id,
             client_path,
-            client_headers,
             raw,
             chat,
             primary,
@@ -654,9 +647,12 @@ impl Worker {
         if let Some(k) = &key {
             headers.push(("authorization", k));
         }
+        // The client's own headers, read only now that a retry needs them.
+        let client_headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         headers.extend(
-            ex.client_headers
+            client_headers
                 .iter()
+                .filter(|(k, _)| forwardable(k))
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
         let timeout = Duration::from_millis(t.timeout_ms);
