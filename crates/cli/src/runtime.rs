@@ -4,6 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -177,9 +179,22 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
+    // Attached, Ctrl-C must stop Envoy and let us clean up, even during
+    // start-up: Envoy shares our process group, and is told again here in
+    // case only we got the signal.
+    let envoy_pid = Arc::new(AtomicU32::new(0));
+    if foreground {
+        let pid = envoy_pid.clone();
+        ctrlc::set_handler(move || match pid.load(Ordering::SeqCst) {
+            0 => {}
+            p => signal(p, "-TERM"),
+        })
+        .context("cannot handle Ctrl-C")?;
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", envoy.display()))?;
+    envoy_pid.store(child.id(), Ordering::SeqCst);
     let state = State {
         mode: Mode::Native,
         config: fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone()),

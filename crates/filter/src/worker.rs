@@ -340,11 +340,15 @@ impl Worker {
                         .flatten()
                 };
                 let now = now_ms();
-                let waited = retry_after::wait_ms(
-                    header("retry-after").as_deref(),
-                    header("retry-after-ms").as_deref(),
-                    now,
-                );
+                // A success carries no wait worth reading.
+                let waited = match status {
+                    200..=299 => None,
+                    _ => retry_after::wait_ms(
+                        header("retry-after").as_deref(),
+                        header("retry-after-ms").as_deref(),
+                        now,
+                    ),
+                };
                 match self.after_answer(
                     ctx,
                     &mut ex,
