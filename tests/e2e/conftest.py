@@ -5,6 +5,7 @@ import os
 import subprocess
 import tempfile
 import textwrap
+import time
 
 import pytest
 import requests
@@ -78,6 +79,13 @@ def providers():
 def chat(model="openai/gpt-4o", timeout=30, **extra):
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
     return requests.post(CHAT, json=body, headers={"Authorization": "Bearer client-secret"}, timeout=timeout)
+
+
+def timed_chat(**kwargs):
+    """A chat request and how many seconds it took."""
+    start = time.time()
+    resp = chat(**kwargs)
+    return resp, time.time() - start
 
 
 def stats(prefix="wasmcustom.plano"):
