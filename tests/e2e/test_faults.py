@@ -160,3 +160,55 @@ def test_concurrent_blocks_from_both_workers_lose_no_write(gateway, providers):
     assert all(chat().headers["x-plano-attempts"] == "1" for _ in range(10))
     assert (first.calls, second.calls) == calls
     assert stats()["wasmcustom.plano.blocks.retry_after"] >= 2
+
+
+def test_a_provider_with_an_untrusted_certificate_is_refused(gateway, providers, tmp_path):
+    # A self-signed HTTPS provider: Envoy verifies provider certificates
+    # against the system CA bundle, so the attempt fails and fails over.
+    import http.server
+    import ssl
+    import subprocess
+    import threading
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        hits = 0
+
+        def do_POST(self):
+            Handler.hits += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert_fails_over(gateway, f"https://localhost:{server.server_address[1]}", providers)
+        assert Handler.hits == 0, "a request reached a provider whose certificate is not trusted"
+    finally:
+        server.shutdown()
+
+
+def test_envoy_admin_listens_on_loopback_only(gateway, providers):
+    import subprocess
+
+    secondary = providers(SECONDARY)
+    gateway.up(failover_config(f"http://127.0.0.1:{secondary.port}", secondary))
+    assert requests.get("http://127.0.0.1:9901/ready", timeout=5).status_code == 200
+    # Read the listening sockets; no traffic to any other address.
+    listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    local = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith((":9901", ":9902"))]
+    assert sorted(set(local)) == ["127.0.0.1:9901", "127.0.0.1:9902"], local

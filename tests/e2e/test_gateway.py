@@ -261,6 +261,10 @@ def test_a_refused_connection_fails_over(gateway, providers):
     resp = chat()
     assert resp.status_code == 200
     assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
+    # Counted as what went wrong: a connection failure, in the timeout class.
+    counters = stats()
+    assert counters["wasmcustom.plano.retries.timeout"] == 1
+    assert counters["wasmcustom.plano.retries.status"] == 0
 
 
 def test_a_timeout_without_policy_still_answers(gateway, providers):

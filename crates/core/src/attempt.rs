@@ -63,17 +63,6 @@ pub enum RuleId {
     HighLatency,
 }
 
-impl RuleId {
-    /// The stats name of the reason for a retry under this rule.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            RuleId::Status(_) | RuleId::Default => "status",
-            RuleId::Timeout => "timeout",
-            RuleId::HighLatency => "high_latency",
-        }
-    }
-}
-
 /// Which rule, if any, makes `outcome` a failure worth retrying.
 pub fn classify(policy: &RetryPolicy, outcome: &Outcome) -> Option<(RuleId, Rule)> {
     match outcome {

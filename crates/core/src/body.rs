@@ -32,22 +32,18 @@ impl BodyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatBody {
     pub model: String,
-    pub stream: bool,
     model_span: Range<usize>,
 }
 
 impl ChatBody {
-    /// Checks `raw` is a JSON object with a string `model`. serde_json does the
-    /// full validation (nesting is capped at its recursion limit of 128); a
-    /// small scanner then finds the top-level `model` value's byte span.
+    /// Checks `raw` is a JSON object, nested at most [`MAX_DEPTH`] deep, with
+    /// a string `model`; a small scanner then finds that value's byte span.
     pub fn parse(raw: &[u8]) -> Result<ChatBody, BodyError> {
-        // Only `model` and `stream` are kept; serde_json still validates the
-        // rest while skipping it, without building a document.
+        // Only `model` is kept; serde_json still validates the rest while
+        // skipping it, without building a document.
         #[derive(serde::Deserialize)]
         struct Probe {
             model: Option<serde_json::Value>,
-            #[serde(default)]
-            stream: Option<serde_json::Value>,
         }
         let not_json = |e: serde_json::Error| BodyError::NotJson(e.to_string());
         if depth(raw) > MAX_DEPTH {
@@ -64,13 +60,8 @@ impl ChatBody {
             Some(serde_json::Value::String(m)) => m,
             Some(_) => return Err(BodyError::ModelNotAString),
         };
-        let stream = matches!(probe.stream, Some(serde_json::Value::Bool(true)));
         let model_span = find_top_level_value(raw, "model").ok_or(BodyError::NoModel)?;
-        Ok(ChatBody {
-            model,
-            stream,
-            model_span,
-        })
+        Ok(ChatBody { model, model_span })
     }
 
     /// `raw` with the model value replaced by `model`, every other byte kept.
@@ -224,7 +215,6 @@ mod tests {
     fn nested_model_keys_are_not_the_model() {
         let raw = br#"{"metadata":{"model":"inner"},"model":"outer","stream":true}"#;
         let body = ChatBody::parse(raw).unwrap();
-        assert!(body.stream);
         let out = body.with_model(raw, "m");
         assert_eq!(
             out,

@@ -612,9 +612,12 @@ impl Worker {
                 ex.ledger.charge(rule);
                 // The failed attempt's timers cannot matter any more.
                 self.disarm(ex);
-                let counter = match rule.reason() {
-                    "timeout" => self.metrics.retries_timeout,
-                    "high_latency" => self.metrics.retries_high_latency,
+                // Retries are counted by what went wrong with the attempt.
+                let counter = match ex.ledger.current().and_then(|a| a.outcome) {
+                    Some(Outcome::Timeout | Outcome::ConnectFailure) => {
+                        self.metrics.retries_timeout
+                    }
+                    Some(Outcome::SlowTtfb) => self.metrics.retries_high_latency,
                     _ => self.metrics.retries_status,
                 };
                 self.metrics.add(counter, 1);
