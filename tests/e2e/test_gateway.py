@@ -5,6 +5,7 @@ Each test covers what the user's acceptance suite does not."""
 import concurrent.futures
 import email.utils
 import json
+import re
 import socket
 import time
 
@@ -186,6 +187,8 @@ def test_retry_after_as_an_http_date_blocks_the_whole_provider(gateway, provider
     assert stats()["wasmcustom.plano.blocks.retry_after"] >= 1
     status = planoai("status").stdout
     assert "blocks:" in status and "provider openai for" in status, status
+    counters = [line.strip() for line in status.split("counters:")[1].splitlines() if line.strip()]
+    assert counters and all(re.fullmatch(r"plano\.[a-z_.]+: \d+", c) for c in counters), counters
 
 
 def test_max_retry_duration_stops_waiting(gateway, providers):
