@@ -14,6 +14,8 @@ export PATH := $(PREFIX)/bin:$(PATH)
 setup: $(VENV)/.ready build install
 
 $(VENV)/.ready:
+	command -v openssl >/dev/null && command -v ss >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q openssl iproute2)
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
