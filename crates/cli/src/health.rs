@@ -53,17 +53,6 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dechunks() {
-        assert_eq!(
-            super::dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            "hello world"
-        );
-    }
-}
-
 /// Polls `/healthz` until it answers 200; `alive` says whether the gateway
 /// process is still there, so a crash is reported at once, not at timeout.
 pub fn wait_healthy(port: u16, timeout: Duration, mut alive: impl FnMut() -> bool) -> Result<()> {
@@ -81,4 +70,15 @@ pub fn wait_healthy(port: u16, timeout: Duration, mut alive: impl FnMut() -> boo
         "the gateway did not answer /healthz on port {port} within {}s",
         timeout.as_secs()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dechunks() {
+        assert_eq!(
+            super::dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
+    }
 }
