@@ -342,6 +342,27 @@ async fn main() -> Result<()> {
         (first, load::first_byte(GATEWAY_PORT, 30).await?)
     };
 
+    eprintln!("bare Envoy holding {WAITERS} requests for 2 s ...");
+    let bare_held = {
+        // The baseline for the waiters: the same number of requests held open
+        // by bare Envoy, with a provider that answers after 2 s.
+        let slow = mock::serve(Answer::SometimesSlow {
+            every: 1,
+            delay_ms: 2000,
+        })
+        .await?;
+        let mut bare = start_bare_envoy(slow, &home)?;
+        load::closed_loop(BARE_PORT, small.clone(), 8, Duration::from_secs(1)).await?;
+        let idle = rss_mb(bare.id()).unwrap_or(0.0);
+        let burst = tokio::spawn(load::burst(BARE_PORT, WAITERS));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let held = rss_mb(bare.id()).unwrap_or(0.0);
+        burst.await??;
+        let _ = bare.kill();
+        let _ = bare.wait();
+        held - idle
+    };
+
     eprintln!("{WAITERS} waiters in a 2 s backoff ...");
     let waiters = {
         let policy = "    default: true\n    retry_policy:\n      default_strategy: same_model\n      default_max_attempts: 1\n      backoff: {apply_to: same_model, base_ms: 2000, jitter: false}\n";
@@ -374,6 +395,7 @@ async fn main() -> Result<()> {
             "requests": WAITERS, "answered": answered, "seconds": started.elapsed().as_secs_f64(),
             "rss_idle_mb": rss_idle, "rss_waiting_mb": rss_waiting, "extra_rss_mb": rss_waiting - rss_idle,
             "cpu_percent_while_waiting": cpu_pct, "all_parked_after_s": parked_after,
+            "bare_envoy_holding_same_extra_rss_mb": bare_held,
             "waiting_at_end_of_window": still_waiting,
         })
     };
@@ -501,6 +523,11 @@ fn print_report(
         waiters["requests"], waiters["all_parked_after_s"].as_f64().unwrap_or(0.0), waiters["answered"], waiters["seconds"].as_f64().unwrap_or(0.0),
         waiters["rss_idle_mb"].as_f64().unwrap_or(0.0), waiters["rss_waiting_mb"].as_f64().unwrap_or(0.0),
         waiters["extra_rss_mb"].as_f64().unwrap_or(0.0), waiters["cpu_percent_while_waiting"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "baseline: bare Envoy holding {} requests open for 2 s grew {:.1} MB; the gateway's own share of the waiters' growth is the difference",
+        waiters["requests"],
+        waiters["bare_envoy_holding_same_extra_rss_mb"].as_f64().unwrap_or(0.0)
     );
     let report = json!({
         "rows": json_rows,
