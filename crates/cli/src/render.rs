@@ -64,37 +64,43 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
     let mut plan = r.plan.clone();
     plan.status_port = Some(STATUS_PORT);
     let plan_json = serde_json::to_string(&plan)?;
-    let mut env = Environment::new();
-    // minijinja would JSON-escape every value of a `.yaml` template; the
-    // template quotes with `tojson` where a value needs it.
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.add_template("envoy.yaml", TEMPLATE)?;
-    let out = env.get_template("envoy.yaml")?.render(context! {
-        source => loaded.path.display().to_string(),
-        admin_port => ADMIN_PORT,
-        status_port => STATUS_PORT,
-        listener_name => "model_listener",
-        listener_address => r.listener_address,
-        listener_port => r.listener_port,
-        buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
-        wasm_path => wasm_path,
-        plan_json => plan_json,
-        clusters => clusters,
-        ca_bundle => crate::paths::ca_bundle(),
-    })?;
-    Ok(out)
+    render_yaml(
+        TEMPLATE,
+        context! {
+            source => loaded.path.display().to_string(),
+            admin_port => ADMIN_PORT,
+            status_port => STATUS_PORT,
+            listener_name => "model_listener",
+            listener_address => r.listener_address,
+            listener_port => r.listener_port,
+            buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
+            wasm_path => wasm_path,
+            plan_json => plan_json,
+            clusters => clusters,
+            ca_bundle => crate::paths::ca_bundle(),
+        },
+    )
 }
 
 /// A Secret holding `envoy_yaml` and a Deployment running Envoy as a sidecar.
 pub fn kubernetes(envoy_yaml: &str) -> Result<String> {
+    let indented: String = envoy_yaml.lines().map(|l| format!("    {l}\n")).collect();
+    render_yaml(
+        KUBERNETES,
+        context! {
+            envoy_yaml => indented,
+            admin_port => ADMIN_PORT,
+        },
+    )
+}
+
+/// Renders a YAML template. minijinja would JSON-escape every value of a
+/// `.yaml` template; the templates quote with `tojson` where a value needs it.
+fn render_yaml(template: &str, values: minijinja::Value) -> Result<String> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.add_template("kubernetes.yaml", KUBERNETES)?;
-    let indented: String = envoy_yaml.lines().map(|l| format!("    {l}\n")).collect();
-    Ok(env.get_template("kubernetes.yaml")?.render(context! {
-        envoy_yaml => indented,
-        admin_port => ADMIN_PORT,
-    })?)
+    env.add_template("template", template)?;
+    Ok(env.get_template("template")?.render(values)?)
 }
 
 /// Writes `contents` to `path` readable by the owner only.
