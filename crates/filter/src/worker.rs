@@ -237,8 +237,7 @@ impl Worker {
             }
         }
         let ttfb = self
-            .primary_policy(ex.primary)
-            .and_then(|p| p.high_latency.as_ref())
+            .high_latency(ex.primary)
             .filter(|hl| hl.measure == Measure::Ttfb)
             .map(|hl| hl.threshold_ms);
         if let Some(threshold) = ttfb {
@@ -248,6 +247,11 @@ impl Worker {
 
     fn primary_policy(&self, primary: usize) -> Option<&plano_core::plan::RetryPolicy> {
         self.plan.targets.get(primary)?.retry_policy.as_ref()
+    }
+
+    /// The primary's `on_high_latency` rule: it governs the whole request.
+    fn high_latency(&self, primary: usize) -> Option<&plano_core::plan::HighLatency> {
+        self.primary_policy(primary)?.high_latency.as_ref()
     }
 
     /// The request body is complete: pick the first target and send the
@@ -716,10 +720,7 @@ impl Worker {
     /// `measure: total`: a complete answer slower than the threshold is a
     /// latency event (it is still delivered).
     fn measure_total(&self, ex: &Exchange, target: usize, took_ms: u64) {
-        let Some(hl) = self
-            .primary_policy(ex.primary)
-            .and_then(|p| p.high_latency.as_ref())
-        else {
+        let Some(hl) = self.high_latency(ex.primary) else {
             return;
         };
         if hl.measure == Measure::Total && took_ms > hl.threshold_ms {
@@ -731,10 +732,7 @@ impl Worker {
     }
 
     fn latency_event(&self, ex: &mut Exchange, target: usize, now: u64) {
-        let Some(hl) = self
-            .primary_policy(ex.primary)
-            .and_then(|p| p.high_latency.as_ref())
-        else {
+        let Some(hl) = self.high_latency(ex.primary) else {
             return;
         };
         match hl.apply_to {
