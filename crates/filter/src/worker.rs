@@ -331,18 +331,14 @@ impl Worker {
                     .flatten()
                     .and_then(|s| s.parse::<u16>().ok())
                     .unwrap_or(502);
-                let from_provider = hostcalls::get_map_value(
-                    MapType::HttpResponseHeaders,
-                    "x-envoy-upstream-service-time",
-                )
-                .ok()
-                .flatten()
-                .is_some();
                 let header = |name: &str| {
                     hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
                         .ok()
                         .flatten()
                 };
+                // Only a 503 or 504 can be Envoy's own rather than the provider's.
+                let from_provider = !matches!(status, 503 | 504)
+                    || header("x-envoy-upstream-service-time").is_some();
                 let now = now_ms();
                 // A success carries no wait worth reading.
                 let waited = match status {
