@@ -19,6 +19,11 @@ pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 pub const ADMIN_PORT: u16 = 9901;
 /// Loopback listener where the filter reports its blocks.
 pub const STATUS_PORT: u16 = 9902;
+/// What every request the gateway does not serve gets.
+const NOT_FOUND: &str = r#"{"error":{"type":"not_found","message":"the gateway serves POST /v1/chat/completions, GET /v1/models and GET /healthz"}}"#;
+/// Internal redirects one streamed request may take: one per retry, and the
+/// retry budgets end far sooner.
+const MAX_REDIRECTS: u32 = 100;
 
 #[derive(Serialize)]
 struct Cluster {
@@ -78,8 +83,32 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
             plan_json => plan_json,
             clusters => clusters,
             ca_bundle => crate::paths::ca_bundle(),
+            not_found => NOT_FOUND,
+            try_timeouts => try_timeouts(&r.plan),
+            max_redirects => MAX_REDIRECTS,
         },
     )
+}
+
+/// Every time-to-headers limit a streamed attempt may have: each target's
+/// `timeout_ms` and each `ttfb` threshold.
+fn try_timeouts(plan: &plano_core::plan::GatewayPlan) -> Vec<u64> {
+    let mut limits: Vec<u64> = plan
+        .targets
+        .iter()
+        .flat_map(|t| {
+            let ttfb = t
+                .retry_policy
+                .as_ref()
+                .and_then(|p| p.high_latency.as_ref())
+                .filter(|hl| hl.measure == plano_core::config::Measure::Ttfb)
+                .map(|hl| hl.threshold_ms);
+            std::iter::once(t.timeout_ms).chain(ttfb)
+        })
+        .collect();
+    limits.sort_unstable();
+    limits.dedup();
+    limits
 }
 
 /// A Secret holding `envoy_yaml` and a Deployment running Envoy as a sidecar.

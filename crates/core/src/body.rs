@@ -32,6 +32,8 @@ impl BodyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatBody {
     pub model: String,
+    /// `"stream": true`: the answer comes as server-sent events.
+    pub stream: bool,
     model_span: Range<usize>,
 }
 
@@ -44,6 +46,7 @@ impl ChatBody {
         #[derive(serde::Deserialize)]
         struct Probe {
             model: Option<serde_json::Value>,
+            stream: Option<serde_json::Value>,
         }
         let not_json = |e: serde_json::Error| BodyError::NotJson(e.to_string());
         if depth(raw) > MAX_DEPTH {
@@ -61,7 +64,12 @@ impl ChatBody {
             Some(_) => return Err(BodyError::ModelNotAString),
         };
         let model_span = find_top_level_value(raw, "model").ok_or(BodyError::NoModel)?;
-        Ok(ChatBody { model, model_span })
+        let stream = probe.stream == Some(serde_json::Value::Bool(true));
+        Ok(ChatBody {
+            model,
+            stream,
+            model_span,
+        })
     }
 
     /// `raw` with the model value replaced by `model`, every other byte kept.

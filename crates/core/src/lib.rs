@@ -10,5 +10,6 @@ pub mod body;
 pub mod config;
 pub mod framing;
 pub mod plan;
+pub mod request;
 pub mod resolve;
 pub mod retry_after;

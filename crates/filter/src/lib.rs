@@ -2,23 +2,31 @@
 //! and drives timers, a stream context hands its events to the worker, and
 //! the worker asks `plano_core` what each answer means.
 
+mod attempt;
+mod dispatched;
 mod framing;
+mod headers;
 mod host;
+mod redirected;
 mod root;
+mod status;
 mod stream;
+mod timers;
 mod worker;
 
 use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    // One binary, two plugins: the gateway filter and the framing repair.
+    // One binary, four plugins: the gateway filter, the stream cluster's
+    // attempt filter, the status listener and the framing repair.
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
         let root_id = proxy_wasm::hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten();
-        if root_id.as_deref() == Some(framing::ROOT_ID.as_bytes()) {
-            Box::<framing::FramingRoot>::default()
-        } else {
-            Box::<root::GatewayRoot>::default()
+        match root_id.as_deref() {
+            Some(id) if id == attempt::ROOT_ID.as_bytes() => Box::<attempt::AttemptRoot>::default(),
+            Some(id) if id == status::ROOT_ID.as_bytes() => Box::<status::StatusRoot>::default(),
+            Some(id) if id == framing::ROOT_ID.as_bytes() => Box::<framing::FramingRoot>::default(),
+            _ => Box::<root::GatewayRoot>::default(),
         }
     });
 }}

@@ -1,6 +1,7 @@
 //! The root context: loads the plan, owns the worker, drives its timers and
 //! receives the answers of retries dispatched from a tick.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use log::error;
@@ -12,6 +13,16 @@ use proxy_wasm::types::ContextType;
 use crate::host::Metrics;
 use crate::stream::GatewayStream;
 use crate::worker::Worker;
+
+thread_local! {
+    /// This worker thread's gateway worker, for the stream cluster's upstream
+    /// filter: it runs in the same VM on the same thread.
+    static WORKER: RefCell<Option<Rc<Worker>>> = const { RefCell::new(None) };
+}
+
+pub fn worker() -> Option<Rc<Worker>> {
+    WORKER.with(|w| w.borrow().clone())
+}
 
 #[derive(Default)]
 pub struct GatewayRoot {
@@ -66,7 +77,9 @@ impl RootContext for GatewayRoot {
         };
         let worker = Worker::new(plan, metrics);
         worker.prepare_shared_slots();
-        self.worker = Some(Rc::new(worker));
+        let worker = Rc::new(worker);
+        WORKER.with(|w| *w.borrow_mut() = Some(worker.clone()));
+        self.worker = Some(worker);
         true
     }
 

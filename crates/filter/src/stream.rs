@@ -4,18 +4,32 @@
 use std::rc::Rc;
 
 use plano_core::attempt::gateway_error;
-use plano_core::blocks;
+use plano_core::request::Effects;
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, BufferType};
 
-use crate::host::{now_ms, EnvoyStore};
-use crate::worker::{reply_error, Worker};
+use crate::headers::{drop_internal_request_headers, reply_error, NEXT_ATTEMPT_PATH};
+use crate::host::now_ms;
+use crate::redirected::decode_id;
+use crate::worker::{Phase, Worker};
+
+/// What this stream is to the gateway.
+enum Role {
+    /// Not a model request: it passes to its route (a 404, /healthz ...).
+    Other,
+    /// A model request whose body is still coming, to this client path.
+    Buffering(String),
+    /// The internal redirect of an exchange: its next attempt.
+    NextAttempt(u64),
+    /// An exchange under way.
+    Exchange(u64),
+}
 
 pub struct GatewayStream {
     context_id: u32,
     worker: Rc<Worker>,
-    /// The client's path, once the request is known to be a model request.
-    path: Option<String>,
+    role: Role,
 }
 
 impl GatewayStream {
@@ -23,7 +37,7 @@ impl GatewayStream {
         GatewayStream {
             context_id,
             worker,
-            path: None,
+            role: Role::Other,
         }
     }
 
@@ -44,28 +58,11 @@ impl GatewayStream {
         Action::Pause
     }
 
-    /// Whether this request came to the loopback-only status listener.
-    fn on_status_listener(&self) -> bool {
-        let port = self
-            .get_property(vec!["destination", "port"])
-            .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
-            .map(u64::from_le_bytes);
-        port.is_some() && port == self.worker.plan().status_port.map(u64::from)
-    }
-
-    fn blocks_report(&self) -> Action {
-        let now = now_ms();
-        let blocks: Vec<_> = blocks::in_force(&EnvoyStore, &self.worker.plan().targets, now)
-            .into_iter()
-            .map(|(key, until)| serde_json::json!({"blocked": key.describe(), "until_ms": until, "remaining_ms": until - now}))
-            .collect();
-        let body = serde_json::json!({"blocks": blocks}).to_string();
-        self.send_http_response(
-            200,
-            vec![("content-type", "application/json")],
-            Some(body.as_bytes()),
-        );
-        Action::Pause
+    fn exchange(&self) -> Option<u64> {
+        match self.role {
+            Role::Exchange(id) => Some(id),
+            _ => None,
+        }
     }
 }
 
@@ -83,13 +80,23 @@ impl Context for GatewayStream {
 
 impl HttpContext for GatewayStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        drop_internal_request_headers();
         let method = self.get_http_request_header(":method").unwrap_or_default();
         let path = self.get_http_request_header(":path").unwrap_or_default();
-        let route = path.split('?').next().unwrap_or_default();
+        let (route, query) = path.split_once('?').unwrap_or((&path, ""));
         match (method.as_str(), route) {
             ("GET", "/v1/models") => self.models_list(),
-            ("GET", "/plano/blocks") if self.on_status_listener() => self.blocks_report(),
-            ("POST", r) if r.starts_with("/v1/") => {
+            ("POST", NEXT_ATTEMPT_PATH) => {
+                let id = query.strip_prefix("exchange=").and_then(decode_id);
+                match id {
+                    Some(id) if self.worker.claim(id, self.context_id) => {
+                        self.role = Role::NextAttempt(id);
+                        Action::Pause
+                    }
+                    _ => Action::Continue,
+                }
+            }
+            ("POST", "/v1/chat/completions") => {
                 if end_of_stream {
                     let body = gateway_error("invalid_request_error", "the request has no body");
                     self.send_http_response(
@@ -99,7 +106,7 @@ impl HttpContext for GatewayStream {
                     );
                     return Action::Pause;
                 }
-                self.path = Some(path);
+                self.role = Role::Buffering(path);
                 // Hold the headers until the body names the model.
                 Action::Pause
             }
@@ -108,37 +115,86 @@ impl HttpContext for GatewayStream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(path) = self.path.take() else {
-            return Action::Continue;
-        };
-        let limit = self.worker.plan().max_request_body_bytes;
-        if body_size as u64 > limit {
-            return reply_error(
-                413,
-                "request_too_large",
-                &format!("the request body exceeds the gateway's limit of {limit} bytes"),
-            );
+        match &self.role {
+            Role::Buffering(_) => {
+                let limit = self.worker.plan().max_request_body_bytes;
+                if body_size as u64 > limit {
+                    self.role = Role::Other;
+                    return reply_error(
+                        413,
+                        "request_too_large",
+                        &format!("the request body exceeds the gateway's limit of {limit} bytes"),
+                    );
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let Role::Buffering(path) = std::mem::replace(&mut self.role, Role::Other) else {
+                    return Action::Continue;
+                };
+                let raw = self.get_http_request_body(0, body_size).unwrap_or_default();
+                let (action, id) = self.worker.begin(self.context_id, path, raw);
+                if let Some(id) = id {
+                    self.role = Role::Exchange(id);
+                }
+                action
+            }
+            Role::NextAttempt(id) => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let id = *id;
+                self.role = Role::Exchange(id);
+                self.worker.next_streamed_attempt(id, body_size)
+            }
+            Role::Other | Role::Exchange(_) => Action::Continue,
         }
-        if !end_of_stream {
-            self.path = Some(path);
-            return Action::Pause;
-        }
-        let raw = self.get_http_request_body(0, body_size).unwrap_or_default();
-        self.worker.begin(self.context_id, path, raw)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.worker.response_headers(self.context_id)
+        match self.exchange() {
+            Some(id) => self.worker.response_headers(id),
+            None => Action::Continue,
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.worker
-            .response_body(self.context_id, body_size, end_of_stream)
+        let Some(id) = self.exchange() else {
+            return Action::Continue;
+        };
+        let Some(ex) = self.worker.take(id) else {
+            return Action::Continue;
+        };
+        let action = match ex.phase {
+            Phase::Waiting | Phase::Calling(_) | Phase::Routed | Phase::Redirecting => {
+                // A failed attempt's body is dropped as it comes, never held.
+                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
+                Action::Pause
+            }
+            Phase::Streaming => {
+                if end_of_stream {
+                    if let Some(a) = ex.state.ledger.current() {
+                        let now = now_ms();
+                        let took = now.saturating_sub(a.started_ms);
+                        let mut effects = Effects::default();
+                        ex.state
+                            .after_complete(&self.worker.env(now), took, &mut effects);
+                        self.worker.note(&effects, now);
+                    }
+                }
+                Action::Continue
+            }
+            Phase::Replied => Action::Continue,
+        };
+        self.worker.put(ex);
+        action
     }
 }
 
 impl Drop for GatewayStream {
     fn drop(&mut self) {
-        self.worker.forget(self.context_id);
+        if let Role::Exchange(id) | Role::NextAttempt(id) = self.role {
+            self.worker.forget(id, self.context_id);
+        }
     }
 }

@@ -1,0 +1,136 @@
+//! Which headers cross the gateway, and the replies it makes itself.
+
+use plano_core::attempt;
+use plano_core::plan::Target;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, MapType};
+
+/// Route header naming the cluster of an attempt that is not streamed.
+pub const CLUSTER_HEADER: &str = "x-plano-cluster";
+/// Route header for a streamed attempt: the stream cluster, whose upstream
+/// filter may turn a failure into an internal redirect.
+pub const STREAM_HEADER: &str = "x-plano-stream";
+/// The real target's cluster, read by the attempt listener's route.
+pub const TARGET_HEADER: &str = "x-plano-target";
+/// The exchange a streamed attempt belongs to; the upstream filter takes it off.
+pub const EXCHANGE_HEADER: &str = "x-plano-exchange";
+/// The attempt's time-to-headers limit: the attempt listener's route for it
+/// has that per-try timeout.
+pub const TRY_TIMEOUT_HEADER: &str = "x-plano-try-timeout-ms";
+/// Marks a reply the attempt listener's router made itself (a timeout or a
+/// connection failure), set by its `local_reply_config`.
+pub const LOCAL_REPLY_HEADER: &str = "x-plano-local-reply";
+/// The path an internal redirect asks for: the next attempt of an exchange.
+pub const NEXT_ATTEMPT_PATH: &str = "/plano/next-attempt";
+
+/// Internal headers a client may not set: they steer routing.
+pub const INTERNAL: [&str; 5] = [
+    CLUSTER_HEADER,
+    STREAM_HEADER,
+    TARGET_HEADER,
+    EXCHANGE_HEADER,
+    TRY_TIMEOUT_HEADER,
+];
+
+/// The client's credentials: never sent to a provider.
+const CREDENTIALS: [&str; 5] = [
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "proxy-authorization",
+    "cookie",
+];
+
+/// Request headers a dispatched retry copies from the client: not its
+/// credentials, not hop-by-hop headers, not what Envoy or the gateway set.
+pub fn forwardable(name: &str) -> bool {
+    !(name.starts_with(':')
+        || name.starts_with("x-envoy-")
+        || name.starts_with("x-plano-")
+        || CREDENTIALS.contains(&name)
+        || matches!(
+            name,
+            "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "te"
+                | "upgrade"
+                | "expect"
+        ))
+}
+
+/// Response headers that a local reply must not repeat: Envoy frames the
+/// reply itself, and Envoy's own headers stay inside.
+pub fn replayable(name: &str) -> bool {
+    !(name.starts_with(':')
+        || name.starts_with("x-envoy-")
+        || matches!(
+            name,
+            "content-length" | "transfer-encoding" | "connection" | "keep-alive"
+        ))
+}
+
+fn set_request_header(name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+}
+
+pub fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+pub fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+pub fn set_response_header(name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+}
+
+/// Drops the internal headers a client sent, so no client input steers a route.
+pub fn drop_internal_request_headers() {
+    for name in INTERNAL {
+        set_request_header(name, None);
+    }
+}
+
+/// Points the routed request at `target`: its host, path and key, the
+/// body's new length, no client credentials. `route` names the header and
+/// cluster the route uses.
+pub fn address_request(target: &Target, path: &str, body_len: usize, route: (&str, &str)) {
+    let key = target.access_key.as_deref().map(|k| format!("Bearer {k}"));
+    let length = body_len.to_string();
+    set_request_header(":authority", Some(&target.authority));
+    set_request_header(":path", Some(path));
+    set_request_header(":method", Some("POST"));
+    set_request_header("content-length", Some(&length));
+    set_request_header(route.0, Some(route.1));
+    for name in CREDENTIALS {
+        set_request_header(name, None);
+    }
+    set_request_header("authorization", key.as_deref());
+    // An internal redirect adds this; a provider never sees Envoy's headers.
+    set_request_header("x-envoy-original-url", None);
+}
+
+/// Sets the headers that say how the answer came about (SPEC §9).
+pub fn set_attempt_headers(attempts: &str, model: &str) {
+    set_response_header("x-plano-attempts", Some(attempts));
+    set_response_header("x-plano-model", Some(model));
+}
+
+/// Answers the client with an OpenAI-shaped error made by the gateway.
+pub fn reply_error(status: u32, kind: &str, message: &str) -> Action {
+    let body = attempt::gateway_error(kind, message);
+    let _ = hostcalls::send_http_response(
+        status,
+        vec![("content-type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    Action::Pause
+}

@@ -1,0 +1,254 @@
+//! A streamed request: every attempt goes through Envoy's router, so each
+//! answer streams to the client as the provider sends it. An attempt is
+//! routed to the stream cluster, whose upstream filter (`attempt`) sees its
+//! answer; when that answer calls for a retry, the filter turns it into an
+//! internal redirect to [`NEXT_ATTEMPT_PATH`]. Envoy then replays the
+//! buffered request through this filter in a new client stream, which claims
+//! the exchange and sends the next attempt, after its wait if it has one.
+//! `timeout_ms` (or the `ttfb` threshold) is the attempt listener's per-try
+//! timeout: it limits the time to headers and never cuts a started answer.
+
+use plano_core::attempt::Outcome;
+use plano_core::request::{Effects, Step};
+use plano_core::retry_after;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, BufferType};
+
+use crate::headers::{
+    address_request, reply_error, response_header, set_attempt_headers, set_response_header,
+    EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER, TARGET_HEADER,
+    TRY_TIMEOUT_HEADER,
+};
+use crate::host::now_ms;
+use crate::timers::TimerKind;
+use crate::worker::{Exchange, Phase, Worker};
+
+/// The cluster every streamed attempt is routed to (see the Envoy template).
+const STREAM_CLUSTER: &str = "plano_stream";
+
+/// An exchange id as it travels in a header or a redirect's query.
+pub fn encode_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+pub fn decode_id(text: &str) -> Option<u64> {
+    (text.len() == 16)
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
+impl Worker {
+    /// Rewrites the buffered body for the exchange's next target and sends
+    /// the attempt on, now or after its wait.
+    pub fn send_streamed_attempt(&self, ex: &mut Exchange, target: usize, now: u64) -> Action {
+        ex.next = Some(target);
+        self.launch_streamed(ex, now)
+    }
+
+    /// Sets the body for `ex.next`; the headers follow when the attempt starts.
+    fn write_streamed_body(&self, ex: &Exchange, buffered: usize) {
+        let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) else {
+            return;
+        };
+        let body = ex.chat.with_model(&ex.raw, &t.model_name);
+        let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
+    }
+
+    fn launch_streamed(&self, ex: &mut Exchange, now: u64) -> Action {
+        self.write_streamed_body(ex, ex.raw.len());
+        self.address_streamed(ex, now);
+        Action::Continue
+    }
+
+    /// Starts the attempt to `ex.next`: its headers, and the time-to-headers
+    /// limit that the attempt listener enforces.
+    fn address_streamed(&self, ex: &mut Exchange, now: u64) {
+        let Some((target, t)) = ex
+            .next
+            .take()
+            .and_then(|i| self.plan().targets.get(i).map(|t| (i, t)))
+        else {
+            return;
+        };
+        ex.state.start(target, now);
+        self.metrics.add(self.metrics.attempts, 1);
+        let env = self.env(now);
+        let ttfb = ex
+            .state
+            .ttfb_threshold_ms(self.plan())
+            .filter(|&th| th < t.timeout_ms && ex.state.may_abandon_slow(&env));
+        ex.abandon_at_ttfb = ttfb.is_some();
+        let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
+        let body_len = ex.chat.with_model(&ex.raw, &t.model_name).len();
+        let path = t.upstream_path(&ex.client_path);
+        address_request(t, &path, body_len, (STREAM_HEADER, STREAM_CLUSTER));
+        for (name, value) in [
+            (TARGET_HEADER, t.cluster.as_str()),
+            (EXCHANGE_HEADER, encode_id(ex.id).as_str()),
+            (TRY_TIMEOUT_HEADER, limit.as_str()),
+        ] {
+            let _ = hostcalls::set_map_value(
+                proxy_wasm::types::MapType::HttpRequestHeaders,
+                name,
+                Some(value),
+            );
+        }
+        ex.phase = Phase::Routed;
+    }
+
+    /// The internal redirect of exchange `id` arrived as client stream `ctx`.
+    pub fn claim(&self, id: u64, ctx: u32) -> bool {
+        let Some(mut ex) = self.take(id) else {
+            return false;
+        };
+        let claimed = ex.phase == Phase::Redirecting;
+        if claimed {
+            self.disarm(&mut ex);
+            ex.owner = ctx;
+            ex.phase = Phase::Waiting;
+        }
+        self.put(ex);
+        claimed
+    }
+
+    /// The claimed redirect's body is buffered: send the next attempt now,
+    /// or hold it until its wait ends.
+    pub fn next_streamed_attempt(&self, id: u64, buffered: usize) -> Action {
+        let Some(mut ex) = self.take(id) else {
+            return Action::Continue;
+        };
+        self.write_streamed_body(&ex, buffered);
+        let now = now_ms();
+        let action = match ex.wait_until {
+            Some(at) if at > now => {
+                self.metrics.add(self.metrics.waiting, 1);
+                self.arm(&mut ex, at, TimerKind::Retry);
+                Action::Pause
+            }
+            _ => {
+                self.address_streamed(&mut ex, now);
+                Action::Continue
+            }
+        };
+        self.put(ex);
+        action
+    }
+
+    /// A streamed attempt's wait ended (from the tick, as the client stream).
+    pub fn resume_streamed(&self, ex: &mut Exchange, now: u64) {
+        self.metrics.add(self.metrics.waiting, -1);
+        self.address_streamed(ex, now);
+        let _ = hostcalls::resume_http_request();
+    }
+
+    /// A streamed attempt's response headers, seen by the stream cluster's
+    /// upstream filter: deliver them, redirect to the next attempt, or
+    /// answer with the exhausted error.
+    pub fn attempt_answered(&self, id: u64) -> Action {
+        let Some(mut ex) = self.take(id) else {
+            return Action::Continue;
+        };
+        if ex.phase != Phase::Routed {
+            self.put(ex);
+            return Action::Continue;
+        }
+        let status = response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(502);
+        let local = response_header(LOCAL_REPLY_HEADER).is_some();
+        set_response_header(LOCAL_REPLY_HEADER, None);
+        let now = now_ms();
+        let env = self.env(now);
+        let mut effects = Effects::default();
+        let (outcome, step) = match (local, status) {
+            (true, 504) if ex.abandon_at_ttfb => {
+                let step = ex.state.after_slow_first_byte(&env, &mut effects);
+                match step {
+                    Some(step) => (Outcome::SlowTtfb, step),
+                    // The rule no longer gives a retry: the attempt is lost all
+                    // the same, so it counts as timed out.
+                    None => {
+                        let step =
+                            ex.state
+                                .after_outcome(&env, Outcome::Timeout, None, &mut effects);
+                        (Outcome::Timeout, step)
+                    }
+                }
+            }
+            (true, 504) => {
+                ex.state.after_first_byte(&env, &mut effects);
+                let step = ex
+                    .state
+                    .after_outcome(&env, Outcome::Timeout, None, &mut effects);
+                (Outcome::Timeout, step)
+            }
+            (true, _) => {
+                let step =
+                    ex.state
+                        .after_outcome(&env, Outcome::ConnectFailure, None, &mut effects);
+                (Outcome::ConnectFailure, step)
+            }
+            (false, _) => {
+                ex.state.after_first_byte(&env, &mut effects);
+                let waited = match status {
+                    200..=299 => None,
+                    _ => retry_after::wait_ms(
+                        response_header("retry-after").as_deref(),
+                        response_header("retry-after-ms").as_deref(),
+                        now,
+                    ),
+                };
+                let outcome = Outcome::Status(status);
+                (
+                    outcome,
+                    ex.state.after_outcome(&env, outcome, waited, &mut effects),
+                )
+            }
+        };
+        self.note(&effects, now);
+        self.log_attempt(&ex, outcome, now);
+        let action = match step {
+            Step::Deliver if local => {
+                // No policy to retry under: the client still gets an answer.
+                let model = self.model_of(&ex);
+                let (status, kind, what) = match outcome {
+                    Outcome::ConnectFailure => (502, "connect_failure", "could not be reached"),
+                    _ => (
+                        504,
+                        "timeout",
+                        "sent no response headers within its timeout",
+                    ),
+                };
+                ex.phase = Phase::Replied;
+                reply_error(status, kind, &format!("{model} {what}"))
+            }
+            Step::Deliver => {
+                let (attempts, model) = self.attempt_headers(&ex);
+                set_attempt_headers(&attempts, &model);
+                ex.phase = Phase::Streaming;
+                Action::Continue
+            }
+            Step::Retry {
+                target, wait_ms, ..
+            } => {
+                self.count_retry(&ex);
+                ex.next = Some(target);
+                ex.wait_until = Some(now + wait_ms);
+                ex.phase = Phase::Redirecting;
+                let location = format!(
+                    "http://plano.internal{NEXT_ATTEMPT_PATH}?exchange={}",
+                    encode_id(ex.id)
+                );
+                set_response_header(":status", Some("307"));
+                set_response_header("location", Some(&location));
+                Action::Continue
+            }
+            Step::Exhausted(exhaustion) => {
+                self.reply_exhausted(&mut ex, &exhaustion);
+                Action::Pause
+            }
+        };
+        self.put(ex);
+        action
+    }
+}

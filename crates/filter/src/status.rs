@@ -1,0 +1,71 @@
+//! The loopback-only status listener: the gateway's current blocks, for
+//! `planoai status`. A root of its own, so each worker has one gateway worker.
+
+use log::error;
+use plano_core::blocks;
+use plano_core::plan::GatewayPlan;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+
+use crate::host::{now_ms, EnvoyStore};
+
+pub const ROOT_ID: &str = "plano_status";
+
+#[derive(Default)]
+pub struct StatusRoot {
+    plan: Option<std::rc::Rc<GatewayPlan>>,
+}
+
+impl Context for StatusRoot {}
+
+impl RootContext for StatusRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        match serde_json::from_slice::<GatewayPlan>(&raw) {
+            Ok(plan) => {
+                self.plan = Some(std::rc::Rc::new(plan));
+                true
+            }
+            Err(e) => {
+                error!("plano status: bad plugin configuration: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(StatusStream {
+            plan: self.plan.clone()?,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct StatusStream {
+    plan: std::rc::Rc<GatewayPlan>,
+}
+
+impl Context for StatusStream {}
+
+impl HttpContext for StatusStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.get_http_request_header(":path").as_deref() != Some("/plano/blocks") {
+            return Action::Continue;
+        }
+        let now = now_ms();
+        let blocks: Vec<_> = blocks::in_force(&EnvoyStore, &self.plan.targets, now)
+            .into_iter()
+            .map(|(key, until)| serde_json::json!({"blocked": key.describe(), "until_ms": until, "remaining_ms": until - now}))
+            .collect();
+        let body = serde_json::json!({"blocks": blocks}).to_string();
+        self.send_http_response(
+            200,
+            vec![("content-type", "application/json")],
+            Some(body.as_bytes()),
+        );
+        Action::Pause
+    }
+}
