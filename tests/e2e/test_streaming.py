@@ -5,6 +5,7 @@ and `timeout_ms` limits only the time to response headers."""
 import json
 import time
 
+import openai
 import pytest
 import requests
 
@@ -154,3 +155,27 @@ def test_streamed_retries_exhausted_give_the_error_whole(gateway, providers):
     assert [a["status"] for a in error["attempts"]] == [429, 503]
     assert "limited" not in resp.text and "fallback-down" not in resp.text
     assert stats().get("wasmcustom.plano.retries_exhausted") == 1
+
+
+def test_the_openai_sdk_streams_through_a_failover_and_sees_the_exhausted_error(gateway, providers):
+    primary = providers(Reply(status=429), Reply(status=429), Reply(status=503))
+    fallback = providers(Reply(stream=sse(4), gap=0.4), Reply(status=503))
+    gateway.up(gateway_config(primary, fallback, "              default_strategy: different_provider"))
+    client = openai.OpenAI(base_url="http://127.0.0.1:12000/v1", api_key="client-key", max_retries=0)
+
+    start = time.time()
+    stream = client.chat.completions.create(
+        model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    got = [(chunk.choices[0].delta.content, time.time() - start) for chunk in stream]
+    assert [c for c, _ in got] == ["c0", "c1", "c2", "c3"]
+    # Chunks came as the fallback sent them (0.4 s apart), not all at the end.
+    assert got[3][1] - got[0][1] >= 1.0, got
+    assert got[0][1] < 1.0, got
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert caught.value.status_code == 503
+    body = caught.value.body
+    assert body["type"] == "retry_exhausted", body
+    assert [a["status"] for a in body["attempts"]] == [429, 503]

@@ -262,6 +262,8 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
         render::render(loaded, CONTAINER_WASM)?.as_bytes(),
     )?;
     let mount = format!("{}:/etc/plano/envoy.yaml:ro", envoy_yaml.display());
+    // This planoai's own filter, not the one an older image was built with.
+    let wasm = format!("{}:{CONTAINER_WASM}:ro", paths::filter_wasm()?.display());
     let mut args = vec![
         "run",
         "-d",
@@ -273,6 +275,8 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
         "host.docker.internal:127.0.0.1",
         "-v",
         &mount,
+        "-v",
+        &wasm,
         IMAGE,
     ];
     let envoy_args = envoy_args("/etc/plano/envoy.yaml", workers);
