@@ -31,6 +31,7 @@ class Reply:
     close: bool = False  # close the connection without answering
     garbage: bytes = None  # send these bytes instead of an HTTP response, then close
     truncate: bool = False  # announce the body's length, send a tenth of it, close
+    http10: bool = False  # stream as plain http.server does: HTTP/1.0, Transfer-Encoding, unframed
 
 
 class Provider:
@@ -59,6 +60,10 @@ class Provider:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                if reply.http10:
+                    # The faulty framing (RFC 9112 §6.1): the body is read to close.
+                    self.protocol_version = "HTTP/1.0"
+                    self.close_connection = True
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -68,10 +73,11 @@ class Provider:
                     self.end_headers()
                     for chunk in reply.stream:
                         data = chunk.encode()
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
                         self.wfile.flush()
                         time.sleep(reply.gap)
-                    self.wfile.write(b"0\r\n\r\n")
+                    if not reply.http10:
+                        self.wfile.write(b"0\r\n\r\n")
                     return
                 out = reply.body
                 if out is None:
