@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from conftest import ADMIN, CHAT, GATEWAY, chat, planoai, stats, timed_chat
+from conftest import ADMIN, CHAT, GATEWAY, chat, planoai, running, state_pid, stats, timed_chat
 from mock_provider import Reply
 from test_gateway import HEADER, two_providers
 
@@ -171,23 +171,13 @@ def test_well_known_providers_render_their_https_endpoints(tmp_path):
         assert f"{t['cluster']}_framing" not in yaml_text
 
 
-def running(pid):
-    """Whether `pid` runs (a zombie awaiting its reaper does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_native_down_stops_envoy_and_frees_the_port(gateway, providers, plano_home):
     p = providers(Reply())
     gateway.up(HEADER + f"""
           - model: openai/gpt-4o
             base_url: http://127.0.0.1:{p.port}
     """)
-    with open(os.path.join(plano_home, "run", "state.json")) as f:
-        pid = json.load(f)["pid"]
+    pid = state_pid(plano_home)
     assert running(pid)
     assert planoai("down").stdout.strip() == "gateway stopped"
     assert not running(pid), "Envoy is still running"
