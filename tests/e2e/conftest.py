@@ -1,6 +1,7 @@
 """Fixtures for the gateway's own end-to-end tests: the real `planoai` on
 PATH, the real Envoy it starts (2 workers), and mock providers on loopback."""
 
+import json
 import os
 import subprocess
 import tempfile
@@ -38,12 +39,12 @@ class Gateway:
         self.home = home
         self.outputs = []
 
-    def up(self, yaml_text, extra_env=None):
+    def up(self, yaml_text, extra_env=None, check=True):
         path = os.path.join(self.home, "gateway.yaml")
         with open(path, "w") as f:
             f.write(textwrap.dedent(yaml_text))
         env = dict(os.environ, **(extra_env or {}))
-        result = planoai("up", path, env=env)
+        result = planoai("up", path, env=env, check=check)
         self.outputs += [result.stdout, result.stderr]
         return result
 
@@ -86,6 +87,21 @@ def timed_chat(**kwargs):
     start = time.time()
     resp = chat(**kwargs)
     return resp, time.time() - start
+
+
+def running(pid):
+    """Whether `pid` runs (a zombie awaiting its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def state_pid(home):
+    """The pid `planoai up` recorded for the running Envoy."""
+    with open(os.path.join(home, "run", "state.json")) as f:
+        return json.load(f)["pid"]
 
 
 def stats(prefix="wasmcustom.plano"):

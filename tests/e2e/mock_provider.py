@@ -30,7 +30,8 @@ class Reply:
     gap: float = 0.05
     close: bool = False  # close the connection without answering
     garbage: bytes = None  # send these bytes instead of an HTTP response, then close
-    truncate: bool = False  # announce the body's length, send a tenth of it, close
+    truncate: bool = False  # announce the body's length, send a tenth of it, pause, close
+    http10: bool = False  # stream as plain http.server does: HTTP/1.0, Transfer-Encoding, unframed
 
 
 class Provider:
@@ -46,10 +47,9 @@ class Provider:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length) if length else b""
+                record = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "at": time.time()}
                 with provider.lock:
-                    provider.requests.append(
-                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "at": time.time()}
-                    )
+                    provider.requests.append(record)
                     reply = provider.script[min(len(provider.requests), len(provider.script)) - 1]
                 time.sleep(reply.delay)
                 if reply.close or reply.garbage is not None:
@@ -59,6 +59,10 @@ class Provider:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                if reply.http10:
+                    # The faulty framing (RFC 9112 §6.1): the body is read to close.
+                    self.protocol_version = "HTTP/1.0"
+                    self.close_connection = True
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -68,10 +72,11 @@ class Provider:
                     self.end_headers()
                     for chunk in reply.stream:
                         data = chunk.encode()
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
                         self.wfile.flush()
                         time.sleep(reply.gap)
-                    self.wfile.write(b"0\r\n\r\n")
+                    if not reply.http10:
+                        self.wfile.write(b"0\r\n\r\n")
                     return
                 out = reply.body
                 if out is None:
@@ -87,8 +92,10 @@ class Provider:
                 if reply.truncate:
                     self.wfile.write(out[: len(out) // 10])
                     self.wfile.flush()
+                    time.sleep(0.3)  # the bytes flow before the reset
                     self.close_connection = True
                     self.connection.shutdown(2)
+                    record["reset_at"] = time.time()
                     return
                 self.wfile.write(out)
 

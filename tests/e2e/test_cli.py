@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from conftest import chat, planoai
+from conftest import chat, planoai, running, state_pid
 from test_gateway import HEADER
 from mock_provider import Reply
 
@@ -23,14 +23,17 @@ def config(tmp_path, name, port):
     return str(path)
 
 
-def test_up_replaces_a_running_gateway(gateway, providers, tmp_path):
+def test_up_replaces_a_running_gateway(gateway, providers, tmp_path, plano_home):
     p = providers(Reply())
     planoai("up", config(tmp_path, "first", p.port))
-    pid_before = planoai("status").stdout
+    old = state_pid(plano_home)
     result = planoai("up", config(tmp_path, "second", p.port))
     assert "replacing the running gateway" in result.stdout
     assert "gateway listening on" in result.stdout
-    assert pid_before != planoai("status").stdout
+    new = state_pid(plano_home)
+    assert new != old and running(new)
+    assert not running(old), "the replaced Envoy still runs"
+    assert f"pid:     {new}" in planoai("status").stdout
     models = requests.get("http://127.0.0.1:12000/v1/models", timeout=5).json()
     assert [m["id"] for m in models["data"]] == ["openai/second"]
 

@@ -4,11 +4,14 @@ stays up, and keeps nothing it should not."""
 import concurrent.futures
 import json
 import os
+import re
+import shutil
+import subprocess
 import time
 
 import requests
 
-from conftest import chat, planoai, stats, timed_chat
+from conftest import CHAT, chat, planoai, stats, timed_chat
 from mock_provider import Reply
 from test_gateway import HEADER, RATE_LIMITED
 
@@ -40,15 +43,17 @@ def envoy_rss_mb(home):
 
 
 def assert_fails_over(gateway, primary_url, providers):
+    """Returns how long the request took (after `up`)."""
     secondary = providers(SECONDARY)
     gateway.up(failover_config(primary_url, secondary))
-    resp = chat()
+    resp, took = timed_chat()
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
     assert resp.headers["x-plano-attempts"] == "2"
     assert secondary.calls == 1
     # The gateway is still up and serving.
     assert requests.get("http://127.0.0.1:12000/healthz", timeout=5).status_code == 200
+    return took
 
 
 def test_a_provider_closing_before_headers_fails_over(gateway, providers):
@@ -67,9 +72,9 @@ def test_a_provider_whose_host_does_not_resolve_fails_over(gateway, providers):
 
 def test_a_provider_that_never_answers_times_out_and_fails_over(gateway, providers):
     silent = providers(Reply(delay=30))
-    start = time.time()
-    assert_fails_over(gateway, f"http://127.0.0.1:{silent.port}", providers)
-    assert 2.9 < time.time() - start < 6
+    took = assert_fails_over(gateway, f"http://127.0.0.1:{silent.port}", providers)
+    # timeout_ms is 3 s; the provider would answer at 30 s.
+    assert 2.9 < took < 6, took
 
 
 def test_a_fallback_that_resets_mid_body_ends_in_an_error_not_a_hang(gateway, providers):
@@ -86,15 +91,23 @@ def test_a_fallback_that_resets_mid_body_ends_in_an_error_not_a_hang(gateway, pr
 
 
 def test_a_first_attempt_reset_mid_stream_ends_the_stream(gateway, providers):
+    sent = json.dumps({"pad": "x" * 10000}).encode()
     broken = providers(Reply(truncate=True, body={"pad": "x" * 10000}))
     secondary = providers(SECONDARY)
     gateway.up(failover_config(f"http://127.0.0.1:{broken.port}", secondary))
+    resp = requests.post(CHAT, json={"model": "openai/gpt-4o", "messages": []}, stream=True, timeout=30)
+    assert resp.status_code == 200
+    received = b""
     try:
-        resp = chat()
-        body = resp.content
-        assert len(body) < 10000, "a truncated answer came back whole"
-    except requests.exceptions.RequestException:
-        pass  # the stream was cut: that is the contract once bytes have flowed
+        for chunk in resp.iter_content(1):  # byte by byte: a partial block would be lost with the error
+            received += chunk
+        raise AssertionError(f"the cut answer ended cleanly after {len(received)} bytes")
+    except requests.exceptions.ChunkedEncodingError:
+        ended = time.time()  # the stream was cut: that is the contract once bytes have flowed
+    # Envoy closes the client's connection after its delayed-close wait
+    # (1 s by default); a hang would last the client's 30 s.
+    assert ended - broken.requests[0]["reset_at"] < 1.5
+    assert 0 < len(received) < len(sent) and sent.startswith(received), received[:80]
     # Bytes reached the client: no retry may follow.
     assert secondary.calls == 0
     assert chat(model="anthropic/claude-3-5-sonnet").status_code == 200
@@ -134,77 +147,137 @@ def test_a_client_leaving_while_its_retry_is_in_flight(gateway, providers):
     assert requests.get("http://127.0.0.1:12000/healthz", timeout=5).status_code == 200
 
 
-def test_concurrent_blocks_from_both_workers_lose_no_write(gateway, providers):
-    # Two providers each answer 429 with a different Retry-After; many
-    # requests race on both workers. Every block must end up recorded.
-    first = providers(Reply(status=429, headers={"Retry-After": "40"}))
-    second = providers(Reply(status=429, headers={"Retry-After": "50"}))
+def test_racing_blocks_on_one_key_keep_the_longer(gateway, providers):
+    # Two openai models block the same key (scope: provider) with different
+    # deadlines. The 40 s blocks land after the 50 s one (0.5 s later), from
+    # both workers: the 50 s block must survive them.
+    shorter = providers(Reply(status=429, headers={"Retry-After": "40"}, delay=0.5))
+    longer = providers(Reply(status=429, headers={"Retry-After": "50"}))
     last = providers(SECONDARY)
+    policy = "retry_policy: {default_strategy: different_provider, retry_after_handling: {scope: provider}}"
     gateway.up(HEADER + f"""
           - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{first.port}
-            default: true
-            retry_policy: {{default_strategy: different_provider, default_max_attempts: 3}}
-          - model: mistral/large
-            base_url: http://127.0.0.1:{second.port}
+            base_url: http://127.0.0.1:{shorter.port}
+            {policy}
+          - model: openai/gpt-4o-mini
+            base_url: http://127.0.0.1:{longer.port}
+            {policy}
           - model: anthropic/claude-3-5-sonnet
             base_url: http://127.0.0.1:{last.port}
     """)
+    models = ["openai/gpt-4o", "openai/gpt-4o-mini"] * 20
     with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
-        codes = list(pool.map(lambda _: chat().status_code, range(120)))
-    assert codes == [200] * 120
+        codes = list(pool.map(lambda m: chat(model=m).status_code, models))
+    assert codes == [200] * 40
+    first_long = min(r["at"] for r in longer.requests)
+    assert shorter.calls >= 1 and all(r["at"] + 0.5 > first_long for r in shorter.requests)
     status = planoai("status").stdout
-    assert "model openai/gpt-4o for" in status and "model mistral/large for" in status, status
-    # Once both blocks are in, requests go straight to the last provider.
-    calls = (first.calls, second.calls)
-    assert all(chat().headers["x-plano-attempts"] == "1" for _ in range(10))
-    assert (first.calls, second.calls) == calls
-    assert stats()["wasmcustom.plano.blocks.retry_after"] >= 2
+    left = re.search(r"provider openai for (\d+) more s", status)
+    assert left and 45 <= int(left.group(1)) <= 50, status
+    # Once the block is in, requests for either model go straight to the last provider.
+    calls = (shorter.calls, longer.calls)
+    assert all(chat(model=m).headers["x-plano-attempts"] == "1" for m in models[:10])
+    assert (shorter.calls, longer.calls) == calls
 
 
-def test_a_provider_with_an_untrusted_certificate_is_refused(gateway, providers, tmp_path):
-    # A self-signed HTTPS provider: Envoy verifies provider certificates
-    # against the system CA bundle, so the attempt fails and fails over.
-    import http.server
-    import ssl
-    import subprocess
-    import threading
+def make_ca_and_cert(tmp_path, host):
+    """A temporary CA and a certificate for `host` it signed: (CA file, cert, key)."""
+    ca_key, ca, key, csr, cert = (tmp_path / n for n in ("ca.key", "ca.pem", "key.pem", "req.csr", "cert.pem"))
+    ext = tmp_path / "san.ext"
+    ext.write_text(f"subjectAltName=DNS:{host}\n")
+    for cmd in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=plano e2e CA",
+         "-keyout", ca_key, "-out", ca],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}", "-keyout", key, "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
+         "-extfile", ext, "-out", cert],
+    ):
+        subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True)
+    return ca, cert, key
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        hits = 0
+class TlsProvider:
+    """An HTTPS provider on loopback that records each handshake's SNI and each request's Host."""
 
-        def do_POST(self):
-            Handler.hits += 1
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
+    def __init__(self, cert, key):
+        import http.server
+        import ssl
+        import threading
 
-        def log_message(self, *args):
-            pass
+        self.sni, self.hosts = [], []
+        provider = self
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                provider.hosts.append(self.headers["Host"])
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.sni_callback = lambda _sock, name, _ctx: provider.sni.append(name)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_path, plano_home):
+    ca, cert, key = make_ca_and_cert(tmp_path, "localhost")
+    tls = TlsProvider(cert, key)
     try:
-        assert_fails_over(gateway, f"https://localhost:{server.server_address[1]}", providers)
-        assert Handler.hits == 0, "a request reached a provider whose certificate is not trusted"
+        # Its CA is not in the system bundle: the handshake (with SNI, so
+        # TLS was spoken) is refused, nothing is sent, the request fails over.
+        assert_fails_over(gateway, f"https://localhost:{tls.port}", providers)
+        assert tls.sni and set(tls.sni) == {"localhost"}, tls.sni
+        assert tls.hosts == [], "a request reached a provider whose certificate is not trusted"
+        with open(os.path.join(plano_home, "run", "envoy.yaml")) as f:
+            rendered = f.read()
+        cluster = rendered[rendered.index("    - name: plano_0_openai_gpt-4o\n"):]
+        cluster = cluster[:cluster.index("\n    - name: ")]
+        assert "UpstreamTlsContext" in cluster and "sni: localhost\n" in cluster, cluster
+        bundle = "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }"
+        assert bundle in cluster and "matcher: { exact: localhost }" in cluster, cluster
+        gateway.down()
+        # The same rendered config with only the CA bundle swapped for the
+        # test's CA (the system's cannot be touched): Envoy now trusts the
+        # provider and the request goes through with the right SNI and Host.
+        trusting = tmp_path / "envoy.yaml"
+        trusting.write_text(rendered.replace(bundle, f"trusted_ca: {{ filename: {ca} }}"))
+        envoy = os.path.join(os.path.dirname(shutil.which("planoai")), "..", "share", "plano", "envoy")
+        proc = subprocess.Popen([envoy, "-c", str(trusting), "--concurrency", "1", "--disable-hot-restart",
+                                 "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                try:
+                    requests.get("http://127.0.0.1:12000/healthz", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            resp = chat()
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["x-plano-model"] == "openai/gpt-4o"
+            assert tls.hosts == [f"localhost:{tls.port}"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
     finally:
-        server.shutdown()
+        tls.stop()
 
 
 def test_envoy_admin_listens_on_loopback_only(gateway, providers):
-    import subprocess
-
     secondary = providers(SECONDARY)
     gateway.up(failover_config(f"http://127.0.0.1:{secondary.port}", secondary))
     assert requests.get("http://127.0.0.1:9901/ready", timeout=5).status_code == 200

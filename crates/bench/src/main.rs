@@ -122,29 +122,32 @@ static_resources:
     Ok(child)
 }
 
-/// The gateway's `plano.waiting` gauge: requests parked in a backoff.
-async fn waiting_gauge() -> u64 {
-    let read = || -> Option<u64> {
+/// One of the gateway's own stats, `wasmcustom.plano.<name>` (0 if unread).
+async fn plano_stat(name: &'static str) -> u64 {
+    let read = move || -> Option<u64> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", 9901)).ok()?;
-        s.write_all(
-            b"GET /stats?filter=plano.waiting HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        write!(
+            s,
+            "GET /stats?filter=%5Ewasmcustom.plano.{name}%24 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
-        text.lines().find_map(|l| {
-            l.strip_prefix("wasmcustom.plano.waiting: ")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        let prefix = format!("wasmcustom.plano.{name}: ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
     };
     tokio::task::spawn_blocking(read)
         .await
         .ok()
         .flatten()
         .unwrap_or(0)
+}
+
+/// The gateway's `plano.waiting` gauge: requests parked in a backoff.
+async fn waiting_gauge() -> u64 {
+    plano_stat("waiting").await
 }
 
 fn wait_listening(port: u16) -> Result<()> {
@@ -412,7 +415,11 @@ async fn main() -> Result<()> {
 }
 
 async fn soak(requests: u64, home: &Path) -> Result<bool> {
-    let flaky = mock::serve(Answer::Flaky { percent: 30 }).await?;
+    const RATE_LIMITED_PERCENT: u64 = 30;
+    let flaky = mock::serve(Answer::Flaky {
+        percent: RATE_LIMITED_PERCENT,
+    })
+    .await?;
     let sometimes_slow = mock::serve(Answer::SometimesSlow {
         every: 25,
         delay_ms: 100,
@@ -428,7 +435,9 @@ async fn soak(requests: u64, home: &Path) -> Result<bool> {
     println!("| round | sent | 200 | retry_exhausted | lost or broken | seconds | Envoy RSS MB |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut rss = Vec::new();
-    let mut lost_total = 0;
+    // The fallback always answers, so every request must end in a 200: a
+    // retry_exhausted answer is a failure here too.
+    let mut not_ok = 0;
     for round in 1..=3 {
         let start = Instant::now();
         let t = load::fixed_count(
@@ -439,25 +448,40 @@ async fn soak(requests: u64, home: &Path) -> Result<bool> {
             Duration::from_secs(30),
         )
         .await?;
-        let lost = requests.saturating_sub(t.ok + t.exhausted);
-        lost_total += lost;
+        not_ok += requests.saturating_sub(t.ok);
         let r = rss_mb(gw.pid).unwrap_or(0.0);
         rss.push(r);
         println!(
-            "| {round} | {requests} | {} | {} | {lost} | {:.1} | {r:.0} |",
+            "| {round} | {requests} | {} | {} | {} | {:.1} | {r:.0} |",
             t.ok,
             t.exhausted,
+            t.other,
             start.elapsed().as_secs_f64()
         );
     }
     let alive = std::net::TcpStream::connect(("127.0.0.1", GATEWAY_PORT)).is_ok()
         && rss_mb(gw.pid).is_some();
     let growth = (rss[2] - rss[0]) / rss[0];
-    println!(
-        "\nlost or broken: {lost_total}; Envoy up after: {alive}; RSS after round 3 vs round 1: {:+.1}%",
-        growth * 100.0
+    // Each 429 must have caused one failover, no more and no fewer: the
+    // gateway's own counters against the share the mock rate-limits.
+    let (handled, failovers) = (
+        plano_stat("requests").await,
+        plano_stat("retries.status").await,
     );
-    let checks = [lost_total == 0, alive, growth <= 0.10];
+    let share = failovers as f64 / handled.max(1) as f64;
+    let expected = RATE_LIMITED_PERCENT as f64 / 100.0;
+    println!(
+        "\nnot answered 200: {not_ok}; Envoy up after: {alive}; RSS after round 3 vs round 1: {:+.1}%; failovers {failovers} of {handled} requests ({:.1}%, {RATE_LIMITED_PERCENT}% rate-limited)",
+        growth * 100.0,
+        share * 100.0
+    );
+    let checks = [
+        not_ok == 0,
+        handled == 3 * requests,
+        (share - expected).abs() <= 0.05,
+        alive,
+        growth <= 0.10,
+    ];
     let passed = checks.iter().filter(|c| **c).count();
     println!("soak: {passed} passed, {} failed", checks.len() - passed);
     Ok(passed == checks.len())

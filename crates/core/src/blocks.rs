@@ -179,8 +179,10 @@ pub mod memory {
     #[derive(Default)]
     pub struct MemoryStore {
         entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-        /// Makes the next N writes lose their CAS race, as another worker would.
-        pub conflicts: RefCell<u32>,
+        /// Values another worker writes, one just before each of our next
+        /// writes lands (between our read and our write), as a racing
+        /// worker would.
+        pub competing: RefCell<Vec<Vec<u8>>>,
     }
 
     impl SharedStore for MemoryStore {
@@ -189,13 +191,10 @@ pub mod memory {
         }
 
         fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
-            let mut conflicts = self.conflicts.borrow_mut();
             let mut entries = self.entries.borrow_mut();
-            if *conflicts > 0 {
-                *conflicts -= 1;
-                let entry = entries.entry(key.to_string()).or_insert((Vec::new(), 0));
-                entry.1 += 1;
-                return false;
+            if let Some(theirs) = self.competing.borrow_mut().pop() {
+                let token = entries.get(key).map_or(0, |e| e.1) + 1;
+                entries.insert(key.to_string(), (theirs, token));
             }
             let current = entries.get(key).map_or(0, |e| e.1);
             if cas != 0 && cas != current {
@@ -239,12 +238,40 @@ mod tests {
     }
 
     #[test]
-    fn cas_conflicts_are_retried_and_lose_nothing() {
+    fn a_later_deadline_written_during_our_update_survives() {
         let store = MemoryStore::default();
         block(&store, &model("m/a"), 1);
-        *store.conflicts.borrow_mut() = 10;
+        // Another worker writes 9 000 between our read and our write of 7 000.
+        *store.competing.borrow_mut() = vec![b"9000".to_vec()];
+        assert!(!block(&store, &model("m/a"), 7_000));
+        assert_eq!(blocked_until(&store, &model("m/a"), 0), Some(9_000));
+    }
+
+    #[test]
+    fn an_earlier_deadline_written_during_our_update_is_extended() {
+        let store = MemoryStore::default();
+        block(&store, &model("m/a"), 1);
+        // Several rounds lost to other workers' shorter blocks: ours still lands.
+        *store.competing.borrow_mut() = ["2000", "3000", "5000"]
+            .map(|v| v.as_bytes().to_vec())
+            .to_vec();
         assert!(block(&store, &model("m/a"), 7_000));
         assert_eq!(blocked_until(&store, &model("m/a"), 0), Some(7_000));
+    }
+
+    #[test]
+    fn latency_events_written_during_our_update_are_kept() {
+        let store = MemoryStore::default();
+        let key = model("m/a");
+        record_latency_event(&store, &key, 1_000, None, 3);
+        // Another worker records an event at 1 500 while we record ours.
+        *store.competing.borrow_mut() = vec![b"1000,1500".to_vec()];
+        assert!(record_latency_event(&store, &key, 2_000, None, 3));
+        let (value, _) = store.get(&key.latency_slot()).unwrap();
+        assert_eq!(
+            latency_events(&value, 2_000, None),
+            vec![1_000, 1_500, 2_000]
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ impl ChatBody {
             stream: Option<serde_json::Value>,
         }
         let not_json = |e: serde_json::Error| BodyError::NotJson(e.to_string());
+        // serde_json skips the strings it ignores without checking their
+        // UTF-8, which JSON requires (RFC 8259 §8.1).
+        std::str::from_utf8(raw).map_err(|e| BodyError::NotJson(e.to_string()))?;
         if depth(raw) > MAX_DEPTH {
             return Err(BodyError::TooDeep);
         }
@@ -245,6 +248,10 @@ mod tests {
             Err(BodyError::NotJson(_))
         ));
         assert_eq!(ChatBody::parse(b"[1]"), Err(BodyError::NotAnObject));
+        assert!(matches!(
+            ChatBody::parse(b"{\"model\":\"m\",\"x\":\"\xf0\x90\x80\"}"),
+            Err(BodyError::NotJson(_))
+        ));
         assert_eq!(ChatBody::parse(b"{}"), Err(BodyError::NoModel));
         assert_eq!(
             ChatBody::parse(br#"{"model":3}"#),

@@ -525,12 +525,13 @@ fn resolve_policy(
             threshold_ms: h.threshold_ms,
             measure: h.measure,
             min_triggers: min_triggers.max(1),
-            window_ms: h.trigger_window_seconds.map(|s| s * 1000),
+            // Saturating: an absurd number of seconds must not wrap to a short window.
+            window_ms: h.trigger_window_seconds.map(|s| s.saturating_mul(1000)),
             rule: rule(h.strategy, h.max_attempts),
             block_ms: h
                 .block_duration_seconds
                 .unwrap_or(DEFAULT_LATENCY_BLOCK_SECONDS)
-                * 1000,
+                .saturating_mul(1000),
             scope: h.scope,
             apply_to: h.apply_to,
         }
@@ -573,7 +574,7 @@ fn resolve_policy(
                 max_ms: r
                     .max_retry_after_seconds
                     .unwrap_or(DEFAULT_MAX_RETRY_AFTER_SECONDS)
-                    * 1000,
+                    .saturating_mul(1000),
             });
 
     let failover = |s: Strategy| s != Strategy::SameModel;

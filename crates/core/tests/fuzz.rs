@@ -75,6 +75,36 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     }
 }
 
+/// The plan the valid config resolves to.
+fn resolved_plan() -> GatewayPlan {
+    let config: GatewayConfig = serde_json::from_value(valid_config()).unwrap();
+    resolve(&config, &|_| Some("k".into())).0.unwrap().plan
+}
+
+/// Byte edits to apply to a valid input: (where, what, how).
+fn mutations() -> impl Strategy<Value = Vec<(prop::sample::Index, u8, u8)>> {
+    prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4)
+}
+
+/// `raw` with each edit applied: overwrite, insert or delete one byte.
+fn mutate(mut raw: Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
+    for (at, byte, how) in edits {
+        if raw.is_empty() {
+            raw.push(*byte);
+            continue;
+        }
+        let i = at.index(raw.len());
+        match how {
+            0 => raw[i] = *byte,
+            1 => raw.insert(i, *byte),
+            _ => {
+                raw.remove(i);
+            }
+        }
+    }
+    raw
+}
+
 proptest! {
     #[test]
     fn the_resolver_never_panics_on_a_mutated_config(pick in any::<prop::sample::Index>(), replacement in any_json()) {
@@ -97,7 +127,21 @@ proptest! {
     }
 
     #[test]
-    fn the_plan_parser_rejects_garbage_without_panicking(raw in prop::collection::vec(any::<u8>(), 0..256)) {
+    fn the_plan_check_refuses_exactly_the_plans_that_point_outside(default in prop::option::of(0..4usize),
+                                                                     candidates in prop::collection::vec(0..4usize, 0..4)) {
+        // A valid plan, its indices then set at random: the filter indexes
+        // by them, so check() must pass exactly those within bounds.
+        let mut plan = resolved_plan();
+        let n = plan.targets.len();
+        plan.default_target = default;
+        plan.targets[0].retry_policy.as_mut().unwrap().candidates = candidates.clone();
+        let inside = default.is_none_or(|d| d < n) && candidates.iter().all(|&c| c < n);
+        prop_assert_eq!(plan.check().is_ok(), inside);
+    }
+
+    #[test]
+    fn the_plan_parser_survives_a_mutated_plan(edits in mutations()) {
+        let raw = mutate(serde_json::to_vec(&resolved_plan()).unwrap(), &edits);
         if let Ok(plan) = serde_json::from_slice::<GatewayPlan>(&raw) {
             let _ = plan.check();
         }
@@ -109,9 +153,15 @@ proptest! {
     }
 
     #[test]
-    fn the_body_parser_never_panics(raw in prop::collection::vec(any::<u8>(), 0..512)) {
+    fn the_body_parser_survives_a_mutated_chat_body(extra in prop::collection::btree_map("[a-z]{1,8}", any_json(), 0..4),
+                                                    model in ".{0,12}", edits in mutations()) {
+        let mut doc = serde_json::Map::from_iter(extra);
+        doc.insert("model".into(), Value::from(model));
+        let raw = mutate(serde_json::to_vec(&Value::Object(doc)).unwrap(), &edits);
+        // Whatever it accepts is a JSON object whose `model` it can rewrite.
         if let Ok(body) = ChatBody::parse(&raw) {
-            let _ = body.with_model(&raw, "m");
+            let out: Value = serde_json::from_slice(&body.with_model(&raw, "m")).unwrap();
+            prop_assert_eq!(&out["model"], "m");
         }
     }
 
@@ -142,9 +192,22 @@ proptest! {
     }
 
     #[test]
-    fn the_framing_repair_never_panics(raw in prop::collection::vec(any::<u8>(), 0..256), head in any::<bool>()) {
-        let mut data = if head { b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n".to_vec() } else { Vec::new() };
-        data.extend(raw);
+    fn the_framing_repair_drops_only_transfer_encoding(headers in prop::collection::vec(("[A-Za-z-]{1,12}", "[ -~]{0,20}"), 0..5),
+                                                        at in any::<prop::sample::Index>(), name in "[tT][rR][aA][nN][sS][fF][eE][rR]-[eE][nN][cC][oO][dD][iI][nN][gG]",
+                                                        body in prop::collection::vec(any::<u8>(), 0..64)) {
+        let kept: Vec<String> = headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+        let mut lines = kept.clone();
+        lines.insert(at.index(kept.len() + 1), format!("{name}: chunked\r\n"));
+        let head = |lines: &[String]| format!("HTTP/1.0 200 OK\r\n{}\r\n", lines.concat()).into_bytes();
+        let raw = [head(&lines), body.clone()].concat();
+        prop_assert_eq!(repair_http10_head(&raw), Some([head(&kept), body].concat()));
+    }
+
+    #[test]
+    fn the_framing_repair_survives_a_mutated_head(edits in mutations()) {
+        let raw = b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\ndata: 1\n\n".to_vec();
+        let data = mutate(raw, &edits);
         if let Some(fixed) = repair_http10_head(&data) {
             prop_assert!(fixed.len() < data.len());
         }

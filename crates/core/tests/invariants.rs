@@ -1,7 +1,7 @@
 //! Properties that hold for any policy and any sequence of failures.
 
 use plano_core::attempt::{classify, decide, Decision, Ledger, Outcome, RuleId};
-use plano_core::config::GatewayConfig;
+use plano_core::config::{GatewayConfig, Strategy as RetryStrategy};
 use plano_core::plan::GatewayPlan;
 use plano_core::resolve::resolve;
 use proptest::prelude::*;
@@ -40,7 +40,7 @@ fn policies() -> impl Strategy<Value = Policy> {
         })
 }
 
-fn outcomes() -> impl Strategy<Value = Vec<(Outcome, u64, bool)>> {
+fn outcomes() -> impl Strategy<Value = Vec<(Outcome, u64, Option<usize>)>> {
     let outcome = prop_oneof![
         Just(Outcome::Status(429)),
         Just(Outcome::Status(503)),
@@ -48,8 +48,10 @@ fn outcomes() -> impl Strategy<Value = Vec<(Outcome, u64, bool)>> {
         Just(Outcome::Timeout),
         Just(Outcome::ConnectFailure),
     ];
-    // (how the attempt failed, how long it took, whether its target got blocked)
-    prop::collection::vec((outcome, 0..3_000u64, any::<bool>()), 1..20)
+    // (how the attempt failed, how long it took, which target, tried or
+    // not, some request blocked meanwhile)
+    let blocked = prop::option::of(0..MODELS.len());
+    prop::collection::vec((outcome, 0..3_000u64, blocked), 1..20)
 }
 
 fn plan(p: &Policy) -> GatewayPlan {
@@ -81,23 +83,33 @@ fn plan(p: &Policy) -> GatewayPlan {
     resolve(&config, &|_| None).0.unwrap().plan
 }
 
-/// Runs a request through the failures; returns the ledger, the decisions
-/// with their times, and the time of the first failure.
+/// One decision of a run: what was decided, when, after which target
+/// failed how, and which targets were blocked at that moment.
+#[derive(Debug)]
+struct Step {
+    decision: Decision,
+    at: u64,
+    failed: usize,
+    outcome: Outcome,
+    blocked: Vec<usize>,
+}
+
+/// Runs a request through the failures; returns the ledger and each decision.
 fn run(
     plan: &GatewayPlan,
-    failures: &[(Outcome, u64, bool)],
+    failures: &[(Outcome, u64, Option<usize>)],
     jitter: f64,
-) -> (Ledger, Vec<(Decision, u64)>) {
+) -> (Ledger, Vec<Step>) {
     let mut ledger = Ledger::default();
     let mut now = T0;
     let mut blocked: Vec<(usize, u64)> = Vec::new();
     ledger.start(0, now);
-    let mut decisions = Vec::new();
+    let mut steps = Vec::new();
     for (outcome, took, block) in failures {
         now += took;
-        let current = ledger.current().unwrap().target;
-        if *block {
-            blocked.push((current, now + 1_500));
+        let failed = ledger.current().unwrap().target;
+        if let Some(t) = block {
+            blocked.push((*t, now + 1_500));
         }
         ledger.finish(Some(*outcome), now);
         let view = |t: usize| {
@@ -108,7 +120,15 @@ fn run(
                 .max()
         };
         let d = decide(plan, 0, &ledger, outcome, now, &view, jitter);
-        decisions.push((d, now));
+        steps.push(Step {
+            decision: d,
+            at: now,
+            failed,
+            outcome: *outcome,
+            blocked: (0..plan.targets.len())
+                .filter(|&t| view(t).is_some())
+                .collect(),
+        });
         match d {
             Decision::Retry {
                 target,
@@ -122,7 +142,7 @@ fn run(
             _ => break,
         }
     }
-    (ledger, decisions)
+    (ledger, steps)
 }
 
 proptest! {
@@ -130,12 +150,10 @@ proptest! {
     fn no_rule_exceeds_its_budget(p in policies(), failures in outcomes(), jitter in 0.0..1.0f64) {
         let plan = plan(&p);
         let (ledger, _) = run(&plan, &failures, jitter);
-        let policy = plan.targets[0].retry_policy.as_ref().unwrap();
         for (id, budget) in [(RuleId::Default, p.budgets[0]), (RuleId::Status(0), p.budgets[1]), (RuleId::Timeout, p.budgets[2])] {
             prop_assert!(ledger.spent(id) <= budget, "{id:?} spent {} of {budget}", ledger.spent(id));
         }
         prop_assert!(ledger.attempts.len() as u32 <= 1 + p.budgets.iter().sum::<u32>());
-        let _ = classify(policy, &Outcome::Timeout);
     }
 
     #[test]
@@ -152,19 +170,46 @@ proptest! {
     }
 
     #[test]
-    fn selection_is_deterministic(p in policies(), failures in outcomes(), jitter in 0.0..1.0f64) {
+    fn every_retry_fits_its_rules_strategy(p in policies(), failures in outcomes(), jitter in 0.0..1.0f64) {
         let plan = plan(&p);
-        prop_assert_eq!(run(&plan, &failures, jitter), run(&plan, &failures, jitter));
+        let policy = plan.targets[0].retry_policy.as_ref().unwrap();
+        let (_, steps) = run(&plan, &failures, jitter);
+        for s in &steps {
+            if let Decision::Retry { target, rule, .. } = s.decision {
+                let (id, r) = classify(policy, &s.outcome).expect("a retried outcome falls under a rule");
+                prop_assert_eq!(id, rule);
+                let (to, from) = (&plan.targets[target].provider, &plan.targets[s.failed].provider);
+                match r.strategy {
+                    RetryStrategy::SameModel => prop_assert_eq!(target, s.failed),
+                    RetryStrategy::SameProvider => prop_assert!(to == from && target != s.failed, "{from} -> {to}"),
+                    RetryStrategy::DifferentProvider => prop_assert_ne!(to, from),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_candidate_is_never_picked(p in policies(), failures in outcomes(), jitter in 0.0..1.0f64) {
+        let plan = plan(&p);
+        let policy = plan.targets[0].retry_policy.as_ref().unwrap();
+        let (_, steps) = run(&plan, &failures, jitter);
+        for s in &steps {
+            if let Decision::Retry { target, .. } = s.decision {
+                // same_model waits out its own block instead (SPEC: the wait covers it).
+                let same_model = classify(policy, &s.outcome).unwrap().1.strategy == RetryStrategy::SameModel;
+                prop_assert!(same_model || !s.blocked.contains(&target), "picked blocked {target}; blocked {:?}", s.blocked);
+            }
+        }
     }
 
     #[test]
     fn waits_never_end_past_max_retry_duration(p in policies(), failures in outcomes(), jitter in 0.0..1.0f64) {
         let plan = plan(&p);
-        let (_, decisions) = run(&plan, &failures, jitter);
-        if let (Some(limit), Some((_, first))) = (p.max_duration, decisions.first()) {
-            for (d, at) in &decisions {
-                if let Decision::Retry { wait_ms, .. } = d {
-                    prop_assert!(at + wait_ms <= first + limit);
+        let (_, steps) = run(&plan, &failures, jitter);
+        if let (Some(limit), Some(first)) = (p.max_duration, steps.first()) {
+            for s in &steps {
+                if let Decision::Retry { wait_ms, .. } = s.decision {
+                    prop_assert!(s.at + wait_ms <= first.at + limit);
                 }
             }
         }
