@@ -206,3 +206,79 @@ pub async fn fixed_count(
     }
     Ok(all)
 }
+
+/// How each of a fixed number of streamed requests ended.
+#[derive(Default, Debug)]
+pub struct StreamTally {
+    /// A 200 whose body arrived whole.
+    pub complete: u64,
+    /// The client left after the first bytes, on purpose.
+    pub left: u64,
+    /// Anything else: another status, a cut stream, a timeout.
+    pub broken: u64,
+}
+
+/// Sends exactly `total` streamed requests over `connections` connections;
+/// every `leave_every`-th client leaves after the first frame of its answer
+/// (and reconnects). Each request is bounded by `timeout`.
+pub async fn streamed_count(
+    port: u16,
+    connections: usize,
+    total: u64,
+    leave_every: u64,
+    timeout: Duration,
+) -> Result<StreamTally> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let body = Bytes::from_static(
+        br#"{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (body, next) = (body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = StreamTally::default();
+            let mut sender = connect(port).await?;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let leave = n % leave_every == leave_every - 1;
+                let exchange = async {
+                    let resp = sender.send_request(chat_request(port, &body)?).await?;
+                    let status = resp.status().as_u16();
+                    let mut body = resp.into_body();
+                    if leave {
+                        let first = body.frame().await;
+                        return anyhow::Ok((status, matches!(first, Some(Ok(_)))));
+                    }
+                    let bytes = body.collect().await?.to_bytes();
+                    let whole = bytes.ends_with(b"data: [DONE]\n\n") || bytes.ends_with(b"}");
+                    anyhow::Ok((status, whole))
+                };
+                match tokio::time::timeout(timeout, exchange).await {
+                    Ok(Ok((200, true))) if leave => {
+                        tally.left += 1;
+                        sender = connect(port).await?;
+                    }
+                    Ok(Ok((200, true))) => tally.complete += 1,
+                    _ => {
+                        tally.broken += 1;
+                        sender = connect(port).await?;
+                    }
+                }
+            }
+            anyhow::Ok(tally)
+        }));
+    }
+    let mut all = StreamTally::default();
+    for t in tasks {
+        let t = t.await.context("soak task")??;
+        all.complete += t.complete;
+        all.left += t.left;
+        all.broken += t.broken;
+    }
+    Ok(all)
+}

@@ -24,6 +24,13 @@ pub enum Answer {
     Flaky {
         percent: u64,
     },
+    /// 429 to `percent` of requests (as `Flaky`); of the rest, every
+    /// `silent_every`-th waits `silent_ms` before its headers.
+    Unreliable {
+        percent: u64,
+        silent_every: u64,
+        silent_ms: u64,
+    },
     /// 200, but every `every`-th answer waits `delay_ms` first.
     SometimesSlow {
         every: u64,
@@ -52,6 +59,17 @@ async fn answer(req: Request<Incoming>, how: Answer) -> Result<Response<Body>, I
     let how = match how {
         Answer::Flaky { percent } if mix(n) % 100 < percent => Answer::RateLimited,
         Answer::Flaky { .. } => Answer::Ok,
+        Answer::Unreliable { percent, .. } if mix(n) % 100 < percent => Answer::RateLimited,
+        Answer::Unreliable {
+            silent_every,
+            silent_ms,
+            ..
+        } => {
+            if n.is_multiple_of(silent_every) {
+                tokio::time::sleep(Duration::from_millis(silent_ms)).await;
+            }
+            Answer::Ok
+        }
         Answer::SometimesSlow { every, delay_ms } => {
             if n.is_multiple_of(every) {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -94,7 +112,7 @@ async fn answer(req: Request<Incoming>, how: Answer) -> Result<Response<Body>, I
                 .header("content-type", "text/event-stream")
                 .body(BodyExt::boxed(stream))
         }
-        Answer::Flaky { .. } | Answer::SometimesSlow { .. } => {
+        Answer::Flaky { .. } | Answer::Unreliable { .. } | Answer::SometimesSlow { .. } => {
             Response::builder().body(Full::new(Bytes::new()).boxed())
         }
     };
