@@ -32,13 +32,18 @@ pub const INTERNAL: [&str; 5] = [
     TRY_TIMEOUT_HEADER,
 ];
 
-/// The client's credentials: never sent to a provider.
-const CREDENTIALS: [&str; 5] = [
+/// The client's credentials, and the headers that pick a provider account
+/// (organisation, project, key): never sent to a provider, so a client
+/// cannot bill another account through the gateway's key.
+const CREDENTIALS: [&str; 8] = [
     "authorization",
     "x-api-key",
     "api-key",
     "proxy-authorization",
     "cookie",
+    "openai-organization",
+    "openai-project",
+    "x-goog-api-key",
 ];
 
 /// Request headers a dispatched retry copies from the client: not its

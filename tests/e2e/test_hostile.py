@@ -1,0 +1,82 @@
+"""Hostile requests: no client input picks a cluster, reaches an endpoint the
+gateway does not serve, or chooses the provider account."""
+
+import requests
+
+from conftest import CHAT, GATEWAY, chat
+from mock_provider import Reply
+
+CONFIG = """
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{primary}
+            access_key: key-primary-0001
+            default: true
+          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{secondary}
+            access_key: key-secondary-0002
+"""
+
+
+def start(gateway, providers):
+    primary, secondary = providers(Reply()), providers(Reply())
+    gateway.up(CONFIG.format(primary=primary.port, secondary=secondary.port))
+    return primary, secondary
+
+
+def test_a_client_header_cannot_pick_a_cluster(gateway, providers):
+    primary, secondary = start(gateway, providers)
+    steering = {
+        "x-plano-cluster": "plano_1_anthropic_claude-3-5-sonnet",
+        "x-plano-stream": "plano_stream",
+        "x-plano-target": "plano_1_anthropic_claude-3-5-sonnet",
+    }
+    for method, path in [("POST", "/v2/files"), ("DELETE", "/admin/keys"), ("GET", "/v1/files")]:
+        resp = requests.request(method, GATEWAY + path, headers=steering, data=b"x" * 1000, timeout=10)
+        assert resp.status_code == 404, (method, path, resp.status_code)
+        assert resp.json()["error"]["type"] == "not_found"
+    # On the served endpoint the same headers change nothing either.
+    resp = requests.post(CHAT, json={"model": "openai/gpt-4o", "messages": []}, headers=steering, timeout=10)
+    assert resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/gpt-4o"
+    assert secondary.calls == 0
+    assert primary.calls == 1
+    assert not any(k.startswith("x-plano-") for k in primary.requests[0]["headers"])
+
+
+def test_only_the_served_endpoints_reach_a_provider(gateway, providers):
+    primary, secondary = start(gateway, providers)
+    for path in ["/v1/files", "/v1/fine_tuning/jobs", "/v1/", "/v1/batches", "/v1/../admin",
+                 "/v1/chat/completions/../../files", "/plano/next-attempt?exchange=0123456789abcdef"]:
+        resp = requests.post(GATEWAY + path, json={"model": "openai/gpt-4o"}, timeout=10)
+        assert resp.status_code == 404, (path, resp.status_code, resp.text)
+    resp = requests.post(GATEWAY + "/v1/..%2Fadmin", json={"model": "openai/gpt-4o"}, timeout=10)
+    assert resp.status_code == 400
+    # A doubled slash is the same endpoint, normalised before routing.
+    resp = requests.post(GATEWAY + "/v1//chat/completions", json={"model": "openai/gpt-4o", "messages": []}, timeout=10)
+    assert resp.status_code == 200
+    assert primary.calls == 1 and secondary.calls == 0
+    assert primary.requests[0]["path"] == "/v1/chat/completions"
+
+
+def test_a_client_cannot_pick_the_provider_account(gateway, providers):
+    primary, _ = start(gateway, providers)
+    resp = requests.post(
+        CHAT,
+        json={"model": "openai/gpt-4o", "messages": []},
+        headers={"OpenAI-Organization": "org-client", "OpenAI-Project": "proj-client", "x-goog-api-key": "client-goog",
+                 "x-envoy-upstream-rq-timeout-ms": "1", "x-envoy-retry-on": "5xx"},
+        timeout=10,
+    )
+    assert resp.status_code == 200
+    seen = primary.requests[0]["headers"]
+    for name in ["openai-organization", "openai-project", "x-goog-api-key"]:
+        assert name not in seen, seen
+    assert seen["authorization"] == "Bearer key-primary-0001"
+    assert not any(k.startswith("x-envoy-") for k in seen), seen
+    assert not any(k.lower().startswith("x-envoy-") for k in resp.headers), resp.headers
+    assert chat().status_code == 200
