@@ -1,6 +1,8 @@
 """Hostile requests: no client input picks a cluster, reaches an endpoint the
 gateway does not serve, or chooses the provider account."""
 
+import os
+
 import requests
 
 from conftest import CHAT, GATEWAY, chat
@@ -80,3 +82,58 @@ def test_a_client_cannot_pick_the_provider_account(gateway, providers):
     assert not any(k.startswith("x-envoy-") for k in seen), seen
     assert not any(k.lower().startswith("x-envoy-") for k in resp.headers), resp.headers
     assert chat().status_code == 200
+
+
+def test_no_local_user_reads_a_provider_key_from_any_envoy_socket(gateway, providers, plano_home):
+    import glob
+    import subprocess
+
+    primary, _ = start(gateway, providers)
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    ports = sorted({int(line.split()[3].rsplit(":", 1)[1]) for line in listening.splitlines() if "envoy" in line})
+    assert {12000, 9901} <= set(ports), listening
+    seen = []
+    for port in ports:
+        for path in ["/", "/config_dump", "/config_dump?include_eds", "/v1/models", "/plano/blocks", "/stats"]:
+            out = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"curl -s -m 5 http://127.0.0.1:{port}{path}"],
+                                 capture_output=True, text=True, timeout=20)
+            seen.append(out.stdout)
+    dump = "\n".join(seen)
+    assert "plano_0_openai_gpt-4o" in dump  # config_dump was read, and names the secret
+    assert "key-primary-0001" not in dump and "key-secondary-0002" not in dump
+    # The files that hold the keys are the owner's alone.
+    for key_file in glob.glob(os.path.join(plano_home, "run", "*.key.json")):
+        assert os.stat(key_file).st_mode & 0o077 == 0, key_file
+    assert chat().status_code == 200
+    assert primary.requests[-1]["headers"]["authorization"] == "Bearer key-primary-0001"
+
+
+def test_an_oversized_body_always_gets_the_json_413(gateway, providers):
+    primary = providers(Reply())
+    gateway.up(CONFIG.replace("port: 12000", "port: 12000\n            max_request_body_bytes: 2097152").format(
+        primary=primary.port, secondary=primary.port))
+    for size in [2_500_000, 3_000_000, 4_000_000, 3_000_000, 3_000_000]:
+        body = b'{"model": "openai/gpt-4o", "messages": [], "pad": "' + b"x" * size + b'"}'
+        resp = requests.post(CHAT, data=body, headers={"content-type": "application/json"}, timeout=30)
+        assert resp.status_code == 413, size
+        assert resp.json()["error"]["type"] == "request_too_large", resp.text
+        # Sent chunked, without a length to refuse it by.
+        resp = requests.post(CHAT, data=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                             headers={"content-type": "application/json"}, timeout=30)
+        assert resp.status_code == 413, size
+        assert resp.json()["error"]["type"] == "request_too_large", resp.text
+    assert primary.calls == 0
+
+
+def test_no_envoy_header_reaches_a_provider_on_any_path(gateway, providers):
+    limited = Reply(status=429, body={"error": {"message": "limited"}})
+    primary, secondary = providers(limited), providers(Reply(), Reply(stream=["data: x\n\n"]))
+    gateway.up(CONFIG.format(primary=primary.port, secondary=secondary.port).replace(
+        "default: true", "default: true\n            retry_policy: { default_strategy: different_provider }"))
+    assert chat().status_code == 200  # a dispatched retry
+    body = {"model": "openai/gpt-4o", "messages": [], "stream": True}
+    assert requests.post(CHAT, json=body, timeout=10).status_code == 200  # a redirected one
+    received = primary.requests + secondary.requests
+    assert len(received) == 4
+    for r in received:
+        assert not any(k.startswith(("x-envoy-", "x-plano-")) for k in r["headers"]), r["headers"]

@@ -16,6 +16,8 @@ const TEMPLATE: &str = include_str!("../../../envoy/envoy.yaml.j2");
 const KUBERNETES: &str = include_str!("../../../envoy/kubernetes.yaml.j2");
 /// Where the sidecar finds the filter (a ConfigMap mounted there).
 pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
+/// Where the sidecar mounts the Secret with envoy.yaml and the key files.
+pub const SIDECAR_CONFIG_DIR: &str = "/etc/plano";
 pub const ADMIN_PORT: u16 = 9901;
 /// Loopback listener where the filter reports its blocks.
 pub const STATUS_PORT: u16 = 9902;
@@ -35,6 +37,36 @@ struct Cluster {
     #[serde(rename = "static")]
     is_static: bool,
     connect_timeout: String,
+    /// Path of the SDS file holding this cluster's `Authorization` value.
+    key_file: Option<String>,
+}
+
+/// Envoy's config and the secret files it reads the provider keys from.
+pub struct Rendered {
+    pub envoy_yaml: String,
+    /// (file name, contents): one SDS secret per provider key.
+    pub keys: Vec<(String, String)>,
+}
+
+impl Rendered {
+    /// Writes envoy.yaml and the key files into `dir`, owner-only.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_private(&dir.join("envoy.yaml"), self.envoy_yaml.as_bytes())?;
+        for (name, contents) in &self.keys {
+            write_private(&dir.join(name), contents.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// An SDS file with one generic secret: what the credential injector sets.
+fn key_secret(name: &str, key: &str) -> Result<String> {
+    let doc = serde_json::json!({"resources": [{
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": name,
+        "generic_secret": {"secret": {"inline_string": format!("Bearer {key}")}},
+    }]});
+    Ok(serde_json::to_string_pretty(&doc)?)
 }
 
 /// `host.docker.internal` is "the machine the gateway runs on": natively
@@ -46,30 +78,37 @@ fn connect_address(host: &str) -> String {
     }
 }
 
-pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
+/// Renders Envoy's config for a run whose files sit in `keys_dir` as Envoy
+/// sees it (the key files are named there).
+pub fn render(loaded: &Loaded, wasm_path: &str, keys_dir: &str) -> Result<Rendered> {
     let r = &loaded.resolved;
-    let clusters: Vec<Cluster> = r
-        .plan
-        .targets
-        .iter()
-        .zip(&r.endpoints)
-        .map(|(t, e)| {
-            let address = connect_address(&e.host);
-            Cluster {
-                name: t.cluster.clone(),
-                is_static: address.parse::<std::net::IpAddr>().is_ok(),
-                address,
-                port: e.port,
-                host: e.host.clone(),
-                tls: e.tls,
-                connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
+    let mut keys = Vec::new();
+    let mut clusters = Vec::new();
+    for (t, e) in r.plan.targets.iter().zip(&r.endpoints) {
+        let address = connect_address(&e.host);
+        let key_file = match &e.access_key {
+            Some(key) => {
+                let name = format!("{}.key.json", t.cluster);
+                keys.push((name.clone(), key_secret(&t.cluster, key)?));
+                Some(format!("{}/{name}", keys_dir.trim_end_matches('/')))
             }
-        })
-        .collect();
+            None => None,
+        };
+        clusters.push(Cluster {
+            name: t.cluster.clone(),
+            is_static: address.parse::<std::net::IpAddr>().is_ok(),
+            address,
+            port: e.port,
+            host: e.host.clone(),
+            tls: e.tls,
+            connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
+            key_file,
+        });
+    }
     let mut plan = r.plan.clone();
     plan.status_port = Some(STATUS_PORT);
     let plan_json = serde_json::to_string(&plan)?;
-    render_yaml(
+    let envoy_yaml = render_yaml(
         TEMPLATE,
         context! {
             source => loaded.path.display().to_string(),
@@ -79,6 +118,7 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
             listener_address => r.listener_address,
             listener_port => r.listener_port,
             buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
+            body_limit => r.plan.max_request_body_bytes,
             wasm_path => wasm_path,
             plan_json => plan_json,
             clusters => clusters,
@@ -87,7 +127,8 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
             try_timeouts => try_timeouts(&r.plan),
             max_redirects => MAX_REDIRECTS,
         },
-    )
+    )?;
+    Ok(Rendered { envoy_yaml, keys })
 }
 
 /// Every time-to-headers limit a streamed attempt may have: each target's
@@ -111,13 +152,20 @@ fn try_timeouts(plan: &plano_core::plan::GatewayPlan) -> Vec<u64> {
     limits
 }
 
-/// A Secret holding `envoy_yaml` and a Deployment running Envoy as a sidecar.
-pub fn kubernetes(envoy_yaml: &str) -> Result<String> {
-    let indented: String = envoy_yaml.lines().map(|l| format!("    {l}\n")).collect();
+/// A Secret holding the rendered files and a Deployment running Envoy as a
+/// sidecar.
+pub fn kubernetes(rendered: &Rendered) -> Result<String> {
+    let indent = |text: &str| -> String { text.lines().map(|l| format!("    {l}\n")).collect() };
+    let keys: Vec<_> = rendered
+        .keys
+        .iter()
+        .map(|(name, contents)| context! { name => name, contents => indent(contents) })
+        .collect();
     render_yaml(
         KUBERNETES,
         context! {
-            envoy_yaml => indented,
+            envoy_yaml => indent(&rendered.envoy_yaml),
+            keys => keys,
             admin_port => ADMIN_PORT,
         },
     )

@@ -19,6 +19,8 @@ use crate::render;
 pub const CONTAINER: &str = "plano-gateway";
 pub const IMAGE: &str = concat!("plano-gateway:", env!("CARGO_PKG_VERSION"));
 const CONTAINER_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
+/// Where the container finds envoy.yaml and the key files.
+const CONTAINER_KEYS: &str = "/etc/plano";
 const STARTUP: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -165,10 +167,12 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
     let source = paths::filter_wasm()?;
     fs::copy(&source, &wasm).with_context(|| format!("cannot copy {}", source.display()))?;
     let envoy_yaml = dir.join("envoy.yaml");
-    render::write_private(
-        &envoy_yaml,
-        render::render(loaded, &wasm.display().to_string())?.as_bytes(),
-    )?;
+    render::render(
+        loaded,
+        &wasm.display().to_string(),
+        &dir.display().to_string(),
+    )?
+    .write(&dir)?;
     let log = dir.join("envoy.log");
     render::write_private(&log, b"")?;
     let envoy = paths::envoy_binary()?;
@@ -258,14 +262,14 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
     remove_container();
     ensure_port_free(&r.listener_address, r.listener_port)?;
     let dir = prepare_run_dir()?;
-    let envoy_yaml = dir.join("envoy.yaml");
-    // Keys stay in this owner-only file, mounted read-only: not in the
-    // container's environment, so not in `docker inspect`.
-    render::write_private(
-        &envoy_yaml,
-        render::render(loaded, CONTAINER_WASM)?.as_bytes(),
-    )?;
-    let mount = format!("{}:/etc/plano/envoy.yaml:ro", envoy_yaml.display());
+    // Keys stay in owner-only files in the run directory, mounted read-only:
+    // not in the container's environment, so not in `docker inspect`.
+    let keys = dir.join("keys");
+    let _ = fs::remove_dir_all(&keys);
+    fs::create_dir_all(&keys).with_context(|| format!("cannot create {}", keys.display()))?;
+    let rendered = render::render(loaded, CONTAINER_WASM, CONTAINER_KEYS)?;
+    rendered.write(&keys)?;
+    let mount = format!("{}:{CONTAINER_KEYS}:ro", keys.display());
     // This planoai's own filter, not the one an older image was built with.
     let wasm = format!("{}:{CONTAINER_WASM}:ro", paths::filter_wasm()?.display());
     let mut args = vec![
@@ -283,7 +287,7 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
         &wasm,
         IMAGE,
     ];
-    let envoy_args = envoy_args("/etc/plano/envoy.yaml", workers);
+    let envoy_args = envoy_args(&format!("{CONTAINER_KEYS}/envoy.yaml"), workers);
     args.extend(envoy_args.iter().map(String::as_str));
     let out = docker(&args)?;
     if !out.status.success() {

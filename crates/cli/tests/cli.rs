@@ -231,14 +231,19 @@ fn keys_come_from_the_environment_or_a_dotenv_and_never_show() {
     .unwrap();
     let out = planoai(&["render", "gw.yaml", "-o", "out"], &dir);
     assert!(out.status.success(), "{}", stderr(&out));
-    let rendered = dir.join("out/envoy.yaml");
-    assert!(fs::read_to_string(&rendered)
+    // The key is in its owner-only secret file, and not in envoy.yaml
+    // (whose contents Envoy's admin shows).
+    let key_file = dir.join("out/plano_0_openai_gpt-4o.key.json");
+    assert!(fs::read_to_string(&key_file)
         .unwrap()
-        .contains("sk-cli-secret"));
+        .contains("Bearer sk-cli-secret"));
     assert_eq!(
-        fs::metadata(&rendered).unwrap().permissions().mode() & 0o777,
+        fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    assert!(!fs::read_to_string(dir.join("out/envoy.yaml"))
+        .unwrap()
+        .contains("sk-cli-secret"));
     assert!(!stdout(&out).contains("sk-cli-secret") && !stderr(&out).contains("sk-cli-secret"));
 }
 

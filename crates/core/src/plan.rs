@@ -85,7 +85,6 @@ pub struct Target {
     /// Prepended to the client's path, after `strip_prefix` is removed from it.
     pub path_prefix: String,
     pub strip_prefix: String,
-    pub access_key: Option<String>,
     pub timeout_ms: u64,
     pub retry_policy: Option<RetryPolicy>,
 }

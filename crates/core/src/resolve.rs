@@ -30,6 +30,9 @@ pub struct Endpoint {
     pub port: u16,
     pub path_prefix: String,
     pub strip_prefix: String,
+    /// The provider's key: Envoy injects it from a secret file, so it is in
+    /// neither the filter's plan nor Envoy's config.
+    pub access_key: Option<String>,
 }
 
 impl Endpoint {
@@ -41,6 +44,7 @@ impl Endpoint {
             port: 0,
             path_prefix: String::new(),
             strip_prefix: String::new(),
+            access_key: None,
         }
     }
 
@@ -110,6 +114,7 @@ pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
         port,
         path_prefix: path.trim_end_matches('/').to_string(),
         strip_prefix: String::new(),
+        access_key: None,
     })
 }
 
@@ -130,6 +135,7 @@ fn endpoint_for(
             port: 443,
             path_prefix: root.to_string(),
             strip_prefix: "/v1".into(),
+            access_key: None,
         }),
         None => Err((
             format!(
@@ -318,11 +324,13 @@ pub fn resolve(
             authority: endpoint.authority(),
             path_prefix: endpoint.path_prefix.clone(),
             strip_prefix: endpoint.strip_prefix.clone(),
-            access_key,
             timeout_ms: p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
             retry_policy: None,
         });
-        endpoints.push(endpoint);
+        endpoints.push(Endpoint {
+            access_key,
+            ..endpoint
+        });
     }
 
     let defaults: Vec<usize> = config

@@ -174,15 +174,12 @@ impl Worker {
         self.metrics.add(self.metrics.attempts, 1);
         let body = ex.chat.with_model(&ex.raw, &t.model_name);
         let path = t.upstream_path(&ex.client_path);
-        let key = t.access_key.as_deref().map(|k| format!("Bearer {k}"));
+        // The cluster's credential injector adds the target's key.
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
             (":path", &path),
             (":authority", &t.authority),
         ];
-        if let Some(k) = &key {
-            headers.push(("authorization", k));
-        }
         // The client's own headers, read only now that a retry needs them.
         let client_headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         headers.extend(

@@ -104,11 +104,10 @@ pub fn drop_internal_request_headers() {
     }
 }
 
-/// Points the routed request at `target`: its host, path and key, the
-/// body's new length, no client credentials. `route` names the header and
-/// cluster the route uses.
+/// Points the routed request at `target`: its host and path, the body's new
+/// length, no client credentials (the target's cluster injects its key).
+/// `route` names the header and cluster the route uses.
 pub fn address_request(target: &Target, path: &str, body_len: usize, route: (&str, &str)) {
-    let key = target.access_key.as_deref().map(|k| format!("Bearer {k}"));
     let length = body_len.to_string();
     set_request_header(":authority", Some(&target.authority));
     set_request_header(":path", Some(path));
@@ -118,7 +117,6 @@ pub fn address_request(target: &Target, path: &str, body_len: usize, route: (&st
     for name in CREDENTIALS {
         set_request_header(name, None);
     }
-    set_request_header("authorization", key.as_deref());
     // An internal redirect adds this; a provider never sees Envoy's headers.
     set_request_header("x-envoy-original-url", None);
 }

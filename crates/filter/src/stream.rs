@@ -106,6 +106,14 @@ impl HttpContext for GatewayStream {
                     );
                     return Action::Pause;
                 }
+                let limit = self.worker.plan().max_request_body_bytes;
+                let declared = self.get_http_request_header("content-length");
+                if declared
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n > limit)
+                {
+                    return too_large(limit);
+                }
                 self.role = Role::Buffering(path);
                 // Hold the headers until the body names the model.
                 Action::Pause
@@ -120,11 +128,7 @@ impl HttpContext for GatewayStream {
                 let limit = self.worker.plan().max_request_body_bytes;
                 if body_size as u64 > limit {
                     self.role = Role::Other;
-                    return reply_error(
-                        413,
-                        "request_too_large",
-                        &format!("the request body exceeds the gateway's limit of {limit} bytes"),
-                    );
+                    return too_large(limit);
                 }
                 if !end_of_stream {
                     return Action::Pause;
@@ -189,6 +193,15 @@ impl HttpContext for GatewayStream {
         self.worker.put(ex);
         action
     }
+}
+
+/// A body over the limit, known from its length or from what arrived.
+fn too_large(limit: u64) -> Action {
+    reply_error(
+        413,
+        "request_too_large",
+        &format!("the request body exceeds the gateway's limit of {limit} bytes"),
+    )
 }
 
 impl Drop for GatewayStream {

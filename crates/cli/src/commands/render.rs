@@ -16,17 +16,23 @@ pub fn run(args: &RenderArgs) -> Result<i32> {
         (None, true) => render::SIDECAR_WASM.to_string(),
         (None, false) => fs::canonicalize(&wasm)?.display().to_string(),
     };
-    let envoy_yaml = render::render(&loaded, &wasm_path)?;
-    let envoy_path = args.output.join("envoy.yaml");
-    render::write_private(&envoy_path, envoy_yaml.as_bytes())?;
+    // Envoy finds the key files beside envoy.yaml: in the sidecar, where
+    // the Secret is mounted.
+    let keys_dir = match args.kubernetes {
+        true => render::SIDECAR_CONFIG_DIR.to_string(),
+        false => fs::canonicalize(&args.output)?.display().to_string(),
+    };
+    let rendered = render::render(&loaded, &wasm_path, &keys_dir)?;
+    rendered.write(&args.output)?;
     println!(
-        "wrote {} (owner-only: it holds access keys) and {}",
-        envoy_path.display(),
+        "wrote {} and {} key file(s) (owner-only: Envoy reads the access keys from them), and {}",
+        args.output.join("envoy.yaml").display(),
+        rendered.keys.len(),
         wasm.display()
     );
     if args.kubernetes {
         let manifest = args.output.join("kubernetes.yaml");
-        render::write_private(&manifest, render::kubernetes(&envoy_yaml)?.as_bytes())?;
+        render::write_private(&manifest, render::kubernetes(&rendered)?.as_bytes())?;
         println!(
             "wrote {} (owner-only: its Secret holds access keys); apply it with:",
             manifest.display()
