@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{value_parser, Args, Parser, Subcommand};
+
+use crate::logfile;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +51,15 @@ pub enum Command {
         after_help = "Examples:\n  planoai build\n  planoai build --base-image envoyproxy/envoy:v1.40.0"
     )]
     Build(BuildArgs),
+    /// Copies stdin (Envoy's output) to PATH, rotating it under a size cap
+    #[command(hide = true)]
+    LogWriter {
+        path: PathBuf,
+        #[arg(long)]
+        max_bytes: u64,
+        #[arg(long)]
+        files: u32,
+    },
 }
 
 #[derive(Args)]
@@ -63,6 +74,23 @@ pub struct UpArgs {
     /// Envoy worker threads
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
+    /// Largest size of one log file (natively envoy.log, in Docker the
+    /// container's log), e.g. 512k, 10M, 1G
+    #[arg(long, value_name = "SIZE", default_value = logfile::DEFAULT_MAX_SIZE, value_parser = logfile::parse_size)]
+    pub log_max_size: u64,
+    /// Log files kept, rotated ones included: the log never takes more than
+    /// SIZE times this
+    #[arg(long, value_name = "N", default_value_t = logfile::DEFAULT_MAX_FILES, value_parser = value_parser!(u32).range(1..=100))]
+    pub log_max_files: u32,
+}
+
+impl UpArgs {
+    pub fn log_cap(&self) -> logfile::LogCap {
+        logfile::LogCap {
+            max_bytes: self.log_max_size,
+            files: self.log_max_files,
+        }
+    }
 }
 
 #[derive(Args)]

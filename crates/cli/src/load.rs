@@ -31,10 +31,11 @@ impl Report {
             .count()
     }
 
-    pub fn print(&self) {
+    pub fn print(&self) -> Result<()> {
         for d in &self.diagnostics {
-            eprintln!("{}", d.render(&self.path, &self.source));
+            errln!("{}", d.render(&self.path, &self.source))?;
         }
+        Ok(())
     }
 }
 
@@ -156,7 +157,7 @@ fn read_dotenv(config: &Path) -> HashMap<String, String> {
 /// Loads `path` for running: prints every diagnostic, and fails on errors.
 pub fn load_for_run(path: &Path) -> Result<Loaded> {
     let report = load(path)?;
-    report.print();
+    report.print()?;
     match report.loaded {
         Some(l) if report.errors() == 0 => Ok(l),
         _ => anyhow::bail!(

@@ -21,5 +21,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Status => status::run(),
         Command::Logs { follow, lines } => logs::run(follow, lines),
         Command::Build(args) => build::run(&args),
+        Command::LogWriter {
+            path,
+            max_bytes,
+            files,
+        } => {
+            crate::logfile::write(&path, crate::logfile::LogCap { max_bytes, files })?;
+            Ok(0)
+        }
     }
 }

@@ -19,23 +19,23 @@ pub fn run(args: &RenderArgs) -> Result<i32> {
     let envoy_yaml = render::render(&loaded, &wasm_path)?;
     let envoy_path = args.output.join("envoy.yaml");
     render::write_private(&envoy_path, envoy_yaml.as_bytes())?;
-    println!(
+    outln!(
         "wrote {} (owner-only: it holds access keys) and {}",
         envoy_path.display(),
         wasm.display()
-    );
+    )?;
     if args.kubernetes {
         let manifest = args.output.join("kubernetes.yaml");
         render::write_private(&manifest, render::kubernetes(&envoy_yaml)?.as_bytes())?;
-        println!(
+        outln!(
             "wrote {} (owner-only: its Secret holds access keys); apply it with:",
             manifest.display()
-        );
-        println!(
+        )?;
+        outln!(
             "  kubectl create configmap plano-filter --from-file={}",
             wasm.display()
-        );
-        println!("  kubectl apply -f {}", manifest.display());
+        )?;
+        outln!("  kubectl apply -f {}", manifest.display())?;
     }
     Ok(0)
 }
