@@ -27,8 +27,10 @@ pub enum Command {
     #[command(after_help = "Example:\n  planoai down")]
     Down(DownArgs),
     /// Check CONFIG and report every problem found, with its line and field
-    #[command(after_help = "Example:\n  planoai validate configs/demo.yaml")]
-    Validate { config: PathBuf },
+    #[command(
+        after_help = "An access key's unset environment variable ($VAR) is a warning here, so a config\ncan be checked before its secrets are at hand (in CI); `planoai up` refuses it.\nWith --strict, or --env-file, it is an error.\n\nExamples:\n  planoai validate configs/demo.yaml\n  planoai validate --strict configs/providers.yaml\n  planoai validate --env-file prod.env configs/providers.yaml"
+    )]
+    Validate(ValidateArgs),
     /// Write envoy.yaml and the filter's .wasm to DIR, to run Envoy elsewhere (e.g. a Kubernetes sidecar)
     #[command(
         after_help = "Example:\n  planoai render configs/demo.yaml -o dist/\n  envoy -c dist/envoy.yaml"
@@ -91,6 +93,18 @@ impl UpArgs {
             files: self.log_max_files,
         }
     }
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    pub config: PathBuf,
+    /// An unset environment variable is an error, as it is for `up`
+    #[arg(long)]
+    pub strict: bool,
+    /// Read variables from FILE (KEY=VALUE lines) after the environment;
+    /// implies --strict
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
 }
 
 #[derive(Args)]

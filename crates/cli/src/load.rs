@@ -39,14 +39,38 @@ impl Report {
     }
 }
 
-/// Loads and checks `path`. `Err` only when the file cannot be read.
-pub fn load(path: &Path) -> Result<Report> {
+/// Where `$VAR` keys come from, and what an unset one is.
+pub struct Options {
+    /// Read after the environment, before the `.env` beside the config.
+    pub env_file: Option<PathBuf>,
+    pub unset_variable: Severity,
+}
+
+impl Options {
+    /// As `up` needs it: every key resolved.
+    pub fn for_run() -> Options {
+        Options {
+            env_file: None,
+            unset_variable: Severity::Error,
+        }
+    }
+}
+
+/// Loads and checks `path`. `Err` only when a file cannot be read.
+pub fn load(path: &Path, options: &Options) -> Result<Report> {
     let source = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    let dotenv = read_dotenv(path);
+    let env_file = match &options.env_file {
+        Some(file) => read_env_file(file)
+            .with_context(|| format!("cannot read the env file {}", file.display()))?,
+        None => HashMap::new(),
+    };
+    let dotenv =
+        read_env_file(&path.parent().unwrap_or(Path::new(".")).join(".env")).unwrap_or_default();
     let env = |name: &str| {
         std::env::var(name)
             .ok()
+            .or_else(|| env_file.get(name).cloned())
             .or_else(|| dotenv.get(name).cloned())
     };
     let mut report = Report {
@@ -62,7 +86,7 @@ pub fn load(path: &Path) -> Result<Report> {
             return Ok(report);
         }
     };
-    let (resolved, issues) = resolve::resolve(&config, &env);
+    let (resolved, issues) = resolve::resolve_with(&config, &env, options.unset_variable);
     for issue in issues {
         let (line, column) = locate(&report.source, &issue.path);
         report.diagnostics.push(Diagnostic {
@@ -131,13 +155,11 @@ fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
     }
 }
 
-/// `KEY=VALUE` lines of a `.env` beside the config, if there is one.
-fn read_dotenv(config: &Path) -> HashMap<String, String> {
-    let dir = config.parent().unwrap_or(Path::new("."));
-    let Ok(text) = std::fs::read_to_string(dir.join(".env")) else {
-        return HashMap::new();
-    };
-    text.lines()
+/// The `KEY=VALUE` lines of an env file (`.env`).
+fn read_env_file(file: &Path) -> std::io::Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(text
+        .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
@@ -151,12 +173,12 @@ fn read_dotenv(config: &Path) -> HashMap<String, String> {
                 .unwrap_or(v);
             Some((k.trim().to_string(), v.to_string()))
         })
-        .collect()
+        .collect())
 }
 
 /// Loads `path` for running: prints every diagnostic, and fails on errors.
 pub fn load_for_run(path: &Path) -> Result<Loaded> {
-    let report = load(path)?;
+    let report = load(path, &Options::for_run())?;
     report.print()?;
     match report.loaded {
         Some(l) if report.errors() == 0 => Ok(l),

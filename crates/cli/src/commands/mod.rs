@@ -16,7 +16,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Up(args) => up::run(&args),
         Command::Down(args) => down::run(&args),
-        Command::Validate { config } => validate::run(&config),
+        Command::Validate(args) => validate::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Status => status::run(),
         Command::Logs { follow, lines } => logs::run(follow, lines),

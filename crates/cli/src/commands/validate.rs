@@ -1,11 +1,23 @@
-use std::path::Path;
-
 use anyhow::Result;
+use plano_core::resolve::Severity;
 
-use crate::load;
+use crate::cli::ValidateArgs;
+use crate::load::{self, Options};
 
-pub fn run(config: &Path) -> Result<i32> {
-    let report = load::load(config)?;
+pub fn run(args: &ValidateArgs) -> Result<i32> {
+    let config = &args.config;
+    let strict = args.strict || args.env_file.is_some();
+    let report = load::load(
+        config,
+        &Options {
+            env_file: args.env_file.clone(),
+            unset_variable: if strict {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
+        },
+    )?;
     report.print()?;
     let warnings = report.diagnostics.len() - report.errors();
     if report.errors() > 0 {
