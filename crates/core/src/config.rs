@@ -9,6 +9,34 @@ pub struct GatewayConfig {
     pub version: String,
     pub listeners: Vec<Listener>,
     pub model_providers: Vec<ModelProvider>,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+/// The per-request log lines a busy gateway may do without. Retries, blocks
+/// and exhausted retries are always logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Envoy's access log: a line per request.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+    /// The attempt line of a request answered by its first attempt.
+    #[serde(default = "yes")]
+    pub first_attempt_success: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            access_log: true,
+            first_attempt_success: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

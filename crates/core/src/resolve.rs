@@ -191,6 +191,8 @@ pub fn cluster_name(index: usize, model: &str) -> String {
 
 pub struct Resolved {
     pub plan: GatewayPlan,
+    /// Envoy's access log on (`logging.access_log`); for the rendered config.
+    pub access_log: bool,
     pub endpoints: Vec<Endpoint>,
     pub listener_port: u16,
     pub listener_address: String,
@@ -403,7 +405,9 @@ pub fn resolve_with(
                     .max_request_body_bytes
                     .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
                 status_port: None,
+                log_first_success: config.logging.first_attempt_success,
             },
+            access_log: config.logging.access_log,
             endpoints,
             listener_port: l.port,
             listener_address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
