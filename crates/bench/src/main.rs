@@ -457,7 +457,39 @@ async fn soak(requests: u64, home: &Path) -> Result<bool> {
         "\nlost or broken: {lost_total}; Envoy up after: {alive}; RSS after round 3 vs round 1: {:+.1}%",
         growth * 100.0
     );
-    let checks = [lost_total == 0, alive, growth <= 0.10];
+    // The log is capped (`planoai up`'s default: 3 files of 10 MiB) and,
+    // rotated or not, still shows the latest failovers.
+    let run = home.join("run");
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&run)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("envoy.log"))
+        .map(|n| {
+            (
+                n.clone(),
+                std::fs::metadata(run.join(&n)).map_or(0, |m| m.len()),
+            )
+        })
+        .collect();
+    files.sort();
+    let log_bytes: u64 = files.iter().map(|f| f.1).sum();
+    let newest = std::fs::read_to_string(run.join("envoy.log")).unwrap_or_default();
+    let failover_logged = newest.contains("attempt 2: anthropic/c -> 200");
+    const LOG_FILE_CAP: u64 = 10 << 20;
+    println!(
+        "log: {:.1} MiB in {} file(s) ({}), cap 3 x 10 MiB; latest failover logged: {failover_logged}",
+        log_bytes as f64 / (1 << 20) as f64,
+        files.len(),
+        files.iter().map(|f| format!("{} {:.1} MiB", f.0, f.1 as f64 / (1 << 20) as f64)).collect::<Vec<_>>().join(", ")
+    );
+    let log_capped = files.len() <= 3 && files.iter().all(|f| f.1 <= LOG_FILE_CAP);
+    let checks = [
+        lost_total == 0,
+        alive,
+        growth <= 0.10,
+        log_capped,
+        failover_logged,
+    ];
     let passed = checks.iter().filter(|c| **c).count();
     println!("soak: {passed} passed, {} failed", checks.len() - passed);
     Ok(passed == checks.len())
