@@ -77,7 +77,7 @@ def test_native_log_stays_under_its_cap_and_keeps_the_latest_failover(gateway, p
     # The newest failover is in the log, and `logs` reads across the files.
     resp = requests.post(CHAT, json=BODY, headers={"x-request-id": "the-last-failover"}, timeout=30)
     assert resp.status_code == 200 and resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
-    line = "request the-last-failover attempt 2: anthropic/claude-3-5-sonnet -> 200"
+    line = "request the-last-failover  attempt 2  anthropic/claude-3-5-sonnet  200"
     assert eventually(lambda: line in planoai("logs", "-n", "20").stdout), planoai("logs", "-n", "20").stdout
     tail = planoai("logs", "-n", "100000").stdout
     assert len(tail.splitlines()) > sent // 10, "logs read only part of the kept files"

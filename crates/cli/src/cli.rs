@@ -39,14 +39,22 @@ pub enum Command {
     /// Show whether a gateway runs, where, since when, and its current blocks
     #[command(after_help = "Example:\n  planoai status")]
     Status,
-    /// Print the running gateway's log (-f to follow)
-    #[command(after_help = "Example:\n  planoai logs -f")]
+    /// Print the gateway's log: one line per attempt (-f to follow)
+    #[command(
+        after_help = "Each attempt: time, request id, attempt, target, outcome, latency, wait.\nAccess keys are redacted in every mode.\n\nExamples:\n  planoai logs -f\n  planoai logs --json -n 1000 | jq 'select(.outcome != \"200\")'\n  planoai logs --envoy"
+    )]
     Logs {
         #[arg(short, long)]
         follow: bool,
         /// Lines to show from the end
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+        /// JSON lines instead of text
+        #[arg(long, conflicts_with = "envoy")]
+        json: bool,
+        /// Envoy's raw log, its own lines included
+        #[arg(long)]
+        envoy: bool,
     },
     /// Build the gateway's container image (offline, from this machine's Envoy)
     #[command(

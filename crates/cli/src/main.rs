@@ -10,6 +10,7 @@ mod health;
 mod load;
 mod locate;
 mod logfile;
+mod logline;
 mod paths;
 mod render;
 mod runtime;

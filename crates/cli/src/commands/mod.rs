@@ -19,7 +19,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Validate(args) => validate::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Status => status::run(),
-        Command::Logs { follow, lines } => logs::run(follow, lines),
+        Command::Logs {
+            follow,
+            lines,
+            json,
+            envoy,
+        } => logs::run(follow, lines, json, envoy),
         Command::Build(args) => build::run(&args),
         Command::LogWriter {
             path,

@@ -1,0 +1,58 @@
+"""Issue 17 with a running gateway: `planoai logs` shows one line per
+attempt (time, request id, attempt, target, outcome, latency, wait), as text
+or JSON, Envoy's raw log with --envoy, and no access key in any mode."""
+
+import json
+import re
+
+from conftest import CHAT, planoai
+from mock_provider import Reply
+from test_gateway import HEADER
+from test_papercuts import eventually
+
+import requests
+
+KEY = "sk-editing-secret-1234"
+
+
+def test_logs_show_one_line_per_attempt_in_every_mode_without_keys(gateway, providers, tmp_path):
+    primary = providers(Reply(status=429))
+    secondary = providers(Reply())
+    config = tmp_path / "gw.yaml"
+    config.write_text(HEADER + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{primary.port}
+            access_key: {KEY}
+            default: true
+            retry_policy: {{default_strategy: different_provider, default_max_attempts: 1}}
+          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{secondary.port}
+            access_key: {KEY}
+    """)
+    planoai("up", str(config))
+    body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    resp = requests.post(CHAT, json=body, headers={"x-request-id": "edit-1"}, timeout=30)
+    assert resp.status_code == 200 and resp.headers["x-plano-attempts"] == "2"
+
+    assert eventually(lambda: planoai("logs").stdout.count("request edit-1") == 2), planoai("logs").stdout
+    text = planoai("logs").stdout
+    ours = [line for line in text.splitlines() if "request edit-1" in line]
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
+    assert re.fullmatch(stamp + r"  request edit-1  attempt 1  openai/gpt-4o  429  \d+ ms  wait (-|\d+ ms)", ours[0]), ours
+    assert re.fullmatch(stamp + r"  request edit-1  attempt 2  anthropic/claude-3-5-sonnet  200  \d+ ms  wait (-|\d+ ms)",
+                        ours[1]), ours
+    # Only the gateway's lines: Envoy's own (start-up warnings, access log) are left out.
+    assert all(re.match(stamp + "  ", line) for line in text.splitlines()), text
+    assert "[info]" not in text and "HTTP/1.1" not in text
+
+    records = [json.loads(line) for line in planoai("logs", "--json").stdout.splitlines()]
+    ours = [r for r in records if r.get("request_id") == "edit-1"]
+    assert [(r["attempt"], r["target"], r["outcome"]) for r in ours] == [
+        (1, "openai/gpt-4o", "429"), (2, "anthropic/claude-3-5-sonnet", "200")]
+    assert all(isinstance(r["latency_ms"], int) and "time" in r and "wait_ms" in r for r in ours), ours
+
+    raw = planoai("logs", "--envoy", "-n", "100000").stdout
+    assert "wasm log plano plano plano: request edit-1 attempt 2: anthropic/claude-3-5-sonnet -> 200" in raw
+
+    for args in (["logs"], ["logs", "--json"], ["logs", "--envoy", "-n", "100000"]):
+        assert KEY not in planoai(*args).stdout, args
