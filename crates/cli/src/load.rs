@@ -119,7 +119,9 @@ fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
         _ => (String::new(), text.clone()),
     };
     let mut hint = None;
-    if let Some(rest) = message.strip_prefix("unknown field `") {
+    let unknown_field = message.strip_prefix("unknown field `");
+    let unknown = unknown_field.or_else(|| message.strip_prefix("unknown variant `"));
+    if let Some(rest) = unknown {
         if let Some((name, expected)) = rest.split_once('`') {
             let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             hint = closest(name, options.iter().copied())
@@ -128,11 +130,13 @@ fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
                     (!options.is_empty())
                         .then(|| format!("expected one of: {}", options.join(", ")))
                 });
-            field = if field.is_empty() || field == "." {
-                name.to_string()
-            } else {
-                format!("{field}.{name}")
-            };
+            if unknown_field.is_some() {
+                field = if field.is_empty() || field == "." {
+                    name.to_string()
+                } else {
+                    format!("{field}.{name}")
+                };
+            }
         }
     }
     if source.trim().is_empty() {

@@ -180,17 +180,20 @@ pub struct HighLatencyConfig {
     pub apply_to: BlockApplyTo,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackoffScope {
     SameModel,
     SameProvider,
+    /// The default: a user who writes `backoff` expects every retry to wait.
+    #[default]
     Global,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffConfig {
+    #[serde(default)]
     pub apply_to: BackoffScope,
     #[serde(default)]
     pub base_ms: Option<u64>,
