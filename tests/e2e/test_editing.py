@@ -3,7 +3,12 @@ attempt (time, request id, attempt, target, outcome, latency, wait), as text
 or JSON, Envoy's raw log with --envoy, and no access key in any mode."""
 
 import json
+import os
+import pathlib
 import re
+
+import jsonschema
+import yaml
 
 from conftest import CHAT, planoai
 from mock_provider import Reply
@@ -56,3 +61,36 @@ def test_logs_show_one_line_per_attempt_in_every_mode_without_keys(gateway, prov
 
     for args in (["logs"], ["logs", "--json"], ["logs", "--envoy", "-n", "100000"]):
         assert KEY not in planoai(*args).stdout, args
+
+
+# The schema shipped for editors: the same as `planoai schema`, and every
+# example config (and the acceptance suite's) is valid under it.
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCHEMA = REPO / "schema" / "gateway.schema.json"
+ACCEPTANCE = pathlib.Path(os.environ.get("ACCEPTANCE", REPO.parent / "shared" / "acceptance"))
+MODELINE = "# yaml-language-server: $schema=../schema/gateway.schema.json"
+
+
+def test_the_shipped_schema_is_what_planoai_schema_prints():
+    assert json.loads(planoai("schema").stdout) == json.loads(SCHEMA.read_text())
+
+
+def test_every_config_validates_against_the_schema_and_points_editors_at_it():
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text()))
+    ours = sorted((REPO / "configs").glob("*.yaml"))
+    theirs = sorted((ACCEPTANCE / "configs").glob("*.yaml"))
+    assert ours and theirs, (ours, theirs)
+    for path in ours + theirs:
+        errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert errors == [], path
+    for path in ours:
+        assert path.read_text().splitlines()[0] == MODELINE, path
+
+
+def test_the_schema_rejects_what_validate_rejects():
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text()))
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config["model_providers"][0]["retry_policy"]["default_strategy"] = "same_modle"
+    config["listeners"][0]["prot"] = 12000
+    messages = " ".join(e.message for e in validator.iter_errors(config))
+    assert "same_modle" in messages and "prot" in messages, messages

@@ -61,6 +61,11 @@ pub enum Command {
         after_help = "Examples:\n  planoai build\n  planoai build --base-image envoyproxy/envoy:v1.40.0"
     )]
     Build(BuildArgs),
+    /// Print the JSON Schema of the gateway YAML, for editors and CI
+    #[command(
+        after_help = "The repository ships it as schema/gateway.schema.json; a config whose first line is\n  # yaml-language-server: $schema=../schema/gateway.schema.json\ngets completion and checking as you type in editors with YAML support.\n\nExample:\n  planoai schema > gateway.schema.json"
+    )]
+    Schema,
     /// Copies stdin (Envoy's output) to PATH, rotating it under a size cap
     #[command(hide = true)]
     LogWriter {

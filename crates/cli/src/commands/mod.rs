@@ -4,6 +4,7 @@ mod build;
 mod down;
 mod logs;
 mod render;
+mod schema;
 mod status;
 mod up;
 mod validate;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             envoy,
         } => logs::run(follow, lines, json, envoy),
         Command::Build(args) => build::run(&args),
+        Command::Schema => schema::run(),
         Command::LogWriter {
             path,
             max_bytes,
