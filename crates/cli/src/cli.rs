@@ -61,6 +61,11 @@ pub enum Command {
         after_help = "Examples:\n  planoai build\n  planoai build --base-image envoyproxy/envoy:v1.40.0"
     )]
     Build(BuildArgs),
+    /// Write a commented starter config
+    #[command(
+        after_help = "Examples:\n  planoai init\n  planoai init --provider openai --provider anthropic -o gateway.yaml\n  planoai init --provider openai/gpt-4o-mini --provider groq"
+    )]
+    Init(InitArgs),
     /// Print the JSON Schema of the gateway YAML, for editors and CI
     #[command(
         after_help = "The repository ships it as schema/gateway.schema.json; a config whose first line is\n  # yaml-language-server: $schema=../schema/gateway.schema.json\ngets completion and checking as you type in editors with YAML support.\n\nExample:\n  planoai schema > gateway.schema.json"
@@ -118,6 +123,20 @@ pub struct ValidateArgs {
     /// implies --strict
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// A provider (`openai`) or a model at one (`openai/gpt-4o-mini`); repeat
+    /// it for fallbacks, tried in the order given
+    #[arg(long, value_name = "PROVIDER", default_values_t = ["openai".to_string(), "anthropic".to_string()])]
+    pub provider: Vec<String>,
+    /// Where to write it
+    #[arg(short, long, default_value = "plano.yaml")]
+    pub output: PathBuf,
+    /// Overwrite the file if it exists
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args)]

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use plano_core::config::GatewayConfig;
 use plano_core::resolve::{self, closest, Resolved, Severity};
 
 use crate::diagnostics::Diagnostic;
 use crate::locate::locate;
+use crate::structure;
 
 pub struct Loaded {
     pub path: PathBuf,
@@ -79,14 +79,19 @@ pub fn load(path: &Path, options: &Options) -> Result<Report> {
         diagnostics: Vec::new(),
         loaded: None,
     };
-    let config: GatewayConfig = match serde_yaml::from_str(&report.source) {
-        Ok(c) => c,
-        Err(e) => {
-            report.diagnostics.push(yaml_diagnostic(&e, &report.source));
-            return Ok(report);
-        }
+    let parsed = structure::parse(&report.source);
+    let Some(config) = &parsed.config else {
+        report.diagnostics = parsed.diagnostics;
+        return Ok(report);
     };
-    let (resolved, issues) = resolve::resolve_with(&config, &env, options.unset_variable);
+    let (resolved, issues) = resolve::resolve_with(config, &env, options.unset_variable);
+    // A repaired config is only for finding the other problems, never to run.
+    let resolved = resolved.filter(|_| parsed.diagnostics.is_empty());
+    let issues: Vec<_> = issues
+        .into_iter()
+        .filter(|i| !parsed.is_repaired(&i.path))
+        .collect();
+    report.diagnostics = parsed.diagnostics;
     for issue in issues {
         let (line, column) = locate(&report.source, &issue.path);
         report.diagnostics.push(Diagnostic {
@@ -107,7 +112,7 @@ pub fn load(path: &Path, options: &Options) -> Result<Report> {
 
 /// serde_yaml says `path: message at line L column C`; split that into parts
 /// and suggest the closest field name for an unknown one.
-fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
+pub fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
     let text = e.to_string();
     let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
     let text = match text.rfind(" at line ") {
@@ -119,6 +124,12 @@ fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
         _ => (String::new(), text.clone()),
     };
     let mut hint = None;
+    // An untagged enum's own words say nothing a user wrote.
+    let message = if message.contains("untagged enum CodeSpec") {
+        "expected a status code (429) or a range (\"502-504\")".to_string()
+    } else {
+        message
+    };
     let unknown_field = message.strip_prefix("unknown field `");
     let unknown = unknown_field.or_else(|| message.strip_prefix("unknown variant `"));
     if let Some(rest) = unknown {

@@ -14,6 +14,7 @@ mod logline;
 mod paths;
 mod render;
 mod runtime;
+mod structure;
 
 use std::io::Write;
 

@@ -2,6 +2,7 @@
 
 mod build;
 mod down;
+mod init;
 mod logs;
 mod render;
 mod schema;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => logs::run(follow, lines, json, envoy),
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),
+        Command::Init(args) => init::run(&args),
         Command::LogWriter {
             path,
             max_bytes,
