@@ -94,3 +94,34 @@ def test_the_schema_rejects_what_validate_rejects():
     config["listeners"][0]["prot"] = 12000
     messages = " ".join(e.message for e in validator.iter_errors(config))
     assert "same_modle" in messages and "prot" in messages, messages
+
+
+def test_up_shows_its_progress_on_a_terminal_and_nothing_elsewhere(gateway, providers, tmp_path):
+    import pty
+
+    p = providers(Reply())
+    config = tmp_path / "gw.yaml"
+    config.write_text(HEADER + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+    """)
+    piped = planoai("up", str(config))
+    assert "waiting for" not in piped.stdout + piped.stderr, piped.stderr
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp("planoai", ["planoai", "up", str(config)])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the terminal closed: planoai exited
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "waiting for the gateway to answer /healthz on port 12000" in text, text
+    assert "gateway listening on" in text, text

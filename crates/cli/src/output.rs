@@ -45,3 +45,35 @@ macro_rules! errln {
         })
     };
 }
+
+/// A one-line progress note on stderr, redrawn in place, for a person at a
+/// terminal; nothing at all when stderr is a pipe or a file (CI, scripts).
+pub struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    pub fn on_terminal() -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            on: io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    pub fn show(&self, text: &str) {
+        if self.on {
+            use std::io::Write;
+            let _ = write!(io::stderr(), "\r\x1b[2K{text}");
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.show("");
+    }
+}

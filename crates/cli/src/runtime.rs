@@ -15,6 +15,7 @@ use crate::health;
 use crate::load::Loaded;
 use crate::logfile::{self, LogCap};
 use crate::logline;
+use crate::output::Progress;
 use crate::paths;
 use crate::render;
 
@@ -430,6 +431,8 @@ pub fn build_image(base_image: &str) -> Result<()> {
 }
 
 fn stage_and_build(stage: &Path, base_image: &str) -> Result<()> {
+    let staging = Progress::on_terminal();
+    staging.show("staging Envoy, the libraries it links, the CA bundle and the filter");
     let full = stage.join("rootfs");
     let filter_only = stage.join("rootfs-filter");
     let envoy = fs::canonicalize(paths::envoy_binary()?)?;
@@ -461,16 +464,31 @@ fn stage_and_build(stage: &Path, base_image: &str) -> Result<()> {
     } else {
         "rootfs-filter"
     };
-    let status = Command::new("docker")
+    // At a terminal, docker shows its own progress; elsewhere its output is
+    // kept, and shown only if the build fails.
+    drop(staging);
+    let progress = Progress::on_terminal();
+    let mut build = Command::new("docker");
+    build
         .args(["build", "-t", IMAGE, "--build-arg"])
         .arg(format!("BASE_IMAGE={base_image}"))
         .arg("--build-arg")
         .arg(format!("ROOTFS={rootfs}"))
-        .arg(stage)
-        .status()
-        .context("cannot run `docker build`")?;
-    if !status.success() {
-        bail!("docker build failed");
+        .arg(stage);
+    if progress.is_on() {
+        let status = build.status().context("cannot run `docker build`")?;
+        if !status.success() {
+            bail!("docker build failed");
+        }
+    } else {
+        let out = build.output().context("cannot run `docker build`")?;
+        if !out.status.success() {
+            bail!(
+                "docker build failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     let size = docker(&["image", "inspect", "-f", "{{.Size}}", IMAGE])?;
     let bytes: u64 = String::from_utf8_lossy(&size.stdout)
