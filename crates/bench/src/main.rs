@@ -468,6 +468,32 @@ async fn soak(requests: u64, home: &Path) -> Result<bool> {
         plano_stat("requests").await,
         plano_stat("retries.status").await,
     );
+    // The log is capped (`planoai up`'s default: 3 files of 10 MiB) and,
+    // rotated or not, still shows the latest failovers.
+    let run = home.join("run");
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&run)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("envoy.log"))
+        .map(|n| {
+            (
+                n.clone(),
+                std::fs::metadata(run.join(&n)).map_or(0, |m| m.len()),
+            )
+        })
+        .collect();
+    files.sort();
+    let log_bytes: u64 = files.iter().map(|f| f.1).sum();
+    let newest = std::fs::read_to_string(run.join("envoy.log")).unwrap_or_default();
+    let failover_logged = newest.contains("attempt 2: anthropic/c -> 200");
+    const LOG_FILE_CAP: u64 = 10 << 20;
+    println!(
+        "log: {:.1} MiB in {} file(s) ({}), cap 3 x 10 MiB; latest failover logged: {failover_logged}",
+        log_bytes as f64 / (1 << 20) as f64,
+        files.len(),
+        files.iter().map(|f| format!("{} {:.1} MiB", f.0, f.1 as f64 / (1 << 20) as f64)).collect::<Vec<_>>().join(", ")
+    );
+    let log_capped = files.len() <= 3 && files.iter().all(|f| f.1 <= LOG_FILE_CAP);
     drop(gw);
     let streamed = soak_streams(home, requests / 4).await?;
     let share = failovers as f64 / handled.max(1) as f64;
@@ -479,6 +505,8 @@ async fn soak(requests: u64, home: &Path) -> Result<bool> {
     );
     let checks = [
         streamed,
+        log_capped,
+        failover_logged,
         not_ok == 0,
         handled == 3 * requests,
         (share - expected).abs() <= 0.05,

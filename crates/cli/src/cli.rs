@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{value_parser, Args, Parser, Subcommand};
+
+use crate::logfile;
 
 #[derive(Parser)]
 #[command(
@@ -25,8 +27,10 @@ pub enum Command {
     #[command(after_help = "Example:\n  planoai down")]
     Down(DownArgs),
     /// Check CONFIG and report every problem found, with its line and field
-    #[command(after_help = "Example:\n  planoai validate configs/demo.yaml")]
-    Validate { config: PathBuf },
+    #[command(
+        after_help = "An access key's unset environment variable ($VAR) is a warning here, so a config\ncan be checked before its secrets are at hand (in CI); `planoai up` refuses it.\nWith --strict, or --env-file, it is an error.\n\nExamples:\n  planoai validate configs/demo.yaml\n  planoai validate --strict configs/providers.yaml\n  planoai validate --env-file prod.env configs/providers.yaml"
+    )]
+    Validate(ValidateArgs),
     /// Write envoy.yaml and the filter's .wasm to DIR, to run Envoy elsewhere (e.g. a Kubernetes sidecar)
     #[command(
         after_help = "Example:\n  planoai render configs/demo.yaml -o dist/\n  envoy -c dist/envoy.yaml"
@@ -35,20 +39,47 @@ pub enum Command {
     /// Show whether a gateway runs, where, since when, and its current blocks
     #[command(after_help = "Example:\n  planoai status")]
     Status,
-    /// Print the running gateway's log (-f to follow)
-    #[command(after_help = "Example:\n  planoai logs -f")]
+    /// Print the gateway's log: one line per attempt (-f to follow)
+    #[command(
+        after_help = "Each attempt: time, request id, attempt, target, outcome, latency, wait.\nAccess keys are redacted in every mode.\n\nExamples:\n  planoai logs -f\n  planoai logs --json -n 1000 | jq 'select(.outcome != \"200\")'\n  planoai logs --envoy"
+    )]
     Logs {
         #[arg(short, long)]
         follow: bool,
         /// Lines to show from the end
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+        /// JSON lines instead of text
+        #[arg(long, conflicts_with = "envoy")]
+        json: bool,
+        /// Envoy's raw log, its own lines included
+        #[arg(long)]
+        envoy: bool,
     },
     /// Build the gateway's container image (offline, from this machine's Envoy)
     #[command(
         after_help = "Examples:\n  planoai build\n  planoai build --base-image envoyproxy/envoy:v1.40.0"
     )]
     Build(BuildArgs),
+    /// Write a commented starter config
+    #[command(
+        after_help = "Examples:\n  planoai init\n  planoai init --provider openai --provider anthropic -o gateway.yaml\n  planoai init --provider openai/gpt-4o-mini --provider groq"
+    )]
+    Init(InitArgs),
+    /// Print the JSON Schema of the gateway YAML, for editors and CI
+    #[command(
+        after_help = "The repository ships it as schema/gateway.schema.json; a config whose first line is\n  # yaml-language-server: $schema=../schema/gateway.schema.json\ngets completion and checking as you type in editors with YAML support.\n\nExample:\n  planoai schema > gateway.schema.json"
+    )]
+    Schema,
+    /// Copies stdin (Envoy's output) to PATH, rotating it under a size cap
+    #[command(hide = true)]
+    LogWriter {
+        path: PathBuf,
+        #[arg(long)]
+        max_bytes: u64,
+        #[arg(long)]
+        files: u32,
+    },
 }
 
 #[derive(Args)]
@@ -63,6 +94,49 @@ pub struct UpArgs {
     /// Envoy worker threads
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
+    /// Largest size of one log file (natively envoy.log, in Docker the
+    /// container's log), e.g. 512k, 10M, 1G
+    #[arg(long, value_name = "SIZE", default_value = logfile::DEFAULT_MAX_SIZE, value_parser = logfile::parse_size)]
+    pub log_max_size: u64,
+    /// Log files kept, rotated ones included: the log never takes more than
+    /// SIZE times this
+    #[arg(long, value_name = "N", default_value_t = logfile::DEFAULT_MAX_FILES, value_parser = value_parser!(u32).range(1..=100))]
+    pub log_max_files: u32,
+}
+
+impl UpArgs {
+    pub fn log_cap(&self) -> logfile::LogCap {
+        logfile::LogCap {
+            max_bytes: self.log_max_size,
+            files: self.log_max_files,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    pub config: PathBuf,
+    /// An unset environment variable is an error, as it is for `up`
+    #[arg(long)]
+    pub strict: bool,
+    /// Read variables from FILE (KEY=VALUE lines) after the environment;
+    /// implies --strict
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// A provider (`openai`) or a model at one (`openai/gpt-4o-mini`); repeat
+    /// it for fallbacks, tried in the order given
+    #[arg(long, value_name = "PROVIDER", default_values_t = ["openai".to_string(), "anthropic".to_string()])]
+    pub provider: Vec<String>,
+    /// Where to write it
+    #[arg(short, long, default_value = "plano.yaml")]
+    pub output: PathBuf,
+    /// Overwrite the file if it exists
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args)]

@@ -57,7 +57,12 @@ fn dechunk(mut body: &str) -> String {
 /// process is still there, so a crash is reported at once, not at timeout.
 pub fn wait_healthy(port: u16, timeout: Duration, mut alive: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();
+    let progress = crate::output::Progress::on_terminal();
     while start.elapsed() < timeout {
+        progress.show(&format!(
+            "waiting for the gateway to answer /healthz on port {port} ({:.1}s)",
+            start.elapsed().as_secs_f64()
+        ));
         if let Ok((200, _)) = get(port, "/healthz") {
             return Ok(());
         }

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use plano_core::config::GatewayConfig;
 use plano_core::resolve::{self, closest, Resolved, Severity};
 
 use crate::diagnostics::Diagnostic;
 use crate::locate::locate;
+use crate::structure;
 
 pub struct Loaded {
     pub path: PathBuf,
@@ -31,21 +31,46 @@ impl Report {
             .count()
     }
 
-    pub fn print(&self) {
+    pub fn print(&self) -> Result<()> {
         for d in &self.diagnostics {
-            eprintln!("{}", d.render(&self.path, &self.source));
+            errln!("{}", d.render(&self.path, &self.source))?;
+        }
+        Ok(())
+    }
+}
+
+/// Where `$VAR` keys come from, and what an unset one is.
+pub struct Options {
+    /// Read after the environment, before the `.env` beside the config.
+    pub env_file: Option<PathBuf>,
+    pub unset_variable: Severity,
+}
+
+impl Options {
+    /// As `up` needs it: every key resolved.
+    pub fn for_run() -> Options {
+        Options {
+            env_file: None,
+            unset_variable: Severity::Error,
         }
     }
 }
 
-/// Loads and checks `path`. `Err` only when the file cannot be read.
-pub fn load(path: &Path) -> Result<Report> {
+/// Loads and checks `path`. `Err` only when a file cannot be read.
+pub fn load(path: &Path, options: &Options) -> Result<Report> {
     let source = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    let dotenv = read_dotenv(path);
+    let env_file = match &options.env_file {
+        Some(file) => read_env_file(file)
+            .with_context(|| format!("cannot read the env file {}", file.display()))?,
+        None => HashMap::new(),
+    };
+    let dotenv =
+        read_env_file(&path.parent().unwrap_or(Path::new(".")).join(".env")).unwrap_or_default();
     let env = |name: &str| {
         std::env::var(name)
             .ok()
+            .or_else(|| env_file.get(name).cloned())
             .or_else(|| dotenv.get(name).cloned())
     };
     let mut report = Report {
@@ -54,14 +79,19 @@ pub fn load(path: &Path) -> Result<Report> {
         diagnostics: Vec::new(),
         loaded: None,
     };
-    let config: GatewayConfig = match serde_yaml::from_str(&report.source) {
-        Ok(c) => c,
-        Err(e) => {
-            report.diagnostics.push(yaml_diagnostic(&e, &report.source));
-            return Ok(report);
-        }
+    let parsed = structure::parse(&report.source);
+    let Some(config) = &parsed.config else {
+        report.diagnostics = parsed.diagnostics;
+        return Ok(report);
     };
-    let (resolved, issues) = resolve::resolve(&config, &env);
+    let (resolved, issues) = resolve::resolve_with(config, &env, options.unset_variable);
+    // A repaired config is only for finding the other problems, never to run.
+    let resolved = resolved.filter(|_| parsed.diagnostics.is_empty());
+    let issues: Vec<_> = issues
+        .into_iter()
+        .filter(|i| !parsed.is_repaired(&i.path))
+        .collect();
+    report.diagnostics = parsed.diagnostics;
     for issue in issues {
         let (line, column) = locate(&report.source, &issue.path);
         report.diagnostics.push(Diagnostic {
@@ -82,7 +112,7 @@ pub fn load(path: &Path) -> Result<Report> {
 
 /// serde_yaml says `path: message at line L column C`; split that into parts
 /// and suggest the closest field name for an unknown one.
-fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
+pub fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
     let text = e.to_string();
     let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
     let text = match text.rfind(" at line ") {
@@ -94,7 +124,15 @@ fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
         _ => (String::new(), text.clone()),
     };
     let mut hint = None;
-    if let Some(rest) = message.strip_prefix("unknown field `") {
+    // An untagged enum's own words say nothing a user wrote.
+    let message = if message.contains("untagged enum CodeSpec") {
+        "expected a status code (429) or a range (\"502-504\")".to_string()
+    } else {
+        message
+    };
+    let unknown_field = message.strip_prefix("unknown field `");
+    let unknown = unknown_field.or_else(|| message.strip_prefix("unknown variant `"));
+    if let Some(rest) = unknown {
         if let Some((name, expected)) = rest.split_once('`') {
             let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             hint = closest(name, options.iter().copied())
@@ -103,11 +141,13 @@ fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
                     (!options.is_empty())
                         .then(|| format!("expected one of: {}", options.join(", ")))
                 });
-            field = if field.is_empty() || field == "." {
-                name.to_string()
-            } else {
-                format!("{field}.{name}")
-            };
+            if unknown_field.is_some() {
+                field = if field.is_empty() || field == "." {
+                    name.to_string()
+                } else {
+                    format!("{field}.{name}")
+                };
+            }
         }
     }
     if source.trim().is_empty() {
@@ -130,13 +170,11 @@ fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
     }
 }
 
-/// `KEY=VALUE` lines of a `.env` beside the config, if there is one.
-fn read_dotenv(config: &Path) -> HashMap<String, String> {
-    let dir = config.parent().unwrap_or(Path::new("."));
-    let Ok(text) = std::fs::read_to_string(dir.join(".env")) else {
-        return HashMap::new();
-    };
-    text.lines()
+/// The `KEY=VALUE` lines of an env file (`.env`).
+fn read_env_file(file: &Path) -> std::io::Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(text
+        .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
@@ -150,13 +188,13 @@ fn read_dotenv(config: &Path) -> HashMap<String, String> {
                 .unwrap_or(v);
             Some((k.trim().to_string(), v.to_string()))
         })
-        .collect()
+        .collect())
 }
 
 /// Loads `path` for running: prints every diagnostic, and fails on errors.
 pub fn load_for_run(path: &Path) -> Result<Loaded> {
-    let report = load(path)?;
-    report.print();
+    let report = load(path, &Options::for_run())?;
+    report.print()?;
     match report.loaded {
         Some(l) if report.errors() == 0 => Ok(l),
         _ => anyhow::bail!(

@@ -3,12 +3,12 @@
 //! after parsing find their line here, by indentation. It covers the block
 //! style and one-line flow sequences this config is written in.
 
-enum Segment<'a> {
+pub enum Segment<'a> {
     Key(&'a str),
     Index(usize),
 }
 
-fn segments(path: &str) -> Vec<Segment<'_>> {
+pub fn segments(path: &str) -> Vec<Segment<'_>> {
     let mut out = Vec::new();
     for part in path.split('.') {
         let (key, mut rest) = match part.find('[') {

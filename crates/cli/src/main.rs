@@ -1,25 +1,35 @@
 //! `planoai`: validates a gateway config, renders Envoy's from it, and runs
 //! the gateway natively or in Docker.
 
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
 mod diagnostics;
 mod health;
 mod load;
 mod locate;
+mod logfile;
+mod logline;
 mod paths;
 mod render;
 mod runtime;
+mod structure;
+
+use std::io::Write;
 
 use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    match commands::run(cli) {
-        Ok(code) => std::process::exit(code),
+    let code = match commands::run(cli) {
+        Ok(code) => code,
+        // The reader went away (`planoai status | head -1`): a normal end.
+        Err(e) if e.downcast_ref::<output::ReaderGone>().is_some() => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            1
         }
-    }
+    };
+    std::process::exit(code);
 }

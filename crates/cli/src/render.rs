@@ -117,6 +117,7 @@ pub fn render(loaded: &Loaded, wasm_path: &str, keys_dir: &str) -> Result<Render
             listener_name => "model_listener",
             listener_address => r.listener_address,
             listener_port => r.listener_port,
+            access_log => r.access_log,
             buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
             body_limit => r.plan.max_request_body_bytes,
             wasm_path => wasm_path,

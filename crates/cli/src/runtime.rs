@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::health;
 use crate::load::Loaded;
+use crate::logfile::{self, LogCap};
+use crate::logline;
+use crate::output::Progress;
 use crate::paths;
 use crate::render;
 
@@ -39,6 +42,9 @@ pub struct State {
     pub pid: Option<u32>,
     pub started_at: u64,
     pub log: PathBuf,
+    /// The `planoai log-writer` copying Envoy's output into `log`.
+    #[serde(default)]
+    pub log_writer: Option<u32>,
 }
 
 fn state_file() -> PathBuf {
@@ -128,9 +134,7 @@ fn envoy_args(config: &str, workers: u32) -> Vec<String> {
 /// The last `lines` of a log, secrets redacted: Envoy echoes its whole
 /// config, keys included, when it rejects it.
 fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    redact(&all[all.len().saturating_sub(lines)..].join("\n"))
+    redact(&logfile::tail(path, lines))
 }
 
 /// Replaces access keys, however quoted or escaped, and bearer tokens with
@@ -159,7 +163,7 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<()> {
+pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool, cap: LogCap) -> Result<()> {
     let r = &loaded.resolved;
     ensure_port_free(&r.listener_address, r.listener_port)?;
     let dir = prepare_run_dir()?;
@@ -174,18 +178,33 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
     )?
     .write(&dir)?;
     let log = dir.join("envoy.log");
+    for old in logfile::files(&log) {
+        fs::remove_file(&old).with_context(|| format!("cannot remove {}", old.display()))?;
+    }
     render::write_private(&log, b"")?;
     let envoy = paths::envoy_binary()?;
 
+    // Envoy's output goes through a pipe to a log writer that keeps it under `cap`.
+    let (log_out, log_in) = std::io::pipe().context("cannot make a pipe for Envoy's log")?;
     let mut cmd = Command::new(&envoy);
     cmd.args(envoy_args(&envoy_yaml.display().to_string(), workers))
         .stdin(Stdio::null())
-        .stdout(fs::OpenOptions::new().append(true).open(&log)?)
-        .stderr(fs::OpenOptions::new().append(true).open(&log)?);
+        .stdout(log_in.try_clone()?)
+        .stderr(log_in);
+    let mut writer = Command::new(std::env::current_exe().context("cannot find planoai itself")?);
+    writer
+        .arg("log-writer")
+        .arg(&log)
+        .args(["--max-bytes", &cap.max_bytes.to_string()])
+        .args(["--files", &cap.files.to_string()])
+        .stdin(log_out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     if !foreground {
-        // Its own process group: the gateway outlives this shell and its Ctrl-C.
+        // Their own process group: the gateway outlives this shell and its Ctrl-C.
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
+        writer.process_group(0);
     }
     // Attached, Ctrl-C must stop Envoy and let us clean up, even during
     // start-up: Envoy shares our process group, and is told again here in
@@ -203,6 +222,16 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
         .spawn()
         .with_context(|| format!("cannot start {}", envoy.display()))?;
     envoy_pid.store(child.id(), Ordering::SeqCst);
+    // `cmd` holds the pipe's write end; once it is gone, Envoy's exit ends the writer.
+    drop(cmd);
+    let log_writer = match writer.spawn() {
+        Ok(w) => w.id(),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e).context("cannot start the log writer");
+        }
+    };
     let state = State {
         mode: Mode::Native,
         config: fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone()),
@@ -210,6 +239,7 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
         pid: Some(child.id()),
         started_at: now_secs(),
         log: log.clone(),
+        log_writer: Some(log_writer),
     };
     write_state(&state)?;
     if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, || {
@@ -217,6 +247,7 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
     }) {
         let _ = child.kill();
         let _ = child.wait();
+        wait_gone(log_writer);
         clear_state();
         bail!(
             "{e}\n--- last lines of {} ---\n{}",
@@ -224,7 +255,7 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
             tail(&log, 30)
         );
     }
-    println!(
+    let listening = outln!(
         "gateway listening on http://{}:{} (pid {}, {} workers)",
         r.listener_address,
         r.listener_port,
@@ -232,14 +263,17 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool) -> Result<(
         workers
     );
     if foreground {
-        println!("stop it with Ctrl-C");
+        // Attached, this process stays to stop Envoy and clean up, even when
+        // its output's reader has gone.
+        let _ = outln!("stop it with Ctrl-C");
         let status = child.wait()?;
+        wait_gone(log_writer);
         clear_state();
-        println!("gateway stopped ({status})");
-    } else {
-        println!("logs: planoai logs -f    stop: planoai down");
+        let _ = outln!("gateway stopped ({status})");
+        return Ok(());
     }
-    Ok(())
+    listening?;
+    outln!("logs: planoai logs -f    stop: planoai down")
 }
 
 fn docker(args: &[&str]) -> Result<std::process::Output> {
@@ -253,10 +287,10 @@ pub fn image_exists() -> bool {
     docker(&["image", "inspect", IMAGE]).is_ok_and(|o| o.status.success())
 }
 
-pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
+pub fn start_docker(loaded: &Loaded, workers: u32, cap: LogCap) -> Result<()> {
     let r = &loaded.resolved;
     if !image_exists() {
-        println!("image {IMAGE} not found; building it");
+        outln!("image {IMAGE} not found; building it")?;
         build_image("scratch")?;
     }
     remove_container();
@@ -272,6 +306,9 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
     let mount = format!("{}:{CONTAINER_KEYS}:ro", keys.display());
     // This planoai's own filter, not the one an older image was built with.
     let wasm = format!("{}:{CONTAINER_WASM}:ro", paths::filter_wasm()?.display());
+    // Docker's json-file driver rotates the container's log under the same cap.
+    let max_size = format!("max-size={}", cap.max_bytes);
+    let max_file = format!("max-file={}", cap.files);
     let mut args = vec![
         "run",
         "-d",
@@ -285,6 +322,12 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
         &mount,
         "-v",
         &wasm,
+        "--log-driver",
+        "json-file",
+        "--log-opt",
+        &max_size,
+        "--log-opt",
+        &max_file,
         IMAGE,
     ];
     let envoy_args = envoy_args(&format!("{CONTAINER_KEYS}/envoy.yaml"), workers);
@@ -303,6 +346,7 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
         pid: None,
         started_at: now_secs(),
         log: PathBuf::new(),
+        log_writer: None,
     };
     write_state(&state)?;
     if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, container_running) {
@@ -319,11 +363,12 @@ pub fn start_docker(loaded: &Loaded, workers: u32) -> Result<()> {
         clear_state();
         bail!("{e}\n--- last lines of the container's log ---\n{logs}");
     }
-    println!(
+    outln!(
         "gateway listening on http://{}:{} (container {CONTAINER}, host network)",
-        r.listener_address, r.listener_port
-    );
-    println!("logs: planoai logs -f    stop: planoai down --docker");
+        r.listener_address,
+        r.listener_port
+    )?;
+    outln!("logs: planoai logs -f    stop: planoai down --docker")?;
     Ok(())
 }
 
@@ -332,6 +377,18 @@ fn remove_container() -> bool {
     // `docker rm -f` succeeds for a container that does not exist, too.
     let exists = docker(&["container", "inspect", CONTAINER]).is_ok_and(|o| o.status.success());
     exists && docker(&["rm", "-f", CONTAINER]).is_ok_and(|o| o.status.success())
+}
+
+/// Waits (2 s at most) for the log writer to copy Envoy's last lines and exit
+/// at the pipe's end, so a new gateway's log is not rotated by the old writer.
+fn wait_gone(log_writer: u32) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(2)
+        && fs::read(format!("/proc/{log_writer}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("log-writer"))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -354,6 +411,9 @@ pub fn stop(also_docker: bool) -> Result<bool> {
                 }
                 if envoy_alive(pid) {
                     signal(pid, "-KILL");
+                }
+                if let Some(writer) = state.log_writer {
+                    wait_gone(writer);
                 }
                 stopped = true;
             }
@@ -383,6 +443,8 @@ pub fn build_image(base_image: &str) -> Result<()> {
 }
 
 fn stage_and_build(stage: &Path, base_image: &str) -> Result<()> {
+    let staging = Progress::on_terminal();
+    staging.show("staging Envoy, the libraries it links, the CA bundle and the filter");
     let full = stage.join("rootfs");
     let filter_only = stage.join("rootfs-filter");
     let envoy = fs::canonicalize(paths::envoy_binary()?)?;
@@ -414,23 +476,38 @@ fn stage_and_build(stage: &Path, base_image: &str) -> Result<()> {
     } else {
         "rootfs-filter"
     };
-    let status = Command::new("docker")
+    // At a terminal, docker shows its own progress; elsewhere its output is
+    // kept, and shown only if the build fails.
+    drop(staging);
+    let progress = Progress::on_terminal();
+    let mut build = Command::new("docker");
+    build
         .args(["build", "-t", IMAGE, "--build-arg"])
         .arg(format!("BASE_IMAGE={base_image}"))
         .arg("--build-arg")
         .arg(format!("ROOTFS={rootfs}"))
-        .arg(stage)
-        .status()
-        .context("cannot run `docker build`")?;
-    if !status.success() {
-        bail!("docker build failed");
+        .arg(stage);
+    if progress.is_on() {
+        let status = build.status().context("cannot run `docker build`")?;
+        if !status.success() {
+            bail!("docker build failed");
+        }
+    } else {
+        let out = build.output().context("cannot run `docker build`")?;
+        if !out.status.success() {
+            bail!(
+                "docker build failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     let size = docker(&["image", "inspect", "-f", "{{.Size}}", IMAGE])?;
     let bytes: u64 = String::from_utf8_lossy(&size.stdout)
         .trim()
         .parse()
         .unwrap_or(0);
-    println!("built {IMAGE} ({:.1} MB)", bytes as f64 / 1e6);
+    outln!("built {IMAGE} ({:.1} MB)", bytes as f64 / 1e6)?;
     Ok(())
 }
 
@@ -454,62 +531,109 @@ fn copy_into(root: &Path, from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn print_logs(follow: bool, lines: usize) -> Result<()> {
+#[derive(Debug, Clone, Copy)]
+pub enum LogFormat {
+    /// The gateway's own lines, an attempt's as its fields.
+    Gateway,
+    /// The same as JSON lines.
+    Json,
+    /// Envoy's raw log.
+    Envoy,
+}
+
+/// One line of Envoy's log as `format` shows it, redacted; `None` to skip it.
+fn show(line: &str, format: LogFormat) -> Option<String> {
+    let line = redact(line);
+    match format {
+        LogFormat::Envoy => Some(line),
+        LogFormat::Gateway => logline::parse(&line).map(|l| l.text()),
+        LogFormat::Json => logline::parse(&line).map(|l| l.json().to_string()),
+    }
+}
+
+pub fn print_logs(follow: bool, lines: usize, format: LogFormat) -> Result<()> {
     let Some(state) = read_state() else {
         bail!("no gateway is running (start one with `planoai up CONFIG`)");
     };
+    // Raw, the last `lines` are Envoy's; otherwise the gateway's, found among all kept.
+    let raw_lines = match format {
+        LogFormat::Envoy => lines,
+        _ => usize::MAX,
+    };
     match state.mode {
         Mode::Docker => {
-            let n = lines.to_string();
+            let n = match raw_lines {
+                usize::MAX => "all".to_string(),
+                n => n.to_string(),
+            };
             let mut args = vec!["logs", "--tail", n.as_str()];
             if follow {
                 args.push("-f");
             }
-            // Both of the container's streams, in order, each line redacted.
+            // Both of the container's streams, in order.
             let (reader, writer) = std::io::pipe()?;
-            let mut child = Command::new("docker")
+            let child = Command::new("docker")
                 .args(&args)
                 .arg(CONTAINER)
                 .stdout(writer.try_clone()?)
                 .stderr(writer)
                 .spawn()
                 .context("cannot run `docker logs`")?;
+            // Stopped however this ends, a closed output included.
+            let mut child = KillOnDrop(child);
             use std::io::BufRead;
-            for line in std::io::BufReader::new(reader).lines() {
-                println!("{}", redact(&line?));
+            let reader = std::io::BufReader::new(reader).lines();
+            if follow {
+                for line in reader {
+                    if let Some(l) = show(&line?, format) {
+                        outln!("{l}")?;
+                    }
+                }
+            } else {
+                let mut shown = std::collections::VecDeque::new();
+                for line in reader {
+                    if let Some(l) = show(&line?, format) {
+                        shown.push_back(l);
+                        if shown.len() > lines {
+                            shown.pop_front();
+                        }
+                    }
+                }
+                for l in shown {
+                    outln!("{l}")?;
+                }
             }
-            child.wait()?;
+            child.0.wait()?;
         }
         Mode::Native => {
-            println!("{}", tail(&state.log, lines));
+            let text = logfile::tail(&state.log, raw_lines);
+            let shown: Vec<String> = text.lines().filter_map(|l| show(l, format)).collect();
+            for l in &shown[shown.len().saturating_sub(lines)..] {
+                outln!("{l}")?;
+            }
             if follow {
-                follow_file(&state.log)?;
+                logfile::follow(
+                    &state.log,
+                    || read_state().is_some(),
+                    |chunk| {
+                        for l in chunk.lines().filter_map(|l| show(l, format)) {
+                            outln!("{l}")?;
+                        }
+                        Ok(())
+                    },
+                )?;
             }
         }
     }
     Ok(())
 }
 
-fn follow_file(path: &Path) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = fs::File::open(path)?;
-    let mut pos = f.seek(SeekFrom::End(0))?;
-    loop {
-        let len = f.metadata()?.len();
-        if len < pos {
-            pos = 0;
-        }
-        if len > pos {
-            f.seek(SeekFrom::Start(pos))?;
-            let mut chunk = String::new();
-            f.read_to_string(&mut chunk)?;
-            pos = len;
-            print!("{chunk}");
-        }
-        if read_state().is_none() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(250));
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

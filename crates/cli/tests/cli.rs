@@ -120,7 +120,8 @@ fn every_semantic_error_is_reported_at_once() {
 "
     );
     fs::write(dir.join("gw.yaml"), text).unwrap();
-    let out = planoai(&["validate", "gw.yaml"], &dir);
+    // --strict: the unset variable is an error too, as `up` sees it.
+    let out = planoai(&["validate", "--strict", "gw.yaml"], &dir);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     for (message, place, field) in [
@@ -221,7 +222,9 @@ fn keys_come_from_the_environment_or_a_dotenv_and_never_show() {
     )
     .unwrap();
     assert_eq!(
-        planoai(&["validate", "gw.yaml"], &dir).status.code(),
+        planoai(&["validate", "--strict", "gw.yaml"], &dir)
+            .status
+            .code(),
         Some(1)
     );
     fs::write(

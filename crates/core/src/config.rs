@@ -3,51 +3,105 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A Plano gateway: a listener for OpenAI chat completions, the models it
+/// sends them to, and how failed attempts are retried.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// The config format's version: `v0.3.0`.
     pub version: String,
+    /// Where clients connect: exactly one listener of `type: model`.
     pub listeners: Vec<Listener>,
+    /// The models the gateway can send a request to, each at one provider.
     pub model_providers: Vec<ModelProvider>,
+    /// The per-request log lines a busy gateway may do without.
+    #[serde(default)]
+    pub logging: LoggingConfig,
 }
 
+/// The per-request log lines a busy gateway may do without. Retries, blocks
+/// and exhausted retries are always logged.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Envoy's access log: a line per request.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+    /// The attempt line of a request answered by its first attempt.
+    #[serde(default = "yes")]
+    pub first_attempt_success: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            access_log: true,
+            first_attempt_success: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ListenerKind {
     Model,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
+    /// `model`: the OpenAI chat completions API.
     #[serde(rename = "type")]
     pub kind: ListenerKind,
+    /// A name for the listener, as in Envoy's stats.
     pub name: String,
+    /// The port clients connect to.
     pub port: u16,
+    /// The address to listen on.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "0.0.0.0")))]
     pub address: Option<String>,
     /// Largest request body accepted; larger ones get a 413 before any
     /// provider is contacted.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 10485760)))]
     pub max_request_body_bytes: Option<u64>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelProvider {
+    /// `<provider>/<model>`, e.g. `openai/gpt-4o`; the provider's name picks its built-in address when `base_url` is absent.
     pub model: String,
+    /// `http(s)://host[:port][/path]`; optional for well-known providers (openai, anthropic, mistral, groq, deepseek, gemini, xai, together_ai). `host.docker.internal` and `localhost` mean the machine the gateway runs on.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// The provider's key: a literal, or `$VAR` / `${VAR}` from the environment (then a `.env` beside the config).
     #[serde(default)]
     pub access_key: Option<String>,
+    /// Used when a request names no configured model; one provider at most.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = false)))]
     pub default: bool,
+    /// Per attempt, until the response's headers.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 30000)))]
     pub timeout_ms: Option<u64>,
+    /// How failed attempts are retried; without it nothing is.
     #[serde(default)]
     pub retry_policy: Option<RetryPolicyConfig>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
@@ -56,30 +110,43 @@ pub enum Strategy {
     DifferentProvider,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicyConfig {
+    /// Models (as in `model_providers[].model`) to fail over to, in order, before every other provider.
     #[serde(default)]
     pub fallback_models: Vec<String>,
+    /// The strategy of a rule that names none.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "different_provider")))]
     pub default_strategy: Option<Strategy>,
+    /// Retries a rule that names no `max_attempts` may cause, the original attempt aside.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 2)))]
     pub default_max_attempts: Option<u32>,
+    /// Rules by the provider's status; the first that matches applies. Without one, 429, 500, 502, 503 and 504 are retried by the defaults.
     #[serde(default)]
     pub on_status_codes: Vec<StatusRuleConfig>,
+    /// The rule for an attempt past `timeout_ms`, or whose connection failed.
     #[serde(default)]
     pub on_timeout: Option<RuleConfig>,
+    /// Blocks a model (or provider) that answers slower than a threshold.
     #[serde(default)]
     pub on_high_latency: Option<HighLatencyConfig>,
+    /// Waits before retries: exponential from `base_ms` to `max_ms`.
     #[serde(default)]
     pub backoff: Option<BackoffConfig>,
+    /// What a provider's `Retry-After` blocks, and for how long at most.
     #[serde(default)]
     pub retry_after_handling: Option<RetryAfterConfig>,
+    /// A bound on the whole request's retrying, waits included.
     #[serde(default)]
     pub max_retry_duration_ms: Option<u64>,
 }
 
 /// A status code as written: `429` or a range `"502-504"`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum CodeSpec {
@@ -87,25 +154,33 @@ pub enum CodeSpec {
     Text(String),
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRuleConfig {
+    /// Status codes, and ranges as strings: `[429, "502-504"]`.
     pub codes: Vec<CodeSpec>,
+    /// Which target the retry goes to; `default_strategy` when absent.
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// Retries this rule may cause; `default_max_attempts` when absent.
     #[serde(default)]
     pub max_attempts: Option<u32>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
+    /// Which target the retry goes to; `default_strategy` when absent.
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// Retries this rule may cause; `default_max_attempts` when absent.
     #[serde(default)]
     pub max_attempts: Option<u32>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Measure {
@@ -114,6 +189,7 @@ pub enum Measure {
     Total,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockScope {
@@ -122,6 +198,7 @@ pub enum BlockScope {
     Provider,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockApplyTo {
@@ -130,55 +207,95 @@ pub enum BlockApplyTo {
     Global,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HighLatencyConfig {
+    /// An attempt slower than this is a latency event.
     pub threshold_ms: u64,
+    /// `ttfb`: until the response's headers; `total`: until its end.
     #[serde(default)]
     pub measure: Measure,
+    /// Latency events within `trigger_window_seconds` that block the target.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1)))]
     pub min_triggers: Option<u32>,
+    /// Required when `min_triggers` is above 1.
     #[serde(default)]
     pub trigger_window_seconds: Option<u64>,
+    /// Which target a retry goes to; `default_strategy` when absent.
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// Retries this rule may cause; `default_max_attempts` when absent.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// How long a slow target stays blocked.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 60)))]
     pub block_duration_seconds: Option<u64>,
+    /// What is blocked: the `model`, or its whole `provider`.
     #[serde(default)]
     pub scope: BlockScope,
+    /// `global`: every request skips the block; `request`: only this one.
     #[serde(default)]
     pub apply_to: BlockApplyTo,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackoffScope {
     SameModel,
     SameProvider,
+    /// Every retry waits: the default, as a user who writes `backoff` expects.
+    #[default]
     Global,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffConfig {
+    /// Which retries wait: `global` (every retry), `same_model` or `same_provider` ones.
+    #[serde(default)]
     pub apply_to: BackoffScope,
+    /// The first wait.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 100)))]
     pub base_ms: Option<u64>,
+    /// The longest wait.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 5000)))]
     pub max_ms: Option<u64>,
+    /// Randomize each wait (full jitter).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
     pub jitter: Option<bool>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryAfterConfig {
+    /// What a `Retry-After` blocks: the `model`, or its whole `provider`.
     #[serde(default)]
     pub scope: BlockScope,
+    /// `global`: every request skips the block; `request`: only this one.
     #[serde(default)]
     pub apply_to: BlockApplyTo,
+    /// A longer `Retry-After` is cut to this.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 300)))]
     pub max_retry_after_seconds: Option<u64>,
+}
+
+/// The JSON Schema (draft 7, which editors' YAML support reads) of the
+/// gateway YAML, from these very types, so the two cannot drift.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<GatewayConfig>();
+    schema.insert("title".into(), "Plano gateway config".into());
+    schema.to_value()
 }

@@ -27,6 +27,14 @@ pub struct GatewayPlan {
     /// Loopback port on which the gateway reports its blocks (`planoai status`).
     #[serde(default)]
     pub status_port: Option<u16>,
+    /// Log the attempt line of a request its first attempt answered
+    /// (`logging.first_attempt_success`); retries are always logged.
+    #[serde(default = "yes")]
+    pub log_first_success: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl GatewayPlan {

@@ -153,8 +153,16 @@ fn endpoint_for(
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// Not a valid `$VAR` reference.
+    Invalid(String),
+    /// The variable it names is not set.
+    Unset(String),
+}
+
 /// Resolves an access key: a literal, or `$VAR` / `${VAR}` from `env`.
-pub fn resolve_key(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn resolve_key(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, KeyError> {
     let name = raw
         .strip_prefix("${")
         .and_then(|r| r.strip_suffix('}'))
@@ -164,11 +172,11 @@ pub fn resolve_key(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
         Some(var)
             if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
         {
-            Err(format!(
+            Err(KeyError::Invalid(format!(
                 "`{raw}` is not a valid environment variable reference"
-            ))
+            )))
         }
-        Some(var) => env(var).ok_or_else(|| format!("environment variable `{var}` is not set")),
+        Some(var) => env(var).ok_or_else(|| KeyError::Unset(var.to_string())),
     }
 }
 
@@ -189,6 +197,8 @@ pub fn cluster_name(index: usize, model: &str) -> String {
 
 pub struct Resolved {
     pub plan: GatewayPlan,
+    /// Envoy's access log on (`logging.access_log`); for the rendered config.
+    pub access_log: bool,
     pub endpoints: Vec<Endpoint>,
     pub listener_port: u16,
     pub listener_address: String,
@@ -222,10 +232,21 @@ impl Checker {
 }
 
 /// Checks `config` and builds the plan. Returns every issue found; the plan
-/// is `None` when any of them is an error.
+/// is `None` when any of them is an error. An unset `$VAR` key is an error.
 pub fn resolve(
     config: &GatewayConfig,
     env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<Resolved>, Vec<Issue>) {
+    resolve_with(config, env, Severity::Error)
+}
+
+/// [`resolve`], with an unset `$VAR` key reported as `unset_variable`: a
+/// config can be checked before its secrets are at hand (in CI). With a
+/// warning the plan leaves that key out, so it is for checking, not running.
+pub fn resolve_with(
+    config: &GatewayConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    unset_variable: Severity,
 ) -> (Option<Resolved>, Vec<Issue>) {
     let mut c = Checker { issues: Vec::new() };
 
@@ -307,7 +328,26 @@ pub fn resolve(
             None => None,
             Some(raw) => match resolve_key(raw, env) {
                 Ok(k) => Some(k),
-                Err(e) => {
+                Err(KeyError::Unset(var)) => {
+                    let (message, hint) = match unset_variable {
+                        Severity::Error => (
+                            format!("environment variable `{var}` is not set"),
+                            "export it, or put it in a .env file beside the config",
+                        ),
+                        Severity::Warning => (
+                            format!("environment variable `{var}` is not set; `planoai up` refuses this config until it is"),
+                            "export it, or put it in a .env file beside the config; `validate --strict` makes this an error",
+                        ),
+                    };
+                    c.push(
+                        unset_variable,
+                        format!("{at}.access_key"),
+                        message,
+                        Some(hint.into()),
+                    );
+                    None
+                }
+                Err(KeyError::Invalid(e)) => {
                     c.error(format!("{at}.access_key"), e);
                     None
                 }
@@ -373,7 +413,9 @@ pub fn resolve(
                     .max_request_body_bytes
                     .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
                 status_port: None,
+                log_first_success: config.logging.first_attempt_success,
             },
+            access_log: config.logging.access_log,
             endpoints,
             listener_port: l.port,
             listener_address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),

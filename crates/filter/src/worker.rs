@@ -390,6 +390,11 @@ impl Worker {
         let Some(a) = ex.state.ledger.current() else {
             return;
         };
+        let first_success =
+            ex.state.ledger.attempts.len() == 1 && matches!(outcome, Outcome::Status(200..=399));
+        if first_success && !self.plan.log_first_success {
+            return;
+        }
         let result = match outcome {
             Outcome::Status(s) => s.to_string(),
             other => other.error_type(),

@@ -5,9 +5,9 @@ use crate::runtime;
 
 pub fn run(args: &DownArgs) -> Result<i32> {
     if runtime::stop(args.docker)? {
-        println!("gateway stopped");
+        outln!("gateway stopped")?;
     } else {
-        println!("no gateway is running");
+        outln!("no gateway is running")?;
     }
     Ok(0)
 }

@@ -2,8 +2,10 @@
 
 mod build;
 mod down;
+mod init;
 mod logs;
 mod render;
+mod schema;
 mod status;
 mod up;
 mod validate;
@@ -16,10 +18,25 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Up(args) => up::run(&args),
         Command::Down(args) => down::run(&args),
-        Command::Validate { config } => validate::run(&config),
+        Command::Validate(args) => validate::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Status => status::run(),
-        Command::Logs { follow, lines } => logs::run(follow, lines),
+        Command::Logs {
+            follow,
+            lines,
+            json,
+            envoy,
+        } => logs::run(follow, lines, json, envoy),
         Command::Build(args) => build::run(&args),
+        Command::Schema => schema::run(),
+        Command::Init(args) => init::run(&args),
+        Command::LogWriter {
+            path,
+            max_bytes,
+            files,
+        } => {
+            crate::logfile::write(&path, crate::logfile::LogCap { max_bytes, files })?;
+            Ok(0)
+        }
     }
 }

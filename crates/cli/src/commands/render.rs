@@ -24,24 +24,24 @@ pub fn run(args: &RenderArgs) -> Result<i32> {
     };
     let rendered = render::render(&loaded, &wasm_path, &keys_dir)?;
     rendered.write(&args.output)?;
-    println!(
+    outln!(
         "wrote {} and {} key file(s) (owner-only: Envoy reads the access keys from them), and {}",
         args.output.join("envoy.yaml").display(),
         rendered.keys.len(),
         wasm.display()
-    );
+    )?;
     if args.kubernetes {
         let manifest = args.output.join("kubernetes.yaml");
         render::write_private(&manifest, render::kubernetes(&rendered)?.as_bytes())?;
-        println!(
+        outln!(
             "wrote {} (owner-only: its Secret holds access keys); apply it with:",
             manifest.display()
-        );
-        println!(
+        )?;
+        outln!(
             "  kubectl create configmap plano-filter --from-file={}",
             wasm.display()
-        );
-        println!("  kubectl apply -f {}", manifest.display());
+        )?;
+        outln!("  kubectl apply -f {}", manifest.display())?;
     }
     Ok(0)
 }

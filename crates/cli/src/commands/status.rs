@@ -7,64 +7,64 @@ use crate::{health, render};
 
 pub fn run() -> Result<i32> {
     let Some(state) = runtime::read_state() else {
-        println!("not running");
+        outln!("not running")?;
         return Ok(3);
     };
     if !runtime::is_running(&state) {
-        println!(
+        outln!(
             "not running (the last gateway, for {}, has exited)",
             state.config.display()
-        );
+        )?;
         return Ok(3);
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let up = now.saturating_sub(state.started_at);
-    println!("running");
-    println!(
+    outln!("running")?;
+    outln!(
         "  mode:    {}",
         match state.mode {
             Mode::Native => "native",
             Mode::Docker => "docker",
         }
-    );
-    println!("  listen:  http://localhost:{}", state.port);
-    println!("  config:  {}", state.config.display());
+    )?;
+    outln!("  listen:  http://localhost:{}", state.port)?;
+    outln!("  config:  {}", state.config.display())?;
     match state.mode {
-        Mode::Native => println!("  pid:     {}", state.pid.unwrap_or(0)),
-        Mode::Docker => println!("  container: {}", runtime::CONTAINER),
+        Mode::Native => outln!("  pid:     {}", state.pid.unwrap_or(0))?,
+        Mode::Docker => outln!("  container: {}", runtime::CONTAINER)?,
     }
-    println!(
+    outln!(
         "  uptime:  {}h {:02}m {:02}s",
         up / 3600,
         up / 60 % 60,
         up % 60
-    );
+    )?;
     match health::get(render::STATUS_PORT, "/plano/blocks")
         .map(|(_, body)| serde_json::from_str::<serde_json::Value>(&body))
     {
         Ok(Ok(report)) => {
             let blocks = report["blocks"].as_array().cloned().unwrap_or_default();
             if blocks.is_empty() {
-                println!("  blocks:  none");
+                outln!("  blocks:  none")?;
             } else {
-                println!("  blocks:");
+                outln!("  blocks:")?;
                 for b in blocks {
                     let secs = b["remaining_ms"].as_u64().unwrap_or(0).div_ceil(1000);
-                    println!(
+                    outln!(
                         "    {} for {secs} more s",
                         b["blocked"].as_str().unwrap_or("?")
-                    );
+                    )?;
                 }
             }
         }
-        _ => println!("  blocks:  unknown (the gateway did not report them)"),
+        _ => outln!("  blocks:  unknown (the gateway did not report them)")?,
     }
     if let Ok((200, stats)) = health::get(render::ADMIN_PORT, "/stats?filter=wasmcustom.plano") {
-        println!("  counters:");
+        outln!("  counters:")?;
         for line in stats.lines().filter(|l| !l.trim().is_empty()) {
-            println!("    {}", line.trim_start_matches("wasmcustom."));
+            outln!("    {}", line.trim_start_matches("wasmcustom."))?;
         }
     }
     Ok(0)

@@ -9,21 +9,21 @@ pub fn run(args: &UpArgs) -> Result<i32> {
     // Never two gateways fighting over a port: `up` replaces a running one.
     if let Some(state) = runtime::read_state() {
         if runtime::is_running(&state) {
-            println!(
+            outln!(
                 "replacing the running gateway ({} mode, {})",
                 match state.mode {
                     Mode::Native => "native",
                     Mode::Docker => "docker",
                 },
                 state.config.display()
-            );
+            )?;
         }
         runtime::stop(false)?;
     }
     if args.docker {
-        runtime::start_docker(&loaded, args.workers)?;
+        runtime::start_docker(&loaded, args.workers, args.log_cap())?;
     } else {
-        runtime::start_native(&loaded, args.workers, args.foreground)?;
+        runtime::start_native(&loaded, args.workers, args.foreground, args.log_cap())?;
     }
     Ok(0)
 }

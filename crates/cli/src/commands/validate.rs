@@ -1,29 +1,41 @@
-use std::path::Path;
-
 use anyhow::Result;
+use plano_core::resolve::Severity;
 
-use crate::load;
+use crate::cli::ValidateArgs;
+use crate::load::{self, Options};
 
-pub fn run(config: &Path) -> Result<i32> {
-    let report = load::load(config)?;
-    report.print();
+pub fn run(args: &ValidateArgs) -> Result<i32> {
+    let config = &args.config;
+    let strict = args.strict || args.env_file.is_some();
+    let report = load::load(
+        config,
+        &Options {
+            env_file: args.env_file.clone(),
+            unset_variable: if strict {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
+        },
+    )?;
+    report.print()?;
     let warnings = report.diagnostics.len() - report.errors();
     if report.errors() > 0 {
-        eprintln!(
+        errln!(
             "{}: {} error(s), {} warning(s)",
             config.display(),
             report.errors(),
             warnings
-        );
+        )?;
         return Ok(1);
     }
     let targets = report
         .loaded
         .as_ref()
         .map_or(0, |l| l.resolved.plan.targets.len());
-    println!(
+    outln!(
         "{}: valid ({targets} providers, {warnings} warning(s))",
         config.display()
-    );
+    )?;
     Ok(0)
 }

@@ -1,0 +1,201 @@
+//! The gateway's own lines in Envoy's log, pulled out of Envoy's prefix:
+//! `[2026-11-25 07:53:07.752][16176][info][wasm] [source/...context.cc:1151]
+//! wasm log plano plano plano: request "ID" attempt 1: openai/gpt-4o -> 429 in 4 ms`
+//! becomes one line per attempt with its time, request, attempt, target,
+//! outcome, latency and wait, as text or JSON.
+
+use serde_json::{json, Map, Value};
+
+/// Envoy's prefix of a wasm log line: `wasm log <plugin> <root id> <vm id>: `.
+const MARKER: &str = "wasm log ";
+/// The gateway's plugins (the client stream's and the stream cluster's).
+const PLUGINS: [&str; 2] = ["plano plano plano: ", "plano_attempt plano_attempt plano: "];
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum GatewayLine {
+    Attempt {
+        time: String,
+        request_id: String,
+        attempt: u32,
+        target: String,
+        outcome: String,
+        latency_ms: u64,
+        wait_ms: Option<u64>,
+        /// Any further ` key value` pairs the filter adds, in order.
+        extra: Vec<(String, String)>,
+    },
+    /// Blocks, exhausted retries, latency events: the message as logged.
+    Other { time: String, message: String },
+}
+
+/// The gateway's line in one line of Envoy's log; `None` for Envoy's own.
+pub fn parse(line: &str) -> Option<GatewayLine> {
+    let (head, message) = line.split_once(MARKER)?;
+    let message = PLUGINS.iter().find_map(|p| message.strip_prefix(p))?;
+    let time = head
+        .strip_prefix('[')
+        .and_then(|h| h.split_once(']'))
+        .map_or(String::new(), |(t, _)| t.to_string());
+    let message = message.trim_end();
+    Some(
+        parse_attempt(&time, message).unwrap_or_else(|| GatewayLine::Other {
+            time,
+            message: message.to_string(),
+        }),
+    )
+}
+
+/// The request id as the filter quotes it (the client chose it, so it is
+/// escaped), and the rest of the line.
+fn quoted_id(text: &str) -> Option<(String, &str)> {
+    let body = text.strip_prefix('"')?;
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => return Some((body[..i].to_string(), &body[i + 1..])),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+/// `request "ID" attempt N: MODEL -> OUTCOME in MS ms[ wait MS ms][ key value]...`
+fn parse_attempt(time: &str, message: &str) -> Option<GatewayLine> {
+    let rest = message.strip_prefix("request ")?;
+    let (request_id, rest) = quoted_id(rest)?;
+    let rest = rest.strip_prefix(" attempt ")?;
+    let (attempt, rest) = rest.split_once(": ")?;
+    let (target, rest) = rest.split_once(" -> ")?;
+    let (outcome, rest) = rest.split_once(" in ")?;
+    let mut words = rest.split_whitespace();
+    let latency_ms = words.next()?.parse().ok()?;
+    (words.next()? == "ms").then_some(())?;
+    let mut wait_ms = None;
+    let mut extra = Vec::new();
+    let words: Vec<&str> = words.collect();
+    let mut i = 0;
+    while i < words.len() {
+        let key = words[i];
+        let value = words.get(i + 1).copied().unwrap_or("");
+        // A value may carry its unit: `wait 100 ms`.
+        let unit = words.get(i + 2).filter(|u| **u == "ms");
+        if key == "wait" {
+            wait_ms = value.parse().ok();
+        } else {
+            extra.push((key.to_string(), value.to_string()));
+        }
+        i += 2 + usize::from(unit.is_some());
+    }
+    Some(GatewayLine::Attempt {
+        time: time.to_string(),
+        request_id,
+        attempt: attempt.parse().ok()?,
+        target: target.to_string(),
+        outcome: outcome.to_string(),
+        latency_ms,
+        wait_ms,
+        extra,
+    })
+}
+
+impl GatewayLine {
+    /// `TIME  request ID  attempt N  TARGET  OUTCOME  LATENCY ms  wait MS ms`
+    pub fn text(&self) -> String {
+        match self {
+            GatewayLine::Attempt {
+                time,
+                request_id,
+                attempt,
+                target,
+                outcome,
+                latency_ms,
+                wait_ms,
+                extra,
+            } => {
+                let wait = wait_ms.map_or("-".to_string(), |w| format!("{w} ms"));
+                let mut line = format!(
+                    "{time}  request {request_id}  attempt {attempt}  {target}  {outcome}  {latency_ms} ms  wait {wait}"
+                );
+                for (k, v) in extra {
+                    line.push_str(&format!("  {k} {v}"));
+                }
+                line
+            }
+            GatewayLine::Other { time, message } => format!("{time}  {message}"),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        match self {
+            GatewayLine::Attempt {
+                time,
+                request_id,
+                attempt,
+                target,
+                outcome,
+                latency_ms,
+                wait_ms,
+                extra,
+            } => {
+                let mut v = json!({
+                    "time": time, "request_id": request_id, "attempt": attempt, "target": target,
+                    "outcome": outcome, "latency_ms": latency_ms, "wait_ms": wait_ms,
+                });
+                let map: &mut Map<String, Value> = v.as_object_mut().expect("an object");
+                for (k, val) in extra {
+                    map.insert(k.clone(), Value::String(val.clone()));
+                }
+                v
+            }
+            GatewayLine::Other { time, message } => json!({ "time": time, "message": message }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "[2026-11-25 07:53:07.752][16176][info][wasm] [source/extensions/common/wasm/context.cc:1151] wasm log plano plano plano: ";
+
+    #[test]
+    fn an_attempt_line_with_and_without_tail_fields() {
+        let line = format!(
+            "{PREFIX}request \"r-1\" attempt 2: anthropic/claude -> 200 in 7 ms wait 100 ms region eu"
+        );
+        assert_eq!(
+            parse(&line).unwrap().text(),
+            "2026-11-25 07:53:07.752  request r-1  attempt 2  anthropic/claude  200  7 ms  wait 100 ms  region eu"
+        );
+        let line = format!("{PREFIX}request \"r-1\" attempt 1: openai/gpt-4o -> 429 in 4 ms");
+        let json = parse(&line).unwrap().json();
+        assert_eq!(json["outcome"], "429");
+        assert_eq!(json["latency_ms"], 4);
+        assert!(json["wait_ms"].is_null());
+    }
+
+    #[test]
+    fn a_streamed_attempt_and_a_request_id_imitating_log_text() {
+        let line = "[2026-11-25 07:53:07.752][1][info][wasm] [context.cc:1151] wasm log plano_attempt plano_attempt plano: request \"x\\\" attempt 9: fake -> 200 in 1 ms\" attempt 1: openai/gpt-4o -> 429 in 4 ms";
+        let json = parse(line).unwrap().json();
+        assert_eq!(json["attempt"], 1);
+        assert_eq!(json["target"], "openai/gpt-4o");
+        assert_eq!(json["outcome"], "429");
+    }
+
+    #[test]
+    fn envoy_lines_are_not_the_gateways() {
+        assert_eq!(
+            parse("[2026-11-25T07:57:18.400Z] \"GET /healthz HTTP/1.1\" 200 -"),
+            None
+        );
+        let other = parse(&format!(
+            "{PREFIX}blocked openai/gpt-4o for 30000 ms (Retry-After)"
+        ));
+        assert_eq!(
+            other.unwrap().text(),
+            "2026-11-25 07:53:07.752  blocked openai/gpt-4o for 30000 ms (Retry-After)"
+        );
+    }
+}
