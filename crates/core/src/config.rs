@@ -143,6 +143,46 @@ pub struct RetryPolicyConfig {
     /// A bound on the whole request's retrying, waits included.
     #[serde(default)]
     pub max_retry_duration_ms: Option<u64>,
+    /// Block a model before it answers 429, from the quota its successful
+    /// answers report (`x-ratelimit-remaining-requests` and the like). Off
+    /// unless set.
+    #[serde(default)]
+    pub rate_limit_headers: Option<RateLimitHeadersConfig>,
+    /// A bound on retries over all requests: retries caused by a model's
+    /// failures may add at most `ratio` of its recent requests, plus a floor.
+    /// Off unless set.
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudgetConfig>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitHeadersConfig {
+    /// Block when the remaining requests reported are at or under this.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 0)))]
+    pub min_remaining_requests: Option<u64>,
+    /// Block when the remaining tokens reported are at or under this; tokens
+    /// are not looked at unless it is set.
+    #[serde(default)]
+    pub min_remaining_tokens: Option<u64>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    /// Retries per request of the failing model within the window (0.2: 20%).
+    pub ratio: f64,
+    /// Retries always allowed per second, whatever the traffic.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1)))]
+    pub min_retries_per_second: Option<u64>,
+    /// How far back requests and retries count.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 10)))]
+    pub window_seconds: Option<u64>,
 }
 
 /// A status code as written: `429` or a range `"502-504"`.

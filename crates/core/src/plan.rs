@@ -14,6 +14,8 @@ pub const DEFAULT_BACKOFF_BASE_MS: u64 = 100;
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 5_000;
 pub const DEFAULT_MAX_RETRY_AFTER_SECONDS: u64 = 300;
 pub const DEFAULT_LATENCY_BLOCK_SECONDS: u64 = 60;
+pub const DEFAULT_BUDGET_MIN_PER_SECOND: u64 = 1;
+pub const DEFAULT_BUDGET_WINDOW_SECONDS: u64 = 10;
 
 /// Statuses that fail an attempt when no `on_status_codes` entry matches.
 pub const DEFAULT_RETRIABLE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
@@ -166,6 +168,20 @@ impl Default for RetryAfterHandling {
     }
 }
 
+/// Pre-emptive blocks from a successful answer's quota headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaFloor {
+    pub requests: u64,
+    pub tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_per_second: u64,
+    pub window_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Targets to consider after the primary, in order: `fallback_models` as
@@ -178,4 +194,8 @@ pub struct RetryPolicy {
     pub backoff: Option<Backoff>,
     pub retry_after: RetryAfterHandling,
     pub max_retry_duration_ms: Option<u64>,
+    #[serde(default)]
+    pub quota_floor: Option<QuotaFloor>,
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudget>,
 }

@@ -6,8 +6,10 @@
 
 use crate::attempt::{self, Decision, Ledger, Outcome, RuleId};
 use crate::blocks::{self, BlockKey, SharedStore};
+use crate::budget;
 use crate::config::{BlockApplyTo, Measure};
 use crate::plan::{GatewayPlan, HighLatency, RetryPolicy, Target};
+use crate::quota::Quota;
 
 /// What the request's surroundings are at one moment.
 pub struct Env<'a> {
@@ -51,6 +53,12 @@ pub struct Effects {
     pub latency_event: bool,
     /// A block from latency events: what, and until when.
     pub latency_block: Option<(BlockKey, u64)>,
+    /// A block from a successful answer's quota headers: what, and until when.
+    pub preemptive_block: Option<(BlockKey, u64)>,
+    /// This request took the one probe of a block that had ended.
+    pub probe: bool,
+    /// A retry was refused: it would have exceeded the retry budget.
+    pub over_retry_budget: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,12 +72,87 @@ impl RequestState {
     /// A request for `primary` and the target of its first attempt (a
     /// blocked primary is skipped, SPEC §4).
     pub fn begin(env: &Env, primary: usize) -> (RequestState, usize) {
-        let state = RequestState {
+        let mut effects = Effects::default();
+        Self::begin_noting(env, primary, &mut effects)
+    }
+
+    /// [`RequestState::begin`], noting a probe taken in `effects`.
+    pub fn begin_noting(env: &Env, primary: usize, effects: &mut Effects) -> (RequestState, usize) {
+        let mut state = RequestState {
             primary,
             ledger: Ledger::default(),
         };
-        let first = attempt::first_target(env.plan, primary, &|t| state.blocked_until(env, t));
+        let mut first = primary;
+        // A probe lost to another request blocks that target for this one;
+        // each round removes a candidate, so this ends.
+        for _ in 0..=env.plan.targets.len() {
+            first = attempt::first_target(env.plan, primary, &|t| state.blocked_until(env, t));
+            if state.claim(env, first, effects) {
+                break;
+            }
+        }
+        if let (Some(budget), Some(t)) = (
+            state.policy(env.plan).and_then(|p| p.retry_budget),
+            env.plan.targets.get(first),
+        ) {
+            budget::record_request(
+                env.store,
+                &BlockKey::Model(t.model.clone()),
+                &budget,
+                env.now_ms,
+            );
+        }
         (state, first)
+    }
+
+    /// Before `target` is tried: an ended block on it lets one request
+    /// through, across workers. False when another request holds that probe
+    /// (the target is then blocked for this request until the probe's lease
+    /// ends).
+    fn claim(&mut self, env: &Env, target: usize, effects: &mut Effects) -> bool {
+        let Some(t) = env.plan.targets.get(target) else {
+            return true;
+        };
+        let lease_until = env.now_ms + t.timeout_ms;
+        for key in BlockKey::covering(t) {
+            if !blocks::ended(env.store, &key, env.now_ms) {
+                continue;
+            }
+            match blocks::claim_probe(env.store, &key, env.now_ms, lease_until) {
+                Ok(()) => effects.probe = true,
+                Err(held_until) => {
+                    self.ledger.block_for_request(key, held_until);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// A successful answer reported its quota: at or under the policy's
+    /// floor, the target is blocked until the quota resets.
+    pub fn note_quota(&self, env: &Env, quota: &Quota, effects: &mut Effects) {
+        let (Some(policy), Some(t)) = (
+            self.policy(env.plan),
+            self.current_target().and_then(|i| env.plan.targets.get(i)),
+        ) else {
+            return;
+        };
+        let Some(floor) = &policy.quota_floor else {
+            return;
+        };
+        if let Some(ms) = quota.exhausted_for_ms(floor) {
+            let key = BlockKey::for_target(t, policy.retry_after.scope);
+            let until = env.now_ms + ms.min(policy.retry_after.max_ms);
+            if blocks::block(env.store, &key, until) {
+                effects.preemptive_block = Some((key, until));
+            }
+        }
+    }
+
+    /// Whether a successful answer's quota headers matter to this request.
+    pub fn reads_quota(&self, plan: &GatewayPlan) -> bool {
+        self.policy(plan).is_some_and(|p| p.quota_floor.is_some())
     }
 
     pub fn policy<'p>(&self, plan: &'p GatewayPlan) -> Option<&'p RetryPolicy> {
@@ -124,7 +207,16 @@ impl RequestState {
             }
         }
         self.ledger.finish(Some(outcome), env.now_ms);
-        self.step(env, &outcome)
+        let step = self.step(env, &outcome, effects);
+        if step == Step::Deliver && matches!(outcome, Outcome::Status(s) if s < 400) {
+            // The target serves again: a block that ended is over for all.
+            if let Some(t) = self.current_target().and_then(|i| env.plan.targets.get(i)) {
+                for key in BlockKey::covering(t) {
+                    blocks::clear_ended(env.store, &key, env.now_ms);
+                }
+            }
+        }
+        step
     }
 
     /// The current attempt sent no headers within the `ttfb` threshold. The
@@ -135,7 +227,7 @@ impl RequestState {
         self.latency_event(env, current, effects);
         let mut trial = self.clone();
         trial.ledger.finish(Some(Outcome::SlowTtfb), env.now_ms);
-        match trial.step(env, &Outcome::SlowTtfb) {
+        match trial.step(env, &Outcome::SlowTtfb, effects) {
             step @ Step::Retry { .. } => {
                 *self = trial;
                 Some(step)
@@ -165,7 +257,10 @@ impl RequestState {
         }
         let mut trial = self.clone();
         trial.ledger.finish(Some(Outcome::SlowTtfb), env.now_ms);
-        matches!(trial.step(env, &Outcome::SlowTtfb), Step::Retry { .. })
+        matches!(
+            trial.decide(env, &Outcome::SlowTtfb),
+            Decision::Retry { .. }
+        )
     }
 
     /// An answer was delivered whole after `took_ms` (`measure: total`).
@@ -184,8 +279,8 @@ impl RequestState {
         }
     }
 
-    fn step(&mut self, env: &Env, outcome: &Outcome) -> Step {
-        let decision = attempt::decide(
+    fn decide(&self, env: &Env, outcome: &Outcome) -> Decision {
+        attempt::decide(
             env.plan,
             self.primary,
             &self.ledger,
@@ -193,7 +288,21 @@ impl RequestState {
             env.now_ms,
             &|t| self.blocked_until(env, t),
             env.jitter,
-        );
+        )
+    }
+
+    fn step(&mut self, env: &Env, outcome: &Outcome, effects: &mut Effects) -> Step {
+        // A probe lost to another request blocks that target here and the
+        // choice is made again; each round removes a candidate.
+        let mut decision = self.decide(env, outcome);
+        for _ in 0..env.plan.targets.len() {
+            match decision {
+                Decision::Retry { target, .. } if !self.claim(env, target, effects) => {
+                    decision = self.decide(env, outcome);
+                }
+                _ => break,
+            }
+        }
         match decision {
             Decision::Final => Step::Deliver,
             Decision::Retry {
@@ -201,6 +310,10 @@ impl RequestState {
                 wait_ms,
                 rule,
             } => {
+                if !self.retry_budget_allows(env) {
+                    effects.over_retry_budget = true;
+                    return Step::Exhausted(self.exhaustion(env, false, true));
+                }
                 self.ledger.charge(rule);
                 Step::Retry {
                     target,
@@ -209,14 +322,52 @@ impl RequestState {
                 }
             }
             Decision::Exhausted { budget_exhausted } => {
-                let (status, body) =
-                    attempt::exhausted_error(env.plan, &self.ledger, budget_exhausted);
-                Step::Exhausted(Exhaustion {
-                    status,
-                    body,
-                    retry_after_secs: self.retry_after_hint(env),
-                })
+                Step::Exhausted(self.exhaustion(env, budget_exhausted, false))
             }
+        }
+    }
+
+    /// Spends a retry of the failed model's budget, if the policy has one.
+    fn retry_budget_allows(&self, env: &Env) -> bool {
+        let (Some(budget), Some(t)) = (
+            self.policy(env.plan).and_then(|p| p.retry_budget),
+            self.current_target().and_then(|i| env.plan.targets.get(i)),
+        ) else {
+            return true;
+        };
+        budget::try_retry(
+            env.store,
+            &BlockKey::Model(t.model.clone()),
+            &budget,
+            env.now_ms,
+        )
+    }
+
+    fn exhaustion(&self, env: &Env, budget_exhausted: bool, over_retry_budget: bool) -> Exhaustion {
+        let (status, mut body) = attempt::exhausted_error(env.plan, &self.ledger, budget_exhausted);
+        if over_retry_budget {
+            // Said in the error: the retry was possible, the gateway's
+            // budget for retries refused it.
+            if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&body) {
+                let model = self
+                    .current_target()
+                    .and_then(|i| env.plan.targets.get(i))
+                    .map_or("", |t| t.model.as_str());
+                let message = value["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                value["error"]["message"] =
+                    format!("{message}; no retry sent: the retry budget of {model} is spent")
+                        .into();
+                value["error"]["retry_budget"] = "exceeded".into();
+                body = value.to_string();
+            }
+        }
+        Exhaustion {
+            status,
+            body,
+            retry_after_secs: self.retry_after_hint(env),
         }
     }
 
@@ -466,5 +617,129 @@ mod tests {
         );
         assert_eq!(effects.retry_after_block, None);
         assert!(RequestState::begin(&env(&plan, &store, T0 + 20), 0).1 == 0);
+    }
+
+    #[test]
+    fn one_request_probes_an_ended_block_and_its_answer_clears_or_renews_it() {
+        let plan = plan(json!({"default_strategy": "different_provider"}));
+        let store = MemoryStore::default();
+        let mut state = begun(&plan, &store);
+        let mut effects = Effects::default();
+        let e = env(&plan, &store, T0);
+        state.after_outcome(&e, Outcome::Status(429), Some(2000), &mut effects);
+        // Blocked: everyone goes to the fallback.
+        assert_eq!(RequestState::begin(&env(&plan, &store, T0 + 1999), 0).1, 1);
+        // Ended: the first request probes, the others keep to the fallback.
+        let mut probe_effects = Effects::default();
+        let (mut probe, first) =
+            RequestState::begin_noting(&env(&plan, &store, T0 + 2001), 0, &mut probe_effects);
+        assert_eq!((first, probe_effects.probe), (0, true));
+        for n in 0..5 {
+            let mut other = Effects::default();
+            let (_, first) =
+                RequestState::begin_noting(&env(&plan, &store, T0 + 2002 + n), 0, &mut other);
+            assert_eq!((first, other.probe), (1, false));
+        }
+        // The probe is limited again: the block is renewed, still no one else.
+        probe.start(0, T0 + 2001);
+        let e = env(&plan, &store, T0 + 2010);
+        probe.after_outcome(
+            &e,
+            Outcome::Status(429),
+            Some(2000),
+            &mut Effects::default(),
+        );
+        assert_eq!(RequestState::begin(&env(&plan, &store, T0 + 3000), 0).1, 1);
+        // After the renewed block a probe answers 200: the block is cleared.
+        let (mut probe, first) = RequestState::begin(&env(&plan, &store, T0 + 4011), 0);
+        assert_eq!(first, 0);
+        probe.start(0, T0 + 4011);
+        let step = probe.after_outcome(
+            &env(&plan, &store, T0 + 4020),
+            Outcome::Status(200),
+            None,
+            &mut Effects::default(),
+        );
+        assert_eq!(step, Step::Deliver);
+        for n in 0..3 {
+            let mut other = Effects::default();
+            let (_, first) =
+                RequestState::begin_noting(&env(&plan, &store, T0 + 4021 + n), 0, &mut other);
+            assert_eq!((first, other.probe), (0, false));
+        }
+    }
+
+    #[test]
+    fn a_probe_that_never_answers_frees_its_lease_after_timeout_ms() {
+        let plan = plan(json!({"default_strategy": "different_provider"}));
+        let store = MemoryStore::default();
+        let mut state = begun(&plan, &store);
+        state.after_outcome(
+            &env(&plan, &store, T0),
+            Outcome::Status(429),
+            Some(1000),
+            &mut Effects::default(),
+        );
+        assert_eq!(RequestState::begin(&env(&plan, &store, T0 + 1001), 0).1, 0);
+        // timeout_ms is 5000: the lease holds that long, then another may probe.
+        assert_eq!(RequestState::begin(&env(&plan, &store, T0 + 6000), 0).1, 1);
+        assert_eq!(RequestState::begin(&env(&plan, &store, T0 + 6002), 0).1, 0);
+    }
+
+    #[test]
+    fn a_low_quota_on_a_success_blocks_before_any_429() {
+        let plan = plan(json!({"rate_limit_headers": {"min_remaining_requests": 0}}));
+        let store = MemoryStore::default();
+        let state = begun(&plan, &store);
+        let quota = |remaining: &str| {
+            let remaining = remaining.to_string();
+            Quota::read(
+                &move |name| match name {
+                    "x-ratelimit-remaining-requests" => Some(remaining.clone()),
+                    "x-ratelimit-reset-requests" => Some("2s".into()),
+                    _ => None,
+                },
+                T0,
+            )
+        };
+        let mut effects = Effects::default();
+        state.note_quota(&env(&plan, &store, T0 + 10), &quota("3"), &mut effects);
+        assert_eq!(effects.preemptive_block, None);
+        state.note_quota(&env(&plan, &store, T0 + 10), &quota("0"), &mut effects);
+        assert_eq!(effects.preemptive_block.map(|b| b.1), Some(T0 + 2010));
+        assert_eq!(RequestState::begin(&env(&plan, &store, T0 + 2000), 0).1, 1);
+        assert_eq!(RequestState::begin(&env(&plan, &store, T0 + 2011), 0).1, 0);
+    }
+
+    #[test]
+    fn retries_over_the_budget_end_at_once_with_a_reason() {
+        let plan = plan(json!({"default_strategy": "different_provider",
+                               "retry_budget": {"ratio": 0.2, "min_retries_per_second": 0}}));
+        let store = MemoryStore::default();
+        let mut outcomes = Vec::new();
+        for n in 0..50 {
+            let e = env(&plan, &store, T0 + n);
+            let (mut state, first) = RequestState::begin(&e, 0);
+            state.start(first, T0 + n);
+            let mut effects = Effects::default();
+            let step = state.after_outcome(&e, Outcome::Status(503), None, &mut effects);
+            outcomes.push((step, effects.over_retry_budget));
+        }
+        let retried = outcomes
+            .iter()
+            .filter(|(s, _)| matches!(s, Step::Retry { .. }))
+            .count();
+        assert_eq!(retried, 10, "20% of 50");
+        let refused: Vec<_> = outcomes.iter().filter(|(_, over)| *over).collect();
+        assert_eq!(refused.len(), 40);
+        let Step::Exhausted(x) = &refused[0].0 else {
+            panic!("expected exhaustion")
+        };
+        assert_eq!(x.status, 503);
+        assert!(
+            x.body.contains("retry budget of openai/gpt-4o is spent"),
+            "{}",
+            x.body
+        );
     }
 }

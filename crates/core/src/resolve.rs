@@ -639,6 +639,36 @@ fn resolve_policy(
         );
     }
 
+    let quota_floor = rp.rate_limit_headers.as_ref().map(|q| QuotaFloor {
+        requests: q.min_remaining_requests.unwrap_or(0),
+        tokens: q.min_remaining_tokens,
+    });
+    let retry_budget = rp.retry_budget.as_ref().map(|b| {
+        if !(b.ratio >= 0.0 && b.ratio.is_finite()) {
+            c.error(
+                format!("{at}.retry_budget.ratio"),
+                "must be 0 or more (0.2 allows 20% extra)",
+            );
+        }
+        if b.window_seconds == Some(0) {
+            c.error(
+                format!("{at}.retry_budget.window_seconds"),
+                "must be greater than 0",
+            );
+        }
+        RetryBudget {
+            ratio: b.ratio,
+            min_per_second: b
+                .min_retries_per_second
+                .unwrap_or(DEFAULT_BUDGET_MIN_PER_SECOND),
+            window_ms: b
+                .window_seconds
+                .unwrap_or(DEFAULT_BUDGET_WINDOW_SECONDS)
+                .clamp(1, 3600)
+                * 1000,
+        }
+    });
+
     RetryPolicy {
         candidates,
         default_rule,
@@ -648,6 +678,8 @@ fn resolve_policy(
         backoff,
         retry_after,
         max_retry_duration_ms: rp.max_retry_duration_ms,
+        quota_floor,
+        retry_budget,
     }
 }
 

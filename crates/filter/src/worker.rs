@@ -62,6 +62,8 @@ pub struct Exchange {
     /// Streamed: this attempt's time-to-headers limit is the `ttfb`
     /// threshold, so its timeout is a slow first byte.
     pub abandon_at_ttfb: bool,
+    /// The attempt under way is the one probe of a block that ended.
+    pub probing: bool,
 }
 
 pub struct Worker {
@@ -110,7 +112,7 @@ impl Worker {
     pub fn prepare_shared_slots(&self) {
         for t in &self.plan.targets {
             for key in BlockKey::covering(t) {
-                for slot in [key.block_slot(), key.latency_slot()] {
+                for slot in key.slots() {
                     if matches!(hostcalls::get_shared_data(&slot), Ok((None, _))) {
                         let _ = hostcalls::set_shared_data(&slot, Some(b""), None);
                     }
@@ -168,7 +170,9 @@ impl Worker {
             .flatten()
             .unwrap_or_else(|| ctx.to_string());
         let now = now_ms();
-        let (state, first) = RequestState::begin(&self.env(now), primary);
+        let mut effects = Effects::default();
+        let (state, first) = RequestState::begin_noting(&self.env(now), primary, &mut effects);
+        self.note(&effects, now);
         let mut ex = Exchange {
             id: self.new_id(),
             owner: ctx,
@@ -182,6 +186,7 @@ impl Worker {
             next: None,
             wait_until: None,
             abandon_at_ttfb: false,
+            probing: effects.probe,
         };
         let action = if ex.chat.stream {
             self.send_streamed_attempt(&mut ex, first, now)
@@ -309,6 +314,20 @@ impl Worker {
                 until - now
             );
         }
+        if let Some((key, until)) = &effects.preemptive_block {
+            self.metrics.add(self.metrics.preemptive_blocks, 1);
+            info!(
+                "blocked {} for {} ms (quota headers)",
+                key.describe(),
+                until - now
+            );
+        }
+        if effects.probe {
+            self.metrics.add(self.metrics.probes, 1);
+        }
+        if effects.over_retry_budget {
+            self.metrics.add(self.metrics.retries_over_budget, 1);
+        }
     }
 
     /// Counts a retry by what went wrong with the attempt before it.
@@ -386,8 +405,8 @@ impl Worker {
 
     /// The per-attempt log line (SPEC §9). The request id comes from the
     /// client, so it is quoted: it cannot imitate the line's own text.
-    pub fn log_attempt(&self, ex: &Exchange, outcome: Outcome, now: u64) {
-        let Some(a) = ex.state.ledger.current() else {
+    pub fn log_attempt(&self, ex: &mut Exchange, outcome: Outcome, now: u64, effects: &Effects) {
+        let Some(started_ms) = ex.state.ledger.current().map(|a| a.started_ms) else {
             return;
         };
         let first_success =
@@ -399,13 +418,25 @@ impl Worker {
             Outcome::Status(s) => s.to_string(),
             other => other.error_type(),
         };
+        // What else the attempt did, as ` key value` pairs `planoai logs` reads.
+        let mut tail = String::new();
+        if std::mem::take(&mut ex.probing) {
+            tail.push_str(" probe yes");
+        }
+        if let Some((_, until)) = &effects.preemptive_block {
+            tail.push_str(&format!(" quota_block {} ms", until - now));
+        }
+        if effects.over_retry_budget {
+            tail.push_str(" retry_budget spent");
+        }
         info!(
-            "request {:?} attempt {}: {} -> {} in {} ms",
+            "request {:?} attempt {}: {} -> {} in {} ms{}",
             ex.request_id,
             ex.state.ledger.attempts.len(),
             self.model_of(ex),
             result,
-            now.saturating_sub(a.started_ms)
+            now.saturating_sub(started_ms),
+            tail
         );
     }
 }
