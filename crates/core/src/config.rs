@@ -30,6 +30,24 @@ pub struct Listener {
     /// provider is contacted.
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// Keys a client must present (`Authorization: Bearer` or `x-api-key`).
+    #[serde(default)]
+    pub client_keys: Vec<ClientKeyConfig>,
+    /// Serves a non-loopback address without client keys: an explicit opt-out.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Open downstream connections Envoy accepts; more are closed at once.
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+}
+
+/// One client key: `name` appears in logs and stats, `key` never does.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeyConfig {
+    pub name: String,
+    /// A literal, or `$VAR` / `${VAR}` like `access_key`.
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

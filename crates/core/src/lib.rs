@@ -7,6 +7,7 @@ pub mod attempt;
 pub mod backoff;
 pub mod blocks;
 pub mod body;
+pub mod clients;
 pub mod config;
 pub mod framing;
 pub mod plan;

@@ -27,6 +27,18 @@ pub struct GatewayPlan {
     /// Loopback port on which the gateway reports its blocks (`planoai status`).
     #[serde(default)]
     pub status_port: Option<u16>,
+    /// Keys a client must present; none means no check (a loopback listener,
+    /// or `allow_unauthenticated`).
+    #[serde(default)]
+    pub client_keys: Vec<ClientKey>,
+}
+
+/// A client key as the filter knows it: its name for stats, its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientKey {
+    pub name: String,
+    /// SHA-256 of the key, lowercase hex: never the key itself.
+    pub sha256: String,
 }
 
 impl GatewayPlan {
@@ -57,6 +69,13 @@ impl GatewayPlan {
         }
         if self.default_target.is_some_and(|d| d >= n) {
             return Err("default target out of range".into());
+        }
+        if let Some(k) = self
+            .client_keys
+            .iter()
+            .find(|k| crate::clients::from_hex(&k.sha256).is_none())
+        {
+            return Err(format!("client key {}: not a SHA-256 digest", k.name));
         }
         for t in &self.targets {
             if let Some(p) = &t.retry_policy {
