@@ -24,6 +24,9 @@ const NOT_FOUND: &str = r#"{"error":{"type":"not_found","message":"the gateway s
 /// Internal redirects one streamed request may take: one per retry, and the
 /// retry budgets end far sooner.
 const MAX_REDIRECTS: u32 = 100;
+/// Envoy's heap limit (the overload manager's `fixed_heap`): 1 GiB holds
+/// thousands of parked requests (README, Performance) with room to spare.
+const HEAP_BYTES: u64 = 1 << 30;
 
 #[derive(Serialize)]
 struct Cluster {
@@ -86,6 +89,8 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
             not_found => NOT_FOUND,
             try_timeouts => try_timeouts(&r.plan),
             max_redirects => MAX_REDIRECTS,
+            max_connections => r.max_connections,
+            heap_bytes => HEAP_BYTES,
         },
     )
 }
