@@ -19,6 +19,10 @@ pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 pub const ADMIN_PORT: u16 = 9901;
 /// Loopback listener where the filter reports its blocks.
 pub const STATUS_PORT: u16 = 9902;
+/// Kubernetes only: the kubelet probes the pod's IP, which the gateway's
+/// loopback listener does not serve, so a listener there answers `/healthz`
+/// and nothing else.
+pub const PROBE_PORT: u16 = 9903;
 /// What every request the gateway does not serve gets.
 const NOT_FOUND: &str = r#"{"error":{"type":"not_found","message":"the gateway serves POST /v1/chat/completions, GET /v1/models and GET /healthz"}}"#;
 /// Internal redirects one streamed request may take: one per retry, and the
@@ -50,6 +54,15 @@ fn connect_address(host: &str) -> String {
 }
 
 pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
+    render_with_probe(loaded, wasm_path, None)
+}
+
+/// [`render`], with the Kubernetes probe listener on `probe_port`.
+pub fn render_with_probe(
+    loaded: &Loaded,
+    wasm_path: &str,
+    probe_port: Option<u16>,
+) -> Result<String> {
     let r = &loaded.resolved;
     let clusters: Vec<Cluster> = r
         .plan
@@ -91,6 +104,7 @@ pub fn render(loaded: &Loaded, wasm_path: &str) -> Result<String> {
             max_redirects => MAX_REDIRECTS,
             max_connections => r.max_connections,
             heap_bytes => HEAP_BYTES,
+            probe_port => probe_port,
         },
     )
 }
@@ -123,7 +137,7 @@ pub fn kubernetes(envoy_yaml: &str) -> Result<String> {
         KUBERNETES,
         context! {
             envoy_yaml => indented,
-            admin_port => ADMIN_PORT,
+            probe_port => PROBE_PORT,
         },
     )
 }

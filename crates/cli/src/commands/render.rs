@@ -16,7 +16,8 @@ pub fn run(args: &RenderArgs) -> Result<i32> {
         (None, true) => render::SIDECAR_WASM.to_string(),
         (None, false) => fs::canonicalize(&wasm)?.display().to_string(),
     };
-    let envoy_yaml = render::render(&loaded, &wasm_path)?;
+    let probe = args.kubernetes.then_some(render::PROBE_PORT);
+    let envoy_yaml = render::render_with_probe(&loaded, &wasm_path, probe)?;
     let envoy_path = args.output.join("envoy.yaml");
     render::write_private(&envoy_path, envoy_yaml.as_bytes())?;
     println!(
