@@ -175,6 +175,7 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool, cap: LogCap
         loaded,
         &wasm.display().to_string(),
         &dir.display().to_string(),
+        None,
     )?
     .write(&dir)?;
     let log = dir.join("envoy.log");
@@ -301,7 +302,7 @@ pub fn start_docker(loaded: &Loaded, workers: u32, cap: LogCap) -> Result<()> {
     let keys = dir.join("keys");
     let _ = fs::remove_dir_all(&keys);
     fs::create_dir_all(&keys).with_context(|| format!("cannot create {}", keys.display()))?;
-    let rendered = render::render(loaded, CONTAINER_WASM, CONTAINER_KEYS)?;
+    let rendered = render::render(loaded, CONTAINER_WASM, CONTAINER_KEYS, None)?;
     rendered.write(&keys)?;
     let mount = format!("{}:{CONTAINER_KEYS}:ro", keys.display());
     // This planoai's own filter, not the one an older image was built with.

@@ -67,13 +67,34 @@ pub struct Listener {
     pub port: u16,
     /// The address to listen on.
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("default" = "0.0.0.0")))]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "127.0.0.1")))]
     pub address: Option<String>,
     /// Largest request body accepted; larger ones get a 413 before any
     /// provider is contacted.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 10485760)))]
     pub max_request_body_bytes: Option<u64>,
+    /// Keys a client must present (`Authorization: Bearer` or `x-api-key`).
+    #[serde(default)]
+    pub client_keys: Vec<ClientKeyConfig>,
+    /// Serves a non-loopback address without client keys: an explicit opt-out.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Open downstream connections Envoy accepts; more are closed at once.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 10000)))]
+    pub max_connections: Option<u64>,
+}
+
+/// One client key: `name` appears in logs and stats, `key` never does.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeyConfig {
+    /// Names the key in stats and logs: letters, digits, `_`, `-`.
+    pub name: String,
+    /// A literal, or `$VAR` / `${VAR}` like `access_key`.
+    pub key: String,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod blocks;
 pub mod body;
 pub mod budget;
+pub mod clients;
 pub mod config;
 pub mod framing;
 pub mod plan;

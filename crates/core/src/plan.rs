@@ -33,10 +33,22 @@ pub struct GatewayPlan {
     /// (`logging.first_attempt_success`); retries are always logged.
     #[serde(default = "yes")]
     pub log_first_success: bool,
+    /// Keys a client must present; none means no check (a loopback listener,
+    /// or `allow_unauthenticated`).
+    #[serde(default)]
+    pub client_keys: Vec<ClientKey>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A client key as the filter knows it: its name for stats, its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientKey {
+    pub name: String,
+    /// SHA-256 of the key, lowercase hex: never the key itself.
+    pub sha256: String,
 }
 
 impl GatewayPlan {
@@ -67,6 +79,13 @@ impl GatewayPlan {
         }
         if self.default_target.is_some_and(|d| d >= n) {
             return Err("default target out of range".into());
+        }
+        if let Some(k) = self
+            .client_keys
+            .iter()
+            .find(|k| crate::clients::from_hex(&k.sha256).is_none())
+        {
+            return Err(format!("client key {}: not a SHA-256 digest", k.name));
         }
         for t in &self.targets {
             if let Some(p) = &t.retry_policy {

@@ -3,7 +3,8 @@
 //! path of its field so the CLI can point at the line.
 
 use crate::config::{
-    BackoffScope, CodeSpec, GatewayConfig, ListenerKind, ModelProvider, RetryPolicyConfig, Strategy,
+    BackoffScope, CodeSpec, GatewayConfig, Listener, ListenerKind, ModelProvider,
+    RetryPolicyConfig, Strategy,
 };
 use crate::plan::*;
 
@@ -202,6 +203,8 @@ pub struct Resolved {
     pub endpoints: Vec<Endpoint>,
     pub listener_port: u16,
     pub listener_address: String,
+    /// Envoy's limit on open downstream connections.
+    pub max_connections: u64,
 }
 
 struct Checker {
@@ -270,6 +273,7 @@ pub fn resolve_with(
         c.error("listeners[1]", "only one model listener is supported");
     }
     let listener = config.listeners.first();
+    let access = listener.map(|l| resolve_access(&mut c, l, env, unset_variable));
     if let Some(l) = listener {
         if l.port == 0 {
             c.error("listeners[0].port", "port 0 is not a port");
@@ -328,27 +332,8 @@ pub fn resolve_with(
             None => None,
             Some(raw) => match resolve_key(raw, env) {
                 Ok(k) => Some(k),
-                Err(KeyError::Unset(var)) => {
-                    let (message, hint) = match unset_variable {
-                        Severity::Error => (
-                            format!("environment variable `{var}` is not set"),
-                            "export it, or put it in a .env file beside the config",
-                        ),
-                        Severity::Warning => (
-                            format!("environment variable `{var}` is not set; `planoai up` refuses this config until it is"),
-                            "export it, or put it in a .env file beside the config; `validate --strict` makes this an error",
-                        ),
-                    };
-                    c.push(
-                        unset_variable,
-                        format!("{at}.access_key"),
-                        message,
-                        Some(hint.into()),
-                    );
-                    None
-                }
-                Err(KeyError::Invalid(e)) => {
-                    c.error(format!("{at}.access_key"), e);
+                Err(e) => {
+                    report_key_error(&mut c, format!("{at}.access_key"), e, unset_variable);
                     None
                 }
             },
@@ -404,8 +389,8 @@ pub fn resolve_with(
     }
 
     let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
-    let resolved = match (has_error, listener) {
-        (false, Some(l)) => Some(Resolved {
+    let resolved = match (has_error, listener, access) {
+        (false, Some(l), Some(access)) => Some(Resolved {
             plan: GatewayPlan {
                 targets,
                 default_target: defaults.first().copied(),
@@ -414,15 +399,177 @@ pub fn resolve_with(
                     .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
                 status_port: None,
                 log_first_success: config.logging.first_attempt_success,
+                client_keys: access.client_keys,
             },
             access_log: config.logging.access_log,
             endpoints,
             listener_port: l.port,
-            listener_address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
+            listener_address: access.address,
+            max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         }),
         _ => None,
     };
     (resolved, c.issues)
+}
+
+/// Where the listener binds without an `address`: only this machine can
+/// reach it, so it needs no client keys. Serving others is a decision.
+pub const DEFAULT_LISTENER_ADDRESS: &str = "127.0.0.1";
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// Shorter client keys get a warning: they can be guessed.
+const MIN_CLIENT_KEY_LEN: usize = 16;
+
+/// What the listener's access rules resolve to.
+struct Access {
+    address: String,
+    client_keys: Vec<ClientKey>,
+}
+
+/// The listener's address and client keys. A listener others can reach
+/// must have client keys, or say `allow_unauthenticated: true`.
+/// Says why a key did not resolve; an unset variable has `unset`'s severity
+/// (a warning for `validate`, an error for `up`).
+fn report_key_error(c: &mut Checker, path: String, error: KeyError, unset: Severity) {
+    match error {
+        KeyError::Unset(var) => {
+            let (message, hint) = match unset {
+                Severity::Error => (
+                    format!("environment variable `{var}` is not set"),
+                    "export it, or put it in a .env file beside the config",
+                ),
+                Severity::Warning => (
+                    format!("environment variable `{var}` is not set; `planoai up` refuses this config until it is"),
+                    "export it, or put it in a .env file beside the config; `validate --strict` makes this an error",
+                ),
+            };
+            c.push(unset, path, message, Some(hint.into()));
+        }
+        KeyError::Invalid(e) => c.error(path, e),
+    }
+}
+
+fn resolve_access(
+    c: &mut Checker,
+    l: &Listener,
+    env: &dyn Fn(&str) -> Option<String>,
+    unset_variable: Severity,
+) -> Access {
+    let at = "listeners[0]";
+    let address = match l.address.as_deref() {
+        None | Some("localhost") => DEFAULT_LISTENER_ADDRESS.to_string(),
+        Some(a) => a.to_string(),
+    };
+    let loopback = match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            c.error(
+                format!("{at}.address"),
+                format!("`{address}` is not an IP address (nor `localhost`)"),
+            );
+            true
+        }
+    };
+    if l.max_connections == Some(0) {
+        c.error(format!("{at}.max_connections"), "must be greater than 0");
+    }
+
+    let mut client_keys: Vec<ClientKey> = Vec::new();
+    let mut digests = Vec::new();
+    for (i, k) in l.client_keys.iter().enumerate() {
+        let kat = format!("{at}.client_keys[{i}]");
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        };
+        if !valid_name(&k.name) {
+            c.error(
+                format!("{kat}.name"),
+                format!(
+                    "`{}` must be letters, digits, `_` or `-`: it names the key's stats",
+                    k.name
+                ),
+            );
+        } else if l.client_keys[..i].iter().any(|o| o.name == k.name) {
+            c.error(format!("{kat}.name"), format!("`{}` is used twice", k.name));
+        }
+        // Messages name the key's field, never its value.
+        let key = match resolve_key(&k.key, env) {
+            Ok(key) => key,
+            Err(e) => {
+                report_key_error(c, format!("{kat}.key"), e, unset_variable);
+                continue;
+            }
+        };
+        if key.is_empty() {
+            c.error(format!("{kat}.key"), "is empty");
+            continue;
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            c.error(
+                format!("{kat}.key"),
+                "must be printable ASCII without spaces: clients send it in a header",
+            );
+            continue;
+        }
+        if key.len() < MIN_CLIENT_KEY_LEN {
+            c.warn(
+                format!("{kat}.key"),
+                format!(
+                    "is {} characters long: a short key can be guessed",
+                    key.len()
+                ),
+                Some("make one with `openssl rand -hex 24`".into()),
+            );
+        }
+        let d = crate::clients::digest(&key);
+        if let Some(j) = digests.iter().position(|o| *o == d) {
+            c.error(
+                format!("{kat}.key"),
+                format!("is the same key as client_keys[{j}]: each client needs its own"),
+            );
+            continue;
+        }
+        digests.push(d);
+        client_keys.push(ClientKey {
+            name: k.name.clone(),
+            sha256: crate::clients::to_hex(&d),
+        });
+    }
+
+    let open = !loopback && l.client_keys.is_empty();
+    if open && !l.allow_unauthenticated {
+        c.push(
+            Severity::Error,
+            format!("{at}.address"),
+            format!(
+                "`{address}` is reachable from other machines and the listener has no client_keys: anyone who reaches port {} would spend the providers' keys",
+                l.port
+            ),
+            Some(format!(
+                "add `client_keys: [{{name: app, key: $PLANO_CLIENT_KEY}}]`, or bind `address: {DEFAULT_LISTENER_ADDRESS}`, or set `allow_unauthenticated: true` to serve it open anyway"
+            )),
+        );
+    } else if open {
+        c.warn(
+            format!("{at}.allow_unauthenticated"),
+            format!(
+                "the gateway serves {address}:{} without client keys: anyone who reaches it spends the providers' keys",
+                l.port
+            ),
+            Some("add `client_keys` to require a key from every client".into()),
+        );
+    } else if l.allow_unauthenticated && !l.client_keys.is_empty() {
+        c.warn(
+            format!("{at}.allow_unauthenticated"),
+            "has no effect: with client_keys every request needs one of them",
+            None,
+        );
+    }
+    Access {
+        address,
+        client_keys,
+    }
 }
 
 fn parse_code(c: &mut Checker, path: &str, code: &CodeSpec) -> Option<(u16, u16)> {
