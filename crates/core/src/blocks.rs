@@ -24,45 +24,54 @@ const MAX_CAS_ROUNDS: usize = 64;
 pub enum BlockKey {
     Model(String),
     Provider(String),
+    /// One deployment of a model's pool: `model[name]`.
+    Deployment(String),
 }
 
 impl BlockKey {
+    /// What a block with `scope` on `target` is about. A pooled model's
+    /// limit belongs to one deployment's key, so `model` scope blocks that
+    /// deployment; the model is blocked when all its deployments are.
     pub fn for_target(target: &Target, scope: BlockScope) -> BlockKey {
-        match scope {
-            BlockScope::Model => BlockKey::Model(target.model.clone()),
-            BlockScope::Provider => BlockKey::Provider(target.provider.clone()),
+        match (scope, &target.deployment) {
+            (BlockScope::Model, Some(_)) => BlockKey::Deployment(target.label()),
+            (BlockScope::Model, None) => BlockKey::Model(target.model.clone()),
+            (BlockScope::Provider, _) => BlockKey::Provider(target.provider.clone()),
         }
     }
 
     /// The keys whose blocks apply to `target`.
-    pub fn covering(target: &Target) -> [BlockKey; 2] {
-        [
+    pub fn covering(target: &Target) -> Vec<BlockKey> {
+        let mut keys = vec![
             BlockKey::Model(target.model.clone()),
             BlockKey::Provider(target.provider.clone()),
-        ]
+        ];
+        if target.deployment.is_some() {
+            keys.push(BlockKey::Deployment(target.label()));
+        }
+        keys
+    }
+
+    fn slot(&self, kind: &str) -> String {
+        match self {
+            BlockKey::Model(m) => format!("plano.{kind}.model.{m}"),
+            BlockKey::Provider(p) => format!("plano.{kind}.provider.{p}"),
+            BlockKey::Deployment(d) => format!("plano.{kind}.deployment.{d}"),
+        }
     }
 
     pub fn block_slot(&self) -> String {
-        match self {
-            BlockKey::Model(m) => format!("plano.block.model.{m}"),
-            BlockKey::Provider(p) => format!("plano.block.provider.{p}"),
-        }
+        self.slot("block")
     }
 
     /// Who may try the target after its block ended: a lease's end.
     pub fn probe_slot(&self) -> String {
-        match self {
-            BlockKey::Model(m) => format!("plano.probe.model.{m}"),
-            BlockKey::Provider(p) => format!("plano.probe.provider.{p}"),
-        }
+        self.slot("probe")
     }
 
     /// Requests and retries lately caused by this model (its retry budget).
     pub fn budget_slot(&self) -> String {
-        match self {
-            BlockKey::Model(m) => format!("plano.budget.model.{m}"),
-            BlockKey::Provider(p) => format!("plano.budget.provider.{p}"),
-        }
+        self.slot("budget")
     }
 
     /// Every slot of this key, for a store that must create them up front.
@@ -76,15 +85,13 @@ impl BlockKey {
     }
 
     pub fn latency_slot(&self) -> String {
-        match self {
-            BlockKey::Model(m) => format!("plano.latency.model.{m}"),
-            BlockKey::Provider(p) => format!("plano.latency.provider.{p}"),
-        }
+        self.slot("latency")
     }
 
     pub fn describe(&self) -> String {
         match self {
             BlockKey::Model(m) => format!("model {m}"),
+            BlockKey::Deployment(d) => format!("deployment {d}"),
             BlockKey::Provider(p) => format!("provider {p}"),
         }
     }

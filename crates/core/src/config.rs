@@ -120,6 +120,31 @@ pub struct ModelProvider {
     /// How failed attempts are retried; without it nothing is.
     #[serde(default)]
     pub retry_policy: Option<RetryPolicyConfig>,
+    /// Several keys or endpoints serving this one model, each with its own
+    /// rate limit: requests are spread over them by weight, and a retry goes
+    /// to another one before any fallback model. Each takes the entry's
+    /// `base_url` and `access_key` unless it gives its own.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+/// One key (and, optionally, endpoint) of a model's pool.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Names the deployment in headers, logs, errors and status: letters, digits, `_`, `-`.
+    pub name: String,
+    /// This deployment's address; the entry's `base_url` when absent.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// This deployment's key; the entry's `access_key` when absent.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Its share of the requests, against the others' weights.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1)))]
+    pub weight: Option<u32>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

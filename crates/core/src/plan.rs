@@ -63,11 +63,39 @@ impl GatewayPlan {
             .targets
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.model_name == model);
+            .filter(|(i, t)| t.model_name == model && t.pool == *i);
         match (bare.next(), bare.next()) {
             (Some((i, _)), None) => Some(i),
             _ => self.default_target,
         }
+    }
+
+    /// The targets of the pool whose first target is `head`.
+    pub fn members(&self, head: usize) -> impl Iterator<Item = usize> + '_ {
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| t.pool == head)
+            .map(|(i, _)| i)
+    }
+
+    /// A weighted choice among the members of `head`'s pool that `usable`
+    /// accepts; `sample` is uniform in [0, 1).
+    pub fn pick(&self, head: usize, sample: f64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let choices: Vec<(usize, u64)> = self
+            .members(head)
+            .filter(|&t| usable(t))
+            .map(|t| (t, u64::from(self.targets[t].weight.max(1))))
+            .collect();
+        let total: u64 = choices.iter().map(|c| c.1).sum();
+        let mut point = (sample.clamp(0.0, 1.0) * total as f64) as u64;
+        for (t, w) in &choices {
+            if point < *w {
+                return Some(*t);
+            }
+            point -= w;
+        }
+        choices.last().map(|c| c.0)
     }
 
     /// Every index in the plan points at a target. The filter refuses a plan
@@ -88,6 +116,9 @@ impl GatewayPlan {
             return Err(format!("client key {}: not a SHA-256 digest", k.name));
         }
         for t in &self.targets {
+            if t.pool >= n {
+                return Err(format!("{}: pool out of range", t.model));
+            }
             if let Some(p) = &t.retry_policy {
                 if p.candidates.iter().any(|&c| c >= n) {
                     return Err(format!("{}: candidate out of range", t.model));
@@ -116,9 +147,31 @@ pub struct Target {
     pub strip_prefix: String,
     pub timeout_ms: u64,
     pub retry_policy: Option<RetryPolicy>,
+    /// The deployment's name when the model has a pool of them.
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// Index of the pool's first target (itself when alone): the one a
+    /// request's `model` names, whose policy governs.
+    #[serde(default)]
+    pub pool: usize,
+    /// Share of the pool's requests.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Target {
+    /// The model, and the deployment when it has a pool: `openai/gpt-4o[east]`.
+    pub fn label(&self) -> String {
+        match &self.deployment {
+            Some(d) => format!("{}[{d}]", self.model),
+            None => self.model.clone(),
+        }
+    }
+
     /// The path an attempt to this target uses for the client's `path`.
     pub fn upstream_path(&self, client_path: &str) -> String {
         let rest = client_path

@@ -4,7 +4,7 @@
 //! feeds it the clock, the shared store and a jitter sample, whichever way
 //! its attempts travel (Envoy's router or a dispatched call).
 
-use crate::attempt::{self, Decision, Ledger, Outcome, RuleId};
+use crate::attempt::{self, Decision, Ledger, Outcome};
 use crate::blocks::{self, BlockKey, SharedStore};
 use crate::budget;
 use crate::config::{BlockApplyTo, Measure};
@@ -26,11 +26,7 @@ pub enum Step {
     /// The answer goes to the client as it is.
     Deliver,
     /// Send the next attempt to `target` once `wait_ms` has passed.
-    Retry {
-        target: usize,
-        wait_ms: u64,
-        rule: RuleId,
-    },
+    Retry { target: usize, wait_ms: u64 },
     /// Every allowed attempt failed: answer with this error.
     Exhausted(Exhaustion),
 }
@@ -86,7 +82,12 @@ impl RequestState {
         // A probe lost to another request blocks that target for this one;
         // each round removes a candidate, so this ends.
         for _ in 0..=env.plan.targets.len() {
-            first = attempt::first_target(env.plan, primary, &|t| state.blocked_until(env, t));
+            first = attempt::first_target(
+                env.plan,
+                primary,
+                &|t| state.blocked_until(env, t),
+                env.jitter,
+            );
             if state.claim(env, first, effects) {
                 break;
             }
@@ -297,29 +298,32 @@ impl RequestState {
         let mut decision = self.decide(env, outcome);
         for _ in 0..env.plan.targets.len() {
             match decision {
-                Decision::Retry { target, .. } if !self.claim(env, target, effects) => {
+                Decision::Retry { target, .. } | Decision::Rotate { target }
+                    if !self.claim(env, target, effects) =>
+                {
                     decision = self.decide(env, outcome);
                 }
                 _ => break,
             }
         }
+        // Every extra attempt spends the retry budget, another deployment's
+        // included: it bounds the load retries add.
+        let over_budget = matches!(decision, Decision::Retry { .. } | Decision::Rotate { .. })
+            && !self.retry_budget_allows(env);
+        if over_budget {
+            effects.over_retry_budget = true;
+            return Step::Exhausted(self.exhaustion(env, false, true));
+        }
         match decision {
             Decision::Final => Step::Deliver,
+            Decision::Rotate { target } => Step::Retry { target, wait_ms: 0 },
             Decision::Retry {
                 target,
                 wait_ms,
                 rule,
             } => {
-                if !self.retry_budget_allows(env) {
-                    effects.over_retry_budget = true;
-                    return Step::Exhausted(self.exhaustion(env, false, true));
-                }
                 self.ledger.charge(rule);
-                Step::Retry {
-                    target,
-                    wait_ms,
-                    rule,
-                }
+                Step::Retry { target, wait_ms }
             }
             Decision::Exhausted { budget_exhausted } => {
                 Step::Exhausted(self.exhaustion(env, budget_exhausted, false))
@@ -741,5 +745,124 @@ mod tests {
             "{}",
             x.body
         );
+    }
+
+    /// openai/gpt-4o as a pool of a (1), b (1), c (2), with `policy`; then
+    /// anthropic/claude as its fallback.
+    fn pool(policy: Value) -> GatewayPlan {
+        let config: GatewayConfig = serde_json::from_value(json!({
+            "version": "v0.3.0",
+            "listeners": [{"type": "model", "name": "l", "port": 12000}],
+            "model_providers": [
+                {"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "default": true,
+                 "retry_policy": policy,
+                 "deployments": [{"name": "a", "access_key": "ka"}, {"name": "b", "access_key": "kb"},
+                                 {"name": "c", "access_key": "kc", "weight": 2}]},
+                {"model": "anthropic/claude", "base_url": "http://127.0.0.1:9"},
+            ],
+        }))
+        .unwrap();
+        resolve(&config, &|_| None).0.unwrap().plan
+    }
+
+    fn env_sampled<'a>(
+        plan: &'a GatewayPlan,
+        store: &'a MemoryStore,
+        now_ms: u64,
+        jitter: f64,
+    ) -> Env<'a> {
+        Env {
+            plan,
+            store,
+            now_ms,
+            jitter,
+        }
+    }
+
+    #[test]
+    fn weighted_choice_converges_to_the_weights() {
+        let plan = pool(json!({}));
+        assert_eq!(plan.targets.len(), 4);
+        let store = MemoryStore::default();
+        let mut counts = [0usize; 3];
+        for i in 0..4000 {
+            let sample = (i as f64 + 0.5) / 4000.0;
+            let (_, first) = RequestState::begin(&env_sampled(&plan, &store, T0, sample), 0);
+            counts[first] += 1;
+        }
+        assert_eq!(counts, [1000, 1000, 2000]);
+    }
+
+    #[test]
+    fn a_blocked_deployment_is_never_chosen_while_another_is_free_and_its_block_expires() {
+        let plan = pool(json!({"default_strategy": "different_provider"}));
+        let store = MemoryStore::default();
+        let (mut state, first) = RequestState::begin(&env_sampled(&plan, &store, T0, 0.9), 0);
+        assert_eq!(first, 2);
+        state.start(2, T0);
+        let mut effects = Effects::default();
+        // c answers 429 with Retry-After 30: the retry goes to a or b at once,
+        // without charging the rule, and only c is blocked.
+        let step = state.after_outcome(
+            &env(&plan, &store, T0 + 5),
+            Outcome::Status(429),
+            Some(30_000),
+            &mut effects,
+        );
+        assert!(
+            matches!(
+                step,
+                Step::Retry {
+                    target: 0 | 1,
+                    wait_ms: 0
+                }
+            ),
+            "{step:?}"
+        );
+        assert_eq!(
+            effects.retry_after_block.unwrap().0.describe(),
+            "deployment openai/gpt-4o[c]"
+        );
+        for i in 0..200 {
+            let sample = i as f64 / 200.0;
+            let (_, first) = RequestState::begin(&env_sampled(&plan, &store, T0 + 10, sample), 0);
+            assert!(
+                first == 0 || first == 1,
+                "chose blocked c at sample {sample}"
+            );
+        }
+        // After its 30 s, c is chosen again (its probe first).
+        let (_, first) = RequestState::begin(&env_sampled(&plan, &store, T0 + 30_006, 0.9), 0);
+        assert_eq!(first, 2);
+    }
+
+    #[test]
+    fn every_deployment_limited_then_the_fallback_model_takes_over() {
+        let plan =
+            pool(json!({"default_strategy": "different_provider", "default_max_attempts": 1}));
+        let store = MemoryStore::default();
+        let (mut state, first) = RequestState::begin(&env_sampled(&plan, &store, T0, 0.0), 0);
+        state.start(first, T0);
+        let mut tried = vec![first];
+        loop {
+            let mut effects = Effects::default();
+            let e = env_sampled(&plan, &store, T0 + 1, 0.3);
+            match state.after_outcome(&e, Outcome::Status(429), None, &mut effects) {
+                Step::Retry { target, wait_ms } => {
+                    assert_eq!(wait_ms, 0);
+                    tried.push(target);
+                    state.start(target, T0 + 1);
+                    if target == 3 {
+                        break;
+                    }
+                }
+                other => panic!("{other:?} after {tried:?}"),
+            }
+        }
+        // All three deployments, then the fallback: the one retry the rule
+        // allows went to it, the rotations cost nothing.
+        let mut pool_tried = tried[..3].to_vec();
+        pool_tried.sort();
+        assert_eq!((pool_tried, tried[3]), (vec![0, 1, 2], 3));
     }
 }

@@ -3,7 +3,7 @@
 //! path of its field so the CLI can point at the line.
 
 use crate::config::{
-    BackoffScope, CodeSpec, GatewayConfig, Listener, ListenerKind, ModelProvider,
+    BackoffScope, CodeSpec, DeploymentConfig, GatewayConfig, Listener, ListenerKind,
     RetryPolicyConfig, Strategy,
 };
 use crate::plan::*;
@@ -120,10 +120,10 @@ pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
 }
 
 fn endpoint_for(
-    provider: &ModelProvider,
+    base_url: Option<&String>,
     provider_name: &str,
 ) -> Result<Endpoint, (String, Option<String>)> {
-    if let Some(url) = &provider.base_url {
+    if let Some(url) = base_url {
         return parse_base_url(url).map_err(|e| (format!("base_url `{url}` {e}"), None));
     }
     match WELL_KNOWN_PROVIDERS
@@ -291,6 +291,8 @@ pub fn resolve_with(
     }
     let mut endpoints = Vec::new();
     let mut targets = Vec::new();
+    // Each entry's first target: the one its `model` names.
+    let mut heads: Vec<usize> = Vec::new();
     for (i, p) in config.model_providers.iter().enumerate() {
         let at = format!("model_providers[{i}]");
         let (provider, model_name) = match p.model.split_once('/') {
@@ -314,48 +316,102 @@ pub fn resolve_with(
                 format!("`{}` is configured twice", p.model),
             );
         }
-        let endpoint = match endpoint_for(p, &provider) {
-            Ok(e) => e,
-            // A malformed `model` is reported above; its missing address would repeat it.
-            Err((message, hint)) if !provider.is_empty() || p.base_url.is_some() => {
-                let field = if p.base_url.is_some() {
-                    ".base_url"
-                } else {
-                    ".model"
-                };
-                c.push(Severity::Error, format!("{at}{field}"), message, hint);
-                Endpoint::unresolved()
-            }
-            Err(_) => Endpoint::unresolved(),
-        };
-        let access_key = match &p.access_key {
-            None => None,
-            Some(raw) => match resolve_key(raw, env) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    report_key_error(&mut c, format!("{at}.access_key"), e, unset_variable);
-                    None
-                }
-            },
-        };
         if p.timeout_ms == Some(0) {
             c.error(format!("{at}.timeout_ms"), "must be greater than 0");
         }
-        targets.push(Target {
-            model: p.model.clone(),
-            provider,
-            model_name,
-            cluster: cluster_name(i, &p.model),
-            authority: endpoint.authority(),
-            path_prefix: endpoint.path_prefix.clone(),
-            strip_prefix: endpoint.strip_prefix.clone(),
-            timeout_ms: p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-            retry_policy: None,
-        });
-        endpoints.push(Endpoint {
-            access_key,
-            ..endpoint
-        });
+        // The entry is one target, or each of its deployments is one.
+        let head = targets.len();
+        heads.push(head);
+        let members: Vec<(Option<&DeploymentConfig>, String)> = if p.deployments.is_empty() {
+            vec![(None, at.clone())]
+        } else {
+            p.deployments
+                .iter()
+                .enumerate()
+                .map(|(j, d)| (Some(d), format!("{at}.deployments[{j}]")))
+                .collect()
+        };
+        for (j, (d, dat)) in members.iter().enumerate() {
+            if let Some(d) = d {
+                if d.name.is_empty()
+                    || !d
+                        .name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+                {
+                    c.error(
+                        format!("{dat}.name"),
+                        format!("`{}` must be letters, digits, `_` or `-`: it names the deployment in headers and logs", d.name),
+                    );
+                } else if p.deployments[..j].iter().any(|o| o.name == d.name) {
+                    c.error(format!("{dat}.name"), format!("`{}` is used twice", d.name));
+                }
+                if d.weight == Some(0) {
+                    c.error(format!("{dat}.weight"), "must be at least 1");
+                }
+            }
+            let own_url = d.and_then(|d| d.base_url.as_ref());
+            let url_at = if own_url.is_some() {
+                dat.as_str()
+            } else {
+                at.as_str()
+            };
+            let endpoint = match endpoint_for(own_url.or(p.base_url.as_ref()), &provider) {
+                Ok(e) => e,
+                // A malformed `model` is reported above; its missing address would repeat it.
+                Err((message, hint))
+                    if !provider.is_empty() || own_url.or(p.base_url.as_ref()).is_some() =>
+                {
+                    let field = if own_url.or(p.base_url.as_ref()).is_some() {
+                        ".base_url"
+                    } else {
+                        ".model"
+                    };
+                    c.push(Severity::Error, format!("{url_at}{field}"), message, hint);
+                    Endpoint::unresolved()
+                }
+                Err(_) => Endpoint::unresolved(),
+            };
+            let own_key = d.and_then(|d| d.access_key.as_ref());
+            let key_at = if own_key.is_some() {
+                dat.as_str()
+            } else {
+                at.as_str()
+            };
+            let access_key = match own_key.or(p.access_key.as_ref()) {
+                None => None,
+                Some(raw) => match resolve_key(raw, env) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        report_key_error(&mut c, format!("{key_at}.access_key"), e, unset_variable);
+                        None
+                    }
+                },
+            };
+            let deployment = d.map(|d| d.name.clone());
+            let cluster_of = match &deployment {
+                Some(name) => format!("{}_{name}", p.model),
+                None => p.model.clone(),
+            };
+            targets.push(Target {
+                model: p.model.clone(),
+                provider: provider.clone(),
+                model_name: model_name.clone(),
+                cluster: cluster_name(targets.len(), &cluster_of),
+                authority: endpoint.authority(),
+                path_prefix: endpoint.path_prefix.clone(),
+                strip_prefix: endpoint.strip_prefix.clone(),
+                timeout_ms: p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+                retry_policy: None,
+                deployment,
+                pool: head,
+                weight: d.and_then(|d| d.weight).unwrap_or(1).max(1),
+            });
+            endpoints.push(Endpoint {
+                access_key,
+                ..endpoint
+            });
+        }
     }
 
     let defaults: Vec<usize> = config
@@ -363,7 +419,7 @@ pub fn resolve_with(
         .iter()
         .enumerate()
         .filter(|(_, p)| p.default)
-        .map(|(i, _)| i)
+        .map(|(i, _)| heads[i])
         .collect();
     if defaults.len() > 1 {
         c.error(
@@ -381,10 +437,10 @@ pub fn resolve_with(
                 &mut c,
                 &format!("model_providers[{i}].retry_policy"),
                 rp,
-                i,
+                heads[i],
                 &targets,
             );
-            targets[i].retry_policy = Some(policy);
+            targets[heads[i]].retry_policy = Some(policy);
         }
     }
 
@@ -648,8 +704,9 @@ fn resolve_policy(
             ),
         }
     }
-    for t in 0..targets.len() {
-        if t != me && !candidates.contains(&t) {
+    // Candidates are whole models: a pool is entered through its first target.
+    for (t, target) in targets.iter().enumerate() {
+        if t != me && target.pool == t && !candidates.contains(&t) {
             candidates.push(t);
         }
     }

@@ -79,8 +79,7 @@ impl Worker {
             .then(|| Quota::read(&|name| response_header(name), now));
         match self.after_answer(ex, outcome_of(status, from_provider), waited, quota, now) {
             Next::Deliver => {
-                let (attempts, model) = self.attempt_headers(ex);
-                set_attempt_headers(&attempts, &model);
+                set_attempt_headers(&self.attempt_headers(ex));
                 ex.phase = Phase::Streaming;
                 self.disarm(ex);
                 Action::Continue

@@ -227,8 +227,7 @@ impl Worker {
                 reply_error(status, kind, &format!("{model} {what}"))
             }
             Step::Deliver => {
-                let (attempts, model) = self.attempt_headers(&ex);
-                set_attempt_headers(&attempts, &model);
+                set_attempt_headers(&self.attempt_headers(&ex));
                 ex.phase = Phase::Streaming;
                 Action::Continue
             }

@@ -17,7 +17,7 @@ use log::{info, warn};
 use plano_core::attempt::Outcome;
 use plano_core::blocks::BlockKey;
 use plano_core::body::ChatBody;
-use plano_core::plan::GatewayPlan;
+use plano_core::plan::{GatewayPlan, Target};
 use plano_core::request::{Effects, Env, Exhaustion, RequestState};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
@@ -343,18 +343,15 @@ impl Worker {
     /// Answers with the `retry_exhausted` error, from the effective context.
     pub fn reply_exhausted(&self, ex: &mut Exchange, exhaustion: &Exhaustion) {
         self.metrics.add(self.metrics.exhausted, 1);
-        let (attempts, model) = self.attempt_headers(ex);
+        let attempt_headers = self.attempt_headers(ex);
         let retry_after = exhaustion.retry_after_secs.map(|s| s.to_string());
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("x-plano-attempts", attempts.as_str()),
-            ("x-plano-model", model.as_str()),
-        ];
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));
         if let Some(secs) = &retry_after {
             headers.push(("retry-after", secs.as_str()));
         }
         info!(
-            "request {}: retries exhausted after {} attempts",
+            "request {:?}: retries exhausted after {} attempts",
             ex.request_id,
             ex.state.ledger.attempts.len()
         );
@@ -376,31 +373,43 @@ impl Worker {
         headers: &[(String, String)],
         body: &[u8],
     ) {
-        let (attempts, model) = self.attempt_headers(ex);
+        let attempt_headers = self.attempt_headers(ex);
         let mut reply: Vec<(&str, &str)> = headers
             .iter()
             .filter(|(k, _)| replayable(k))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        reply.push(("x-plano-attempts", &attempts));
-        reply.push(("x-plano-model", &model));
+        reply.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));
         let _ = hostcalls::send_http_response(u32::from(status), reply, Some(body));
         ex.phase = Phase::Replied;
         self.disarm(ex);
     }
 
-    pub fn model_of(&self, ex: &Exchange) -> String {
+    fn current(&self, ex: &Exchange) -> Option<&Target> {
         ex.state
             .current_target()
             .and_then(|t| self.plan.targets.get(t))
+    }
+
+    pub fn model_of(&self, ex: &Exchange) -> String {
+        self.current(ex)
             .map_or_else(String::new, |t| t.model.clone())
     }
 
-    pub fn attempt_headers(&self, ex: &Exchange) -> (String, String) {
-        (
-            ex.state.ledger.attempts.len().to_string(),
-            self.model_of(ex),
-        )
+    /// What the answer says of how it came about (SPEC §9): attempts, the
+    /// model, and the deployment of a pooled one.
+    pub fn attempt_headers(&self, ex: &Exchange) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (
+                "x-plano-attempts",
+                ex.state.ledger.attempts.len().to_string(),
+            ),
+            ("x-plano-model", self.model_of(ex)),
+        ];
+        if let Some(d) = self.current(ex).and_then(|t| t.deployment.clone()) {
+            headers.push(("x-plano-deployment", d));
+        }
+        headers
     }
 
     /// The per-attempt log line (SPEC §9). The request id comes from the
@@ -433,7 +442,7 @@ impl Worker {
             "request {:?} attempt {}: {} -> {} in {} ms{}",
             ex.request_id,
             ex.state.ledger.attempts.len(),
-            self.model_of(ex),
+            self.current(ex).map_or_else(String::new, Target::label),
             result,
             now.saturating_sub(started_ms),
             tail
