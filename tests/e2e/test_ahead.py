@@ -3,7 +3,6 @@ budget bounds retries during an outage, and one probe tries a model whose
 block has ended."""
 
 import concurrent.futures
-import email.utils
 import threading
 import time
 
@@ -11,14 +10,8 @@ import requests
 
 from conftest import CHAT, chat, planoai, stats
 from mock_provider import Reply
+from test_gateway import HEADER
 
-HEADER = """
-        version: v0.3.0
-        listeners:
-          - type: model
-            name: model_listener
-            port: 12000
-        model_providers:"""
 
 
 def config(primary, fallback, policy):

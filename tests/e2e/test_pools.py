@@ -8,14 +8,8 @@ import requests
 
 from conftest import CHAT, chat, planoai
 from mock_provider import Reply
+from test_gateway import HEADER
 
-HEADER = """
-        version: v0.3.0
-        listeners:
-          - type: model
-            name: model_listener
-            port: 12000
-        model_providers:"""
 
 
 def pool_config(a, b, c, fallback, policy="default_strategy: different_provider"):
@@ -46,6 +40,7 @@ def test_requests_spread_by_weight(gateway, providers):
     answers = send(400)
     assert {r.status_code for r in answers} == {200}
     shares = [p.calls / 400 for p in (a, b, c)]
+    print("pool shares", shares)
     # Weights 1:1:2 -> 25/25/50, each within 10% of its share.
     for share, want in zip(shares, [0.25, 0.25, 0.5]):
         assert abs(share - want) <= want * 0.1, shares

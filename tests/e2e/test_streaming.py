@@ -11,14 +11,8 @@ import requests
 
 from conftest import CHAT, planoai, stats
 from mock_provider import Reply
+from test_gateway import HEADER
 
-HEADER = """
-        version: v0.3.0
-        listeners:
-          - type: model
-            name: model_listener
-            port: 12000
-        model_providers:"""
 
 CHUNKS = 8
 GAP = 0.5

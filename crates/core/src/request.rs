@@ -16,8 +16,11 @@ pub struct Env<'a> {
     pub plan: &'a GatewayPlan,
     pub store: &'a dyn SharedStore,
     pub now_ms: u64,
-    /// A uniform sample in [0, 1) for backoff jitter.
+    /// A uniform sample in [0, 1) for backoff jitter and later choices.
     pub jitter: f64,
+    /// A sample in [0, 1) for the first attempt's weighted choice among a
+    /// pool's deployments.
+    pub choice: f64,
 }
 
 /// What follows an attempt.
@@ -86,7 +89,7 @@ impl RequestState {
                 env.plan,
                 primary,
                 &|t| state.blocked_until(env, t),
-                env.jitter,
+                env.choice,
             );
             if state.claim(env, first, effects) {
                 break;
@@ -478,6 +481,7 @@ mod tests {
             store,
             now_ms,
             jitter: 0.0,
+            choice: 0.0,
         }
     }
 
@@ -776,6 +780,7 @@ mod tests {
             store,
             now_ms,
             jitter,
+            choice: jitter,
         }
     }
 

@@ -15,7 +15,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::{
-    address_request, forwardable, reply_error, response_header, set_attempt_headers, CLUSTER_HEADER,
+    address_request, forwardable, reply_error, requested_wait_ms, response_header,
+    set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
@@ -66,15 +67,7 @@ impl Worker {
                 .flatten()
                 .is_some_and(|d| d == b"via_upstream");
         let now = now_ms();
-        // A success carries no wait worth reading.
-        let waited = match status {
-            200..=299 => None,
-            _ => retry_after::wait_ms(
-                response_header("retry-after").as_deref(),
-                response_header("retry-after-ms").as_deref(),
-                now,
-            ),
-        };
+        let waited = requested_wait_ms(status, now);
         let quota = ((200..300).contains(&status) && ex.state.reads_quota(self.plan()))
             .then(|| Quota::read(&|name| response_header(name), now));
         match self.after_answer(ex, outcome_of(status, from_provider), waited, quota, now) {

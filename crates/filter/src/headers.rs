@@ -2,6 +2,7 @@
 
 use plano_core::attempt;
 use plano_core::plan::Target;
+use plano_core::retry_after;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
@@ -91,6 +92,19 @@ pub fn response_header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
         .ok()
         .flatten()
+}
+
+/// The wait a failed answer asks for (`Retry-After`, `retry-after-ms`); a
+/// success carries no wait worth reading.
+pub fn requested_wait_ms(status: u16, now_ms: u64) -> Option<u64> {
+    if (200..300).contains(&status) {
+        return None;
+    }
+    retry_after::wait_ms(
+        response_header("retry-after").as_deref(),
+        response_header("retry-after-ms").as_deref(),
+        now_ms,
+    )
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {

@@ -31,23 +31,22 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A xorshift generator for backoff jitter: uniform enough, and no entropy
-/// source needed inside the VM.
-pub struct Jitter(u64);
+/// Samples for backoff jitter and weighted deployment choice: a Weyl
+/// (golden-ratio) sequence from a clock seed. Its values cover [0, 1) evenly
+/// in any run of requests, so a pool's weights hold over a few hundred
+/// requests, not only in the long run; no entropy source is needed.
+pub struct Jitter(f64);
 
 impl Jitter {
     pub fn seeded(seed: u64) -> Jitter {
-        Jitter(seed | 1)
+        Jitter((seed % 1_000_003) as f64 / 1_000_003.0)
     }
 
     /// A sample in [0, 1).
     pub fn sample(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        const GOLDEN: f64 = 0.618_033_988_749_894_9;
+        self.0 = (self.0 + GOLDEN).fract();
+        self.0
     }
 }
 

@@ -11,14 +11,13 @@
 use plano_core::attempt::Outcome;
 use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
-use plano_core::retry_after;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
 use crate::headers::{
-    address_request, reply_error, response_header, set_attempt_headers, set_response_header,
-    EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER, TARGET_HEADER,
-    TRY_TIMEOUT_HEADER,
+    address_request, reply_error, requested_wait_ms, response_header, set_attempt_headers,
+    set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER,
+    TARGET_HEADER, TRY_TIMEOUT_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
@@ -191,14 +190,7 @@ impl Worker {
             }
             (false, _) => {
                 ex.state.after_first_byte(&env, &mut effects);
-                let waited = match status {
-                    200..=299 => None,
-                    _ => retry_after::wait_ms(
-                        response_header("retry-after").as_deref(),
-                        response_header("retry-after-ms").as_deref(),
-                        now,
-                    ),
-                };
+                let waited = requested_wait_ms(status, now);
                 let outcome = Outcome::Status(status);
                 let step = ex.state.after_outcome(&env, outcome, waited, &mut effects);
                 if (200..300).contains(&status) && ex.state.reads_quota(self.plan()) {

@@ -74,6 +74,7 @@ pub struct Worker {
     /// In-flight dispatched retries: call token -> exchange.
     pub calls: RefCell<HashMap<u32, u64>>,
     jitter: RefCell<Jitter>,
+    choices: RefCell<Jitter>,
     /// Keyed hashing of a counter: exchange ids a client cannot guess.
     ids: RandomState,
     next_id: RefCell<u64>,
@@ -88,6 +89,7 @@ impl Worker {
             timers: Timers::default(),
             calls: RefCell::default(),
             jitter: RefCell::new(Jitter::seeded(now_ms())),
+            choices: RefCell::new(Jitter::seeded(now_ms() / 7)),
             ids: RandomState::new(),
             next_id: RefCell::new(0),
         }
@@ -104,6 +106,7 @@ impl Worker {
             store: &EnvoyStore,
             now_ms,
             jitter: self.jitter.borrow_mut().sample(),
+            choice: 0.0,
         }
     }
 
@@ -171,7 +174,13 @@ impl Worker {
             .unwrap_or_else(|| ctx.to_string());
         let now = now_ms();
         let mut effects = Effects::default();
-        let (state, first) = RequestState::begin_noting(&self.env(now), primary, &mut effects);
+        // First attempts take their own sequence of samples, so a pool's
+        // weights hold over any run of requests.
+        let env = Env {
+            choice: self.choices.borrow_mut().sample(),
+            ..self.env(now)
+        };
+        let (state, first) = RequestState::begin_noting(&env, primary, &mut effects);
         self.note(&effects, now);
         let mut ex = Exchange {
             id: self.new_id(),
