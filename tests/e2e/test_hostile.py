@@ -137,3 +137,26 @@ def test_no_envoy_header_reaches_a_provider_on_any_path(gateway, providers):
     assert len(received) == 4
     for r in received:
         assert not any(k.startswith(("x-envoy-", "x-plano-")) for k in r["headers"]), r["headers"]
+
+
+def test_malformed_bodies_and_admin_paths_reach_no_provider(gateway, providers):
+    primary, secondary = start(gateway, providers)
+    bad = {
+        b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "\xff\xfe"}]}': "invalid_request_error",
+        b'{"model": "openai/gpt-4o", "model": "anthropic/claude-3-5-sonnet", "messages": []}': "invalid_request_error",
+        b'{"model": "openai/gpt-4o", "messages": [' + b"[" * 200 + b"]" * 200 + b"]}": "invalid_request_error",
+    }
+    for body, kind in bad.items():
+        resp = requests.post(CHAT, data=body, headers={"content-type": "application/json"}, timeout=10)
+        assert resp.status_code == 400, body[:60]
+        assert resp.json()["error"]["type"] == kind
+    # A nested `model` is just data: the top-level one routes.
+    nested = b'{"metadata": {"model": "anthropic/claude-3-5-sonnet"}, "model": "openai/gpt-4o", "messages": []}'
+    resp = requests.post(CHAT, data=nested, headers={"content-type": "application/json"}, timeout=10)
+    assert resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/gpt-4o"
+    # Envoy's admin is on its own loopback port, never through the gateway's.
+    for path in ["/config_dump", "/stats", "/quitquitquit", "/clusters"]:
+        assert requests.get(GATEWAY + path, timeout=10).status_code == 404
+        assert requests.post(GATEWAY + path, timeout=10).status_code == 404
+    assert primary.calls == 1 and secondary.calls == 0
+    assert requests.get(GATEWAY + "/healthz", timeout=10).status_code == 200
