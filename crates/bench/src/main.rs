@@ -90,7 +90,15 @@ fn start_bare_envoy(mock_port: u16, dir: &Path) -> Result<rig::Envoy> {
 
 /// Bare Envoy with the floor filter (V8): what any wasm design costs.
 fn start_floor(mock_port: u16, dir: &Path) -> Result<rig::Envoy> {
-    rig::plain(mock_port, dir, "floor", FLOOR_PORT, 9921, 72, Some(("v8", "")))
+    rig::plain(
+        mock_port,
+        dir,
+        "floor",
+        FLOOR_PORT,
+        9921,
+        72,
+        Some(("v8", "")),
+    )
 }
 
 /// One of the gateway's own stats, `wasmcustom.plano.<name>` (0 if unread).
@@ -204,10 +212,31 @@ async fn main() -> Result<()> {
         return std::future::pending().await;
     }
     if args.first().map(String::as_str) == Some("streams") {
-        let count = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(10_000);
+        let count = args
+            .get(1)
+            .map(|n| n.parse())
+            .transpose()?
+            .unwrap_or(10_000);
         let done = streams::run(count, &home).await;
         let _ = std::fs::remove_dir_all(&home);
         return done;
+    }
+    if args.first().map(String::as_str) == Some("load") {
+        // `plano-bench load PORT SECONDS`: 32 connections of 1 KB requests,
+        // closed loop, for profiling by hand.
+        let port = args
+            .get(1)
+            .context("usage: plano-bench load PORT SECONDS")?
+            .parse()?;
+        let secs = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(10);
+        let run = load::closed_loop(port, body_of(1024), 32, Duration::from_secs(secs)).await?;
+        println!(
+            "{:.0} req/s, p50 {:.2} ms, {} failed",
+            run.rps(),
+            run.ms(0.5),
+            run.failed
+        );
+        return Ok(());
     }
     if args.first().map(String::as_str) == Some("levers") {
         let done = levers::run(&home).await;
@@ -270,8 +299,11 @@ async fn main() -> Result<()> {
         for (_, port, _) in targets {
             load::closed_loop(port, small.clone(), 8, Duration::from_millis(300)).await?;
         }
-        let scenarios: [(&str, &Bytes, usize); 3] =
-            [("1 KB", &small, 32), ("1 KB", &small, 256), ("100 KB", &large, 32)];
+        let scenarios: [(&str, &Bytes, usize); 3] = [
+            ("1 KB", &small, 32),
+            ("1 KB", &small, 256),
+            ("100 KB", &large, 32),
+        ];
         let mut runs: Vec<Vec<(load::Run, Option<f64>)>> = (0..targets.len() * scenarios.len())
             .map(|_| Vec::new())
             .collect();
@@ -302,7 +334,12 @@ async fn main() -> Result<()> {
             for round in 0..ROUNDS {
                 for (name, port, _) in targets {
                     let run = load::open_loop(port, small.clone(), rate, ROUND).await?;
-                    open.push(report::OpenRow { rate, round, target: name.to_string(), run });
+                    open.push(report::OpenRow {
+                        rate,
+                        round,
+                        target: name.to_string(),
+                        run,
+                    });
                 }
             }
         }
@@ -583,4 +620,3 @@ async fn soak_streams(home: &Path, requests: u64) -> Result<bool> {
     );
     Ok(broken == 0 && timeouts > 0 && failovers > 0 && alive && growth <= 0.10)
 }
-

@@ -45,12 +45,23 @@ fn open_summary(open: &[OpenRow]) -> Vec<Value> {
     }
     for rate in rates {
         for target in &targets {
-            let mine: Vec<&OpenRow> = open.iter().filter(|o| o.rate == rate && o.target == *target).collect();
+            let mine: Vec<&OpenRow> = open
+                .iter()
+                .filter(|o| o.rate == rate && o.target == *target)
+                .collect();
             let added = |q: f64, corrected: bool| -> Vec<f64> {
                 mine.iter()
                     .filter_map(|o| {
-                        let bare = open.iter().find(|b| b.rate == rate && b.round == o.round && b.target.starts_with("bare"))?;
-                        let h = |r: &OpenRun| if corrected { ms(&r.corrected, q) } else { ms(&r.service, q) };
+                        let bare = open.iter().find(|b| {
+                            b.rate == rate && b.round == o.round && b.target.starts_with("bare")
+                        })?;
+                        let h = |r: &OpenRun| {
+                            if corrected {
+                                ms(&r.corrected, q)
+                            } else {
+                                ms(&r.service, q)
+                            }
+                        };
                         Some(h(&o.run) - h(&bare.run))
                     })
                     .collect()
@@ -60,7 +71,12 @@ fn open_summary(open: &[OpenRow]) -> Vec<Value> {
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 json!({"median": median(v), "min": lo, "max": hi})
             };
-            let (a50, a99, c50, c99) = (added(0.5, false), added(0.99, false), added(0.5, true), added(0.99, true));
+            let (a50, a99, c50, c99) = (
+                added(0.5, false),
+                added(0.99, false),
+                added(0.5, true),
+                added(0.99, true),
+            );
             out.push(json!({
                 "rate": rate, "target": target, "rounds": mine.len(),
                 "sent": mine.iter().map(|o| o.run.sent).sum::<u64>(),
@@ -87,21 +103,30 @@ pub fn print(
     waiters: &Value,
 ) -> Result<()> {
     let find = |prefix: &str, r: &Row| {
-        rows.iter().find(|o| o.name.starts_with(prefix) && o.connections == r.connections && size_of(&o.name) == size_of(&r.name))
+        rows.iter().find(|o| {
+            o.name.starts_with(prefix)
+                && o.connections == r.connections
+                && size_of(&o.name) == size_of(&r.name)
+        })
     };
     println!("| scenario | conns | req/s | req/s range | p50 ms | p99 ms | p99.9 ms | Envoy RSS MB | req/s vs bare | p50 vs bare | req/s vs floor | req/s vs direct |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut json_rows = Vec::new();
     for r in rows {
-        let vs = |other: Option<&Row>| other.map_or("".into(), |o| format!("{:.2}", r.run.rps() / o.run.rps()));
+        let vs = |other: Option<&Row>| {
+            other.map_or("".into(), |o| format!("{:.2}", r.run.rps() / o.run.rps()))
+        };
         let bare = find("bare Envoy", r);
-        let p50_vs_bare = bare.map_or("".into(), |b| format!("{:+.2} ms", r.run.ms(0.5) - b.run.ms(0.5)));
+        let p50_vs_bare = bare.map_or("".into(), |b| {
+            format!("{:+.2} ms", r.run.ms(0.5) - b.run.ms(0.5))
+        });
         println!(
             "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
             r.name,
             r.connections,
             r.run.rps(),
-            r.spread.map_or("".into(), |(lo, hi)| format!("{lo:.0}-{hi:.0}")),
+            r.spread
+                .map_or("".into(), |(lo, hi)| format!("{lo:.0}-{hi:.0}")),
             r.run.ms(0.5),
             r.run.ms(0.99),
             r.run.ms(0.999),
@@ -141,8 +166,16 @@ pub fn print(
             o["target"].as_str().unwrap_or(""),
             o["p50_ms"].as_f64().unwrap_or(0.0),
             o["p99_ms"].as_f64().unwrap_or(0.0),
-            if bare { "".into() } else { r(&o["added_p50_ms"]) },
-            if bare { "".into() } else { r(&o["added_p99_ms"]) },
+            if bare {
+                "".into()
+            } else {
+                r(&o["added_p50_ms"])
+            },
+            if bare {
+                "".into()
+            } else {
+                r(&o["added_p99_ms"])
+            },
             o["late_sends"],
             o["sent"],
         );
@@ -176,18 +209,26 @@ pub fn print(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     match &streams {
-        Some(s) => println!("long-lived streams (the last `make bench-streams`): {}", s["summary"].as_str().unwrap_or("")),
-        None => println!("long-lived streams: not measured here; `make bench-streams` measures them"),
+        Some(s) => println!(
+            "long-lived streams (the last `make bench-streams`): {}",
+            s["summary"].as_str().unwrap_or("")
+        ),
+        None => {
+            println!("long-lived streams: not measured here; `make bench-streams` measures them")
+        }
     }
 
     // The goals of issue 19.
     let row = |name: &str, c: usize| rows.iter().find(|r| r.name == name && r.connections == c);
     let ratio = |a: &str, b: &str, c: usize| Some(row(a, c)?.run.rps() / row(b, c)?.run.rps());
-    let p50_over = |a: &str, b: &str, c: usize| Some(row(a, c)?.run.ms(0.5) - row(b, c)?.run.ms(0.5));
+    let p50_over =
+        |a: &str, b: &str, c: usize| Some(row(a, c)?.run.ms(0.5) - row(b, c)?.run.ms(0.5));
     let open_added = |rate: u64| {
         open_json
             .iter()
-            .find(|o| o["rate"] == rate && o["target"].as_str().unwrap_or("").starts_with("gateway"))
+            .find(|o| {
+                o["rate"] == rate && o["target"].as_str().unwrap_or("").starts_with("gateway")
+            })
             .and_then(|o| o["added_p50_ms"]["median"].as_f64())
     };
     let gw_waiters = f("extra_rss_mb") - f("bare_envoy_holding_same_extra_rss_mb");
@@ -206,7 +247,10 @@ pub fn print(
         ),
         (
             "success p50 within +0.2 ms of bare Envoy, 32 conns".into(),
-            plus(p50_over("gateway, success, 1 KB", "bare Envoy, 1 KB", 32), "ms"),
+            plus(
+                p50_over("gateway, success, 1 KB", "bare Envoy, 1 KB", 32),
+                "ms",
+            ),
             p50_over("gateway, success, 1 KB", "bare Envoy, 1 KB", 32).map(|v| v <= 0.2),
         ),
         (
@@ -236,7 +280,11 @@ pub fn print(
         ),
         (
             "long-lived streams: RSS and CPU against bare Envoy (measured, no number set)".into(),
-            streams.as_ref().and_then(|s| s["summary"].as_str()).unwrap_or("`make bench-streams`").to_string(),
+            streams
+                .as_ref()
+                .and_then(|s| s["summary"].as_str())
+                .unwrap_or("`make bench-streams`")
+                .to_string(),
             None,
         ),
     ];
@@ -262,7 +310,10 @@ pub fn print(
         "streams": streams,
         "goals": goals.iter().map(|(g, m, met)| json!({"goal": g, "measured": m, "met": met})).collect::<Vec<_>>(),
     });
-    std::fs::write(target.join("bench.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(
+        target.join("bench.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
     println!("\nwritten: target/bench.json");
     Ok(())
 }

@@ -29,7 +29,8 @@ impl Drop for Envoy {
 }
 
 pub fn floor_wasm() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-wasip1/release/plano_floor.wasm")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/wasm32-wasip1/release/plano_floor.wasm")
 }
 
 fn spawn(config: &str, dir: &Path, name: &str, port: u16, base_id: u32) -> Result<Envoy> {
@@ -48,15 +49,27 @@ fn spawn(config: &str, dir: &Path, name: &str, port: u16, base_id: u32) -> Resul
         .context("cannot start Envoy")?;
     let envoy = Envoy { child, port };
     if wait_listening(port).is_err() {
-        let text = std::fs::read_to_string(dir.join(format!("{name}.envoy.log"))).unwrap_or_default();
-        bail!("{name}: Envoy did not start: {}", text.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+        let text =
+            std::fs::read_to_string(dir.join(format!("{name}.envoy.log"))).unwrap_or_default();
+        bail!(
+            "{name}: Envoy did not start: {}",
+            text.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        );
     }
     Ok(envoy)
 }
 
 /// Bare Envoy's listener and cluster; with `wasm` = (runtime, knobs), the
 /// floor filter in front of the router.
-pub fn plain(mock_port: u16, dir: &Path, name: &str, port: u16, admin: u16, base_id: u32, wasm: Option<(&str, &str)>) -> Result<Envoy> {
+pub fn plain(
+    mock_port: u16,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    admin: u16,
+    base_id: u32,
+    wasm: Option<(&str, &str)>,
+) -> Result<Envoy> {
     let filter = match wasm {
         None => String::new(),
         Some((runtime, knobs)) => format!(
@@ -125,7 +138,15 @@ pub enum Lever {
 
 /// `planoai render` of `config`, each lever applied, ports moved to
 /// `port` / `admin` / `admin + 1`, started by the bench.
-pub fn rendered(dir: &Path, name: &str, config: &str, port: u16, admin: u16, base_id: u32, levers: &[Lever]) -> Result<Envoy> {
+pub fn rendered(
+    dir: &Path,
+    name: &str,
+    config: &str,
+    port: u16,
+    admin: u16,
+    base_id: u32,
+    levers: &[Lever],
+) -> Result<Envoy> {
     let out = dir.join(name);
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, config)?;
@@ -141,7 +162,10 @@ pub fn rendered(dir: &Path, name: &str, config: &str, port: u16, admin: u16, bas
     }
     let mut yaml = std::fs::read_to_string(out.join("envoy.yaml"))?
         .replace("port_value: 9901 }", &format!("port_value: {admin} }}"))
-        .replace("port_value: 9902 }", &format!("port_value: {} }}", admin + 1));
+        .replace(
+            "port_value: 9902 }",
+            &format!("port_value: {} }}", admin + 1),
+        );
     for lever in levers {
         yaml = apply(&yaml, *lever)?;
     }
@@ -168,7 +192,7 @@ fn apply(yaml: &str, lever: Lever) -> Result<String> {
                 let direct = format!("- name: {cluster}_direct");
                 let at = out.find(&direct).context("direct cluster")?;
                 let sock = at + out[at..].find("socket_address:").context("socket")?;
-                let sock_end = sock + out[sock..].find('\n').context("line")?;
+                let sock_end = out[sock..].find('\n').map_or(out.len(), |e| sock + e);
                 let socket = out[sock..sock_end].to_string();
                 out.replace_range(start..end + 2, &socket);
                 from = start + socket.len();

@@ -10,7 +10,9 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::mock::{self, Answer};
-use crate::{cpu_ticks, load, provider, rss_mb, start_bare_envoy, Gateway, BARE_PORT, FAILOVER, GATEWAY_PORT};
+use crate::{
+    cpu_ticks, load, provider, rss_mb, start_bare_envoy, Gateway, BARE_PORT, FAILOVER, GATEWAY_PORT,
+};
 
 const CHUNKS: usize = 300;
 const GAP_MS: u64 = 100;
@@ -52,11 +54,22 @@ async fn hold(port: u16, pid: u32, count: usize) -> Result<Held> {
     }
     let cpu_pct = (cpu_ticks(pid) - ticks) as f64 / window.elapsed().as_secs_f64();
     let (whole, broken) = held.await??;
-    Ok(Held { rss_idle, rss_held, cpu_pct, opened, whole, broken })
+    Ok(Held {
+        rss_idle,
+        rss_held,
+        cpu_pct,
+        opened,
+        whole,
+        broken,
+    })
 }
 
 pub async fn run(count: usize, home: &Path) -> Result<()> {
-    let stream = mock::serve(Answer::Stream { chunks: CHUNKS, gap_ms: GAP_MS }).await?;
+    let stream = mock::serve(Answer::Stream {
+        chunks: CHUNKS,
+        gap_ms: GAP_MS,
+    })
+    .await?;
     let ok = mock::serve(Answer::Ok).await?;
     eprintln!("bare Envoy holding {count} streams ...");
     let bare = {
@@ -78,8 +91,14 @@ pub async fn run(count: usize, home: &Path) -> Result<()> {
         let extra = h.rss_held - h.rss_idle;
         println!(
             "| {name} | {} | {} | {} | {:.0} | {:.0} | {:+.0} | {:.1} | {:.0} |",
-            h.opened, h.whole, h.broken, h.rss_idle, h.rss_held, extra,
-            extra * 1024.0 / count as f64, h.cpu_pct
+            h.opened,
+            h.whole,
+            h.broken,
+            h.rss_idle,
+            h.rss_held,
+            extra,
+            extra * 1024.0 / count as f64,
+            h.cpu_pct
         );
     }
     let over = (gw.rss_held - gw.rss_idle) - (bare.rss_held - bare.rss_idle);
