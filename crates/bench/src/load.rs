@@ -400,7 +400,11 @@ pub async fn hold_streams(
                 }
                 anyhow::Ok(tail.ends_with(b"data: [DONE]\n\n"))
             };
-            matches!(tokio::time::timeout(timeout, exchange).await, Ok(Ok(true)))
+            let outcome = tokio::time::timeout(timeout, exchange).await;
+            if std::env::var_os("PLANO_BENCH_DEBUG").is_some() && !matches!(outcome, Ok(Ok(true))) {
+                eprintln!("stream {i}: {outcome:?}");
+            }
+            matches!(outcome, Ok(Ok(true)))
         }));
     }
     drop(opened);

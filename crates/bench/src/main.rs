@@ -217,7 +217,8 @@ async fn main() -> Result<()> {
             .map(|n| n.parse())
             .transpose()?
             .unwrap_or(10_000);
-        let done = streams::run(count, &home).await;
+        let lever = args.get(2).is_some_and(|a| a == "--levers");
+        let done = streams::run(count, &home, lever).await;
         let _ = std::fs::remove_dir_all(&home);
         return done;
     }

@@ -64,7 +64,9 @@ async fn hold(port: u16, pid: u32, count: usize) -> Result<Held> {
     })
 }
 
-pub async fn run(count: usize, home: &Path) -> Result<()> {
+/// With `lever`, also the gateway without its framing hop (rendered by the
+/// bench, `rig::Lever::NoFramingHop`): what that hop costs a stream.
+pub async fn run(count: usize, home: &Path, lever: bool) -> Result<()> {
     let stream = mock::serve(Answer::Stream {
         chunks: CHUNKS,
         gap_ms: GAP_MS,
@@ -85,9 +87,25 @@ pub async fn run(count: usize, home: &Path) -> Result<()> {
         )?;
         hold(GATEWAY_PORT, gw.pid, count).await?
     };
+    let lean = if lever {
+        eprintln!("gateway without the framing hop holding {count} streams ...");
+        let config = format!(
+            "version: v0.3.0\nlisteners: [{{type: model, name: l, port: {GATEWAY_PORT}}}]\nmodel_providers:\n{}{}",
+            provider("openai/gpt-4o", stream, FAILOVER),
+            provider("anthropic/c", ok, "")
+        );
+        let envoy = crate::rig::rendered(home, "streams-lean", &config, GATEWAY_PORT, 9931, 81, &[crate::rig::Lever::NoFramingHop])?;
+        Some(hold(GATEWAY_PORT, envoy.pid(), count).await?)
+    } else {
+        None
+    };
     println!("| {count} SSE streams, 1 chunk / {GAP_MS} ms, {} s | opened | whole | broken | RSS idle MB | RSS holding MB | extra MB | KB per stream | CPU % of a core |", CHUNKS as u64 * GAP_MS / 1000);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, h) in [("bare Envoy", &bare), ("gateway", &gw)] {
+    let mut held = vec![("bare Envoy", &bare), ("gateway", &gw)];
+    if let Some(l) = &lean {
+        held.push(("gateway, no framing hop", l));
+    }
+    for (name, h) in held {
         let extra = h.rss_held - h.rss_idle;
         println!(
             "| {name} | {} | {} | {} | {:.0} | {:.0} | {:+.0} | {:.1} | {:.0} |",
