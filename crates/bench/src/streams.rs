@@ -30,7 +30,12 @@ async fn hold(port: u16, pid: u32, count: usize) -> Result<Held> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = rss_mb(pid).unwrap_or(0.0);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let held = tokio::spawn(load::hold_streams(port, count, Duration::from_secs(60), tx));
+    let held = tokio::spawn(load::hold_streams(
+        port,
+        count,
+        Duration::from_secs(120),
+        tx,
+    ));
     let start = Instant::now();
     let mut opened = 0;
     while opened < count && start.elapsed() < Duration::from_secs(15) {
@@ -94,7 +99,15 @@ pub async fn run(count: usize, home: &Path, lever: bool) -> Result<()> {
             provider("openai/gpt-4o", stream, FAILOVER),
             provider("anthropic/c", ok, "")
         );
-        let envoy = crate::rig::rendered(home, "streams-lean", &config, GATEWAY_PORT, 9931, 81, &[crate::rig::Lever::NoFramingHop])?;
+        let envoy = crate::rig::rendered(
+            home,
+            "streams-lean",
+            &config,
+            GATEWAY_PORT,
+            9931,
+            81,
+            &[crate::rig::Lever::NoFramingHop],
+        )?;
         Some(hold(GATEWAY_PORT, envoy.pid(), count).await?)
     } else {
         None
