@@ -282,3 +282,139 @@ pub async fn streamed_count(
     }
     Ok(all)
 }
+
+/// An open-loop run: requests sent on a fixed schedule whatever the answers.
+pub struct OpenRun {
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Sends that left more than 1 ms after their scheduled time.
+    pub late: u64,
+    /// Microseconds from the send to the whole answer.
+    pub service: Histogram<u64>,
+    /// Microseconds from the scheduled send to the whole answer
+    /// (latency-corrected: a backlog counts against the target).
+    pub corrected: Histogram<u64>,
+}
+
+/// Sends `rate` requests a second for `duration`, open loop: the schedule is
+/// fixed in advance (wrk2/oha style), spread over `rate / 100` keep-alive
+/// connections that each send one request every 10 ms, staggered. A
+/// connection still waiting for an answer when its next send is due sends
+/// late, and the wait counts in `corrected`.
+pub async fn open_loop(port: u16, body: Bytes, rate: u64, duration: Duration) -> Result<OpenRun> {
+    const GAP: Duration = Duration::from_millis(10);
+    let connections = (rate / 100).max(1);
+    let per_conn = duration.as_millis() as u64 / 10;
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for k in 0..connections {
+        let body = body.clone();
+        let offset = GAP * k as u32 / connections as u32;
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(port).await?;
+            let mut service = Histogram::<u64>::new(3)?;
+            let mut corrected = Histogram::<u64>::new(3)?;
+            let (mut ok, mut failed, mut late) = (0u64, 0u64, 0u64);
+            for j in 0..per_conn {
+                let due = start + offset + GAP * j as u32;
+                tokio::time::sleep_until(due).await;
+                let sent = tokio::time::Instant::now();
+                if sent.duration_since(due) > Duration::from_millis(1) {
+                    late += 1;
+                }
+                match sender.send_request(chat_request(port, &body)?).await {
+                    Ok(resp) => {
+                        let good = resp.status() == 200;
+                        resp.into_body().collect().await?;
+                        if good {
+                            ok += 1;
+                            service.record(sent.elapsed().as_micros() as u64)?;
+                            corrected.record(due.elapsed().as_micros() as u64)?;
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        sender = connect(port).await?;
+                    }
+                }
+            }
+            anyhow::Ok((ok, failed, late, service, corrected))
+        }));
+    }
+    let mut run = OpenRun {
+        sent: connections * per_conn,
+        ok: 0,
+        failed: 0,
+        late: 0,
+        service: Histogram::<u64>::new(3)?,
+        corrected: Histogram::<u64>::new(3)?,
+    };
+    for t in tasks {
+        let (ok, failed, late, service, corrected) = t.await.context("open-loop task")??;
+        run.ok += ok;
+        run.failed += failed;
+        run.late += late;
+        run.service.add(service)?;
+        run.corrected.add(corrected)?;
+    }
+    Ok(run)
+}
+
+/// Holds `count` streamed requests open at once, each on its own connection,
+/// and reads every chunk. Returns once `ready` of them have their first
+/// chunk (or `ready_by` passes) through `opened`, then runs to the end.
+/// Returns (streams whole, streams broken).
+pub async fn hold_streams(
+    port: u16,
+    count: usize,
+    timeout: Duration,
+    opened: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<(u64, u64)> {
+    let body = Bytes::from_static(
+        br#"{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let (body, opened) = (body.clone(), opened.clone());
+        tasks.push(tokio::spawn(async move {
+            // Spread the connects over about a second.
+            tokio::time::sleep(Duration::from_micros((i as u64 * 1_000_000) / count as u64)).await;
+            let exchange = async {
+                let mut sender = connect(port).await?;
+                let resp = sender.send_request(chat_request(port, &body)?).await?;
+                anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+                let mut body = resp.into_body();
+                let mut first = true;
+                let mut tail = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame?.into_data() {
+                        if first {
+                            first = false;
+                            let _ = opened.send(());
+                        }
+                        tail = data.to_vec();
+                    }
+                }
+                anyhow::Ok(tail.ends_with(b"data: [DONE]\n\n"))
+            };
+            let outcome = tokio::time::timeout(timeout, exchange).await;
+            if std::env::var_os("PLANO_BENCH_DEBUG").is_some() && !matches!(outcome, Ok(Ok(true))) {
+                eprintln!("stream {i}: {outcome:?}");
+            }
+            matches!(outcome, Ok(Ok(true)))
+        }));
+    }
+    drop(opened);
+    let (mut whole, mut broken) = (0, 0);
+    for t in tasks {
+        if t.await.unwrap_or(false) {
+            whole += 1;
+        } else {
+            broken += 1;
+        }
+    }
+    Ok((whole, broken))
+}

@@ -10,11 +10,15 @@
 //! in a 200 or a `retry_exhausted`, Envoy stays up, and its RSS after round
 //! three is within 10% of after round one.
 
+mod levers;
 mod load;
 mod mock;
+mod report;
+mod rig;
+mod streams;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -25,13 +29,21 @@ use serde_json::json;
 const DURATION: Duration = Duration::from_secs(5);
 const GATEWAY_PORT: u16 = 12000;
 const BARE_PORT: u16 = 12100;
+const FLOOR_PORT: u16 = 12200;
+/// Interleaved rounds of the side-by-side rows: medians and their spread.
+const ROUNDS: usize = 3;
+const ROUND: Duration = Duration::from_secs(2);
 const WAITERS: usize = 5000;
+/// Fixed open-loop rates (req/s) for the added-latency rows.
+const OPEN_RATES: [u64; 2] = [1000, 5000];
 
 struct Row {
     name: String,
     connections: usize,
     run: load::Run,
     rss_mb: Option<f64>,
+    /// Slowest and fastest round's req/s, where rows ran in rounds.
+    spread: Option<(f64, f64)>,
 }
 
 fn envoy_binary() -> Result<PathBuf> {
@@ -72,54 +84,21 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Bare Envoy: the same listener and cluster, no wasm filter.
-fn start_bare_envoy(mock_port: u16, dir: &Path) -> Result<Child> {
-    let config = format!(
-        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9911}}}}}}
-static_resources:
-  listeners:
-    - name: bare
-      address: {{socket_address: {{address: 127.0.0.1, port_value: {BARE_PORT}}}}}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: bare
-                route_config:
-                  virtual_hosts:
-                    - name: all
-                      domains: ["*"]
-                      routes: [{{match: {{prefix: /}}, route: {{cluster: mock, timeout: 0s}}}}]
-                http_filters:
-                  - name: envoy.filters.http.router
-                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-    - name: mock
-      type: STATIC
-      connect_timeout: 5s
-      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
-      load_assignment:
-        cluster_name: mock
-        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {mock_port}}}}}}}}}]}}]
-"#
-    );
-    let path = dir.join("bare-envoy.yaml");
-    std::fs::write(&path, config)?;
-    let child = Command::new(envoy_binary()?)
-        .args([
-            "-c",
-            path.to_str().unwrap_or_default(),
-            "--concurrency",
-            "2",
-            "--disable-hot-restart",
-        ])
-        .args(["--base-id", "71", "--log-level", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start Envoy")?;
-    wait_listening(BARE_PORT)?;
-    Ok(child)
+fn start_bare_envoy(mock_port: u16, dir: &Path) -> Result<rig::Envoy> {
+    rig::plain(mock_port, dir, "bare", BARE_PORT, 9911, 71, None)
+}
+
+/// Bare Envoy with the floor filter (V8): what any wasm design costs.
+fn start_floor(mock_port: u16, dir: &Path) -> Result<rig::Envoy> {
+    rig::plain(
+        mock_port,
+        dir,
+        "floor",
+        FLOOR_PORT,
+        9921,
+        72,
+        Some(("v8", "")),
+    )
 }
 
 /// One of the gateway's own stats, `wasmcustom.plano.<name>` (0 if unread).
@@ -232,6 +211,39 @@ async fn main() -> Result<()> {
         println!("mock provider on 127.0.0.1:{port}");
         return std::future::pending().await;
     }
+    if args.first().map(String::as_str) == Some("streams") {
+        let count = args
+            .get(1)
+            .map(|n| n.parse())
+            .transpose()?
+            .unwrap_or(10_000);
+        let lever = args.get(2).is_some_and(|a| a == "--levers");
+        let done = streams::run(count, &home, lever).await;
+        let _ = std::fs::remove_dir_all(&home);
+        return done;
+    }
+    if args.first().map(String::as_str) == Some("load") {
+        // `plano-bench load PORT SECONDS`: 32 connections of 1 KB requests,
+        // closed loop, for profiling by hand.
+        let port = args
+            .get(1)
+            .context("usage: plano-bench load PORT SECONDS")?
+            .parse()?;
+        let secs = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(10);
+        let run = load::closed_loop(port, body_of(1024), 32, Duration::from_secs(secs)).await?;
+        println!(
+            "{:.0} req/s, p50 {:.2} ms, {} failed",
+            run.rps(),
+            run.ms(0.5),
+            run.failed
+        );
+        return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("levers") {
+        let done = levers::run(&home).await;
+        let _ = std::fs::remove_dir_all(&home);
+        return done;
+    }
     if args.first().map(String::as_str) == Some("soak") {
         let requests = args
             .get(1)
@@ -265,47 +277,74 @@ async fn main() -> Result<()> {
             connections: c,
             run,
             rss_mb: None,
+            spread: None,
         });
     }
     let direct_one = load::closed_loop(ok, small.clone(), 1, Duration::from_secs(2)).await?;
 
-    eprintln!("bare Envoy ...");
+    eprintln!("bare Envoy, floor filter and gateway side by side, {ROUNDS} interleaved rounds ...");
+    let open_rows;
     {
-        let mut bare = start_bare_envoy(ok, &home)?;
-        for c in [32, 256] {
-            let run = load::closed_loop(BARE_PORT, small.clone(), c, DURATION).await?;
-            rows.push(Row {
-                name: "bare Envoy, 1 KB".into(),
-                connections: c,
-                run,
-                rss_mb: rss_mb(bare.id()),
-            });
-        }
-        let _ = bare.kill();
-        let _ = bare.wait();
-    }
-
-    eprintln!("gateway, success path ...");
-    {
+        let bare = start_bare_envoy(ok, &home)?;
+        let floor = start_floor(ok, &home)?;
         let gw = Gateway::up(
             &home,
             "success",
             &(provider("openai/gpt-4o", ok, FAILOVER) + &provider("anthropic/c", ok2, "")),
         )?;
-        for (label, body, conns) in [
-            ("1 KB", &small, &[32usize, 256][..]),
-            ("100 KB", &large, &[32][..]),
-        ] {
-            for &c in conns {
-                let run = load::closed_loop(GATEWAY_PORT, body.clone(), c, DURATION).await?;
-                rows.push(Row {
-                    name: format!("gateway, success, {label}"),
-                    connections: c,
-                    run,
-                    rss_mb: rss_mb(gw.pid),
-                });
+        let targets: [(&str, u16, u32); 3] = [
+            ("bare Envoy", BARE_PORT, bare.pid()),
+            ("floor filter", FLOOR_PORT, floor.pid()),
+            ("gateway, success", GATEWAY_PORT, gw.pid),
+        ];
+        for (_, port, _) in targets {
+            load::closed_loop(port, small.clone(), 8, Duration::from_millis(300)).await?;
+        }
+        let scenarios: [(&str, &Bytes, usize); 3] = [
+            ("1 KB", &small, 32),
+            ("1 KB", &small, 256),
+            ("100 KB", &large, 32),
+        ];
+        let mut runs: Vec<Vec<(load::Run, Option<f64>)>> = (0..targets.len() * scenarios.len())
+            .map(|_| Vec::new())
+            .collect();
+        for _ in 0..ROUNDS {
+            for (s, (_, body, conns)) in scenarios.iter().enumerate() {
+                for (t, (_, port, pid)) in targets.iter().enumerate() {
+                    let run = load::closed_loop(*port, (*body).clone(), *conns, ROUND).await?;
+                    runs[s * targets.len() + t].push((run, rss_mb(*pid)));
+                }
             }
         }
+        for (i, mut rounds) in runs.into_iter().enumerate() {
+            let (s, t) = (i / targets.len(), i % targets.len());
+            rounds.sort_by(|a, b| a.0.rps().total_cmp(&b.0.rps()));
+            let spread = (rounds[0].0.rps(), rounds[rounds.len() - 1].0.rps());
+            let (run, rss) = rounds.swap_remove(rounds.len() / 2);
+            rows.push(Row {
+                name: format!("{}, {}", targets[t].0, scenarios[s].0),
+                connections: scenarios[s].2,
+                run,
+                rss_mb: rss,
+                spread: Some(spread),
+            });
+        }
+        eprintln!("open loop, fixed rates ...");
+        let mut open = Vec::new();
+        for rate in OPEN_RATES {
+            for round in 0..ROUNDS {
+                for (name, port, _) in targets {
+                    let run = load::open_loop(port, small.clone(), rate, ROUND).await?;
+                    open.push(report::OpenRow {
+                        rate,
+                        round,
+                        target: name.to_string(),
+                        run,
+                    });
+                }
+            }
+        }
+        open_rows = open;
     }
 
     eprintln!("gateway, failover path ...");
@@ -322,6 +361,7 @@ async fn main() -> Result<()> {
             connections: 32,
             run,
             rss_mb: rss_mb(gw.pid),
+            spread: None,
         });
         failover_one =
             load::closed_loop(GATEWAY_PORT, small.clone(), 1, Duration::from_secs(2)).await?;
@@ -354,15 +394,14 @@ async fn main() -> Result<()> {
             delay_ms: 2000,
         })
         .await?;
-        let mut bare = start_bare_envoy(slow, &home)?;
+        let bare = start_bare_envoy(slow, &home)?;
         load::closed_loop(BARE_PORT, small.clone(), 8, Duration::from_secs(1)).await?;
-        let idle = rss_mb(bare.id()).unwrap_or(0.0);
+        let idle = rss_mb(bare.pid()).unwrap_or(0.0);
         let burst = tokio::spawn(load::burst(BARE_PORT, WAITERS));
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let held = rss_mb(bare.id()).unwrap_or(0.0);
+        let held = rss_mb(bare.pid()).unwrap_or(0.0);
         burst.await??;
-        let _ = bare.kill();
-        let _ = bare.wait();
+        drop(bare);
         held - idle
     };
 
@@ -403,8 +442,9 @@ async fn main() -> Result<()> {
         })
     };
 
-    print_report(
+    report::print(
         &rows,
+        &open_rows,
         &direct_one,
         &failover_one,
         [&ttfb_direct, &ttfb_first, &ttfb_failover],
@@ -580,82 +620,4 @@ async fn soak_streams(home: &Path, requests: u64) -> Result<bool> {
         growth * 100.0
     );
     Ok(broken == 0 && timeouts > 0 && failovers > 0 && alive && growth <= 0.10)
-}
-
-fn print_report(
-    rows: &[Row],
-    direct_one: &load::Run,
-    failover_one: &load::Run,
-    ttfb: [&hdrhistogram::Histogram<u64>; 3],
-    waiters: &serde_json::Value,
-) -> Result<()> {
-    let find = |name: &str, c: usize| {
-        rows.iter()
-            .find(|r| r.name.starts_with(name) && r.connections == c)
-    };
-    println!("| scenario | conns | req/s | p50 ms | p99 ms | p99.9 ms | Envoy RSS MB | req/s vs bare | p50 vs bare | req/s vs direct |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut json_rows = Vec::new();
-    for r in rows {
-        let bare = find("bare Envoy", r.connections);
-        let direct = find("direct", r.connections);
-        let vs = |other: Option<&Row>| {
-            other.map_or("".into(), |o| format!("{:.2}", r.run.rps() / o.run.rps()))
-        };
-        let p50_vs_bare = bare.map_or("".into(), |b| {
-            format!("{:+.2} ms", r.run.ms(0.5) - b.run.ms(0.5))
-        });
-        println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
-            r.name,
-            r.connections,
-            r.run.rps(),
-            r.run.ms(0.5),
-            r.run.ms(0.99),
-            r.run.ms(0.999),
-            r.rss_mb.map_or("".into(), |m| format!("{m:.0}")),
-            vs(bare),
-            p50_vs_bare,
-            vs(direct),
-        );
-        json_rows.push(json!({
-            "scenario": r.name, "connections": r.connections, "ok": r.run.ok, "failed": r.run.failed,
-            "rps": r.run.rps(), "p50_ms": r.run.ms(0.5), "p99_ms": r.run.ms(0.99), "p999_ms": r.run.ms(0.999),
-            "rss_mb": r.rss_mb,
-        }));
-    }
-    let added = failover_one.ms(0.5) - 2.0 * direct_one.ms(0.5);
-    println!();
-    println!(
-        "failover, 1 connection: p50 {:.2} ms; two direct mock answers {:.2} ms; the gateway's own added time {:.2} ms",
-        failover_one.ms(0.5),
-        2.0 * direct_one.ms(0.5),
-        added
-    );
-    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "streaming time to first byte (p50 / p99 ms, 30 each): direct {:.2} / {:.2}; gateway first attempt {:.2} / {:.2}; after a failover {:.2} / {:.2} (a 429, then the fallback's 5-chunk, 100 ms stream through the router)",
-        ms(ttfb[0], 0.5), ms(ttfb[0], 0.99), ms(ttfb[1], 0.5), ms(ttfb[1], 0.99), ms(ttfb[2], 0.5), ms(ttfb[2], 0.99)
-    );
-    println!(
-        "{} waiters in a 2 s backoff: all parked after {:.2} s, {} answered in {:.1} s; Envoy RSS {:.0} MB idle, {:.0} MB with all parked (+{:.1} MB); CPU while parked {:.1}% of a core",
-        waiters["requests"], waiters["all_parked_after_s"].as_f64().unwrap_or(0.0), waiters["answered"], waiters["seconds"].as_f64().unwrap_or(0.0),
-        waiters["rss_idle_mb"].as_f64().unwrap_or(0.0), waiters["rss_waiting_mb"].as_f64().unwrap_or(0.0),
-        waiters["extra_rss_mb"].as_f64().unwrap_or(0.0), waiters["cpu_percent_while_waiting"].as_f64().unwrap_or(0.0)
-    );
-    println!(
-        "baseline: bare Envoy holding {} requests open for 2 s grew {:.1} MB; the gateway's own share of the waiters' growth is the difference",
-        waiters["requests"],
-        waiters["bare_envoy_holding_same_extra_rss_mb"].as_f64().unwrap_or(0.0)
-    );
-    let report = json!({
-        "rows": json_rows,
-        "failover_added_ms_p50": added,
-        "ttfb_ms_p50": {"direct": ms(ttfb[0], 0.5), "gateway_first_attempt": ms(ttfb[1], 0.5), "after_failover": ms(ttfb[2], 0.5)},
-        "waiters": waiters,
-    });
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench.json");
-    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
-    println!("\nwritten: target/bench.json");
-    Ok(())
 }

@@ -1,0 +1,319 @@
+//! `make bench`'s report: the side-by-side table (medians of interleaved
+//! rounds, with their spread), the open-loop added latency, the failover,
+//! streaming and waiter lines, and the goals of issue 19, met or missed.
+//! Everything also goes to `target/bench.json`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::load::{OpenRun, Run};
+use crate::Row;
+
+pub struct OpenRow {
+    pub rate: u64,
+    pub round: usize,
+    pub target: String,
+    pub run: OpenRun,
+}
+
+fn size_of(name: &str) -> &str {
+    name.rsplit(", ").next().unwrap_or(name)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Per rate and target: medians of p50 and p99 over the rounds, and the
+/// round-by-round difference to bare Envoy (median, min, max).
+fn open_summary(open: &[OpenRow]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut rates: Vec<u64> = open.iter().map(|o| o.rate).collect();
+    rates.dedup();
+    let mut targets: Vec<&str> = Vec::new();
+    for o in open {
+        if !targets.contains(&o.target.as_str()) {
+            targets.push(&o.target);
+        }
+    }
+    for rate in rates {
+        for target in &targets {
+            let mine: Vec<&OpenRow> = open
+                .iter()
+                .filter(|o| o.rate == rate && o.target == *target)
+                .collect();
+            let added = |q: f64, corrected: bool| -> Vec<f64> {
+                mine.iter()
+                    .filter_map(|o| {
+                        let bare = open.iter().find(|b| {
+                            b.rate == rate && b.round == o.round && b.target.starts_with("bare")
+                        })?;
+                        let h = |r: &OpenRun| {
+                            if corrected {
+                                ms(&r.corrected, q)
+                            } else {
+                                ms(&r.service, q)
+                            }
+                        };
+                        Some(h(&o.run) - h(&bare.run))
+                    })
+                    .collect()
+            };
+            let range = |v: Vec<f64>| {
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                json!({"median": median(v), "min": lo, "max": hi})
+            };
+            let (a50, a99, c50, c99) = (
+                added(0.5, false),
+                added(0.99, false),
+                added(0.5, true),
+                added(0.99, true),
+            );
+            out.push(json!({
+                "rate": rate, "target": target, "rounds": mine.len(),
+                "sent": mine.iter().map(|o| o.run.sent).sum::<u64>(),
+                "ok": mine.iter().map(|o| o.run.ok).sum::<u64>(),
+                "late_sends": mine.iter().map(|o| o.run.late).sum::<u64>(),
+                "p50_ms": median(mine.iter().map(|o| ms(&o.run.service, 0.5)).collect()),
+                "p99_ms": median(mine.iter().map(|o| ms(&o.run.service, 0.99)).collect()),
+                "p50_ms_corrected": median(mine.iter().map(|o| ms(&o.run.corrected, 0.5)).collect()),
+                "p99_ms_corrected": median(mine.iter().map(|o| ms(&o.run.corrected, 0.99)).collect()),
+                "added_p50_ms": range(a50), "added_p99_ms": range(a99),
+                "added_p50_ms_corrected": range(c50), "added_p99_ms_corrected": range(c99),
+            }));
+        }
+    }
+    out
+}
+
+pub fn print(
+    rows: &[Row],
+    open: &[OpenRow],
+    direct_one: &Run,
+    failover_one: &Run,
+    ttfb: [&hdrhistogram::Histogram<u64>; 3],
+    waiters: &Value,
+) -> Result<()> {
+    let find = |prefix: &str, r: &Row| {
+        rows.iter().find(|o| {
+            o.name.starts_with(prefix)
+                && o.connections == r.connections
+                && size_of(&o.name) == size_of(&r.name)
+        })
+    };
+    println!("| scenario | conns | req/s | req/s range | p50 ms | p99 ms | p99.9 ms | Envoy RSS MB | req/s vs bare | p50 vs bare | req/s vs floor | req/s vs direct |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut json_rows = Vec::new();
+    for r in rows {
+        let vs = |other: Option<&Row>| {
+            other.map_or("".into(), |o| format!("{:.2}", r.run.rps() / o.run.rps()))
+        };
+        let bare = find("bare Envoy", r);
+        let p50_vs_bare = bare.map_or("".into(), |b| {
+            format!("{:+.2} ms", r.run.ms(0.5) - b.run.ms(0.5))
+        });
+        println!(
+            "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.connections,
+            r.run.rps(),
+            r.spread
+                .map_or("".into(), |(lo, hi)| format!("{lo:.0}-{hi:.0}")),
+            r.run.ms(0.5),
+            r.run.ms(0.99),
+            r.run.ms(0.999),
+            r.rss_mb.map_or("".into(), |m| format!("{m:.0}")),
+            vs(bare),
+            p50_vs_bare,
+            vs(find("floor filter", r)),
+            vs(find("direct", r)),
+        );
+        json_rows.push(json!({
+            "scenario": r.name, "connections": r.connections, "ok": r.run.ok, "failed": r.run.failed,
+            "rps": r.run.rps(), "rps_range": r.spread.map(|(lo, hi)| [lo, hi]),
+            "p50_ms": r.run.ms(0.5), "p99_ms": r.run.ms(0.99), "p999_ms": r.run.ms(0.999),
+            "rss_mb": r.rss_mb,
+        }));
+    }
+
+    let open_json = open_summary(open);
+    println!();
+    println!("Added latency at a fixed open-loop rate (1 KB; p50 / p99 of send-to-answer, median of {} interleaved rounds; added = minus bare Envoy in the same round, median [min..max]):", open.iter().map(|o| o.round + 1).max().unwrap_or(0));
+    println!();
+    println!("| rate req/s | target | p50 ms | p99 ms | added p50 ms | added p99 ms | sent late (>1 ms) |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    for o in &open_json {
+        let r = |v: &Value| {
+            format!(
+                "{:+.3} [{:+.3}..{:+.3}]",
+                v["median"].as_f64().unwrap_or(0.0),
+                v["min"].as_f64().unwrap_or(0.0),
+                v["max"].as_f64().unwrap_or(0.0)
+            )
+        };
+        let bare = o["target"].as_str().unwrap_or("").starts_with("bare");
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {} | {} | {} of {} |",
+            o["rate"],
+            o["target"].as_str().unwrap_or(""),
+            o["p50_ms"].as_f64().unwrap_or(0.0),
+            o["p99_ms"].as_f64().unwrap_or(0.0),
+            if bare {
+                "".into()
+            } else {
+                r(&o["added_p50_ms"])
+            },
+            if bare {
+                "".into()
+            } else {
+                r(&o["added_p99_ms"])
+            },
+            o["late_sends"],
+            o["sent"],
+        );
+    }
+
+    let added = failover_one.ms(0.5) - 2.0 * direct_one.ms(0.5);
+    println!();
+    println!(
+        "failover, 1 connection: p50 {:.2} ms; two direct mock answers {:.2} ms; the gateway's own added time {:.2} ms",
+        failover_one.ms(0.5),
+        2.0 * direct_one.ms(0.5),
+        added
+    );
+    println!(
+        "streaming time to first byte (p50 / p99 ms, 30 each): direct {:.2} / {:.2}; gateway first attempt {:.2} / {:.2}; after a failover {:.2} / {:.2} (a 429, then the fallback's 5-chunk, 100 ms stream through the router)",
+        ms(ttfb[0], 0.5), ms(ttfb[0], 0.99), ms(ttfb[1], 0.5), ms(ttfb[1], 0.99), ms(ttfb[2], 0.5), ms(ttfb[2], 0.99)
+    );
+    let f = |k: &str| waiters[k].as_f64().unwrap_or(0.0);
+    println!(
+        "{} waiters in a 2 s backoff: all parked after {:.2} s, {} answered in {:.1} s; Envoy RSS {:.0} MB idle, {:.0} MB with all parked (+{:.1} MB); CPU while parked {:.1}% of a core",
+        waiters["requests"], f("all_parked_after_s"), waiters["answered"], f("seconds"),
+        f("rss_idle_mb"), f("rss_waiting_mb"), f("extra_rss_mb"), f("cpu_percent_while_waiting")
+    );
+    println!(
+        "baseline: bare Envoy holding {} requests open for 2 s grew {:.1} MB; the gateway's own share of the waiters' growth is the difference",
+        waiters["requests"],
+        f("bare_envoy_holding_same_extra_rss_mb")
+    );
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let streams: Option<Value> = std::fs::read(target.join("bench-streams.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    match &streams {
+        Some(s) => println!(
+            "long-lived streams (the last `make bench-streams`): {}",
+            s["summary"].as_str().unwrap_or("")
+        ),
+        None => {
+            println!("long-lived streams: not measured here; `make bench-streams` measures them")
+        }
+    }
+
+    // The goals of issue 19.
+    let row = |name: &str, c: usize| rows.iter().find(|r| r.name == name && r.connections == c);
+    let ratio = |a: &str, b: &str, c: usize| Some(row(a, c)?.run.rps() / row(b, c)?.run.rps());
+    let p50_over =
+        |a: &str, b: &str, c: usize| Some(row(a, c)?.run.ms(0.5) - row(b, c)?.run.ms(0.5));
+    let open_added = |rate: u64| {
+        open_json
+            .iter()
+            .find(|o| {
+                o["rate"] == rate && o["target"].as_str().unwrap_or("").starts_with("gateway")
+            })
+            .and_then(|o| o["added_p50_ms"]["median"].as_f64())
+    };
+    let gw_waiters = f("extra_rss_mb") - f("bare_envoy_holding_same_extra_rss_mb");
+    let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.0}%", v * 100.0));
+    let plus = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:+.2} {unit}"));
+    let goals: Vec<(String, String, Option<bool>)> = vec![
+        (
+            "success req/s at least 85% of bare Envoy, 32 conns".into(),
+            pct(ratio("gateway, success, 1 KB", "bare Envoy, 1 KB", 32)),
+            ratio("gateway, success, 1 KB", "bare Envoy, 1 KB", 32).map(|v| v >= 0.85),
+        ),
+        (
+            "success req/s at least 85% of bare Envoy, 256 conns".into(),
+            pct(ratio("gateway, success, 1 KB", "bare Envoy, 1 KB", 256)),
+            ratio("gateway, success, 1 KB", "bare Envoy, 1 KB", 256).map(|v| v >= 0.85),
+        ),
+        (
+            "success p50 within +0.2 ms of bare Envoy, 32 conns".into(),
+            plus(
+                p50_over("gateway, success, 1 KB", "bare Envoy, 1 KB", 32),
+                "ms",
+            ),
+            p50_over("gateway, success, 1 KB", "bare Envoy, 1 KB", 32).map(|v| v <= 0.2),
+        ),
+        (
+            "100 KB requests: at least 70% of bare Envoy's req/s at 100 KB".into(),
+            pct(ratio("gateway, success, 100 KB", "bare Envoy, 100 KB", 32)),
+            ratio("gateway, success, 100 KB", "bare Envoy, 100 KB", 32).map(|v| v >= 0.70),
+        ),
+        (
+            "5,000 waiters: at most +50 MB RSS over bare Envoy holding them".into(),
+            format!("{gw_waiters:+.0} MB"),
+            Some(gw_waiters <= 50.0),
+        ),
+        (
+            "a failover's own added time at most 0.5 ms (1 connection)".into(),
+            format!("{added:.2} ms"),
+            Some(added <= 0.5),
+        ),
+        (
+            "added p50 at 1,000 req/s open loop at most 0.05 ms".into(),
+            plus(open_added(1000), "ms"),
+            open_added(1000).map(|v| v <= 0.05),
+        ),
+        (
+            "added p50 at 5,000 req/s open loop at most 0.05 ms".into(),
+            plus(open_added(5000), "ms"),
+            open_added(5000).map(|v| v <= 0.05),
+        ),
+        (
+            "long-lived streams: RSS and CPU against bare Envoy (measured, no number set)".into(),
+            streams
+                .as_ref()
+                .and_then(|s| s["summary"].as_str())
+                .unwrap_or("`make bench-streams`")
+                .to_string(),
+            None,
+        ),
+    ];
+    println!();
+    println!("Against the goals of issue 19:");
+    println!();
+    println!("| goal | measured | |");
+    println!("|---|---|---|");
+    for (goal, measured, met) in &goals {
+        let verdict = match met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "measured",
+        };
+        println!("| {goal} | {measured} | {verdict} |");
+    }
+    let report = json!({
+        "rows": json_rows,
+        "open_loop": open_json,
+        "failover_added_ms_p50": added,
+        "ttfb_ms_p50": {"direct": ms(ttfb[0], 0.5), "gateway_first_attempt": ms(ttfb[1], 0.5), "after_failover": ms(ttfb[2], 0.5)},
+        "waiters": waiters,
+        "streams": streams,
+        "goals": goals.iter().map(|(g, m, met)| json!({"goal": g, "measured": m, "met": met})).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        target.join("bench.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    println!("\nwritten: target/bench.json");
+    Ok(())
+}

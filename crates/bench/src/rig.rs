@@ -1,0 +1,221 @@
+//! Envoys the bench starts itself: bare Envoy, bare Envoy with the floor
+//! filter, and the gateway rendered by `planoai render` with bench-local
+//! rewrites of its envoy.yaml (the levers).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{envoy_binary, wait_listening};
+
+/// An Envoy the bench started; killed when dropped.
+pub struct Envoy {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Envoy {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn floor_wasm() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/wasm32-wasip1/release/plano_floor.wasm")
+}
+
+fn spawn(config: &str, dir: &Path, name: &str, port: u16, base_id: u32) -> Result<Envoy> {
+    let path = dir.join(format!("{name}.envoy.yaml"));
+    std::fs::write(&path, config)?;
+    let log = std::fs::File::create(dir.join(format!("{name}.envoy.log")))?;
+    let child = Command::new(envoy_binary()?)
+        .args(["-c", path.to_str().unwrap_or_default()])
+        .args(["--concurrency", "2", "--disable-hot-restart"])
+        .args(["--base-id", &base_id.to_string()])
+        .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start Envoy")?;
+    let envoy = Envoy { child, port };
+    if wait_listening(port).is_err() {
+        let text =
+            std::fs::read_to_string(dir.join(format!("{name}.envoy.log"))).unwrap_or_default();
+        bail!(
+            "{name}: Envoy did not start: {}",
+            text.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    Ok(envoy)
+}
+
+/// Bare Envoy's listener and cluster; with `wasm` = (runtime, knobs), the
+/// floor filter in front of the router.
+pub fn plain(
+    mock_port: u16,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    admin: u16,
+    base_id: u32,
+    wasm: Option<(&str, &str)>,
+) -> Result<Envoy> {
+    let filter = match wasm {
+        None => String::new(),
+        Some((runtime, knobs)) => format!(
+            r#"                  - name: envoy.filters.http.wasm
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: floor
+                        root_id: floor
+                        allow_on_headers_stop_iteration: true
+                        vm_config:
+                          vm_id: floor
+                          runtime: envoy.wasm.runtime.{runtime}
+                          code: {{local: {{filename: {wasm}}}}}
+                        configuration:
+                          "@type": type.googleapis.com/google.protobuf.StringValue
+                          value: "{knobs}"
+"#,
+            wasm = floor_wasm().display()
+        ),
+    };
+    let config = format!(
+        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+static_resources:
+  listeners:
+    - name: bare
+      address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+      per_connection_buffer_limit_bytes: 11534336
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: bare
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes: [{{match: {{prefix: /}}, route: {{cluster: mock, timeout: 0s}}}}]
+                http_filters:
+{filter}                  - name: envoy.filters.http.router
+                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+    - name: mock
+      type: STATIC
+      connect_timeout: 5s
+      per_connection_buffer_limit_bytes: 11534336
+      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
+      load_assignment:
+        cluster_name: mock
+        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {mock_port}}}}}}}}}]}}]
+"#
+    );
+    spawn(&config, dir, name, port, base_id)
+}
+
+/// A rewrite of the rendered envoy.yaml: one lever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lever {
+    /// Plain-HTTP providers' clusters go straight to the provider, without
+    /// the internal listener and its framing wasm network filter.
+    NoFramingHop,
+    /// No header_mutation upstream filter on the provider clusters.
+    NoHeaderMutation,
+}
+
+/// `planoai render` of `config`, each lever applied, ports moved to
+/// `port` / `admin` / `admin + 1`, started by the bench.
+pub fn rendered(
+    dir: &Path,
+    name: &str,
+    config: &str,
+    port: u16,
+    admin: u16,
+    base_id: u32,
+    levers: &[Lever],
+) -> Result<Envoy> {
+    let out = dir.join(name);
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, config)?;
+    let done = Command::new("planoai")
+        .arg("render")
+        .arg(&file)
+        .arg("-o")
+        .arg(&out)
+        .env("PLANO_HOME", dir.join(format!("{name}.home")))
+        .output()?;
+    if !done.status.success() {
+        bail!("planoai render: {}", String::from_utf8_lossy(&done.stderr));
+    }
+    let mut yaml = std::fs::read_to_string(out.join("envoy.yaml"))?
+        .replace("port_value: 9901 }", &format!("port_value: {admin} }}"))
+        .replace(
+            "port_value: 9902 }",
+            &format!("port_value: {} }}", admin + 1),
+        );
+    for lever in levers {
+        yaml = apply(&yaml, *lever)?;
+    }
+    spawn(&yaml, dir, name, port, base_id)
+}
+
+fn apply(yaml: &str, lever: Lever) -> Result<String> {
+    match lever {
+        Lever::NoFramingHop => {
+            // `envoy_internal_address: { server_listener_name: X_framing }`
+            // becomes X_direct's socket address.
+            let mut out = yaml.to_string();
+            let marker = "envoy_internal_address: { server_listener_name: ";
+            let mut from = 0;
+            while let Some(i) = out[from..].find(marker) {
+                let start = from + i;
+                let name_at = start + marker.len();
+                let end = name_at + out[name_at..].find(" }").context("framing name")?;
+                let listener = out[name_at..end].to_string();
+                let Some(cluster) = listener.strip_suffix("_framing") else {
+                    from = end;
+                    continue;
+                };
+                let direct = format!("- name: {cluster}_direct");
+                let at = out.find(&direct).context("direct cluster")?;
+                let sock = at + out[at..].find("socket_address:").context("socket")?;
+                let sock_end = out[sock..].find('\n').map_or(out.len(), |e| sock + e);
+                let socket = out[sock..sock_end].to_string();
+                out.replace_range(start..end + 2, &socket);
+                from = start + socket.len();
+            }
+            Ok(out)
+        }
+        Lever::NoHeaderMutation => {
+            let mut out = String::new();
+            let mut skipping = false;
+            for line in yaml.lines() {
+                if line.trim() == "- name: envoy.filters.http.header_mutation" {
+                    skipping = true;
+                    continue;
+                }
+                if skipping && line.trim_start().starts_with("- name: ") {
+                    skipping = false;
+                }
+                if !skipping {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            Ok(out)
+        }
+    }
+}
