@@ -43,21 +43,39 @@ struct Cluster {
 
 /// Envoy's config and the secret files it reads the provider keys from.
 pub struct Rendered {
+    /// The bootstrap: admin, node, extensions, and where the rest is.
     pub envoy_yaml: String,
+    /// Every listener, as a DiscoveryResponse Envoy watches.
+    pub lds_yaml: String,
+    /// Every cluster, likewise.
+    pub cds_yaml: String,
     /// (file name, contents): one SDS secret per provider key.
     pub keys: Vec<(String, String)>,
 }
 
 impl Rendered {
-    /// Writes envoy.yaml and the key files into `dir`, owner-only.
+    /// Writes the files into `dir`, owner-only. Each is renamed into place,
+    /// so Envoy watching `dir` never reads half a file, in an order in which
+    /// nothing names what is not there yet: keys, clusters, listeners.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        write_private(&dir.join("envoy.yaml"), self.envoy_yaml.as_bytes())?;
         for (name, contents) in &self.keys {
-            write_private(&dir.join(name), contents.as_bytes())?;
+            write_atomic(&dir.join(name), contents.as_bytes())?;
+        }
+        write_atomic(&dir.join("cds.yaml"), self.cds_yaml.as_bytes())?;
+        write_atomic(&dir.join("lds.yaml"), self.lds_yaml.as_bytes())?;
+        write_atomic(&dir.join("envoy.yaml"), self.envoy_yaml.as_bytes())?;
+        // A removed provider's key file goes too.
+        for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(KEY_SUFFIX) && !self.keys.iter().any(|(k, _)| *k == name) {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         Ok(())
     }
 }
+
+const KEY_SUFFIX: &str = ".key.json";
 
 /// An SDS file with one generic secret: what the credential injector sets.
 fn key_secret(name: &str, key: &str) -> Result<String> {
@@ -78,9 +96,10 @@ fn connect_address(host: &str) -> String {
     }
 }
 
-/// Renders Envoy's config for a run whose files sit in `keys_dir` as Envoy
-/// sees it (the key files are named there).
-pub fn render(loaded: &Loaded, wasm_path: &str, keys_dir: &str) -> Result<Rendered> {
+/// Renders Envoy's config for a run whose files sit in `config_dir` as Envoy
+/// sees it (the bootstrap names the others there).
+pub fn render(loaded: &Loaded, wasm_path: &str, config_dir: &str) -> Result<Rendered> {
+    let config_dir = config_dir.trim_end_matches('/');
     let r = &loaded.resolved;
     let mut keys = Vec::new();
     let mut clusters = Vec::new();
@@ -88,9 +107,9 @@ pub fn render(loaded: &Loaded, wasm_path: &str, keys_dir: &str) -> Result<Render
         let address = connect_address(&e.host);
         let key_file = match &e.access_key {
             Some(key) => {
-                let name = format!("{}.key.json", t.cluster);
+                let name = format!("{}{KEY_SUFFIX}", t.cluster);
                 keys.push((name.clone(), key_secret(&t.cluster, key)?));
-                Some(format!("{}/{name}", keys_dir.trim_end_matches('/')))
+                Some(format!("{config_dir}/{name}"))
             }
             None => None,
         };
@@ -108,28 +127,46 @@ pub fn render(loaded: &Loaded, wasm_path: &str, keys_dir: &str) -> Result<Render
     let mut plan = r.plan.clone();
     plan.status_port = Some(STATUS_PORT);
     let plan_json = serde_json::to_string(&plan)?;
-    let envoy_yaml = render_yaml(
-        TEMPLATE,
-        context! {
-            source => loaded.path.display().to_string(),
-            admin_port => ADMIN_PORT,
-            status_port => STATUS_PORT,
-            listener_name => "model_listener",
-            listener_address => r.listener_address,
-            listener_port => r.listener_port,
-            access_log => r.access_log,
-            buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
-            body_limit => r.plan.max_request_body_bytes,
-            wasm_path => wasm_path,
-            plan_json => plan_json,
-            clusters => clusters,
-            ca_bundle => crate::paths::ca_bundle(),
-            not_found => NOT_FOUND,
-            try_timeouts => try_timeouts(&r.plan),
-            max_redirects => MAX_REDIRECTS,
-        },
-    )?;
-    Ok(Rendered { envoy_yaml, keys })
+    let values = context! {
+        source => loaded.path.display().to_string(),
+        config_dir => config_dir,
+        admin_port => ADMIN_PORT,
+        status_port => STATUS_PORT,
+        listener_name => "model_listener",
+        listener_address => r.listener_address,
+        listener_port => r.listener_port,
+        access_log => r.access_log,
+        buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
+        body_limit => r.plan.max_request_body_bytes,
+        wasm_path => wasm_path,
+        plan_json => plan_json,
+        clusters => clusters,
+        ca_bundle => crate::paths::ca_bundle(),
+        not_found => NOT_FOUND,
+        try_timeouts => try_timeouts(&r.plan),
+        max_redirects => MAX_REDIRECTS,
+    };
+    let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
+    Ok(Rendered {
+        envoy_yaml: part("bootstrap")?,
+        lds_yaml: versioned(part("lds")?),
+        cds_yaml: versioned(part("cds")?),
+        keys,
+    })
+}
+
+/// A DiscoveryResponse with its contents' hash as `version_info`: Envoy
+/// reports the version it applied (`planoai up` waits for it).
+fn versioned(resources: String) -> String {
+    format!("version_info: \"{}\"\n{resources}", content_version(&resources))
+}
+
+/// FNV-1a of the text: stable across builds, unlike std's hasher.
+pub fn content_version(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// Every time-to-headers limit a streamed attempt may have: each target's
@@ -166,6 +203,8 @@ pub fn kubernetes(rendered: &Rendered) -> Result<String> {
         KUBERNETES,
         context! {
             envoy_yaml => indent(&rendered.envoy_yaml),
+            lds_yaml => indent(&rendered.lds_yaml),
+            cds_yaml => indent(&rendered.cds_yaml),
             keys => keys,
             admin_port => ADMIN_PORT,
         },
@@ -179,6 +218,15 @@ fn render_yaml(template: &str, values: minijinja::Value) -> Result<String> {
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_template("template", template)?;
     Ok(env.get_template("template")?.render(values)?)
+}
+
+/// Writes `contents` to a temporary file beside `path`, owner-only, and
+/// renames it to `path`: a reader sees the old file or the new one.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let name = path.file_name().context("no file name")?.to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    write_private(&tmp, contents)?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes `contents` to `path` readable by the owner only.
