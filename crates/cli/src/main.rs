@@ -5,8 +5,10 @@
 mod output;
 mod cli;
 mod commands;
+mod changes;
 mod diagnostics;
 mod health;
+mod live;
 mod load;
 mod locate;
 mod logfile;

@@ -19,6 +19,8 @@ pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 /// Where the sidecar mounts the Secret with envoy.yaml and the key files.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/plano";
 pub const ADMIN_PORT: u16 = 9901;
+/// The gateway listener: what a drain takes out of lds.yaml.
+pub const LISTENER_NAME: &str = "model_listener";
 /// Loopback listener where the filter reports its blocks.
 pub const STATUS_PORT: u16 = 9902;
 /// What every request the gateway does not serve gets.
@@ -77,6 +79,34 @@ impl Rendered {
 
 const KEY_SUFFIX: &str = ".key.json";
 
+impl Rendered {
+    /// The same config with every listener and cluster static: what
+    /// `envoy --mode validate` checks in full (it does not read the watched
+    /// files a bootstrap names).
+    pub fn static_equivalent(&self) -> Result<String> {
+        let resources = |text: &str| -> Result<serde_yaml::Value> {
+            let mut doc: serde_yaml::Value = serde_yaml::from_str(text)?;
+            let mut list = doc
+                .get_mut("resources")
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if let Some(items) = list.as_sequence_mut() {
+                for item in items.iter_mut().filter_map(|i| i.as_mapping_mut()) {
+                    item.remove("@type");
+                }
+            }
+            Ok(list)
+        };
+        let mut bootstrap: serde_yaml::Mapping = serde_yaml::from_str(&self.envoy_yaml)?;
+        bootstrap.remove("dynamic_resources");
+        let mut statics = serde_yaml::Mapping::new();
+        statics.insert("listeners".into(), resources(&self.lds_yaml)?);
+        statics.insert("clusters".into(), resources(&self.cds_yaml)?);
+        bootstrap.insert("static_resources".into(), statics.into());
+        Ok(serde_yaml::to_string(&bootstrap)?)
+    }
+}
+
 /// An SDS file with one generic secret: what the credential injector sets.
 fn key_secret(name: &str, key: &str) -> Result<String> {
     let doc = serde_json::json!({"resources": [{
@@ -132,7 +162,7 @@ pub fn render(loaded: &Loaded, wasm_path: &str, config_dir: &str) -> Result<Rend
         config_dir => config_dir,
         admin_port => ADMIN_PORT,
         status_port => STATUS_PORT,
-        listener_name => "model_listener",
+        listener_name => LISTENER_NAME,
         listener_address => r.listener_address,
         listener_port => r.listener_port,
         access_log => r.access_log,
@@ -148,7 +178,7 @@ pub fn render(loaded: &Loaded, wasm_path: &str, config_dir: &str) -> Result<Rend
     };
     let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
     Ok(Rendered {
-        envoy_yaml: part("bootstrap")?,
+        envoy_yaml: part("bootstrap")? + "\n",
         lds_yaml: versioned(part("lds")?),
         cds_yaml: versioned(part("cds")?),
         keys,
