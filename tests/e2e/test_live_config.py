@@ -223,7 +223,7 @@ model_providers:
 """)
     result = planoai("up", str(path), check=False)
     assert result.returncode == 1
-    assert f"{path}:7:17" in result.stderr, result.stderr
+    assert f"{path}:9:17" in result.stderr, result.stderr
     assert "nothing was started or changed" in result.stderr
     # The old gateway answers, with the old config.
     assert state_pid(os.environ["PLANO_HOME"]) == pid and running(pid)
@@ -315,7 +315,7 @@ model_providers:
     kubelet_write(secret(False), 1)
     envoy = os.path.join(os.path.dirname(shutil.which("planoai")), "..", "share", "plano", "envoy")
     proc = subprocess.Popen([envoy, "-c", str(mount / "envoy.yaml"), "--concurrency", "1", "--disable-hot-restart",
-                             "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--log-level", "warning"], stdout=open(tmp_path / "envoy.log", "w"), stderr=subprocess.STDOUT)
     try:
         served = lambda: post(requests, "anthropic/claude-3-5-sonnet").json().get("served_by")
         deadline = time.time() + 20
