@@ -23,7 +23,10 @@ pub fn summary(loaded: &Loaded) -> Value {
                 fields.remove("cluster");
                 fields.remove("model_name");
                 // The fallback order by model, not by index.
-                if let Some(policy) = fields.get_mut("retry_policy").and_then(Value::as_object_mut) {
+                if let Some(policy) = fields
+                    .get_mut("retry_policy")
+                    .and_then(Value::as_object_mut)
+                {
                     let names: Vec<Value> = policy
                         .remove("candidates")
                         .and_then(|c| c.as_array().cloned())
@@ -43,7 +46,10 @@ pub fn summary(loaded: &Loaded) -> Value {
             (t.model.clone(), target)
         })
         .collect();
-    let default = r.plan.default_target.map(|i| r.plan.targets[i].model.clone());
+    let default = r
+        .plan
+        .default_target
+        .map(|i| r.plan.targets[i].model.clone());
     json!({
         "providers": providers,
         "gateway": {
@@ -69,10 +75,22 @@ pub fn describe(old: &Value, new: &Value) -> Vec<String> {
     }
     for (model, new_target) in &after {
         if let Some(old_target) = before.get(model) {
-            leaves(&format!("~ {model}: "), "", old_target, new_target, &mut lines);
+            leaves(
+                &format!("~ {model}: "),
+                "",
+                old_target,
+                new_target,
+                &mut lines,
+            );
         }
     }
-    leaves("~ gateway: ", "", &old["gateway"], &new["gateway"], &mut lines);
+    leaves(
+        "~ gateway: ",
+        "",
+        &old["gateway"],
+        &new["gateway"],
+        &mut lines,
+    );
     lines
 }
 
@@ -119,11 +137,17 @@ mod tests {
     #[test]
     fn names_added_removed_and_changed_settings() {
         let old = summary(&[
-            ("a/x", json!({"timeout_ms": 30000, "retry_policy": {"fallback_models": ["b/y", "c/z"]}})),
+            (
+                "a/x",
+                json!({"timeout_ms": 30000, "retry_policy": {"fallback_models": ["b/y", "c/z"]}}),
+            ),
             ("b/y", json!({"timeout_ms": 1000})),
         ]);
         let new = summary(&[
-            ("a/x", json!({"timeout_ms": 20000, "retry_policy": {"fallback_models": ["c/z", "b/y"]}})),
+            (
+                "a/x",
+                json!({"timeout_ms": 20000, "retry_policy": {"fallback_models": ["c/z", "b/y"]}}),
+            ),
             ("c/z", json!({"timeout_ms": 1000})),
         ]);
         assert_eq!(

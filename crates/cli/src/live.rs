@@ -32,7 +32,14 @@ pub fn envoy_validate(rendered: &Rendered, scratch: &Path) -> Result<()> {
     render::write_private(&file, rendered.static_equivalent()?.as_bytes())?;
     let envoy = paths::envoy_binary()?;
     let out = Command::new(&envoy)
-        .args(["--mode", "validate", "--disable-hot-restart", "--log-level", "error", "-c"])
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "--log-level",
+            "error",
+            "-c",
+        ])
         .arg(&file)
         .output()
         .with_context(|| format!("cannot run {}", envoy.display()))?;
@@ -128,7 +135,11 @@ pub fn drain(dir: &Path, bound: Duration, mut on_wait: impl FnMut(u64)) -> Resul
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
         let now = stats(VERSIONS)?;
-        if now.get("listener_manager.lds.version_text").map(String::as_str) == Some("draining") {
+        if now
+            .get("listener_manager.lds.version_text")
+            .map(String::as_str)
+            == Some("draining")
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

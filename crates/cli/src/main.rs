@@ -3,9 +3,9 @@
 
 #[macro_use]
 mod output;
+mod changes;
 mod cli;
 mod commands;
-mod changes;
 mod diagnostics;
 mod health;
 mod live;

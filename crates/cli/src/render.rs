@@ -188,7 +188,10 @@ pub fn render(loaded: &Loaded, wasm_path: &str, config_dir: &str) -> Result<Rend
 /// A DiscoveryResponse with its contents' hash as `version_info`: Envoy
 /// reports the version it applied (`planoai up` waits for it).
 fn versioned(resources: String) -> String {
-    format!("version_info: \"{}\"\n{resources}", content_version(&resources))
+    format!(
+        "version_info: \"{}\"\n{resources}",
+        content_version(&resources)
+    )
 }
 
 /// FNV-1a of the text: stable across builds, unlike std's hasher.

@@ -252,7 +252,10 @@ fn envoy_paths(mode: Mode) -> (String, String) {
     match mode {
         Mode::Native => (
             live::config_dir().display().to_string(),
-            paths::run_dir().join("plano_filter.wasm").display().to_string(),
+            paths::run_dir()
+                .join("plano_filter.wasm")
+                .display()
+                .to_string(),
         ),
         Mode::Docker => (CONTAINER_CONFIG.into(), CONTAINER_WASM.into()),
     }

@@ -27,7 +27,11 @@ pub fn run(args: &UpArgs) -> Result<i32> {
 
 fn apply(args: &UpArgs) -> Result<()> {
     let loaded = load::load_for_run(&args.config)?;
-    let mode = if args.docker { Mode::Docker } else { Mode::Native };
+    let mode = if args.docker {
+        Mode::Docker
+    } else {
+        Mode::Native
+    };
     if mode == Mode::Docker {
         runtime::ensure_image()?;
     }
