@@ -245,6 +245,9 @@ def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_pat
         config_dir = os.path.join(plano_home, "run", "config")
         with open(os.path.join(config_dir, "cds.yaml")) as f:
             rendered = f.read()
+        # Taken before `down`, which drains the gateway listener out of lds.yaml.
+        trusting_dir = tmp_path / "trusting"
+        shutil.copytree(config_dir, trusting_dir)
         cluster = rendered[rendered.index("    - name: plano_0_openai_gpt-4o\n"):]
         cluster = cluster[:cluster.index("\n    - name: ")]
         assert "UpstreamTlsContext" in cluster and "sni: localhost\n" in cluster, cluster
@@ -254,8 +257,6 @@ def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_pat
         # The same rendered config with only the CA bundle swapped for the
         # test's CA (the system's cannot be touched): Envoy now trusts the
         # provider and the request goes through with the right SNI and Host.
-        trusting_dir = tmp_path / "trusting"
-        shutil.copytree(config_dir, trusting_dir)
         for name in os.listdir(trusting_dir):
             text = (trusting_dir / name).read_text().replace(config_dir, str(trusting_dir))
             (trusting_dir / name).write_text(text.replace(bundle, f"trusted_ca: {{ filename: {ca} }}"))
