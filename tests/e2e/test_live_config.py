@@ -344,3 +344,31 @@ model_providers:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_down_lets_streams_in_flight_finish_and_is_quick_when_idle(gateway, providers, tmp_path):
+    s = providers(Reply(stream=sse(), gap=GAP))
+    path = tmp_path / "gw.yaml"
+    path.write_text(f"""version: v0.3.0
+listeners: [{{type: model, name: l, port: 12000}}]
+model_providers:
+  - model: together_ai/streamer
+    base_url: http://127.0.0.1:{s.port}
+    default: true
+""")
+    planoai("up", str(path))
+    streams = [Stream() for _ in range(3)]
+    time.sleep(1.0)
+    started = time.time()
+    down = planoai("down", "--drain-seconds", "20")
+    took = time.time() - started
+    for st in streams:
+        st.join(10)
+    assert "draining: 3 request(s) in flight" in down.stdout, down.stdout
+    assert [st.complete() for st in streams] == [True] * 3, [st.error for st in streams]
+    assert 2.5 < took < 10, took
+    # Nothing in flight: no wait.
+    planoai("up", str(path))
+    started = time.time()
+    assert planoai("down").stdout.strip() == "gateway stopped"
+    assert time.time() - started < 2
