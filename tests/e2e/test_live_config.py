@@ -95,14 +95,15 @@ class Load:
 
 
 class Stream(threading.Thread):
-    def __init__(self):
+    def __init__(self, model="together_ai/streamer"):
         super().__init__()
-        self.chunks, self.error = [], None
+        self.model, self.chunks, self.error, self.status = model, [], None, None
         self.start()
 
     def run(self):
         try:
-            resp = post(requests, "together_ai/streamer", stream=True)
+            resp = post(requests, self.model, stream=True)
+            self.status = resp.status_code
             if resp.status_code != 200:
                 self.error = f"status {resp.status_code}"
                 return
@@ -372,3 +373,38 @@ model_providers:
     started = time.time()
     assert planoai("down").stdout.strip() == "gateway stopped"
     assert time.time() - started < 2
+
+
+def test_a_stream_whose_retry_comes_after_a_reapply_finishes_under_its_old_config(gateway, providers, tmp_path):
+    """The first attempt fails after the change: the retry still runs in the
+    old listener's worker, with the old fallback's old time-to-headers limit,
+    which the new attempt listener has no route of its own for."""
+    first = providers(Reply(status=503, delay=2.0, body={"error": {"type": "overloaded", "message": "busy"}}))
+    fallback = providers(Reply(stream=sse(), gap=0.1))
+    path = tmp_path / "gw.yaml"
+
+    def write(fallback_timeout_ms):
+        path.write_text(f"""version: v0.3.0
+listeners: [{{type: model, name: l, port: 12000}}]
+model_providers:
+  - model: openai/gpt-4o
+    base_url: http://127.0.0.1:{first.port}
+    default: true
+    timeout_ms: 5000
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      on_status_codes: [{{codes: [503], strategy: different_provider, max_attempts: 1}}]
+  - model: anthropic/claude-3-5-sonnet
+    base_url: http://127.0.0.1:{fallback.port}
+    timeout_ms: {fallback_timeout_ms}
+""")
+
+    write(7000)
+    planoai("up", str(path))
+    stream = Stream(model="openai/gpt-4o")
+    time.sleep(0.5)
+    write(6000)
+    assert "anthropic/claude-3-5-sonnet: timeout_ms: 7000 -> 6000" in planoai("up", str(path)).stdout
+    stream.join(20)
+    assert stream.complete(), (stream.error, stream.chunks, stream.status)
+    assert (first.calls, fallback.calls) == (1, 1)
