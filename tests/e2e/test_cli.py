@@ -4,7 +4,6 @@ running attached and stopping on Ctrl-C."""
 import os
 import signal
 import subprocess
-import time
 
 import requests
 
@@ -64,13 +63,14 @@ def test_foreground_runs_attached_and_stops_on_ctrl_c(plano_home, providers, tmp
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if requests.get("http://127.0.0.1:12000/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
+        # Wait for planoai itself to see the gateway up: Envoy may answer
+        # /healthz before planoai's own check does, and a Ctrl-C then is
+        # one during start-up.
+        started = ""
+        while "gateway listening" not in started:
+            line = proc.stdout.readline()
+            assert line, f"planoai ended before the gateway was up: {started}{proc.stderr.read()}"
+            started += line
         assert chat(model="openai/attached").status_code == 200
         # Ctrl-C reaches the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
@@ -84,6 +84,7 @@ def test_foreground_runs_attached_and_stops_on_ctrl_c(plano_home, providers, tmp
     except requests.ConnectionError:
         pass
     out, err = proc.communicate()
+    out = started + out
     assert proc.returncode == 0, (out, err)
     assert "gateway stopped" in out, (out, err)
     assert planoai("status", check=False).stdout.strip().startswith("not running")

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from conftest import CHAT, chat, planoai, stats, timed_chat
+from conftest import CHAT, chat, planoai, timed_chat
 from mock_provider import Reply
 from test_gateway import HEADER, RATE_LIMITED
 

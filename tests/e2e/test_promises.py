@@ -324,13 +324,13 @@ def test_logs_tail_and_follow(gateway, providers, plano_home):
         # Compare only while the log stands still (access lines may lag).
         with open(path) as f:
             before = f.read().splitlines()
-        tail = planoai("logs", "-n", "2").stdout.splitlines()
+        tail = planoai("logs", "--envoy", "-n", "2").stdout.splitlines()
         with open(path) as f:
             if f.read().splitlines() == before:
                 break
     assert len(before) > 3
     assert tail == before[-2:]
-    follow = subprocess.Popen(["planoai", "logs", "-f", "-n", "0"], stdout=subprocess.PIPE, text=True)
+    follow = subprocess.Popen(["planoai", "logs", "--envoy", "-f", "-n", "0"], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
         resp = chat(model="openai/gpt-4o", stream=False)

@@ -9,7 +9,7 @@ import openai
 import pytest
 import requests
 
-from conftest import CHAT, stats
+from conftest import CHAT, planoai, stats
 from mock_provider import Reply
 
 HEADER = """
@@ -116,6 +116,14 @@ def test_fallback_streams_chunk_by_chunk_after_each_trigger(gateway, providers, 
     if trigger != "429":
         # The abandoned attempt was cut at its limit (1 s), not waited out.
         assert fallback.requests[0]["at"] - start < 2.0
+    # Envoy's access log names each attempt's real target.
+    rid = retried["headers"]["x-request-id"]
+    want = [f"attempt {rid} -> plano_0_openai_gpt-4o", f"attempt {rid} -> plano_1_anthropic_claude-3-5-sonnet 200"]
+    deadline = time.time() + 5
+    while time.time() < deadline and not all(w in planoai("logs", "--envoy", "-n", "200").stdout for w in want):
+        time.sleep(0.2)
+    log = planoai("logs", "--envoy", "-n", "200").stdout
+    assert all(w in log for w in want), log[-1500:]
 
 
 def test_a_stream_longer_than_timeout_ms_after_a_failover_completes(gateway, providers):

@@ -33,7 +33,7 @@ pub fn summary(loaded: &Loaded) -> Value {
                         .into_iter()
                         .flatten()
                         .filter_map(|i| r.plan.targets.get(i.as_u64()? as usize))
-                        .map(|t| t.model.clone().into())
+                        .map(|t| t.label().into())
                         .collect();
                     policy.insert("fallback_models".into(), names.into());
                 }
@@ -43,7 +43,7 @@ pub fn summary(loaded: &Loaded) -> Value {
                     format!("{scheme}://{}:{}{}", e.host, e.port, e.path_prefix).into(),
                 );
             }
-            (t.model.clone(), target)
+            (t.label(), target)
         })
         .collect();
     let default = r

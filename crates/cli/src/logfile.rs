@@ -110,14 +110,35 @@ pub fn write(path: &Path, cap: LogCap) -> Result<()> {
             None if pending.len() >= buf.len() => pending.len(),
             None => continue,
         };
-        if size > 0 && size + end as u64 > cap.max_bytes {
-            out = rotate(path, cap.files)?;
-            size = 0;
-        }
-        // A failed write (a full disk) loses those lines; it must not stop
-        // the copying, or Envoy would block on a full pipe.
-        if out.write_all(&pending[..end]).is_ok() {
-            size += end as u64;
+        // A burst may hold more than a file's room: its lines are split
+        // between files at line ends.
+        let mut from = 0;
+        while from < end {
+            let room = cap.max_bytes.saturating_sub(size) as usize;
+            let fits = pending[from..end]
+                .iter()
+                .take(room)
+                .rposition(|&b| b == b'\n')
+                .map(|i| from + i + 1);
+            let to = match fits {
+                Some(to) => to,
+                None if size > 0 => {
+                    out = rotate(path, cap.files)?;
+                    size = 0;
+                    continue;
+                }
+                // A single line longer than a whole file goes as it is.
+                None => pending[from..end]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(end, |i| from + i + 1),
+            };
+            // A failed write (a full disk) loses those lines; it must not
+            // stop the copying, or Envoy would block on a full pipe.
+            if out.write_all(&pending[from..to]).is_ok() {
+                size += (to - from) as u64;
+            }
+            from = to;
         }
         pending.drain(..end);
     }

@@ -23,11 +23,18 @@ pub const ADMIN_PORT: u16 = 9901;
 pub const LISTENER_NAME: &str = "model_listener";
 /// Loopback listener where the filter reports its blocks.
 pub const STATUS_PORT: u16 = 9902;
+/// Kubernetes only: the kubelet probes the pod's IP, which the gateway's
+/// loopback listener does not serve, so a listener there answers `/healthz`
+/// and nothing else.
+pub const PROBE_PORT: u16 = 9903;
 /// What every request the gateway does not serve gets.
 const NOT_FOUND: &str = r#"{"error":{"type":"not_found","message":"the gateway serves POST /v1/chat/completions, GET /v1/models and GET /healthz"}}"#;
 /// Internal redirects one streamed request may take: one per retry, and the
 /// retry budgets end far sooner.
 const MAX_REDIRECTS: u32 = 100;
+/// Envoy's heap limit (the overload manager's `fixed_heap`): 1 GiB holds
+/// thousands of parked requests (README, Performance) with room to spare.
+const HEAP_BYTES: u64 = 1 << 30;
 
 #[derive(Serialize)]
 struct Cluster {
@@ -127,8 +134,14 @@ fn connect_address(host: &str) -> String {
 }
 
 /// Renders Envoy's config for a run whose files sit in `config_dir` as Envoy
-/// sees it (the bootstrap names the others there).
-pub fn render(loaded: &Loaded, wasm_path: &str, config_dir: &str) -> Result<Rendered> {
+/// sees it (the bootstrap names the others there); `probe_port` adds the
+/// Kubernetes probe listener.
+pub fn render(
+    loaded: &Loaded,
+    wasm_path: &str,
+    config_dir: &str,
+    probe_port: Option<u16>,
+) -> Result<Rendered> {
     let config_dir = config_dir.trim_end_matches('/');
     let r = &loaded.resolved;
     let mut keys = Vec::new();
@@ -175,6 +188,9 @@ pub fn render(loaded: &Loaded, wasm_path: &str, config_dir: &str) -> Result<Rend
         not_found => NOT_FOUND,
         try_timeouts => try_timeouts(&r.plan),
         max_redirects => MAX_REDIRECTS,
+        max_connections => r.max_connections,
+        heap_bytes => HEAP_BYTES,
+        probe_port => probe_port,
     };
     let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
     Ok(Rendered {
@@ -239,7 +255,7 @@ pub fn kubernetes(rendered: &Rendered) -> Result<String> {
             lds_yaml => indent(&rendered.lds_yaml),
             cds_yaml => indent(&rendered.cds_yaml),
             keys => keys,
-            admin_port => ADMIN_PORT,
+            probe_port => PROBE_PORT,
         },
     )
 }

@@ -271,7 +271,7 @@ pub fn render_checked(loaded: &Loaded, mode: Mode) -> Result<render::Rendered> {
     let _ = fs::remove_dir_all(&scratch);
     result?;
     let (config_dir, wasm) = envoy_paths(mode);
-    render::render(loaded, &wasm, &config_dir)
+    render::render(loaded, &wasm, &config_dir, None)
 }
 
 fn check_in(loaded: &Loaded, scratch: &Path) -> Result<()> {
@@ -282,7 +282,7 @@ fn check_in(loaded: &Loaded, scratch: &Path) -> Result<()> {
         .create(scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
     let filter = paths::filter_wasm()?.display().to_string();
-    let rendered = render::render(loaded, &filter, &scratch.display().to_string())?;
+    let rendered = render::render(loaded, &filter, &scratch.display().to_string(), None)?;
     rendered.write(scratch)?;
     live::envoy_validate(&rendered, scratch)
 }

@@ -186,7 +186,7 @@ impl Ledger {
             .max()
     }
 
-    fn tried(&self, target: usize) -> bool {
+    pub fn tried(&self, target: usize) -> bool {
         self.attempts.iter().any(|a| a.target == target)
     }
 
@@ -203,6 +203,9 @@ impl Ledger {
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// Send the next attempt to `target`, another deployment of the failed
+    /// one's pool, at once.
+    Rotate { target: usize },
     /// Send attempt to `target` after `wait_ms`.
     Retry {
         target: usize,
@@ -228,20 +231,25 @@ pub fn order(plan: &GatewayPlan, primary: usize) -> impl Iterator<Item = usize> 
 
 /// The first attempt's target: the primary unless it is blocked, else the
 /// first unblocked candidate; with all blocked, the one whose block ends
-/// first (fail open). `blocked` gives when a target's block ends.
+/// first (fail open). A model with a pool of deployments is entered by a
+/// weighted choice among its unblocked ones. `blocked` gives when a target's
+/// block ends; `sample` is uniform in [0, 1).
 pub fn first_target(
     plan: &GatewayPlan,
     primary: usize,
     blocked: &dyn Fn(usize) -> Option<u64>,
+    sample: f64,
 ) -> usize {
     if plan.targets[primary].retry_policy.is_none() {
-        return primary;
+        return plan.pick(primary, sample, &|_| true).unwrap_or(primary);
     }
     let mut soonest: Option<(u64, usize)> = None;
-    for t in order(plan, primary) {
-        match blocked(t) {
-            None => return t,
-            Some(until) => {
+    for head in order(plan, primary) {
+        if let Some(t) = plan.pick(head, sample, &|t| blocked(t).is_none()) {
+            return t;
+        }
+        for t in plan.members(head) {
+            if let Some(until) = blocked(t) {
                 if soonest.is_none_or(|(best, _)| until < best) {
                     soonest = Some((until, t));
                 }
@@ -249,6 +257,19 @@ pub fn first_target(
         }
     }
     soonest.map_or(primary, |(_, t)| t)
+}
+
+/// Another deployment of the failed target's pool, untried and unblocked:
+/// a different key is a different limit, so it is tried at once.
+pub fn next_deployment(
+    plan: &GatewayPlan,
+    ledger: &Ledger,
+    failed: usize,
+    blocked: &dyn Fn(usize) -> Option<u64>,
+    sample: f64,
+) -> Option<usize> {
+    let head = plan.targets[failed].pool;
+    plan.pick(head, sample, &|t| !ledger.tried(t) && blocked(t).is_none())
 }
 
 /// Decides what follows the current attempt's failure. The ledger's current
@@ -269,15 +290,31 @@ pub fn decide(
     let Some((rule_id, rule)) = classify(policy, outcome) else {
         return Decision::Final;
     };
+    let Some(failed) = ledger.current().map(|a| a.target) else {
+        return Decision::Final;
+    };
+    // Within a pool, first another deployment: no wait, and no retry
+    // charged to the rule, which governs moving on to other models. A rule
+    // that never retries keeps its word.
+    if rule.max_attempts > 0 {
+        if let Some(target) = next_deployment(plan, ledger, failed, blocked, jitter) {
+            return Decision::Rotate { target };
+        }
+    }
     if ledger.spent(rule_id) >= rule.max_attempts {
         return Decision::Exhausted {
             budget_exhausted: true,
         };
     }
-    let Some(failed) = ledger.current().map(|a| a.target) else {
-        return Decision::Final;
-    };
-    let Some(target) = next_target(plan, primary, ledger, failed, rule.strategy, blocked) else {
+    let Some(target) = next_target(
+        plan,
+        primary,
+        ledger,
+        failed,
+        rule.strategy,
+        blocked,
+        jitter,
+    ) else {
         return Decision::Exhausted {
             budget_exhausted: false,
         };
@@ -314,7 +351,8 @@ pub fn decide(
 
 /// Where a retry under `strategy` goes after `failed` failed. `same_model`
 /// retries the failed target even when blocked (the wait covers the block);
-/// the others take the first untried, unblocked candidate that fits.
+/// the others take the first untried, unblocked candidate model that fits,
+/// and a deployment of its pool by weight.
 fn next_target(
     plan: &GatewayPlan,
     primary: usize,
@@ -322,20 +360,25 @@ fn next_target(
     failed: usize,
     strategy: Strategy,
     blocked: &dyn Fn(usize) -> Option<u64>,
+    sample: f64,
 ) -> Option<usize> {
-    let failed_provider = &plan.targets[failed].provider;
-    let fits = |t: usize| {
-        let provider = &plan.targets[t].provider;
-        match strategy {
-            Strategy::SameModel => t == failed,
-            Strategy::SameProvider => provider == failed_provider && t != failed,
-            Strategy::DifferentProvider => provider != failed_provider,
-        }
-    };
     if strategy == Strategy::SameModel {
         return Some(failed);
     }
-    order(plan, primary).find(|&t| fits(t) && !ledger.tried(t) && blocked(t).is_none())
+    let failed_provider = &plan.targets[failed].provider;
+    let fits = |head: usize| {
+        let provider = &plan.targets[head].provider;
+        match strategy {
+            Strategy::SameModel => head == plan.targets[failed].pool,
+            Strategy::SameProvider => {
+                provider == failed_provider && head != plan.targets[failed].pool
+            }
+            Strategy::DifferentProvider => provider != failed_provider,
+        }
+    };
+    order(plan, primary)
+        .filter(|&head| fits(head) && !plan.members(head).any(|t| ledger.tried(t)))
+        .find_map(|head| plan.pick(head, sample, &|t| blocked(t).is_none()))
 }
 
 /// The body and status of the `retry_exhausted` error (SPEC §7).
@@ -349,26 +392,30 @@ pub fn exhausted_error(
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            let target = &plan.targets[a.target];
             let mut entry = json!({
                 "attempt": i + 1,
-                "model": plan.targets[a.target].model,
+                "model": target.model,
                 "error_type": a.outcome.map_or("none".into(), |o| o.error_type()),
                 "latency_ms": a.ended_ms.map_or(0, |e| e.saturating_sub(a.started_ms)),
             });
             if let Some(Outcome::Status(s)) = a.outcome {
                 entry["status"] = json!(s);
             }
+            if let Some(d) = &target.deployment {
+                entry["deployment"] = json!(d);
+            }
             entry
         })
         .collect();
     let last = ledger.current();
     let last_outcome = last.and_then(|a| a.outcome).unwrap_or(Outcome::Timeout);
-    let last_model = last.map_or("", |a| plan.targets[a.target].model.as_str());
+    let last_model = last.map_or(String::new(), |a| plan.targets[a.target].label());
     let n = ledger.attempts.len();
     let plural = if n == 1 { "attempt" } else { "attempts" };
     let body = json!({"error": {
         "type": "retry_exhausted",
-        "message": format!("all {n} {plural} failed; last: {}", last_outcome.describe(last_model)),
+        "message": format!("all {n} {plural} failed; last: {}", last_outcome.describe(&last_model)),
         "total_attempts": n,
         "attempts": attempts,
         "retry_budget_exhausted": budget_exhausted,

@@ -24,41 +24,74 @@ const MAX_CAS_ROUNDS: usize = 64;
 pub enum BlockKey {
     Model(String),
     Provider(String),
+    /// One deployment of a model's pool: `model[name]`.
+    Deployment(String),
 }
 
 impl BlockKey {
+    /// What a block with `scope` on `target` is about. A pooled model's
+    /// limit belongs to one deployment's key, so `model` scope blocks that
+    /// deployment; the model is blocked when all its deployments are.
     pub fn for_target(target: &Target, scope: BlockScope) -> BlockKey {
-        match scope {
-            BlockScope::Model => BlockKey::Model(target.model.clone()),
-            BlockScope::Provider => BlockKey::Provider(target.provider.clone()),
+        match (scope, &target.deployment) {
+            (BlockScope::Model, Some(_)) => BlockKey::Deployment(target.label()),
+            (BlockScope::Model, None) => BlockKey::Model(target.model.clone()),
+            (BlockScope::Provider, _) => BlockKey::Provider(target.provider.clone()),
         }
     }
 
     /// The keys whose blocks apply to `target`.
-    pub fn covering(target: &Target) -> [BlockKey; 2] {
-        [
+    pub fn covering(target: &Target) -> Vec<BlockKey> {
+        let mut keys = vec![
             BlockKey::Model(target.model.clone()),
             BlockKey::Provider(target.provider.clone()),
-        ]
+        ];
+        if target.deployment.is_some() {
+            keys.push(BlockKey::Deployment(target.label()));
+        }
+        keys
+    }
+
+    fn slot(&self, kind: &str) -> String {
+        match self {
+            BlockKey::Model(m) => format!("plano.{kind}.model.{m}"),
+            BlockKey::Provider(p) => format!("plano.{kind}.provider.{p}"),
+            BlockKey::Deployment(d) => format!("plano.{kind}.deployment.{d}"),
+        }
     }
 
     pub fn block_slot(&self) -> String {
-        match self {
-            BlockKey::Model(m) => format!("plano.block.model.{m}"),
-            BlockKey::Provider(p) => format!("plano.block.provider.{p}"),
-        }
+        self.slot("block")
+    }
+
+    /// Who may try the target after its block ended: a lease's end.
+    pub fn probe_slot(&self) -> String {
+        self.slot("probe")
+    }
+
+    /// Requests and retries lately caused by this model (its retry budget).
+    pub fn budget_slot(&self) -> String {
+        self.slot("budget")
+    }
+
+    /// Every slot of this key, for a store that must create them up front.
+    pub fn slots(&self) -> [String; 4] {
+        [
+            self.block_slot(),
+            self.latency_slot(),
+            self.probe_slot(),
+            self.budget_slot(),
+        ]
     }
 
     pub fn latency_slot(&self) -> String {
-        match self {
-            BlockKey::Model(m) => format!("plano.latency.model.{m}"),
-            BlockKey::Provider(p) => format!("plano.latency.provider.{p}"),
-        }
+        self.slot("latency")
     }
 
     pub fn describe(&self) -> String {
         match self {
             BlockKey::Model(m) => format!("model {m}"),
+            BlockKey::Deployment(d) => format!("deployment {d}"),
             BlockKey::Provider(p) => format!("provider {p}"),
         }
     }
@@ -88,10 +121,66 @@ fn decode_until(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// When the global block on `key` ends, if it is still in force at `now_ms`.
+/// When the global block on `key` ends, if it is in force at `now_ms`. A
+/// block that has ended but that no answer has cleared yet lets one request
+/// through (the probe, see [`claim_probe`]); while its lease runs, the
+/// target counts as blocked until the lease ends.
 pub fn blocked_until(store: &dyn SharedStore, key: &BlockKey, now_ms: u64) -> Option<u64> {
     let (value, _) = store.get(&key.block_slot())?;
-    decode_until(&value).filter(|until| *until > now_ms)
+    let until = decode_until(&value)?;
+    if until > now_ms {
+        return Some(until);
+    }
+    let (lease, _) = store.get(&key.probe_slot())?;
+    decode_until(&lease).filter(|end| *end > now_ms)
+}
+
+/// Whether `key` has a block that has ended and that no answer has cleared.
+pub fn ended(store: &dyn SharedStore, key: &BlockKey, now_ms: u64) -> bool {
+    store
+        .get(&key.block_slot())
+        .and_then(|(v, _)| decode_until(&v))
+        .is_some_and(|until| until <= now_ms)
+}
+
+/// Takes the one probe of an ended block until `lease_until`, across
+/// workers: `Err` with the holder's lease end when another request has it.
+pub fn claim_probe(
+    store: &dyn SharedStore,
+    key: &BlockKey,
+    now_ms: u64,
+    lease_until: u64,
+) -> Result<(), u64> {
+    let mut held = lease_until;
+    let claimed = update(store, &key.probe_slot(), |current| {
+        match decode_until(current) {
+            Some(end) if end > now_ms => {
+                held = end;
+                None
+            }
+            _ => Some(lease_until.to_string().into_bytes()),
+        }
+    });
+    if claimed {
+        Ok(())
+    } else {
+        Err(held)
+    }
+}
+
+/// An answer says the target serves again: an ended block on `key` is
+/// cleared (a block still in force, or a newer one, is kept).
+pub fn clear_ended(store: &dyn SharedStore, key: &BlockKey, now_ms: u64) -> bool {
+    let cleared = update(store, &key.block_slot(), |current| {
+        match decode_until(current) {
+            Some(until) if until <= now_ms => Some(Vec::new()),
+            _ => None,
+        }
+    });
+    if cleared {
+        release_probe(store, key);
+    }
+    cleared
 }
 
 /// Every global block in force at `now_ms` on the targets' models and
@@ -116,12 +205,21 @@ pub fn in_force(store: &dyn SharedStore, targets: &[Target], now_ms: u64) -> Vec
 /// at most one entry per configured model and provider.
 pub fn block(store: &dyn SharedStore, key: &BlockKey, until_ms: u64) -> bool {
     let encoded = until_ms.to_string().into_bytes();
-    update(store, &key.block_slot(), |current| {
+    let written = update(store, &key.block_slot(), |current| {
         match decode_until(current) {
             Some(existing) if existing >= until_ms => None,
             _ => Some(encoded.clone()),
         }
-    })
+    });
+    // A new block answers the probe, if one was out: the next ending gets its own.
+    release_probe(store, key);
+    written
+}
+
+fn release_probe(store: &dyn SharedStore, key: &BlockKey) {
+    update(store, &key.probe_slot(), |current| {
+        (!current.is_empty()).then(Vec::new)
+    });
 }
 
 /// Records a latency event at `now_ms` in the window kept at `key`, and

@@ -67,13 +67,34 @@ pub struct Listener {
     pub port: u16,
     /// The address to listen on.
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("default" = "0.0.0.0")))]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "127.0.0.1")))]
     pub address: Option<String>,
     /// Largest request body accepted; larger ones get a 413 before any
     /// provider is contacted.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 10485760)))]
     pub max_request_body_bytes: Option<u64>,
+    /// Keys a client must present (`Authorization: Bearer` or `x-api-key`).
+    #[serde(default)]
+    pub client_keys: Vec<ClientKeyConfig>,
+    /// Serves a non-loopback address without client keys: an explicit opt-out.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Open downstream connections Envoy accepts; more are closed at once.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 10000)))]
+    pub max_connections: Option<u64>,
+}
+
+/// One client key: `name` appears in logs and stats, `key` never does.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeyConfig {
+    /// Names the key in stats and logs: letters, digits, `_`, `-`.
+    pub name: String,
+    /// A literal, or `$VAR` / `${VAR}` like `access_key`.
+    pub key: String,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -99,6 +120,31 @@ pub struct ModelProvider {
     /// How failed attempts are retried; without it nothing is.
     #[serde(default)]
     pub retry_policy: Option<RetryPolicyConfig>,
+    /// Several keys or endpoints serving this one model, each with its own
+    /// rate limit: requests are spread over them by weight, and a retry goes
+    /// to another one before any fallback model. Each takes the entry's
+    /// `base_url` and `access_key` unless it gives its own.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+/// One key (and, optionally, endpoint) of a model's pool.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Names the deployment in headers, logs, errors and status: letters, digits, `_`, `-`.
+    pub name: String,
+    /// This deployment's address; the entry's `base_url` when absent.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// This deployment's key; the entry's `access_key` when absent.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Its share of the requests, against the others' weights.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1)))]
+    pub weight: Option<u32>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -143,6 +189,46 @@ pub struct RetryPolicyConfig {
     /// A bound on the whole request's retrying, waits included.
     #[serde(default)]
     pub max_retry_duration_ms: Option<u64>,
+    /// Block a model before it answers 429, from the quota its successful
+    /// answers report (`x-ratelimit-remaining-requests` and the like). Off
+    /// unless set.
+    #[serde(default)]
+    pub rate_limit_headers: Option<RateLimitHeadersConfig>,
+    /// A bound on retries over all requests: retries caused by a model's
+    /// failures may add at most `ratio` of its recent requests, plus a floor.
+    /// Off unless set.
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudgetConfig>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitHeadersConfig {
+    /// Block when the remaining requests reported are at or under this.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 0)))]
+    pub min_remaining_requests: Option<u64>,
+    /// Block when the remaining tokens reported are at or under this; tokens
+    /// are not looked at unless it is set.
+    #[serde(default)]
+    pub min_remaining_tokens: Option<u64>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    /// Retries per request of the failing model within the window (0.2: 20%).
+    pub ratio: f64,
+    /// Retries always allowed per second, whatever the traffic.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1)))]
+    pub min_retries_per_second: Option<u64>,
+    /// How far back requests and retries count.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 10)))]
+    pub window_seconds: Option<u64>,
 }
 
 /// A status code as written: `429` or a range `"502-504"`.

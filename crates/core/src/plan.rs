@@ -14,6 +14,8 @@ pub const DEFAULT_BACKOFF_BASE_MS: u64 = 100;
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 5_000;
 pub const DEFAULT_MAX_RETRY_AFTER_SECONDS: u64 = 300;
 pub const DEFAULT_LATENCY_BLOCK_SECONDS: u64 = 60;
+pub const DEFAULT_BUDGET_MIN_PER_SECOND: u64 = 1;
+pub const DEFAULT_BUDGET_WINDOW_SECONDS: u64 = 10;
 
 /// Statuses that fail an attempt when no `on_status_codes` entry matches.
 pub const DEFAULT_RETRIABLE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
@@ -31,10 +33,22 @@ pub struct GatewayPlan {
     /// (`logging.first_attempt_success`); retries are always logged.
     #[serde(default = "yes")]
     pub log_first_success: bool,
+    /// Keys a client must present; none means no check (a loopback listener,
+    /// or `allow_unauthenticated`).
+    #[serde(default)]
+    pub client_keys: Vec<ClientKey>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A client key as the filter knows it: its name for stats, its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientKey {
+    pub name: String,
+    /// SHA-256 of the key, lowercase hex: never the key itself.
+    pub sha256: String,
 }
 
 impl GatewayPlan {
@@ -49,11 +63,39 @@ impl GatewayPlan {
             .targets
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.model_name == model);
+            .filter(|(i, t)| t.model_name == model && t.pool == *i);
         match (bare.next(), bare.next()) {
             (Some((i, _)), None) => Some(i),
             _ => self.default_target,
         }
+    }
+
+    /// The targets of the pool whose first target is `head`.
+    pub fn members(&self, head: usize) -> impl Iterator<Item = usize> + '_ {
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| t.pool == head)
+            .map(|(i, _)| i)
+    }
+
+    /// A weighted choice among the members of `head`'s pool that `usable`
+    /// accepts; `sample` is uniform in [0, 1).
+    pub fn pick(&self, head: usize, sample: f64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let choices: Vec<(usize, u64)> = self
+            .members(head)
+            .filter(|&t| usable(t))
+            .map(|t| (t, u64::from(self.targets[t].weight.max(1))))
+            .collect();
+        let total: u64 = choices.iter().map(|c| c.1).sum();
+        let mut point = (sample.clamp(0.0, 1.0) * total as f64) as u64;
+        for (t, w) in &choices {
+            if point < *w {
+                return Some(*t);
+            }
+            point -= w;
+        }
+        choices.last().map(|c| c.0)
     }
 
     /// Every index in the plan points at a target. The filter refuses a plan
@@ -66,7 +108,17 @@ impl GatewayPlan {
         if self.default_target.is_some_and(|d| d >= n) {
             return Err("default target out of range".into());
         }
+        if let Some(k) = self
+            .client_keys
+            .iter()
+            .find(|k| crate::clients::from_hex(&k.sha256).is_none())
+        {
+            return Err(format!("client key {}: not a SHA-256 digest", k.name));
+        }
         for t in &self.targets {
+            if t.pool >= n {
+                return Err(format!("{}: pool out of range", t.model));
+            }
             if let Some(p) = &t.retry_policy {
                 if p.candidates.iter().any(|&c| c >= n) {
                     return Err(format!("{}: candidate out of range", t.model));
@@ -95,9 +147,31 @@ pub struct Target {
     pub strip_prefix: String,
     pub timeout_ms: u64,
     pub retry_policy: Option<RetryPolicy>,
+    /// The deployment's name when the model has a pool of them.
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// Index of the pool's first target (itself when alone): the one a
+    /// request's `model` names, whose policy governs.
+    #[serde(default)]
+    pub pool: usize,
+    /// Share of the pool's requests.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Target {
+    /// The model, and the deployment when it has a pool: `openai/gpt-4o[east]`.
+    pub fn label(&self) -> String {
+        match &self.deployment {
+            Some(d) => format!("{}[{d}]", self.model),
+            None => self.model.clone(),
+        }
+    }
+
     /// The path an attempt to this target uses for the client's `path`.
     pub fn upstream_path(&self, client_path: &str) -> String {
         let rest = client_path
@@ -166,6 +240,20 @@ impl Default for RetryAfterHandling {
     }
 }
 
+/// Pre-emptive blocks from a successful answer's quota headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaFloor {
+    pub requests: u64,
+    pub tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_per_second: u64,
+    pub window_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Targets to consider after the primary, in order: `fallback_models` as
@@ -178,4 +266,8 @@ pub struct RetryPolicy {
     pub backoff: Option<Backoff>,
     pub retry_after: RetryAfterHandling,
     pub max_retry_duration_ms: Option<u64>,
+    #[serde(default)]
+    pub quota_floor: Option<QuotaFloor>,
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudget>,
 }

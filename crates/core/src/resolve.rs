@@ -3,7 +3,8 @@
 //! path of its field so the CLI can point at the line.
 
 use crate::config::{
-    BackoffScope, CodeSpec, GatewayConfig, ListenerKind, ModelProvider, RetryPolicyConfig, Strategy,
+    BackoffScope, CodeSpec, DeploymentConfig, GatewayConfig, Listener, ListenerKind,
+    RetryPolicyConfig, Strategy,
 };
 use crate::plan::*;
 
@@ -119,10 +120,10 @@ pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
 }
 
 fn endpoint_for(
-    provider: &ModelProvider,
+    base_url: Option<&String>,
     provider_name: &str,
 ) -> Result<Endpoint, (String, Option<String>)> {
-    if let Some(url) = &provider.base_url {
+    if let Some(url) = base_url {
         return parse_base_url(url).map_err(|e| (format!("base_url `{url}` {e}"), None));
     }
     match WELL_KNOWN_PROVIDERS
@@ -202,6 +203,8 @@ pub struct Resolved {
     pub endpoints: Vec<Endpoint>,
     pub listener_port: u16,
     pub listener_address: String,
+    /// Envoy's limit on open downstream connections.
+    pub max_connections: u64,
 }
 
 struct Checker {
@@ -270,6 +273,7 @@ pub fn resolve_with(
         c.error("listeners[1]", "only one model listener is supported");
     }
     let listener = config.listeners.first();
+    let access = listener.map(|l| resolve_access(&mut c, l, env, unset_variable));
     if let Some(l) = listener {
         if l.port == 0 {
             c.error("listeners[0].port", "port 0 is not a port");
@@ -287,6 +291,8 @@ pub fn resolve_with(
     }
     let mut endpoints = Vec::new();
     let mut targets = Vec::new();
+    // Each entry's first target: the one its `model` names.
+    let mut heads: Vec<usize> = Vec::new();
     for (i, p) in config.model_providers.iter().enumerate() {
         let at = format!("model_providers[{i}]");
         let (provider, model_name) = match p.model.split_once('/') {
@@ -310,67 +316,102 @@ pub fn resolve_with(
                 format!("`{}` is configured twice", p.model),
             );
         }
-        let endpoint = match endpoint_for(p, &provider) {
-            Ok(e) => e,
-            // A malformed `model` is reported above; its missing address would repeat it.
-            Err((message, hint)) if !provider.is_empty() || p.base_url.is_some() => {
-                let field = if p.base_url.is_some() {
-                    ".base_url"
-                } else {
-                    ".model"
-                };
-                c.push(Severity::Error, format!("{at}{field}"), message, hint);
-                Endpoint::unresolved()
-            }
-            Err(_) => Endpoint::unresolved(),
-        };
-        let access_key = match &p.access_key {
-            None => None,
-            Some(raw) => match resolve_key(raw, env) {
-                Ok(k) => Some(k),
-                Err(KeyError::Unset(var)) => {
-                    let (message, hint) = match unset_variable {
-                        Severity::Error => (
-                            format!("environment variable `{var}` is not set"),
-                            "export it, or put it in a .env file beside the config",
-                        ),
-                        Severity::Warning => (
-                            format!("environment variable `{var}` is not set; `planoai up` refuses this config until it is"),
-                            "export it, or put it in a .env file beside the config; `validate --strict` makes this an error",
-                        ),
-                    };
-                    c.push(
-                        unset_variable,
-                        format!("{at}.access_key"),
-                        message,
-                        Some(hint.into()),
-                    );
-                    None
-                }
-                Err(KeyError::Invalid(e)) => {
-                    c.error(format!("{at}.access_key"), e);
-                    None
-                }
-            },
-        };
         if p.timeout_ms == Some(0) {
             c.error(format!("{at}.timeout_ms"), "must be greater than 0");
         }
-        targets.push(Target {
-            model: p.model.clone(),
-            provider,
-            model_name,
-            cluster: cluster_name(i, &p.model),
-            authority: endpoint.authority(),
-            path_prefix: endpoint.path_prefix.clone(),
-            strip_prefix: endpoint.strip_prefix.clone(),
-            timeout_ms: p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-            retry_policy: None,
-        });
-        endpoints.push(Endpoint {
-            access_key,
-            ..endpoint
-        });
+        // The entry is one target, or each of its deployments is one.
+        let head = targets.len();
+        heads.push(head);
+        let members: Vec<(Option<&DeploymentConfig>, String)> = if p.deployments.is_empty() {
+            vec![(None, at.clone())]
+        } else {
+            p.deployments
+                .iter()
+                .enumerate()
+                .map(|(j, d)| (Some(d), format!("{at}.deployments[{j}]")))
+                .collect()
+        };
+        for (j, (d, dat)) in members.iter().enumerate() {
+            if let Some(d) = d {
+                if d.name.is_empty()
+                    || !d
+                        .name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+                {
+                    c.error(
+                        format!("{dat}.name"),
+                        format!("`{}` must be letters, digits, `_` or `-`: it names the deployment in headers and logs", d.name),
+                    );
+                } else if p.deployments[..j].iter().any(|o| o.name == d.name) {
+                    c.error(format!("{dat}.name"), format!("`{}` is used twice", d.name));
+                }
+                if d.weight == Some(0) {
+                    c.error(format!("{dat}.weight"), "must be at least 1");
+                }
+            }
+            let own_url = d.and_then(|d| d.base_url.as_ref());
+            let url_at = if own_url.is_some() {
+                dat.as_str()
+            } else {
+                at.as_str()
+            };
+            let endpoint = match endpoint_for(own_url.or(p.base_url.as_ref()), &provider) {
+                Ok(e) => e,
+                // A malformed `model` is reported above; its missing address would repeat it.
+                Err((message, hint))
+                    if !provider.is_empty() || own_url.or(p.base_url.as_ref()).is_some() =>
+                {
+                    let field = if own_url.or(p.base_url.as_ref()).is_some() {
+                        ".base_url"
+                    } else {
+                        ".model"
+                    };
+                    c.push(Severity::Error, format!("{url_at}{field}"), message, hint);
+                    Endpoint::unresolved()
+                }
+                Err(_) => Endpoint::unresolved(),
+            };
+            let own_key = d.and_then(|d| d.access_key.as_ref());
+            let key_at = if own_key.is_some() {
+                dat.as_str()
+            } else {
+                at.as_str()
+            };
+            let access_key = match own_key.or(p.access_key.as_ref()) {
+                None => None,
+                Some(raw) => match resolve_key(raw, env) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        report_key_error(&mut c, format!("{key_at}.access_key"), e, unset_variable);
+                        None
+                    }
+                },
+            };
+            let deployment = d.map(|d| d.name.clone());
+            let cluster_of = match &deployment {
+                Some(name) => format!("{}_{name}", p.model),
+                None => p.model.clone(),
+            };
+            targets.push(Target {
+                model: p.model.clone(),
+                provider: provider.clone(),
+                model_name: model_name.clone(),
+                cluster: cluster_name(targets.len(), &cluster_of),
+                authority: endpoint.authority(),
+                path_prefix: endpoint.path_prefix.clone(),
+                strip_prefix: endpoint.strip_prefix.clone(),
+                timeout_ms: p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+                retry_policy: None,
+                deployment,
+                pool: head,
+                weight: d.and_then(|d| d.weight).unwrap_or(1).max(1),
+            });
+            endpoints.push(Endpoint {
+                access_key,
+                ..endpoint
+            });
+        }
     }
 
     let defaults: Vec<usize> = config
@@ -378,7 +419,7 @@ pub fn resolve_with(
         .iter()
         .enumerate()
         .filter(|(_, p)| p.default)
-        .map(|(i, _)| i)
+        .map(|(i, _)| heads[i])
         .collect();
     if defaults.len() > 1 {
         c.error(
@@ -396,16 +437,16 @@ pub fn resolve_with(
                 &mut c,
                 &format!("model_providers[{i}].retry_policy"),
                 rp,
-                i,
+                heads[i],
                 &targets,
             );
-            targets[i].retry_policy = Some(policy);
+            targets[heads[i]].retry_policy = Some(policy);
         }
     }
 
     let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
-    let resolved = match (has_error, listener) {
-        (false, Some(l)) => Some(Resolved {
+    let resolved = match (has_error, listener, access) {
+        (false, Some(l), Some(access)) => Some(Resolved {
             plan: GatewayPlan {
                 targets,
                 default_target: defaults.first().copied(),
@@ -414,15 +455,177 @@ pub fn resolve_with(
                     .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
                 status_port: None,
                 log_first_success: config.logging.first_attempt_success,
+                client_keys: access.client_keys,
             },
             access_log: config.logging.access_log,
             endpoints,
             listener_port: l.port,
-            listener_address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
+            listener_address: access.address,
+            max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         }),
         _ => None,
     };
     (resolved, c.issues)
+}
+
+/// Where the listener binds without an `address`: only this machine can
+/// reach it, so it needs no client keys. Serving others is a decision.
+pub const DEFAULT_LISTENER_ADDRESS: &str = "127.0.0.1";
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// Shorter client keys get a warning: they can be guessed.
+const MIN_CLIENT_KEY_LEN: usize = 16;
+
+/// What the listener's access rules resolve to.
+struct Access {
+    address: String,
+    client_keys: Vec<ClientKey>,
+}
+
+/// The listener's address and client keys. A listener others can reach
+/// must have client keys, or say `allow_unauthenticated: true`.
+/// Says why a key did not resolve; an unset variable has `unset`'s severity
+/// (a warning for `validate`, an error for `up`).
+fn report_key_error(c: &mut Checker, path: String, error: KeyError, unset: Severity) {
+    match error {
+        KeyError::Unset(var) => {
+            let (message, hint) = match unset {
+                Severity::Error => (
+                    format!("environment variable `{var}` is not set"),
+                    "export it, or put it in a .env file beside the config",
+                ),
+                Severity::Warning => (
+                    format!("environment variable `{var}` is not set; `planoai up` refuses this config until it is"),
+                    "export it, or put it in a .env file beside the config; `validate --strict` makes this an error",
+                ),
+            };
+            c.push(unset, path, message, Some(hint.into()));
+        }
+        KeyError::Invalid(e) => c.error(path, e),
+    }
+}
+
+fn resolve_access(
+    c: &mut Checker,
+    l: &Listener,
+    env: &dyn Fn(&str) -> Option<String>,
+    unset_variable: Severity,
+) -> Access {
+    let at = "listeners[0]";
+    let address = match l.address.as_deref() {
+        None | Some("localhost") => DEFAULT_LISTENER_ADDRESS.to_string(),
+        Some(a) => a.to_string(),
+    };
+    let loopback = match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            c.error(
+                format!("{at}.address"),
+                format!("`{address}` is not an IP address (nor `localhost`)"),
+            );
+            true
+        }
+    };
+    if l.max_connections == Some(0) {
+        c.error(format!("{at}.max_connections"), "must be greater than 0");
+    }
+
+    let mut client_keys: Vec<ClientKey> = Vec::new();
+    let mut digests = Vec::new();
+    for (i, k) in l.client_keys.iter().enumerate() {
+        let kat = format!("{at}.client_keys[{i}]");
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        };
+        if !valid_name(&k.name) {
+            c.error(
+                format!("{kat}.name"),
+                format!(
+                    "`{}` must be letters, digits, `_` or `-`: it names the key's stats",
+                    k.name
+                ),
+            );
+        } else if l.client_keys[..i].iter().any(|o| o.name == k.name) {
+            c.error(format!("{kat}.name"), format!("`{}` is used twice", k.name));
+        }
+        // Messages name the key's field, never its value.
+        let key = match resolve_key(&k.key, env) {
+            Ok(key) => key,
+            Err(e) => {
+                report_key_error(c, format!("{kat}.key"), e, unset_variable);
+                continue;
+            }
+        };
+        if key.is_empty() {
+            c.error(format!("{kat}.key"), "is empty");
+            continue;
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            c.error(
+                format!("{kat}.key"),
+                "must be printable ASCII without spaces: clients send it in a header",
+            );
+            continue;
+        }
+        if key.len() < MIN_CLIENT_KEY_LEN {
+            c.warn(
+                format!("{kat}.key"),
+                format!(
+                    "is {} characters long: a short key can be guessed",
+                    key.len()
+                ),
+                Some("make one with `openssl rand -hex 24`".into()),
+            );
+        }
+        let d = crate::clients::digest(&key);
+        if let Some(j) = digests.iter().position(|o| *o == d) {
+            c.error(
+                format!("{kat}.key"),
+                format!("is the same key as client_keys[{j}]: each client needs its own"),
+            );
+            continue;
+        }
+        digests.push(d);
+        client_keys.push(ClientKey {
+            name: k.name.clone(),
+            sha256: crate::clients::to_hex(&d),
+        });
+    }
+
+    let open = !loopback && l.client_keys.is_empty();
+    if open && !l.allow_unauthenticated {
+        c.push(
+            Severity::Error,
+            format!("{at}.address"),
+            format!(
+                "`{address}` is reachable from other machines and the listener has no client_keys: anyone who reaches port {} would spend the providers' keys",
+                l.port
+            ),
+            Some(format!(
+                "add `client_keys: [{{name: app, key: $PLANO_CLIENT_KEY}}]`, or bind `address: {DEFAULT_LISTENER_ADDRESS}`, or set `allow_unauthenticated: true` to serve it open anyway"
+            )),
+        );
+    } else if open {
+        c.warn(
+            format!("{at}.allow_unauthenticated"),
+            format!(
+                "the gateway serves {address}:{} without client keys: anyone who reaches it spends the providers' keys",
+                l.port
+            ),
+            Some("add `client_keys` to require a key from every client".into()),
+        );
+    } else if l.allow_unauthenticated && !l.client_keys.is_empty() {
+        c.warn(
+            format!("{at}.allow_unauthenticated"),
+            "has no effect: with client_keys every request needs one of them",
+            None,
+        );
+    }
+    Access {
+        address,
+        client_keys,
+    }
 }
 
 fn parse_code(c: &mut Checker, path: &str, code: &CodeSpec) -> Option<(u16, u16)> {
@@ -501,8 +704,9 @@ fn resolve_policy(
             ),
         }
     }
-    for t in 0..targets.len() {
-        if t != me && !candidates.contains(&t) {
+    // Candidates are whole models: a pool is entered through its first target.
+    for (t, target) in targets.iter().enumerate() {
+        if t != me && target.pool == t && !candidates.contains(&t) {
             candidates.push(t);
         }
     }
@@ -639,6 +843,36 @@ fn resolve_policy(
         );
     }
 
+    let quota_floor = rp.rate_limit_headers.as_ref().map(|q| QuotaFloor {
+        requests: q.min_remaining_requests.unwrap_or(0),
+        tokens: q.min_remaining_tokens,
+    });
+    let retry_budget = rp.retry_budget.as_ref().map(|b| {
+        if !(b.ratio >= 0.0 && b.ratio.is_finite()) {
+            c.error(
+                format!("{at}.retry_budget.ratio"),
+                "must be 0 or more (0.2 allows 20% extra)",
+            );
+        }
+        if b.window_seconds == Some(0) {
+            c.error(
+                format!("{at}.retry_budget.window_seconds"),
+                "must be greater than 0",
+            );
+        }
+        RetryBudget {
+            ratio: b.ratio,
+            min_per_second: b
+                .min_retries_per_second
+                .unwrap_or(DEFAULT_BUDGET_MIN_PER_SECOND),
+            window_ms: b
+                .window_seconds
+                .unwrap_or(DEFAULT_BUDGET_WINDOW_SECONDS)
+                .clamp(1, 3600)
+                * 1000,
+        }
+    });
+
     RetryPolicy {
         candidates,
         default_rule,
@@ -648,6 +882,8 @@ fn resolve_policy(
         backoff,
         retry_after,
         max_retry_duration_ms: rp.max_retry_duration_ms,
+        quota_floor,
+        retry_budget,
     }
 }
 

@@ -270,14 +270,17 @@ fn blocked_candidates_are_skipped_on_retry() {
 fn a_blocked_primary_is_skipped_for_the_first_attempt() {
     // IT-9 / IT-11
     let plan = four(json!({"fallback_models": ["anthropic/claude"]}));
-    assert_eq!(first_target(&plan, 0, &never_blocked), 0);
-    assert_eq!(first_target(&plan, 0, &|t| (t == 0).then_some(T0 + 1)), 2);
+    assert_eq!(first_target(&plan, 0, &never_blocked, 0.0), 0);
+    assert_eq!(
+        first_target(&plan, 0, &|t| (t == 0).then_some(T0 + 1), 0.0),
+        2
+    );
     // Every target blocked: fail open to the block that ends first.
     let ends = [T0 + 50, T0 + 40, T0 + 10, T0 + 30];
-    assert_eq!(first_target(&plan, 0, &|t| Some(ends[t])), 2);
+    assert_eq!(first_target(&plan, 0, &|t| Some(ends[t]), 0.0), 2);
     // Without a policy there are no candidates: the primary it is.
     let bare = plan_from(json!([provider("a/x"), provider("b/y")]));
-    assert_eq!(first_target(&bare, 0, &|_| Some(T0 + 1)), 0);
+    assert_eq!(first_target(&bare, 0, &|_| Some(T0 + 1), 0.0), 0);
 }
 
 #[test]

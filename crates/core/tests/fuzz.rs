@@ -7,6 +7,7 @@ use plano_core::body::ChatBody;
 use plano_core::config::GatewayConfig;
 use plano_core::framing::repair_http10_head;
 use plano_core::plan::GatewayPlan;
+use plano_core::quota::{self, Quota};
 use plano_core::resolve::resolve;
 use plano_core::retry_after;
 use proptest::prelude::*;
@@ -144,6 +145,26 @@ proptest! {
         let raw = mutate(serde_json::to_vec(&resolved_plan()).unwrap(), &edits);
         if let Ok(plan) = serde_json::from_slice::<GatewayPlan>(&raw) {
             let _ = plan.check();
+        }
+    }
+
+    #[test]
+    fn the_quota_parsers_never_panic_and_stay_in_range(
+        value in prop_oneof![
+            ".{0,32}",
+            "[0-9]{1,3}(h|m|s|ms|us)([0-9.]{1,4}(m|s|ms))?",
+            "20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+-][0-2][0-9]:[0-5][0-9])",
+        ],
+        now in 0u64..4_000_000_000_000,
+    ) {
+        let _ = quota::parse_duration_ms(&value);
+        if let Some(at) = quota::parse_rfc3339_ms(&value) {
+            prop_assert!(at < 4_200_000_000_000, "{value} -> {at}");
+        }
+        let q = Quota::read(&|_| Some(value.clone()), now);
+        // What a header says is a wait from now, never a date before it.
+        if let Some(reset) = q.requests.reset_ms {
+            prop_assert!(reset < 4_200_000_000_000);
         }
     }
 

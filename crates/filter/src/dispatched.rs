@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use log::warn;
 use plano_core::attempt::Outcome;
+use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
 use plano_core::retry_after;
 use proxy_wasm::hostcalls;
@@ -74,10 +75,11 @@ impl Worker {
                 now,
             ),
         };
-        match self.after_answer(ex, outcome_of(status, from_provider), waited, now) {
+        let quota = ((200..300).contains(&status) && ex.state.reads_quota(self.plan()))
+            .then(|| Quota::read(&|name| response_header(name), now));
+        match self.after_answer(ex, outcome_of(status, from_provider), waited, quota, now) {
             Next::Deliver => {
-                let (attempts, model) = self.attempt_headers(ex);
-                set_attempt_headers(&attempts, &model);
+                set_attempt_headers(&self.attempt_headers(ex));
                 ex.phase = Phase::Streaming;
                 self.disarm(ex);
                 Action::Continue
@@ -88,7 +90,7 @@ impl Worker {
 
     /// `timeout_ms` passed on the routed attempt.
     pub fn routed_timeout(&self, ex: &mut Exchange, now: u64) {
-        if let Next::Deliver = self.after_answer(ex, Outcome::Timeout, None, now) {
+        if let Next::Deliver = self.after_answer(ex, Outcome::Timeout, None, None, now) {
             // No policy to retry under: the client still gets an answer.
             let model = self.model_of(ex);
             reply_error(
@@ -110,7 +112,8 @@ impl Worker {
             if let Phase::Calling(token) = ex.phase {
                 self.calls.borrow_mut().remove(&token);
             }
-            self.log_attempt(ex, Outcome::SlowTtfb, now);
+            self.log_attempt(ex, Outcome::SlowTtfb, now, &effects);
+            ex.probing = effects.probe;
             self.follow(ex, step, now);
         }
     }
@@ -121,14 +124,19 @@ impl Worker {
         ex: &mut Exchange,
         outcome: Outcome,
         waited: Option<u64>,
+        quota: Option<Quota>,
         now: u64,
     ) -> Next {
         let mut effects = Effects::default();
-        let step = ex
-            .state
-            .after_outcome(&self.env(now), outcome, waited, &mut effects);
+        let env = self.env(now);
+        let step = ex.state.after_outcome(&env, outcome, waited, &mut effects);
+        if let Some(quota) = &quota {
+            ex.state.note_quota(&env, quota, &mut effects);
+        }
         self.note(&effects, now);
-        self.log_attempt(ex, outcome, now);
+        self.log_attempt(ex, outcome, now, &effects);
+        // A probe taken for the next attempt is that attempt's.
+        ex.probing = effects.probe;
         self.follow(ex, step, now)
     }
 
@@ -200,7 +208,9 @@ impl Worker {
                     "request {:?}: could not dispatch to {}: {:?}",
                     ex.request_id, t.cluster, status
                 );
-                if let Next::Deliver = self.after_answer(ex, Outcome::ConnectFailure, None, now) {
+                if let Next::Deliver =
+                    self.after_answer(ex, Outcome::ConnectFailure, None, None, now)
+                {
                     reply_error(
                         502,
                         "connect_failure",
@@ -244,7 +254,10 @@ impl Worker {
             self.note(&effects, now);
         }
         let waited = retry_after::wait_ms(header("retry-after"), header("retry-after-ms"), now);
-        if let Next::Deliver = self.after_answer(&mut ex, outcome, waited, now) {
+        let quota = (status.is_some_and(|s| (200..300).contains(&s))
+            && ex.state.reads_quota(self.plan()))
+        .then(|| Quota::read(&|name| header(name).map(str::to_string), now));
+        if let Next::Deliver = self.after_answer(&mut ex, outcome, waited, quota, now) {
             let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
                 .ok()
                 .flatten()

@@ -122,9 +122,10 @@ pub fn address_request(target: &Target, path: &str, body_len: usize, route: (&st
 }
 
 /// Sets the headers that say how the answer came about (SPEC §9).
-pub fn set_attempt_headers(attempts: &str, model: &str) {
-    set_response_header("x-plano-attempts", Some(attempts));
-    set_response_header("x-plano-model", Some(model));
+pub fn set_attempt_headers(headers: &[(&str, String)]) {
+    for (name, value) in headers {
+        set_response_header(name, Some(value));
+    }
 }
 
 /// Answers the client with an OpenAI-shaped error made by the gateway.

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub blocks_retry_after: u32,
     pub blocks_high_latency: u32,
     pub latency_events: u32,
+    pub preemptive_blocks: u32,
+    pub retries_over_budget: u32,
+    pub probes: u32,
     pub waiting: u32,
 }
 
@@ -79,6 +82,9 @@ impl Metrics {
             blocks_retry_after: counter("plano.blocks.retry_after")?,
             blocks_high_latency: counter("plano.blocks.high_latency")?,
             latency_events: counter("plano.latency_events")?,
+            preemptive_blocks: counter("plano.preemptive_blocks")?,
+            retries_over_budget: counter("plano.retries_over_budget")?,
+            probes: counter("plano.probes")?,
             waiting: hostcalls::define_metric(MetricType::Gauge, "plano.waiting")?,
         })
     }

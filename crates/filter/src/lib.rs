@@ -3,6 +3,7 @@
 //! the worker asks `plano_core` what each answer means.
 
 mod attempt;
+mod clients;
 mod dispatched;
 mod framing;
 mod headers;

@@ -9,6 +9,7 @@
 //! timeout: it limits the time to headers and never cuts a started answer.
 
 use plano_core::attempt::Outcome;
+use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
 use plano_core::retry_after;
 use proxy_wasm::hostcalls;
@@ -199,14 +200,17 @@ impl Worker {
                     ),
                 };
                 let outcome = Outcome::Status(status);
-                (
-                    outcome,
-                    ex.state.after_outcome(&env, outcome, waited, &mut effects),
-                )
+                let step = ex.state.after_outcome(&env, outcome, waited, &mut effects);
+                if (200..300).contains(&status) && ex.state.reads_quota(self.plan()) {
+                    let quota = Quota::read(&|name| response_header(name), now);
+                    ex.state.note_quota(&env, &quota, &mut effects);
+                }
+                (outcome, step)
             }
         };
         self.note(&effects, now);
-        self.log_attempt(&ex, outcome, now);
+        self.log_attempt(&mut ex, outcome, now, &effects);
+        ex.probing = effects.probe;
         let action = match step {
             Step::Deliver if local => {
                 // No policy to retry under: the client still gets an answer.
@@ -223,8 +227,7 @@ impl Worker {
                 reply_error(status, kind, &format!("{model} {what}"))
             }
             Step::Deliver => {
-                let (attempts, model) = self.attempt_headers(&ex);
-                set_attempt_headers(&attempts, &model);
+                set_attempt_headers(&self.attempt_headers(&ex));
                 ex.phase = Phase::Streaming;
                 Action::Continue
             }

@@ -10,6 +10,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use crate::clients::Clients;
 use crate::host::Metrics;
 use crate::stream::GatewayStream;
 use crate::worker::Worker;
@@ -35,6 +36,7 @@ pub fn owner_of(id: u64) -> Option<Rc<Worker>> {
 #[derive(Default)]
 pub struct GatewayRoot {
     worker: Option<Rc<Worker>>,
+    clients: Option<Rc<Clients>>,
 }
 
 impl Context for GatewayRoot {
@@ -83,6 +85,14 @@ impl RootContext for GatewayRoot {
                 return false;
             }
         };
+        let clients = match Clients::define(&plan) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("plano filter: cannot set up client keys: {e:?}");
+                return false;
+            }
+        };
+        self.clients = clients.map(Rc::new);
         let worker = Worker::new(plan, metrics);
         worker.prepare_shared_slots();
         let worker = Rc::new(worker);
@@ -103,7 +113,11 @@ impl RootContext for GatewayRoot {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let worker = self.worker.clone()?;
-        Some(Box::new(GatewayStream::new(context_id, worker)))
+        Some(Box::new(GatewayStream::new(
+            context_id,
+            worker,
+            self.clients.clone(),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -9,6 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 
+use crate::clients::Clients;
 use crate::headers::{drop_internal_request_headers, reply_error, NEXT_ATTEMPT_PATH};
 use crate::host::now_ms;
 use crate::redirected::decode_id;
@@ -29,14 +30,17 @@ enum Role {
 pub struct GatewayStream {
     context_id: u32,
     worker: Rc<Worker>,
+    /// `None` when the plan needs no client key.
+    clients: Option<Rc<Clients>>,
     role: Role,
 }
 
 impl GatewayStream {
-    pub fn new(context_id: u32, worker: Rc<Worker>) -> GatewayStream {
+    pub fn new(context_id: u32, worker: Rc<Worker>, clients: Option<Rc<Clients>>) -> GatewayStream {
         GatewayStream {
             context_id,
             worker,
+            clients,
             role: Role::Other,
         }
     }
@@ -84,6 +88,9 @@ impl HttpContext for GatewayStream {
         let method = self.get_http_request_header(":method").unwrap_or_default();
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let (route, query) = path.split_once('?').unwrap_or((&path, ""));
+        if let Some(refused) = self.clients.as_ref().and_then(|c| c.check(&method, route)) {
+            return refused;
+        }
         match (method.as_str(), route) {
             ("GET", "/v1/models") => self.models_list(),
             ("POST", NEXT_ATTEMPT_PATH) => {

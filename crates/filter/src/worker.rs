@@ -17,7 +17,7 @@ use log::{info, warn};
 use plano_core::attempt::Outcome;
 use plano_core::blocks::BlockKey;
 use plano_core::body::ChatBody;
-use plano_core::plan::GatewayPlan;
+use plano_core::plan::{GatewayPlan, Target};
 use plano_core::request::{Effects, Env, Exhaustion, RequestState};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
@@ -62,6 +62,8 @@ pub struct Exchange {
     /// Streamed: this attempt's time-to-headers limit is the `ttfb`
     /// threshold, so its timeout is a slow first byte.
     pub abandon_at_ttfb: bool,
+    /// The attempt under way is the one probe of a block that ended.
+    pub probing: bool,
 }
 
 pub struct Worker {
@@ -110,7 +112,7 @@ impl Worker {
     pub fn prepare_shared_slots(&self) {
         for t in &self.plan.targets {
             for key in BlockKey::covering(t) {
-                for slot in [key.block_slot(), key.latency_slot()] {
+                for slot in key.slots() {
                     if matches!(hostcalls::get_shared_data(&slot), Ok((None, _))) {
                         let _ = hostcalls::set_shared_data(&slot, Some(b""), None);
                     }
@@ -172,7 +174,9 @@ impl Worker {
             .flatten()
             .unwrap_or_else(|| ctx.to_string());
         let now = now_ms();
-        let (state, first) = RequestState::begin(&self.env(now), primary);
+        let mut effects = Effects::default();
+        let (state, first) = RequestState::begin_noting(&self.env(now), primary, &mut effects);
+        self.note(&effects, now);
         let mut ex = Exchange {
             id: self.new_id(),
             owner: ctx,
@@ -186,6 +190,7 @@ impl Worker {
             next: None,
             wait_until: None,
             abandon_at_ttfb: false,
+            probing: effects.probe,
         };
         let action = if ex.chat.stream {
             self.send_streamed_attempt(&mut ex, first, now)
@@ -313,6 +318,20 @@ impl Worker {
                 until - now
             );
         }
+        if let Some((key, until)) = &effects.preemptive_block {
+            self.metrics.add(self.metrics.preemptive_blocks, 1);
+            info!(
+                "blocked {} for {} ms (quota headers)",
+                key.describe(),
+                until - now
+            );
+        }
+        if effects.probe {
+            self.metrics.add(self.metrics.probes, 1);
+        }
+        if effects.over_retry_budget {
+            self.metrics.add(self.metrics.retries_over_budget, 1);
+        }
     }
 
     /// Counts a retry by what went wrong with the attempt before it.
@@ -328,18 +347,15 @@ impl Worker {
     /// Answers with the `retry_exhausted` error, from the effective context.
     pub fn reply_exhausted(&self, ex: &mut Exchange, exhaustion: &Exhaustion) {
         self.metrics.add(self.metrics.exhausted, 1);
-        let (attempts, model) = self.attempt_headers(ex);
+        let attempt_headers = self.attempt_headers(ex);
         let retry_after = exhaustion.retry_after_secs.map(|s| s.to_string());
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("x-plano-attempts", attempts.as_str()),
-            ("x-plano-model", model.as_str()),
-        ];
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));
         if let Some(secs) = &retry_after {
             headers.push(("retry-after", secs.as_str()));
         }
         info!(
-            "request {}: retries exhausted after {} attempts",
+            "request {:?}: retries exhausted after {} attempts",
             ex.request_id,
             ex.state.ledger.attempts.len()
         );
@@ -361,37 +377,49 @@ impl Worker {
         headers: &[(String, String)],
         body: &[u8],
     ) {
-        let (attempts, model) = self.attempt_headers(ex);
+        let attempt_headers = self.attempt_headers(ex);
         let mut reply: Vec<(&str, &str)> = headers
             .iter()
             .filter(|(k, _)| replayable(k))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        reply.push(("x-plano-attempts", &attempts));
-        reply.push(("x-plano-model", &model));
+        reply.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));
         let _ = hostcalls::send_http_response(u32::from(status), reply, Some(body));
         ex.phase = Phase::Replied;
         self.disarm(ex);
     }
 
-    pub fn model_of(&self, ex: &Exchange) -> String {
+    fn current(&self, ex: &Exchange) -> Option<&Target> {
         ex.state
             .current_target()
             .and_then(|t| self.plan.targets.get(t))
+    }
+
+    pub fn model_of(&self, ex: &Exchange) -> String {
+        self.current(ex)
             .map_or_else(String::new, |t| t.model.clone())
     }
 
-    pub fn attempt_headers(&self, ex: &Exchange) -> (String, String) {
-        (
-            ex.state.ledger.attempts.len().to_string(),
-            self.model_of(ex),
-        )
+    /// What the answer says of how it came about (SPEC §9): attempts, the
+    /// model, and the deployment of a pooled one.
+    pub fn attempt_headers(&self, ex: &Exchange) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (
+                "x-plano-attempts",
+                ex.state.ledger.attempts.len().to_string(),
+            ),
+            ("x-plano-model", self.model_of(ex)),
+        ];
+        if let Some(d) = self.current(ex).and_then(|t| t.deployment.clone()) {
+            headers.push(("x-plano-deployment", d));
+        }
+        headers
     }
 
     /// The per-attempt log line (SPEC §9). The request id comes from the
     /// client, so it is quoted: it cannot imitate the line's own text.
-    pub fn log_attempt(&self, ex: &Exchange, outcome: Outcome, now: u64) {
-        let Some(a) = ex.state.ledger.current() else {
+    pub fn log_attempt(&self, ex: &mut Exchange, outcome: Outcome, now: u64, effects: &Effects) {
+        let Some(started_ms) = ex.state.ledger.current().map(|a| a.started_ms) else {
             return;
         };
         let first_success =
@@ -403,13 +431,25 @@ impl Worker {
             Outcome::Status(s) => s.to_string(),
             other => other.error_type(),
         };
+        // What else the attempt did, as ` key value` pairs `planoai logs` reads.
+        let mut tail = String::new();
+        if std::mem::take(&mut ex.probing) {
+            tail.push_str(" probe yes");
+        }
+        if let Some((_, until)) = &effects.preemptive_block {
+            tail.push_str(&format!(" quota_block {} ms", until - now));
+        }
+        if effects.over_retry_budget {
+            tail.push_str(" retry_budget spent");
+        }
         info!(
-            "request {:?} attempt {}: {} -> {} in {} ms",
+            "request {:?} attempt {}: {} -> {} in {} ms{}",
             ex.request_id,
             ex.state.ledger.attempts.len(),
-            self.model_of(ex),
+            self.current(ex).map_or_else(String::new, Target::label),
             result,
-            now.saturating_sub(a.started_ms)
+            now.saturating_sub(started_ms),
+            tail
         );
     }
 }

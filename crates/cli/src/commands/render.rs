@@ -22,7 +22,8 @@ pub fn run(args: &RenderArgs) -> Result<i32> {
         true => render::SIDECAR_CONFIG_DIR.to_string(),
         false => fs::canonicalize(&args.output)?.display().to_string(),
     };
-    let rendered = render::render(&loaded, &wasm_path, &config_dir)?;
+    let probe = args.kubernetes.then_some(render::PROBE_PORT);
+    let rendered = render::render(&loaded, &wasm_path, &config_dir, probe)?;
     rendered.write(&args.output)?;
     outln!(
         "wrote {} (with lds.yaml and cds.yaml beside it) and {} key file(s) (owner-only: Envoy reads the access keys from them), and {}",

@@ -1,0 +1,86 @@
+//! The client-key check, before anything else the gateway does with a
+//! request. The plan holds digests only; the presented key is hashed and
+//! compared with each (`plano_core::clients::find`).
+
+use plano_core::clients::{bearer, find, from_hex, KeyDigest};
+use plano_core::plan::GatewayPlan;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, MetricType, Status};
+
+use crate::headers::{request_header, NEXT_ATTEMPT_PATH};
+
+pub struct Clients {
+    digests: Vec<KeyDigest>,
+    /// `plano.client.<name>.requests`, by the index of the key.
+    requests: Vec<u32>,
+    /// `plano.unauthorized`: a refused request has no key name to count under.
+    unauthorized: u32,
+}
+
+impl Clients {
+    /// `None` for a plan that needs no key.
+    pub fn define(plan: &GatewayPlan) -> Result<Option<Clients>, Status> {
+        if plan.client_keys.is_empty() {
+            return Ok(None);
+        }
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name);
+        let mut clients = Clients {
+            digests: Vec::new(),
+            requests: Vec::new(),
+            unauthorized: counter("plano.unauthorized")?,
+        };
+        for k in &plan.client_keys {
+            // `GatewayPlan::check` has refused a plan with a malformed digest.
+            clients
+                .digests
+                .push(from_hex(&k.sha256).ok_or(Status::BadArgument)?);
+            clients
+                .requests
+                .push(counter(&format!("plano.client.{}.requests", k.name))?);
+        }
+        Ok(Some(clients))
+    }
+
+    /// Lets the request on (`None`), or answers it with a 401 and says how
+    /// to stop (`Some`). Orchestrators' health checks carry no key, and the
+    /// internal redirect replays a request already let in (claimed only with
+    /// its unguessable exchange id), so neither needs one.
+    pub fn check(&self, method: &str, route: &str) -> Option<Action> {
+        if (method == "GET" && route == "/healthz") || route == NEXT_ATTEMPT_PATH {
+            return None;
+        }
+        let presented = [
+            request_header("authorization").and_then(|v| bearer(&v).map(str::to_string)),
+            request_header("x-api-key"),
+        ];
+        // Any presented credential may be the key: clients made for one API
+        // may send the other header with something else in it.
+        let found = presented
+            .iter()
+            .flatten()
+            .filter_map(|key| find(&self.digests, key))
+            .next();
+        match found.and_then(|i| self.requests.get(i)) {
+            Some(&counter) => {
+                let _ = hostcalls::increment_metric(counter, 1);
+                None
+            }
+            None => {
+                let _ = hostcalls::increment_metric(self.unauthorized, 1);
+                let body = plano_core::attempt::gateway_error(
+                    "invalid_api_key",
+                    "a valid client key is required: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+                );
+                let _ = hostcalls::send_http_response(
+                    401,
+                    vec![
+                        ("content-type", "application/json"),
+                        ("www-authenticate", "Bearer"),
+                    ],
+                    Some(body.as_bytes()),
+                );
+                Some(Action::Pause)
+            }
+        }
+    }
+}
