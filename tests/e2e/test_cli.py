@@ -22,19 +22,25 @@ def config(tmp_path, name, port):
     return str(path)
 
 
-def test_up_replaces_a_running_gateway(gateway, providers, tmp_path, plano_home):
+def test_up_applies_to_a_running_gateway_and_restarts_only_for_what_needs_it(gateway, providers, tmp_path, plano_home):
     p = providers(Reply())
     planoai("up", config(tmp_path, "first", p.port))
     old = state_pid(plano_home)
+    # A new provider list: the same Envoy takes it.
     result = planoai("up", config(tmp_path, "second", p.port))
-    assert "replacing the running gateway" in result.stdout
+    assert "applied to the running gateway" in result.stdout, result.stdout
+    assert "+ provider openai/second" in result.stdout and "- provider openai/first" in result.stdout
+    assert state_pid(plano_home) == old and running(old)
+    models = requests.get("http://127.0.0.1:12000/v1/models", timeout=5).json()
+    assert [m["id"] for m in models["data"]] == ["openai/second"]
+    # Another worker count needs a new Envoy: the old one is replaced.
+    result = planoai("up", "--workers", "1", config(tmp_path, "second", p.port))
+    assert "restarting the gateway (workers 2 -> 1)" in result.stdout, result.stdout
     assert "gateway listening on" in result.stdout
     new = state_pid(plano_home)
     assert new != old and running(new)
     assert not running(old), "the replaced Envoy still runs"
     assert f"pid:     {new}" in planoai("status").stdout
-    models = requests.get("http://127.0.0.1:12000/v1/models", timeout=5).json()
-    assert [m["id"] for m in models["data"]] == ["openai/second"]
 
 
 def test_up_refuses_a_port_another_program_holds(gateway, providers, tmp_path):

@@ -107,6 +107,7 @@ def test_up_shows_its_progress_on_a_terminal_and_nothing_elsewhere(gateway, prov
     """)
     piped = planoai("up", str(config))
     assert "waiting for" not in piped.stdout + piped.stderr, piped.stderr
+    planoai("down")  # on a running gateway, `up` applies the config: nothing to wait for
 
     pid, fd = pty.fork()
     if pid == 0:

@@ -242,8 +242,12 @@ def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_pat
         assert_fails_over(gateway, f"https://localhost:{tls.port}", providers)
         assert tls.sni and set(tls.sni) == {"localhost"}, tls.sni
         assert tls.hosts == [], "a request reached a provider whose certificate is not trusted"
-        with open(os.path.join(plano_home, "run", "envoy.yaml")) as f:
+        config_dir = os.path.join(plano_home, "run", "config")
+        with open(os.path.join(config_dir, "cds.yaml")) as f:
             rendered = f.read()
+        # Taken before `down`, which drains the gateway listener out of lds.yaml.
+        trusting_dir = tmp_path / "trusting"
+        shutil.copytree(config_dir, trusting_dir)
         cluster = rendered[rendered.index("    - name: plano_0_openai_gpt-4o\n"):]
         cluster = cluster[:cluster.index("\n    - name: ")]
         assert "UpstreamTlsContext" in cluster and "sni: localhost\n" in cluster, cluster
@@ -253,8 +257,10 @@ def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_pat
         # The same rendered config with only the CA bundle swapped for the
         # test's CA (the system's cannot be touched): Envoy now trusts the
         # provider and the request goes through with the right SNI and Host.
-        trusting = tmp_path / "envoy.yaml"
-        trusting.write_text(rendered.replace(bundle, f"trusted_ca: {{ filename: {ca} }}"))
+        for name in os.listdir(trusting_dir):
+            text = (trusting_dir / name).read_text().replace(config_dir, str(trusting_dir))
+            (trusting_dir / name).write_text(text.replace(bundle, f"trusted_ca: {{ filename: {ca} }}"))
+        trusting = trusting_dir / "envoy.yaml"
         envoy = os.path.join(os.path.dirname(shutil.which("planoai")), "..", "share", "plano", "envoy")
         proc = subprocess.Popen([envoy, "-c", str(trusting), "--concurrency", "1", "--disable-hot-restart",
                                  "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

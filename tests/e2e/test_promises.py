@@ -39,7 +39,7 @@ def rendered(config_text, tmp_path, env=None):
     out = tmp_path / "out"
     result = planoai("render", str(config), "-o", str(out), env=env)
     assert "owner-only" in result.stdout
-    yaml_text = (out / "envoy.yaml").read_text()
+    yaml_text = (out / "lds.yaml").read_text() + (out / "cds.yaml").read_text()
     value = re.search(r"^\s*value: (\".*\")$", yaml_text, re.M).group(1)
     return yaml_text, json.loads(json.loads(value))
 

@@ -18,13 +18,13 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Validate CONFIG, render Envoy's config and start the gateway in the background
+    /// Validate CONFIG, render Envoy's config and start the gateway in the background, or apply CONFIG to the running one
     #[command(
-        after_help = "Examples:\n  planoai up configs/demo.yaml\n  planoai up --docker configs/demo.yaml\n  planoai up --foreground configs/demo.yaml"
+        after_help = "On a running gateway, a config that changes only providers, policies and timeouts is\napplied without a restart: requests in flight finish under the old config, blocks are\nkept, and `up` lists what changed. A new port, worker count, mode or Envoy restarts it,\nafter letting what it serves finish (30 s at most). A bad config changes nothing.\n\nExamples:\n  planoai up configs/demo.yaml\n  planoai up --watch configs/demo.yaml\n  planoai up --docker configs/demo.yaml\n  planoai up --foreground configs/demo.yaml"
     )]
     Up(UpArgs),
-    /// Stop the running gateway (a no-op when none runs)
-    #[command(after_help = "Example:\n  planoai down")]
+    /// Stop the running gateway after what it serves finishes (a no-op when none runs)
+    #[command(after_help = "Examples:\n  planoai down\n  planoai down --drain-seconds 60")]
     Down(DownArgs),
     /// Check CONFIG and report every problem found, with its line and field
     #[command(
@@ -91,6 +91,10 @@ pub struct UpArgs {
     /// Stay attached; Ctrl-C stops the gateway
     #[arg(long)]
     pub foreground: bool,
+    /// Stay, and apply CONFIG again each time it is saved; Ctrl-C stops
+    /// watching and leaves the gateway running
+    #[arg(long, conflicts_with = "foreground")]
+    pub watch: bool,
     /// Envoy worker threads
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
@@ -144,6 +148,10 @@ pub struct DownArgs {
     /// Stop the Docker container (any running gateway is stopped either way)
     #[arg(long)]
     pub docker: bool,
+    /// Stop taking connections and wait at most this long for the requests
+    /// and streams in flight to finish (0: stop at once)
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
 }
 
 #[derive(Args)]

@@ -198,7 +198,7 @@ pub fn load_for_run(path: &Path) -> Result<Loaded> {
     match report.loaded {
         Some(l) if report.errors() == 0 => Ok(l),
         _ => anyhow::bail!(
-            "{} has {} error(s); nothing was started",
+            "{} has {} error(s); nothing was started or changed",
             path.display(),
             report.errors().max(1)
         ),

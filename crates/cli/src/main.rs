@@ -3,10 +3,12 @@
 
 #[macro_use]
 mod output;
+mod changes;
 mod cli;
 mod commands;
 mod diagnostics;
 mod health;
+mod live;
 mod load;
 mod locate;
 mod logfile;

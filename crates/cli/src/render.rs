@@ -19,6 +19,8 @@ pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 /// Where the sidecar mounts the Secret with envoy.yaml and the key files.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/plano";
 pub const ADMIN_PORT: u16 = 9901;
+/// The gateway listener: what a drain takes out of lds.yaml.
+pub const LISTENER_NAME: &str = "model_listener";
 /// Loopback listener where the filter reports its blocks.
 pub const STATUS_PORT: u16 = 9902;
 /// Kubernetes only: the kubelet probes the pod's IP, which the gateway's
@@ -52,19 +54,65 @@ struct Cluster {
 
 /// Envoy's config and the secret files it reads the provider keys from.
 pub struct Rendered {
+    /// The bootstrap: admin, node, extensions, and where the rest is.
     pub envoy_yaml: String,
+    /// Every listener, as a DiscoveryResponse Envoy watches.
+    pub lds_yaml: String,
+    /// Every cluster, likewise.
+    pub cds_yaml: String,
     /// (file name, contents): one SDS secret per provider key.
     pub keys: Vec<(String, String)>,
 }
 
 impl Rendered {
-    /// Writes envoy.yaml and the key files into `dir`, owner-only.
+    /// Writes the files into `dir`, owner-only. Each is renamed into place,
+    /// so Envoy watching `dir` never reads half a file, in an order in which
+    /// nothing names what is not there yet: keys, clusters, listeners.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        write_private(&dir.join("envoy.yaml"), self.envoy_yaml.as_bytes())?;
         for (name, contents) in &self.keys {
-            write_private(&dir.join(name), contents.as_bytes())?;
+            write_atomic(&dir.join(name), contents.as_bytes())?;
+        }
+        write_atomic(&dir.join("cds.yaml"), self.cds_yaml.as_bytes())?;
+        write_atomic(&dir.join("lds.yaml"), self.lds_yaml.as_bytes())?;
+        write_atomic(&dir.join("envoy.yaml"), self.envoy_yaml.as_bytes())?;
+        // A removed provider's key file goes too.
+        for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(KEY_SUFFIX) && !self.keys.iter().any(|(k, _)| *k == name) {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         Ok(())
+    }
+}
+
+const KEY_SUFFIX: &str = ".key.json";
+
+impl Rendered {
+    /// The same config with every listener and cluster static: what
+    /// `envoy --mode validate` checks in full (it does not read the watched
+    /// files a bootstrap names).
+    pub fn static_equivalent(&self) -> Result<String> {
+        let resources = |text: &str| -> Result<serde_yaml::Value> {
+            let mut doc: serde_yaml::Value = serde_yaml::from_str(text)?;
+            let mut list = doc
+                .get_mut("resources")
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if let Some(items) = list.as_sequence_mut() {
+                for item in items.iter_mut().filter_map(|i| i.as_mapping_mut()) {
+                    item.remove("@type");
+                }
+            }
+            Ok(list)
+        };
+        let mut bootstrap: serde_yaml::Mapping = serde_yaml::from_str(&self.envoy_yaml)?;
+        bootstrap.remove("dynamic_resources");
+        let mut statics = serde_yaml::Mapping::new();
+        statics.insert("listeners".into(), resources(&self.lds_yaml)?);
+        statics.insert("clusters".into(), resources(&self.cds_yaml)?);
+        bootstrap.insert("static_resources".into(), statics.into());
+        Ok(serde_yaml::to_string(&bootstrap)?)
     }
 }
 
@@ -87,15 +135,16 @@ fn connect_address(host: &str) -> String {
     }
 }
 
-/// Renders Envoy's config for a run whose files sit in `keys_dir` as Envoy
-/// sees it (the key files are named there); `probe_port` adds the Kubernetes
-/// probe listener.
+/// Renders Envoy's config for a run whose files sit in `config_dir` as Envoy
+/// sees it (the bootstrap names the others there); `probe_port` adds the
+/// Kubernetes probe listener.
 pub fn render(
     loaded: &Loaded,
     wasm_path: &str,
-    keys_dir: &str,
+    config_dir: &str,
     probe_port: Option<u16>,
 ) -> Result<Rendered> {
+    let config_dir = config_dir.trim_end_matches('/');
     let r = &loaded.resolved;
     let mut keys = Vec::new();
     let mut clusters = Vec::new();
@@ -103,9 +152,9 @@ pub fn render(
         let address = connect_address(&e.host);
         let key_file = match &e.access_key {
             Some(key) => {
-                let name = format!("{}.key.json", t.cluster);
+                let name = format!("{}{KEY_SUFFIX}", t.cluster);
                 keys.push((name.clone(), key_secret(&t.cluster, key)?));
-                Some(format!("{}/{name}", keys_dir.trim_end_matches('/')))
+                Some(format!("{config_dir}/{name}"))
             }
             None => None,
         };
@@ -123,31 +172,52 @@ pub fn render(
     let mut plan = r.plan.clone();
     plan.status_port = Some(STATUS_PORT);
     let plan_json = serde_json::to_string(&plan)?;
-    let envoy_yaml = render_yaml(
-        TEMPLATE,
-        context! {
-            source => loaded.path.display().to_string(),
-            admin_port => ADMIN_PORT,
-            status_port => STATUS_PORT,
-            listener_name => "model_listener",
-            listener_address => r.listener_address,
-            listener_port => r.listener_port,
-            access_log => r.access_log,
-            buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
-            body_limit => r.plan.max_request_body_bytes,
-            wasm_path => wasm_path,
-            plan_json => plan_json,
-            clusters => clusters,
-            ca_bundle => crate::paths::ca_bundle(),
-            not_found => NOT_FOUND,
-            try_timeouts => try_timeouts(&r.plan),
-            max_redirects => MAX_REDIRECTS,
-            max_connections => r.max_connections,
-            heap_bytes => HEAP_BYTES,
-            probe_port => probe_port,
-        },
-    )?;
-    Ok(Rendered { envoy_yaml, keys })
+    let values = context! {
+        source => loaded.path.display().to_string(),
+        config_dir => config_dir,
+        admin_port => ADMIN_PORT,
+        status_port => STATUS_PORT,
+        listener_name => LISTENER_NAME,
+        listener_address => r.listener_address,
+        listener_port => r.listener_port,
+        access_log => r.access_log,
+        buffer_limit => r.plan.max_request_body_bytes + 1024 * 1024,
+        body_limit => r.plan.max_request_body_bytes,
+        wasm_path => wasm_path,
+        plan_json => plan_json,
+        clusters => clusters,
+        ca_bundle => crate::paths::ca_bundle(),
+        not_found => NOT_FOUND,
+        try_timeouts => try_timeouts(&r.plan),
+        max_redirects => MAX_REDIRECTS,
+        max_connections => r.max_connections,
+        heap_bytes => HEAP_BYTES,
+        probe_port => probe_port,
+    };
+    let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
+    Ok(Rendered {
+        envoy_yaml: part("bootstrap")? + "\n",
+        lds_yaml: versioned(part("lds")?),
+        cds_yaml: versioned(part("cds")?),
+        keys,
+    })
+}
+
+/// A DiscoveryResponse with its contents' hash as `version_info`: Envoy
+/// reports the version it applied (`planoai up` waits for it).
+fn versioned(resources: String) -> String {
+    format!(
+        "version_info: \"{}\"\n{resources}",
+        content_version(&resources)
+    )
+}
+
+/// FNV-1a of the text: stable across builds, unlike std's hasher.
+pub fn content_version(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// Every time-to-headers limit a streamed attempt may have: each target's
@@ -184,6 +254,8 @@ pub fn kubernetes(rendered: &Rendered) -> Result<String> {
         KUBERNETES,
         context! {
             envoy_yaml => indent(&rendered.envoy_yaml),
+            lds_yaml => indent(&rendered.lds_yaml),
+            cds_yaml => indent(&rendered.cds_yaml),
             keys => keys,
             probe_port => PROBE_PORT,
         },
@@ -197,6 +269,15 @@ fn render_yaml(template: &str, values: minijinja::Value) -> Result<String> {
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_template("template", template)?;
     Ok(env.get_template("template")?.render(values)?)
+}
+
+/// Writes `contents` to a temporary file beside `path`, owner-only, and
+/// renames it to `path`: a reader sees the old file or the new one.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let name = path.file_name().context("no file name")?.to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    write_private(&tmp, contents)?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes `contents` to `path` readable by the owner only.

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::health;
+use crate::live;
 use crate::load::Loaded;
 use crate::logfile::{self, LogCap};
 use crate::logline;
@@ -22,8 +23,8 @@ use crate::render;
 pub const CONTAINER: &str = "plano-gateway";
 pub const IMAGE: &str = concat!("plano-gateway:", env!("CARGO_PKG_VERSION"));
 const CONTAINER_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
-/// Where the container finds envoy.yaml and the key files.
-const CONTAINER_KEYS: &str = "/etc/plano";
+/// Where the container finds envoy.yaml, lds.yaml, cds.yaml and the key files.
+const CONTAINER_CONFIG: &str = "/etc/plano";
 const STARTUP: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -45,6 +46,81 @@ pub struct State {
     /// The `planoai log-writer` copying Envoy's output into `log`.
     #[serde(default)]
     pub log_writer: Option<u32>,
+    /// What Envoy was started with; a config that changes none of it is
+    /// applied to the running gateway.
+    #[serde(default)]
+    pub launch: Option<Launch>,
+}
+
+/// What only a new Envoy process can change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    pub mode: Mode,
+    pub listener: String,
+    pub workers: u32,
+    /// The Envoy binary (or image) and the filter, by identity.
+    pub envoy: String,
+    pub filter: String,
+    pub log_cap: (u64, u32),
+}
+
+impl Launch {
+    pub fn new(mode: Mode, loaded: &Loaded, workers: u32, cap: LogCap) -> Result<Launch> {
+        let r = &loaded.resolved;
+        let envoy = match mode {
+            Mode::Native => identity(&paths::envoy_binary()?),
+            Mode::Docker => docker(&["image", "inspect", "-f", "{{.Id}}", IMAGE])
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default(),
+        };
+        Ok(Launch {
+            mode,
+            listener: format!("{}:{}", r.listener_address, r.listener_port),
+            workers,
+            envoy,
+            filter: identity(&paths::filter_wasm()?),
+            log_cap: (cap.max_bytes, cap.files),
+        })
+    }
+
+    /// What differs from `old`, in words.
+    pub fn differences(&self, old: &Launch) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.mode != old.mode {
+            out.push(format!("mode {:?} -> {:?}", old.mode, self.mode).to_lowercase());
+        }
+        if self.listener != old.listener {
+            out.push(format!("listener {} -> {}", old.listener, self.listener));
+        }
+        if self.workers != old.workers {
+            out.push(format!("workers {} -> {}", old.workers, self.workers));
+        }
+        if self.envoy != old.envoy {
+            out.push("a new Envoy binary or image".into());
+        }
+        if self.filter != old.filter {
+            out.push("a new filter (.wasm)".into());
+        }
+        if self.log_cap != old.log_cap {
+            out.push("the log cap".into());
+        }
+        out
+    }
+}
+
+/// A file's identity for telling a new build from the running one.
+fn identity(path: &Path) -> String {
+    let meta = fs::metadata(path).ok();
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{} {} {modified}",
+        path.display(),
+        meta.map_or(0, |m| m.len())
+    )
 }
 
 fn state_file() -> PathBuf {
@@ -121,6 +197,14 @@ fn envoy_args(config: &str, workers: u32) -> Vec<String> {
         "--concurrency",
         &workers.to_string(),
         "--disable-hot-restart",
+        // A changed or removed listener drains: every open connection is told
+        // to close after its current response (new requests go to the new
+        // config at once), and one still open after 10 minutes (a stream
+        // longer than any LLM answer) is closed.
+        "--drain-strategy",
+        "immediate",
+        "--drain-time-s",
+        "600",
         "--log-level",
         "warn",
         "--component-log-level",
@@ -163,21 +247,85 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool, cap: LogCap) -> Result<()> {
+/// Where the running gateway's Envoy finds its config and filter.
+fn envoy_paths(mode: Mode) -> (String, String) {
+    match mode {
+        Mode::Native => (
+            live::config_dir().display().to_string(),
+            paths::run_dir()
+                .join("plano_filter.wasm")
+                .display()
+                .to_string(),
+        ),
+        Mode::Docker => (CONTAINER_CONFIG.into(), CONTAINER_WASM.into()),
+    }
+}
+
+/// Renders `loaded` for the gateway running in `mode`, checked by Envoy
+/// first: the same config with this machine's paths (the container's differ
+/// only in them) in a private scratch directory, as Envoy's check opens the
+/// filter and the key files.
+pub fn render_checked(loaded: &Loaded, mode: Mode) -> Result<render::Rendered> {
+    let scratch = std::env::temp_dir().join(format!("plano-check-{}", std::process::id()));
+    let result = check_in(loaded, &scratch);
+    let _ = fs::remove_dir_all(&scratch);
+    result?;
+    let (config_dir, wasm) = envoy_paths(mode);
+    render::render(loaded, &wasm, &config_dir, None)
+}
+
+fn check_in(loaded: &Loaded, scratch: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let _ = fs::remove_dir_all(scratch);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let filter = paths::filter_wasm()?.display().to_string();
+    let rendered = render::render(loaded, &filter, &scratch.display().to_string(), None)?;
+    rendered.write(scratch)?;
+    live::envoy_validate(&rendered, scratch)
+}
+
+/// A fresh config directory holding `rendered`, owner-only.
+fn write_config_dir(rendered: &render::Rendered) -> Result<PathBuf> {
+    let dir = live::config_dir();
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    rendered.write(&dir)?;
+    Ok(dir)
+}
+
+/// The resolved config the running gateway has, to tell what a new one changes.
+fn plan_file() -> PathBuf {
+    paths::run_dir().join("plan.json")
+}
+
+pub fn write_summary(loaded: &Loaded) -> Result<()> {
+    let summary = serde_json::to_vec_pretty(&crate::changes::summary(loaded))?;
+    render::write_private(&plan_file(), &summary)
+}
+
+pub fn read_summary() -> serde_json::Value {
+    fs::read(plan_file())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn start_native(loaded: &Loaded, launch: Launch, foreground: bool, cap: LogCap) -> Result<()> {
     let r = &loaded.resolved;
+    let workers = launch.workers;
     ensure_port_free(&r.listener_address, r.listener_port)?;
     let dir = prepare_run_dir()?;
+    let rendered = render_checked(loaded, Mode::Native)?;
     let wasm = dir.join("plano_filter.wasm");
     let source = paths::filter_wasm()?;
     fs::copy(&source, &wasm).with_context(|| format!("cannot copy {}", source.display()))?;
-    let envoy_yaml = dir.join("envoy.yaml");
-    render::render(
-        loaded,
-        &wasm.display().to_string(),
-        &dir.display().to_string(),
-        None,
-    )?
-    .write(&dir)?;
+    let envoy_yaml = write_config_dir(&rendered)?.join("envoy.yaml");
+    write_summary(loaded)?;
     let log = dir.join("envoy.log");
     for old in logfile::files(&log) {
         fs::remove_file(&old).with_context(|| format!("cannot remove {}", old.display()))?;
@@ -241,6 +389,7 @@ pub fn start_native(loaded: &Loaded, workers: u32, foreground: bool, cap: LogCap
         started_at: now_secs(),
         log: log.clone(),
         log_writer: Some(log_writer),
+        launch: Some(launch),
     };
     write_state(&state)?;
     if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, || {
@@ -288,23 +437,29 @@ pub fn image_exists() -> bool {
     docker(&["image", "inspect", IMAGE]).is_ok_and(|o| o.status.success())
 }
 
-pub fn start_docker(loaded: &Loaded, workers: u32, cap: LogCap) -> Result<()> {
-    let r = &loaded.resolved;
+/// Builds the image when it is missing (before its identity is taken).
+pub fn ensure_image() -> Result<()> {
     if !image_exists() {
         outln!("image {IMAGE} not found; building it")?;
         build_image("scratch")?;
     }
+    Ok(())
+}
+
+pub fn start_docker(loaded: &Loaded, launch: Launch, cap: LogCap) -> Result<()> {
+    let r = &loaded.resolved;
+    let workers = launch.workers;
     remove_container();
     ensure_port_free(&r.listener_address, r.listener_port)?;
-    let dir = prepare_run_dir()?;
+    prepare_run_dir()?;
+    let rendered = render_checked(loaded, Mode::Docker)?;
     // Keys stay in owner-only files in the run directory, mounted read-only:
-    // not in the container's environment, so not in `docker inspect`.
-    let keys = dir.join("keys");
-    let _ = fs::remove_dir_all(&keys);
-    fs::create_dir_all(&keys).with_context(|| format!("cannot create {}", keys.display()))?;
-    let rendered = render::render(loaded, CONTAINER_WASM, CONTAINER_KEYS, None)?;
-    rendered.write(&keys)?;
-    let mount = format!("{}:{CONTAINER_KEYS}:ro", keys.display());
+    // not in the container's environment, so not in `docker inspect`. The
+    // directory is mounted, not its files, so the container sees the new
+    // files `up` renames in.
+    let config = write_config_dir(&rendered)?;
+    write_summary(loaded)?;
+    let mount = format!("{}:{CONTAINER_CONFIG}:ro", config.display());
     // This planoai's own filter, not the one an older image was built with.
     let wasm = format!("{}:{CONTAINER_WASM}:ro", paths::filter_wasm()?.display());
     // Docker's json-file driver rotates the container's log under the same cap.
@@ -331,7 +486,7 @@ pub fn start_docker(loaded: &Loaded, workers: u32, cap: LogCap) -> Result<()> {
         &max_file,
         IMAGE,
     ];
-    let envoy_args = envoy_args(&format!("{CONTAINER_KEYS}/envoy.yaml"), workers);
+    let envoy_args = envoy_args(&format!("{CONTAINER_CONFIG}/envoy.yaml"), workers);
     args.extend(envoy_args.iter().map(String::as_str));
     let out = docker(&args)?;
     if !out.status.success() {
@@ -348,6 +503,7 @@ pub fn start_docker(loaded: &Loaded, workers: u32, cap: LogCap) -> Result<()> {
         started_at: now_secs(),
         log: PathBuf::new(),
         log_writer: None,
+        launch: Some(launch),
     };
     write_state(&state)?;
     if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, container_running) {
@@ -399,10 +555,24 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// Stops whatever gateway the state file names. True when one was stopped.
-pub fn stop(also_docker: bool) -> Result<bool> {
+/// Stops whatever gateway the state file names, after letting it finish
+/// what it serves (at most `drain`). True when one was stopped.
+pub fn stop(also_docker: bool, drain: Duration) -> Result<bool> {
     let mut stopped = false;
     if let Some(state) = read_state() {
+        if is_running(&state) && !drain.is_zero() {
+            // Without an admin to ask (an Envoy still starting) there is
+            // nothing to drain.
+            let open = live::drain(&live::config_dir(), drain, |open| {
+                let _ = outln!(
+                    "draining: {open} request(s) in flight (waiting up to {}s)",
+                    drain.as_secs()
+                );
+            });
+            if let Ok(left @ 1..) = open {
+                let _ = outln!("{left} request(s) still in flight after the drain; stopping");
+            }
+        }
         match (state.mode, state.pid) {
             (Mode::Native, Some(pid)) if envoy_alive(pid) => {
                 signal(pid, "-TERM");

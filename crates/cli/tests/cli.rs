@@ -234,7 +234,7 @@ fn keys_come_from_the_environment_or_a_dotenv_and_never_show() {
     .unwrap();
     let out = planoai(&["render", "gw.yaml", "-o", "out"], &dir);
     assert!(out.status.success(), "{}", stderr(&out));
-    // The key is in its owner-only secret file, and not in envoy.yaml
+    // The key is in its owner-only secret file, and not in Envoy's config
     // (whose contents Envoy's admin shows).
     let key_file = dir.join("out/plano_0_openai_gpt-4o.key.json");
     assert!(fs::read_to_string(&key_file)
@@ -244,9 +244,11 @@ fn keys_come_from_the_environment_or_a_dotenv_and_never_show() {
         fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert!(!fs::read_to_string(dir.join("out/envoy.yaml"))
-        .unwrap()
-        .contains("sk-cli-secret"));
+    for name in ["envoy.yaml", "lds.yaml", "cds.yaml"] {
+        assert!(!fs::read_to_string(dir.join("out").join(name))
+            .unwrap()
+            .contains("sk-cli-secret"));
+    }
     assert!(!stdout(&out).contains("sk-cli-secret") && !stderr(&out).contains("sk-cli-secret"));
 }
 
@@ -258,6 +260,32 @@ fn envoy() -> PathBuf {
         .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
         .find(|p| p.is_file())
         .expect("no Envoy in .venv: run `make setup`")
+}
+
+/// The rendered bootstrap with lds.yaml's listeners and cds.yaml's clusters
+/// as static resources, written beside them.
+fn as_static(dir: &Path) -> PathBuf {
+    use serde_yaml::Value;
+    let read = |name: &str| -> Value {
+        serde_yaml::from_str(&fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let resources = |name: &str| -> Value {
+        let mut list = read(name)["resources"].clone();
+        for item in list.as_sequence_mut().unwrap() {
+            item.as_mapping_mut().unwrap().remove("@type");
+        }
+        list
+    };
+    let mut bootstrap = read("envoy.yaml");
+    let map = bootstrap.as_mapping_mut().unwrap();
+    assert!(map.remove("dynamic_resources").is_some());
+    let mut statics = serde_yaml::Mapping::new();
+    statics.insert("listeners".into(), resources("lds.yaml"));
+    statics.insert("clusters".into(), resources("cds.yaml"));
+    map.insert("static_resources".into(), statics.into());
+    let path = dir.join("static.yaml");
+    fs::write(&path, serde_yaml::to_string(&bootstrap).unwrap()).unwrap();
+    path
 }
 
 #[test]
@@ -285,9 +313,11 @@ fn every_example_config_renders_to_what_envoy_accepts() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        // `--mode validate` does not read the watched lds.yaml and cds.yaml:
+        // it checks them as static resources.
         let check = Command::new(envoy())
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-            .arg(out_dir.join("envoy.yaml"))
+            .arg(as_static(&out_dir))
             .output()
             .unwrap();
         assert!(
@@ -336,13 +366,19 @@ fn the_kubernetes_manifest_carries_the_rendered_config_in_a_secret() {
         .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["Secret", "Deployment"]);
-    let embedded = docs[0]["stringData"]["envoy.yaml"].as_str().unwrap();
-    assert!(
-        embedded.trim_end()
-            == fs::read_to_string(dir.join("out/envoy.yaml"))
-                .unwrap()
-                .trim_end()
-    );
+    // Every file Envoy reads, as a key of the Secret mounted as a directory
+    // (so Envoy watching it sees the kubelet swap in a new version).
+    for name in ["envoy.yaml", "lds.yaml", "cds.yaml"] {
+        let embedded = docs[0]["stringData"][name].as_str().unwrap();
+        assert!(
+            embedded.trim_end()
+                == fs::read_to_string(dir.join("out").join(name))
+                    .unwrap()
+                    .trim_end(),
+            "{name}"
+        );
+    }
+    let embedded = docs[0]["stringData"]["lds.yaml"].as_str().unwrap();
     assert!(embedded.contains("/usr/local/share/plano/plano_filter.wasm"));
     let sidecar = &docs[1]["spec"]["template"]["spec"]["containers"][1];
     assert_eq!(sidecar["image"].as_str(), Some("envoyproxy/envoy:v1.40.0"));

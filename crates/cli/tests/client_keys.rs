@@ -94,7 +94,9 @@ fn a_key_from_dotenv_reaches_the_rendered_config_only_as_its_digest() {
     fs::write(dir.join(".env"), format!("PLANO_CI_KEY={KEY}\n")).unwrap();
     let out = planoai(&["render", "gw.yaml", "-o", "out"], &dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let rendered = fs::read_to_string(dir.join("out/envoy.yaml")).unwrap();
+    let rendered = ["envoy.yaml", "lds.yaml", "cds.yaml"]
+        .map(|f| fs::read_to_string(dir.join("out").join(f)).unwrap())
+        .concat();
     assert!(!rendered.contains(KEY));
     let digest = plano_core::clients::to_hex(&plano_core::clients::digest(KEY));
     assert!(rendered.contains(&digest));
@@ -109,16 +111,43 @@ fn the_kubernetes_sidecar_listens_on_loopback_and_is_probed_on_a_healthz_only_li
     assert!(out.status.success(), "{}", text(&out.stderr));
     let manifest = fs::read_to_string(dir.join("out/kubernetes.yaml")).unwrap();
     assert_eq!(manifest.matches("port: 9903 }").count(), 2, "{manifest}");
-    let rendered = fs::read_to_string(dir.join("out/envoy.yaml")).unwrap();
+    let rendered = fs::read_to_string(dir.join("out/lds.yaml")).unwrap();
     assert!(rendered.contains("address: \"127.0.0.1\", port_value: 12000"));
     assert!(rendered.contains("address: 0.0.0.0, port_value: 9903"));
 
-    // Envoy accepts it, with the filter where the sidecar will find it.
-    let local = rendered.replace(
-        "/usr/local/share/plano/plano_filter.wasm",
-        wasm.to_str().unwrap(),
-    );
-    fs::write(dir.join("local.yaml"), local).unwrap();
+    // Envoy accepts it, with the filter where the sidecar will find it, its
+    // listeners and clusters as static ones (`--mode validate` does not read
+    // the watched files) and the key files where they are here.
+    use serde_yaml::Value;
+    let read = |name: &str| -> Value {
+        let text = fs::read_to_string(dir.join("out").join(name))
+            .unwrap()
+            .replace(
+                "/usr/local/share/plano/plano_filter.wasm",
+                wasm.to_str().unwrap(),
+            )
+            .replace("/etc/plano", dir.join("out").to_str().unwrap());
+        serde_yaml::from_str(&text).unwrap()
+    };
+    let resources = |name: &str| -> Value {
+        let mut list = read(name)["resources"].clone();
+        for item in list.as_sequence_mut().unwrap() {
+            item.as_mapping_mut().unwrap().remove("@type");
+        }
+        list
+    };
+    let mut bootstrap = read("envoy.yaml");
+    let map = bootstrap.as_mapping_mut().unwrap();
+    map.remove("dynamic_resources");
+    let mut statics = serde_yaml::Mapping::new();
+    statics.insert("listeners".into(), resources("lds.yaml"));
+    statics.insert("clusters".into(), resources("cds.yaml"));
+    map.insert("static_resources".into(), statics.into());
+    fs::write(
+        dir.join("local.yaml"),
+        serde_yaml::to_string(&bootstrap).unwrap(),
+    )
+    .unwrap();
     let check = Command::new(envoy())
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(dir.join("local.yaml"))

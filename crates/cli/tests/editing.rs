@@ -133,7 +133,7 @@ model_providers:
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = planoai(&["render", "gw.yaml", "-o", "out"], &dir);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let rendered = fs::read_to_string(dir.join("out/envoy.yaml")).unwrap();
+    let rendered = fs::read_to_string(dir.join("out/lds.yaml")).unwrap();
     assert!(
         rendered.contains(r#"\"backoff\":{\"apply_to\":\"global\",\"base_ms\":250"#),
         "{rendered}"

@@ -3,8 +3,6 @@
 //! gateway filter (same `vm_id`), so it reaches the worker's exchanges
 //! directly; the attempt's request carries its exchange id.
 
-use std::rc::Rc;
-
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
@@ -12,7 +10,6 @@ use proxy_wasm::types::{Action, ContextType, MapType};
 use crate::headers::{request_header, EXCHANGE_HEADER};
 use crate::redirected::decode_id;
 use crate::root;
-use crate::worker::Worker;
 
 pub const ROOT_ID: &str = "plano_attempt";
 
@@ -23,11 +20,7 @@ impl Context for AttemptRoot {}
 
 impl RootContext for AttemptRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let worker = root::worker()?;
-        Some(Box::new(AttemptStream {
-            worker,
-            exchange: None,
-        }))
+        Some(Box::new(AttemptStream { exchange: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -36,7 +29,6 @@ impl RootContext for AttemptRoot {
 }
 
 pub struct AttemptStream {
-    worker: Rc<Worker>,
     exchange: Option<u64>,
 }
 
@@ -50,8 +42,10 @@ impl HttpContext for AttemptStream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match self.exchange {
-            Some(id) => self.worker.attempt_answered(id),
+        // The worker of the listener the request came in on, which may be
+        // one a re-applied config is draining.
+        match self.exchange.and_then(|id| Some((id, root::owner_of(id)?))) {
+            Some((id, worker)) => worker.attempt_answered(id),
             None => Action::Continue,
         }
     }

@@ -2,7 +2,7 @@
 //! receives the answers of retries dispatched from a tick.
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use log::error;
 use plano_core::plan::GatewayPlan;
@@ -16,13 +16,21 @@ use crate::stream::GatewayStream;
 use crate::worker::Worker;
 
 thread_local! {
-    /// This worker thread's gateway worker, for the stream cluster's upstream
-    /// filter: it runs in the same VM on the same thread.
-    static WORKER: RefCell<Option<Rc<Worker>>> = const { RefCell::new(None) };
+    /// This worker thread's gateway workers, for the stream cluster's
+    /// upstream filter: it runs in the same VM on the same thread. More than
+    /// one while a re-applied config's old listener drains (and Envoy may
+    /// bring back an old plugin, without configuring it again).
+    static WORKERS: RefCell<Vec<Weak<Worker>>> = const { RefCell::new(Vec::new()) };
 }
 
-pub fn worker() -> Option<Rc<Worker>> {
-    WORKER.with(|w| w.borrow().clone())
+/// The gateway worker holding exchange `id`.
+pub fn owner_of(id: u64) -> Option<Rc<Worker>> {
+    WORKERS.with(|w| {
+        w.borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|worker| worker.holds(id))
+    })
 }
 
 #[derive(Default)]
@@ -88,7 +96,11 @@ impl RootContext for GatewayRoot {
         let worker = Worker::new(plan, metrics);
         worker.prepare_shared_slots();
         let worker = Rc::new(worker);
-        WORKER.with(|w| *w.borrow_mut() = Some(worker.clone()));
+        WORKERS.with(|w| {
+            let mut workers = w.borrow_mut();
+            workers.retain(|old| old.strong_count() > 0);
+            workers.push(Rc::downgrade(&worker));
+        });
         self.worker = Some(worker);
         true
     }

@@ -124,6 +124,10 @@ impl Worker {
         }
     }
 
+    pub fn holds(&self, id: u64) -> bool {
+        self.exchanges.borrow().contains_key(&id)
+    }
+
     pub fn take(&self, id: u64) -> Option<Exchange> {
         self.exchanges.borrow_mut().remove(&id)
     }

@@ -16,17 +16,17 @@ pub fn run(args: &RenderArgs) -> Result<i32> {
         (None, true) => render::SIDECAR_WASM.to_string(),
         (None, false) => fs::canonicalize(&wasm)?.display().to_string(),
     };
-    // Envoy finds the key files beside envoy.yaml: in the sidecar, where
-    // the Secret is mounted.
-    let keys_dir = match args.kubernetes {
+    // Envoy finds lds.yaml, cds.yaml and the key files beside envoy.yaml:
+    // in the sidecar, where the Secret is mounted.
+    let config_dir = match args.kubernetes {
         true => render::SIDECAR_CONFIG_DIR.to_string(),
         false => fs::canonicalize(&args.output)?.display().to_string(),
     };
     let probe = args.kubernetes.then_some(render::PROBE_PORT);
-    let rendered = render::render(&loaded, &wasm_path, &keys_dir, probe)?;
+    let rendered = render::render(&loaded, &wasm_path, &config_dir, probe)?;
     rendered.write(&args.output)?;
     outln!(
-        "wrote {} and {} key file(s) (owner-only: Envoy reads the access keys from them), and {}",
+        "wrote {} (with lds.yaml and cds.yaml beside it) and {} key file(s) (owner-only: Envoy reads the access keys from them), and {}",
         args.output.join("envoy.yaml").display(),
         rendered.keys.len(),
         wasm.display()

@@ -1,29 +1,108 @@
-use anyhow::Result;
+//! `up`: start the gateway, or change the running one. A config that only
+//! changes listeners, clusters and the plan is applied to the running Envoy
+//! (nothing dropped, blocks kept); one that needs a new Envoy process drains
+//! the old one first.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
 
 use crate::cli::UpArgs;
-use crate::load;
-use crate::runtime::{self, Mode};
+use crate::runtime::{self, Launch, Mode};
+use crate::{changes, live, load};
+
+/// How long a restart waits for the old gateway's requests to finish.
+const RESTART_DRAIN: Duration = Duration::from_secs(30);
+/// How often `--watch` looks at the config.
+const POLL: Duration = Duration::from_millis(500);
 
 pub fn run(args: &UpArgs) -> Result<i32> {
-    let loaded = load::load_for_run(&args.config)?;
-    // Never two gateways fighting over a port: `up` replaces a running one.
-    if let Some(state) = runtime::read_state() {
-        if runtime::is_running(&state) {
-            outln!(
-                "replacing the running gateway ({} mode, {})",
-                match state.mode {
-                    Mode::Native => "native",
-                    Mode::Docker => "docker",
-                },
-                state.config.display()
-            )?;
-        }
-        runtime::stop(false)?;
+    if args.watch {
+        return watch(args);
     }
-    if args.docker {
-        runtime::start_docker(&loaded, args.workers, args.log_cap())?;
-    } else {
-        runtime::start_native(&loaded, args.workers, args.foreground, args.log_cap())?;
-    }
+    apply(args)?;
     Ok(0)
+}
+
+fn apply(args: &UpArgs) -> Result<()> {
+    let loaded = load::load_for_run(&args.config)?;
+    let mode = if args.docker {
+        Mode::Docker
+    } else {
+        Mode::Native
+    };
+    if mode == Mode::Docker {
+        runtime::ensure_image()?;
+    }
+    let launch = Launch::new(mode, &loaded, args.workers, args.log_cap())?;
+    if let Some(state) = runtime::read_state().filter(runtime::is_running) {
+        let needs_restart = match &state.launch {
+            Some(old) => launch.differences(old),
+            None => vec!["a gateway started by an older planoai".into()],
+        };
+        if needs_restart.is_empty() {
+            return apply_live(&loaded, mode);
+        }
+        outln!(
+            "restarting the gateway ({}): draining it first",
+            needs_restart.join(", ")
+        )?;
+        runtime::stop(false, RESTART_DRAIN)?;
+    } else {
+        // A stale state file, or a container without one.
+        runtime::stop(false, Duration::ZERO)?;
+    }
+    match mode {
+        Mode::Docker => runtime::start_docker(&loaded, launch, args.log_cap()),
+        Mode::Native => runtime::start_native(&loaded, launch, args.foreground, args.log_cap()),
+    }
+}
+
+/// Applies `loaded` to the running gateway and says what changed.
+fn apply_live(loaded: &load::Loaded, mode: Mode) -> Result<()> {
+    let rendered = runtime::render_checked(loaded, mode)
+        .context("nothing was changed: the running gateway keeps its config")?;
+    live::apply(&rendered, &live::config_dir())?;
+    let changed = changes::describe(&runtime::read_summary(), &changes::summary(loaded));
+    runtime::write_summary(loaded)?;
+    if changed.is_empty() {
+        outln!("applied to the running gateway: no change")?;
+    } else {
+        outln!("applied to the running gateway (requests in flight finish under the old config):")?;
+        for line in changed {
+            outln!("  {line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// What tells a saved file from the one last applied.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Applies the config, then again each time it is saved, until Ctrl-C
+/// (which leaves the gateway running).
+fn watch(args: &UpArgs) -> Result<i32> {
+    let mut last = stamp(&args.config);
+    let report = |result: Result<()>| match result {
+        Ok(()) => Ok(()),
+        Err(e) => errln!("error: {e:#}"),
+    };
+    report(apply(args))?;
+    outln!(
+        "watching {} for changes (Ctrl-C stops watching; the gateway keeps running, `planoai down` stops it)",
+        args.config.display()
+    )?;
+    loop {
+        std::thread::sleep(POLL);
+        let now = stamp(&args.config);
+        if now != last && now.is_some() {
+            last = now;
+            outln!("{} changed", args.config.display())?;
+            report(apply(args))?;
+        }
+    }
 }
