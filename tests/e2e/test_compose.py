@@ -56,7 +56,7 @@ model_providers:
     if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
         planoai("build")
     planoai("render", str(config), "-o", str(tmp_path / "dist"),
-            "--wasm-path", "/usr/local/share/plano/plano_filter.wasm")
+            "--wasm-path", "/usr/local/share/plano/plano_filter.wasm", "--config-dir", "/etc/plano")
     compose = [*compose_command(), "-p", "plano-e2e-compose", "-f", str(tmp_path / "docker-compose.yaml")]
     assert container_names() == [], "a compose gateway is already there"
     try:

@@ -163,6 +163,11 @@ pub struct RenderArgs {
     /// Path at which Envoy will find the .wasm (default: beside envoy.yaml)
     #[arg(long)]
     pub wasm_path: Option<String>,
+    /// Directory in which Envoy will find the written files (envoy.yaml,
+    /// lds.yaml, cds.yaml, the key files), e.g. where a container mounts
+    /// DIR (default: DIR itself)
+    #[arg(long)]
+    pub config_dir: Option<String>,
     /// Also write kubernetes.yaml: the config as a Secret and a Deployment
     /// running Envoy as a sidecar beside your app
     #[arg(long)]

@@ -17,10 +17,11 @@ pub fn run(args: &RenderArgs) -> Result<i32> {
         (None, false) => fs::canonicalize(&wasm)?.display().to_string(),
     };
     // Envoy finds lds.yaml, cds.yaml and the key files beside envoy.yaml:
-    // in the sidecar, where the Secret is mounted.
-    let config_dir = match args.kubernetes {
-        true => render::SIDECAR_CONFIG_DIR.to_string(),
-        false => fs::canonicalize(&args.output)?.display().to_string(),
+    // in the sidecar or a container, where they are mounted.
+    let config_dir = match (&args.config_dir, args.kubernetes) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => render::SIDECAR_CONFIG_DIR.to_string(),
+        (None, false) => fs::canonicalize(&args.output)?.display().to_string(),
     };
     let probe = args.kubernetes.then_some(render::PROBE_PORT);
     let rendered = render::render(&loaded, &wasm_path, &config_dir, probe)?;
