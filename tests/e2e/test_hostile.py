@@ -2,6 +2,7 @@
 gateway does not serve, or chooses the provider account."""
 
 import os
+import time
 
 import requests
 
@@ -160,3 +161,43 @@ def test_malformed_bodies_and_admin_paths_reach_no_provider(gateway, providers):
         assert requests.post(GATEWAY + path, timeout=10).status_code == 404
     assert primary.calls == 1 and secondary.calls == 0
     assert requests.get(GATEWAY + "/healthz", timeout=10).status_code == 200
+
+
+def test_slow_clients_do_not_stall_the_others(gateway, providers):
+    import socket
+    import threading
+
+    primary, _ = start(gateway, providers)
+    stop = threading.Event()
+
+    def trickle(body_first):
+        # Headers (or a body) a byte at a time: what a slow or hostile client sends.
+        s = socket.create_connection(("127.0.0.1", 12000))
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        if body_first:
+            s.sendall(head + b"content-length: 100000\r\n\r\n")
+        slow = b"x" * 1000 if body_first else head
+        for b in slow:
+            if stop.is_set():
+                break
+            try:
+                s.send(bytes([b]))
+            except OSError:
+                break
+            time.sleep(0.01)
+        s.close()
+
+    slowpokes = [threading.Thread(target=trickle, args=(i % 2 == 0,)) for i in range(20)]
+    for t in slowpokes:
+        t.start()
+    try:
+        time.sleep(0.3)
+        for _ in range(20):
+            start_at = time.time()
+            assert chat().status_code == 200
+            assert time.time() - start_at < 1.0
+    finally:
+        stop.set()
+        for t in slowpokes:
+            t.join()
+    assert primary.calls == 20
