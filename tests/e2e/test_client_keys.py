@@ -10,6 +10,7 @@ import requests
 
 from conftest import ADMIN, CHAT, GATEWAY, planoai
 from mock_provider import Reply
+from test_gateway import HEADER
 
 CI_KEY = "ci-key-5f1d0c2a9e7b4c31"
 APP_KEY = "app-key-8a6e2f4b1c9d7e05"
@@ -219,3 +220,14 @@ def test_the_edge_limits_connections_and_headers(gateway, providers, plano_home)
     underscore = post({"x_api_key": "k"})
     assert underscore.status_code == 400, underscore.status_code
     assert provider.calls == 1
+
+
+def test_a_listener_on_ipv6_loopback_starts_and_serves(gateway, providers):
+    p = providers(Reply())
+    gateway.up(HEADER.replace("port: 12000", "port: 12000\n            address: '::1'") + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+    """)
+    resp = requests.post("http://[::1]:12000/v1/chat/completions",
+                         json={"model": "openai/gpt-4o", "messages": []}, timeout=10)
+    assert resp.status_code == 200 and p.calls == 1

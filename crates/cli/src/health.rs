@@ -2,13 +2,28 @@
 //! Envoy's admin stats without an HTTP client dependency.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 pub fn get(port: u16, path: &str) -> Result<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    get_at(SocketAddr::from(([127, 0, 0, 1], port)), path)
+}
+
+/// Where this machine reaches a listener bound to `address`: the address
+/// itself, or loopback of its family for a wildcard (`0.0.0.0`, `::`).
+pub fn reach(address: &str, port: u16) -> SocketAddr {
+    let ip = match address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Ok(IpAddr::V6(v6)) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Ok(ip) => ip,
+        Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    SocketAddr::new(ip, port)
+}
+
+fn get_at(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
@@ -55,7 +70,12 @@ fn dechunk(mut body: &str) -> String {
 
 /// Polls `/healthz` until it answers 200; `alive` says whether the gateway
 /// process is still there, so a crash is reported at once, not at timeout.
-pub fn wait_healthy(port: u16, timeout: Duration, mut alive: impl FnMut() -> bool) -> Result<()> {
+pub fn wait_healthy(
+    listener: SocketAddr,
+    timeout: Duration,
+    mut alive: impl FnMut() -> bool,
+) -> Result<()> {
+    let port = listener.port();
     let start = Instant::now();
     let progress = crate::output::Progress::on_terminal();
     while start.elapsed() < timeout {
@@ -63,7 +83,7 @@ pub fn wait_healthy(port: u16, timeout: Duration, mut alive: impl FnMut() -> boo
             "waiting for the gateway to answer /healthz on port {port} ({:.1}s)",
             start.elapsed().as_secs_f64()
         ));
-        if let Ok((200, _)) = get(port, "/healthz") {
+        if let Ok((200, _)) = get_at(listener, "/healthz") {
             return Ok(());
         }
         if !alive() {
@@ -79,6 +99,14 @@ pub fn wait_healthy(port: u16, timeout: Duration, mut alive: impl FnMut() -> boo
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_wildcard_listener_is_reached_on_loopback_of_its_family() {
+        assert_eq!(super::reach("0.0.0.0", 1).to_string(), "127.0.0.1:1");
+        assert_eq!(super::reach("::", 1).to_string(), "[::1]:1");
+        assert_eq!(super::reach("::1", 1).to_string(), "[::1]:1");
+        assert_eq!(super::reach("127.0.0.2", 1).to_string(), "127.0.0.2:1");
+    }
+
     #[test]
     fn dechunks() {
         assert_eq!(

@@ -392,9 +392,9 @@ pub fn start_native(loaded: &Loaded, launch: Launch, foreground: bool, cap: LogC
         launch: Some(launch),
     };
     write_state(&state)?;
-    if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, || {
-        matches!(child.try_wait(), Ok(None))
-    }) {
+    let listener = health::reach(&r.listener_address, r.listener_port);
+    if let Err(e) = health::wait_healthy(listener, STARTUP, || matches!(child.try_wait(), Ok(None)))
+    {
         let _ = child.kill();
         let _ = child.wait();
         wait_gone(log_writer);
@@ -506,7 +506,8 @@ pub fn start_docker(loaded: &Loaded, launch: Launch, cap: LogCap) -> Result<()> 
         launch: Some(launch),
     };
     write_state(&state)?;
-    if let Err(e) = health::wait_healthy(r.listener_port, STARTUP, container_running) {
+    let listener = health::reach(&r.listener_address, r.listener_port);
+    if let Err(e) = health::wait_healthy(listener, STARTUP, container_running) {
         let logs = docker(&["logs", "--tail", "30", CONTAINER])
             .map(|o| {
                 redact(&format!(
