@@ -9,6 +9,7 @@ mod framing;
 mod headers;
 mod host;
 mod redirected;
+mod report;
 mod root;
 mod status;
 mod stream;

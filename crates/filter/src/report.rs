@@ -1,0 +1,170 @@
+//! What the gateway says of a request: its stats, its log lines, the
+//! headers that tell how an answer came about, and the replies it makes
+//! itself.
+
+use log::info;
+use plano_core::attempt::Outcome;
+use plano_core::plan::Target;
+use plano_core::request::{Effects, Exhaustion};
+use proxy_wasm::hostcalls;
+
+use crate::headers::replayable;
+use crate::worker::{Exchange, Phase, Worker};
+
+impl Worker {
+    /// Counts and logs what a step did to shared state.
+    pub fn note(&self, effects: &Effects, now: u64) {
+        if let Some((key, until)) = &effects.retry_after_block {
+            self.metrics.add(self.metrics.blocks_retry_after, 1);
+            info!(
+                "blocked {} for {} ms (Retry-After)",
+                key.describe(),
+                until - now
+            );
+        }
+        if effects.latency_event {
+            self.metrics.add(self.metrics.latency_events, 1);
+        }
+        if let Some((key, until)) = &effects.latency_block {
+            self.metrics.add(self.metrics.blocks_high_latency, 1);
+            info!(
+                "blocked {} for {} ms (high latency)",
+                key.describe(),
+                until - now
+            );
+        }
+        if let Some((key, until)) = &effects.preemptive_block {
+            self.metrics.add(self.metrics.preemptive_blocks, 1);
+            info!(
+                "blocked {} for {} ms (quota headers)",
+                key.describe(),
+                until - now
+            );
+        }
+        if effects.probe {
+            self.metrics.add(self.metrics.probes, 1);
+        }
+        if effects.over_retry_budget {
+            self.metrics.add(self.metrics.retries_over_budget, 1);
+        }
+    }
+
+    /// Counts a retry by what went wrong with the attempt before it.
+    pub fn count_retry(&self, ex: &Exchange) {
+        let counter = match ex.state.ledger.current().and_then(|a| a.outcome) {
+            Some(Outcome::Timeout | Outcome::ConnectFailure) => self.metrics.retries_timeout,
+            Some(Outcome::SlowTtfb) => self.metrics.retries_high_latency,
+            _ => self.metrics.retries_status,
+        };
+        self.metrics.add(counter, 1);
+    }
+
+    /// Answers with the `retry_exhausted` error, from the effective context.
+    pub fn reply_exhausted(&self, ex: &mut Exchange, exhaustion: &Exhaustion) {
+        self.metrics.add(self.metrics.exhausted, 1);
+        let attempt_headers = self.attempt_headers(ex);
+        let retry_after = exhaustion.retry_after_secs.map(|s| s.to_string());
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));
+        if let Some(secs) = &retry_after {
+            headers.push(("retry-after", secs.as_str()));
+        }
+        info!(
+            "request {:?}: retries exhausted after {} attempts",
+            ex.request_id,
+            ex.state.ledger.attempts.len()
+        );
+        let _ = hostcalls::send_http_response(
+            u32::from(exhaustion.status),
+            headers,
+            Some(exhaustion.body.as_bytes()),
+        );
+        ex.phase = Phase::Replied;
+        self.disarm(ex);
+    }
+
+    /// Answers with a provider's answer taken whole (a dispatched call's),
+    /// from the effective context.
+    pub fn reply_whole(
+        &self,
+        ex: &mut Exchange,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) {
+        let attempt_headers = self.attempt_headers(ex);
+        let mut reply: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(k, _)| replayable(k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        reply.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));
+        let _ = hostcalls::send_http_response(u32::from(status), reply, Some(body));
+        ex.phase = Phase::Replied;
+        self.disarm(ex);
+    }
+
+    fn current(&self, ex: &Exchange) -> Option<&Target> {
+        ex.state
+            .current_target()
+            .and_then(|t| self.plan().targets.get(t))
+    }
+
+    pub fn model_of(&self, ex: &Exchange) -> String {
+        self.current(ex)
+            .map_or_else(String::new, |t| t.model.clone())
+    }
+
+    /// What the answer says of how it came about (SPEC §9): attempts, the
+    /// model, and the deployment of a pooled one.
+    pub fn attempt_headers(&self, ex: &Exchange) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (
+                "x-plano-attempts",
+                ex.state.ledger.attempts.len().to_string(),
+            ),
+            ("x-plano-model", self.model_of(ex)),
+        ];
+        if let Some(d) = self.current(ex).and_then(|t| t.deployment.clone()) {
+            headers.push(("x-plano-deployment", d));
+        }
+        headers
+    }
+
+    /// The per-attempt log line (SPEC §9). The request id comes from the
+    /// client, so it is quoted: it cannot imitate the line's own text.
+    pub fn log_attempt(&self, ex: &mut Exchange, outcome: Outcome, now: u64, effects: &Effects) {
+        let Some(started_ms) = ex.state.ledger.current().map(|a| a.started_ms) else {
+            return;
+        };
+        let first_success =
+            ex.state.ledger.attempts.len() == 1 && matches!(outcome, Outcome::Status(200..=399));
+        if first_success && !self.plan().log_first_success {
+            return;
+        }
+        let result = match outcome {
+            Outcome::Status(s) => s.to_string(),
+            other => other.error_type(),
+        };
+        // What else the attempt did, as ` key value` pairs `planoai logs` reads.
+        let mut tail = String::new();
+        if std::mem::take(&mut ex.probing) {
+            tail.push_str(" probe yes");
+        }
+        if let Some((_, until)) = &effects.preemptive_block {
+            tail.push_str(&format!(" quota_block {} ms", until - now));
+        }
+        if effects.over_retry_budget {
+            tail.push_str(" retry_budget spent");
+        }
+        info!(
+            "request {:?} attempt {}: {} -> {} in {} ms{}",
+            ex.request_id,
+            ex.state.ledger.attempts.len(),
+            self.current(ex).map_or_else(String::new, Target::label),
+            result,
+            now.saturating_sub(started_ms),
+            tail
+        );
+    }
+}
