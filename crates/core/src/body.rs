@@ -75,15 +75,25 @@ impl ChatBody {
         })
     }
 
+    /// The length of [`ChatBody::with_model`]'s body, without making it.
+    pub fn len_with_model(&self, raw_len: usize, model: &str) -> usize {
+        raw_len - self.model_span.len() + quoted(model).len()
+    }
+
     /// `raw` with the model value replaced by `model`, every other byte kept.
     pub fn with_model(&self, raw: &[u8], model: &str) -> Vec<u8> {
-        let quoted = serde_json::to_string(model).unwrap_or_else(|_| format!("\"{model}\""));
+        let quoted = quoted(model);
         let mut out = Vec::with_capacity(raw.len() + quoted.len());
         out.extend_from_slice(&raw[..self.model_span.start]);
         out.extend_from_slice(quoted.as_bytes());
         out.extend_from_slice(&raw[self.model_span.end..]);
         out
     }
+}
+
+/// `model` as a JSON string.
+fn quoted(model: &str) -> String {
+    serde_json::to_string(model).unwrap_or_else(|_| format!("\"{model}\""))
 }
 
 /// Byte span of the value of `key` in the top-level object of a document
@@ -239,6 +249,10 @@ mod tests {
         let body = ChatBody::parse(raw).unwrap();
         assert_eq!(body.model, "a\"b");
         assert_eq!(body.with_model(raw, "q\"z"), br#"{"model":"q\"z"}"#);
+        assert_eq!(
+            body.len_with_model(raw.len(), "q\"z"),
+            br#"{"model":"q\"z"}"#.len()
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ impl Worker {
                 .is_some_and(|d| d == b"via_upstream");
         let now = now_ms();
         let waited = requested_wait_ms(status, now);
-        let quota = ((200..300).contains(&status) && ex.state.reads_quota(self.plan()))
+        let quota = ex
+            .state
+            .reads_quota(self.plan(), status)
             .then(|| Quota::read(&|name| response_header(name), now));
         match self.after_answer(ex, outcome_of(status, from_provider), waited, quota, now) {
             Next::Deliver => {
@@ -247,9 +249,9 @@ impl Worker {
             self.note(&effects, now);
         }
         let waited = retry_after::wait_ms(header("retry-after"), header("retry-after-ms"), now);
-        let quota = (status.is_some_and(|s| (200..300).contains(&s))
-            && ex.state.reads_quota(self.plan()))
-        .then(|| Quota::read(&|name| header(name).map(str::to_string), now));
+        let quota = status
+            .is_some_and(|s| ex.state.reads_quota(self.plan(), s))
+            .then(|| Quota::read(&|name| header(name).map(str::to_string), now));
         if let Next::Deliver = self.after_answer(&mut ex, outcome, waited, quota, now) {
             let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
                 .ok()

@@ -79,7 +79,7 @@ impl Worker {
             .filter(|&th| th < t.timeout_ms && ex.state.may_abandon_slow(&env));
         ex.abandon_at_ttfb = ttfb.is_some();
         let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
-        let body_len = ex.chat.with_model(&ex.raw, &t.model_name).len();
+        let body_len = ex.chat.len_with_model(ex.raw.len(), &t.model_name);
         let path = t.upstream_path(&ex.client_path);
         address_request(t, &path, body_len, (STREAM_HEADER, STREAM_CLUSTER));
         for (name, value) in [
@@ -193,7 +193,7 @@ impl Worker {
                 let waited = requested_wait_ms(status, now);
                 let outcome = Outcome::Status(status);
                 let step = ex.state.after_outcome(&env, outcome, waited, &mut effects);
-                if (200..300).contains(&status) && ex.state.reads_quota(self.plan()) {
+                if ex.state.reads_quota(self.plan(), status) {
                     let quota = Quota::read(&|name| response_header(name), now);
                     ex.state.note_quota(&env, &quota, &mut effects);
                 }
