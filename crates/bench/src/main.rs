@@ -83,6 +83,18 @@ fn cpu_ticks(pid: u32) -> u64 {
     num(11) + num(12)
 }
 
+/// CPU time of every thread of `pid` so far, in nanoseconds (schedstat:
+/// finer than the clock ticks of `/proc/PID/stat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Bare Envoy: the same listener and cluster, no wasm filter.
 fn start_bare_envoy(mock_port: u16, dir: &Path) -> Result<rig::Envoy> {
     rig::plain(mock_port, dir, "bare", BARE_PORT, 9911, 71, None)
@@ -143,6 +155,8 @@ fn wait_listening(port: u16) -> Result<()> {
 struct Gateway {
     home: PathBuf,
     pid: u32,
+    /// `planoai log-writer`, which takes Envoy's output: part of the cost.
+    log_writer: Option<u32>,
 }
 
 impl Gateway {
@@ -169,6 +183,7 @@ impl Gateway {
         Ok(Gateway {
             home: home.to_path_buf(),
             pid,
+            log_writer: state["log_writer"].as_u64().map(|p| p as u32),
         })
     }
 }
@@ -194,6 +209,97 @@ fn body_of(size: usize) -> Bytes {
         r#"{{"model":"openai/gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(pad)
     ))
+}
+
+/// Bare Envoy, the floor filter and the gateway, up at once on the same
+/// mocks, for rows measured side by side.
+struct Trio {
+    bare: rig::Envoy,
+    floor: rig::Envoy,
+    gateway: Gateway,
+}
+
+impl Trio {
+    fn up(ok: u16, ok2: u16, home: &Path) -> Result<Trio> {
+        Ok(Trio {
+            bare: start_bare_envoy(ok, home)?,
+            floor: start_floor(ok, home)?,
+            gateway: Gateway::up(
+                home,
+                "success",
+                &(provider("openai/gpt-4o", ok, FAILOVER) + &provider("anthropic/c", ok2, "")),
+            )?,
+        })
+    }
+
+    fn targets(&self) -> [Target; 3] {
+        [
+            Target {
+                name: "bare Envoy",
+                port: BARE_PORT,
+                pid: self.bare.pid(),
+                helper: None,
+            },
+            Target {
+                name: "floor filter",
+                port: FLOOR_PORT,
+                pid: self.floor.pid(),
+                helper: None,
+            },
+            Target {
+                name: "gateway, success",
+                port: GATEWAY_PORT,
+                pid: self.gateway.pid,
+                helper: self.gateway.log_writer,
+            },
+        ]
+    }
+}
+
+/// One of the side-by-side targets.
+#[derive(Clone, Copy)]
+struct Target {
+    name: &'static str,
+    port: u16,
+    /// Envoy's pid.
+    pid: u32,
+    /// Another process serving it (the gateway's log writer).
+    helper: Option<u32>,
+}
+
+impl Target {
+    /// CPU time of Envoy and its helper so far, in nanoseconds.
+    fn cpu_ns(&self) -> u64 {
+        cpu_ns(self.pid) + self.helper.map_or(0, cpu_ns)
+    }
+}
+
+/// Open-loop runs at each rate, `rounds` times, the targets interleaved in
+/// every round; each with its Envoy's CPU time per answered request.
+async fn open_rounds(
+    targets: &[Target],
+    rates: &[u64],
+    rounds: usize,
+    body: &Bytes,
+) -> Result<Vec<report::OpenRow>> {
+    let mut open = Vec::new();
+    for &rate in rates {
+        for round in 0..rounds {
+            for t in targets {
+                let before = t.cpu_ns();
+                let run = load::open_loop(t.port, body.clone(), rate, ROUND).await?;
+                let cpu_us = (t.cpu_ns() - before) as f64 / 1000.0 / run.ok.max(1) as f64;
+                open.push(report::OpenRow {
+                    rate,
+                    round,
+                    target: t.name.to_string(),
+                    run,
+                    cpu_us,
+                });
+            }
+        }
+    }
+    Ok(open)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -239,8 +345,25 @@ async fn main() -> Result<()> {
         );
         return Ok(());
     }
+    if args.first().map(String::as_str) == Some("cost") {
+        // `plano-bench cost [ROUNDS]`: only the open-loop rows at 2,000
+        // req/s, for measuring a change to the filter quickly.
+        let rounds = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(5);
+        let ok = mock::serve(Answer::Ok).await?;
+        let ok2 = mock::serve(Answer::Ok).await?;
+        let trio = Trio::up(ok, ok2, &home)?;
+        let targets = trio.targets();
+        for t in targets {
+            load::closed_loop(t.port, body_of(1024), 8, Duration::from_millis(300)).await?;
+        }
+        let open = open_rounds(&targets, &[2000], rounds, &body_of(1024)).await?;
+        report::print_open(&open);
+        drop(trio);
+        let _ = std::fs::remove_dir_all(&home);
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("levers") {
-        let done = levers::run(&home).await;
+        let done = levers::run(&home, &args[1..]).await;
         let _ = std::fs::remove_dir_all(&home);
         return done;
     }
@@ -285,20 +408,10 @@ async fn main() -> Result<()> {
     eprintln!("bare Envoy, floor filter and gateway side by side, {ROUNDS} interleaved rounds ...");
     let open_rows;
     {
-        let bare = start_bare_envoy(ok, &home)?;
-        let floor = start_floor(ok, &home)?;
-        let gw = Gateway::up(
-            &home,
-            "success",
-            &(provider("openai/gpt-4o", ok, FAILOVER) + &provider("anthropic/c", ok2, "")),
-        )?;
-        let targets: [(&str, u16, u32); 3] = [
-            ("bare Envoy", BARE_PORT, bare.pid()),
-            ("floor filter", FLOOR_PORT, floor.pid()),
-            ("gateway, success", GATEWAY_PORT, gw.pid),
-        ];
-        for (_, port, _) in targets {
-            load::closed_loop(port, small.clone(), 8, Duration::from_millis(300)).await?;
+        let trio = Trio::up(ok, ok2, &home)?;
+        let targets = trio.targets();
+        for t in targets {
+            load::closed_loop(t.port, small.clone(), 8, Duration::from_millis(300)).await?;
         }
         let scenarios: [(&str, &Bytes, usize); 3] = [
             ("1 KB", &small, 32),
@@ -310,9 +423,9 @@ async fn main() -> Result<()> {
             .collect();
         for _ in 0..ROUNDS {
             for (s, (_, body, conns)) in scenarios.iter().enumerate() {
-                for (t, (_, port, pid)) in targets.iter().enumerate() {
-                    let run = load::closed_loop(*port, (*body).clone(), *conns, ROUND).await?;
-                    runs[s * targets.len() + t].push((run, rss_mb(*pid)));
+                for (i, t) in targets.iter().enumerate() {
+                    let run = load::closed_loop(t.port, (*body).clone(), *conns, ROUND).await?;
+                    runs[s * targets.len() + i].push((run, rss_mb(t.pid)));
                 }
             }
         }
@@ -322,7 +435,7 @@ async fn main() -> Result<()> {
             let spread = (rounds[0].0.rps(), rounds[rounds.len() - 1].0.rps());
             let (run, rss) = rounds.swap_remove(rounds.len() / 2);
             rows.push(Row {
-                name: format!("{}, {}", targets[t].0, scenarios[s].0),
+                name: format!("{}, {}", targets[t].name, scenarios[s].0),
                 connections: scenarios[s].2,
                 run,
                 rss_mb: rss,
@@ -330,21 +443,7 @@ async fn main() -> Result<()> {
             });
         }
         eprintln!("open loop, fixed rates ...");
-        let mut open = Vec::new();
-        for rate in OPEN_RATES {
-            for round in 0..ROUNDS {
-                for (name, port, _) in targets {
-                    let run = load::open_loop(port, small.clone(), rate, ROUND).await?;
-                    open.push(report::OpenRow {
-                        rate,
-                        round,
-                        target: name.to_string(),
-                        run,
-                    });
-                }
-            }
-        }
-        open_rows = open;
+        open_rows = open_rounds(&targets, &OPEN_RATES, ROUNDS, &small).await?;
     }
 
     eprintln!("gateway, failover path ...");

@@ -16,6 +16,9 @@ pub struct OpenRow {
     pub round: usize,
     pub target: String,
     pub run: OpenRun,
+    /// The target Envoy's CPU time (all threads) per answered request, in
+    /// microseconds: what the request cost it, whatever else the box ran.
+    pub cpu_us: f64,
 }
 
 fn size_of(name: &str) -> &str {
@@ -66,6 +69,15 @@ fn open_summary(open: &[OpenRow]) -> Vec<Value> {
                     })
                     .collect()
             };
+            let added_cpu: Vec<f64> = mine
+                .iter()
+                .filter_map(|o| {
+                    let bare = open.iter().find(|b| {
+                        b.rate == rate && b.round == o.round && b.target.starts_with("bare")
+                    })?;
+                    Some(o.cpu_us - bare.cpu_us)
+                })
+                .collect();
             let range = |v: Vec<f64>| {
                 let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -86,6 +98,8 @@ fn open_summary(open: &[OpenRow]) -> Vec<Value> {
                 "p99_ms": median(mine.iter().map(|o| ms(&o.run.service, 0.99)).collect()),
                 "p50_ms_corrected": median(mine.iter().map(|o| ms(&o.run.corrected, 0.5)).collect()),
                 "p99_ms_corrected": median(mine.iter().map(|o| ms(&o.run.corrected, 0.99)).collect()),
+                "cpu_us_per_request": median(mine.iter().map(|o| o.cpu_us).collect()),
+                "added_cpu_us_per_request": range(added_cpu),
                 "added_p50_ms": range(a50), "added_p99_ms": range(a99),
                 "added_p50_ms_corrected": range(c50), "added_p99_ms_corrected": range(c99),
             }));
@@ -144,42 +158,8 @@ pub fn print(
         }));
     }
 
-    let open_json = open_summary(open);
     println!();
-    println!("Added latency at a fixed open-loop rate (1 KB; p50 / p99 of send-to-answer, median of {} interleaved rounds; added = minus bare Envoy in the same round, median [min..max]):", open.iter().map(|o| o.round + 1).max().unwrap_or(0));
-    println!();
-    println!("| rate req/s | target | p50 ms | p99 ms | added p50 ms | added p99 ms | sent late (>1 ms) |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
-    for o in &open_json {
-        let r = |v: &Value| {
-            format!(
-                "{:+.3} [{:+.3}..{:+.3}]",
-                v["median"].as_f64().unwrap_or(0.0),
-                v["min"].as_f64().unwrap_or(0.0),
-                v["max"].as_f64().unwrap_or(0.0)
-            )
-        };
-        let bare = o["target"].as_str().unwrap_or("").starts_with("bare");
-        println!(
-            "| {} | {} | {:.3} | {:.3} | {} | {} | {} of {} |",
-            o["rate"],
-            o["target"].as_str().unwrap_or(""),
-            o["p50_ms"].as_f64().unwrap_or(0.0),
-            o["p99_ms"].as_f64().unwrap_or(0.0),
-            if bare {
-                "".into()
-            } else {
-                r(&o["added_p50_ms"])
-            },
-            if bare {
-                "".into()
-            } else {
-                r(&o["added_p99_ms"])
-            },
-            o["late_sends"],
-            o["sent"],
-        );
-    }
+    let open_json = print_open(open);
 
     let added = failover_one.ms(0.5) - 2.0 * direct_one.ms(0.5);
     println!();
@@ -316,4 +296,50 @@ pub fn print(
     )?;
     println!("\nwritten: target/bench.json");
     Ok(())
+}
+
+/// The added-latency table of the open-loop rows; returns its JSON.
+pub fn print_open(open: &[OpenRow]) -> Vec<Value> {
+    let open_json = open_summary(open);
+    println!("Added latency at a fixed open-loop rate (1 KB; p50 / p99 of send-to-answer, median of {} interleaved rounds; added = minus bare Envoy in the same round, median [min..max]; CPU: Envoy's, with the gateway's log writer, per answered request):", open.iter().map(|o| o.round + 1).max().unwrap_or(0));
+    println!();
+    println!("| rate req/s | target | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU us/request | added CPU us | sent late (>1 ms) |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for o in &open_json {
+        let r = |v: &Value| {
+            format!(
+                "{:+.3} [{:+.3}..{:+.3}]",
+                v["median"].as_f64().unwrap_or(0.0),
+                v["min"].as_f64().unwrap_or(0.0),
+                v["max"].as_f64().unwrap_or(0.0)
+            )
+        };
+        let bare = o["target"].as_str().unwrap_or("").starts_with("bare");
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {} | {} | {:.1} | {} | {} of {} |",
+            o["rate"],
+            o["target"].as_str().unwrap_or(""),
+            o["p50_ms"].as_f64().unwrap_or(0.0),
+            o["p99_ms"].as_f64().unwrap_or(0.0),
+            if bare {
+                "".into()
+            } else {
+                r(&o["added_p50_ms"])
+            },
+            if bare {
+                "".into()
+            } else {
+                r(&o["added_p99_ms"])
+            },
+            o["cpu_us_per_request"].as_f64().unwrap_or(0.0),
+            if bare {
+                "".into()
+            } else {
+                r(&o["added_cpu_us_per_request"])
+            },
+            o["late_sends"],
+            o["sent"],
+        );
+    }
+    open_json
 }

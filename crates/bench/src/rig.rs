@@ -127,13 +127,15 @@ static_resources:
 }
 
 /// A rewrite of the rendered envoy.yaml: one lever.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lever {
     /// Plain-HTTP providers' clusters go straight to the provider, without
     /// the internal listener and its framing wasm network filter.
     NoFramingHop,
-    /// No header_mutation upstream filter on the provider clusters.
-    NoHeaderMutation,
+    /// Without the YAML block that a line starting with this opens.
+    Drop(&'static str),
+    /// The gateway's filters from this .wasm file.
+    Wasm(String),
 }
 
 /// `planoai render` of `config`, each lever applied, ports moved to
@@ -166,13 +168,22 @@ pub fn rendered(
             "port_value: 9902 }",
             &format!("port_value: {} }}", admin + 1),
         );
+    // Listeners and clusters are in the files the bootstrap names.
+    for file in ["lds.yaml", "cds.yaml"] {
+        let path = out.join(file);
+        let mut resources = std::fs::read_to_string(&path)?;
+        for lever in levers {
+            resources = apply(&resources, lever)?;
+        }
+        std::fs::write(&path, resources)?;
+    }
     for lever in levers {
-        yaml = apply(&yaml, *lever)?;
+        yaml = apply(&yaml, lever)?;
     }
     spawn(&yaml, dir, name, port, base_id)
 }
 
-fn apply(yaml: &str, lever: Lever) -> Result<String> {
+fn apply(yaml: &str, lever: &Lever) -> Result<String> {
     match lever {
         Lever::NoFramingHop => {
             // `envoy_internal_address: { server_listener_name: X_framing }`
@@ -199,18 +210,28 @@ fn apply(yaml: &str, lever: Lever) -> Result<String> {
             }
             Ok(out)
         }
-        Lever::NoHeaderMutation => {
+        Lever::Wasm(path) => {
+            let marker = "local: { filename: ";
+            let Some(at) = yaml.find(marker).map(|i| i + marker.len()) else {
+                return Ok(yaml.to_string());
+            };
+            let end = at + yaml[at..].find(" }").context("wasm file")?;
+            Ok(yaml.replace(&yaml[at..end], path))
+        }
+        Lever::Drop(key) => {
+            // The block a line starting with `key` opens: that line and the
+            // lines indented deeper than it.
             let mut out = String::new();
-            let mut skipping = false;
+            let mut dropping: Option<usize> = None;
             for line in yaml.lines() {
-                if line.trim() == "- name: envoy.filters.http.header_mutation" {
-                    skipping = true;
-                    continue;
+                let indent = line.len() - line.trim_start().len();
+                if dropping.is_some_and(|d| indent <= d && !line.trim().is_empty()) {
+                    dropping = None;
                 }
-                if skipping && line.trim_start().starts_with("- name: ") {
-                    skipping = false;
+                if dropping.is_none() && line.trim_start().starts_with(key) {
+                    dropping = Some(indent);
                 }
-                if !skipping {
+                if dropping.is_none() {
                     out.push_str(line);
                     out.push('\n');
                 }

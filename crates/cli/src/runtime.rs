@@ -209,6 +209,13 @@ fn envoy_args(config: &str, workers: u32) -> Vec<String> {
         "warn",
         "--component-log-level",
         "wasm:info",
+        // Envoy's own log through its buffered file writer, like the access
+        // log: one write per flush instead of one per line (a line per
+        // attempt is logged), at most this long after the line.
+        "--log-path",
+        "/dev/stderr",
+        "--file-flush-interval-msec",
+        "200",
     ]
     .iter()
     .map(|s| s.to_string())

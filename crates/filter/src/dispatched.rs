@@ -75,7 +75,7 @@ impl Worker {
         match self.after_answer(ex, outcome_of(status, from_provider), waited, quota, now) {
             Next::Deliver => {
                 set_attempt_headers(&self.attempt_headers(ex));
-                ex.phase = Phase::Streaming;
+                ex.settle(Phase::Streaming);
                 self.disarm(ex);
                 Action::Continue
             }
@@ -93,7 +93,7 @@ impl Worker {
                 "timeout",
                 &format!("{model} sent no response headers within its timeout"),
             );
-            ex.phase = Phase::Replied;
+            ex.settle(Phase::Replied);
         }
     }
 
@@ -211,7 +211,7 @@ impl Worker {
                         "connect_failure",
                         &format!("{} could not be reached", t.model),
                     );
-                    ex.phase = Phase::Replied;
+                    ex.settle(Phase::Replied);
                 }
             }
         }

@@ -215,12 +215,12 @@ impl Worker {
                         "sent no response headers within its timeout",
                     ),
                 };
-                ex.phase = Phase::Replied;
+                ex.settle(Phase::Replied);
                 reply_error(status, kind, &format!("{model} {what}"))
             }
             Step::Deliver => {
                 set_attempt_headers(&self.attempt_headers(&ex));
-                ex.phase = Phase::Streaming;
+                ex.settle(Phase::Streaming);
                 Action::Continue
             }
             Step::Retry {

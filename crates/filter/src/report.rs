@@ -79,7 +79,7 @@ impl Worker {
             headers,
             Some(exhaustion.body.as_bytes()),
         );
-        ex.phase = Phase::Replied;
+        ex.settle(Phase::Replied);
         self.disarm(ex);
     }
 
@@ -100,7 +100,7 @@ impl Worker {
             .collect();
         reply.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));
         let _ = hostcalls::send_http_response(u32::from(status), reply, Some(body));
-        ex.phase = Phase::Replied;
+        ex.settle(Phase::Replied);
         self.disarm(ex);
     }
 

@@ -65,6 +65,16 @@ pub struct Exchange {
     pub probing: bool,
 }
 
+impl Exchange {
+    /// Moves to `phase`, in which the client's answer is decided (it streams,
+    /// or the gateway made it): no attempt can follow, so the body kept for
+    /// one is let go now rather than when the stream ends.
+    pub fn settle(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.raw = Vec::new();
+    }
+}
+
 pub struct Worker {
     plan: GatewayPlan,
     pub metrics: Metrics,
@@ -289,7 +299,7 @@ impl Worker {
                 // Envoy refused to follow the redirect; the client must not
                 // see it.
                 warn!("request {:?}: the failover was not followed", ex.request_id);
-                ex.phase = Phase::Replied;
+                ex.settle(Phase::Replied);
                 reply_error(
                     502,
                     "failover_failed",
