@@ -89,6 +89,15 @@ def timed_chat(**kwargs):
     return resp, time.time() - start
 
 
+def eventually(check, seconds=10):
+    """Whether `check` holds within `seconds`: Envoy writes its log and access
+    log in batches (every 200 ms), and other things settle too."""
+    deadline = time.time() + seconds
+    while not check() and time.time() < deadline:
+        time.sleep(0.1)
+    return check()
+
+
 def running(pid):
     """Whether `pid` runs (a zombie awaiting its reaper does not)."""
     try:

@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from conftest import CHAT, chat, planoai, stats
+from conftest import CHAT, chat, eventually, planoai, stats
 from mock_provider import Reply
 from test_gateway import HEADER
 
@@ -55,7 +55,7 @@ def check_preemptive_block(gateway, providers, low_quota_headers, block_ends_wit
     assert third.headers["x-plano-model"] == "openai/gpt-4o"
     assert primary.calls == 2
     assert stats().get("wasmcustom.plano.preemptive_blocks") == 1
-    assert "quota_block" in planoai("logs", "-n", "50").stdout
+    assert eventually(lambda: "quota_block" in planoai("logs", "-n", "50").stdout)
 
 
 def test_openai_quota_headers_block_before_the_429(gateway, providers):

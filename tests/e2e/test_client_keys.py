@@ -114,7 +114,9 @@ def test_only_a_client_key_lets_a_request_reach_a_provider(gateway, providers, p
     assert stats["wasmcustom.plano.client.app.requests"] == "3", stats
     assert stats["wasmcustom.plano.unauthorized"] == "8", stats
 
-    # The client's key reaches no provider, log, stat or config dump.
+    # The client's key reaches no provider, log, stat or config dump; the
+    # log is read once Envoy has written it (every 200 ms).
+    time.sleep(1)
     seen = [json.dumps(r["headers"]) + r["body"].decode() for r in primary.requests + secondary.requests]
     assert len(seen) == 8
     for r in primary.requests + secondary.requests:

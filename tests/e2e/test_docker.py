@@ -3,7 +3,7 @@
 import socket
 import subprocess
 
-from conftest import chat, planoai
+from conftest import chat, eventually, planoai
 from mock_provider import Reply
 
 
@@ -37,7 +37,7 @@ model_providers:
         assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
         status = planoai("status").stdout
         assert "mode:    docker" in status and "plano-gateway" in status
-        assert "attempt 2: anthropic/claude-3-5-sonnet -> 200" in planoai("logs", "--envoy").stdout
+        assert eventually(lambda: "attempt 2: anthropic/claude-3-5-sonnet -> 200" in planoai("logs", "--envoy").stdout)
         inspect = subprocess.run(["docker", "inspect", "plano-gateway"], capture_output=True, text=True).stdout
         assert "sk-docker-secret" not in inspect
     finally:

@@ -10,10 +10,9 @@ import re
 import jsonschema
 import yaml
 
-from conftest import CHAT, planoai
+from conftest import CHAT, eventually, planoai
 from mock_provider import Reply
 from test_gateway import HEADER
-from test_papercuts import eventually
 
 import requests
 

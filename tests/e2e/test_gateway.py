@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from conftest import ADMIN, CHAT, GATEWAY, chat, planoai, stats, timed_chat
+from conftest import ADMIN, CHAT, GATEWAY, chat, eventually, planoai, stats, timed_chat
 from mock_provider import Reply
 
 # Every test config starts so; each test adds its providers after it.
@@ -392,6 +392,8 @@ def test_no_access_key_in_any_output(gateway, providers):
     resp = chat()
     assert resp.status_code == 200
     assert primary.requests[0]["headers"]["authorization"] == "Bearer sk-e2e-do-not-leak"
+    # The whole log, written: the failover's last line is in it.
+    assert eventually(lambda: "attempt 2  anthropic/claude-3-5-sonnet  200" in gateway.log())
     outputs = gateway.outputs + [gateway.log(), resp.text, json.dumps(dict(resp.headers))]
     outputs.append(planoai("status").stdout)
     outputs.append(requests.get(f"{ADMIN}/stats", timeout=5).text)

@@ -12,7 +12,7 @@ import time
 import requests
 import yaml
 
-from conftest import CHAT, GATEWAY, planoai, running, state_pid
+from conftest import CHAT, GATEWAY, eventually, planoai, running, state_pid
 from mock_provider import Reply
 
 CHUNKS = 10
@@ -252,6 +252,9 @@ model_providers:
 """
     path.write_text(text)
     watcher = subprocess.Popen(["planoai", "up", "--watch", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
+    reader.start()
     try:
         deadline = time.time() + 30
         while time.time() < deadline and post_ok() is None:
@@ -266,10 +269,13 @@ model_providers:
             time.sleep(0.2)
         else:
             raise AssertionError("the saved config was not applied")
+        # Requests may see the new config a moment before the watcher has
+        # confirmed it and said what changed.
+        assert eventually(lambda: any("+ provider anthropic/claude-3-5-sonnet" in l for l in lines)), lines
     finally:
         watcher.terminate()
-        out = watcher.communicate(timeout=10)[0]
-    assert "+ provider anthropic/claude-3-5-sonnet" in out, out
+        watcher.wait(timeout=10)
+        reader.join(timeout=10)
     # Ctrl-C (here SIGTERM) stops watching; the gateway keeps running.
     assert requests.get(f"{GATEWAY}/healthz", timeout=5).status_code == 200
 

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from conftest import ADMIN, CHAT, GATEWAY, chat, planoai, running, state_pid, stats, timed_chat
+from conftest import ADMIN, CHAT, GATEWAY, chat, eventually, planoai, running, state_pid, stats, timed_chat
 from mock_provider import Reply
 from test_gateway import HEADER, two_providers
 
@@ -320,6 +320,7 @@ def test_logs_tail_and_follow(gateway, providers, plano_home):
     for _ in range(3):
         assert chat().status_code == 200
     path = os.path.join(plano_home, "run", "envoy.log")
+    assert eventually(lambda: len(open(path).read().splitlines()) > 3)
     for _ in range(10):
         # Compare only while the log stands still (access lines may lag).
         with open(path) as f:

@@ -372,10 +372,8 @@ pub async fn hold_streams(
     count: usize,
     timeout: Duration,
     opened: tokio::sync::mpsc::UnboundedSender<()>,
+    body: Bytes,
 ) -> Result<(u64, u64)> {
-    let body = Bytes::from_static(
-        br#"{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-    );
     let mut tasks = Vec::new();
     for i in 0..count {
         let (body, opened) = (body.clone(), opened.clone());

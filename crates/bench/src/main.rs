@@ -203,6 +203,15 @@ fn provider(model: &str, port: u16, policy: &str) -> String {
 
 const FAILOVER: &str = "    default: true\n    retry_policy: {default_strategy: different_provider, default_max_attempts: 1}\n";
 
+/// A streamed chat request of about `size` bytes.
+fn streamed_body_of(size: usize) -> Bytes {
+    let pad = size.saturating_sub(100);
+    Bytes::from(format!(
+        r#"{{"model":"openai/gpt-4o","stream":true,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(pad)
+    ))
+}
+
 fn body_of(size: usize) -> Bytes {
     let pad = size.saturating_sub(80);
     Bytes::from(format!(
@@ -323,8 +332,16 @@ async fn main() -> Result<()> {
             .map(|n| n.parse())
             .transpose()?
             .unwrap_or(10_000);
-        let lever = args.get(2).is_some_and(|a| a == "--levers");
-        let done = streams::run(count, &home, lever).await;
+        let lever = args.iter().any(|a| a == "--levers");
+        // `--body-kb K`: each request's size (default: a short prompt).
+        let body_kb = args
+            .iter()
+            .position(|a| a == "--body-kb")
+            .and_then(|i| args.get(i + 1))
+            .map(|k| k.parse())
+            .transpose()?
+            .unwrap_or(0);
+        let done = streams::run(count, &home, lever, body_kb).await;
         let _ = std::fs::remove_dir_all(&home);
         return done;
     }

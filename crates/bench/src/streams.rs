@@ -7,11 +7,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use bytes::Bytes;
 use serde_json::json;
 
 use crate::mock::{self, Answer};
 use crate::{
-    cpu_ticks, load, provider, rss_mb, start_bare_envoy, Gateway, BARE_PORT, FAILOVER, GATEWAY_PORT,
+    cpu_ticks, load, provider, rss_mb, start_bare_envoy, streamed_body_of, Gateway, BARE_PORT,
+    FAILOVER, GATEWAY_PORT,
 };
 
 const CHUNKS: usize = 300;
@@ -26,7 +28,7 @@ struct Held {
     broken: u64,
 }
 
-async fn hold(port: u16, pid: u32, count: usize) -> Result<Held> {
+async fn hold(port: u16, pid: u32, count: usize, body: &Bytes) -> Result<Held> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = rss_mb(pid).unwrap_or(0.0);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -35,6 +37,7 @@ async fn hold(port: u16, pid: u32, count: usize) -> Result<Held> {
         count,
         Duration::from_secs(120),
         tx,
+        body.clone(),
     ));
     let start = Instant::now();
     let mut opened = 0;
@@ -70,8 +73,10 @@ async fn hold(port: u16, pid: u32, count: usize) -> Result<Held> {
 }
 
 /// With `lever`, also the gateway without its framing hop (rendered by the
-/// bench, `rig::Lever::NoFramingHop`): what that hop costs a stream.
-pub async fn run(count: usize, home: &Path, lever: bool) -> Result<()> {
+/// bench, `rig::Lever::NoFramingHop`): what that hop costs a stream. Each
+/// request body is `body_kb` KB.
+pub async fn run(count: usize, home: &Path, lever: bool, body_kb: usize) -> Result<()> {
+    let body = streamed_body_of(body_kb * 1024);
     let stream = mock::serve(Answer::Stream {
         chunks: CHUNKS,
         gap_ms: GAP_MS,
@@ -81,7 +86,7 @@ pub async fn run(count: usize, home: &Path, lever: bool) -> Result<()> {
     eprintln!("bare Envoy holding {count} streams ...");
     let bare = {
         let envoy = start_bare_envoy(stream, home)?;
-        hold(BARE_PORT, envoy.pid(), count).await?
+        hold(BARE_PORT, envoy.pid(), count, &body).await?
     };
     eprintln!("gateway holding {count} streams ...");
     let gw = {
@@ -90,7 +95,7 @@ pub async fn run(count: usize, home: &Path, lever: bool) -> Result<()> {
             "streams",
             &(provider("openai/gpt-4o", stream, FAILOVER) + &provider("anthropic/c", ok, "")),
         )?;
-        hold(GATEWAY_PORT, gw.pid, count).await?
+        hold(GATEWAY_PORT, gw.pid, count, &body).await?
     };
     let lean = if lever {
         eprintln!("gateway without the framing hop holding {count} streams ...");
@@ -108,11 +113,11 @@ pub async fn run(count: usize, home: &Path, lever: bool) -> Result<()> {
             81,
             &[crate::rig::Lever::NoFramingHop],
         )?;
-        Some(hold(GATEWAY_PORT, envoy.pid(), count).await?)
+        Some(hold(GATEWAY_PORT, envoy.pid(), count, &body).await?)
     } else {
         None
     };
-    println!("| {count} SSE streams, 1 chunk / {GAP_MS} ms, {} s | opened | whole | broken | RSS idle MB | RSS holding MB | extra MB | KB per stream | CPU % of a core |", CHUNKS as u64 * GAP_MS / 1000);
+    println!("| {count} SSE streams, 1 chunk / {GAP_MS} ms, {} s, {body_kb} KB requests | opened | whole | broken | RSS idle MB | RSS holding MB | extra MB | KB per stream | CPU % of a core |", CHUNKS as u64 * GAP_MS / 1000);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut held = vec![("bare Envoy", &bare), ("gateway", &gw)];
     if let Some(l) = &lean {
@@ -140,7 +145,7 @@ pub async fn run(count: usize, home: &Path, lever: bool) -> Result<()> {
     );
     println!("\n{summary}");
     let json = json!({
-        "streams": count, "chunk_gap_ms": GAP_MS, "chunks": CHUNKS,
+        "streams": count, "chunk_gap_ms": GAP_MS, "chunks": CHUNKS, "request_kb": body_kb,
         "bare": {"opened": bare.opened, "whole": bare.whole, "broken": bare.broken, "rss_idle_mb": bare.rss_idle, "rss_held_mb": bare.rss_held, "cpu_percent": bare.cpu_pct},
         "gateway": {"opened": gw.opened, "whole": gw.whole, "broken": gw.broken, "rss_idle_mb": gw.rss_idle, "rss_held_mb": gw.rss_held, "cpu_percent": gw.cpu_pct},
         "gateway_extra_over_bare_mb": over,
