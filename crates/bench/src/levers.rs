@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::mock::{self, Answer};
 use crate::rig::{self, Lever};
-use crate::{body_of, cpu_ns, load, provider, FAILOVER};
+use crate::{body_of, costed_open_loop, provider, warm, FAILOVER};
 
 const ROUNDS: usize = 5;
 const ROUND: Duration = Duration::from_millis(1500);
@@ -177,9 +177,7 @@ pub async fn run(home: &Path, only: &[String]) -> Result<()> {
         variants.push(Variant { name, base, envoy });
     }
     let body: Bytes = body_of(1024);
-    for v in &variants {
-        load::closed_loop(v.envoy.port, body.clone(), 8, Duration::from_millis(300)).await?;
-    }
+    warm(variants.iter().map(|v| v.envoy.port), &body).await?;
     // results[variant][round] = (Envoy CPU us per request, p50 ms)
     let mut results: Vec<Vec<(f64, f64)>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
@@ -191,10 +189,9 @@ pub async fn run(home: &Path, only: &[String]) -> Result<()> {
             (0..variants.len()).rev().collect()
         };
         for i in order {
-            let pid = variants[i].envoy.pid();
-            let before = cpu_ns(pid);
-            let run = load::open_loop(variants[i].envoy.port, body.clone(), RATE, ROUND).await?;
-            let cpu_us = (cpu_ns(pid) - before) as f64 / 1000.0 / run.ok.max(1) as f64;
+            let envoy = &variants[i].envoy;
+            let (run, cpu_us) =
+                costed_open_loop(envoy.port, &[envoy.pid()], body.clone(), RATE, ROUND).await?;
             results[i].push((cpu_us, run.service.value_at_quantile(0.5) as f64 / 1000.0));
         }
     }

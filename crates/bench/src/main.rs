@@ -95,6 +95,30 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// An open-loop run against `port`, with the CPU time the processes `pids`
+/// spent per answered request in it, in microseconds.
+async fn costed_open_loop(
+    port: u16,
+    pids: &[u32],
+    body: Bytes,
+    rate: u64,
+    duration: Duration,
+) -> Result<(load::OpenRun, f64)> {
+    let cpu = || pids.iter().map(|&p| cpu_ns(p)).sum::<u64>();
+    let before = cpu();
+    let run = load::open_loop(port, body, rate, duration).await?;
+    let cpu_us = (cpu() - before) as f64 / 1000.0 / run.ok.max(1) as f64;
+    Ok((run, cpu_us))
+}
+
+/// A few requests to each port first, so no measured round pays for warm-up.
+async fn warm(ports: impl IntoIterator<Item = u16>, body: &Bytes) -> Result<()> {
+    for port in ports {
+        load::closed_loop(port, body.clone(), 8, Duration::from_millis(300)).await?;
+    }
+    Ok(())
+}
+
 /// Bare Envoy: the same listener and cluster, no wasm filter.
 fn start_bare_envoy(mock_port: u16, dir: &Path) -> Result<rig::Envoy> {
     rig::plain(mock_port, dir, "bare", BARE_PORT, 9911, 71, None)
@@ -205,17 +229,19 @@ const FAILOVER: &str = "    default: true\n    retry_policy: {default_strategy: 
 
 /// A streamed chat request of about `size` bytes.
 fn streamed_body_of(size: usize) -> Bytes {
-    let pad = size.saturating_sub(100);
-    Bytes::from(format!(
-        r#"{{"model":"openai/gpt-4o","stream":true,"messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(pad)
-    ))
+    chat_body(size, r#""stream":true,"#)
 }
 
 fn body_of(size: usize) -> Bytes {
-    let pad = size.saturating_sub(80);
+    chat_body(size, "")
+}
+
+/// A chat request of about `size` bytes, with `fields` (`"name":value,`)
+/// before its messages.
+fn chat_body(size: usize, fields: &str) -> Bytes {
+    let pad = size.saturating_sub(80 + fields.len());
     Bytes::from(format!(
-        r#"{{"model":"openai/gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        r#"{{"model":"openai/gpt-4o",{fields}"messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(pad)
     ))
 }
@@ -277,9 +303,9 @@ struct Target {
 }
 
 impl Target {
-    /// CPU time of Envoy and its helper so far, in nanoseconds.
-    fn cpu_ns(&self) -> u64 {
-        cpu_ns(self.pid) + self.helper.map_or(0, cpu_ns)
+    /// Envoy and its helper.
+    fn processes(&self) -> Vec<u32> {
+        std::iter::once(self.pid).chain(self.helper).collect()
     }
 }
 
@@ -295,9 +321,8 @@ async fn open_rounds(
     for &rate in rates {
         for round in 0..rounds {
             for t in targets {
-                let before = t.cpu_ns();
-                let run = load::open_loop(t.port, body.clone(), rate, ROUND).await?;
-                let cpu_us = (t.cpu_ns() - before) as f64 / 1000.0 / run.ok.max(1) as f64;
+                let (run, cpu_us) =
+                    costed_open_loop(t.port, &t.processes(), body.clone(), rate, ROUND).await?;
                 open.push(report::OpenRow {
                     rate,
                     round,
@@ -369,11 +394,9 @@ async fn main() -> Result<()> {
         let ok = mock::serve(Answer::Ok).await?;
         let ok2 = mock::serve(Answer::Ok).await?;
         let trio = Trio::up(ok, ok2, &home)?;
-        let targets = trio.targets();
-        for t in targets {
-            load::closed_loop(t.port, body_of(1024), 8, Duration::from_millis(300)).await?;
-        }
-        let open = open_rounds(&targets, &[2000], rounds, &body_of(1024)).await?;
+        let body = body_of(1024);
+        warm(trio.targets().map(|t| t.port), &body).await?;
+        let open = open_rounds(&trio.targets(), &[2000], rounds, &body).await?;
         report::print_open(&open);
         drop(trio);
         let _ = std::fs::remove_dir_all(&home);
@@ -426,10 +449,8 @@ async fn main() -> Result<()> {
     let open_rows;
     {
         let trio = Trio::up(ok, ok2, &home)?;
+        warm(trio.targets().map(|t| t.port), &small).await?;
         let targets = trio.targets();
-        for t in targets {
-            load::closed_loop(t.port, small.clone(), 8, Duration::from_millis(300)).await?;
-        }
         let scenarios: [(&str, &Bytes, usize); 3] = [
             ("1 KB", &small, 32),
             ("1 KB", &small, 256),

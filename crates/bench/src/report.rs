@@ -52,32 +52,27 @@ fn open_summary(open: &[OpenRow]) -> Vec<Value> {
                 .iter()
                 .filter(|o| o.rate == rate && o.target == *target)
                 .collect();
-            let added = |q: f64, corrected: bool| -> Vec<f64> {
+            // `value` of each round minus bare Envoy's in the same round.
+            let over_bare = |value: &dyn Fn(&OpenRow) -> f64| -> Vec<f64> {
                 mine.iter()
                     .filter_map(|o| {
                         let bare = open.iter().find(|b| {
                             b.rate == rate && b.round == o.round && b.target.starts_with("bare")
                         })?;
-                        let h = |r: &OpenRun| {
-                            if corrected {
-                                ms(&r.corrected, q)
-                            } else {
-                                ms(&r.service, q)
-                            }
-                        };
-                        Some(h(&o.run) - h(&bare.run))
+                        Some(value(o) - value(bare))
                     })
                     .collect()
             };
-            let added_cpu: Vec<f64> = mine
-                .iter()
-                .filter_map(|o| {
-                    let bare = open.iter().find(|b| {
-                        b.rate == rate && b.round == o.round && b.target.starts_with("bare")
-                    })?;
-                    Some(o.cpu_us - bare.cpu_us)
+            let added = |q: f64, corrected: bool| {
+                over_bare(&|o: &OpenRow| {
+                    if corrected {
+                        ms(&o.run.corrected, q)
+                    } else {
+                        ms(&o.run.service, q)
+                    }
                 })
-                .collect();
+            };
+            let added_cpu = over_bare(&|o: &OpenRow| o.cpu_us);
             let range = |v: Vec<f64>| {
                 let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);

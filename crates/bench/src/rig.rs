@@ -162,7 +162,7 @@ pub fn rendered(
     if !done.status.success() {
         bail!("planoai render: {}", String::from_utf8_lossy(&done.stderr));
     }
-    let mut yaml = std::fs::read_to_string(out.join("envoy.yaml"))?
+    let yaml = std::fs::read_to_string(out.join("envoy.yaml"))?
         .replace("port_value: 9901 }", &format!("port_value: {admin} }}"))
         .replace(
             "port_value: 9902 }",
@@ -171,16 +171,16 @@ pub fn rendered(
     // Listeners and clusters are in the files the bootstrap names.
     for file in ["lds.yaml", "cds.yaml"] {
         let path = out.join(file);
-        let mut resources = std::fs::read_to_string(&path)?;
-        for lever in levers {
-            resources = apply(&resources, lever)?;
-        }
+        let resources = apply_all(&std::fs::read_to_string(&path)?, levers)?;
         std::fs::write(&path, resources)?;
     }
-    for lever in levers {
-        yaml = apply(&yaml, lever)?;
-    }
-    spawn(&yaml, dir, name, port, base_id)
+    spawn(&apply_all(&yaml, levers)?, dir, name, port, base_id)
+}
+
+fn apply_all(yaml: &str, levers: &[Lever]) -> Result<String> {
+    levers
+        .iter()
+        .try_fold(yaml.to_string(), |text, lever| apply(&text, lever))
 }
 
 fn apply(yaml: &str, lever: &Lever) -> Result<String> {
