@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+mod common;
+
+use common::{as_static, envoy, WORKSPACE};
 
 fn planoai(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_planoai"))
@@ -252,42 +254,6 @@ fn keys_come_from_the_environment_or_a_dotenv_and_never_show() {
     assert!(!stdout(&out).contains("sk-cli-secret") && !stderr(&out).contains("sk-cli-secret"));
 }
 
-fn envoy() -> PathBuf {
-    let lib = Path::new(WORKSPACE).join(".venv/lib");
-    fs::read_dir(&lib)
-        .expect("no .venv: run `make setup`")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
-        .find(|p| p.is_file())
-        .expect("no Envoy in .venv: run `make setup`")
-}
-
-/// The rendered bootstrap with lds.yaml's listeners and cds.yaml's clusters
-/// as static resources, written beside them.
-fn as_static(dir: &Path) -> PathBuf {
-    use serde_yaml::Value;
-    let read = |name: &str| -> Value {
-        serde_yaml::from_str(&fs::read_to_string(dir.join(name)).unwrap()).unwrap()
-    };
-    let resources = |name: &str| -> Value {
-        let mut list = read(name)["resources"].clone();
-        for item in list.as_sequence_mut().unwrap() {
-            item.as_mapping_mut().unwrap().remove("@type");
-        }
-        list
-    };
-    let mut bootstrap = read("envoy.yaml");
-    let map = bootstrap.as_mapping_mut().unwrap();
-    assert!(map.remove("dynamic_resources").is_some());
-    let mut statics = serde_yaml::Mapping::new();
-    statics.insert("listeners".into(), resources("lds.yaml"));
-    statics.insert("clusters".into(), resources("cds.yaml"));
-    map.insert("static_resources".into(), statics.into());
-    let path = dir.join("static.yaml");
-    fs::write(&path, serde_yaml::to_string(&bootstrap).unwrap()).unwrap();
-    path
-}
-
 #[test]
 fn every_example_config_renders_to_what_envoy_accepts() {
     let dir = scratch("render");
@@ -317,7 +283,7 @@ fn every_example_config_renders_to_what_envoy_accepts() {
         // it checks them as static resources.
         let check = Command::new(envoy())
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-            .arg(as_static(&out_dir))
+            .arg(as_static(&out_dir, |text| text))
             .output()
             .unwrap();
         assert!(

@@ -6,7 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+mod common;
+
+use common::{as_static, envoy};
 const KEY: &str = "ci-key-from-dotenv-0123456789";
 
 fn planoai(args: &[&str], dir: &Path) -> Output {
@@ -35,15 +37,6 @@ fn config(listener_extra: &str) -> String {
     format!(
         "version: v0.3.0\nlisteners:\n  - type: model\n    name: l\n    port: 12000\n{listener_extra}model_providers:\n  - model: openai/gpt-4o\n    base_url: http://127.0.0.1:9\n"
     )
-}
-
-fn envoy() -> PathBuf {
-    fs::read_dir(Path::new(WORKSPACE).join(".venv/lib"))
-        .expect("no .venv: run `make setup`")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
-        .find(|p| p.is_file())
-        .expect("no Envoy in .venv: run `make setup`")
 }
 
 #[test]
@@ -118,39 +111,16 @@ fn the_kubernetes_sidecar_listens_on_loopback_and_is_probed_on_a_healthz_only_li
     // Envoy accepts it, with the filter where the sidecar will find it, its
     // listeners and clusters as static ones (`--mode validate` does not read
     // the watched files) and the key files where they are here.
-    use serde_yaml::Value;
-    let read = |name: &str| -> Value {
-        let text = fs::read_to_string(dir.join("out").join(name))
-            .unwrap()
-            .replace(
-                "/usr/local/share/plano/plano_filter.wasm",
-                wasm.to_str().unwrap(),
-            )
-            .replace("/etc/plano", dir.join("out").to_str().unwrap());
-        serde_yaml::from_str(&text).unwrap()
-    };
-    let resources = |name: &str| -> Value {
-        let mut list = read(name)["resources"].clone();
-        for item in list.as_sequence_mut().unwrap() {
-            item.as_mapping_mut().unwrap().remove("@type");
-        }
-        list
-    };
-    let mut bootstrap = read("envoy.yaml");
-    let map = bootstrap.as_mapping_mut().unwrap();
-    map.remove("dynamic_resources");
-    let mut statics = serde_yaml::Mapping::new();
-    statics.insert("listeners".into(), resources("lds.yaml"));
-    statics.insert("clusters".into(), resources("cds.yaml"));
-    map.insert("static_resources".into(), statics.into());
-    fs::write(
-        dir.join("local.yaml"),
-        serde_yaml::to_string(&bootstrap).unwrap(),
-    )
-    .unwrap();
+    let local = as_static(&dir.join("out"), |text| {
+        text.replace(
+            "/usr/local/share/plano/plano_filter.wasm",
+            wasm.to_str().unwrap(),
+        )
+        .replace("/etc/plano", dir.join("out").to_str().unwrap())
+    });
     let check = Command::new(envoy())
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-        .arg(dir.join("local.yaml"))
+        .arg(local)
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", text(&check.stderr));

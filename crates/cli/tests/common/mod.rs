@@ -1,0 +1,45 @@
+//! What more than one of the CLI's test files needs: Envoy from the
+//! project's .venv, and a rendered config Envoy can check in one file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// The Envoy `make setup` installs into the project's .venv.
+pub fn envoy() -> PathBuf {
+    fs::read_dir(Path::new(WORKSPACE).join(".venv/lib"))
+        .expect("no .venv: run `make setup`")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .expect("no Envoy in .venv: run `make setup`")
+}
+
+/// The bootstrap rendered in `dir` with lds.yaml's listeners and cds.yaml's
+/// clusters as static resources (`envoy --mode validate` does not read the
+/// watched files), each file's text passed through `fix` first; written to
+/// `dir/static.yaml`.
+pub fn as_static(dir: &Path, fix: impl Fn(String) -> String) -> PathBuf {
+    use serde_yaml::Value;
+    let read = |name: &str| -> Value {
+        serde_yaml::from_str(&fix(fs::read_to_string(dir.join(name)).unwrap())).unwrap()
+    };
+    let resources = |name: &str| -> Value {
+        let mut list = read(name)["resources"].clone();
+        for item in list.as_sequence_mut().unwrap() {
+            item.as_mapping_mut().unwrap().remove("@type");
+        }
+        list
+    };
+    let mut bootstrap = read("envoy.yaml");
+    let map = bootstrap.as_mapping_mut().unwrap();
+    assert!(map.remove("dynamic_resources").is_some());
+    let mut statics = serde_yaml::Mapping::new();
+    statics.insert("listeners".into(), resources("lds.yaml"));
+    statics.insert("clusters".into(), resources("cds.yaml"));
+    map.insert("static_resources".into(), statics.into());
+    let path = dir.join("static.yaml");
+    fs::write(&path, serde_yaml::to_string(&bootstrap).unwrap()).unwrap();
+    path
+}
