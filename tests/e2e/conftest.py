@@ -98,6 +98,14 @@ def eventually(check, seconds=10):
     return check()
 
 
+def answers_healthz():
+    """Whether the gateway's port answers its health check now."""
+    try:
+        return requests.get(GATEWAY + "/healthz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def running(pid):
     """Whether `pid` runs (a zombie awaiting its reaper does not)."""
     try:

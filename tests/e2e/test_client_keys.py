@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from conftest import ADMIN, CHAT, GATEWAY, planoai
+from conftest import ADMIN, CHAT, GATEWAY, answers_healthz, eventually, planoai
 from mock_provider import Reply
 from test_gateway import HEADER
 
@@ -205,15 +205,7 @@ def test_the_edge_limits_connections_and_headers(gateway, providers, plano_home)
     # Closing some frees their places.
     for s in held:
         s.close()
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        try:
-            if requests.get(GATEWAY + "/healthz", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
-        raise AssertionError("the gateway took no connection after others closed")
+    assert eventually(answers_healthz, seconds=5), "the gateway took no connection after others closed"
 
     big = requests.get(GATEWAY + "/healthz", headers={"x-big": "a" * 70 * 1024}, timeout=5)
     assert big.status_code == 431, big.status_code

@@ -11,9 +11,8 @@ import subprocess
 import time
 
 import pytest
-import requests
 
-from conftest import GATEWAY, chat, planoai
+from conftest import answers_healthz, chat, eventually, planoai
 from mock_provider import Reply
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -61,13 +60,7 @@ model_providers:
     assert container_names() == [], "a compose gateway is already there"
     try:
         subprocess.run([*compose, "up", "-d"], check=True, capture_output=True, timeout=120)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{GATEWAY}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
+        assert eventually(answers_healthz, seconds=30)
         resp = chat()
         assert resp.status_code == 200, resp.text
         assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from conftest import CHAT, chat, planoai, timed_chat
+from conftest import CHAT, answers_healthz, chat, eventually, planoai, timed_chat
 from mock_provider import Reply
 from test_gateway import HEADER, RATE_LIMITED
 
@@ -265,13 +265,7 @@ def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_pat
         proc = subprocess.Popen([envoy, "-c", str(trusting), "--concurrency", "1", "--disable-hot-restart",
                                  "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                try:
-                    requests.get("http://127.0.0.1:12000/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
+            assert eventually(answers_healthz, seconds=20)
             resp = chat()
             assert resp.status_code == 200, resp.text
             assert resp.headers["x-plano-model"] == "openai/gpt-4o"

@@ -5,7 +5,6 @@ Each test covers what the user's acceptance suite does not."""
 import concurrent.futures
 import email.utils
 import json
-import os
 import re
 import socket
 import time

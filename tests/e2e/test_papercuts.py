@@ -4,7 +4,6 @@ output can be cut short."""
 
 import os
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
