@@ -95,8 +95,8 @@ pub struct UpArgs {
     /// watching and leaves the gateway running
     #[arg(long, conflicts_with = "foreground")]
     pub watch: bool,
-    /// Envoy worker threads
-    #[arg(long, default_value_t = 2)]
+    /// Envoy worker threads (1 to 256)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: u32,
     /// Largest size of one log file (natively envoy.log, in Docker the
     /// container's log), e.g. 512k, 10M, 1G

@@ -17,7 +17,7 @@ use crate::paths;
 use crate::render::{self, Rendered};
 
 /// How long Envoy gets to take a new config before `up` gives up on it.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the rendered files live on this machine (watched by Envoy, or
 /// mounted into the container as a directory, which sees renames).
@@ -89,15 +89,18 @@ pub fn apply(rendered: &Rendered, dir: &Path) -> Result<()> {
     let want_cds = version_of(&rendered.cds_yaml);
     let start = Instant::now();
     while start.elapsed() < APPLY_TIMEOUT {
-        let now = stats(VERSIONS)?;
-        let is = |k: &str, v: &str| now.get(k).is_some_and(|x| x == v);
-        if is("listener_manager.lds.version_text", want_lds)
-            && is("cluster_manager.cds.version_text", want_cds)
-            && is("listener_manager.total_listeners_warming", "0")
-        {
-            return Ok(());
+        // A busy admin (a large config being applied) may not answer one
+        // read in time: that says nothing about the config, so ask again.
+        if let Ok(now) = stats(VERSIONS) {
+            let is = |k: &str, v: &str| now.get(k).is_some_and(|x| x == v);
+            if is("listener_manager.lds.version_text", want_lds)
+                && is("cluster_manager.cds.version_text", want_cds)
+                && is("listener_manager.total_listeners_warming", "0")
+            {
+                return Ok(());
+            }
         }
-        if stats(REJECTED)? != rejected_before {
+        if stats(REJECTED).is_ok_and(|now| now != rejected_before) {
             bail!("Envoy rejected the new config (its log says why: planoai logs --envoy); it keeps running the previous one");
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -58,8 +58,7 @@ impl Options {
 
 /// Loads and checks `path`. `Err` only when a file cannot be read.
 pub fn load(path: &Path, options: &Options) -> Result<Report> {
-    let source = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let source = crate::source::read_config(path)?;
     let env_file = match &options.env_file {
         Some(file) => read_env_file(file)
             .with_context(|| format!("cannot read the env file {}", file.display()))?,
@@ -171,8 +170,8 @@ pub fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
 }
 
 /// The `KEY=VALUE` lines of an env file (`.env`).
-fn read_env_file(file: &Path) -> std::io::Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(file)?;
+fn read_env_file(file: &Path) -> Result<HashMap<String, String>> {
+    let text = crate::source::read_capped(file)?;
     Ok(text
         .lines()
         .map(str::trim)

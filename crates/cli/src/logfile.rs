@@ -190,8 +190,21 @@ pub fn follow(
         use std::io::Seek;
         f.seek(io::SeekFrom::Start(pos))?;
         pos += f.read_to_end(&mut chunk)? as u64;
-        // Rotated: the rest of the old file was read above; go on with the new.
-        if fs::metadata(path).is_ok_and(|m| m.ino() != f.metadata().map_or(0, |m| m.ino())) {
+        // Rotated: the rest of the old file was read above. Files rotated
+        // since (several, when the log moves fast) come next, oldest first,
+        // then the new one.
+        let reading = f.metadata().map_or(0, |m| m.ino());
+        if fs::metadata(path).is_ok_and(|m| m.ino() != reading) {
+            let chain = files(path);
+            let newer = chain
+                .iter()
+                .position(|p| fs::metadata(p).is_ok_and(|m| m.ino() == reading))
+                .unwrap_or(1);
+            for rotated in chain[1..newer.max(1)].iter().rev() {
+                if let Ok(mut r) = File::open(rotated) {
+                    r.read_to_end(&mut chunk)?;
+                }
+            }
             f = open()?;
             pos = 0;
         }

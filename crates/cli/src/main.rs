@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod diagnostics;
 mod health;
+mod interrupt;
 mod live;
 mod load;
 mod locate;
@@ -16,6 +17,7 @@ mod logline;
 mod paths;
 mod render;
 mod runtime;
+mod source;
 mod structure;
 
 use std::io::Write;

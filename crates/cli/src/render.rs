@@ -18,15 +18,9 @@ const KUBERNETES: &str = include_str!("../../../envoy/kubernetes.yaml.j2");
 pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 /// Where the sidecar mounts the Secret with envoy.yaml and the key files.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/plano";
-pub const ADMIN_PORT: u16 = 9901;
+pub use plano_core::guards::{ADMIN_PORT, PROBE_PORT, STATUS_PORT};
 /// The gateway listener: what a drain takes out of lds.yaml.
 pub const LISTENER_NAME: &str = "model_listener";
-/// Loopback listener where the filter reports its blocks.
-pub const STATUS_PORT: u16 = 9902;
-/// Kubernetes only: the kubelet probes the pod's IP, which the gateway's
-/// loopback listener does not serve, so a listener there answers `/healthz`
-/// and nothing else.
-pub const PROBE_PORT: u16 = 9903;
 /// What every request the gateway does not serve gets.
 const NOT_FOUND: &str = r#"{"error":{"type":"not_found","message":"the gateway serves POST /v1/chat/completions, GET /v1/models and GET /healthz"}}"#;
 /// Internal redirects one streamed request may take: one per retry, and the
@@ -48,8 +42,15 @@ struct Cluster {
     #[serde(rename = "static")]
     is_static: bool,
     connect_timeout: String,
-    /// Path of the SDS file holding this cluster's `Authorization` value.
-    key_file: Option<String>,
+    /// The static secret holding this cluster's `Authorization` value.
+    key_secret: Option<String>,
+}
+
+/// A provider key as Envoy reads it: a static secret from an owner-only file.
+#[derive(Serialize)]
+struct Secret {
+    name: String,
+    file: String,
 }
 
 /// Envoy's config and the secret files it reads the provider keys from.
@@ -60,7 +61,7 @@ pub struct Rendered {
     pub lds_yaml: String,
     /// Every cluster, likewise.
     pub cds_yaml: String,
-    /// (file name, contents): one SDS secret per provider key.
+    /// (file name, contents): one file per distinct provider key.
     pub keys: Vec<(String, String)>,
 }
 
@@ -69,24 +70,48 @@ impl Rendered {
     /// so Envoy watching `dir` never reads half a file, in an order in which
     /// nothing names what is not there yet: keys, clusters, listeners.
     pub fn write(&self, dir: &Path) -> Result<()> {
+        // Keys in a directory of their own: Envoy re-reads lds.yaml and
+        // cds.yaml at every file moved into `dir`, and 500 keys are 500 moves.
+        let keys = dir.join(KEY_DIR);
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&keys)
+            .with_context(|| format!("cannot create {}", keys.display()))?;
         for (name, contents) in &self.keys {
-            write_atomic(&dir.join(name), contents.as_bytes())?;
+            let path = keys.join(name);
+            if fs::read(&path).ok().as_deref() != Some(contents.as_bytes()) {
+                write_atomic(&path, contents.as_bytes())?;
+            }
         }
         write_atomic(&dir.join("cds.yaml"), self.cds_yaml.as_bytes())?;
         write_atomic(&dir.join("lds.yaml"), self.lds_yaml.as_bytes())?;
         write_atomic(&dir.join("envoy.yaml"), self.envoy_yaml.as_bytes())?;
         // A removed provider's key file goes too.
-        for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(KEY_SUFFIX) && !self.keys.iter().any(|(k, _)| *k == name) {
-                let _ = fs::remove_file(entry.path());
+        for name in key_files(dir) {
+            if !self.keys.iter().any(|(k, _)| *k == name) {
+                let _ = fs::remove_file(keys.join(name));
             }
         }
         Ok(())
     }
 }
 
-const KEY_SUFFIX: &str = ".key.json";
+/// The names of the key files under `dir`.
+pub fn key_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir.join(KEY_DIR))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(KEY_SUFFIX))
+        .collect()
+}
+
+/// Where the key files are, in the config directory.
+pub const KEY_DIR: &str = "keys";
+const KEY_SUFFIX: &str = ".key";
 
 impl Rendered {
     /// The same config with every listener and cluster static: what
@@ -108,22 +133,16 @@ impl Rendered {
         };
         let mut bootstrap: serde_yaml::Mapping = serde_yaml::from_str(&self.envoy_yaml)?;
         bootstrap.remove("dynamic_resources");
-        let mut statics = serde_yaml::Mapping::new();
+        // The bootstrap's own static resources (the key secrets) stay.
+        let mut statics = match bootstrap.remove("static_resources") {
+            Some(serde_yaml::Value::Mapping(m)) => m,
+            _ => serde_yaml::Mapping::new(),
+        };
         statics.insert("listeners".into(), resources(&self.lds_yaml)?);
         statics.insert("clusters".into(), resources(&self.cds_yaml)?);
         bootstrap.insert("static_resources".into(), statics.into());
         Ok(serde_yaml::to_string(&bootstrap)?)
     }
-}
-
-/// An SDS file with one generic secret: what the credential injector sets.
-fn key_secret(name: &str, key: &str) -> Result<String> {
-    let doc = serde_json::json!({"resources": [{
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-        "name": name,
-        "generic_secret": {"secret": {"inline_string": format!("Bearer {key}")}},
-    }]});
-    Ok(serde_json::to_string_pretty(&doc)?)
 }
 
 /// `host.docker.internal` is "the machine the gateway runs on": natively
@@ -146,18 +165,30 @@ pub fn render(
 ) -> Result<Rendered> {
     let config_dir = config_dir.trim_end_matches('/');
     let r = &loaded.resolved;
-    let mut keys = Vec::new();
+    // One static secret per distinct key, read from its file once at start:
+    // no file watch per key (each costs an inotify instance, and the system
+    // allows 128), and no key in any config Envoy's admin shows.
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut secrets: Vec<Secret> = Vec::new();
     let mut clusters = Vec::new();
     for (t, e) in r.plan.targets.iter().zip(&r.endpoints) {
         let address = connect_address(&e.host);
-        let key_file = match &e.access_key {
-            Some(key) => {
-                let name = format!("{}{KEY_SUFFIX}", t.cluster);
-                keys.push((name.clone(), key_secret(&t.cluster, key)?));
-                Some(format!("{config_dir}/{name}"))
-            }
-            None => None,
-        };
+        let key_secret = e.access_key.as_ref().map(|key| {
+            let value = format!("Bearer {key}");
+            let n = match keys.iter().position(|(_, v)| *v == value) {
+                Some(n) => n,
+                None => {
+                    let file = format!("provider_{}{KEY_SUFFIX}", keys.len());
+                    secrets.push(Secret {
+                        name: format!("provider_key_{}", keys.len()),
+                        file: format!("{config_dir}/{KEY_DIR}/{file}"),
+                    });
+                    keys.push((file, value));
+                    keys.len() - 1
+                }
+            };
+            secrets[n].name.clone()
+        });
         clusters.push(Cluster {
             name: t.cluster.clone(),
             is_static: address.parse::<std::net::IpAddr>().is_ok(),
@@ -166,11 +197,12 @@ pub fn render(
             host: e.host.clone(),
             tls: e.tls,
             connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
-            key_file,
+            key_secret,
         });
     }
     let mut plan = r.plan.clone();
     plan.status_port = Some(STATUS_PORT);
+    plan.hop_token = hop_token(loaded);
     let plan_json = serde_json::to_string(&plan)?;
     let values = context! {
         source => loaded.path.display().to_string(),
@@ -186,6 +218,7 @@ pub fn render(
         wasm_path => wasm_path,
         plan_json => plan_json,
         clusters => clusters,
+        secrets => secrets,
         ca_bundle => crate::paths::ca_bundle(),
         not_found => NOT_FOUND,
         try_timeouts => try_timeouts(&r.plan),
@@ -201,6 +234,22 @@ pub fn render(
         cds_yaml: versioned(part("cds")?),
         keys,
     })
+}
+
+/// The gateway's loop-detection token: the same on every render of one
+/// gateway (so a re-applied config changes nothing), another for a gateway
+/// on another machine, run directory or listener.
+fn hop_token(loaded: &Loaded) -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let r = &loaded.resolved;
+    let state = crate::paths::state_dir();
+    content_version(&format!(
+        "{}|{}|{}:{}",
+        host.trim(),
+        state.display(),
+        r.listener_address,
+        r.listener_port
+    ))
 }
 
 /// A DiscoveryResponse with its contents' hash as `version_info`: Envoy

@@ -236,12 +236,13 @@ fn keys_come_from_the_environment_or_a_dotenv_and_never_show() {
     .unwrap();
     let out = planoai(&["render", "gw.yaml", "-o", "out"], &dir);
     assert!(out.status.success(), "{}", stderr(&out));
-    // The key is in its owner-only secret file, and not in Envoy's config
-    // (whose contents Envoy's admin shows).
-    let key_file = dir.join("out/plano_0_openai_gpt-4o.key.json");
-    assert!(fs::read_to_string(&key_file)
-        .unwrap()
-        .contains("Bearer sk-cli-secret"));
+    // The key is in its owner-only file, and not in Envoy's config (whose
+    // contents Envoy's admin shows).
+    let key_file = dir.join("out/keys/provider_0.key");
+    assert_eq!(
+        fs::read_to_string(&key_file).unwrap(),
+        "Bearer sk-cli-secret"
+    );
     assert_eq!(
         fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
         0o600

@@ -117,6 +117,11 @@ pub struct ModelProvider {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 30000)))]
     pub timeout_ms: Option<u64>,
+    /// Per attempt, the cap on the whole answer (a provider trickling bytes
+    /// holds a client no longer); 600000 for an answer that is not streamed,
+    /// none for a stream unless set.
+    #[serde(default)]
+    pub answer_timeout_ms: Option<u64>,
     /// How failed attempts are retried; without it nothing is.
     #[serde(default)]
     pub retry_policy: Option<RetryPolicyConfig>,

@@ -11,6 +11,8 @@ pub mod budget;
 pub mod clients;
 pub mod config;
 pub mod framing;
+pub mod guards;
+pub mod hop;
 pub mod plan;
 pub mod quota;
 pub mod request;

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BackoffScope, BlockApplyTo, BlockScope, Measure, Strategy};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// The cap on a whole answer that is not streamed, when the config sets
+/// none: long enough for a slow model's longest answer, short enough that a
+/// provider trickling bytes cannot hold a client for ever.
+pub const DEFAULT_ANSWER_TIMEOUT_MS: u64 = 600_000;
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
 pub const DEFAULT_STRATEGY: Strategy = Strategy::DifferentProvider;
@@ -37,6 +41,10 @@ pub struct GatewayPlan {
     /// or `allow_unauthenticated`).
     #[serde(default)]
     pub client_keys: Vec<ClientKey>,
+    /// This gateway's token in the `Via` of its attempts (`hop`); empty
+    /// turns loop detection off.
+    #[serde(default)]
+    pub hop_token: String,
 }
 
 fn yes() -> bool {
@@ -146,6 +154,9 @@ pub struct Target {
     pub path_prefix: String,
     pub strip_prefix: String,
     pub timeout_ms: u64,
+    /// The cap on a whole answer, first byte to last (`answer_timeout_ms`).
+    #[serde(default)]
+    pub answer_timeout_ms: Option<u64>,
     pub retry_policy: Option<RetryPolicy>,
     /// The deployment's name when the model has a pool of them.
     #[serde(default)]
@@ -164,6 +175,16 @@ fn one() -> u32 {
 }
 
 impl Target {
+    /// The cap on this target's whole answer, if any: a stream has none
+    /// unless the config sets one (a stream that sends is never idle).
+    pub fn answer_cap_ms(&self, streamed: bool) -> Option<u64> {
+        match (self.answer_timeout_ms, streamed) {
+            (Some(ms), _) => Some(ms),
+            (None, true) => None,
+            (None, false) => Some(DEFAULT_ANSWER_TIMEOUT_MS),
+        }
+    }
+
     /// The model, and the deployment when it has a pool: `openai/gpt-4o[east]`.
     pub fn label(&self) -> String {
         match &self.deployment {

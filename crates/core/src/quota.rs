@@ -94,6 +94,10 @@ impl Quota {
 
 fn parse_count(value: &str) -> Option<u64> {
     let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Past u64 is as much as can be said, not nothing.
+        return Some(value.parse::<u64>().unwrap_or(u64::MAX));
+    }
     value.parse::<u64>().ok().or_else(|| {
         // Some send a decimal ("0.0"); a negative or absurd value is ignored.
         value
@@ -112,9 +116,8 @@ pub fn parse_duration_ms(value: &str) -> Option<u64> {
         return None;
     }
     if let Ok(secs) = value.parse::<f64>() {
-        return (0.0..1e12)
-            .contains(&secs)
-            .then(|| (secs * 1000.0).ceil() as u64);
+        // Huge values saturate (`as` does) rather than vanish: the policy's cap applies.
+        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).ceil() as u64);
     }
     let mut total = 0.0f64;
     let mut rest = value;

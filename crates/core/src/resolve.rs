@@ -402,6 +402,7 @@ pub fn resolve_with(
                 path_prefix: endpoint.path_prefix.clone(),
                 strip_prefix: endpoint.strip_prefix.clone(),
                 timeout_ms: p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+                answer_timeout_ms: p.answer_timeout_ms,
                 retry_policy: None,
                 deployment,
                 pool: head,
@@ -444,6 +445,7 @@ pub fn resolve_with(
         }
     }
 
+    c.issues.extend(crate::guards::check(config, env));
     let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
     let resolved = match (has_error, listener, access) {
         (false, Some(l), Some(access)) => Some(Resolved {
@@ -456,6 +458,7 @@ pub fn resolve_with(
                 status_port: None,
                 log_first_success: config.logging.first_attempt_success,
                 client_keys: access.client_keys,
+                hop_token: String::new(),
             },
             access_log: config.logging.access_log,
             endpoints,

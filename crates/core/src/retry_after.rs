@@ -36,7 +36,9 @@ pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
         return None;
     }
     if value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(|s| s.saturating_mul(1000));
+        // Past u64: as long as can be said, capped by the policy like any wait.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(secs.saturating_mul(1000));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at_ms = at
@@ -77,6 +79,18 @@ mod tests {
         assert_eq!(
             parse_retry_after("Sun Nov  6 08:49:47 1994", NOW),
             Some(10_000)
+        );
+    }
+
+    #[test]
+    fn a_number_past_u64_is_the_longest_wait() {
+        assert_eq!(
+            parse_retry_after("18446744073709551616", NOW),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            parse_retry_after("99999999999", NOW),
+            Some(99_999_999_999_000)
         );
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use log::warn;
 use plano_core::attempt::Outcome;
+use plano_core::hop;
 use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
 use plano_core::retry_after;
@@ -15,7 +16,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::{
-    address_request, forwardable, reply_error, requested_wait_ms, response_header,
+    address_request, forwardable, limit_attempt, reply_error, requested_wait_ms, response_header,
     set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::host::now_ms;
@@ -43,7 +44,14 @@ impl Worker {
         let body = ex.chat.with_model(&ex.raw, &t.model_name);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, ex.raw.len(), &body);
         let path = t.upstream_path(&ex.client_path);
-        address_request(t, &path, body.len(), (CLUSTER_HEADER, &t.cluster));
+        address_request(
+            t,
+            &path,
+            body.len(),
+            (CLUSTER_HEADER, &t.cluster),
+            &self.plan().hop_token,
+        );
+        limit_attempt(t, false);
         self.arm(ex, now + t.timeout_ms, TimerKind::Timeout);
         self.arm_ttfb(ex, now);
         Action::Continue
@@ -188,9 +196,14 @@ impl Worker {
         headers.extend(
             client_headers
                 .iter()
-                .filter(|(k, _)| forwardable(k))
+                .filter(|(k, _)| forwardable(k) && k != "via")
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
+        let client_via = client_headers.iter().find(|(k, _)| k == "via");
+        let via = hop::marked(client_via.map(|(_, v)| v.as_str()), &self.plan().hop_token);
+        if !self.plan().hop_token.is_empty() {
+            headers.push(("via", &via));
+        }
         let timeout = Duration::from_millis(t.timeout_ms);
         match hostcalls::dispatch_http_call(&t.cluster, headers, Some(&body), vec![], timeout) {
             Ok(token) => {

@@ -1,6 +1,7 @@
 //! Which headers cross the gateway, and the replies it makes itself.
 
 use plano_core::attempt;
+use plano_core::hop;
 use plano_core::plan::Target;
 use plano_core::retry_after;
 use proxy_wasm::hostcalls;
@@ -121,8 +122,18 @@ pub fn drop_internal_request_headers() {
 /// Points the routed request at `target`: its host and path, the body's new
 /// length, no client credentials (the target's cluster injects its key).
 /// `route` names the header and cluster the route uses.
-pub fn address_request(target: &Target, path: &str, body_len: usize, route: (&str, &str)) {
+pub fn address_request(
+    target: &Target,
+    path: &str,
+    body_len: usize,
+    route: (&str, &str),
+    hop_token: &str,
+) {
     let length = body_len.to_string();
+    if !hop_token.is_empty() {
+        let via = hop::marked(request_header("via").as_deref(), hop_token);
+        set_request_header("via", Some(&via));
+    }
     set_request_header(":authority", Some(&target.authority));
     set_request_header(":path", Some(path));
     set_request_header(":method", Some("POST"));
@@ -133,6 +144,21 @@ pub fn address_request(target: &Target, path: &str, body_len: usize, route: (&st
     }
     // An internal redirect adds this; a provider never sees Envoy's headers.
     set_request_header("x-envoy-original-url", None);
+}
+
+/// Envoy's router limits on an attempt it carries: the whole answer (so a
+/// provider trickling bytes cannot hold a client), and for a stream the time
+/// to the attempt listener's answer, a second past that listener's own
+/// limit: Envoy voids that one once a provider sends a 1xx (`100 Continue`),
+/// and such a provider may then send nothing more.
+pub fn limit_attempt(target: &Target, streamed: bool) {
+    let cap = target.answer_cap_ms(streamed).map(|ms| ms.to_string());
+    set_request_header("x-envoy-upstream-rq-timeout-ms", cap.as_deref());
+    let to_headers = streamed.then(|| (target.timeout_ms + 1000).to_string());
+    set_request_header(
+        "x-envoy-upstream-rq-per-try-timeout-ms",
+        to_headers.as_deref(),
+    );
 }
 
 /// Sets the headers that say how the answer came about (SPEC §9).

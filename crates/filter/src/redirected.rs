@@ -15,9 +15,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
 use crate::headers::{
-    address_request, reply_error, requested_wait_ms, response_header, set_attempt_headers,
-    set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER,
-    TARGET_HEADER, TRY_TIMEOUT_HEADER,
+    address_request, limit_attempt, reply_error, requested_wait_ms, response_header,
+    set_attempt_headers, set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER,
+    NEXT_ATTEMPT_PATH, STREAM_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
@@ -81,7 +81,14 @@ impl Worker {
         let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
         let body_len = ex.chat.len_with_model(ex.raw.len(), &t.model_name);
         let path = t.upstream_path(&ex.client_path);
-        address_request(t, &path, body_len, (STREAM_HEADER, STREAM_CLUSTER));
+        address_request(
+            t,
+            &path,
+            body_len,
+            (STREAM_HEADER, STREAM_CLUSTER),
+            &self.plan().hop_token,
+        );
+        limit_attempt(t, true);
         for (name, value) in [
             (TARGET_HEADER, t.cluster.as_str()),
             (EXCHANGE_HEADER, encode_id(ex.id).as_str()),

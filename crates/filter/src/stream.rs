@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use plano_core::attempt::gateway_error;
+use plano_core::hop;
 use plano_core::request::Effects;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -88,6 +89,17 @@ impl HttpContext for GatewayStream {
         let method = self.get_http_request_header(":method").unwrap_or_default();
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let (route, query) = path.split_once('?').unwrap_or((&path, ""));
+        // A streamed attempt's internal redirect carries the attempt's own
+        // headers, this gateway's `Via` included: it is not a loop.
+        let via = self.get_http_request_header("via");
+        if route != NEXT_ATTEMPT_PATH && hop::is_loop(via.as_deref(), &self.worker.plan().hop_token)
+        {
+            return reply_error(
+                508,
+                "loop_detected",
+                "the request came back to the gateway that sent it: a provider's base_url leads to this gateway",
+            );
+        }
         if let Some(refused) = self.clients.as_ref().and_then(|c| c.check(&method, route)) {
             return refused;
         }

@@ -295,6 +295,21 @@ impl Worker {
         };
         let action = match ex.phase {
             Phase::Routed if !ex.chat.stream => self.routed_answer(&mut ex),
+            // Envoy's own reply to a streamed attempt that the attempt
+            // listener never answered (its provider sent a 1xx, then
+            // nothing): too late for a redirect, so the gateway answers.
+            Phase::Routed => {
+                warn!(
+                    "request {:?}: no answer within the attempt's timeout",
+                    ex.request_id
+                );
+                ex.settle(Phase::Replied);
+                reply_error(
+                    504,
+                    "timeout",
+                    "the provider sent no answer within its timeout",
+                )
+            }
             Phase::Redirecting => {
                 // Envoy refused to follow the redirect; the client must not
                 // see it.

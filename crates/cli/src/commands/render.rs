@@ -1,12 +1,18 @@
 use std::fs;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cli::RenderArgs;
 use crate::{load, paths, render};
 
 pub fn run(args: &RenderArgs) -> Result<i32> {
     let loaded = load::load_for_run(&args.config)?;
+    if args.output.exists() && !args.output.is_dir() {
+        bail!(
+            "{} is not a directory: -o names the directory the files are written to",
+            args.output.display()
+        );
+    }
     fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let wasm = args.output.join("plano_filter.wasm");

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cli::UpArgs;
 use crate::runtime::{self, Launch, Mode};
@@ -36,26 +36,44 @@ fn apply(args: &UpArgs) -> Result<()> {
         runtime::ensure_image()?;
     }
     let launch = Launch::new(mode, &loaded, args.workers, args.log_cap())?;
-    if let Some(state) = runtime::read_state().filter(runtime::is_running) {
-        let needs_restart = match &state.launch {
-            Some(old) => launch.differences(old),
-            None => vec!["a gateway started by an older planoai".into()],
-        };
-        if needs_restart.is_empty() {
-            return apply_live(&loaded, mode);
-        }
-        outln!(
-            "restarting the gateway ({}): draining it first",
-            needs_restart.join(", ")
-        )?;
-        runtime::stop(false, RESTART_DRAIN)?;
-    } else {
+    let running = runtime::read_state().filter(runtime::is_running);
+    let mut needs_restart = match running.as_ref().map(|s| &s.launch) {
+        Some(Some(old)) => launch.differences(old),
+        Some(None) => vec!["a gateway started by an older planoai".into()],
+        None => Vec::new(),
+    };
+    if running.is_some() && runtime::keys_changed(&loaded)? {
+        needs_restart.push("the provider keys".into());
+    }
+    if running.is_some() && needs_restart.is_empty() {
+        return apply_live(&loaded, mode);
+    }
+    // Nothing running is touched before the new config passes every check.
+    let rendered = runtime::preflight(&loaded, &launch, running.as_ref())?;
+    let Some(state) = running else {
         // A stale state file, or a container without one.
         runtime::stop(false, Duration::ZERO)?;
-    }
-    match mode {
-        Mode::Docker => runtime::start_docker(&loaded, launch, args.log_cap()),
-        Mode::Native => runtime::start_native(&loaded, launch, args.foreground, args.log_cap()),
+        return runtime::start(&loaded, launch, &rendered, args.foreground);
+    };
+    outln!(
+        "restarting the gateway ({}): draining it first",
+        needs_restart.join(", ")
+    )?;
+    let previous = runtime::Previous::keep(state)?;
+    runtime::stop(false, RESTART_DRAIN)?;
+    match runtime::start(&loaded, launch, &rendered, args.foreground) {
+        Ok(()) => {
+            previous.forget();
+            Ok(())
+        }
+        Err(e) => {
+            errln!("error: {e:#}")?;
+            outln!("bringing the previous gateway back")?;
+            previous
+                .restore()
+                .context("the previous gateway did not start again either")?;
+            bail!("the new config did not start; the previous gateway runs again")
+        }
     }
 }
 
@@ -66,6 +84,11 @@ fn apply_live(loaded: &load::Loaded, mode: Mode) -> Result<()> {
     live::apply(&rendered, &live::config_dir())?;
     let changed = changes::describe(&runtime::read_summary(), &changes::summary(loaded));
     runtime::write_summary(loaded)?;
+    // `status` names the config the gateway now runs.
+    if let Some(mut state) = runtime::read_state() {
+        state.config = std::fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone());
+        runtime::write_state(&state)?;
+    }
     if changed.is_empty() {
         outln!("applied to the running gateway: no change")?;
     } else {
@@ -99,10 +122,20 @@ fn watch(args: &UpArgs) -> Result<i32> {
     loop {
         std::thread::sleep(POLL);
         let now = stamp(&args.config);
-        if now != last && now.is_some() {
-            last = now;
-            outln!("{} changed", args.config.display())?;
-            report(apply(args))?;
+        if now == last {
+            continue;
+        }
+        last = now;
+        match now {
+            Some(_) => {
+                outln!("{} changed", args.config.display())?;
+                report(apply(args))?;
+            }
+            // Gone, or a link to nothing: said once; the gateway keeps its config.
+            None => errln!(
+                "error: cannot read {} (removed, or a link to nothing); the gateway keeps its config",
+                args.config.display()
+            )?,
         }
     }
 }

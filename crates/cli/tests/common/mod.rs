@@ -35,7 +35,11 @@ pub fn as_static(dir: &Path, fix: impl Fn(String) -> String) -> PathBuf {
     let mut bootstrap = read("envoy.yaml");
     let map = bootstrap.as_mapping_mut().unwrap();
     assert!(map.remove("dynamic_resources").is_some());
-    let mut statics = serde_yaml::Mapping::new();
+    // The bootstrap's own static resources (the key secrets) stay.
+    let mut statics = match map.remove("static_resources") {
+        Some(Value::Mapping(m)) => m,
+        _ => serde_yaml::Mapping::new(),
+    };
     statics.insert("listeners".into(), resources("lds.yaml"));
     statics.insert("clusters".into(), resources("cds.yaml"));
     map.insert("static_resources".into(), statics.into());

@@ -1,0 +1,148 @@
+//! Configs that are well-formed but would hurt the gateway itself: a
+//! provider that is the gateway (every request would call itself, without
+//! end), a listener on a port the gateway keeps for itself, a key that cannot
+//! be sent in a header, a name too long for the files and stats it becomes.
+
+use crate::config::GatewayConfig;
+use crate::resolve::{parse_base_url, resolve_key, Issue, Severity};
+
+/// Envoy's admin (loopback only).
+pub const ADMIN_PORT: u16 = 9901;
+/// The loopback listener where the filter reports its blocks.
+pub const STATUS_PORT: u16 = 9902;
+/// Kubernetes only: the kubelet's `/healthz` probes.
+pub const PROBE_PORT: u16 = 9903;
+/// Longest deployment name: it names files, stats and log fields.
+pub const MAX_DEPLOYMENT_NAME: usize = 64;
+
+const RESERVED_PORTS: [(u16, &str); 3] = [
+    (ADMIN_PORT, "Envoy's admin"),
+    (STATUS_PORT, "the gateway's status listener"),
+    (PROBE_PORT, "the Kubernetes probe listener"),
+];
+
+/// Every such problem in `config`, each at its field.
+pub fn check(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let mut error = |path: String, message: String, hint: Option<&str>| {
+        issues.push(Issue {
+            severity: Severity::Error,
+            path,
+            message,
+            hint: hint.map(str::to_string),
+        })
+    };
+    let listener = config.listeners.first();
+    if let Some(l) = listener {
+        if let Some((_, what)) = RESERVED_PORTS.iter().find(|(p, _)| *p == l.port) {
+            error(
+                "listeners[0].port".into(),
+                format!("port {} is {what}'s", l.port),
+                Some("choose another port, such as 12000"),
+            );
+        }
+    }
+    for (i, p) in config.model_providers.iter().enumerate() {
+        let at = format!("model_providers[{i}]");
+        let timeout = p.timeout_ms.unwrap_or(crate::plan::DEFAULT_TIMEOUT_MS);
+        if p.answer_timeout_ms.is_some_and(|cap| cap < timeout) {
+            error(
+                format!("{at}.answer_timeout_ms"),
+                format!("must be at least timeout_ms ({timeout}): the answer's headers come first"),
+                None,
+            );
+        }
+        let mut urls = vec![(at.clone(), p.base_url.as_ref())];
+        let mut keys = vec![(at.clone(), p.access_key.as_ref())];
+        for (j, d) in p.deployments.iter().enumerate() {
+            let dat = format!("{at}.deployments[{j}]");
+            if d.name.len() > MAX_DEPLOYMENT_NAME {
+                error(
+                    format!("{dat}.name"),
+                    format!(
+                        "is {} characters long; at most {MAX_DEPLOYMENT_NAME}",
+                        d.name.len()
+                    ),
+                    None,
+                );
+            }
+            urls.push((dat.clone(), d.base_url.as_ref()));
+            keys.push((dat, d.access_key.as_ref()));
+        }
+        for (path, url) in urls {
+            let Some(endpoint) = url.and_then(|u| parse_base_url(u).ok()) else {
+                continue;
+            };
+            let own = listener.map(|l| (l.address.as_deref(), l.port));
+            if let Some(what) = self_loop(&endpoint.host, endpoint.port, own) {
+                error(
+                    format!("{path}.base_url"),
+                    format!("points at {what}: every request would call the gateway again"),
+                    Some("point it at the provider, not at this gateway"),
+                );
+            }
+        }
+        for (path, raw) in keys {
+            let key = raw.and_then(|raw| resolve_key(raw, env).ok());
+            if key.is_some_and(|k| k.chars().any(char::is_control)) {
+                error(
+                    format!("{path}.access_key"),
+                    "has a control character (such as a line break): it is sent in a header".into(),
+                    Some("check the variable or file it comes from for a trailing newline"),
+                );
+            }
+        }
+    }
+    issues
+}
+
+/// What of the gateway's own `host:port` is, if it is one of its ports on
+/// this machine; `listener` is its own address and port.
+fn self_loop(host: &str, port: u16, listener: Option<(Option<&str>, u16)>) -> Option<String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = matches!(
+        host.to_ascii_lowercase().as_str(),
+        "localhost" | "host.docker.internal" | "0.0.0.0" | "::" | "::1"
+    ) || host.starts_with("127.")
+        || listener.and_then(|(a, _)| a).is_some_and(|a| a == host);
+    if !local {
+        return None;
+    }
+    if listener.is_some_and(|(_, p)| p == port) {
+        return Some(format!("the gateway's own listener (port {port})"));
+    }
+    RESERVED_PORTS
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, what)| format!("{what} (port {port})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::self_loop;
+
+    #[test]
+    fn the_gateway_itself_is_a_loop() {
+        let own = Some((None, 12000));
+        for host in [
+            "127.0.0.1",
+            "localhost",
+            "host.docker.internal",
+            "[::1]",
+            "127.0.0.2",
+        ] {
+            assert!(self_loop(host, 12000, own).is_some(), "{host}");
+        }
+        assert!(self_loop("127.0.0.1", 9901, own).is_some());
+        let bound = Some((Some("10.1.2.3"), 12000));
+        assert!(self_loop("10.1.2.3", 12000, bound).is_some());
+    }
+
+    #[test]
+    fn another_port_or_host_is_not() {
+        let own = Some((None, 12000));
+        assert_eq!(self_loop("127.0.0.1", 8001, own), None);
+        assert_eq!(self_loop("api.openai.com", 12000, own), None);
+        assert_eq!(self_loop("10.1.2.3", 12000, own), None);
+    }
+}
