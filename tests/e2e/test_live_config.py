@@ -311,7 +311,10 @@ model_providers:
         out = tmp_path / f"render-{fallback_first}"
         planoai("render", str(path), "-o", str(out), "--kubernetes")
         docs = list(yaml.safe_load_all((out / "kubernetes.yaml").read_text()))
-        return {name: text.replace("/etc/plano", str(mount)).replace("/usr/local/share/plano/plano_filter.wasm", wasm)
+        # Where the volume's `items` put each of the Secret's files.
+        volume = docs[1]["spec"]["template"]["spec"]["volumes"][0]["secret"]
+        where = {item["key"]: item["path"] for item in volume["items"]}
+        return {where[name]: text.replace("/etc/plano", str(mount)).replace("/usr/local/share/plano/plano_filter.wasm", wasm)
                 for name, text in docs[0]["stringData"].items()}
 
     def kubelet_write(files, generation):
@@ -320,9 +323,11 @@ model_providers:
         data = mount / f"..2026_{generation}"
         data.mkdir()
         for name, text in files.items():
+            (data / name).parent.mkdir(parents=True, exist_ok=True)
             (data / name).write_text(text)
-            if not (mount / name).is_symlink():
-                (mount / name).symlink_to(f"..data/{name}")
+            top = name.split("/")[0]
+            if not (mount / top).is_symlink():
+                (mount / top).symlink_to(f"..data/{top}")
         (mount / "..data_tmp").symlink_to(data.name)
         os.rename(mount / "..data_tmp", mount / "..data")
 

@@ -42,7 +42,7 @@ impl Diagnostic {
                 .unwrap_or(1)
                 .max(1);
             let _ = writeln!(out, "{gutter} |");
-            let _ = writeln!(out, "{} | {}", self.line, text);
+            let _ = writeln!(out, "{} | {}", self.line, shown(text, &self.field, start));
             let _ = writeln!(out, "{gutter} | {}{}", " ".repeat(start), "^".repeat(width));
         }
         if !self.field.is_empty() {
@@ -53,4 +53,20 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// A config line as printed: the value of a key field at `start` (a literal
+/// key, in this line) is not shown.
+fn shown(line: &str, field: &str, start: usize) -> String {
+    if !(field.ends_with("access_key") || field.ends_with(".key")) {
+        return line.to_string();
+    }
+    let Some(colon) = line.get(start..).and_then(|rest| rest.find(':')) else {
+        return line.to_string();
+    };
+    let from = start + colon + 1;
+    let to = line[from..]
+        .find([',', '}'])
+        .map_or(line.len(), |e| from + e);
+    format!("{} [redacted]{}", &line[..from], &line[to..])
 }

@@ -236,19 +236,16 @@ pub fn render(
     })
 }
 
-/// The gateway's loop-detection token: the same on every render of one
-/// gateway (so a re-applied config changes nothing), another for a gateway
-/// on another machine, run directory or listener.
+/// The gateway's loop-detection token, from its listener and targets: the
+/// same on every render of one config (a re-applied config changes nothing,
+/// and a rendered manifest is reproducible), another for a gateway that
+/// listens elsewhere or sends elsewhere, such as the next in a chain.
 fn hop_token(loaded: &Loaded) -> String {
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let r = &loaded.resolved;
-    let state = crate::paths::state_dir();
+    let targets = serde_json::to_string(&r.plan.targets).unwrap_or_default();
     content_version(&format!(
-        "{}|{}|{}:{}",
-        host.trim(),
-        state.display(),
-        r.listener_address,
-        r.listener_port
+        "{}:{}|{targets}",
+        r.listener_address, r.listener_port
     ))
 }
 
