@@ -258,6 +258,8 @@ def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_pat
         # test's CA (the system's cannot be touched): Envoy now trusts the
         # provider and the request goes through with the right SNI and Host.
         for name in os.listdir(trusting_dir):
+            if (trusting_dir / name).is_dir():
+                continue  # keys/: no paths in them
             text = (trusting_dir / name).read_text().replace(config_dir, str(trusting_dir))
             (trusting_dir / name).write_text(text.replace(bundle, f"trusted_ca: {{ filename: {ca} }}"))
         trusting = trusting_dir / "envoy.yaml"

@@ -297,7 +297,7 @@ def test_an_up_interrupted_while_it_drains_leaves_the_gateway_serving(gateway, p
     restart = subprocess.Popen(["planoai", "up", "--workers", "3", os.path.join(plano_home, "gateway.yaml")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     line = ""
-    while "draining" not in line:
+    while "in flight" not in line:  # the listener is out of lds.yaml now
         line = restart.stdout.readline()
         assert line, "up never drained"
     # What Ctrl-C does at a terminal: the signal to the whole process group.
