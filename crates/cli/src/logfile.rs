@@ -199,8 +199,9 @@ pub fn follow(
             let newer = chain
                 .iter()
                 .position(|p| fs::metadata(p).is_ok_and(|m| m.ino() == reading))
-                .unwrap_or(1);
-            for rotated in chain[1..newer.max(1)].iter().rev() {
+                // Rotated away altogether: every file kept is newer.
+                .unwrap_or(chain.len());
+            for rotated in chain.get(1..newer).unwrap_or_default().iter().rev() {
                 if let Ok(mut r) = File::open(rotated) {
                     r.read_to_end(&mut chunk)?;
                 }
@@ -214,7 +215,9 @@ pub fn follow(
         } else if !running() {
             return Ok(());
         } else {
-            std::thread::sleep(Duration::from_millis(250));
+            // Often enough that a fast-rotating log is read before its
+            // files are rotated away (3 are kept).
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

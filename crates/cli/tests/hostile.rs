@@ -187,3 +187,70 @@ fn a_watched_config_that_becomes_a_dangling_link_is_reported() {
         .unwrap();
     assert!(err.contains("cannot read gw.yaml"), "{err}");
 }
+
+#[test]
+fn logs_follow_loses_no_line_when_the_log_rotates_fast() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let dir = scratch("follow");
+    let run = dir.join("home/run");
+    fs::create_dir_all(&run).unwrap();
+    let log = run.join("envoy.log");
+    fs::write(&log, "").unwrap();
+    let state = run.join("state.json");
+    fs::write(
+        &state,
+        format!(
+            r#"{{"mode":"native","config":"gw.yaml","port":12000,"pid":null,"started_at":0,"log":{:?}}}"#,
+            log.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cli = env!("CARGO_BIN_EXE_planoai");
+    let mut follower = Command::new(cli)
+        .args(["logs", "-f", "--envoy"])
+        .env("PLANO_HOME", dir.join("home"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = std::thread::spawn({
+        let out = follower.stdout.take().unwrap();
+        move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        }
+    });
+    let mut writer = Command::new(cli)
+        .arg("log-writer")
+        .arg(&log)
+        .args(["--max-bytes", "4000", "--files", "3"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = writer.stdin.take().unwrap();
+    // 3,000 lines of 40 bytes in 4 s: 30 rotations, about 7 a second.
+    for batch in 0..40 {
+        for n in 0..75 {
+            writeln!(
+                input,
+                "line {:06} ............................",
+                batch * 75 + n
+            )
+            .unwrap();
+        }
+        input.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(input);
+    writer.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    fs::remove_file(&state).unwrap();
+    follower.wait().unwrap();
+    let seen = seen.join().unwrap();
+    let missing = (0..3000)
+        .filter(|n| !seen.iter().any(|l| l.starts_with(&format!("line {n:06} "))))
+        .count();
+    assert_eq!(missing, 0, "{missing} of 3000 lines never shown");
+}

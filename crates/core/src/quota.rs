@@ -227,6 +227,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_past_u64_is_the_longest_not_none() {
+        // As `99999999999` is: the policy's cap then applies to both.
+        for reset in ["99999999999", "99999999999999999999"] {
+            let q = quota(&[("ratelimit-remaining", "0"), ("ratelimit-reset", reset)]);
+            assert!(
+                q.requests
+                    .reset_ms
+                    .is_some_and(|ms| ms >= 99_999_999_999_000),
+                "{reset}"
+            );
+        }
+        let q = quota(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1e30"),
+        ]);
+        assert_eq!(q.requests.reset_ms, Some(u64::MAX));
+    }
+
+    #[test]
     fn openai_headers_as_its_docs_show_them() {
         let q = quota(&[
             ("x-ratelimit-limit-requests", "60"),
