@@ -27,8 +27,13 @@ pub const STATUS_PORT: u16 = 9902;
 /// loopback listener does not serve, so a listener there answers `/healthz`
 /// and nothing else.
 pub const PROBE_PORT: u16 = 9903;
-/// What every request the gateway does not serve gets.
-const NOT_FOUND: &str = r#"{"error":{"type":"not_found","message":"the gateway serves POST /v1/chat/completions, GET /v1/models and GET /healthz"}}"#;
+/// What every request the gateway does not serve gets: what it serves.
+fn not_found() -> String {
+    plano_core::api::openai_error(
+        "not_found",
+        &format!("the gateway serves {}", plano_core::api::served_list()),
+    )
+}
 /// Internal redirects one streamed request may take: one per retry, and the
 /// retry budgets end far sooner.
 const MAX_REDIRECTS: u32 = 100;
@@ -48,8 +53,10 @@ struct Cluster {
     #[serde(rename = "static")]
     is_static: bool,
     connect_timeout: String,
-    /// Path of the SDS file holding this cluster's `Authorization` value.
+    /// Path of the SDS file holding the value of this cluster's key header.
     key_file: Option<String>,
+    /// The header the key goes in (`authorization`: `Bearer KEY`).
+    key_header: String,
 }
 
 /// Envoy's config and the secret files it reads the provider keys from.
@@ -116,12 +123,18 @@ impl Rendered {
     }
 }
 
-/// An SDS file with one generic secret: what the credential injector sets.
-fn key_secret(name: &str, key: &str) -> Result<String> {
+/// An SDS file with one generic secret: what the credential injector sets
+/// in `header` (`Bearer KEY` in `authorization`, the bare key elsewhere).
+fn key_secret(name: &str, key: &str, header: &str) -> Result<String> {
+    let value = if header == "authorization" {
+        format!("Bearer {key}")
+    } else {
+        key.to_string()
+    };
     let doc = serde_json::json!({"resources": [{
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
         "name": name,
-        "generic_secret": {"secret": {"inline_string": format!("Bearer {key}")}},
+        "generic_secret": {"secret": {"inline_string": value}},
     }]});
     Ok(serde_json::to_string_pretty(&doc)?)
 }
@@ -153,7 +166,7 @@ pub fn render(
         let key_file = match &e.access_key {
             Some(key) => {
                 let name = format!("{}{KEY_SUFFIX}", t.cluster);
-                keys.push((name.clone(), key_secret(&t.cluster, key)?));
+                keys.push((name.clone(), key_secret(&t.cluster, key, &e.key_header)?));
                 Some(format!("{config_dir}/{name}"))
             }
             None => None,
@@ -167,6 +180,7 @@ pub fn render(
             tls: e.tls,
             connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
             key_file,
+            key_header: e.key_header.clone(),
         });
     }
     let mut plan = r.plan.clone();
@@ -187,7 +201,7 @@ pub fn render(
         plan_json => plan_json,
         clusters => clusters,
         ca_bundle => crate::paths::ca_bundle(),
-        not_found => NOT_FOUND,
+        not_found => not_found(),
         try_timeouts => try_timeouts(&r.plan),
         max_redirects => MAX_REDIRECTS,
         max_connections => r.max_connections,

@@ -40,7 +40,7 @@ impl Worker {
         };
         ex.state.start(target, now);
         self.metrics.add(self.metrics.attempts, 1);
-        let body = ex.chat.with_model(&ex.raw, &t.model_name);
+        let body = ex.body.with_model(&ex.raw, &t.model_name);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, ex.raw.len(), &body);
         let path = t.upstream_path(&ex.client_path);
         address_request(t, &path, body.len(), (CLUSTER_HEADER, &t.cluster));
@@ -175,7 +175,7 @@ impl Worker {
         let (target, t) = t;
         ex.state.start(target, now);
         self.metrics.add(self.metrics.attempts, 1);
-        let body = ex.chat.with_model(&ex.raw, &t.model_name);
+        let body = ex.body.with_model(&ex.raw, &t.model_name);
         let path = t.upstream_path(&ex.client_path);
         // The cluster's credential injector adds the target's key.
         let mut headers: Vec<(&str, &str)> = vec![
@@ -248,7 +248,11 @@ impl Worker {
             ex.state.after_complete(&self.env(now), took, &mut effects);
             self.note(&effects, now);
         }
-        let waited = retry_after::wait_ms(header("retry-after"), header("retry-after-ms"), now);
+        let waited = retry_after::wait_ms(
+            header("retry-after"),
+            header("retry-after-ms").or(header("x-ms-retry-after-ms")),
+            now,
+        );
         let quota = status
             .is_some_and(|s| ex.state.reads_quota(self.plan(), s))
             .then(|| Quota::read(&|name| header(name).map(str::to_string), now));
@@ -257,6 +261,7 @@ impl Worker {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
+            self.remember_whole(&ex, status.unwrap_or(502), &body);
             self.reply_whole(&mut ex, status.unwrap_or(502), &headers, &body);
         }
         self.put(ex);

@@ -94,7 +94,8 @@ pub fn response_header(name: &str) -> Option<String> {
         .flatten()
 }
 
-/// The wait a failed answer asks for (`Retry-After`, `retry-after-ms`); a
+/// The wait a failed answer asks for (`Retry-After`, `retry-after-ms`, or
+/// Azure's `x-ms-retry-after-ms`); a
 /// success carries no wait worth reading.
 pub fn requested_wait_ms(status: u16, now_ms: u64) -> Option<u64> {
     if (200..300).contains(&status) {
@@ -102,7 +103,9 @@ pub fn requested_wait_ms(status: u16, now_ms: u64) -> Option<u64> {
     }
     retry_after::wait_ms(
         response_header("retry-after").as_deref(),
-        response_header("retry-after-ms").as_deref(),
+        response_header("retry-after-ms")
+            .or_else(|| response_header("x-ms-retry-after-ms"))
+            .as_deref(),
         now_ms,
     )
 }

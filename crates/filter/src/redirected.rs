@@ -50,7 +50,7 @@ impl Worker {
         let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) else {
             return;
         };
-        let body = ex.chat.with_model(&ex.raw, &t.model_name);
+        let body = ex.body.with_model(&ex.raw, &t.model_name);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
     }
 
@@ -79,7 +79,7 @@ impl Worker {
             .filter(|&th| th < t.timeout_ms && ex.state.may_abandon_slow(&env));
         ex.abandon_at_ttfb = ttfb.is_some();
         let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
-        let body_len = ex.chat.len_with_model(ex.raw.len(), &t.model_name);
+        let body_len = ex.body.len_with_model(ex.raw.len(), &t.model_name);
         let path = t.upstream_path(&ex.client_path);
         address_request(t, &path, body_len, (STREAM_HEADER, STREAM_CLUSTER));
         for (name, value) in [

@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use log::warn;
+use plano_core::api::Api;
 use plano_core::blocks::BlockKey;
-use plano_core::body::ChatBody;
+use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
 use proxy_wasm::hostcalls;
@@ -49,7 +50,8 @@ pub struct Exchange {
     pub request_id: String,
     pub client_path: String,
     pub raw: Vec<u8>,
-    pub chat: ChatBody,
+    pub api: Api,
+    pub body: RequestBody,
     pub state: RequestState,
     pub phase: Phase,
     /// Pending timers, removed as soon as they cannot matter.
@@ -63,6 +65,8 @@ pub struct Exchange {
     pub abandon_at_ttfb: bool,
     /// The attempt under way is the one probe of a block that ended.
     pub probing: bool,
+    /// The delivered answer's first bytes, while its response id is looked for.
+    pub id_scan: Option<Vec<u8>>,
 }
 
 impl Exchange {
@@ -163,9 +167,15 @@ impl Worker {
     /// The request body is complete: check it, pick the first target and
     /// send the first attempt on through the router. Returns the exchange's
     /// id when there is one to follow.
-    pub fn begin(&self, ctx: u32, client_path: String, raw: Vec<u8>) -> (Action, Option<u64>) {
+    pub fn begin(
+        &self,
+        ctx: u32,
+        api: Api,
+        client_path: String,
+        raw: Vec<u8>,
+    ) -> (Action, Option<u64>) {
         self.metrics.add(self.metrics.requests, 1);
-        let chat = match ChatBody::parse(&raw) {
+        let body = match RequestBody::parse(&raw, api.spec()) {
             Ok(c) => c,
             Err(e) => {
                 return (
@@ -174,12 +184,16 @@ impl Worker {
                 )
             }
         };
-        let Some(primary) = self.plan.find_target(&chat.model) else {
+        let Some(primary) = self.plan.find_target(&body.model) else {
             let message = format!(
                 "no provider is configured for model `{}` and none is the default",
-                chat.model
+                body.model
             );
             return (reply_error(404, "model_not_found", &message), None);
+        };
+        let reach = match self.reach_of(api, &body, primary) {
+            Ok(reach) => reach,
+            Err((status, kind, message)) => return (reply_error(status, kind, &message), None),
         };
         let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
             .ok()
@@ -193,7 +207,7 @@ impl Worker {
             choice: self.choices.borrow_mut().sample(),
             ..self.env(now)
         };
-        let (state, first) = RequestState::begin_noting(&env, primary, &mut effects);
+        let (state, first) = RequestState::begin_within(&env, primary, reach, &mut effects);
         self.note(&effects, now);
         let mut ex = Exchange {
             id: self.new_id(),
@@ -201,7 +215,8 @@ impl Worker {
             request_id,
             client_path,
             raw,
-            chat,
+            api,
+            body,
             state,
             phase: Phase::Routed,
             timers: Vec::new(),
@@ -209,8 +224,9 @@ impl Worker {
             wait_until: None,
             abandon_at_ttfb: false,
             probing: effects.probe,
+            id_scan: None,
         };
-        let action = if ex.chat.stream {
+        let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now)
         } else {
             self.send_routed_attempt(&mut ex, first, now)
@@ -279,7 +295,7 @@ impl Worker {
             return;
         }
         match timer.kind {
-            TimerKind::Retry if ex.chat.stream => self.resume_streamed(&mut ex, now),
+            TimerKind::Retry if ex.body.stream => self.resume_streamed(&mut ex, now),
             TimerKind::Retry => self.send_dispatched(&mut ex, now),
             TimerKind::Timeout => self.routed_timeout(&mut ex, now),
             TimerKind::Ttfb => self.slow_first_byte(&mut ex, now),
@@ -294,7 +310,7 @@ impl Worker {
             return Action::Continue;
         };
         let action = match ex.phase {
-            Phase::Routed if !ex.chat.stream => self.routed_answer(&mut ex),
+            Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex),
             Phase::Redirecting => {
                 // Envoy refused to follow the redirect; the client must not
                 // see it.
@@ -311,6 +327,9 @@ impl Worker {
             Phase::Waiting | Phase::Calling(_) => Action::Pause,
             _ => Action::Continue,
         };
+        if ex.phase == Phase::Streaming {
+            self.watch_for_response_id(&mut ex);
+        }
         self.put(ex);
         action
     }
