@@ -15,7 +15,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::{
-    address_request, forwardable, reply_error, requested_wait_ms, response_header,
+    address_request, forwardable, reply_api_error, requested_wait_ms, response_header,
     set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::host::now_ms;
@@ -88,7 +88,8 @@ impl Worker {
         if let Next::Deliver = self.after_answer(ex, Outcome::Timeout, None, None, now) {
             // No policy to retry under: the client still gets an answer.
             let model = self.model_of(ex);
-            reply_error(
+            reply_api_error(
+                ex.api,
                 504,
                 "timeout",
                 &format!("{model} sent no response headers within its timeout"),
@@ -206,7 +207,8 @@ impl Worker {
                 if let Next::Deliver =
                     self.after_answer(ex, Outcome::ConnectFailure, None, None, now)
                 {
-                    reply_error(
+                    reply_api_error(
+                        ex.api,
                         502,
                         "connect_failure",
                         &format!("{} could not be reached", t.model),

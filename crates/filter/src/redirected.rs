@@ -15,7 +15,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
 use crate::headers::{
-    address_request, reply_error, requested_wait_ms, response_header, set_attempt_headers,
+    address_request, reply_api_error, requested_wait_ms, response_header, set_attempt_headers,
     set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER,
     TARGET_HEADER, TRY_TIMEOUT_HEADER,
 };
@@ -216,7 +216,7 @@ impl Worker {
                     ),
                 };
                 ex.settle(Phase::Replied);
-                reply_error(status, kind, &format!("{model} {what}"))
+                reply_api_error(ex.api, status, kind, &format!("{model} {what}"))
             }
             Step::Deliver => {
                 set_attempt_headers(&self.attempt_headers(&ex));

@@ -22,7 +22,7 @@ use plano_core::request::{Effects, Env, RequestState};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
-use crate::headers::reply_error;
+use crate::headers::reply_api_error;
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
 use crate::timers::{Timer, TimerKind, Timers};
 
@@ -179,7 +179,7 @@ impl Worker {
             Ok(c) => c,
             Err(e) => {
                 return (
-                    reply_error(400, "invalid_request_error", &e.message()),
+                    reply_api_error(api, 400, "invalid_request_error", &e.message()),
                     None,
                 )
             }
@@ -189,11 +189,13 @@ impl Worker {
                 "no provider is configured for model `{}` and none is the default",
                 body.model
             );
-            return (reply_error(404, "model_not_found", &message), None);
+            return (reply_api_error(api, 404, "model_not_found", &message), None);
         };
         let reach = match self.reach_of(api, &body, primary) {
             Ok(reach) => reach,
-            Err((status, kind, message)) => return (reply_error(status, kind, &message), None),
+            Err((status, kind, message)) => {
+                return (reply_api_error(api, status, kind, &message), None)
+            }
         };
         let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
             .ok()
@@ -316,7 +318,8 @@ impl Worker {
                 // see it.
                 warn!("request {:?}: the failover was not followed", ex.request_id);
                 ex.settle(Phase::Replied);
-                reply_error(
+                reply_api_error(
+                    ex.api,
                     502,
                     "failover_failed",
                     "the gateway could not send the retry",
