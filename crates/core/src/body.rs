@@ -40,6 +40,8 @@ pub struct RequestBody {
     pub stream: bool,
     /// `previous_response_id`, to an API whose requests may chain.
     pub previous_response_id: Option<String>,
+    /// A stored `conversation` is named, to an API whose requests may chain.
+    pub names_conversation: bool,
     model_span: Range<usize>,
 }
 
@@ -54,6 +56,7 @@ impl RequestBody {
             model: Option<serde_json::Value>,
             stream: Option<serde_json::Value>,
             previous_response_id: Option<serde_json::Value>,
+            conversation: Option<serde_json::Value>,
         }
         let not_json = |e: serde_json::Error| BodyError::NotJson(e.to_string());
         // serde_json skips the strings it ignores without checking their
@@ -80,10 +83,12 @@ impl RequestBody {
             Some(serde_json::Value::String(id)) if spec.chained => Some(id),
             _ => None,
         };
+        let names_conversation = spec.chained && probe.conversation.is_some_and(|c| !c.is_null());
         Ok(RequestBody {
             model,
             stream,
             previous_response_id,
+            names_conversation,
             model_span,
         })
     }
@@ -312,6 +317,18 @@ mod tests {
         assert_eq!((chat.stream, chat.previous_response_id), (true, None));
         let r = RequestBody::parse(raw, &responses::SPEC).unwrap();
         assert_eq!(r.previous_response_id.as_deref(), Some("resp_1"));
+        assert!(!r.names_conversation);
+        let c = br#"{"model":"m","conversation":{"id":"conv_1"}}"#;
+        assert!(
+            RequestBody::parse(c, &responses::SPEC)
+                .unwrap()
+                .names_conversation
+        );
+        assert!(
+            !RequestBody::parse(c, &chat::SPEC)
+                .unwrap()
+                .names_conversation
+        );
         // Embeddings never stream, whatever the body says.
         assert!(!RequestBody::parse(raw, &embeddings::SPEC).unwrap().stream);
     }

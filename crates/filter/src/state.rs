@@ -29,7 +29,9 @@ impl Worker {
         let plan = self.plan();
         let mut reach = Reach {
             api,
-            own_model: api.spec().model_pinned,
+            // A stored conversation was made outside the gateway: its own
+            // model is the best guess at where it is.
+            own_model: api.spec().model_pinned || body.names_conversation,
             only: None,
         };
         if let Some(id) = &body.previous_response_id {
