@@ -404,12 +404,13 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     if args.first().map(String::as_str) == Some("apis") {
-        // `plano-bench apis [SECONDS]`: only the per-API success rows, one
-        // round of SECONDS (default 2), as a quick check.
+        // `plano-bench apis [SECONDS [ROUNDS]]`: only the per-API success
+        // rows, ROUNDS (default 1) of SECONDS (default 2), as a quick check.
         let secs = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(2);
+        let rounds = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(1);
         let ok = mock::serve(Answer::Ok).await?;
         let ok2 = mock::serve(Answer::Ok).await?;
-        for row in apis::rows(&home, ok, ok2, 1, Duration::from_secs(secs)).await? {
+        for row in apis::rows(&home, ok, ok2, rounds, Duration::from_secs(secs)).await? {
             println!(
                 "{}: {:.0} req/s, p50 {:.2} ms, {} failed",
                 row.name,
