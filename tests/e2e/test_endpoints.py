@@ -45,7 +45,8 @@ class ApiMock:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with mock.lock:
-                    mock.requests.append({"path": self.path, "headers": headers, "body": body, "at": time.time()})
+                    mock.requests.append({"path": self.path, "headers": headers, "body": body, "method": "POST",
+                                          "at": time.time()})
                     reply = mock.script[min(len(mock.requests), len(mock.script)) - 1]
                 problem = mock.check(self.path, headers, body)
                 if problem:
@@ -71,6 +72,30 @@ class ApiMock:
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
+
+            def stored(self, answer):
+                """GET or DELETE of a stored response: `answer(id)` if the
+                path and key are right."""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with mock.lock:
+                    mock.requests.append({"path": self.path, "headers": headers, "method": self.command,
+                                          "at": time.time()})
+                rid = self.path.removeprefix(mock.path + "/")
+                ok = self.path.startswith(mock.path + "/") and headers.get(mock.key_header) == f"Bearer {mock.key}"
+                out = json.dumps(answer(rid) if ok else {"error": {"message": "bad stored request"}}).encode()
+                if not ok:
+                    mock.problems.append(f"{self.command} {self.path}")
+                self.send_response(200 if ok else 400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def do_GET(self):
+                self.stored(response_body)
+
+            def do_DELETE(self):
+                self.stored(lambda rid: {"id": rid, "object": "response.deleted", "deleted": True})
 
             def log_message(self, *args):
                 pass
@@ -189,6 +214,12 @@ def test_responses_stream_through_a_429_failover_as_the_fallback_sends_it(gatewa
         assert at <= sent_at + 0.4 * (i + 1) + 0.5, (i, deltas, sent_at)
     assert deltas[-1] - deltas[0] >= 1.6, deltas
     assert (primary.calls, fallback.calls, fallback.problems) == (1, 1, [])
+    # Byte for byte as the provider sent them, event names included (the
+    # primary is blocked now: this one goes to the fallback at once).
+    raw = requests.post(f"{GATEWAY}/v1/responses", json={"model": "openai/gpt-4o", "input": "hi", "stream": True},
+                        timeout=30)
+    assert raw.status_code == 200 and raw.headers["x-plano-model"] == "openai/gpt-4o-mini"
+    assert raw.text == "".join(response_events("resp_fb", pieces))
 
 
 def test_responses_not_streamed_through_a_503_failover(gateway, mocks):
@@ -225,6 +256,14 @@ def test_a_follow_up_goes_only_to_the_deployment_that_made_its_response(gateway,
     maker, others = (east, [west, other]) if first.id == "resp_east" else (west, [east, other])
     for _ in range(8):
         assert c.responses.create(model="openai/gpt-4o", input="and?", previous_response_id=first.id).id == first.id
+    assert sum(m.calls for m in others) == 0
+    # The stored response's own endpoints go there too.
+    assert c.responses.retrieve(first.id).id == first.id
+    assert c.responses.delete(first.id) is None
+    assert [r["method"] for r in maker.requests[-2:]] == ["GET", "DELETE"]
+    with pytest.raises(openai.NotFoundError) as caught:
+        c.responses.retrieve("resp_never_seen")
+    assert caught.value.body["type"] == "response_not_found"
     assert sum(m.calls for m in others) == 0
     # The maker is limited: the follow-up stops there, nowhere else holds its state.
     maker.script = [LIMITED]
@@ -332,6 +371,12 @@ def test_an_azure_target_gets_its_key_as_api_key_and_its_retry_after_ms_blocks_i
     # retry-after-ms blocked the v1 target: one 429, then straight to the other.
     assert (v1.calls, deployment.calls) == (1, 3)
     assert v1.problems + deployment.problems == []
+    # x-ms-retry-after-ms blocks the other: the error says how long.
+    deployment.script = [Reply(status=429, headers={"x-ms-retry-after-ms": "20000"}, body={"error": {"message": "l"}})]
+    with pytest.raises(openai.RateLimitError) as caught:
+        c.chat.completions.create(model="azure/gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert 15 <= int(caught.value.response.headers["retry-after"]) <= 20, caught.value.response.headers
+    assert (v1.calls, deployment.calls) == (1, 4)
     dump = requests.get(f"{ADMIN}/config_dump?include_eds", timeout=5).text
     assert "azure-key" not in dump and "azure-key" not in gateway.log()
 

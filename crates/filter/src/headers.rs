@@ -127,10 +127,16 @@ pub fn drop_internal_request_headers() {
 /// `route` names the header and cluster the route uses.
 pub fn address_request(target: &Target, path: &str, body_len: usize, route: (&str, &str)) {
     let length = body_len.to_string();
-    set_request_header(":authority", Some(&target.authority));
-    set_request_header(":path", Some(path));
     set_request_header(":method", Some("POST"));
     set_request_header("content-length", Some(&length));
+    point_at(target, path, route);
+}
+
+/// Points the request, its method and body as they are, at `target`'s
+/// `path` through `route`, without the client's credentials.
+pub fn point_at(target: &Target, path: &str, route: (&str, &str)) {
+    set_request_header(":authority", Some(&target.authority));
+    set_request_header(":path", Some(path));
     set_request_header(route.0, Some(route.1));
     for name in CREDENTIALS {
         set_request_header(name, None);

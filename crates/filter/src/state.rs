@@ -8,9 +8,9 @@ use plano_core::body::RequestBody;
 use plano_core::reach::Reach;
 use plano_core::response_ids;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::BufferType;
+use proxy_wasm::types::{Action, BufferType};
 
-use crate::headers::response_header;
+use crate::headers::{point_at, reply_api_error, response_header, CLUSTER_HEADER};
 use crate::host::{now_ms, EnvoyStore};
 use crate::worker::{Exchange, Worker};
 
@@ -56,6 +56,31 @@ impl Worker {
             let status = if reach.only.is_some() { 400 } else { 404 };
             Err((status, "endpoint_not_served", reach.refusal(plan, primary)))
         }
+    }
+
+    /// A request to a stored response's endpoint (`path` with its query):
+    /// to the deployment that made the response, as it is. There is no
+    /// other place to try, so it is not retried.
+    pub fn route_stored_response(&self, id: &str, path: &str) -> Action {
+        let plan = self.plan();
+        let target = response_ids::recall(&EnvoyStore, id, now_ms())
+            .and_then(|label| plan.targets.iter().find(|t| t.label() == label));
+        let Some(t) = target else {
+            return reply_api_error(
+                Api::Responses,
+                404,
+                "response_not_found",
+                &format!("response `{id}` was not made through this gateway within the last 24 hours: the gateway cannot tell which account holds it"),
+            );
+        };
+        let (route, query) = path.split_once('?').unwrap_or((path, ""));
+        let mut upstream = t.upstream_path(route);
+        if !query.is_empty() {
+            upstream.push(if t.query.is_empty() { '?' } else { '&' });
+            upstream.push_str(query);
+        }
+        point_at(t, &upstream, (CLUSTER_HEADER, &t.cluster));
+        Action::Continue
     }
 
     /// The answer is delivered: an API whose requests chain on response ids

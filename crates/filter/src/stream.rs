@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use plano_core::api::responses::stored_response;
 use plano_core::api::Api;
 use plano_core::attempt::gateway_error;
 use plano_core::request::Effects;
@@ -91,6 +92,9 @@ impl HttpContext for GatewayStream {
         let (route, query) = path.split_once('?').unwrap_or((&path, ""));
         if let Some(refused) = self.clients.as_ref().and_then(|c| c.check(&method, route)) {
             return refused;
+        }
+        if let Some(id) = stored_response(&method, route) {
+            return self.worker.route_stored_response(id, &path);
         }
         match (method.as_str(), route, Api::for_path(route)) {
             ("GET", "/v1/models", _) => self.models_list(),
