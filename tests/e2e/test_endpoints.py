@@ -394,3 +394,34 @@ def test_an_endpoint_no_target_serves_gets_a_4xx_and_reaches_no_provider(gateway
         client().completions.create(model="openai/gpt-4o", prompt="hi")
     assert "POST /v1/responses" in caught.value.body["message"]
     assert (primary.calls, fallback.calls) == (0, 0)
+
+
+def test_azure_remaining_counts_block_before_any_429(gateway, mocks):
+    ok = {"id": "chatcmpl-az", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+          "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}]}
+    # Azure reports what remains and no reset.
+    low = mocks("/openai/v1/chat/completions", "azure-key-low-0001",
+                [Reply(headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "900"}, body=ok)],
+                key_header="api-key")
+    other = mocks("/openai/v1/chat/completions", "azure-key-oth-0002", [Reply(body=ok)], key_header="api-key")
+    gateway.up(HEADER + f"""
+          - model: azure/gpt-4o
+            base_url: http://127.0.0.1:{low.port}/openai/v1
+            key_header: api-key
+            access_key: azure-key-low-0001
+            default: true
+            retry_policy:
+              fallback_models: [azure/gpt-4o-b]
+              default_strategy: same_provider
+              rate_limit_headers: {{ min_remaining_requests: 0 }}
+          - model: azure/gpt-4o-b
+            base_url: http://127.0.0.1:{other.port}/openai/v1
+            key_header: api-key
+            access_key: azure-key-oth-0002
+    """)
+    c = client()
+    for _ in range(3):
+        c.chat.completions.create(model="azure/gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    # The first answer said none remain: the next ones went elsewhere at once.
+    assert (low.calls, other.calls) == (1, 2)
+    assert low.problems + other.problems == []

@@ -164,6 +164,11 @@ pub struct Target {
     /// Sent after every path (an Azure deployment's `?api-version=...`).
     #[serde(default)]
     pub query: String,
+    /// How long a limit reported at its floor lasts when the answer states
+    /// no reset: Azure reports only what remains, and enforces its
+    /// per-minute limits over windows of 1 to 10 s.
+    #[serde(default)]
+    pub unstated_reset_ms: Option<u64>,
 }
 
 fn all_apis() -> Vec<Api> {

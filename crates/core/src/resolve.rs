@@ -27,6 +27,10 @@ mod policy;
 
 use access::resolve_access;
 pub use access::{DEFAULT_LISTENER_ADDRESS, DEFAULT_MAX_CONNECTIONS};
+
+/// Azure's longest rate-limit window: a limit it reports at the floor, with
+/// no reset stated, is taken to last this long.
+const AZURE_LIMIT_WINDOW_MS: u64 = 10_000;
 pub use endpoint::{cluster_name, parse_base_url, Endpoint, WELL_KNOWN_PROVIDERS};
 use endpoint::{default_apis, endpoint_for};
 use keys::report_key_error;
@@ -286,6 +290,7 @@ pub fn resolve_with(
                 weight: d.and_then(|d| d.weight).unwrap_or(1).max(1),
                 serves: serves.clone(),
                 query: endpoint.query.clone(),
+                unstated_reset_ms: (key_header == "api-key").then_some(AZURE_LIMIT_WINDOW_MS),
             });
             endpoints.push(Endpoint {
                 access_key,

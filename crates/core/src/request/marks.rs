@@ -20,7 +20,7 @@ impl RequestState {
         let Some(floor) = &policy.quota_floor else {
             return;
         };
-        if let Some(ms) = quota.exhausted_for_ms(floor) {
+        if let Some(ms) = quota.exhausted_for_ms(floor, t.unstated_reset_ms) {
             let key = BlockKey::for_target(t, policy.retry_after.scope);
             let until = env.now_ms + ms.min(policy.retry_after.max_ms);
             if blocks::block(env.store, &key, until) {
