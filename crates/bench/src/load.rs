@@ -39,8 +39,15 @@ async fn connect(port: u16) -> Result<hyper::client::conn::http1::SendRequest<Fu
     Ok(sender)
 }
 
+/// The chat completions endpoint, where every row but the per-API ones goes.
+pub const CHAT_PATH: &str = "/v1/chat/completions";
+
 fn chat_request(port: u16, body: &Bytes) -> Result<Request<Full<Bytes>>> {
-    Ok(Request::post("/v1/chat/completions")
+    api_request(port, CHAT_PATH, body)
+}
+
+fn api_request(port: u16, path: &str, body: &Bytes) -> Result<Request<Full<Bytes>>> {
+    Ok(Request::post(path)
         .header("host", format!("127.0.0.1:{port}"))
         .header("content-type", "application/json")
         .header("authorization", "Bearer bench-client")
@@ -49,6 +56,17 @@ fn chat_request(port: u16, body: &Bytes) -> Result<Request<Full<Bytes>>> {
 
 pub async fn closed_loop(
     port: u16,
+    body: Bytes,
+    connections: usize,
+    duration: Duration,
+) -> Result<Run> {
+    closed_loop_to(port, CHAT_PATH, body, connections, duration).await
+}
+
+/// [`closed_loop`] to the endpoint at `path`.
+pub async fn closed_loop_to(
+    port: u16,
+    path: &'static str,
     body: Bytes,
     connections: usize,
     duration: Duration,
@@ -63,7 +81,7 @@ pub async fn closed_loop(
             let mut sender = connect(port).await?;
             while Instant::now() < deadline {
                 let start = Instant::now();
-                let resp = match sender.send_request(chat_request(port, &body)?).await {
+                let resp = match sender.send_request(api_request(port, path, &body)?).await {
                     Ok(r) => r,
                     Err(_) => {
                         failed += 1;

@@ -10,6 +10,7 @@
 //! in a 200 or a `retry_exhausted`, Envoy stays up, and its RSS after round
 //! three is within 10% of after round one.
 
+mod apis;
 mod levers;
 mod load;
 mod mock;
@@ -402,6 +403,25 @@ async fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&home);
         return Ok(());
     }
+    if args.first().map(String::as_str) == Some("apis") {
+        // `plano-bench apis [SECONDS [ROUNDS]]`: only the per-API success
+        // rows, ROUNDS (default 1) of SECONDS (default 2), as a quick check.
+        let secs = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(2);
+        let rounds = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(1);
+        let ok = mock::serve(Answer::Ok).await?;
+        let ok2 = mock::serve(Answer::Ok).await?;
+        for row in apis::rows(&home, ok, ok2, rounds, Duration::from_secs(secs)).await? {
+            println!(
+                "{}: {:.0} req/s, p50 {:.2} ms, {} failed",
+                row.name,
+                row.run.rps(),
+                row.run.ms(0.5),
+                row.run.failed
+            );
+        }
+        let _ = std::fs::remove_dir_all(&home);
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("levers") {
         let done = levers::run(&home, &args[1..]).await;
         let _ = std::fs::remove_dir_all(&home);
@@ -483,6 +503,9 @@ async fn main() -> Result<()> {
         eprintln!("open loop, fixed rates ...");
         open_rows = open_rounds(&targets, &OPEN_RATES, ROUNDS, &small).await?;
     }
+
+    eprintln!("gateway per API, {ROUNDS} interleaved rounds ...");
+    rows.extend(apis::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
 
     eprintln!("gateway, failover path ...");
     let failover_one;

@@ -21,8 +21,13 @@ pub const SIDECAR_CONFIG_DIR: &str = "/etc/plano";
 pub use plano_core::guards::{ADMIN_PORT, PROBE_PORT, STATUS_PORT};
 /// The gateway listener: what a drain takes out of lds.yaml.
 pub const LISTENER_NAME: &str = "model_listener";
-/// What every request the gateway does not serve gets.
-const NOT_FOUND: &str = r#"{"error":{"type":"not_found","message":"the gateway serves POST /v1/chat/completions, GET /v1/models and GET /healthz"}}"#;
+/// What every request the gateway does not serve gets: what it serves.
+fn not_found() -> String {
+    plano_core::api::openai_error(
+        "not_found",
+        &format!("the gateway serves {}", plano_core::api::served_list()),
+    )
+}
 /// Internal redirects one streamed request may take: one per retry, and the
 /// retry budgets end far sooner.
 const MAX_REDIRECTS: u32 = 100;
@@ -42,8 +47,10 @@ struct Cluster {
     #[serde(rename = "static")]
     is_static: bool,
     connect_timeout: String,
-    /// The static secret holding this cluster's `Authorization` value.
+    /// The static secret holding the value of this cluster's key header.
     key_secret: Option<String>,
+    /// The header the key goes in (`authorization`: `Bearer KEY`).
+    key_header: String,
 }
 
 /// A provider key as Envoy reads it: a static secret from an owner-only file.
@@ -174,7 +181,12 @@ pub fn render(
     for (t, e) in r.plan.targets.iter().zip(&r.endpoints) {
         let address = connect_address(&e.host);
         let key_secret = e.access_key.as_ref().map(|key| {
-            let value = format!("Bearer {key}");
+            // `Bearer KEY` in `authorization`, the bare key elsewhere (Azure's `api-key`).
+            let value = if e.key_header == "authorization" {
+                format!("Bearer {key}")
+            } else {
+                key.to_string()
+            };
             let n = match keys.iter().position(|(_, v)| *v == value) {
                 Some(n) => n,
                 None => {
@@ -198,6 +210,7 @@ pub fn render(
             tls: e.tls,
             connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
             key_secret,
+            key_header: e.key_header.clone(),
         });
     }
     let mut plan = r.plan.clone();
@@ -220,7 +233,7 @@ pub fn render(
         clusters => clusters,
         secrets => secrets,
         ca_bundle => crate::paths::ca_bundle(),
-        not_found => NOT_FOUND,
+        not_found => not_found(),
         try_timeouts => try_timeouts(&r.plan),
         max_redirects => MAX_REDIRECTS,
         max_connections => r.max_connections,

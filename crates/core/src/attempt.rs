@@ -218,6 +218,9 @@ pub enum Decision {
     Final,
 }
 
+/// When a block that never ends ends: a target the request may not use.
+pub const NEVER: u64 = u64::MAX;
+
 /// The request's targets in the order they are considered: the primary,
 /// then its policy's candidates.
 pub fn order(plan: &GatewayPlan, primary: usize) -> impl Iterator<Item = usize> + '_ {
@@ -241,7 +244,9 @@ pub fn first_target(
     sample: f64,
 ) -> usize {
     if plan.targets[primary].retry_policy.is_none() {
-        return plan.pick(primary, sample, &|_| true).unwrap_or(primary);
+        return plan
+            .pick(primary, sample, &|t| blocked(t) != Some(NEVER))
+            .unwrap_or(primary);
     }
     let mut soonest: Option<(u64, usize)> = None;
     for head in order(plan, primary) {

@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use crate::api::{ApiSpec, Framing};
+
 /// Deepest nesting accepted, as serde_json's own recursion limit.
 pub const MAX_DEPTH: usize = 128;
 
@@ -27,26 +29,34 @@ impl BodyError {
     }
 }
 
-/// A validated chat request: the raw bytes and where the `model` string
-/// (quotes included) sits in them.
+/// A validated request to one of the served APIs: the raw bytes and where
+/// the `model` string (quotes included) sits in them. Every API served names
+/// its model in the body's top-level `model`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatBody {
+pub struct RequestBody {
     pub model: String,
-    /// `"stream": true`: the answer comes as server-sent events.
+    /// `"stream": true` to an API that streams: the answer comes as
+    /// server-sent events.
     pub stream: bool,
+    /// `previous_response_id`, to an API whose requests may chain.
+    pub previous_response_id: Option<String>,
+    /// A stored `conversation` is named, to an API whose requests may chain.
+    pub names_conversation: bool,
     model_span: Range<usize>,
 }
 
-impl ChatBody {
+impl RequestBody {
     /// Checks `raw` is a JSON object, nested at most [`MAX_DEPTH`] deep, with
     /// a string `model`; a small scanner then finds that value's byte span.
-    pub fn parse(raw: &[u8]) -> Result<ChatBody, BodyError> {
-        // Only `model` is kept; serde_json still validates the rest while
-        // skipping it, without building a document.
+    pub fn parse(raw: &[u8], spec: &ApiSpec) -> Result<RequestBody, BodyError> {
+        // Only these fields are kept; serde_json still validates the rest
+        // while skipping it, without building a document.
         #[derive(serde::Deserialize)]
         struct Probe {
             model: Option<serde_json::Value>,
             stream: Option<serde_json::Value>,
+            previous_response_id: Option<serde_json::Value>,
+            conversation: Option<serde_json::Value>,
         }
         let not_json = |e: serde_json::Error| BodyError::NotJson(e.to_string());
         // serde_json skips the strings it ignores without checking their
@@ -67,15 +77,23 @@ impl ChatBody {
             Some(_) => return Err(BodyError::ModelNotAString),
         };
         let model_span = find_top_level_value(raw, "model").ok_or(BodyError::NoModel)?;
-        let stream = probe.stream == Some(serde_json::Value::Bool(true));
-        Ok(ChatBody {
+        let stream =
+            spec.framing != Framing::None && probe.stream == Some(serde_json::Value::Bool(true));
+        let previous_response_id = match probe.previous_response_id {
+            Some(serde_json::Value::String(id)) if spec.chained => Some(id),
+            _ => None,
+        };
+        let names_conversation = spec.chained && probe.conversation.is_some_and(|c| !c.is_null());
+        Ok(RequestBody {
             model,
             stream,
+            previous_response_id,
+            names_conversation,
             model_span,
         })
     }
 
-    /// The length of [`ChatBody::with_model`]'s body, without making it.
+    /// The length of [`RequestBody::with_model`]'s body, without making it.
     pub fn len_with_model(&self, raw_len: usize, model: &str) -> usize {
         raw_len - self.model_span.len() + quoted(model).len()
     }
@@ -211,11 +229,12 @@ fn value_end(raw: &[u8], start: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{chat, embeddings, responses};
 
     #[test]
     fn swaps_only_the_model_value() {
         let raw = br#"{ "messages": [{"role":"user","content":"model: \"x\""}], "model" :  "openai/gpt-4o" , "temperature":0.7}"#;
-        let body = ChatBody::parse(raw).unwrap();
+        let body = RequestBody::parse(raw, &chat::SPEC).unwrap();
         assert_eq!(body.model, "openai/gpt-4o");
         let out = body.with_model(raw, "claude-3-5-sonnet");
         assert_eq!(
@@ -227,7 +246,7 @@ mod tests {
     #[test]
     fn a_repeated_model_key_is_refused() {
         assert!(matches!(
-            ChatBody::parse(br#"{"model":"a","model":"b"}"#),
+            RequestBody::parse(br#"{"model":"a","model":"b"}"#, &chat::SPEC),
             Err(BodyError::NotJson(_))
         ));
     }
@@ -235,7 +254,7 @@ mod tests {
     #[test]
     fn nested_model_keys_are_not_the_model() {
         let raw = br#"{"metadata":{"model":"inner"},"model":"outer","stream":true}"#;
-        let body = ChatBody::parse(raw).unwrap();
+        let body = RequestBody::parse(raw, &chat::SPEC).unwrap();
         let out = body.with_model(raw, "m");
         assert_eq!(
             out,
@@ -246,7 +265,7 @@ mod tests {
     #[test]
     fn escapes_survive() {
         let raw = br#"{"model":"a\"b"}"#;
-        let body = ChatBody::parse(raw).unwrap();
+        let body = RequestBody::parse(raw, &chat::SPEC).unwrap();
         assert_eq!(body.model, "a\"b");
         assert_eq!(body.with_model(raw, "q\"z"), br#"{"model":"q\"z"}"#);
         assert_eq!(
@@ -258,27 +277,59 @@ mod tests {
     #[test]
     fn bad_bodies_are_named() {
         assert!(matches!(
-            ChatBody::parse(b"nope"),
+            RequestBody::parse(b"nope", &chat::SPEC),
             Err(BodyError::NotJson(_))
         ));
-        assert_eq!(ChatBody::parse(b"[1]"), Err(BodyError::NotAnObject));
-        assert!(matches!(
-            ChatBody::parse(b"{\"model\":\"m\",\"x\":\"\xf0\x90\x80\"}"),
-            Err(BodyError::NotJson(_))
-        ));
-        assert_eq!(ChatBody::parse(b"{}"), Err(BodyError::NoModel));
         assert_eq!(
-            ChatBody::parse(br#"{"model":3}"#),
+            RequestBody::parse(b"[1]", &chat::SPEC),
+            Err(BodyError::NotAnObject)
+        );
+        assert!(matches!(
+            RequestBody::parse(b"{\"model\":\"m\",\"x\":\"\xf0\x90\x80\"}", &chat::SPEC),
+            Err(BodyError::NotJson(_))
+        ));
+        assert_eq!(
+            RequestBody::parse(b"{}", &chat::SPEC),
+            Err(BodyError::NoModel)
+        );
+        assert_eq!(
+            RequestBody::parse(br#"{"model":3}"#, &chat::SPEC),
             Err(BodyError::ModelNotAString)
         );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let deep = format!(r#"{{"model":"m","x":{deep}}}"#);
-        assert_eq!(ChatBody::parse(deep.as_bytes()), Err(BodyError::TooDeep));
+        assert_eq!(
+            RequestBody::parse(deep.as_bytes(), &chat::SPEC),
+            Err(BodyError::TooDeep)
+        );
         let fine = format!(
             r#"{{"model":"m","x":{}{}, "s":"[[[[{{{{"}}"#,
             "[".repeat(100),
             "]".repeat(100)
         );
-        assert!(ChatBody::parse(fine.as_bytes()).is_ok());
+        assert!(RequestBody::parse(fine.as_bytes(), &chat::SPEC).is_ok());
+    }
+
+    #[test]
+    fn what_an_api_reads_from_its_body() {
+        let raw = br#"{"model":"m","stream":true,"previous_response_id":"resp_1"}"#;
+        let chat = RequestBody::parse(raw, &chat::SPEC).unwrap();
+        assert_eq!((chat.stream, chat.previous_response_id), (true, None));
+        let r = RequestBody::parse(raw, &responses::SPEC).unwrap();
+        assert_eq!(r.previous_response_id.as_deref(), Some("resp_1"));
+        assert!(!r.names_conversation);
+        let c = br#"{"model":"m","conversation":{"id":"conv_1"}}"#;
+        assert!(
+            RequestBody::parse(c, &responses::SPEC)
+                .unwrap()
+                .names_conversation
+        );
+        assert!(
+            !RequestBody::parse(c, &chat::SPEC)
+                .unwrap()
+                .names_conversation
+        );
+        // Embeddings never stream, whatever the body says.
+        assert!(!RequestBody::parse(raw, &embeddings::SPEC).unwrap().stream);
     }
 }

@@ -131,6 +131,12 @@ pub struct ModelProvider {
     /// `base_url` and `access_key` unless it gives its own.
     #[serde(default)]
     pub deployments: Vec<DeploymentConfig>,
+    /// The client endpoints this model serves: `chat_completions`, `responses`, `embeddings`. A request is never sent to a model that does not serve its endpoint (it is skipped, with the reason in the attempts list). Default: all three with a `base_url`; a built-in provider's own set without one (openai: all; anthropic, groq, deepseek: chat_completions; gemini, mistral, together_ai: chat_completions and embeddings; xai: chat_completions and responses).
+    #[serde(default)]
+    pub endpoints: Option<Vec<crate::api::Api>>,
+    /// The request header the provider's key goes in: `authorization` sends `Bearer KEY`; any other name (Azure's `api-key`) sends the key as it is. Default: `api-key` for Azure hosts (`*.openai.azure.com`, `*.cognitiveservices.azure.com`), `authorization` otherwise.
+    #[serde(default)]
+    pub key_header: Option<String>,
 }
 
 /// One key (and, optionally, endpoint) of a model's pool.

@@ -3,6 +3,7 @@
 //! `Retry-After`, block bookkeeping and the exhausted error. Nothing here
 //! knows of proxy-wasm; the filter feeds it the clock and the shared store.
 
+pub mod api;
 pub mod attempt;
 pub mod backoff;
 pub mod blocks;
@@ -15,6 +16,8 @@ pub mod guards;
 pub mod hop;
 pub mod plan;
 pub mod quota;
+pub mod reach;
 pub mod request;
 pub mod resolve;
+pub mod response_ids;
 pub mod retry_after;

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::Api;
 use crate::config::{BackoffScope, BlockApplyTo, BlockScope, Measure, Strategy};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -168,6 +169,21 @@ pub struct Target {
     /// Share of the pool's requests.
     #[serde(default = "one")]
     pub weight: u32,
+    /// The client endpoints it serves.
+    #[serde(default = "all_apis")]
+    pub serves: Vec<Api>,
+    /// Sent after every path (an Azure deployment's `?api-version=...`).
+    #[serde(default)]
+    pub query: String,
+    /// How long a limit reported at its floor lasts when the answer states
+    /// no reset: Azure reports only what remains, and enforces its
+    /// per-minute limits over windows of 1 to 10 s.
+    #[serde(default)]
+    pub unstated_reset_ms: Option<u64>,
+}
+
+fn all_apis() -> Vec<Api> {
+    crate::api::ALL.to_vec()
 }
 
 fn one() -> u32 {
@@ -198,7 +214,7 @@ impl Target {
         let rest = client_path
             .strip_prefix(self.strip_prefix.as_str())
             .unwrap_or(client_path);
-        format!("{}{}", self.path_prefix, rest)
+        format!("{}{}{}", self.path_prefix, rest, self.query)
     }
 }
 

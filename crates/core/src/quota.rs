@@ -77,13 +77,19 @@ impl Quota {
     }
 
     /// How long the target should be left alone: the reset of every limit
-    /// at or under its floor. `None` when none is, or when its reset is unknown.
-    pub fn exhausted_for_ms(&self, floor: &QuotaFloor) -> Option<u64> {
+    /// at or under its floor. `None` when none is, or when its reset is
+    /// unknown and the provider has no `unstated_reset_ms` (Azure states no
+    /// reset; see [`crate::plan::Target::unstated_reset_ms`]).
+    pub fn exhausted_for_ms(
+        &self,
+        floor: &QuotaFloor,
+        unstated_reset_ms: Option<u64>,
+    ) -> Option<u64> {
         let low = |limit: &Limit, floor: u64| {
             limit
                 .remaining
                 .filter(|r| *r <= floor)
-                .and(limit.reset_ms)
+                .and(limit.reset_ms.or(unstated_reset_ms))
                 .filter(|ms| *ms > 0)
         };
         let requests = low(&self.requests, floor.requests);
@@ -356,21 +362,26 @@ mod tests {
             ("x-ratelimit-remaining-requests", "0"),
             ("x-ratelimit-reset-requests", "2s"),
         ]);
-        assert_eq!(low.exhausted_for_ms(&floor), Some(2_000));
+        assert_eq!(low.exhausted_for_ms(&floor, None), Some(2_000));
         let fine = quota(&[
             ("x-ratelimit-remaining-requests", "1"),
             ("x-ratelimit-reset-requests", "2s"),
         ]);
-        assert_eq!(fine.exhausted_for_ms(&floor), None);
+        assert_eq!(fine.exhausted_for_ms(&floor, None), None);
         let unknown_reset = quota(&[("x-ratelimit-remaining-requests", "0")]);
-        assert_eq!(unknown_reset.exhausted_for_ms(&floor), None);
+        assert_eq!(unknown_reset.exhausted_for_ms(&floor, None), None);
+        // Azure states no reset: its window is taken instead.
+        assert_eq!(
+            unknown_reset.exhausted_for_ms(&floor, Some(10_000)),
+            Some(10_000)
+        );
         let tokens = quota(&[
             ("x-ratelimit-remaining-requests", "10"),
             ("x-ratelimit-remaining-tokens", "100"),
             ("x-ratelimit-reset-tokens", "30s"),
         ]);
         assert_eq!(
-            tokens.exhausted_for_ms(&floor),
+            tokens.exhausted_for_ms(&floor, None),
             None,
             "tokens are ignored unless a floor is set"
         );
@@ -378,6 +389,6 @@ mod tests {
             requests: 0,
             tokens: Some(500),
         };
-        assert_eq!(tokens.exhausted_for_ms(&floor), Some(30_000));
+        assert_eq!(tokens.exhausted_for_ms(&floor, None), Some(30_000));
     }
 }

@@ -2,10 +2,7 @@
 //! URLs checked, `$VAR` keys resolved. Every problem is reported with the
 //! path of its field so the CLI can point at the line.
 
-use crate::config::{
-    BackoffScope, CodeSpec, DeploymentConfig, GatewayConfig, Listener, ListenerKind,
-    RetryPolicyConfig, Strategy,
-};
+use crate::config::{DeploymentConfig, GatewayConfig, ListenerKind};
 use crate::plan::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,178 +20,23 @@ pub struct Issue {
     pub hint: Option<String>,
 }
 
-/// Where an attempt to a provider goes, from its `base_url` or the built-in table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    pub path_prefix: String,
-    pub strip_prefix: String,
-    /// The provider's key: Envoy injects it from a secret file, so it is in
-    /// neither the filter's plan nor Envoy's config.
-    pub access_key: Option<String>,
-}
+mod access;
+mod endpoint;
+mod keys;
+mod policy;
 
-impl Endpoint {
-    /// Stands in for an endpoint that failed to resolve; the plan is never built then.
-    fn unresolved() -> Endpoint {
-        Endpoint {
-            tls: false,
-            host: String::new(),
-            port: 0,
-            path_prefix: String::new(),
-            strip_prefix: String::new(),
-            access_key: None,
-        }
-    }
+use access::resolve_access;
+pub use access::{DEFAULT_LISTENER_ADDRESS, DEFAULT_MAX_CONNECTIONS};
 
-    pub fn authority(&self) -> String {
-        let default_port = if self.tls { 443 } else { 80 };
-        if self.port == default_port {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Providers reachable without a `base_url`, through their OpenAI-compatible
-/// chat completions API: (provider, host, API root that replaces `/v1`).
-pub const WELL_KNOWN_PROVIDERS: &[(&str, &str, &str)] = &[
-    ("openai", "api.openai.com", "/v1"),
-    ("anthropic", "api.anthropic.com", "/v1"),
-    ("mistral", "api.mistral.ai", "/v1"),
-    ("groq", "api.groq.com", "/openai/v1"),
-    ("deepseek", "api.deepseek.com", "/v1"),
-    (
-        "gemini",
-        "generativelanguage.googleapis.com",
-        "/v1beta/openai",
-    ),
-    ("xai", "api.x.ai", "/v1"),
-    ("together_ai", "api.together.xyz", "/v1"),
-];
-
-pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return Err("must start with http:// or https://".into());
-    };
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if hostport.contains('@') || hostport.contains('?') || path.contains('?') || path.contains('#')
-    {
-        return Err(
-            "must be scheme://host[:port][/path], without credentials, query or fragment".into(),
-        );
-    }
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("`{p}` is not a port number"))?;
-            (h, port)
-        }
-        _ => (hostport, if tls { 443 } else { 80 }),
-    };
-    if host.is_empty() {
-        return Err("has no host".into());
-    }
-    if port == 0 {
-        return Err("port 0 is not a port".into());
-    }
-    Ok(Endpoint {
-        tls,
-        host: host.to_string(),
-        port,
-        path_prefix: path.trim_end_matches('/').to_string(),
-        strip_prefix: String::new(),
-        access_key: None,
-    })
-}
-
-fn endpoint_for(
-    base_url: Option<&String>,
-    provider_name: &str,
-) -> Result<Endpoint, (String, Option<String>)> {
-    if let Some(url) = base_url {
-        return parse_base_url(url).map_err(|e| (format!("base_url `{url}` {e}"), None));
-    }
-    match WELL_KNOWN_PROVIDERS
-        .iter()
-        .find(|(p, _, _)| *p == provider_name)
-    {
-        Some((_, host, root)) => Ok(Endpoint {
-            tls: true,
-            host: host.to_string(),
-            port: 443,
-            path_prefix: root.to_string(),
-            strip_prefix: "/v1".into(),
-            access_key: None,
-        }),
-        None => Err((
-            format!(
-                "provider `{provider_name}` has no built-in address, so `base_url` is required"
-            ),
-            Some(format!(
-                "built-in providers: {}",
-                WELL_KNOWN_PROVIDERS
-                    .iter()
-                    .map(|p| p.0)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        )),
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyError {
-    /// Not a valid `$VAR` reference.
-    Invalid(String),
-    /// The variable it names is not set.
-    Unset(String),
-}
-
-/// Resolves an access key: a literal, or `$VAR` / `${VAR}` from `env`.
-pub fn resolve_key(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, KeyError> {
-    let name = raw
-        .strip_prefix("${")
-        .and_then(|r| r.strip_suffix('}'))
-        .or_else(|| raw.strip_prefix('$'));
-    match name {
-        None => Ok(raw.to_string()),
-        Some(var)
-            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-        {
-            Err(KeyError::Invalid(format!(
-                "`{raw}` is not a valid environment variable reference"
-            )))
-        }
-        Some(var) => env(var).ok_or_else(|| KeyError::Unset(var.to_string())),
-    }
-}
-
-/// A name usable as an Envoy cluster name and in stats.
-pub fn cluster_name(index: usize, model: &str) -> String {
-    let clean: String = model
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("plano_{index}_{clean}")
-}
+/// Azure's longest rate-limit window: a limit it reports at the floor, with
+/// no reset stated, is taken to last this long.
+const AZURE_LIMIT_WINDOW_MS: u64 = 10_000;
+pub use endpoint::{cluster_name, parse_base_url, Endpoint, WELL_KNOWN_PROVIDERS};
+use endpoint::{default_apis, endpoint_for};
+use keys::report_key_error;
+pub use keys::{resolve_key, KeyError};
+pub use policy::closest;
+use policy::resolve_policy;
 
 pub struct Resolved {
     pub plan: GatewayPlan,
@@ -319,6 +161,41 @@ pub fn resolve_with(
         if p.timeout_ms == Some(0) {
             c.error(format!("{at}.timeout_ms"), "must be greater than 0");
         }
+        let serves = match &p.endpoints {
+            Some(list) => {
+                if list.is_empty() {
+                    c.error(
+                        format!("{at}.endpoints"),
+                        "lists no endpoint: the model would serve nothing",
+                    );
+                }
+                list.clone()
+            }
+            None => default_apis(
+                &provider,
+                p.base_url.is_some() || p.deployments.iter().any(|d| d.base_url.is_some()),
+            ),
+        };
+        if let Some(h) = &p.key_header {
+            let reserved = [
+                "host",
+                "content-length",
+                "content-type",
+                "transfer-encoding",
+                "connection",
+            ];
+            if h.is_empty()
+                || !h.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                || reserved.contains(&h.to_ascii_lowercase().as_str())
+            {
+                c.push(
+                    Severity::Error,
+                    format!("{at}.key_header"),
+                    format!("`{h}` is not a header a key can go in"),
+                    Some("use `authorization` (Bearer) or `api-key` (Azure)".into()),
+                );
+            }
+        }
         // The entry is one target, or each of its deployments is one.
         let head = targets.len();
         heads.push(head);
@@ -372,6 +249,11 @@ pub fn resolve_with(
                 }
                 Err(_) => Endpoint::unresolved(),
             };
+            let key_header = match &p.key_header {
+                Some(h) => h.to_ascii_lowercase(),
+                None if endpoint.is_azure() => "api-key".into(),
+                None => "authorization".into(),
+            };
             let own_key = d.and_then(|d| d.access_key.as_ref());
             let key_at = if own_key.is_some() {
                 dat.as_str()
@@ -407,9 +289,13 @@ pub fn resolve_with(
                 deployment,
                 pool: head,
                 weight: d.and_then(|d| d.weight).unwrap_or(1).max(1),
+                serves: serves.clone(),
+                query: endpoint.query.clone(),
+                unstated_reset_ms: (key_header == "api-key").then_some(AZURE_LIMIT_WINDOW_MS),
             });
             endpoints.push(Endpoint {
                 access_key,
+                key_header,
                 ..endpoint
             });
         }
@@ -441,6 +327,7 @@ pub fn resolve_with(
                 heads[i],
                 &targets,
             );
+            warn_embeddings_failover(&mut c, i, p, &targets[heads[i]], &policy);
             targets[heads[i]].retry_policy = Some(policy);
         }
     }
@@ -471,444 +358,38 @@ pub fn resolve_with(
     (resolved, c.issues)
 }
 
-/// Where the listener binds without an `address`: only this machine can
-/// reach it, so it needs no client keys. Serving others is a decision.
-pub const DEFAULT_LISTENER_ADDRESS: &str = "127.0.0.1";
-pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
-/// Shorter client keys get a warning: they can be guessed.
-const MIN_CLIENT_KEY_LEN: usize = 16;
-
-/// What the listener's access rules resolve to.
-struct Access {
-    address: String,
-    client_keys: Vec<ClientKey>,
-}
-
-/// The listener's address and client keys. A listener others can reach
-/// must have client keys, or say `allow_unauthenticated: true`.
-/// Says why a key did not resolve; an unset variable has `unset`'s severity
-/// (a warning for `validate`, an error for `up`).
-fn report_key_error(c: &mut Checker, path: String, error: KeyError, unset: Severity) {
-    match error {
-        KeyError::Unset(var) => {
-            let (message, hint) = match unset {
-                Severity::Error => (
-                    format!("environment variable `{var}` is not set"),
-                    "export it, or put it in a .env file beside the config",
-                ),
-                Severity::Warning => (
-                    format!("environment variable `{var}` is not set; `planoai up` refuses this config until it is"),
-                    "export it, or put it in a .env file beside the config; `validate --strict` makes this an error",
-                ),
-            };
-            c.push(unset, path, message, Some(hint.into()));
-        }
-        KeyError::Invalid(e) => c.error(path, e),
-    }
-}
-
-fn resolve_access(
+/// An embeddings model whose policy fails over to other models: its
+/// embeddings requests never do (vectors of different models are not
+/// comparable), so such a rule stops them instead.
+fn warn_embeddings_failover(
     c: &mut Checker,
-    l: &Listener,
-    env: &dyn Fn(&str) -> Option<String>,
-    unset_variable: Severity,
-) -> Access {
-    let at = "listeners[0]";
-    let address = match l.address.as_deref() {
-        None | Some("localhost") => DEFAULT_LISTENER_ADDRESS.to_string(),
-        Some(a) => a.to_string(),
-    };
-    let loopback = match address.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => {
-            c.error(
-                format!("{at}.address"),
-                format!("`{address}` is not an IP address (nor `localhost`)"),
-            );
-            true
-        }
-    };
-    if l.max_connections == Some(0) {
-        c.error(format!("{at}.max_connections"), "must be greater than 0");
-    }
-
-    let mut client_keys: Vec<ClientKey> = Vec::new();
-    let mut digests = Vec::new();
-    for (i, k) in l.client_keys.iter().enumerate() {
-        let kat = format!("{at}.client_keys[{i}]");
-        let valid_name = |n: &str| {
-            !n.is_empty()
-                && n.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
-        };
-        if !valid_name(&k.name) {
-            c.error(
-                format!("{kat}.name"),
-                format!(
-                    "`{}` must be letters, digits, `_` or `-`: it names the key's stats",
-                    k.name
-                ),
-            );
-        } else if l.client_keys[..i].iter().any(|o| o.name == k.name) {
-            c.error(format!("{kat}.name"), format!("`{}` is used twice", k.name));
-        }
-        // Messages name the key's field, never its value.
-        let key = match resolve_key(&k.key, env) {
-            Ok(key) => key,
-            Err(e) => {
-                report_key_error(c, format!("{kat}.key"), e, unset_variable);
-                continue;
-            }
-        };
-        if key.is_empty() {
-            c.error(format!("{kat}.key"), "is empty");
-            continue;
-        }
-        if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            c.error(
-                format!("{kat}.key"),
-                "must be printable ASCII without spaces: clients send it in a header",
-            );
-            continue;
-        }
-        if key.len() < MIN_CLIENT_KEY_LEN {
-            c.warn(
-                format!("{kat}.key"),
-                format!(
-                    "is {} characters long: a short key can be guessed",
-                    key.len()
-                ),
-                Some("make one with `openssl rand -hex 24`".into()),
-            );
-        }
-        let d = crate::clients::digest(&key);
-        if let Some(j) = digests.iter().position(|o| *o == d) {
-            c.error(
-                format!("{kat}.key"),
-                format!("is the same key as client_keys[{j}]: each client needs its own"),
-            );
-            continue;
-        }
-        digests.push(d);
-        client_keys.push(ClientKey {
-            name: k.name.clone(),
-            sha256: crate::clients::to_hex(&d),
-        });
-    }
-
-    let open = !loopback && l.client_keys.is_empty();
-    if open && !l.allow_unauthenticated {
-        c.push(
-            Severity::Error,
-            format!("{at}.address"),
-            format!(
-                "`{address}` is reachable from other machines and the listener has no client_keys: anyone who reaches port {} would spend the providers' keys",
-                l.port
-            ),
-            Some(format!(
-                "add `client_keys: [{{name: app, key: $PLANO_CLIENT_KEY}}]`, or bind `address: {DEFAULT_LISTENER_ADDRESS}`, or set `allow_unauthenticated: true` to serve it open anyway"
-            )),
-        );
-    } else if open {
-        c.warn(
-            format!("{at}.allow_unauthenticated"),
-            format!(
-                "the gateway serves {address}:{} without client keys: anyone who reaches it spends the providers' keys",
-                l.port
-            ),
-            Some("add `client_keys` to require a key from every client".into()),
-        );
-    } else if l.allow_unauthenticated && !l.client_keys.is_empty() {
-        c.warn(
-            format!("{at}.allow_unauthenticated"),
-            "has no effect: with client_keys every request needs one of them",
-            None,
-        );
-    }
-    Access {
-        address,
-        client_keys,
-    }
-}
-
-fn parse_code(c: &mut Checker, path: &str, code: &CodeSpec) -> Option<(u16, u16)> {
-    let valid = |n: u16| (100..=599).contains(&n);
-    let range = match code {
-        CodeSpec::Code(n) => (*n, *n),
-        CodeSpec::Text(t) => {
-            let parsed = match t.split_once('-') {
-                Some((lo, hi)) => lo.trim().parse().ok().zip(hi.trim().parse().ok()),
-                None => t.trim().parse().ok().map(|n| (n, n)),
-            };
-            match parsed {
-                Some(r) => r,
-                None => {
-                    c.error(
-                        path,
-                        format!("`{t}` is neither a status code nor a range like \"502-504\""),
-                    );
-                    return None;
-                }
-            }
-        }
-    };
-    if !valid(range.0) || !valid(range.1) {
-        c.error(path, "status codes must be between 100 and 599");
-        return None;
-    }
-    if range.0 > range.1 {
-        c.error(
-            path,
-            format!(
-                "range {}-{} is empty: its start is above its end",
-                range.0, range.1
-            ),
-        );
-        return None;
-    }
-    Some(range)
-}
-
-fn resolve_policy(
-    c: &mut Checker,
-    at: &str,
-    rp: &RetryPolicyConfig,
-    me: usize,
-    targets: &[Target],
-) -> RetryPolicy {
-    let default_rule = Rule {
-        strategy: rp.default_strategy.unwrap_or(DEFAULT_STRATEGY),
-        max_attempts: rp.default_max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
-    };
-    let rule = |strategy: Option<Strategy>, max: Option<u32>| Rule {
-        strategy: strategy.unwrap_or(default_rule.strategy),
-        max_attempts: max.unwrap_or(default_rule.max_attempts),
-    };
-
-    let mut candidates = Vec::new();
-    for (j, name) in rp.fallback_models.iter().enumerate() {
-        match targets.iter().position(|t| &t.model == name) {
-            Some(t) if t == me => c.warn(
-                format!("{at}.fallback_models[{j}]"),
-                format!("`{name}` is this provider itself; it is never a fallback"),
-                None,
-            ),
-            Some(t) if !candidates.contains(&t) => candidates.push(t),
-            Some(_) => c.warn(
-                format!("{at}.fallback_models[{j}]"),
-                format!("`{name}` is listed twice"),
-                None,
-            ),
-            None => c.warn(
-                format!("{at}.fallback_models[{j}]"),
-                format!("no provider defines `{name}`; it is skipped"),
-                closest(name, targets.iter().map(|t| t.model.as_str()))
-                    .map(|m| format!("did you mean `{m}`?")),
-            ),
-        }
-    }
-    // Candidates are whole models: a pool is entered through its first target.
-    for (t, target) in targets.iter().enumerate() {
-        if t != me && target.pool == t && !candidates.contains(&t) {
-            candidates.push(t);
-        }
-    }
-
-    let mut status_rules: Vec<StatusRule> = Vec::new();
-    for (k, entry) in rp.on_status_codes.iter().enumerate() {
-        let mut codes = Vec::new();
-        if entry.codes.is_empty() {
-            c.error(
-                format!("{at}.on_status_codes[{k}].codes"),
-                "lists no status code",
-            );
-        }
-        for (n, code) in entry.codes.iter().enumerate() {
-            let path = format!("{at}.on_status_codes[{k}].codes[{n}]");
-            if let Some(range) = parse_code(c, &path, code) {
-                let earlier = status_rules.iter().position(|r| {
-                    r.codes
-                        .iter()
-                        .any(|&(lo, hi)| lo <= range.1 && range.0 <= hi)
-                });
-                if let Some(e) = earlier {
-                    c.warn(
-                        path,
-                        format!("overlaps on_status_codes[{e}], which matches first; this entry never applies to those codes"),
-                        None,
-                    );
-                }
-                codes.push(range);
-            }
-        }
-        status_rules.push(StatusRule {
-            codes,
-            rule: rule(entry.strategy, entry.max_attempts),
-        });
-    }
-
-    let on_timeout = rp
-        .on_timeout
+    i: usize,
+    p: &crate::config::ModelProvider,
+    head: &Target,
+    policy: &RetryPolicy,
+) {
+    use crate::config::Strategy;
+    let embeddings_model = head.serves == [crate::api::Api::Embeddings]
+        || (head.serves.contains(&crate::api::Api::Embeddings)
+            && head.model_name.contains("embed"));
+    let rules = std::iter::once(policy.default_rule)
+        .chain(policy.status_rules.iter().map(|r| r.rule))
+        .chain(policy.on_timeout);
+    let fails_over = rules
+        .filter(|r| r.max_attempts > 0)
+        .any(|r| r.strategy != Strategy::SameModel);
+    let fallbacks = p
+        .retry_policy
         .as_ref()
-        .map(|r| rule(r.strategy, r.max_attempts));
-
-    let high_latency = rp.on_high_latency.as_ref().map(|h| {
-        let hat = format!("{at}.on_high_latency");
-        if h.threshold_ms == 0 {
-            c.error(format!("{hat}.threshold_ms"), "must be greater than 0");
-        }
-        let min_triggers = h.min_triggers.unwrap_or(1);
-        if min_triggers == 0 {
-            c.error(format!("{hat}.min_triggers"), "must be at least 1");
-        }
-        if min_triggers > 1 && h.trigger_window_seconds.is_none() {
-            c.push(
-                Severity::Error,
-                format!("{hat}.min_triggers"),
-                "min_triggers above 1 needs `trigger_window_seconds`",
-                Some(
-                    "add `trigger_window_seconds: 60` (events older than the window are forgotten)"
-                        .into(),
-                ),
-            );
-        }
-        if h.trigger_window_seconds == Some(0) {
-            c.error(
-                format!("{hat}.trigger_window_seconds"),
-                "must be greater than 0",
-            );
-        }
-        HighLatency {
-            threshold_ms: h.threshold_ms,
-            measure: h.measure,
-            min_triggers: min_triggers.max(1),
-            // Saturating: an absurd number of seconds must not wrap to a short window.
-            window_ms: h.trigger_window_seconds.map(|s| s.saturating_mul(1000)),
-            rule: rule(h.strategy, h.max_attempts),
-            block_ms: h
-                .block_duration_seconds
-                .unwrap_or(DEFAULT_LATENCY_BLOCK_SECONDS)
-                .saturating_mul(1000),
-            scope: h.scope,
-            apply_to: h.apply_to,
-        }
-    });
-
-    let backoff = rp.backoff.as_ref().map(|b| {
-        let base_ms = b.base_ms.unwrap_or(DEFAULT_BACKOFF_BASE_MS);
-        let max_ms = b.max_ms.unwrap_or(DEFAULT_BACKOFF_MAX_MS);
-        if base_ms == 0 {
-            c.error(format!("{at}.backoff.base_ms"), "must be greater than 0");
-        }
-        if max_ms < base_ms {
-            c.error(format!("{at}.backoff.max_ms"), format!("{max_ms} is below base_ms ({base_ms})"));
-        }
-        if b.apply_to == BackoffScope::SameModel && default_rule.strategy != Strategy::SameModel {
-            let uses_same_model = rp.on_status_codes.iter().any(|r| r.strategy == Some(Strategy::SameModel))
-                || rp.on_timeout.as_ref().is_some_and(|r| r.strategy == Some(Strategy::SameModel));
-            if !uses_same_model {
-                c.warn(
-                    format!("{at}.backoff.apply_to"),
-                    "backoff applies to same_model retries, but no rule retries the same model: it never waits",
-                    Some("use `apply_to: global` to wait before every retry".into()),
-                );
-            }
-        }
-        Backoff {
-            apply_to: b.apply_to,
-            base_ms,
-            max_ms,
-            jitter: b.jitter.unwrap_or(true),
-        }
-    });
-
-    let retry_after =
-        rp.retry_after_handling
-            .as_ref()
-            .map_or_else(RetryAfterHandling::default, |r| RetryAfterHandling {
-                scope: r.scope,
-                apply_to: r.apply_to,
-                max_ms: r
-                    .max_retry_after_seconds
-                    .unwrap_or(DEFAULT_MAX_RETRY_AFTER_SECONDS)
-                    .saturating_mul(1000),
-            });
-
-    let failover = |s: Strategy| s != Strategy::SameModel;
-    let strategies = std::iter::once(default_rule.strategy)
-        .chain(status_rules.iter().map(|r| r.rule.strategy))
-        .chain(on_timeout.map(|r| r.strategy));
-    if targets.len() == 1 && strategies.clone().any(failover) {
+        .is_some_and(|rp| !rp.fallback_models.is_empty());
+    if embeddings_model && (fails_over || fallbacks) {
         c.warn(
-            at,
-            "this is the only provider, so a same_provider or different_provider retry has nowhere to go",
-            Some("add another provider, or use `strategy: same_model`".into()),
+            format!("model_providers[{i}].retry_policy"),
+            format!(
+                "`{}` serves embeddings, which never fail over to another model (vectors of different models are not comparable): a rule that would fail over stops the request there",
+                p.model
+            ),
+            Some("use `strategy: same_model`, or a pool of `deployments` of this model".into()),
         );
     }
-
-    let quota_floor = rp.rate_limit_headers.as_ref().map(|q| QuotaFloor {
-        requests: q.min_remaining_requests.unwrap_or(0),
-        tokens: q.min_remaining_tokens,
-    });
-    let retry_budget = rp.retry_budget.as_ref().map(|b| {
-        if !(b.ratio >= 0.0 && b.ratio.is_finite()) {
-            c.error(
-                format!("{at}.retry_budget.ratio"),
-                "must be 0 or more (0.2 allows 20% extra)",
-            );
-        }
-        if b.window_seconds == Some(0) {
-            c.error(
-                format!("{at}.retry_budget.window_seconds"),
-                "must be greater than 0",
-            );
-        }
-        RetryBudget {
-            ratio: b.ratio,
-            min_per_second: b
-                .min_retries_per_second
-                .unwrap_or(DEFAULT_BUDGET_MIN_PER_SECOND),
-            window_ms: b
-                .window_seconds
-                .unwrap_or(DEFAULT_BUDGET_WINDOW_SECONDS)
-                .clamp(1, 3600)
-                * 1000,
-        }
-    });
-
-    RetryPolicy {
-        candidates,
-        default_rule,
-        status_rules,
-        on_timeout,
-        high_latency,
-        backoff,
-        retry_after,
-        max_retry_duration_ms: rp.max_retry_duration_ms,
-        quota_floor,
-        retry_budget,
-    }
-}
-
-/// The candidate closest to `word` by edit distance, if close enough to be a typo.
-pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -3,7 +3,8 @@
 //! HTTP/1.0 framing repair. None may panic; the rewriter must keep every
 //! byte but the model's. Case counts: PROPTEST_CASES (default 256 each).
 
-use plano_core::body::ChatBody;
+use plano_core::api::chat;
+use plano_core::body::RequestBody;
 use plano_core::config::GatewayConfig;
 use plano_core::framing::repair_http10_head;
 use plano_core::plan::GatewayPlan;
@@ -182,8 +183,8 @@ proptest! {
         // Whatever it accepts is a JSON object whose `model` it can rewrite.
         // (Re-read by the parser itself: JSON allows numbers such as 1e400
         // that serde_json's `Value` refuses.)
-        if let Ok(body) = ChatBody::parse(&raw) {
-            let out = ChatBody::parse(&body.with_model(&raw, "m"));
+        if let Ok(body) = RequestBody::parse(&raw, &chat::SPEC) {
+            let out = RequestBody::parse(&body.with_model(&raw, "m"), &chat::SPEC);
             prop_assert_eq!(out.map(|b| b.model), Ok("m".to_string()));
         }
     }
@@ -200,7 +201,7 @@ proptest! {
         doc.insert("model".into(), Value::from(model.clone()));
         let value = Value::Object(doc);
         let raw = if spaced { serde_json::to_vec_pretty(&value).unwrap() } else { serde_json::to_vec(&value).unwrap() };
-        let body = ChatBody::parse(&raw).unwrap();
+        let body = RequestBody::parse(&raw, &chat::SPEC).unwrap();
         prop_assert_eq!(&body.model, &model);
         let out = body.with_model(&raw, &replacement);
         let mut expected = value.clone();

@@ -16,8 +16,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::{
-    address_request, forwardable, limit_attempt, reply_error, requested_wait_ms, response_header,
-    set_attempt_headers, CLUSTER_HEADER,
+    address_request, forwardable, limit_attempt, reply_api_error, requested_wait_ms,
+    response_header, set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
@@ -41,7 +41,7 @@ impl Worker {
         };
         ex.state.start(target, now);
         self.metrics.add(self.metrics.attempts, 1);
-        let body = ex.chat.with_model(&ex.raw, &t.model_name);
+        let body = ex.body.with_model(&ex.raw, &t.model_name);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, ex.raw.len(), &body);
         let path = t.upstream_path(&ex.client_path);
         address_request(
@@ -96,7 +96,8 @@ impl Worker {
         if let Next::Deliver = self.after_answer(ex, Outcome::Timeout, None, None, now) {
             // No policy to retry under: the client still gets an answer.
             let model = self.model_of(ex);
-            reply_error(
+            reply_api_error(
+                ex.api,
                 504,
                 "timeout",
                 &format!("{model} sent no response headers within its timeout"),
@@ -183,7 +184,7 @@ impl Worker {
         let (target, t) = t;
         ex.state.start(target, now);
         self.metrics.add(self.metrics.attempts, 1);
-        let body = ex.chat.with_model(&ex.raw, &t.model_name);
+        let body = ex.body.with_model(&ex.raw, &t.model_name);
         let path = t.upstream_path(&ex.client_path);
         // The cluster's credential injector adds the target's key.
         let mut headers: Vec<(&str, &str)> = vec![
@@ -219,7 +220,8 @@ impl Worker {
                 if let Next::Deliver =
                     self.after_answer(ex, Outcome::ConnectFailure, None, None, now)
                 {
-                    reply_error(
+                    reply_api_error(
+                        ex.api,
                         502,
                         "connect_failure",
                         &format!("{} could not be reached", t.model),
@@ -261,7 +263,11 @@ impl Worker {
             ex.state.after_complete(&self.env(now), took, &mut effects);
             self.note(&effects, now);
         }
-        let waited = retry_after::wait_ms(header("retry-after"), header("retry-after-ms"), now);
+        let waited = retry_after::wait_ms(
+            header("retry-after"),
+            header("retry-after-ms").or(header("x-ms-retry-after-ms")),
+            now,
+        );
         let quota = status
             .is_some_and(|s| ex.state.reads_quota(self.plan(), s))
             .then(|| Quota::read(&|name| header(name).map(str::to_string), now));
@@ -270,6 +276,7 @@ impl Worker {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
+            self.remember_whole(&ex, status.unwrap_or(502), &body);
             self.reply_whole(&mut ex, status.unwrap_or(502), &headers, &body);
         }
         self.put(ex);

@@ -1,5 +1,6 @@
 //! Which headers cross the gateway, and the replies it makes itself.
 
+use plano_core::api::Api;
 use plano_core::attempt;
 use plano_core::hop;
 use plano_core::plan::Target;
@@ -95,7 +96,8 @@ pub fn response_header(name: &str) -> Option<String> {
         .flatten()
 }
 
-/// The wait a failed answer asks for (`Retry-After`, `retry-after-ms`); a
+/// The wait a failed answer asks for (`Retry-After`, `retry-after-ms`, or
+/// Azure's `x-ms-retry-after-ms`); a
 /// success carries no wait worth reading.
 pub fn requested_wait_ms(status: u16, now_ms: u64) -> Option<u64> {
     if (200..300).contains(&status) {
@@ -103,7 +105,9 @@ pub fn requested_wait_ms(status: u16, now_ms: u64) -> Option<u64> {
     }
     retry_after::wait_ms(
         response_header("retry-after").as_deref(),
-        response_header("retry-after-ms").as_deref(),
+        response_header("retry-after-ms")
+            .or_else(|| response_header("x-ms-retry-after-ms"))
+            .as_deref(),
         now_ms,
     )
 }
@@ -134,10 +138,16 @@ pub fn address_request(
         let via = hop::marked(request_header("via").as_deref(), hop_token);
         set_request_header("via", Some(&via));
     }
-    set_request_header(":authority", Some(&target.authority));
-    set_request_header(":path", Some(path));
     set_request_header(":method", Some("POST"));
     set_request_header("content-length", Some(&length));
+    point_at(target, path, route);
+}
+
+/// Points the request, its method and body as they are, at `target`'s
+/// `path` through `route`, without the client's credentials.
+pub fn point_at(target: &Target, path: &str, route: (&str, &str)) {
+    set_request_header(":authority", Some(&target.authority));
+    set_request_header(":path", Some(path));
     set_request_header(route.0, Some(route.1));
     for name in CREDENTIALS {
         set_request_header(name, None);
@@ -170,7 +180,15 @@ pub fn set_attempt_headers(headers: &[(&str, String)]) {
 
 /// Answers the client with an OpenAI-shaped error made by the gateway.
 pub fn reply_error(status: u32, kind: &str, message: &str) -> Action {
-    let body = attempt::gateway_error(kind, message);
+    reply_json(status, &attempt::gateway_error(kind, message))
+}
+
+/// Answers a request to `api` with an error in that API's shape.
+pub fn reply_api_error(api: Api, status: u32, kind: &str, message: &str) -> Action {
+    reply_json(status, &(api.spec().error_body)(kind, message))
+}
+
+fn reply_json(status: u32, body: &str) -> Action {
     let _ = hostcalls::send_http_response(
         status,
         vec![("content-type", "application/json")],

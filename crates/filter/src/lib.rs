@@ -11,6 +11,7 @@ mod host;
 mod redirected;
 mod report;
 mod root;
+mod state;
 mod status;
 mod stream;
 mod timers;

@@ -15,7 +15,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
 use crate::headers::{
-    address_request, limit_attempt, reply_error, requested_wait_ms, response_header,
+    address_request, limit_attempt, reply_api_error, requested_wait_ms, response_header,
     set_attempt_headers, set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER,
     NEXT_ATTEMPT_PATH, STREAM_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER,
 };
@@ -50,7 +50,7 @@ impl Worker {
         let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) else {
             return;
         };
-        let body = ex.chat.with_model(&ex.raw, &t.model_name);
+        let body = ex.body.with_model(&ex.raw, &t.model_name);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
     }
 
@@ -79,7 +79,7 @@ impl Worker {
             .filter(|&th| th < t.timeout_ms && ex.state.may_abandon_slow(&env));
         ex.abandon_at_ttfb = ttfb.is_some();
         let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
-        let body_len = ex.chat.len_with_model(ex.raw.len(), &t.model_name);
+        let body_len = ex.body.len_with_model(ex.raw.len(), &t.model_name);
         let path = t.upstream_path(&ex.client_path);
         address_request(
             t,
@@ -223,7 +223,7 @@ impl Worker {
                     ),
                 };
                 ex.settle(Phase::Replied);
-                reply_error(status, kind, &format!("{model} {what}"))
+                reply_api_error(ex.api, status, kind, &format!("{model} {what}"))
             }
             Step::Deliver => {
                 set_attempt_headers(&self.attempt_headers(&ex));

@@ -3,6 +3,8 @@
 
 use std::rc::Rc;
 
+use plano_core::api::responses::stored_response;
+use plano_core::api::Api;
 use plano_core::attempt::gateway_error;
 use plano_core::hop;
 use plano_core::request::Effects;
@@ -20,8 +22,8 @@ use crate::worker::{Phase, Worker};
 enum Role {
     /// Not a model request: it passes to its route (a 404, /healthz ...).
     Other,
-    /// A model request whose body is still coming, to this client path.
-    Buffering(String),
+    /// A request to a served API whose body is still coming, to this client path.
+    Buffering(Api, String),
     /// The internal redirect of an exchange: its next attempt.
     NextAttempt(u64),
     /// An exchange under way.
@@ -103,9 +105,12 @@ impl HttpContext for GatewayStream {
         if let Some(refused) = self.clients.as_ref().and_then(|c| c.check(&method, route)) {
             return refused;
         }
-        match (method.as_str(), route) {
-            ("GET", "/v1/models") => self.models_list(),
-            ("POST", NEXT_ATTEMPT_PATH) => {
+        if let Some(id) = stored_response(&method, route) {
+            return self.worker.route_stored_response(id, &path);
+        }
+        match (method.as_str(), route, Api::for_path(route)) {
+            ("GET", "/v1/models", _) => self.models_list(),
+            ("POST", NEXT_ATTEMPT_PATH, _) => {
                 let id = query.strip_prefix("exchange=").and_then(decode_id);
                 match id {
                     Some(id) if self.worker.claim(id, self.context_id) => {
@@ -115,7 +120,7 @@ impl HttpContext for GatewayStream {
                     _ => Action::Continue,
                 }
             }
-            ("POST", "/v1/chat/completions") => {
+            ("POST", _, Some(api)) => {
                 if end_of_stream {
                     let body = gateway_error("invalid_request_error", "the request has no body");
                     self.send_http_response(
@@ -133,7 +138,7 @@ impl HttpContext for GatewayStream {
                 {
                     return too_large(limit);
                 }
-                self.role = Role::Buffering(path);
+                self.role = Role::Buffering(api, path);
                 // Hold the headers until the body names the model.
                 Action::Pause
             }
@@ -143,7 +148,7 @@ impl HttpContext for GatewayStream {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &self.role {
-            Role::Buffering(_) => {
+            Role::Buffering(..) => {
                 let limit = self.worker.plan().max_request_body_bytes;
                 if body_size as u64 > limit {
                     self.role = Role::Other;
@@ -152,11 +157,12 @@ impl HttpContext for GatewayStream {
                 if !end_of_stream {
                     return Action::Pause;
                 }
-                let Role::Buffering(path) = std::mem::replace(&mut self.role, Role::Other) else {
+                let Role::Buffering(api, path) = std::mem::replace(&mut self.role, Role::Other)
+                else {
                     return Action::Continue;
                 };
                 let raw = self.get_http_request_body(0, body_size).unwrap_or_default();
-                let (action, id) = self.worker.begin(self.context_id, path, raw);
+                let (action, id) = self.worker.begin(self.context_id, api, path, raw);
                 if let Some(id) = id {
                     self.role = Role::Exchange(id);
                 }
@@ -188,6 +194,7 @@ impl HttpContext for GatewayStream {
         let Some(ex) = self.worker.take(id) else {
             return Action::Continue;
         };
+        let mut ex = ex;
         let action = match ex.phase {
             Phase::Waiting | Phase::Calling(_) | Phase::Routed | Phase::Redirecting => {
                 // A failed attempt's body is dropped as it comes, never held.
@@ -195,6 +202,7 @@ impl HttpContext for GatewayStream {
                 Action::Pause
             }
             Phase::Streaming => {
+                self.worker.look_for_response_id(&mut ex, body_size);
                 if end_of_stream {
                     if let Some(a) = ex.state.ledger.current() {
                         let now = now_ms();

@@ -14,14 +14,15 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use log::warn;
+use plano_core::api::Api;
 use plano_core::blocks::BlockKey;
-use plano_core::body::ChatBody;
+use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
-use crate::headers::reply_error;
+use crate::headers::reply_api_error;
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
 use crate::timers::{Timer, TimerKind, Timers};
 
@@ -49,7 +50,8 @@ pub struct Exchange {
     pub request_id: String,
     pub client_path: String,
     pub raw: Vec<u8>,
-    pub chat: ChatBody,
+    pub api: Api,
+    pub body: RequestBody,
     pub state: RequestState,
     pub phase: Phase,
     /// Pending timers, removed as soon as they cannot matter.
@@ -63,6 +65,8 @@ pub struct Exchange {
     pub abandon_at_ttfb: bool,
     /// The attempt under way is the one probe of a block that ended.
     pub probing: bool,
+    /// The delivered answer's first bytes, while its response id is looked for.
+    pub id_scan: Option<Vec<u8>>,
 }
 
 impl Exchange {
@@ -163,23 +167,35 @@ impl Worker {
     /// The request body is complete: check it, pick the first target and
     /// send the first attempt on through the router. Returns the exchange's
     /// id when there is one to follow.
-    pub fn begin(&self, ctx: u32, client_path: String, raw: Vec<u8>) -> (Action, Option<u64>) {
+    pub fn begin(
+        &self,
+        ctx: u32,
+        api: Api,
+        client_path: String,
+        raw: Vec<u8>,
+    ) -> (Action, Option<u64>) {
         self.metrics.add(self.metrics.requests, 1);
-        let chat = match ChatBody::parse(&raw) {
+        let body = match RequestBody::parse(&raw, api.spec()) {
             Ok(c) => c,
             Err(e) => {
                 return (
-                    reply_error(400, "invalid_request_error", &e.message()),
+                    reply_api_error(api, 400, "invalid_request_error", &e.message()),
                     None,
                 )
             }
         };
-        let Some(primary) = self.plan.find_target(&chat.model) else {
+        let Some(primary) = self.plan.find_target(&body.model) else {
             let message = format!(
                 "no provider is configured for model `{}` and none is the default",
-                chat.model
+                body.model
             );
-            return (reply_error(404, "model_not_found", &message), None);
+            return (reply_api_error(api, 404, "model_not_found", &message), None);
+        };
+        let reach = match self.reach_of(api, &body, primary) {
+            Ok(reach) => reach,
+            Err((status, kind, message)) => {
+                return (reply_api_error(api, status, kind, &message), None)
+            }
         };
         let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
             .ok()
@@ -193,7 +209,7 @@ impl Worker {
             choice: self.choices.borrow_mut().sample(),
             ..self.env(now)
         };
-        let (state, first) = RequestState::begin_noting(&env, primary, &mut effects);
+        let (state, first) = RequestState::begin_within(&env, primary, reach, &mut effects);
         self.note(&effects, now);
         let mut ex = Exchange {
             id: self.new_id(),
@@ -201,7 +217,8 @@ impl Worker {
             request_id,
             client_path,
             raw,
-            chat,
+            api,
+            body,
             state,
             phase: Phase::Routed,
             timers: Vec::new(),
@@ -209,8 +226,9 @@ impl Worker {
             wait_until: None,
             abandon_at_ttfb: false,
             probing: effects.probe,
+            id_scan: None,
         };
-        let action = if ex.chat.stream {
+        let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now)
         } else {
             self.send_routed_attempt(&mut ex, first, now)
@@ -279,7 +297,7 @@ impl Worker {
             return;
         }
         match timer.kind {
-            TimerKind::Retry if ex.chat.stream => self.resume_streamed(&mut ex, now),
+            TimerKind::Retry if ex.body.stream => self.resume_streamed(&mut ex, now),
             TimerKind::Retry => self.send_dispatched(&mut ex, now),
             TimerKind::Timeout => self.routed_timeout(&mut ex, now),
             TimerKind::Ttfb => self.slow_first_byte(&mut ex, now),
@@ -294,7 +312,7 @@ impl Worker {
             return Action::Continue;
         };
         let action = match ex.phase {
-            Phase::Routed if !ex.chat.stream => self.routed_answer(&mut ex),
+            Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex),
             // Envoy's own reply to a streamed attempt that the attempt
             // listener never answered (its provider sent a 1xx, then
             // nothing): too late for a redirect, so the gateway answers.
@@ -304,7 +322,8 @@ impl Worker {
                     ex.request_id
                 );
                 ex.settle(Phase::Replied);
-                reply_error(
+                reply_api_error(
+                    ex.api,
                     504,
                     "timeout",
                     "the provider sent no answer within its timeout",
@@ -315,7 +334,8 @@ impl Worker {
                 // see it.
                 warn!("request {:?}: the failover was not followed", ex.request_id);
                 ex.settle(Phase::Replied);
-                reply_error(
+                reply_api_error(
+                    ex.api,
                     502,
                     "failover_failed",
                     "the gateway could not send the retry",
@@ -326,6 +346,9 @@ impl Worker {
             Phase::Waiting | Phase::Calling(_) => Action::Pause,
             _ => Action::Continue,
         };
+        if ex.phase == Phase::Streaming {
+            self.watch_for_response_id(&mut ex);
+        }
         self.put(ex);
         action
     }

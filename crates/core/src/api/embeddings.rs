@@ -1,0 +1,14 @@
+//! `POST /v1/embeddings`. Vectors from different models are not comparable
+//! (each model has its own space, often its own dimension), so a request is
+//! pinned to its model: its pool's deployments and same-model retries only.
+
+use super::{openai_error, Api, ApiSpec, Framing};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    api: Api::Embeddings,
+    path: "/v1/embeddings",
+    model_pinned: true,
+    chained: false,
+    framing: Framing::None,
+    error_body: openai_error,
+};

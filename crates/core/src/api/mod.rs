@@ -1,0 +1,115 @@
+//! The client APIs the gateway serves. What differs from one API to the
+//! next lives in that API's module, as an [`ApiSpec`]: its path, where its
+//! `model` sits (the top-level `model` field for every API served, which
+//! `body` finds and rewrites), whether a request may move to another model,
+//! the state it depends on, how its stream is framed and its error shape. The decisions
+//! that follow an attempt (`request`) never look at which API it is: they
+//! see only the [`crate::reach::Reach`] a request is allowed.
+
+pub mod chat;
+pub mod embeddings;
+pub mod responses;
+
+use serde::{Deserialize, Serialize};
+
+/// One client API, as it is named in a provider entry's `endpoints`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `POST /v1/responses`
+    Responses,
+    /// `POST /v1/embeddings`
+    Embeddings,
+}
+
+/// How an API's streamed answer is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent `data:` lines ending with `data: [DONE]` (chat completions).
+    DataOnly,
+    /// Server-sent events named by type (`event: response.output_text.delta`).
+    NamedEvents,
+    /// The API does not stream.
+    None,
+}
+
+/// What the gateway needs to know of one API.
+#[derive(Debug)]
+pub struct ApiSpec {
+    pub api: Api,
+    /// The client's path, which a target's API root replaces `/v1` of.
+    pub path: &'static str,
+    /// Answers depend on the model that made them (vectors of different
+    /// models are not comparable): a request never moves to another model.
+    pub model_pinned: bool,
+    /// A body may name `previous_response_id`: state held by the account
+    /// that made that response, so the request goes only where that is.
+    pub chained: bool,
+    pub framing: Framing,
+    /// The body of an error the gateway makes itself.
+    pub error_body: fn(kind: &str, message: &str) -> String,
+}
+
+/// Every API, in the order they are listed to clients.
+pub const ALL: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Embeddings];
+
+impl Api {
+    pub fn spec(self) -> &'static ApiSpec {
+        match self {
+            Api::ChatCompletions => &chat::SPEC,
+            Api::Responses => &responses::SPEC,
+            Api::Embeddings => &embeddings::SPEC,
+        }
+    }
+
+    /// The API a `POST` to `path` (without its query) is for.
+    pub fn for_path(path: &str) -> Option<Api> {
+        ALL.into_iter().find(|a| a.spec().path == path)
+    }
+
+    pub fn path(self) -> &'static str {
+        self.spec().path
+    }
+
+    /// The name an entry's `endpoints` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chat_completions",
+            Api::Responses => "responses",
+            Api::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// `POST /v1/chat/completions, POST /v1/responses, ...`: for a 404 that
+/// says what is served.
+pub fn served_list() -> String {
+    ALL.iter()
+        .map(|a| format!("POST {}", a.path()))
+        .chain(["GET /v1/models".to_string(), "GET /healthz".to_string()])
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The OpenAI APIs' error shape.
+pub fn openai_error(kind: &str, message: &str) -> String {
+    serde_json::json!({"error": {"type": kind, "message": message}}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_path_names_its_api_and_nothing_else_does() {
+        for api in ALL {
+            assert_eq!(Api::for_path(api.path()), Some(api));
+        }
+        assert_eq!(Api::for_path("/v1/completions"), None);
+        assert_eq!(Api::for_path("/v1/responses/resp_1"), None);
+        assert!(served_list().contains("POST /v1/embeddings"));
+    }
+}
