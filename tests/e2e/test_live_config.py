@@ -252,8 +252,11 @@ model_providers:
     default: true
 """
     path.write_text(text)
+    # As a terminal starts it: its own process group, Ctrl-C not ignored
+    # (even when these tests run in the background, which ignores it).
     watcher = subprocess.Popen(["planoai", "up", "--watch", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+                               text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
     reader.start()

@@ -153,3 +153,18 @@ def test_each_deployment_has_its_key_stats_and_quota_block(gateway, providers):
     counted = {line.split(".")[1]: int(line.split(": ")[1]) for line in text.splitlines() if line.startswith("cluster.plano_")}
     assert counted["plano_0_openai_gpt-4o_east"] == east.calls, counted
     assert counted["plano_1_openai_gpt-4o_west"] == west.calls, counted
+
+
+def test_a_latency_block_lands_on_the_slow_deployment(gateway, providers):
+    east, west, fallback = providers(Reply(delay=1.0)), providers(FREE), providers(FREE)
+    gateway.up(pool(east, west, fallback, """default_strategy: different_provider
+              on_high_latency: { threshold_ms: 300, measure: ttfb, max_attempts: 1, block_duration_seconds: 30, apply_to: global }"""))
+    first = until_east_is_hit()
+    # Given up on at 300 ms and rotated to the other deployment, not the fallback.
+    assert first.headers["x-plano-deployment"] == "west" and first.headers["x-plano-model"] == "openai/gpt-4o"
+    for _ in range(10):
+        r = chat()
+        assert (r.headers["x-plano-deployment"], r.headers["x-plano-attempts"]) == ("west", "1")
+    assert east.calls == 1 and fallback.calls == 0
+    status = blocks()
+    assert "deployment openai/gpt-4o[east]" in status and "model openai/gpt-4o" not in status, status
