@@ -19,10 +19,22 @@ ADMIN = "http://127.0.0.1:9901"
 
 
 @pytest.fixture(scope="session")
-def plano_home():
+def session_home():
     with tempfile.TemporaryDirectory(prefix="plano-e2e-") as home:
-        os.environ["PLANO_HOME"] = home
         yield home
+
+
+@pytest.fixture
+def plano_home(session_home):
+    """PLANO_HOME for the tests that ask for it (one directory for the whole
+    session), put back as it was after each: the others keep the caller's."""
+    before = os.environ.get("PLANO_HOME")
+    os.environ["PLANO_HOME"] = session_home
+    yield session_home
+    if before is None:
+        del os.environ["PLANO_HOME"]
+    else:
+        os.environ["PLANO_HOME"] = before
 
 
 def planoai(*args, check=True, env=None):

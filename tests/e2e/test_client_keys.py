@@ -4,6 +4,7 @@ client can do to the gateway. Real planoai, real Envoy, loopback mocks."""
 import json
 import os
 import socket
+import subprocess
 import time
 
 import requests
@@ -155,6 +156,9 @@ def test_an_open_listener_needs_keys_or_an_explicit_opt_out(gateway, providers):
     extra = "            allow_unauthenticated: true"
     result = gateway.up(OPEN.format(extra=extra, port=provider.port))
     assert "warning" in result.stderr and "without client keys" in result.stderr, result.stderr
+    # It listens where it was told: every address, not loopback alone.
+    listening = subprocess.run(["ss", "-ltnH", "sport = :12000"], capture_output=True, text=True, check=True).stdout
+    assert {line.split()[3] for line in listening.splitlines()} == {"0.0.0.0:12000"}, listening
     assert post({}).status_code == 200
     assert provider.calls == 1
 
@@ -173,6 +177,11 @@ def test_the_edge_limits_connections_and_headers(gateway, providers, plano_home)
           - model: openai/gpt-4o
             base_url: http://127.0.0.1:{provider.port}
     """)
+    # Envoy warns at start-up when no connection limit is set; its log is
+    # written in batches (every 200 ms), so read it once the start-up health
+    # check's access line is there and two more batches have gone.
+    assert eventually(lambda: '"GET /healthz HTTP/1.1" 200' in raw_log(plano_home))
+    time.sleep(0.5)
     assert "no configured limit" not in raw_log(plano_home)
 
     def request(s, path="/healthz"):

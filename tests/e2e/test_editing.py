@@ -104,9 +104,14 @@ def test_up_shows_its_progress_on_a_terminal_and_nothing_elsewhere(gateway, prov
           - model: openai/gpt-4o
             base_url: http://127.0.0.1:{p.port}
     """)
+    # Each `up` below must start a gateway, not apply to a running one
+    # (which has nothing to wait for).
+    assert planoai("status", check=False).stdout.startswith("not running")
     piped = planoai("up", str(config))
+    assert "gateway listening on" in piped.stdout, piped.stdout
     assert "waiting for" not in piped.stdout + piped.stderr, piped.stderr
-    planoai("down")  # on a running gateway, `up` applies the config: nothing to wait for
+    planoai("down")
+    assert planoai("status", check=False).stdout.startswith("not running")
 
     pid, fd = pty.fork()
     if pid == 0:

@@ -5,6 +5,7 @@ Each test covers what the user's acceptance suite does not."""
 import concurrent.futures
 import email.utils
 import json
+import os
 import re
 import socket
 import time
@@ -401,7 +402,7 @@ def test_no_access_key_in_any_output(gateway, providers):
         assert "key-secondary-0002" not in text
 
 
-def test_a_key_is_nowhere_in_a_config_envoy_rejects(gateway, providers, plano_home):
+def test_a_key_is_nowhere_in_a_config_envoy_rejects(gateway, providers, tmp_path):
     primary = providers(Reply())
     config = HEADER.replace("port: 12000", "port: 12000\n            max_request_body_bytes: 5000000000") + f"""
           - model: openai/gpt-4o
@@ -412,13 +413,19 @@ def test_a_key_is_nowhere_in_a_config_envoy_rejects(gateway, providers, plano_ho
     # before anything starts, rejects the config and echoes all of it, which
     # `up` shows. The key is not in that config (Envoy reads it from its own
     # secret file), so it is in no output or log.
-    result = gateway.up(config, extra_env={"E2E_REJECTED_KEY": "sk-e2e-rejected-key"}, check=False)
+    # A home of its own: what is left there is this attempt's, not an
+    # earlier test's gateway or log.
+    home = tmp_path / "home"
+    result = gateway.up(config, extra_env={"E2E_REJECTED_KEY": "sk-e2e-rejected-key", "PLANO_HOME": str(home)},
+                        check=False)
     assert result.returncode != 0
     assert "Unable to parse JSON as proto" in result.stderr, result.stderr
     echoed = result.stderr
     assert "provider_0.key" in echoed, "Envoy did not echo its config: this test shows nothing"
-    logs = planoai("logs", "-n", "1000", check=False)
-    for text in (echoed, result.stdout, result.stderr, logs.stdout, logs.stderr):
+    logs = planoai("logs", "-n", "1000", check=False, env=dict(os.environ, PLANO_HOME=str(home)))
+    assert "no gateway is running" in logs.stderr, (logs.stdout, logs.stderr)
+    left = [p.read_text(errors="replace") for p in home.rglob("*") if p.is_file()]
+    for text in (echoed, result.stdout, result.stderr, logs.stdout, logs.stderr, *left):
         assert "sk-e2e-rejected-key" not in text
     assert primary.calls == 0
 

@@ -100,10 +100,17 @@ def test_no_local_user_reads_a_provider_key_from_any_envoy_socket(gateway, provi
                                  capture_output=True, text=True, timeout=20)
             seen.append(out.stdout)
     dump = "\n".join(seen)
-    assert "plano_0_openai_gpt-4o" in dump  # config_dump was read, and names the secret
+    # config_dump was read (only it carries the dump's type), and it names the
+    # file that holds the key, not the key.
+    assert "type.googleapis.com/envoy.admin.v3.ClustersConfigDump" in dump
+    assert "/keys/provider_0.key" in dump
     assert "key-primary-0001" not in dump and "key-secondary-0002" not in dump
     # The files that hold the keys are the owner's alone.
-    for key_file in glob.glob(os.path.join(plano_home, "run", "*.key.json")):
+    keys = os.path.join(plano_home, "run", "config", "keys")
+    assert os.stat(keys).st_mode & 0o077 == 0
+    key_files = glob.glob(os.path.join(keys, "*.key"))
+    assert len(key_files) == 2, os.listdir(keys)
+    for key_file in key_files:
         assert os.stat(key_file).st_mode & 0o077 == 0, key_file
     assert chat().status_code == 200
     assert primary.requests[-1]["headers"]["authorization"] == "Bearer key-primary-0001"

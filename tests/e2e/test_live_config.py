@@ -5,6 +5,7 @@ update: a symlink swap in the watched directory."""
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -251,7 +252,11 @@ model_providers:
     default: true
 """
     path.write_text(text)
-    watcher = subprocess.Popen(["planoai", "up", "--watch", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # As a terminal starts it: its own process group, Ctrl-C not ignored
+    # (even when these tests run in the background, which ignores it).
+    watcher = subprocess.Popen(["planoai", "up", "--watch", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
     reader.start()
@@ -272,12 +277,17 @@ model_providers:
         # Requests may see the new config a moment before the watcher has
         # confirmed it and said what changed.
         assert eventually(lambda: any("+ provider anthropic/claude-3-5-sonnet" in l for l in lines)), lines
+        # Ctrl-C reaches the whole foreground process group: it stops
+        # watching, and the gateway keeps running.
+        os.killpg(watcher.pid, signal.SIGINT)
+        watcher.wait(timeout=15)
     finally:
-        watcher.terminate()
-        watcher.wait(timeout=10)
+        if watcher.poll() is None:
+            os.killpg(watcher.pid, signal.SIGKILL)
         reader.join(timeout=10)
-    # Ctrl-C (here SIGTERM) stops watching; the gateway keeps running.
+    assert watcher.returncode in (0, -signal.SIGINT), (watcher.returncode, lines)
     assert requests.get(f"{GATEWAY}/healthz", timeout=5).status_code == 200
+    assert post_ok("anthropic/claude-3-5-sonnet") == "anthropic/claude-3-5-sonnet"
 
 
 def post_ok(model="openai/gpt-4o"):

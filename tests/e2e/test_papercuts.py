@@ -3,6 +3,7 @@ traffic it gets, the access log can be turned off, and every command's
 output can be cut short."""
 
 import os
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +43,10 @@ def send(n, threads=8):
     return len(codes)
 
 
+# `[2026-11-29 22:10:00.123]` (Envoy) or `[2026-11-29T22:10:00.123Z]` (access log).
+LOG_LINE = re.compile(r"\[\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\.\d{3}Z?\]")
+
+
 def log_files(plano_home):
     run = os.path.join(plano_home, "run")
     return {f: os.path.getsize(os.path.join(run, f)) for f in os.listdir(run) if f.startswith("envoy.log")}
@@ -61,10 +66,16 @@ def test_native_log_stays_under_its_cap_and_keeps_the_latest_failover(gateway, p
     assert sorted(sizes) == ["envoy.log", "envoy.log.1", "envoy.log.2"], sizes
     assert all(size <= max_size for size in sizes.values()), sizes
     assert written <= max_size * files, sizes
-    # Rotated at whole lines: every file starts with a line's beginning.
+    # Rotated at whole lines: every rotated file ends with one, and every
+    # line (Envoy's own and the access log's) starts with its time.
     for name in sizes:
         with open(os.path.join(plano_home, "run", name)) as f:
-            assert f.readline().startswith("["), name
+            text = f.read()
+        if name != "envoy.log":
+            assert text.endswith("\n"), (name, text[-200:])
+        lines = text.splitlines()[:-1] if name == "envoy.log" else text.splitlines()
+        torn = [line for line in lines if not LOG_LINE.match(line)]
+        assert not torn, (name, torn[:3])
     # The newest failover is in the log, and `logs` reads across the files.
     resp = requests.post(CHAT, json=BODY, headers={"x-request-id": "the-last-failover"}, timeout=30)
     assert resp.status_code == 200 and resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"

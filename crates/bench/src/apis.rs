@@ -65,6 +65,7 @@ pub async fn rows(
         .iter()
         .zip(runs)
         .map(|((name, _, _), mut rounds)| {
+            let in_order = rounds.iter().map(|r| (r.rps(), r.ms(0.5))).collect();
             rounds.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
             let spread = (rounds[0].rps(), rounds[rounds.len() - 1].rps());
             Row {
@@ -73,6 +74,7 @@ pub async fn rows(
                 run: rounds.swap_remove(rounds.len() / 2),
                 rss_mb: rss,
                 spread: Some(spread),
+                rounds: in_order,
             }
         })
         .collect())

@@ -2,7 +2,8 @@
 //! direct call to the mock, under the same closed-loop load on loopback.
 //! Prints one table (markdown) and writes `target/bench.json`.
 //!
-//! `plano-bench mock PORT` serves the 200 mock alone, for profiling by hand.
+//! `plano-bench mock PORT` serves the 200 mock alone, for profiling by hand;
+//! `plano-bench failover` and `plano-bench waiters` run only those rows.
 //!
 //! `make soak` (`plano-bench soak [REQUESTS]`): three rounds of REQUESTS
 //! (default 20,000) at 200 connections against a primary that answers 429 to
@@ -11,6 +12,7 @@
 //! three is within 10% of after round one.
 
 mod apis;
+mod baselines;
 mod levers;
 mod load;
 mod mock;
@@ -25,7 +27,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use mock::Answer;
-use serde_json::json;
 
 const DURATION: Duration = Duration::from_secs(5);
 const GATEWAY_PORT: u16 = 12000;
@@ -45,6 +46,9 @@ struct Row {
     rss_mb: Option<f64>,
     /// Slowest and fastest round's req/s, where rows ran in rounds.
     spread: Option<(f64, f64)>,
+    /// Each round's (req/s, p50 ms) in round order, where rows ran in
+    /// rounds: compared round by round with the other rows of that round.
+    rounds: Vec<(f64, f64)>,
 }
 
 fn envoy_binary() -> Result<PathBuf> {
@@ -140,20 +144,7 @@ fn start_floor(mock_port: u16, dir: &Path) -> Result<rig::Envoy> {
 
 /// One of the gateway's own stats, `wasmcustom.plano.<name>` (0 if unread).
 async fn plano_stat(name: &'static str) -> u64 {
-    let read = move || -> Option<u64> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", 9901)).ok()?;
-        write!(
-            s,
-            "GET /stats?filter=%5Ewasmcustom.plano.{name}%24 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let prefix = format!("wasmcustom.plano.{name}: ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
-    };
+    let read = move || rig::admin_stat(9901, &format!("wasmcustom.plano.{name}"));
     tokio::task::spawn_blocking(read)
         .await
         .ok()
@@ -422,6 +413,27 @@ async fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&home);
         return Ok(());
     }
+    if args.first().map(String::as_str) == Some("failover") {
+        // `plano-bench failover`: only a failover's own added time.
+        let limited = mock::serve(Answer::RateLimited).await?;
+        let ok = mock::serve(Answer::Ok).await?;
+        let pair = baselines::failover_pair(limited, ok, &home, &body_of(1024)).await?;
+        let _ = std::fs::remove_dir_all(&home);
+        println!(
+            "failover, 1 connection: p50 {:.3} ms through the gateway, {:.3} ms through bare Envoy making the same two calls: {:+.3} ms the gateway's own (same-round median)",
+            pair.gateway_ms, pair.bare_ms, pair.added_ms
+        );
+        return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("waiters") {
+        // `plano-bench waiters`: only the waiters and their bare baseline.
+        let limited = mock::serve(Answer::RateLimited).await?;
+        let ok2 = mock::serve(Answer::Ok).await?;
+        let done = baselines::waiters(&home, &body_of(1024), limited, ok2).await;
+        let _ = std::fs::remove_dir_all(&home);
+        println!("{}", serde_json::to_string_pretty(&done?)?);
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("levers") {
         let done = levers::run(&home, &args[1..]).await;
         let _ = std::fs::remove_dir_all(&home);
@@ -461,6 +473,7 @@ async fn main() -> Result<()> {
             run,
             rss_mb: None,
             spread: None,
+            rounds: Vec::new(),
         });
     }
     let direct_one = load::closed_loop(ok, small.clone(), 1, Duration::from_secs(2)).await?;
@@ -489,6 +502,7 @@ async fn main() -> Result<()> {
         }
         for (i, mut rounds) in runs.into_iter().enumerate() {
             let (s, t) = (i / targets.len(), i % targets.len());
+            let in_order = rounds.iter().map(|r| (r.0.rps(), r.0.ms(0.5))).collect();
             rounds.sort_by(|a, b| a.0.rps().total_cmp(&b.0.rps()));
             let spread = (rounds[0].0.rps(), rounds[rounds.len() - 1].0.rps());
             let (run, rss) = rounds.swap_remove(rounds.len() / 2);
@@ -498,6 +512,7 @@ async fn main() -> Result<()> {
                 run,
                 rss_mb: rss,
                 spread: Some(spread),
+                rounds: in_order,
             });
         }
         eprintln!("open loop, fixed rates ...");
@@ -508,7 +523,6 @@ async fn main() -> Result<()> {
     rows.extend(apis::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
 
     eprintln!("gateway, failover path ...");
-    let failover_one;
     {
         let gw = Gateway::up(
             &home,
@@ -522,10 +536,10 @@ async fn main() -> Result<()> {
             run,
             rss_mb: rss_mb(gw.pid),
             spread: None,
+            rounds: Vec::new(),
         });
-        failover_one =
-            load::closed_loop(GATEWAY_PORT, small.clone(), 1, Duration::from_secs(2)).await?;
     }
+    let failover_one = baselines::failover_pair(limited, ok2, &home, &small).await?;
 
     eprintln!("streaming, time to first byte ...");
     let ttfb_direct = load::first_byte(stream, 30).await?;
@@ -545,62 +559,7 @@ async fn main() -> Result<()> {
         (first, load::first_byte(GATEWAY_PORT, 30).await?)
     };
 
-    eprintln!("bare Envoy holding {WAITERS} requests for 2 s ...");
-    let bare_held = {
-        // The baseline for the waiters: the same number of requests held open
-        // by bare Envoy, with a provider that answers after 2 s.
-        let slow = mock::serve(Answer::SometimesSlow {
-            every: 1,
-            delay_ms: 2000,
-        })
-        .await?;
-        let bare = start_bare_envoy(slow, &home)?;
-        load::closed_loop(BARE_PORT, small.clone(), 8, Duration::from_secs(1)).await?;
-        let idle = rss_mb(bare.pid()).unwrap_or(0.0);
-        let burst = tokio::spawn(load::burst(BARE_PORT, WAITERS));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let held = rss_mb(bare.pid()).unwrap_or(0.0);
-        burst.await??;
-        drop(bare);
-        held - idle
-    };
-
-    eprintln!("{WAITERS} waiters in a 2 s backoff ...");
-    let waiters = {
-        let policy = "    default: true\n    retry_policy:\n      default_strategy: same_model\n      default_max_attempts: 1\n      backoff: {apply_to: same_model, base_ms: 2000, jitter: false}\n";
-        let gw = Gateway::up(
-            &home,
-            "waiters",
-            &(provider("openai/gpt-4o", limited, policy) + &provider("anthropic/c", ok2, "")),
-        )?;
-        load::closed_loop(GATEWAY_PORT, small.clone(), 8, Duration::from_secs(1)).await?;
-        let rss_idle = rss_mb(gw.pid).unwrap_or(0.0);
-        let started = Instant::now();
-        let burst = tokio::spawn(load::burst(GATEWAY_PORT, WAITERS));
-        // Measure once every request is parked in its backoff (the filter's
-        // own gauge says so), for as long as they all stay parked.
-        let all_waiting = Instant::now();
-        while waiting_gauge().await < WAITERS as u64
-            && all_waiting.elapsed() < Duration::from_secs(10)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let parked_after = started.elapsed().as_secs_f64();
-        let ticks_before = cpu_ticks(gw.pid);
-        let window = Instant::now();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let cpu_pct = (cpu_ticks(gw.pid) - ticks_before) as f64 / window.elapsed().as_secs_f64();
-        let still_waiting = waiting_gauge().await;
-        let rss_waiting = rss_mb(gw.pid).unwrap_or(0.0);
-        let answered = burst.await??;
-        json!({
-            "requests": WAITERS, "answered": answered, "seconds": started.elapsed().as_secs_f64(),
-            "rss_idle_mb": rss_idle, "rss_waiting_mb": rss_waiting, "extra_rss_mb": rss_waiting - rss_idle,
-            "cpu_percent_while_waiting": cpu_pct, "all_parked_after_s": parked_after,
-            "bare_envoy_holding_same_extra_rss_mb": bare_held,
-            "waiting_at_end_of_window": still_waiting,
-        })
-    };
+    let waiters = baselines::waiters(&home, &small, limited, ok2).await?;
 
     report::print(
         &rows,

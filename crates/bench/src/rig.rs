@@ -2,8 +2,10 @@
 //! filter, and the gateway rendered by `planoai render` with bench-local
 //! rewrites of its envoy.yaml (the levers).
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -91,7 +93,45 @@ pub fn plain(
             wasm = floor_wasm().display()
         ),
     };
-    let config = format!(
+    let route = "{cluster: mock, timeout: 0s}";
+    let endpoints = format!("[{{lb_endpoints: [{}]}}]", endpoint(mock_port));
+    let config = bare_config(port, admin, &filter, route, &endpoints);
+    spawn(&config, dir, name, port, base_id)
+}
+
+/// Bare Envoy making a failover's two calls: the first to `limited` (a
+/// 429), retried at once on `ok` (the next priority, as the gateway's
+/// fallback is another cluster). What a failover costs without the gateway.
+pub fn failover(
+    limited: u16,
+    ok: u16,
+    dir: &Path,
+    port: u16,
+    admin: u16,
+    base_id: u32,
+) -> Result<Envoy> {
+    // A 1 ms base back-off is no wait: Envoy's first one is a random
+    // whole number of ms under the base.
+    let route = r#"{cluster: mock, timeout: 0s, retry_policy: {retry_on: retriable-status-codes, retriable_status_codes: [429], num_retries: 1, retry_back_off: {base_interval: 0.001s, max_interval: 0.001s}, retry_priority: {name: envoy.retry_priorities.previous_priorities, typed_config: {"@type": type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig, update_frequency: 1}}}}"#;
+    let endpoints = format!(
+        "[{{priority: 0, lb_endpoints: [{}]}}, {{priority: 1, lb_endpoints: [{}]}}]",
+        endpoint(limited),
+        endpoint(ok)
+    );
+    let config = bare_config(port, admin, "", route, &endpoints);
+    spawn(&config, dir, "bare-failover", port, base_id)
+}
+
+fn endpoint(port: u16) -> String {
+    format!(
+        "{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}"
+    )
+}
+
+/// Bare Envoy's listener, `filter` before the router, one route to the
+/// cluster `mock` with these endpoints.
+fn bare_config(port: u16, admin: u16, filter: &str, route: &str, endpoints: &str) -> String {
+    format!(
         r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
 static_resources:
   listeners:
@@ -108,7 +148,7 @@ static_resources:
                   virtual_hosts:
                     - name: all
                       domains: ["*"]
-                      routes: [{{match: {{prefix: /}}, route: {{cluster: mock, timeout: 0s}}}}]
+                      routes: [{{match: {{prefix: /}}, route: {route}}}]
                 http_filters:
 {filter}                  - name: envoy.filters.http.router
                     typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
@@ -117,13 +157,12 @@ static_resources:
       type: STATIC
       connect_timeout: 5s
       per_connection_buffer_limit_bytes: 11534336
-      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
+      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 100000}}]}}
       load_assignment:
         cluster_name: mock
-        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {mock_port}}}}}}}}}]}}]
+        endpoints: {endpoints}
 "#
-    );
-    spawn(&config, dir, name, port, base_id)
+    )
 }
 
 /// A rewrite of the rendered envoy.yaml: one lever.
@@ -162,25 +201,91 @@ pub fn rendered(
     if !done.status.success() {
         bail!("planoai render: {}", String::from_utf8_lossy(&done.stderr));
     }
-    let yaml = std::fs::read_to_string(out.join("envoy.yaml"))?
-        .replace("port_value: 9901 }", &format!("port_value: {admin} }}"))
-        .replace(
-            "port_value: 9902 }",
-            &format!("port_value: {} }}", admin + 1),
-        );
+    // The admin and status ports moved wherever they are named (the status
+    // listener is in lds.yaml), so several rendered gateways run at once.
+    let moved = |text: String| {
+        text.replace("port_value: 9901 }", &format!("port_value: {admin} }}"))
+            .replace(
+                "port_value: 9902 }",
+                &format!("port_value: {} }}", admin + 1),
+            )
+    };
     // Listeners and clusters are in the files the bootstrap names.
-    for file in ["lds.yaml", "cds.yaml"] {
-        let path = out.join(file);
-        let resources = apply_all(&std::fs::read_to_string(&path)?, levers)?;
-        std::fs::write(&path, resources)?;
+    let names = ["envoy.yaml", "lds.yaml", "cds.yaml"];
+    let mut files = Vec::new();
+    for file in names {
+        files.push(moved(std::fs::read_to_string(out.join(file))?));
     }
-    spawn(&apply_all(&yaml, levers)?, dir, name, port, base_id)
+    for lever in levers {
+        let changed = files
+            .iter()
+            .map(|text| apply(text, lever))
+            .collect::<Result<Vec<_>>>()?;
+        // A lever that matches nothing would measure the unchanged gateway
+        // under the lever's name. (Line by line: a rewrite may end the last
+        // line with a newline.)
+        if changed
+            .iter()
+            .zip(&files)
+            .all(|(a, b)| a.lines().eq(b.lines()))
+        {
+            bail!("{name}: the lever {lever:?} changes nothing in the rendered config");
+        }
+        files = changed;
+    }
+    for (file, text) in names.iter().zip(&files) {
+        std::fs::write(out.join(file), text)?;
+    }
+    let envoy = spawn(&files[0], dir, name, port, base_id)?;
+    accepted(name, admin)?;
+    Ok(envoy)
 }
 
-fn apply_all(yaml: &str, levers: &[Lever]) -> Result<String> {
-    levers
-        .iter()
-        .try_fold(yaml.to_string(), |text, lever| apply(&text, lever))
+/// Waits until Envoy has taken the listeners and clusters from lds.yaml and
+/// cds.yaml: a rejected file, or a listener that could not be made (a port
+/// taken), would leave the Envoy running without what is to be measured.
+fn accepted(name: &str, admin: u16) -> Result<()> {
+    let stat = |s: &str| admin_stat(admin, s).unwrap_or(0);
+    let start = Instant::now();
+    loop {
+        for bad in [
+            // A file Envoy cannot read or parse is a failure, not a rejection.
+            "listener_manager.lds.update_rejected",
+            "listener_manager.lds.update_failure",
+            "cluster_manager.cds.update_rejected",
+            "cluster_manager.cds.update_failure",
+            "listener_manager.listener_create_failure",
+        ] {
+            if stat(bad) != 0 {
+                bail!("{name}: Envoy's {bad} is {}", stat(bad));
+            }
+        }
+        if stat("listener_manager.lds.update_success") > 0
+            && stat("cluster_manager.cds.update_success") > 0
+        {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("{name}: Envoy took no lds.yaml or cds.yaml in 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One of Envoy's stats by its full name, read from the admin on `admin`.
+pub fn admin_stat(admin: u16, name: &str) -> Option<u64> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /stats?filter=%5E{name}%24 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let prefix = format!("{name}: ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
 fn apply(yaml: &str, lever: &Lever) -> Result<String> {

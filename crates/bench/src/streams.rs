@@ -28,6 +28,18 @@ struct Held {
     broken: u64,
 }
 
+impl Held {
+    fn extra_mb(&self) -> f64 {
+        self.rss_held - self.rss_idle
+    }
+
+    /// Memory per stream actually held: a stream that never opened holds
+    /// nothing, so it must not thin out the figure.
+    fn kb_per_stream(&self) -> f64 {
+        self.extra_mb() * 1024.0 / self.opened.max(1) as f64
+    }
+}
+
 async fn hold(port: u16, pid: u32, count: usize, body: &Bytes) -> Result<Held> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = rss_mb(pid).unwrap_or(0.0);
@@ -72,8 +84,9 @@ async fn hold(port: u16, pid: u32, count: usize, body: &Bytes) -> Result<Held> {
     })
 }
 
-/// With `lever`, also the gateway without its framing hop (rendered by the
-/// bench, `rig::Lever::NoFramingHop`): what that hop costs a stream. Each
+/// With `lever`, also the gateway without its framing hop
+/// (`rig::Lever::NoFramingHop`) and, to compare it with, the gateway as
+/// rendered, both started by the bench: what that hop costs a stream. Each
 /// request body is `body_kb` KB.
 pub async fn run(count: usize, home: &Path, lever: bool, body_kb: usize) -> Result<()> {
     let body = streamed_body_of(body_kb * 1024);
@@ -97,34 +110,40 @@ pub async fn run(count: usize, home: &Path, lever: bool, body_kb: usize) -> Resu
         )?;
         hold(GATEWAY_PORT, gw.pid, count, &body).await?
     };
-    let lean = if lever {
-        eprintln!("gateway without the framing hop holding {count} streams ...");
+    // The lever's row against the same gateway started the same way (by
+    // the bench, from `planoai render`), not against `planoai up`'s.
+    let mut levered = Vec::new();
+    if lever {
         let config = format!(
             "version: v0.3.0\nlisteners: [{{type: model, name: l, port: {GATEWAY_PORT}}}]\nmodel_providers:\n{}{}",
             provider("openai/gpt-4o", stream, FAILOVER),
             provider("anthropic/c", ok, "")
         );
-        let envoy = crate::rig::rendered(
-            home,
-            "streams-lean",
-            &config,
-            GATEWAY_PORT,
-            9931,
-            81,
-            &[crate::rig::Lever::NoFramingHop],
-        )?;
-        Some(hold(GATEWAY_PORT, envoy.pid(), count, &body).await?)
-    } else {
-        None
-    };
-    println!("| {count} SSE streams, 1 chunk / {GAP_MS} ms, {} s, {body_kb} KB requests | opened | whole | broken | RSS idle MB | RSS holding MB | extra MB | KB per stream | CPU % of a core |", CHUNKS as u64 * GAP_MS / 1000);
+        for (row, levers) in [
+            ("gateway as rendered, bench-started", vec![]),
+            (
+                "gateway, no framing hop, bench-started",
+                vec![crate::rig::Lever::NoFramingHop],
+            ),
+        ] {
+            eprintln!("{row} holding {count} streams ...");
+            let envoy = crate::rig::rendered(
+                home,
+                "streams-rendered",
+                &config,
+                GATEWAY_PORT,
+                9931,
+                81,
+                &levers,
+            )?;
+            levered.push((row, hold(GATEWAY_PORT, envoy.pid(), count, &body).await?));
+        }
+    }
+    println!("| {count} SSE streams, 1 chunk / {GAP_MS} ms, {} s, {body_kb} KB requests | opened | whole | broken | RSS idle MB | RSS holding MB | extra MB | KB per stream opened | CPU % of a core |", CHUNKS as u64 * GAP_MS / 1000);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut held = vec![("bare Envoy", &bare), ("gateway", &gw)];
-    if let Some(l) = &lean {
-        held.push(("gateway, no framing hop", l));
-    }
+    held.extend(levered.iter().map(|(row, h)| (*row, h)));
     for (name, h) in held {
-        let extra = h.rss_held - h.rss_idle;
         println!(
             "| {name} | {} | {} | {} | {:.0} | {:.0} | {:+.0} | {:.1} | {:.0} |",
             h.opened,
@@ -132,16 +151,17 @@ pub async fn run(count: usize, home: &Path, lever: bool, body_kb: usize) -> Resu
             h.broken,
             h.rss_idle,
             h.rss_held,
-            extra,
-            extra * 1024.0 / count as f64,
+            h.extra_mb(),
+            h.kb_per_stream(),
             h.cpu_pct
         );
     }
-    let over = (gw.rss_held - gw.rss_idle) - (bare.rss_held - bare.rss_idle);
+    let over = gw.extra_mb() - bare.extra_mb();
+    let over_kb = gw.kb_per_stream() - bare.kb_per_stream();
     let summary = format!(
-        "{count} streams (1 chunk / 100 ms): gateway {:+.0} MB RSS and {:.0}% CPU holding them, bare Envoy {:+.0} MB and {:.0}%: the gateway's own share {:+.0} MB ({:.1} KB a stream), {:+.0} points of a core; {} of {} gateway streams whole",
-        gw.rss_held - gw.rss_idle, gw.cpu_pct, bare.rss_held - bare.rss_idle, bare.cpu_pct,
-        over, over * 1024.0 / count as f64, gw.cpu_pct - bare.cpu_pct, gw.whole, count
+        "{count} streams (1 chunk / 100 ms): gateway {:+.0} MB RSS and {:.0}% CPU holding {} opened, bare Envoy {:+.0} MB and {:.0}% holding {}: the gateway's own share {:+.0} MB ({over_kb:.1} KB a stream opened), {:+.0} points of a core; {} of {} gateway streams whole",
+        gw.extra_mb(), gw.cpu_pct, gw.opened, bare.extra_mb(), bare.cpu_pct, bare.opened,
+        over, gw.cpu_pct - bare.cpu_pct, gw.whole, count
     );
     println!("\n{summary}");
     let json = json!({
@@ -149,6 +169,7 @@ pub async fn run(count: usize, home: &Path, lever: bool, body_kb: usize) -> Resu
         "bare": {"opened": bare.opened, "whole": bare.whole, "broken": bare.broken, "rss_idle_mb": bare.rss_idle, "rss_held_mb": bare.rss_held, "cpu_percent": bare.cpu_pct},
         "gateway": {"opened": gw.opened, "whole": gw.whole, "broken": gw.broken, "rss_idle_mb": gw.rss_idle, "rss_held_mb": gw.rss_held, "cpu_percent": gw.cpu_pct},
         "gateway_extra_over_bare_mb": over,
+        "gateway_extra_over_bare_kb_per_stream_opened": over_kb,
         "summary": summary,
     });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-streams.json");
