@@ -18,3 +18,4 @@ pub mod quota;
 pub mod request;
 pub mod resolve;
 pub mod retry_after;
+pub mod usage;

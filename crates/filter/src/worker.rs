@@ -23,6 +23,7 @@ use proxy_wasm::types::{Action, MapType};
 
 use crate::headers::reply_error;
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
+use crate::metrics::Stats;
 use crate::timers::{Timer, TimerKind, Timers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,10 @@ pub struct Exchange {
     pub abandon_at_ttfb: bool,
     /// The attempt under way is the one probe of a block that ended.
     pub probing: bool,
+    /// The client key the request came with (its index in the plan).
+    pub client: Option<usize>,
+    /// The answer's last bytes, where its `usage` is.
+    pub tail: Vec<u8>,
 }
 
 impl Exchange {
@@ -78,6 +83,7 @@ impl Exchange {
 pub struct Worker {
     plan: GatewayPlan,
     pub metrics: Metrics,
+    pub stats: Stats,
     exchanges: RefCell<HashMap<u64, Exchange>>,
     pub timers: Timers,
     /// In-flight dispatched retries: call token -> exchange.
@@ -90,10 +96,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(plan: GatewayPlan, metrics: Metrics) -> Worker {
+    pub fn new(plan: GatewayPlan, metrics: Metrics, stats: Stats) -> Worker {
         Worker {
             plan,
             metrics,
+            stats,
             exchanges: RefCell::default(),
             timers: Timers::default(),
             calls: RefCell::default(),
@@ -163,7 +170,13 @@ impl Worker {
     /// The request body is complete: check it, pick the first target and
     /// send the first attempt on through the router. Returns the exchange's
     /// id when there is one to follow.
-    pub fn begin(&self, ctx: u32, client_path: String, raw: Vec<u8>) -> (Action, Option<u64>) {
+    pub fn begin(
+        &self,
+        ctx: u32,
+        client_path: String,
+        raw: Vec<u8>,
+        client: Option<usize>,
+    ) -> (Action, Option<u64>) {
         self.metrics.add(self.metrics.requests, 1);
         let chat = match ChatBody::parse(&raw) {
             Ok(c) => c,
@@ -181,6 +194,7 @@ impl Worker {
             );
             return (reply_error(404, "model_not_found", &message), None);
         };
+        self.stats.request(primary);
         let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
             .ok()
             .flatten()
@@ -209,6 +223,8 @@ impl Worker {
             wait_until: None,
             abandon_at_ttfb: false,
             probing: effects.probe,
+            client,
+            tail: Vec::new(),
         };
         let action = if ex.chat.stream {
             self.send_streamed_attempt(&mut ex, first, now)
