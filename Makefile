@@ -16,6 +16,10 @@ setup: $(VENV)/.ready build install
 $(VENV)/.ready:
 	command -v openssl >/dev/null && command -v ss >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q openssl iproute2)
+	# The observability test starts its own Prometheus; none runs as a service.
+	command -v prometheus >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q prometheus && \
+	   (service prometheus stop || true))
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
