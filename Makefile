@@ -16,7 +16,9 @@ setup: $(VENV)/.ready build install
 $(VENV)/.ready:
 	command -v openssl >/dev/null && command -v ss >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q openssl iproute2)
-	# The observability test starts its own Prometheus; none runs as a service.
+	# The observability tests start their own Prometheus (none runs as a
+	# service) and run `planoai top` under tmux.
+	command -v tmux >/dev/null || (apt-get update -q && apt-get install -y -q tmux)
 	command -v prometheus >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q prometheus && \
 	   (service prometheus stop || true))
