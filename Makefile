@@ -16,6 +16,12 @@ setup: $(VENV)/.ready build install
 $(VENV)/.ready:
 	command -v openssl >/dev/null && command -v ss >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q openssl iproute2)
+	# The observability tests start their own Prometheus (none runs as a
+	# service) and run `planoai top` under tmux.
+	command -v tmux >/dev/null || (apt-get update -q && apt-get install -y -q tmux)
+	command -v prometheus >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q prometheus && \
+	   (service prometheus stop || true))
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip

@@ -102,6 +102,8 @@ def test_an_outage_retries_within_the_budget(gateway, providers):
     assert error["type"] == "retry_exhausted" and error["retry_budget"] == "exceeded"
     assert "retry budget" in error["message"]
     assert stats().get("wasmcustom.plano.retries_over_budget") == len(refused)
+    # The same, by model (a `model` label on /stats/prometheus).
+    assert stats().get("wasmcustom.plano.model.retries_over_budget.model=.=openai/gpt-4o;.;") == len(refused)
 
 
 def test_one_probe_when_a_block_ends(gateway, providers):

@@ -39,6 +39,11 @@ pub enum Command {
     /// Show whether a gateway runs, where, since when, and its current blocks
     #[command(after_help = "Example:\n  planoai status")]
     Status,
+    /// A live view of the gateway per model and deployment: requests/s, success %, failovers/s, 429s, blocks, p50 time to first byte
+    #[command(
+        after_help = "Refreshed every second; q (or Esc, Ctrl-C) quits. When the output is not a\nterminal, prints one snapshot (rates over one second) and exits.\n\nExamples:\n  planoai top\n  planoai top | cat"
+    )]
+    Top,
     /// Print the gateway's log: one line per attempt (-f to follow)
     #[command(
         after_help = "Each attempt: time, request id, attempt, target, outcome, latency, wait.\nAccess keys are redacted in every mode.\n\nExamples:\n  planoai logs -f\n  planoai logs --json -n 1000 | jq 'select(.outcome != \"200\")'\n  planoai logs --envoy"

@@ -30,8 +30,18 @@ fn get_at(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         s,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
+    // Read up to the answer's end, not to the connection's: Envoy closes a
+    // connection it answered on after its delayed-close timeout (1 s).
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !complete(&bytes) {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
     let status = raw
         .split_whitespace()
         .nth(1)
@@ -50,6 +60,24 @@ fn get_at(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
             body.to_string()
         },
     ))
+}
+
+/// Whether `raw` holds a whole answer: headers and as much body as they say.
+fn complete(raw: &[u8]) -> bool {
+    let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(raw.get(..at).unwrap_or_default()).to_ascii_lowercase();
+    let body = raw.get(at + 4..).unwrap_or_default();
+    for line in head.lines() {
+        if let Some(n) = line.strip_prefix("content-length:") {
+            return n.trim().parse::<usize>().is_ok_and(|n| body.len() >= n);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return body == b"0\r\n\r\n" || body.ends_with(b"\r\n0\r\n\r\n");
+        }
+    }
+    false
 }
 
 /// The payload of a chunked body: each chunk is `<hex size>\r\n<data>\r\n`.
@@ -105,6 +133,23 @@ mod tests {
         assert_eq!(super::reach("::", 1).to_string(), "[::1]:1");
         assert_eq!(super::reach("::1", 1).to_string(), "[::1]:1");
         assert_eq!(super::reach("127.0.0.2", 1).to_string(), "127.0.0.2:1");
+    }
+
+    #[test]
+    fn an_answer_is_complete_at_its_length_or_last_chunk() {
+        assert!(super::complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        ));
+        assert!(!super::complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"
+        ));
+        assert!(super::complete(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        ));
+        assert!(!super::complete(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n"
+        ));
+        assert!(!super::complete(b"HTTP/1.1 200 OK\r\n"));
     }
 
     #[test]

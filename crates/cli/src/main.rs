@@ -17,6 +17,7 @@ mod logline;
 mod paths;
 mod render;
 mod runtime;
+mod scrape;
 mod source;
 mod structure;
 

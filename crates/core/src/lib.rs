@@ -21,3 +21,4 @@ pub mod request;
 pub mod resolve;
 pub mod response_ids;
 pub mod retry_after;
+pub mod usage;

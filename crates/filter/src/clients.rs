@@ -41,13 +41,13 @@ impl Clients {
         Ok(Some(clients))
     }
 
-    /// Lets the request on (`None`), or answers it with a 401 and says how
-    /// to stop (`Some`). Orchestrators' health checks carry no key, and the
+    /// Lets the request on (`Ok`, with the index of its key when it needed
+    /// one), or answers it with a 401 and says how to stop (`Err`). Orchestrators' health checks carry no key, and the
     /// internal redirect replays a request already let in (claimed only with
     /// its unguessable exchange id), so neither needs one.
-    pub fn check(&self, method: &str, route: &str) -> Option<Action> {
+    pub fn check(&self, method: &str, route: &str) -> Result<Option<usize>, Action> {
         if (method == "GET" && route == "/healthz") || route == NEXT_ATTEMPT_PATH {
-            return None;
+            return Ok(None);
         }
         let presented = [
             request_header("authorization").and_then(|v| bearer(&v).map(str::to_string)),
@@ -60,10 +60,10 @@ impl Clients {
             .flatten()
             .filter_map(|key| find(&self.digests, key))
             .next();
-        match found.and_then(|i| self.requests.get(i)) {
-            Some(&counter) => {
+        match found.and_then(|i| Some((i, self.requests.get(i)?))) {
+            Some((i, &counter)) => {
                 let _ = hostcalls::increment_metric(counter, 1);
-                None
+                Ok(Some(i))
             }
             None => {
                 let _ = hostcalls::increment_metric(self.unauthorized, 1);
@@ -79,7 +79,7 @@ impl Clients {
                     ],
                     Some(body.as_bytes()),
                 );
-                Some(Action::Pause)
+                Err(Action::Pause)
             }
         }
     }

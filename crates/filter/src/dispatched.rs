@@ -40,7 +40,7 @@ impl Worker {
             return Action::Continue;
         };
         ex.state.start(target, now);
-        self.metrics.add(self.metrics.attempts, 1);
+        self.count_attempt(ex);
         let body = ex.body.with_model(&ex.raw, &t.model_name);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, ex.raw.len(), &body);
         let path = t.upstream_path(&ex.client_path);
@@ -82,6 +82,7 @@ impl Worker {
             .then(|| Quota::read(&|name| response_header(name), now));
         match self.after_answer(ex, outcome_of(status, from_provider), waited, quota, now) {
             Next::Deliver => {
+                self.count_answer(ex);
                 set_attempt_headers(&self.attempt_headers(ex));
                 ex.settle(Phase::Streaming);
                 self.disarm(ex);
@@ -183,7 +184,7 @@ impl Worker {
         };
         let (target, t) = t;
         ex.state.start(target, now);
-        self.metrics.add(self.metrics.attempts, 1);
+        self.count_attempt(ex);
         let body = ex.body.with_model(&ex.raw, &t.model_name);
         let path = t.upstream_path(&ex.client_path);
         // The cluster's credential injector adds the target's key.

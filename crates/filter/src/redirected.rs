@@ -71,7 +71,7 @@ impl Worker {
             return;
         };
         ex.state.start(target, now);
-        self.metrics.add(self.metrics.attempts, 1);
+        self.count_attempt(ex);
         let env = self.env(now);
         let ttfb = ex
             .state
@@ -226,6 +226,7 @@ impl Worker {
                 reply_api_error(ex.api, status, kind, &format!("{model} {what}"))
             }
             Step::Deliver => {
+                self.count_answer(&ex);
                 set_attempt_headers(&self.attempt_headers(&ex));
                 ex.settle(Phase::Streaming);
                 Action::Continue

@@ -6,6 +6,7 @@ use log::info;
 use plano_core::attempt::Outcome;
 use plano_core::plan::Target;
 use plano_core::request::{Effects, Exhaustion};
+use plano_core::usage;
 use proxy_wasm::hostcalls;
 
 use crate::headers::replayable;
@@ -14,6 +15,16 @@ use crate::worker::{Exchange, Phase, Worker};
 impl Worker {
     /// Counts and logs what a step did to shared state.
     pub fn note(&self, effects: &Effects, now: u64) {
+        for (key, until) in [
+            &effects.retry_after_block,
+            &effects.latency_block,
+            &effects.preemptive_block,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.stats.blocked(key, *until, now);
+        }
         if let Some((key, until)) = &effects.retry_after_block {
             self.metrics.add(self.metrics.blocks_retry_after, 1);
             info!(
@@ -83,6 +94,37 @@ impl Worker {
         self.disarm(ex);
     }
 
+    /// An attempt starts: counted, and a failover when it leaves the
+    /// previous attempt's target.
+    pub fn count_attempt(&self, ex: &Exchange) {
+        self.metrics.add(self.metrics.attempts, 1);
+        if let [.., before, now] = ex.state.ledger.attempts.as_slice() {
+            if before.target != now.target {
+                self.stats.failover(before.target);
+            }
+        }
+    }
+
+    /// The answer's headers go to the client now: the gateway's added time
+    /// is the request's time so far less the answering attempt's own.
+    pub fn count_answer(&self, ex: &Exchange) {
+        if let (Some(first), Some(last)) =
+            (ex.state.ledger.attempts.first(), ex.state.ledger.current())
+        {
+            self.stats.answered(
+                ex.state.primary,
+                last.started_ms.saturating_sub(first.started_ms),
+            );
+        }
+    }
+
+    /// The answer's `usage`, read from its last bytes.
+    pub fn count_tokens(&self, ex: &Exchange, tail: &[u8]) {
+        if let (Some(usage), Some(target)) = (usage::read(tail), ex.state.current_target()) {
+            self.stats.tokens(target, ex.client, usage);
+        }
+    }
+
     /// Answers with a provider's answer taken whole (a dispatched call's),
     /// from the effective context.
     pub fn reply_whole(
@@ -92,6 +134,9 @@ impl Worker {
         headers: &[(String, String)],
         body: &[u8],
     ) {
+        self.count_answer(ex);
+        let tail = body.get(body.len().saturating_sub(usage::TAIL_BYTES)..);
+        self.count_tokens(ex, tail.unwrap_or_default());
         let attempt_headers = self.attempt_headers(ex);
         let mut reply: Vec<(&str, &str)> = headers
             .iter()
@@ -134,9 +179,16 @@ impl Worker {
     /// The per-attempt log line (SPEC §9). The request id comes from the
     /// client, so it is quoted: it cannot imitate the line's own text.
     pub fn log_attempt(&self, ex: &mut Exchange, outcome: Outcome, now: u64, effects: &Effects) {
-        let Some(started_ms) = ex.state.ledger.current().map(|a| a.started_ms) else {
+        let Some((target, started_ms)) =
+            ex.state.ledger.current().map(|a| (a.target, a.started_ms))
+        else {
             return;
         };
+        self.stats
+            .attempt(target, outcome, now.saturating_sub(started_ms));
+        if effects.over_retry_budget {
+            self.stats.over_budget(ex.state.primary);
+        }
         let first_success =
             ex.state.ledger.attempts.len() == 1 && matches!(outcome, Outcome::Status(200..=399));
         if first_success && !self.plan().log_first_success {

@@ -12,6 +12,7 @@ use proxy_wasm::types::ContextType;
 
 use crate::clients::Clients;
 use crate::host::Metrics;
+use crate::metrics::Stats;
 use crate::stream::GatewayStream;
 use crate::worker::Worker;
 
@@ -93,7 +94,14 @@ impl RootContext for GatewayRoot {
             }
         };
         self.clients = clients.map(Rc::new);
-        let worker = Worker::new(plan, metrics);
+        let stats = match Stats::define(&plan) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("plano filter: cannot define stats: {e:?}");
+                return false;
+            }
+        };
+        let worker = Worker::new(plan, metrics, stats);
         worker.prepare_shared_slots();
         let worker = Rc::new(worker);
         WORKERS.with(|w| {

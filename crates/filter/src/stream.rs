@@ -8,6 +8,7 @@ use plano_core::api::Api;
 use plano_core::attempt::gateway_error;
 use plano_core::hop;
 use plano_core::request::Effects;
+use plano_core::usage;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
@@ -35,6 +36,8 @@ pub struct GatewayStream {
     worker: Rc<Worker>,
     /// `None` when the plan needs no client key.
     clients: Option<Rc<Clients>>,
+    /// The client key the request came with.
+    client: Option<usize>,
     role: Role,
 }
 
@@ -44,6 +47,7 @@ impl GatewayStream {
             context_id,
             worker,
             clients,
+            client: None,
             role: Role::Other,
         }
     }
@@ -102,8 +106,11 @@ impl HttpContext for GatewayStream {
                 "the request came back to the gateway that sent it: a provider's base_url leads to this gateway",
             );
         }
-        if let Some(refused) = self.clients.as_ref().and_then(|c| c.check(&method, route)) {
-            return refused;
+        if let Some(clients) = &self.clients {
+            match clients.check(&method, route) {
+                Ok(key) => self.client = key,
+                Err(refused) => return refused,
+            }
         }
         if let Some(id) = stored_response(&method, route) {
             return self.worker.route_stored_response(id, &path);
@@ -162,7 +169,9 @@ impl HttpContext for GatewayStream {
                     return Action::Continue;
                 };
                 let raw = self.get_http_request_body(0, body_size).unwrap_or_default();
-                let (action, id) = self.worker.begin(self.context_id, api, path, raw);
+                let (action, id) = self
+                    .worker
+                    .begin(self.context_id, api, path, raw, self.client);
                 if let Some(id) = id {
                     self.role = Role::Exchange(id);
                 }
@@ -191,10 +200,9 @@ impl HttpContext for GatewayStream {
         let Some(id) = self.exchange() else {
             return Action::Continue;
         };
-        let Some(ex) = self.worker.take(id) else {
+        let Some(mut ex) = self.worker.take(id) else {
             return Action::Continue;
         };
-        let mut ex = ex;
         let action = match ex.phase {
             Phase::Waiting | Phase::Calling(_) | Phase::Routed | Phase::Redirecting => {
                 // A failed attempt's body is dropped as it comes, never held.
@@ -203,7 +211,14 @@ impl HttpContext for GatewayStream {
             }
             Phase::Streaming => {
                 self.worker.look_for_response_id(&mut ex, body_size);
+                // Only the chunk's last bytes are copied: `usage` is at the end.
+                let keep = body_size.min(usage::TAIL_BYTES);
+                if let Some(chunk) = self.get_http_response_body(body_size - keep, keep) {
+                    usage::keep_tail(&mut ex.tail, &chunk);
+                }
                 if end_of_stream {
+                    let tail = std::mem::take(&mut ex.tail);
+                    self.worker.count_tokens(&ex, &tail);
                     if let Some(a) = ex.state.ledger.current() {
                         let now = now_ms();
                         let took = now.saturating_sub(a.started_ms);

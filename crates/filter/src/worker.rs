@@ -24,6 +24,7 @@ use proxy_wasm::types::{Action, MapType};
 
 use crate::headers::reply_api_error;
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
+use crate::metrics::Stats;
 use crate::timers::{Timer, TimerKind, Timers};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,10 @@ pub struct Exchange {
     pub probing: bool,
     /// The delivered answer's first bytes, while its response id is looked for.
     pub id_scan: Option<Vec<u8>>,
+    /// The client key the request came with (its index in the plan).
+    pub client: Option<usize>,
+    /// The answer's last bytes, where its `usage` is.
+    pub tail: Vec<u8>,
 }
 
 impl Exchange {
@@ -82,6 +87,7 @@ impl Exchange {
 pub struct Worker {
     plan: GatewayPlan,
     pub metrics: Metrics,
+    pub stats: Stats,
     exchanges: RefCell<HashMap<u64, Exchange>>,
     pub timers: Timers,
     /// In-flight dispatched retries: call token -> exchange.
@@ -94,10 +100,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(plan: GatewayPlan, metrics: Metrics) -> Worker {
+    pub fn new(plan: GatewayPlan, metrics: Metrics, stats: Stats) -> Worker {
         Worker {
             plan,
             metrics,
+            stats,
             exchanges: RefCell::default(),
             timers: Timers::default(),
             calls: RefCell::default(),
@@ -173,6 +180,7 @@ impl Worker {
         api: Api,
         client_path: String,
         raw: Vec<u8>,
+        client: Option<usize>,
     ) -> (Action, Option<u64>) {
         self.metrics.add(self.metrics.requests, 1);
         let body = match RequestBody::parse(&raw, api.spec()) {
@@ -197,6 +205,7 @@ impl Worker {
                 return (reply_api_error(api, status, kind, &message), None)
             }
         };
+        self.stats.request(primary);
         let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
             .ok()
             .flatten()
@@ -227,6 +236,8 @@ impl Worker {
             abandon_at_ttfb: false,
             probing: effects.probe,
             id_scan: None,
+            client,
+            tail: Vec::new(),
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now)

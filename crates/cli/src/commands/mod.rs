@@ -7,6 +7,7 @@ mod logs;
 mod render;
 mod schema;
 mod status;
+mod top;
 mod up;
 mod validate;
 
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Validate(args) => validate::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Status => status::run(),
+        Command::Top => top::run(),
         Command::Logs {
             follow,
             lines,

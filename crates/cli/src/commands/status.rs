@@ -63,7 +63,12 @@ pub fn run() -> Result<i32> {
     }
     if let Ok((200, stats)) = health::get(render::ADMIN_PORT, "/stats?filter=wasmcustom.plano") {
         outln!("  counters:")?;
-        for line in stats.lines().filter(|l| !l.trim().is_empty()) {
+        // Series by model, deployment or key (`key=.=value;.;` in their
+        // names) are for `planoai top` and `/stats/prometheus`.
+        for line in stats
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.contains("=.="))
+        {
             outln!("    {}", line.trim_start_matches("wasmcustom."))?;
         }
     }

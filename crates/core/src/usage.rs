@@ -1,0 +1,132 @@
+//! Token counts from an answer's `usage`: a whole JSON body, or the tail of
+//! a server-sent event stream whose last chunk carries them. The filter
+//! keeps only the answer's last bytes, so this reads from the end.
+
+use serde_json::Value;
+
+/// How many of an answer's last bytes the filter keeps to read `usage` from:
+/// `usage` is the last field of an OpenAI body and the last event of a
+/// stream that asked for it.
+pub const TAIL_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// The last `usage` object in `tail` with token counts: OpenAI's
+/// `prompt_tokens` / `completion_tokens` or Anthropic's and the Responses
+/// API's `input_tokens` / `output_tokens`. A stream's earlier chunks carry
+/// `"usage": null`, skipped.
+pub fn read(tail: &[u8]) -> Option<Usage> {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut end = tail.len();
+    while let Some(at) = find_last(tail.get(..end)?, KEY) {
+        end = at;
+        // `\"usage\"` inside a string is text, not a field.
+        if at > 0 && tail.get(at - 1) == Some(&b'\\') {
+            continue;
+        }
+        let rest = tail.get(at + KEY.len()..)?;
+        let rest = skip_ws(rest);
+        let Some(rest) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let mut values = serde_json::Deserializer::from_slice(skip_ws(rest)).into_iter::<Value>();
+        if let Some(Ok(value)) = values.next() {
+            if let Some(usage) = counts(&value) {
+                return Some(usage);
+            }
+        }
+    }
+    None
+}
+
+fn counts(value: &Value) -> Option<Usage> {
+    let field = |names: [&str; 2]| names.iter().find_map(|n| value.get(n)?.as_u64());
+    let input = field(["prompt_tokens", "input_tokens"]);
+    let output = field(["completion_tokens", "output_tokens"]);
+    (input.is_some() || output.is_some()).then(|| Usage {
+        input_tokens: input.unwrap_or(0),
+        output_tokens: output.unwrap_or(0),
+    })
+}
+
+fn skip_ws(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    bytes.get(start..).unwrap_or_default()
+}
+
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// Appends `chunk` to `tail`, keeping only the last [`TAIL_BYTES`].
+pub fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8]) {
+    tail.extend_from_slice(chunk);
+    if tail.len() > TAIL_BYTES {
+        tail.drain(..tail.len() - TAIL_BYTES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_openai_body() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi \"usage\": {\"prompt_tokens\": 9}"}}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+        assert_eq!(
+            read(body),
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 5
+            })
+        );
+    }
+
+    #[test]
+    fn a_stream_whose_last_chunk_has_usage() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n\
+data: {\"choices\":[],\"usage\": {\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
+        assert_eq!(
+            read(stream),
+            Some(Usage {
+                input_tokens: 7,
+                output_tokens: 3
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_names() {
+        let body = br#"{"usage":{"input_tokens":4,"output_tokens":2}}"#;
+        assert_eq!(
+            read(body),
+            Some(Usage {
+                input_tokens: 4,
+                output_tokens: 2
+            })
+        );
+    }
+
+    #[test]
+    fn no_usage_or_only_nulls() {
+        assert_eq!(read(b"data: {\"usage\":null}\n\ndata: [DONE]\n\n"), None);
+        assert_eq!(read(br#"{"choices":[]}"#), None);
+        assert_eq!(read(b"\"usage\""), None);
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes() {
+        let mut tail = Vec::new();
+        keep_tail(&mut tail, &vec![b'a'; TAIL_BYTES]);
+        keep_tail(&mut tail, b"xyz");
+        assert_eq!(tail.len(), TAIL_BYTES);
+        assert!(tail.ends_with(b"axyz"));
+    }
+}
