@@ -20,7 +20,7 @@ $(VENV)/.ready:
 	# service) and run `planoai top` under tmux.
 	command -v tmux >/dev/null || (apt-get update -q && apt-get install -y -q tmux)
 	command -v prometheus >/dev/null || \
-	  (apt-get update -q && apt-get install -y -q prometheus && \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends prometheus && \
 	   (service prometheus stop || true))
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
