@@ -1,5 +1,6 @@
 """`planoai up --docker`: the gateway as a container, and nothing left after `down`."""
 
+import json
 import socket
 import subprocess
 
@@ -30,7 +31,8 @@ model_providers:
     base_url: http://host.docker.internal:{secondary.port}
 """)
     try:
-        planoai("up", "--docker", str(config))
+        # Caps other than this Docker daemon's defaults (10m, 3), to tell them apart.
+        planoai("up", "--docker", "--log-max-size", "5M", "--log-max-files", "4", str(config))
         assert containers() == ["plano-gateway"]
         resp = chat()
         assert resp.status_code == 200
@@ -40,6 +42,10 @@ model_providers:
         assert eventually(lambda: "attempt 2: anthropic/claude-3-5-sonnet -> 200" in planoai("logs", "--envoy").stdout)
         inspect = subprocess.run(["docker", "inspect", "plano-gateway"], capture_output=True, text=True).stdout
         assert "sk-docker-secret" not in inspect
+        # The container's log is capped as `up` was told.
+        log = subprocess.run(["docker", "inspect", "-f", "{{json .HostConfig.LogConfig}}", "plano-gateway"],
+                             capture_output=True, text=True, check=True).stdout
+        assert json.loads(log) == {"Type": "json-file", "Config": {"max-size": str(5 << 20), "max-file": "4"}}, log
     finally:
         down = planoai("down", "--docker")
     assert down.stdout.strip() == "gateway stopped"

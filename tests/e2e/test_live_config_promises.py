@@ -164,3 +164,36 @@ model_providers:
     resp = chat("openai/gpt-4o")
     assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet" and resp.headers["x-plano-attempts"] == "1"
     assert slow.calls == 2
+
+
+def test_a_new_filter_or_provider_key_restarts_and_lets_requests_in_flight_finish(gateway, providers, tmp_path, plano_home):
+    import shutil
+
+    primary, fallback, streamer = providers(Reply()), providers(Reply(delay=2.0)), providers(Reply())
+    installed = os.path.join(os.path.dirname(shutil.which("planoai")), "..", "share", "plano", "plano_filter.wasm")
+    wasm = tmp_path / "plano_filter.wasm"
+    shutil.copy(installed, wasm)
+    env = dict(os.environ, PLANO_FILTER_WASM=str(wasm))
+    path = tmp_path / "gw.yaml"
+    planoai("up", write(path, primary, fallback, streamer), env=env)
+    # A new build of the filter (same bytes, a new file time), then a new key.
+    def rebuild():
+        later = os.stat(wasm).st_mtime_ns + 1_000_000_000
+        os.utime(wasm, ns=(later, later))
+
+    def new_key():
+        path.write_text(path.read_text().replace("default: true", "default: true\n    access_key: sk-rotated-0001"))
+
+    for change, reason in [(rebuild, "a new filter (.wasm)"), (new_key, "the provider keys")]:
+        old = state_pid(plano_home)
+        slow = Slow("127.0.0.1", 12000)
+        time.sleep(0.5)
+        change()
+        result = planoai("up", str(path), env=env)
+        assert f"restarting the gateway ({reason})" in result.stdout, result.stdout
+        new = state_pid(plano_home)
+        assert new != old and running(new) and not running(old)
+        slow.join(30)
+        assert slow.status == 200, (reason, slow.status)
+    assert chat("openai/gpt-4o").status_code == 200
+    assert primary.requests[-1]["headers"]["authorization"] == "Bearer sk-rotated-0001"
