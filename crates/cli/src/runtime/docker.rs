@@ -2,10 +2,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
+use super::engine::{container_running, docker, image_exists, remove_container};
 use super::image::build_image;
 use super::redact::redact;
 use super::state::{clear_state, now_secs, write_state, write_summary, Launch, Mode, State};
@@ -18,17 +18,6 @@ use crate::live;
 use crate::load::Loaded;
 use crate::paths;
 use crate::render::Rendered;
-
-pub fn docker(args: &[&str]) -> Result<std::process::Output> {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .context("cannot run `docker`: is Docker installed?")
-}
-
-pub fn image_exists() -> bool {
-    docker(&["image", "inspect", IMAGE]).is_ok_and(|o| o.status.success())
-}
 
 /// Builds the image when it is missing (before its identity is taken).
 pub fn ensure_image() -> Result<()> {
@@ -125,20 +114,4 @@ pub fn run(config_path: &Path, launch: Launch) -> Result<()> {
     outln!("gateway listening on http://{address}:{port} (container {CONTAINER}, host network)")?;
     outln!("logs: planoai logs -f    stop: planoai down --docker")?;
     Ok(())
-}
-
-/// Removes the gateway's container; true when there was one.
-pub fn remove_container() -> bool {
-    // `docker rm -f` succeeds for a container that does not exist, too.
-    let exists = docker(&["container", "inspect", CONTAINER]).is_ok_and(|o| o.status.success());
-    exists && docker(&["rm", "-f", CONTAINER]).is_ok_and(|o| o.status.success())
-}
-
-pub fn container_running() -> bool {
-    Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", CONTAINER])
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
-        .unwrap_or(false)
 }

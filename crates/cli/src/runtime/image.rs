@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::docker::docker;
+use super::engine::docker;
 use super::{CONTAINER_WASM, IMAGE};
 use crate::output::Progress;
 use crate::paths;

@@ -2,6 +2,7 @@
 //! that can be checked is checked before a running gateway is touched.
 
 mod docker;
+mod engine;
 mod image;
 mod logs;
 mod native;
@@ -30,7 +31,7 @@ use crate::load::Loaded;
 use crate::logfile;
 use crate::paths;
 use crate::render::{self, Rendered};
-use docker::{docker, remove_container};
+use engine::{docker, remove_container};
 use native::{signal, wait_gone};
 use state::{clear_state, envoy_alive};
 

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::docker::{container_running, docker};
+use super::engine::{container_running, docker};
 use super::IMAGE;
 use crate::load::Loaded;
 use crate::logfile::LogCap;
