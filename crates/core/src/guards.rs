@@ -102,8 +102,10 @@ fn self_loop(host: &str, port: u16, listener: Option<(Option<&str>, u16)>) -> Op
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let local = matches!(
         host.to_ascii_lowercase().as_str(),
-        "localhost" | "host.docker.internal" | "0.0.0.0" | "::" | "::1"
-    ) || host.starts_with("127.")
+        "localhost" | "host.docker.internal"
+    ) || host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
         || listener.and_then(|(a, _)| a).is_some_and(|a| a == host);
     if !local {
         return None;

@@ -8,14 +8,18 @@ fn entry(token: &str) -> String {
     format!("1.1 plano-{token}")
 }
 
-/// `via` with this gateway's entry appended, once.
-pub fn marked(via: Option<&str>, token: &str) -> String {
+/// `via` with this gateway's entry appended, once; `None` when the token is
+/// empty (loop detection off: `via` goes on as it is).
+pub fn marked(via: Option<&str>, token: &str) -> Option<String> {
+    if token.is_empty() {
+        return None;
+    }
     let own = entry(token);
-    match via.map(str::trim).filter(|v| !v.is_empty()) {
+    Some(match via.map(str::trim).filter(|v| !v.is_empty()) {
         None => own,
         Some(v) if is_loop(Some(v), token) => v.to_string(),
         Some(v) => format!("{v}, {own}"),
-    }
+    })
 }
 
 /// Whether `via` already names this gateway. An empty token never matches.
@@ -30,23 +34,27 @@ mod tests {
 
     #[test]
     fn a_request_marked_by_this_gateway_is_a_loop() {
-        let via = marked(None, "ab12");
+        let via = marked(None, "ab12").unwrap();
         assert!(is_loop(Some(&via), "ab12"));
-        assert!(is_loop(Some(&marked(Some("1.1 proxy"), "ab12")), "ab12"));
+        assert!(is_loop(
+            marked(Some("1.1 proxy"), "ab12").as_deref(),
+            "ab12"
+        ));
     }
 
     #[test]
     fn another_gateway_or_none_is_not() {
         assert!(!is_loop(None, "ab12"));
-        assert!(!is_loop(Some(&marked(None, "cd34")), "ab12"));
+        assert!(!is_loop(marked(None, "cd34").as_deref(), "ab12"));
         assert!(!is_loop(Some("1.1 plano-ab123"), "ab12"));
-        assert!(!is_loop(Some(&marked(None, "")), ""));
+        assert_eq!(marked(Some("1.1 proxy"), ""), None);
+        assert!(!is_loop(Some("1.1 plano-"), ""));
     }
 
     #[test]
     fn marking_twice_adds_one_entry() {
-        let once = marked(Some("1.0 edge"), "ab12");
+        let once = marked(Some("1.0 edge"), "ab12").unwrap();
         assert_eq!(once, "1.0 edge, 1.1 plano-ab12");
-        assert_eq!(marked(Some(&once), "ab12"), once);
+        assert_eq!(marked(Some(&once), "ab12"), Some(once));
     }
 }

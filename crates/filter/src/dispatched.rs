@@ -203,8 +203,8 @@ impl Worker {
         );
         let client_via = client_headers.iter().find(|(k, _)| k == "via");
         let via = hop::marked(client_via.map(|(_, v)| v.as_str()), &self.plan().hop_token);
-        if !self.plan().hop_token.is_empty() {
-            headers.push(("via", &via));
+        if let Some(via) = &via {
+            headers.push(("via", via));
         }
         let timeout = Duration::from_millis(t.timeout_ms);
         match hostcalls::dispatch_http_call(&t.cluster, headers, Some(&body), vec![], timeout) {

@@ -134,8 +134,7 @@ pub fn address_request(
     hop_token: &str,
 ) {
     let length = body_len.to_string();
-    if !hop_token.is_empty() {
-        let via = hop::marked(request_header("via").as_deref(), hop_token);
+    if let Some(via) = hop::marked(request_header("via").as_deref(), hop_token) {
         set_request_header("via", Some(&via));
     }
     set_request_header(":method", Some("POST"));
