@@ -328,3 +328,28 @@ def test_status_names_the_config_applied_last(gateway, providers, plano_home, tm
     other.write_text(first.replace("gpt-4o", "gpt-4o-mini"))
     planoai("up", str(other))
     assert str(other) in planoai("status").stdout
+
+
+def test_an_up_interrupted_at_any_point_of_a_restart_leaves_a_gateway_serving(gateway, providers, plano_home):
+    import signal
+    import subprocess
+
+    ok = providers(Reply())
+    gateway.up(HEADER + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{ok.port}
+            default: true
+    """)
+    path = os.path.join(plano_home, "gateway.yaml")
+    # Nothing in flight: the drain ends at once and the old Envoy is stopped;
+    # the interrupt lands around then, at one point of the restart or another.
+    for workers, delay in [("3", 0.0), ("4", 0.05), ("5", 0.2)]:  # each a restart
+        restart = subprocess.Popen(["planoai", "up", "--workers", workers, path], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        assert "draining it first" in restart.stdout.readline()
+        time.sleep(delay)
+        os.killpg(restart.pid, signal.SIGINT)
+        restart.wait(timeout=60)
+        assert eventually(answers_healthz, 5), (delay, restart.stderr.read())
+        assert "running" in planoai("status").stdout
+        assert requests.post(CHAT, json={"model": "openai/gpt-4o", "messages": []}, timeout=10).status_code == 200

@@ -6,30 +6,34 @@ use std::sync::{Mutex, OnceLock};
 
 type Action = Box<dyn Fn() + Send>;
 
-static ACTION: Mutex<Option<Action>> = Mutex::new(None);
+/// What an interrupt does now: the innermost guard's action.
+static ACTIONS: Mutex<Vec<Action>> = Mutex::new(Vec::new());
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 
-/// While the returned guard lives, an interrupt runs `action` instead of
-/// ending the process.
+/// While the returned guard lives (and no guard taken after it), an interrupt
+/// runs `action` instead of ending the process.
 pub fn on_interrupt(action: impl Fn() + Send + 'static) -> Guard {
     INSTALLED.get_or_init(|| {
         ctrlc::set_handler(
-            || match &*ACTION.lock().unwrap_or_else(|e| e.into_inner()) {
+            || match ACTIONS.lock().unwrap_or_else(|e| e.into_inner()).last() {
                 Some(action) => action(),
                 None => std::process::exit(130),
             },
         )
         .is_ok()
     });
-    *ACTION.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(action));
+    ACTIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Box::new(action));
     Guard
 }
 
-/// Ends what [`on_interrupt`] set: an interrupt ends the process again.
+/// Ends what [`on_interrupt`] set: an interrupt does what it did before.
 pub struct Guard;
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        *ACTION.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        ACTIONS.lock().unwrap_or_else(|e| e.into_inner()).pop();
     }
 }

@@ -4,13 +4,15 @@
 //! the old one first.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::UpArgs;
+use crate::render::Rendered;
 use crate::runtime::{self, Launch, Mode};
-use crate::{changes, live, load};
+use crate::{changes, interrupt, live, load};
 
 /// How long a restart waits for the old gateway's requests to finish.
 const RESTART_DRAIN: Duration = Duration::from_secs(30);
@@ -42,14 +44,19 @@ fn apply(args: &UpArgs) -> Result<()> {
         Some(None) => vec!["a gateway started by an older planoai".into()],
         None => Vec::new(),
     };
-    if running.is_some() && runtime::keys_changed(&loaded)? {
+    // Nothing running is touched before the new config passes every check.
+    let mut rendered = runtime::render_checked(&loaded, mode);
+    if running.is_some() {
+        rendered = rendered.context("nothing was changed: the running gateway keeps its config");
+    }
+    let rendered = rendered?;
+    if running.is_some() && runtime::keys_changed(&rendered) {
         needs_restart.push("the provider keys".into());
     }
     if running.is_some() && needs_restart.is_empty() {
-        return apply_live(&loaded, mode);
+        return apply_live(&loaded, &rendered);
     }
-    // Nothing running is touched before the new config passes every check.
-    let rendered = runtime::preflight(&loaded, &launch, running.as_ref())?;
+    runtime::ensure_listener_free(&loaded, &launch, running.as_ref())?;
     let Some(state) = running else {
         // A stale state file, or a container without one.
         runtime::stop(false, Duration::ZERO)?;
@@ -59,9 +66,14 @@ fn apply(args: &UpArgs) -> Result<()> {
         "restarting the gateway ({}): draining it first",
         needs_restart.join(", ")
     )?;
+    // An interrupt once the old Envoy is told to stop would leave nothing
+    // running: the restart (or the way back) is finished first.
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    let _finish_first = interrupt::on_interrupt(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let previous = runtime::Previous::keep(state)?;
     runtime::stop(false, RESTART_DRAIN)?;
-    match runtime::start(&loaded, launch, &rendered, args.foreground) {
+    let started = runtime::start(&loaded, launch, &rendered, args.foreground);
+    let finished = match started {
         Ok(()) => {
             previous.forget();
             Ok(())
@@ -74,14 +86,17 @@ fn apply(args: &UpArgs) -> Result<()> {
                 .context("the previous gateway did not start again either")?;
             bail!("the new config did not start; the previous gateway runs again")
         }
+    };
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        errln!("interrupted: the restart was finished first")?;
+        std::process::exit(130);
     }
+    finished
 }
 
-/// Applies `loaded` to the running gateway and says what changed.
-fn apply_live(loaded: &load::Loaded, mode: Mode) -> Result<()> {
-    let rendered = runtime::render_checked(loaded, mode)
-        .context("nothing was changed: the running gateway keeps its config")?;
-    live::apply(&rendered, &live::config_dir())?;
+/// Applies `rendered` (from `loaded`) to the running gateway and says what changed.
+fn apply_live(loaded: &load::Loaded, rendered: &Rendered) -> Result<()> {
+    live::apply(rendered, &live::config_dir())?;
     let changed = changes::describe(&runtime::read_summary(), &changes::summary(loaded));
     runtime::write_summary(loaded)?;
     // `status` names the config the gateway now runs.

@@ -28,7 +28,7 @@ pub fn ensure_image() -> Result<()> {
     Ok(())
 }
 
-/// Starts the container on `rendered`, checked beforehand (`super::preflight`).
+/// Starts the container on `rendered`, checked beforehand (`super::render_checked`).
 pub fn start(loaded: &Loaded, launch: Launch, rendered: &Rendered) -> Result<()> {
     remove_container();
     prepare_run_dir()?;

@@ -43,34 +43,36 @@ const CONTAINER_CONFIG: &str = "/etc/plano";
 const STARTUP: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Checks what a new gateway needs before anything running is touched: its
-/// listener free (unless `running` holds it and will let it go), and Envoy's
-/// own check of the rendered config. Returns that config, for `mode`.
-pub fn preflight(loaded: &Loaded, launch: &Launch, running: Option<&State>) -> Result<Rendered> {
-    let r = &loaded.resolved;
+/// Checks that a new gateway's listener is free, unless `running` holds it
+/// and will let it go.
+pub fn ensure_listener_free(
+    loaded: &Loaded,
+    launch: &Launch,
+    running: Option<&State>,
+) -> Result<()> {
     let held = running
         .and_then(|s| s.launch.as_ref())
         .is_some_and(|old| old.listener == launch.listener);
-    if !held {
-        ensure_port_free(&r.listener_address, r.listener_port)?;
+    if held {
+        return Ok(());
     }
-    render_checked(loaded, launch.mode)
+    let r = &loaded.resolved;
+    ensure_port_free(&r.listener_address, r.listener_port)
 }
 
-/// Whether the provider keys of `loaded` differ from those the running
-/// gateway read at its start: Envoy reads them once, so new ones need a new Envoy.
-pub fn keys_changed(loaded: &Loaded) -> Result<bool> {
+/// Whether `rendered`'s provider keys differ from those the running gateway
+/// read at its start: Envoy reads them once, so new ones need a new Envoy.
+pub fn keys_changed(rendered: &Rendered) -> bool {
     let dir = live::config_dir();
-    let rendered = render::render(loaded, "", &dir.display().to_string(), None)?;
     let running = render::key_files(&dir);
     let same = running.len() == rendered.keys.len()
         && rendered.keys.iter().all(|(name, value)| {
             fs::read(dir.join(render::KEY_DIR).join(name)).is_ok_and(|v| v == value.as_bytes())
         });
-    Ok(!same)
+    !same
 }
 
-/// Starts a gateway on `rendered` (from [`preflight`]).
+/// Starts a gateway on `rendered` (checked by [`render_checked`]).
 pub fn start(loaded: &Loaded, launch: Launch, rendered: &Rendered, foreground: bool) -> Result<()> {
     match launch.mode {
         Mode::Docker => docker::start(loaded, launch, rendered),
@@ -189,8 +191,9 @@ fn write_config_dir(rendered: &Rendered) -> Result<PathBuf> {
 pub fn stop(also_docker: bool, drain: Duration) -> Result<bool> {
     let mut stopped = false;
     if let Some(state) = read_state() {
-        // An interrupt during the drain or the stop puts the listener back:
-        // a gateway is never left running without it.
+        // An interrupt during the drain puts the listener back: a gateway is
+        // never left running without it. Once Envoy is told to stop, that
+        // is too late (`up` then finishes its restart first).
         let lds = live::config_dir().join("lds.yaml");
         let _undo = fs::read(&lds).ok().map(|before| {
             interrupt::on_interrupt(move || {
@@ -212,6 +215,7 @@ pub fn stop(also_docker: bool, drain: Duration) -> Result<bool> {
                 let _ = outln!("{left} request(s) still in flight after the drain; stopping");
             }
         }
+        drop(_undo);
         match (state.mode, state.pid) {
             (Mode::Native, Some(pid)) if envoy_alive(pid) => {
                 signal(pid, "-TERM");

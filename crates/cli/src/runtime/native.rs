@@ -19,7 +19,7 @@ use crate::logfile;
 use crate::paths;
 use crate::render::{self, Rendered};
 
-/// Starts Envoy on `rendered`, checked beforehand (`super::preflight`).
+/// Starts Envoy on `rendered`, checked beforehand (`super::render_checked`).
 pub fn start(loaded: &Loaded, launch: Launch, rendered: &Rendered, foreground: bool) -> Result<()> {
     let dir = prepare_run_dir()?;
     let wasm = dir.join("plano_filter.wasm");
