@@ -1,7 +1,11 @@
 //! The request body: checked once, and its `model` value swapped per target
 //! without touching any other byte.
 
+mod scan;
+
 use std::ops::Range;
+
+use serde_json::Value;
 
 use crate::api::{ApiSpec, Framing};
 
@@ -47,43 +51,40 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// Checks `raw` is a JSON object, nested at most [`MAX_DEPTH`] deep, with
-    /// a string `model`; a small scanner then finds that value's byte span.
+    /// a string `model` named once, in one pass that also finds where that
+    /// value sits. Only the few values read are parsed further (tiny spans).
     pub fn parse(raw: &[u8], spec: &ApiSpec) -> Result<RequestBody, BodyError> {
-        // Only these fields are kept; serde_json still validates the rest
-        // while skipping it, without building a document.
-        #[derive(serde::Deserialize)]
-        struct Probe {
-            model: Option<serde_json::Value>,
-            stream: Option<serde_json::Value>,
-            previous_response_id: Option<serde_json::Value>,
-            conversation: Option<serde_json::Value>,
-        }
-        let not_json = |e: serde_json::Error| BodyError::NotJson(e.to_string());
-        // serde_json skips the strings it ignores without checking their
-        // UTF-8, which JSON requires (RFC 8259 §8.1).
-        std::str::from_utf8(raw).map_err(|e| BodyError::NotJson(e.to_string()))?;
-        if depth(raw) > MAX_DEPTH {
-            return Err(BodyError::TooDeep);
-        }
-        let first = raw.iter().find(|b| !b.is_ascii_whitespace());
-        if first != Some(&b'{') {
-            serde_json::from_slice::<serde::de::IgnoredAny>(raw).map_err(not_json)?;
-            return Err(BodyError::NotAnObject);
-        }
-        let probe: Probe = serde_json::from_slice(raw).map_err(not_json)?;
-        let model = match probe.model {
-            None => return Err(BodyError::NoModel),
-            Some(serde_json::Value::String(m)) => m,
+        let members = match scan::scan(raw)? {
+            scan::Document::Object(members) => members,
+            scan::Document::NotAnObject => return Err(BodyError::NotAnObject),
+        };
+        // serde_json's rules for a value it keeps (a lone surrogate or a
+        // number out of range refused), as a document would be read.
+        let value = |span: &Option<Range<usize>>| -> Result<Option<Value>, BodyError> {
+            span.as_ref()
+                .map(|s| {
+                    serde_json::from_slice::<Value>(&raw[s.clone()])
+                        .map_err(|e| BodyError::NotJson(e.to_string()))
+                })
+                .transpose()
+        };
+        let (stream, previous_response_id, conversation) = (
+            value(&members.stream)?,
+            value(&members.previous_response_id)?,
+            value(&members.conversation)?,
+        );
+        let model = match value(&members.model)? {
+            None | Some(Value::Null) => return Err(BodyError::NoModel),
+            Some(Value::String(m)) => m,
             Some(_) => return Err(BodyError::ModelNotAString),
         };
-        let model_span = find_top_level_value(raw, "model").ok_or(BodyError::NoModel)?;
-        let stream =
-            spec.framing != Framing::None && probe.stream == Some(serde_json::Value::Bool(true));
-        let previous_response_id = match probe.previous_response_id {
-            Some(serde_json::Value::String(id)) if spec.chained => Some(id),
+        let model_span = members.model.ok_or(BodyError::NoModel)?;
+        let stream = spec.framing != Framing::None && stream == Some(Value::Bool(true));
+        let previous_response_id = match previous_response_id {
+            Some(Value::String(id)) if spec.chained => Some(id),
             _ => None,
         };
-        let names_conversation = spec.chained && probe.conversation.is_some_and(|c| !c.is_null());
+        let names_conversation = spec.chained && conversation.is_some_and(|c| !c.is_null());
         Ok(RequestBody {
             model,
             stream,
@@ -112,118 +113,6 @@ impl RequestBody {
 /// `model` as a JSON string.
 fn quoted(model: &str) -> String {
     serde_json::to_string(model).unwrap_or_else(|_| format!("\"{model}\""))
-}
-
-/// Byte span of the value of `key` in the top-level object of a document
-/// already known to be valid JSON. The last occurrence wins, as it does for
-/// serde_json.
-fn find_top_level_value(raw: &[u8], key: &str) -> Option<Range<usize>> {
-    let mut i = skip_ws(raw, 0);
-    if raw.get(i) != Some(&b'{') {
-        return None;
-    }
-    i += 1;
-    let mut found = None;
-    loop {
-        i = skip_ws(raw, i);
-        match raw.get(i)? {
-            b'}' => return found,
-            b',' => {
-                i += 1;
-                continue;
-            }
-            b'"' => {}
-            _ => return None,
-        }
-        let key_end = string_end(raw, i)?;
-        let this_key: String = serde_json::from_slice(&raw[i..key_end]).ok()?;
-        i = skip_ws(raw, key_end);
-        if raw.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(raw, i + 1);
-        let value_end = value_end(raw, i)?;
-        if this_key == key {
-            found = Some(i..value_end);
-        }
-        i = value_end;
-    }
-}
-
-/// The deepest nesting of objects and arrays in `raw`, strings skipped.
-fn depth(raw: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in raw {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-fn skip_ws(raw: &[u8], mut i: usize) -> usize {
-    while matches!(raw.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// End (exclusive) of the string starting with the quote at `start`.
-fn string_end(raw: &[u8], start: usize) -> Option<usize> {
-    let mut i = start + 1;
-    loop {
-        match raw.get(i)? {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
-        }
-    }
-}
-
-/// End (exclusive) of the value starting at `start`, without recursion.
-fn value_end(raw: &[u8], start: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut i = start;
-    loop {
-        match raw.get(i)? {
-            b'"' => {
-                i = string_end(raw, i)?;
-                if depth == 0 {
-                    return Some(i);
-                }
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                if depth == 0 {
-                    return Some(i);
-                }
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-            b',' if depth == 0 => return Some(i),
-            b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => return Some(i),
-            _ => {}
-        }
-        i += 1;
-    }
 }
 
 #[cfg(test)]
