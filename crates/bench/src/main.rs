@@ -462,6 +462,7 @@ async fn main() -> Result<()> {
     .await?;
     let small = body_of(1024);
     let large = body_of(100 * 1024);
+    let huge = body_of(1024 * 1024);
     let mut rows: Vec<Row> = Vec::new();
 
     eprintln!("direct ...");
@@ -484,10 +485,11 @@ async fn main() -> Result<()> {
         let trio = Trio::up(ok, ok2, &home)?;
         warm(trio.targets().map(|t| t.port), &small).await?;
         let targets = trio.targets();
-        let scenarios: [(&str, &Bytes, usize); 3] = [
+        let scenarios: [(&str, &Bytes, usize); 4] = [
             ("1 KB", &small, 32),
             ("1 KB", &small, 256),
             ("100 KB", &large, 32),
+            ("1 MB", &huge, 32),
         ];
         let mut runs: Vec<Vec<(load::Run, Option<f64>)>> = (0..targets.len() * scenarios.len())
             .map(|_| Vec::new())

@@ -215,18 +215,19 @@ pub fn print(
         }
     }
 
-    // The goals of issue 19.
+    // The goals of issues 19 and 31.
     let row = |name: &str, c: usize| rows.iter().find(|r| r.name == name && r.connections == c);
     let ratio = |a: &str, b: &str, c: usize| Some(same_round(row(a, c)?, row(b, c)?)?.0);
     let p50_over = |a: &str, b: &str, c: usize| Some(same_round(row(a, c)?, row(b, c)?)?.1);
-    let open_added = |rate: u64| {
+    // The median of an open-loop figure over the rounds, for one target.
+    let open_median = |target: &str, rate: u64, figure: &str| {
         open_json
             .iter()
-            .find(|o| {
-                o["rate"] == rate && o["target"].as_str().unwrap_or("").starts_with("gateway")
-            })
-            .and_then(|o| o["added_p50_ms"]["median"].as_f64())
+            .find(|o| o["rate"] == rate && o["target"].as_str().unwrap_or("").starts_with(target))
+            .and_then(|o| o[figure]["median"].as_f64())
     };
+    let open_added = |rate: u64| open_median("gateway", rate, "added_p50_ms");
+    let added_cpu = |target: &str| open_median(target, 1000, "added_cpu_us_per_request");
     let gw_waiters = f("extra_rss_mb") - f("bare_envoy_holding_same_extra_rss_mb");
     let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.0}%", v * 100.0));
     let plus = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:+.2} {unit}"));
@@ -253,6 +254,21 @@ pub fn print(
             "100 KB requests: at least 70% of bare Envoy's req/s at 100 KB".into(),
             pct(ratio("gateway, success, 100 KB", "bare Envoy, 100 KB", 32)),
             ratio("gateway, success, 100 KB", "bare Envoy, 100 KB", 32).map(|v| v >= 0.70),
+        ),
+        (
+            "1 MB requests: at least 60% of bare Envoy's req/s at 1 MB".into(),
+            pct(ratio("gateway, success, 1 MB", "bare Envoy, 1 MB", 32)),
+            ratio("gateway, success, 1 MB", "bare Envoy, 1 MB", 32).map(|v| v >= 0.60),
+        ),
+        (
+            "added CPU per request at 1,000 req/s at most twice the floor filter's".into(),
+            match (added_cpu("gateway"), added_cpu("floor")) {
+                (Some(g), Some(f)) => format!("+{g:.0} us against the floor's +{f:.0} us"),
+                _ => "n/a".into(),
+            },
+            added_cpu("gateway")
+                .zip(added_cpu("floor"))
+                .map(|(g, f)| g <= 2.0 * f),
         ),
         (
             "5,000 waiters: at most +50 MB RSS over bare Envoy holding them".into(),
@@ -285,7 +301,7 @@ pub fn print(
         ),
     ];
     println!();
-    println!("Against the goals of issue 19:");
+    println!("Against the goals of issues 19 and 31:");
     println!();
     println!("| goal | measured | |");
     println!("|---|---|---|");
