@@ -110,6 +110,20 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// The body's front up to the end of its model value, with `model` in
+    /// place, and that end: all a host needs to rewrite, in the buffer that
+    /// holds `raw`, to get [`RequestBody::with_model`]'s body. Nothing after
+    /// the model is copied.
+    pub fn front_with_model(&self, raw: &[u8], model: &str) -> (Vec<u8>, usize) {
+        let quoted = quoted(model);
+        let mut front = Vec::with_capacity(self.model_span.start + quoted.len());
+        front.extend_from_slice(&raw[..self.model_span.start]);
+        front.extend_from_slice(quoted.as_bytes());
+        (front, self.model_span.end)
+    }
+}
+
 /// `model` as a JSON string.
 fn quoted(model: &str) -> String {
     serde_json::to_string(model).unwrap_or_else(|_| format!("\"{model}\""))
@@ -129,6 +143,18 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{ "messages": [{"role":"user","content":"model: \"x\""}], "model" :  "claude-3-5-sonnet" , "temperature":0.7}"#
+        );
+    }
+
+    #[test]
+    fn the_front_and_the_rest_make_the_rewritten_body() {
+        let raw = br#"{"messages":[],"model":"openai/gpt-4o","stream":true}"#;
+        let body = RequestBody::parse(raw, &chat::SPEC).unwrap();
+        let (front, end) = body.front_with_model(raw, "gpt-4o");
+        assert_eq!(front, br#"{"messages":[],"model":"gpt-4o""#);
+        assert_eq!(
+            [&front[..], &raw[end..]].concat(),
+            body.with_model(raw, "gpt-4o")
         );
     }
 

@@ -41,13 +41,12 @@ impl Worker {
         };
         ex.state.start(target, now);
         self.count_attempt(ex);
-        let body = ex.body.with_model(&ex.raw, &t.model_name);
-        let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, ex.raw.len(), &body);
+        ex.rewrite_client_body(&t.model_name);
         let path = t.upstream_path(&ex.client_path);
         address_request(
             t,
             &path,
-            body.len(),
+            ex.body.len_with_model(ex.raw.len(), &t.model_name),
             (CLUSTER_HEADER, &t.cluster),
             &self.plan().hop_token,
         );

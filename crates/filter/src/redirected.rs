@@ -45,7 +45,8 @@ impl Worker {
         self.launch_streamed(ex, now)
     }
 
-    /// Sets the body for `ex.next`; the headers follow when the attempt starts.
+    /// Sets the redirected request's body for `ex.next`; the headers follow
+    /// when the attempt starts.
     fn write_streamed_body(&self, ex: &Exchange, buffered: usize) {
         let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) else {
             return;
@@ -54,8 +55,11 @@ impl Worker {
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
     }
 
+    /// The first attempt: Envoy still holds the client's body.
     fn launch_streamed(&self, ex: &mut Exchange, now: u64) -> Action {
-        self.write_streamed_body(ex, ex.raw.len());
+        if let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) {
+            ex.rewrite_client_body(&t.model_name);
+        }
         self.address_streamed(ex, now);
         Action::Continue
     }

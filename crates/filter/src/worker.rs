@@ -20,7 +20,7 @@ use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::reply_api_error;
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
@@ -81,6 +81,14 @@ impl Exchange {
     pub fn settle(&mut self, phase: Phase) {
         self.phase = phase;
         self.raw = Vec::new();
+    }
+
+    /// Points the body Envoy holds, still the client's own, at `model`.
+    /// Only its front changes: `set_buffer` from 0 replaces that many bytes
+    /// and keeps the rest, so a prompt after the model is never copied.
+    pub fn rewrite_client_body(&self, model: &str) {
+        let (front, end) = self.body.front_with_model(&self.raw, model);
+        let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, end, &front);
     }
 }
 
