@@ -79,3 +79,52 @@ pub(super) fn resolve_shared_state(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(endpoints: &[&str], prefix: Option<&str>) -> (SharedState, Vec<String>) {
+        let mut c = Checker { issues: Vec::new() };
+        let config = SharedStateConfig {
+            etcd_endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            key_prefix: prefix.map(str::to_string),
+            max_queued_writes: None,
+        };
+        let s = resolve_shared_state(&mut c, &config, &[]);
+        (s, c.issues.into_iter().map(|i| i.path).collect())
+    }
+
+    #[test]
+    fn endpoints_and_defaults_resolve() {
+        let (s, issues) = check(&["http://127.0.0.1:2379", "http://etcd-1:2379"], None);
+        assert!(issues.is_empty());
+        assert_eq!(
+            s.endpoints[1],
+            EtcdEndpoint {
+                host: "etcd-1".into(),
+                port: 2379
+            }
+        );
+        assert_eq!(s.plan.prefix, DEFAULT_KEY_PREFIX);
+        assert_eq!(s.plan.max_queued_writes, DEFAULT_MAX_QUEUED_WRITES);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let (_, issues) = check(
+            &["https://etcd:2379", "etcd:2379", "http://e:1/path"],
+            Some(""),
+        );
+        assert_eq!(
+            issues,
+            [
+                "shared_state.etcd_endpoints[0]",
+                "shared_state.etcd_endpoints[1]",
+                "shared_state.etcd_endpoints[2]",
+                "shared_state.key_prefix"
+            ]
+        );
+        assert_eq!(check(&[], None).1, ["shared_state.etcd_endpoints"]);
+    }
+}
