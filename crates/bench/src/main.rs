@@ -3,7 +3,8 @@
 //! Prints one table (markdown) and writes `target/bench.json`.
 //!
 //! `plano-bench mock PORT` serves the 200 mock alone, for profiling by hand;
-//! `plano-bench failover` and `plano-bench waiters` run only those rows.
+//! `plano-bench failover` and `plano-bench waiters` run only those rows, and
+//! `plano-bench replicas [SECONDS [ROUNDS]]` the `shared_state` on/off rows.
 //!
 //! `make soak` (`plano-bench soak [REQUESTS]`): three rounds of REQUESTS
 //! (default 20,000) at 200 connections against a primary that answers 429 to
@@ -16,6 +17,7 @@ mod baselines;
 mod levers;
 mod load;
 mod mock;
+mod replicas;
 mod report;
 mod rig;
 mod streams;
@@ -413,6 +415,27 @@ async fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&home);
         return Ok(());
     }
+    if args.first().map(String::as_str) == Some("replicas") {
+        let secs = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(2);
+        let rounds = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(1);
+        let ok = mock::serve(Answer::Ok).await?;
+        let ok2 = mock::serve(Answer::Ok).await?;
+        let rows = replicas::rows(&home, ok, ok2, rounds, Duration::from_secs(secs)).await;
+        let _ = std::fs::remove_dir_all(&home);
+        for row in rows? {
+            println!(
+                "{}: {:.0} req/s [{:.0}..{:.0}], p50 {:.2} ms, p99 {:.2} ms, {} failed",
+                row.name,
+                row.run.rps(),
+                row.spread.map_or(0.0, |s| s.0),
+                row.spread.map_or(0.0, |s| s.1),
+                row.run.ms(0.5),
+                row.run.ms(0.99),
+                row.run.failed
+            );
+        }
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("failover") {
         // `plano-bench failover`: only a failover's own added time.
         let limited = mock::serve(Answer::RateLimited).await?;
@@ -523,6 +546,9 @@ async fn main() -> Result<()> {
 
     eprintln!("gateway per API, {ROUNDS} interleaved rounds ...");
     rows.extend(apis::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
+
+    eprintln!("gateway with shared_state on and off, {ROUNDS} interleaved rounds ...");
+    rows.extend(replicas::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
 
     eprintln!("gateway, failover path ...");
     {

@@ -146,7 +146,15 @@ impl Rendered {
             _ => serde_yaml::Mapping::new(),
         };
         statics.insert("listeners".into(), resources(&self.lds_yaml)?);
-        statics.insert("clusters".into(), resources(&self.cds_yaml)?);
+        // The bootstrap's own clusters (etcd's) stay too.
+        let mut clusters = match statics.remove("clusters") {
+            Some(serde_yaml::Value::Sequence(c)) => c,
+            _ => Vec::new(),
+        };
+        if let serde_yaml::Value::Sequence(dynamic) = resources(&self.cds_yaml)? {
+            clusters.extend(dynamic);
+        }
+        statics.insert("clusters".into(), clusters.into());
         bootstrap.insert("static_resources".into(), statics.into());
         Ok(serde_yaml::to_string(&bootstrap)?)
     }
@@ -239,6 +247,7 @@ pub fn render(
         max_connections => r.max_connections,
         heap_bytes => HEAP_BYTES,
         probe_port => probe_port,
+        shared_state => shared_state(r)?,
     };
     let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
     Ok(Rendered {
@@ -247,6 +256,28 @@ pub fn render(
         cds_yaml: versioned(part("cds")?),
         keys,
     })
+}
+
+/// The etcd cluster and the etcd holder's plan, when `shared_state` is on.
+fn shared_state(r: &plano_core::resolve::Resolved) -> Result<Option<minijinja::Value>> {
+    let Some(s) = &r.shared_state else {
+        return Ok(None);
+    };
+    let endpoints: Vec<_> = s
+        .endpoints
+        .iter()
+        .map(|e| context! { address => connect_address(&e.host), port => e.port })
+        .collect();
+    let is_static = s
+        .endpoints
+        .iter()
+        .all(|e| connect_address(&e.host).parse::<std::net::IpAddr>().is_ok());
+    Ok(Some(context! {
+        cluster => s.plan.cluster,
+        endpoints => endpoints,
+        static => is_static,
+        plan_json => serde_json::to_string(&s.plan)?,
+    }))
 }
 
 /// The gateway's loop-detection token, from its listener and targets: the

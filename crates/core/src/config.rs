@@ -18,6 +18,31 @@ pub struct GatewayConfig {
     /// The per-request log lines a busy gateway may do without.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// Blocks and probes shared with other gateways through etcd; off
+    /// without it (each gateway learns alone).
+    #[serde(default)]
+    pub shared_state: Option<SharedStateConfig>,
+}
+
+/// Where gateways that serve the same providers share what they learn: an
+/// etcd cluster (v3 API, plain HTTP/2; TLS and etcd auth are not built yet).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedStateConfig {
+    /// etcd's client URLs, `http://HOST:PORT` (each an endpoint of one
+    /// Envoy cluster: a member that fails is passed over).
+    pub etcd_endpoints: Vec<String>,
+    /// Every key the gateway writes starts so: gateways with the same prefix
+    /// share, others do not.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "/plano/")))]
+    pub key_prefix: Option<String>,
+    /// Block writes kept while etcd is away; past it the oldest go (a
+    /// queued write also goes once its block has ended).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1024)))]
+    pub max_queued_writes: Option<usize>,
 }
 
 /// The per-request log lines a busy gateway may do without. Retries, blocks

@@ -17,6 +17,7 @@ pub mod hop;
 pub mod plan;
 pub mod quota;
 pub mod reach;
+pub mod replicas;
 pub mod request;
 pub mod resolve;
 pub mod response_ids;

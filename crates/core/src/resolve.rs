@@ -24,6 +24,7 @@ mod access;
 mod endpoint;
 mod keys;
 mod policy;
+mod shared_state;
 
 use access::resolve_access;
 pub use access::{DEFAULT_LISTENER_ADDRESS, DEFAULT_MAX_CONNECTIONS};
@@ -37,6 +38,7 @@ use keys::report_key_error;
 pub use keys::{resolve_key, KeyError};
 pub use policy::closest;
 use policy::resolve_policy;
+pub use shared_state::{EtcdEndpoint, SharedState, ETCD_CLUSTER};
 
 pub struct Resolved {
     pub plan: GatewayPlan,
@@ -47,6 +49,8 @@ pub struct Resolved {
     pub listener_address: String,
     /// Envoy's limit on open downstream connections.
     pub max_connections: u64,
+    /// etcd, when blocks are shared with other gateways (`shared_state`).
+    pub shared_state: Option<SharedState>,
 }
 
 struct Checker {
@@ -332,6 +336,10 @@ pub fn resolve_with(
         }
     }
 
+    let shared_state = config
+        .shared_state
+        .as_ref()
+        .map(|s| shared_state::resolve_shared_state(&mut c, s, &targets));
     c.issues.extend(crate::guards::check(config, env));
     let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
     let resolved = match (has_error, listener, access) {
@@ -352,6 +360,7 @@ pub fn resolve_with(
             listener_port: l.port,
             listener_address: access.address,
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            shared_state,
         }),
         _ => None,
     };

@@ -6,10 +6,29 @@ use plano_core::blocks::SharedStore;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 
-/// Envoy shared data: one store for every worker of this `vm_id`.
+/// Envoy shared data: one store for every worker of this `vm_id`. A block
+/// written here is also handed to the etcd holder, when there is one.
 pub struct EnvoyStore;
 
 impl SharedStore for EnvoyStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        RawStore.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
+        let written = RawStore.set(key, value, cas);
+        if written {
+            crate::shared_state::publish(key, value);
+        }
+        written
+    }
+}
+
+/// Envoy shared data without the hand-off to etcd: what the etcd holder
+/// writes what it learned with (it must not echo it back).
+pub struct RawStore;
+
+impl SharedStore for RawStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         match hostcalls::get_shared_data(key) {
             Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),

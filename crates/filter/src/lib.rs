@@ -12,6 +12,7 @@ mod metrics;
 mod redirected;
 mod report;
 mod root;
+mod shared_state;
 mod state;
 mod status;
 mod stream;
@@ -20,16 +21,24 @@ mod worker;
 
 use proxy_wasm::types::LogLevel;
 
+/// The `vm_id` of the gateway's plugins (envoy.yaml.j2): their shared data
+/// and queue are keyed by it.
+pub const VM_ID: &str = "plano";
+
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    // One binary, four plugins: the gateway filter, the stream cluster's
-    // attempt filter, the status listener and the framing repair.
+    // One binary, five plugins: the gateway filter, the stream cluster's
+    // attempt filter, the status listener, the framing repair and the etcd
+    // holder (a bootstrap service).
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
         let root_id = proxy_wasm::hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten();
         match root_id.as_deref() {
             Some(id) if id == attempt::ROOT_ID.as_bytes() => Box::<attempt::AttemptRoot>::default(),
             Some(id) if id == status::ROOT_ID.as_bytes() => Box::<status::StatusRoot>::default(),
             Some(id) if id == framing::ROOT_ID.as_bytes() => Box::<framing::FramingRoot>::default(),
+            Some(id) if id == shared_state::ROOT_ID.as_bytes() => {
+                Box::<shared_state::SharedStateRoot>::default()
+            }
             _ => Box::<root::GatewayRoot>::default(),
         }
     });

@@ -62,6 +62,9 @@ pub fn run() -> Result<i32> {
         _ => outln!("  blocks:  unknown (the gateway did not report them)")?,
     }
     if let Ok((200, stats)) = health::get(render::ADMIN_PORT, "/stats?filter=wasmcustom.plano") {
+        if let Some(line) = shared_state_line(&stats) {
+            outln!("  shared:  {line}")?;
+        }
         outln!("  counters:")?;
         // Series by model, deployment or key (`key=.=value;.;` in their
         // names) are for `planoai top` and `/stats/prometheus`.
@@ -73,4 +76,30 @@ pub fn run() -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// etcd's state from the holder's stats, when `shared_state` is on.
+fn shared_state_line(stats: &str) -> Option<String> {
+    let stat = |name: &str| {
+        stats.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == format!("wasmcustom.plano.shared_state.{name}"))
+                .then(|| v.trim().parse::<u64>().ok())
+                .flatten()
+        })
+    };
+    let up = stat("up")?;
+    Some(format!(
+        "etcd {} (sync lag {} ms, {} blocks learned, {} writes, {} writes dropped, {} resyncs)",
+        if up == 1 {
+            "up"
+        } else {
+            "down: blocks are local only"
+        },
+        stat("sync_lag_ms").unwrap_or(0),
+        stat("blocks_learned").unwrap_or(0),
+        stat("writes").unwrap_or(0),
+        stat("writes_dropped").unwrap_or(0),
+        stat("resyncs").unwrap_or(0),
+    ))
 }

@@ -49,6 +49,9 @@ pub struct Launch {
     pub envoy: String,
     pub filter: String,
     pub log_cap: (u64, u32),
+    /// `shared_state` as resolved: etcd is reached from the bootstrap.
+    #[serde(default)]
+    pub shared_state: String,
 }
 
 impl Launch {
@@ -67,6 +70,11 @@ impl Launch {
             envoy,
             filter: identity(&paths::filter_wasm()?),
             log_cap: (cap.max_bytes, cap.files),
+            shared_state: r
+                .shared_state
+                .as_ref()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_default(),
         })
     }
 
@@ -110,6 +118,9 @@ impl Launch {
         }
         if self.log_cap != old.log_cap {
             out.push("the log cap".into());
+        }
+        if self.shared_state != old.shared_state {
+            out.push("shared_state".into());
         }
         out
     }

@@ -1,0 +1,337 @@
+//! Blocks shared between gateways through etcd (`shared_state`): what a
+//! replica writes there, how what it reads merges into its own store, the
+//! bounded queue of writes made while etcd is away, and the one-probe claim.
+//! The filter only moves these bytes to and from etcd; every choice is here.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blocks::{update, SharedStore};
+
+/// What the etcd holder (the bootstrap service) runs on, rendered by the CLI
+/// from `shared_state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedStatePlan {
+    /// Envoy's cluster of the etcd endpoints (HTTP/2).
+    pub cluster: String,
+    /// Every key the gateway writes starts so.
+    pub prefix: String,
+    /// How long a replica that lost a probe waits for the winner's answer:
+    /// the longest `timeout_ms` of the config.
+    pub probe_lease_ms: u64,
+    pub max_queued_writes: usize,
+}
+
+/// The shared queue workers hand block writes to (same `vm_id`).
+pub const PUBLISH_QUEUE: &str = "plano.shared_state";
+
+/// The local store's block slots (`BlockKey::block_slot`) start so; only
+/// those are shared.
+pub const BLOCK_SLOT: &str = "plano.block.";
+const PROBE_SLOT: &str = "plano.probe.";
+/// Where under the prefix a block's one-probe claim lives.
+const PROBE_KEY: &str = "probe/";
+
+/// A block as etcd holds it: when it ends, and when it was written (wall
+/// clock ms, for the sync lag a reader reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedBlock {
+    pub until_ms: u64,
+    pub written_ms: u64,
+}
+
+impl SharedBlock {
+    pub fn encode(&self) -> Vec<u8> {
+        format!("{},{}", self.until_ms, self.written_ms).into_bytes()
+    }
+
+    pub fn decode(value: &[u8]) -> Option<SharedBlock> {
+        let (until, written) = std::str::from_utf8(value).ok()?.split_once(',')?;
+        Some(SharedBlock {
+            until_ms: until.parse().ok()?,
+            written_ms: written.parse().ok()?,
+        })
+    }
+}
+
+/// The etcd key of a local block slot.
+pub fn block_key(prefix: &str, slot: &str) -> String {
+    format!("{prefix}{slot}")
+}
+
+/// The local block slot an etcd key names, if it is a block's.
+pub fn slot_of<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
+    key.strip_prefix(prefix)
+        .filter(|s| s.starts_with(BLOCK_SLOT))
+}
+
+/// The etcd key holding who probes the block at `slot` when it ends.
+pub fn probe_key(prefix: &str, slot: &str) -> String {
+    format!("{prefix}{PROBE_KEY}{slot}")
+}
+
+/// A block's end as the probe claim compares it: fixed width, so etcd's
+/// byte-wise `LESS` orders it as a number.
+pub fn probe_value(until_ms: u64) -> Vec<u8> {
+    format!("{until_ms:020}").into_bytes()
+}
+
+fn probe_slot(slot: &str) -> Option<String> {
+    slot.strip_prefix(BLOCK_SLOT)
+        .map(|rest| format!("{PROBE_SLOT}{rest}"))
+}
+
+fn until_of(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Merges a block another replica learned into the local store, keeping the
+/// later end: etcd never shortens a block learned here. Returns whether the
+/// local block changed (then a probe out on the older one is released, as a
+/// local block does).
+pub fn merge(store: &dyn SharedStore, slot: &str, remote: SharedBlock, now_ms: u64) -> bool {
+    if remote.until_ms <= now_ms {
+        return false;
+    }
+    let encoded = remote.until_ms.to_string().into_bytes();
+    let changed = update(store, slot, |current| match until_of(current) {
+        Some(local) if local >= remote.until_ms => None,
+        _ => Some(encoded.clone()),
+    });
+    if changed {
+        if let Some(probe) = probe_slot(slot) {
+            update(store, &probe, |current| {
+                (!current.is_empty()).then(Vec::new)
+            });
+        }
+    }
+    changed
+}
+
+/// Another replica won the probe of the block at `slot` ending at
+/// `until_ms`: no request here probes it before `until_ms + lease_ms`, the
+/// time the winner's probe has to answer (a new block it learns then
+/// reaches here through etcd before that). A newer block in the slot keeps
+/// its own probe.
+pub fn yield_probe(store: &dyn SharedStore, slot: &str, until_ms: u64, lease_ms: u64) -> bool {
+    let still_ours = store
+        .get(slot)
+        .and_then(|(v, _)| until_of(&v))
+        .is_some_and(|local| local == until_ms);
+    let Some(probe) = probe_slot(slot) else {
+        return false;
+    };
+    still_ours
+        && update(store, &probe, |_| {
+            Some((until_ms + lease_ms).to_string().into_bytes())
+        })
+}
+
+/// Block writes waiting for etcd: bounded, one per slot (the later end
+/// kept), and dropped once their block has ended, so an etcd that is away
+/// for long costs a fixed amount of memory and nothing stale is written
+/// when it comes back.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    writes: VecDeque<(String, SharedBlock)>,
+    cap: usize,
+    dropped: u64,
+}
+
+impl Outbox {
+    pub fn new(cap: usize) -> Outbox {
+        Outbox {
+            writes: VecDeque::new(),
+            cap: cap.max(1),
+            dropped: 0,
+        }
+    }
+
+    pub fn push(&mut self, slot: &str, block: SharedBlock) {
+        if let Some((_, queued)) = self.writes.iter_mut().find(|(s, _)| s == slot) {
+            if block.until_ms > queued.until_ms {
+                *queued = block;
+            }
+            return;
+        }
+        if self.writes.len() == self.cap {
+            // The oldest write goes: a newer block is more likely still on.
+            self.writes.pop_front();
+            self.dropped += 1;
+        }
+        self.writes.push_back((slot.to_string(), block));
+    }
+
+    /// Every queued write whose block is still on at `now_ms`; the others
+    /// are counted as dropped.
+    pub fn take_live(&mut self, now_ms: u64) -> Vec<(String, SharedBlock)> {
+        let (live, ended): (Vec<_>, Vec<_>) = self
+            .writes
+            .drain(..)
+            .partition(|(_, b)| b.until_ms > now_ms);
+        self.dropped += ended.len() as u64;
+        live
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Writes dropped so far (the queue was full, or their block ended).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// The wait before the next attempt to reach etcd after `failures` in a
+/// row: 200 ms doubling to 2 s, so an etcd that comes back is found within
+/// about 2 s.
+pub fn reconnect_delay_ms(failures: u32) -> u64 {
+    200u64
+        .saturating_mul(1 << failures.min(4))
+        .min(MAX_RECONNECT_DELAY_MS)
+}
+
+pub const MAX_RECONNECT_DELAY_MS: u64 = 2_000;
+
+/// What a worker hands the etcd holder when it writes a block: `slot`,
+/// newline, `until_ms`.
+pub fn encode_publish(slot: &str, until_ms: u64) -> Vec<u8> {
+    format!("{slot}\n{until_ms}").into_bytes()
+}
+
+pub fn decode_publish(message: &[u8]) -> Option<(String, u64)> {
+    let (slot, until) = std::str::from_utf8(message).ok()?.split_once('\n')?;
+    Some((slot.to_string(), until.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::memory::MemoryStore;
+    use crate::blocks::{self, BlockKey};
+
+    const SLOT: &str = "plano.block.model.openai/gpt-4o";
+
+    fn model() -> BlockKey {
+        BlockKey::Model("openai/gpt-4o".into())
+    }
+
+    fn remote(until_ms: u64) -> SharedBlock {
+        SharedBlock {
+            until_ms,
+            written_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_remote_block_holds_here_until_it_ends() {
+        let store = MemoryStore::default();
+        assert_eq!(model().block_slot(), SLOT);
+        assert!(merge(&store, SLOT, remote(5_000), 1_000));
+        assert_eq!(blocks::blocked_until(&store, &model(), 1_000), Some(5_000));
+        assert_eq!(blocks::blocked_until(&store, &model(), 5_000), None);
+    }
+
+    #[test]
+    fn etcd_never_shortens_a_block_learned_here() {
+        let store = MemoryStore::default();
+        blocks::block(&store, &model(), 9_000);
+        assert!(!merge(&store, SLOT, remote(4_000), 1_000));
+        assert_eq!(blocks::blocked_until(&store, &model(), 1_000), Some(9_000));
+        assert!(merge(&store, SLOT, remote(12_000), 1_000));
+        assert_eq!(blocks::blocked_until(&store, &model(), 1_000), Some(12_000));
+    }
+
+    #[test]
+    fn an_ended_remote_block_is_not_merged() {
+        let store = MemoryStore::default();
+        assert!(!merge(&store, SLOT, remote(1_000), 1_000));
+        assert_eq!(blocks::blocked_until(&store, &model(), 0), None);
+    }
+
+    #[test]
+    fn a_later_remote_block_releases_the_probe_on_the_older_one() {
+        let store = MemoryStore::default();
+        blocks::block(&store, &model(), 2_000);
+        assert_eq!(blocks::claim_probe(&store, &model(), 2_500, 9_000), Ok(()));
+        assert!(merge(&store, SLOT, remote(6_000), 3_000));
+        // After the new block ends, its own probe is free to take.
+        assert_eq!(blocks::claim_probe(&store, &model(), 6_000, 9_000), Ok(()));
+    }
+
+    #[test]
+    fn a_replica_that_lost_the_probe_holds_the_target_until_the_lease_ends() {
+        let store = MemoryStore::default();
+        merge(&store, SLOT, remote(5_000), 1_000);
+        assert!(yield_probe(&store, SLOT, 5_000, 3_000));
+        assert_eq!(blocks::blocked_until(&store, &model(), 5_000), Some(8_000));
+        assert_eq!(
+            blocks::claim_probe(&store, &model(), 6_000, 9_000),
+            Err(8_000)
+        );
+        assert_eq!(blocks::blocked_until(&store, &model(), 8_000), None);
+    }
+
+    #[test]
+    fn a_lost_probe_of_an_older_block_leaves_a_newer_one_alone() {
+        let store = MemoryStore::default();
+        merge(&store, SLOT, remote(9_000), 1_000);
+        assert!(!yield_probe(&store, SLOT, 5_000, 3_000));
+        assert_eq!(blocks::blocked_until(&store, &model(), 9_000), None);
+    }
+
+    #[test]
+    fn shared_blocks_round_trip_and_reject_garbage() {
+        let b = SharedBlock {
+            until_ms: 1_700_000_000_123,
+            written_ms: 1_700_000_000_000,
+        };
+        assert_eq!(SharedBlock::decode(&b.encode()), Some(b));
+        assert_eq!(SharedBlock::decode(b"12"), None);
+        assert_eq!(SharedBlock::decode(b"x,1"), None);
+        assert_eq!(
+            decode_publish(&encode_publish(SLOT, 7)),
+            Some((SLOT.into(), 7))
+        );
+        assert_eq!(decode_publish(b"nonewline"), None);
+    }
+
+    #[test]
+    fn keys_map_to_slots_under_the_prefix_only() {
+        assert_eq!(slot_of("/plano/", &block_key("/plano/", SLOT)), Some(SLOT));
+        assert_eq!(slot_of("/plano/", &probe_key("/plano/", SLOT)), None);
+        assert_eq!(slot_of("/other/", &block_key("/plano/", SLOT)), None);
+        // The probe claim compares ends byte-wise: fixed width keeps order.
+        assert!(probe_value(999) < probe_value(1_000));
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_keeps_the_later_end_and_drops_ended_blocks() {
+        let mut out = Outbox::new(2);
+        out.push("a", remote(5_000));
+        out.push("a", remote(3_000));
+        out.push("a", remote(7_000));
+        assert_eq!(out.len(), 1);
+        out.push("b", remote(2_000));
+        out.push("c", remote(9_000));
+        assert_eq!(out.dropped(), 1, "a, the oldest, made room for c");
+        let live = out.take_live(4_000);
+        assert_eq!(live, vec![("c".to_string(), remote(9_000))]);
+        assert_eq!(out.dropped(), 2, "b had ended");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn reconnects_back_off_to_two_seconds() {
+        assert_eq!(reconnect_delay_ms(0), 200);
+        assert_eq!(reconnect_delay_ms(1), 400);
+        assert_eq!(reconnect_delay_ms(3), 1_600);
+        assert_eq!(reconnect_delay_ms(10), 2_000);
+    }
+}

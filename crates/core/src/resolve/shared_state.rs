@@ -1,0 +1,130 @@
+//! `shared_state`: the etcd endpoints and key prefix, checked at their
+//! fields.
+
+use super::endpoint::parse_base_url;
+use super::Checker;
+use crate::config::SharedStateConfig;
+use crate::plan::Target;
+use crate::replicas::SharedStatePlan;
+
+pub const DEFAULT_KEY_PREFIX: &str = "/plano/";
+pub const DEFAULT_MAX_QUEUED_WRITES: usize = 1024;
+/// Envoy's cluster of the etcd endpoints.
+pub const ETCD_CLUSTER: &str = "plano_etcd";
+
+/// One etcd member as Envoy's cluster names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedState {
+    pub endpoints: Vec<EtcdEndpoint>,
+    pub plan: SharedStatePlan,
+}
+
+pub(super) fn resolve_shared_state(
+    c: &mut Checker,
+    s: &SharedStateConfig,
+    targets: &[Target],
+) -> SharedState {
+    let at = "shared_state";
+    if s.etcd_endpoints.is_empty() {
+        c.error(
+            format!("{at}.etcd_endpoints"),
+            "at least one etcd endpoint is required (`http://HOST:PORT`)",
+        );
+    }
+    let mut endpoints = Vec::new();
+    for (i, url) in s.etcd_endpoints.iter().enumerate() {
+        let field = format!("{at}.etcd_endpoints[{i}]");
+        match parse_base_url(url) {
+            Ok(e) if e.tls => c.error(
+                field,
+                format!("`{url}`: TLS to etcd is not supported yet; use http:// (a member on this host or a private network)"),
+            ),
+            Ok(e) if !e.path_prefix.is_empty() || !e.query.is_empty() => {
+                c.error(field, format!("`{url}` must be http://HOST:PORT, without a path"))
+            }
+            Ok(e) => endpoints.push(EtcdEndpoint {
+                host: e.host,
+                port: e.port,
+            }),
+            Err(why) => c.error(field, format!("`{url}` {why}")),
+        }
+    }
+    let prefix = s
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string());
+    if prefix.is_empty() || prefix.chars().any(char::is_control) {
+        c.error(
+            format!("{at}.key_prefix"),
+            "must be non-empty, without control characters",
+        );
+    }
+    let max_queued_writes = s.max_queued_writes.unwrap_or(DEFAULT_MAX_QUEUED_WRITES);
+    if max_queued_writes == 0 {
+        c.error(format!("{at}.max_queued_writes"), "must be greater than 0");
+    }
+    SharedState {
+        endpoints,
+        plan: SharedStatePlan {
+            cluster: ETCD_CLUSTER.into(),
+            prefix,
+            probe_lease_ms: targets.iter().map(|t| t.timeout_ms).max().unwrap_or(0),
+            max_queued_writes,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(endpoints: &[&str], prefix: Option<&str>) -> (SharedState, Vec<String>) {
+        let mut c = Checker { issues: Vec::new() };
+        let config = SharedStateConfig {
+            etcd_endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            key_prefix: prefix.map(str::to_string),
+            max_queued_writes: None,
+        };
+        let s = resolve_shared_state(&mut c, &config, &[]);
+        (s, c.issues.into_iter().map(|i| i.path).collect())
+    }
+
+    #[test]
+    fn endpoints_and_defaults_resolve() {
+        let (s, issues) = check(&["http://127.0.0.1:2379", "http://etcd-1:2379"], None);
+        assert!(issues.is_empty());
+        assert_eq!(
+            s.endpoints[1],
+            EtcdEndpoint {
+                host: "etcd-1".into(),
+                port: 2379
+            }
+        );
+        assert_eq!(s.plan.prefix, DEFAULT_KEY_PREFIX);
+        assert_eq!(s.plan.max_queued_writes, DEFAULT_MAX_QUEUED_WRITES);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let (_, issues) = check(
+            &["https://etcd:2379", "etcd:2379", "http://e:1/path"],
+            Some(""),
+        );
+        assert_eq!(
+            issues,
+            [
+                "shared_state.etcd_endpoints[0]",
+                "shared_state.etcd_endpoints[1]",
+                "shared_state.etcd_endpoints[2]",
+                "shared_state.key_prefix"
+            ]
+        );
+        assert_eq!(check(&[], None).1, ["shared_state.etcd_endpoints"]);
+    }
+}

@@ -1,0 +1,171 @@
+//! The few etcd v3 messages the gateway sends and reads, written by hand
+//! from etcd's `rpc.proto` and `kv.proto` (field numbers as there): the etcd
+//! client crates need tokio and build for no wasm target, and a build script
+//! for a dozen messages is not worth its weight. Fields the gateway never
+//! reads are left out (protobuf skips unknown fields).
+
+pub const KV_SERVICE: &str = "etcdserverpb.KV";
+pub const WATCH_SERVICE: &str = "etcdserverpb.Watch";
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResponseHeader {
+    #[prost(int64, tag = "3")]
+    pub revision: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValue {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RangeRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RangeResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub kvs: Vec<KeyValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// One compare of a transaction; only the two the probe claim uses.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Compare {
+    /// 0 EQUAL, 1 GREATER, 2 LESS, 3 NOT_EQUAL.
+    #[prost(int32, tag = "1")]
+    pub result: i32,
+    /// 0 VERSION, 1 CREATE, 2 MOD, 3 VALUE, 4 LEASE.
+    #[prost(int32, tag = "2")]
+    pub target: i32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub key: Vec<u8>,
+    #[prost(int64, optional, tag = "5")]
+    pub create_revision: Option<i64>,
+    #[prost(bytes = "vec", optional, tag = "7")]
+    pub value: Option<Vec<u8>>,
+}
+
+pub const COMPARE_EQUAL: i32 = 0;
+pub const COMPARE_LESS: i32 = 2;
+pub const TARGET_CREATE: i32 = 1;
+pub const TARGET_VALUE: i32 = 3;
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Request {
+    #[prost(message, tag = "2")]
+    Put(PutRequest),
+    #[prost(message, tag = "4")]
+    Txn(TxnRequest),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestOp {
+    #[prost(oneof = "Request", tags = "2, 4")]
+    pub request: Option<Request>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub compare: Vec<Compare>,
+    #[prost(message, repeated, tag = "2")]
+    pub success: Vec<RequestOp>,
+    #[prost(message, repeated, tag = "3")]
+    pub failure: Vec<RequestOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Response {
+    #[prost(message, tag = "4")]
+    Txn(TxnResponse),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResponseOp {
+    #[prost(oneof = "Response", tags = "4")]
+    pub response: Option<Response>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnResponse {
+    #[prost(bool, tag = "2")]
+    pub succeeded: bool,
+    #[prost(message, repeated, tag = "3")]
+    pub responses: Vec<ResponseOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchCreateRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub start_revision: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum WatchUnion {
+    #[prost(message, tag = "1")]
+    Create(WatchCreateRequest),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchRequest {
+    #[prost(oneof = "WatchUnion", tags = "1")]
+    pub request_union: Option<WatchUnion>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Event {
+    /// 0 PUT, 1 DELETE.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub kv: Option<KeyValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(bool, tag = "3")]
+    pub created: bool,
+    #[prost(bool, tag = "4")]
+    pub canceled: bool,
+    #[prost(int64, tag = "5")]
+    pub compact_revision: i64,
+    #[prost(message, repeated, tag = "11")]
+    pub events: Vec<Event>,
+}
+
+/// The end of the range of every key that starts with `prefix`, as etcd
+/// writes a prefix: the prefix with its last byte incremented.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // A prefix of 0xff bytes only: every key from it on ("\0" is etcd's "all").
+    vec![0]
+}

@@ -1,0 +1,370 @@
+//! The holder's link to etcd: load the prefix, watch it, write queued
+//! blocks, claim probes; on any failure, fall back to local state and try
+//! again after a backoff. Bytes in and out only: what they mean is
+//! `plano_core::replicas`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use log::{info, warn};
+use plano_core::replicas::{self, Outbox, SharedBlock, SharedStatePlan, BLOCK_SLOT};
+use prost::Message;
+use proxy_wasm::hostcalls;
+
+use super::etcd::{self, prefix_end};
+use super::Stats;
+use crate::host::RawStore;
+
+/// An unanswered Range or an unconfirmed Watch past this is a failure:
+/// Envoy never reports a stream whose open fails at once (rust-sdk #153).
+const WATCHDOG_MS: u64 = 2_000;
+/// A quiet watch says nothing of a partitioned etcd: a small read this
+/// often does (and a failed one takes the link down).
+const HEARTBEAT_MS: u64 = 1_000;
+const CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+enum Phase {
+    Down { retry_at_ms: u64 },
+    Loading { since_ms: u64 },
+    Opening { stream: u32, since_ms: u64 },
+    Up { stream: u32 },
+}
+
+enum Call {
+    Range,
+    Put(String, SharedBlock),
+    Probe(String, u64),
+    Heartbeat,
+}
+
+pub struct Link {
+    plan: SharedStatePlan,
+    stats: Stats,
+    phase: Phase,
+    calls: HashMap<u32, Call>,
+    outbox: Outbox,
+    dropped_reported: u64,
+    heartbeat_at_ms: u64,
+    /// Failures since the link was last up, for the reconnect backoff.
+    failures: u32,
+    was_up: bool,
+}
+
+impl Link {
+    pub fn new(plan: SharedStatePlan, stats: Stats) -> Link {
+        let outbox = Outbox::new(plan.max_queued_writes);
+        Link {
+            plan,
+            stats,
+            phase: Phase::Down { retry_at_ms: 0 },
+            calls: HashMap::new(),
+            outbox,
+            dropped_reported: 0,
+            heartbeat_at_ms: 0,
+            failures: 0,
+            was_up: false,
+        }
+    }
+
+    fn blocks_prefix(&self) -> Vec<u8> {
+        replicas::block_key(&self.plan.prefix, BLOCK_SLOT).into_bytes()
+    }
+
+    fn call(&mut self, method: &str, message: &[u8], call: Call) -> bool {
+        match hostcalls::dispatch_grpc_call(
+            &self.plan.cluster,
+            etcd::KV_SERVICE,
+            method,
+            vec![],
+            Some(message),
+            CALL_TIMEOUT,
+        ) {
+            Ok(token) => {
+                self.calls.insert(token, call);
+                true
+            }
+            Err(e) => {
+                warn!("plano shared state: cannot call etcd {method}: {e:?}");
+                false
+            }
+        }
+    }
+
+    /// Loads every block under the prefix; the watch starts after it.
+    pub fn connect(&mut self, now_ms: u64) {
+        let key = self.blocks_prefix();
+        let range = etcd::RangeRequest {
+            range_end: prefix_end(&key),
+            key,
+        };
+        if self.call("Range", &range.encode_to_vec(), Call::Range) {
+            self.phase = Phase::Loading { since_ms: now_ms };
+        } else {
+            self.fail(now_ms);
+        }
+    }
+
+    fn fail(&mut self, now_ms: u64) {
+        if let Phase::Opening { stream, .. } | Phase::Up { stream } = self.phase {
+            let _ = hostcalls::cancel_grpc_stream(stream);
+        }
+        if matches!(self.phase, Phase::Up { .. }) {
+            warn!("plano shared state: etcd unreachable; each worker goes on with local blocks");
+        }
+        let failures = self.failures;
+        self.failures = self.failures.saturating_add(1);
+        self.phase = Phase::Down {
+            retry_at_ms: now_ms + replicas::reconnect_delay_ms(failures),
+        };
+        Stats::set(self.stats.up, 0);
+    }
+
+    pub fn tick(&mut self, now_ms: u64) {
+        match self.phase {
+            Phase::Down { retry_at_ms, .. } if now_ms >= retry_at_ms => self.connect(now_ms),
+            Phase::Loading { since_ms } | Phase::Opening { since_ms, .. }
+                if now_ms.saturating_sub(since_ms) > WATCHDOG_MS =>
+            {
+                self.fail(now_ms)
+            }
+            Phase::Up { .. } => {
+                let beating = self.calls.values().any(|c| matches!(c, Call::Heartbeat));
+                if !beating && now_ms.saturating_sub(self.heartbeat_at_ms) >= HEARTBEAT_MS {
+                    self.heartbeat_at_ms = now_ms;
+                    let probe = etcd::RangeRequest {
+                        key: replicas::block_key(&self.plan.prefix, "heartbeat").into_bytes(),
+                        range_end: Vec::new(),
+                    };
+                    if !self.call("Range", &probe.encode_to_vec(), Call::Heartbeat) {
+                        self.fail(now_ms);
+                    }
+                }
+                self.flush(now_ms);
+            }
+            _ => {}
+        }
+        self.report_dropped();
+    }
+
+    pub fn publish(&mut self, slot: &str, block: SharedBlock) {
+        self.outbox.push(slot, block);
+    }
+
+    /// Writes every queued block still on, when etcd is up; the others wait
+    /// (bounded) or are dropped once ended.
+    pub fn flush(&mut self, now_ms: u64) {
+        if !matches!(self.phase, Phase::Up { .. }) {
+            self.report_dropped();
+            return;
+        }
+        for (slot, block) in self.outbox.take_live(now_ms) {
+            let put = etcd::PutRequest {
+                key: replicas::block_key(&self.plan.prefix, &slot).into_bytes(),
+                value: block.encode(),
+            };
+            if !self.call("Put", &put.encode_to_vec(), Call::Put(slot.clone(), block)) {
+                self.outbox.push(&slot, block);
+            }
+        }
+        self.report_dropped();
+    }
+
+    fn report_dropped(&mut self) {
+        let dropped = self.outbox.dropped();
+        if dropped > self.dropped_reported {
+            Stats::add(self.stats.dropped, (dropped - self.dropped_reported) as i64);
+            self.dropped_reported = dropped;
+        }
+    }
+
+    pub fn call_answered(&mut self, token: u32, status: u32, body: &[u8]) {
+        let Some(call) = self.calls.remove(&token) else {
+            return;
+        };
+        let now = crate::host::now_ms();
+        match call {
+            Call::Range if status == 0 => match etcd::RangeResponse::decode(body) {
+                Ok(range) => {
+                    for kv in range.kvs {
+                        self.learn(&kv.key, &kv.value, now, false);
+                    }
+                    let revision = range.header.map_or(0, |h| h.revision);
+                    self.open_watch(revision + 1, now);
+                }
+                Err(e) => {
+                    warn!("plano shared state: unreadable Range answer: {e}");
+                    self.fail(now);
+                }
+            },
+            Call::Put(slot, block) if status != 0 => {
+                self.outbox.push(&slot, block);
+                self.fail(now);
+            }
+            Call::Put(..) => Stats::add(self.stats.written, 1),
+            Call::Probe(slot, until) if status == 0 => {
+                let won = etcd::TxnResponse::decode(body).is_ok_and(|t| {
+                    t.succeeded
+                        || t.responses.iter().any(|r| {
+                            matches!(&r.response, Some(etcd::Response::Txn(inner)) if inner.succeeded)
+                        })
+                });
+                if !won && replicas::yield_probe(&RawStore, &slot, until, self.plan.probe_lease_ms)
+                {
+                    Stats::add(self.stats.probes_yielded, 1);
+                }
+            }
+            Call::Range => self.fail(now),
+            Call::Heartbeat if status != 0 => self.fail(now),
+            Call::Probe(..) | Call::Heartbeat => {}
+        }
+    }
+
+    fn open_watch(&mut self, start_revision: i64, now_ms: u64) {
+        let stream = match hostcalls::open_grpc_stream(
+            &self.plan.cluster,
+            etcd::WATCH_SERVICE,
+            "Watch",
+            vec![],
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("plano shared state: cannot open the watch: {e:?}");
+                return self.fail(now_ms);
+            }
+        };
+        let key = self.blocks_prefix();
+        let create = etcd::WatchRequest {
+            request_union: Some(etcd::WatchUnion::Create(etcd::WatchCreateRequest {
+                range_end: prefix_end(&key),
+                key,
+                start_revision,
+            })),
+        };
+        // The SDK's trait method unwraps here (rust-sdk #260): a stream that
+        // is already gone must take the link down, not the VM.
+        if hostcalls::send_grpc_stream_message(stream, Some(&create.encode_to_vec()), false)
+            .is_err()
+        {
+            let _ = hostcalls::cancel_grpc_stream(stream);
+            return self.fail(now_ms);
+        }
+        self.phase = Phase::Opening {
+            stream,
+            since_ms: now_ms,
+        };
+    }
+
+    pub fn watch_message(&mut self, token: u32, body: &[u8]) {
+        let now = crate::host::now_ms();
+        let current = match self.phase {
+            Phase::Opening { stream, .. } | Phase::Up { stream } => stream,
+            _ => return,
+        };
+        if token != current {
+            return;
+        }
+        let Ok(watch) = etcd::WatchResponse::decode(body) else {
+            warn!("plano shared state: unreadable watch message");
+            return self.fail(now);
+        };
+        if watch.canceled || watch.compact_revision > 0 {
+            // A compacted start means events were missed: load again.
+            return self.fail(now);
+        }
+        if watch.created {
+            self.phase = Phase::Up { stream: current };
+            self.failures = 0;
+            Stats::set(self.stats.up, 1);
+            if self.was_up {
+                Stats::add(self.stats.resyncs, 1);
+            }
+            self.was_up = true;
+            info!("plano shared state: etcd up, prefix loaded and watched");
+            self.flush(now);
+        }
+        for event in watch.events {
+            if let (0, Some(kv)) = (event.r#type, event.kv) {
+                self.learn(&kv.key, &kv.value, now, true);
+            }
+        }
+    }
+
+    pub fn watch_closed(&mut self, token: u32, _status: u32) {
+        if let Phase::Opening { stream, .. } | Phase::Up { stream } = self.phase {
+            if stream == token {
+                self.fail(crate::host::now_ms());
+            }
+        }
+    }
+
+    /// A block read from etcd: merged into the local store (the later end
+    /// kept), and its probe raced for while it is on.
+    fn learn(&mut self, key: &[u8], value: &[u8], now_ms: u64, watched: bool) {
+        let Some(slot) = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| replicas::slot_of(&self.plan.prefix, k))
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let Some(block) = SharedBlock::decode(value) else {
+            return;
+        };
+        if watched {
+            Stats::set(
+                self.stats.sync_lag_ms,
+                now_ms.saturating_sub(block.written_ms),
+            );
+        }
+        if block.until_ms <= now_ms {
+            return;
+        }
+        if replicas::merge(&RawStore, &slot, block, now_ms) {
+            Stats::add(self.stats.learned, 1);
+        }
+        self.claim_probe(&slot, block.until_ms);
+    }
+
+    /// Races the other replicas for the probe at the block's end: create the
+    /// claim if absent, or raise it if it names an older block. Exactly one
+    /// replica's transaction succeeds per end.
+    fn claim_probe(&mut self, slot: &str, until_ms: u64) {
+        let key = replicas::probe_key(&self.plan.prefix, slot).into_bytes();
+        let value = replicas::probe_value(until_ms);
+        let put = || etcd::RequestOp {
+            request: Some(etcd::Request::Put(etcd::PutRequest {
+                key: key.clone(),
+                value: value.clone(),
+            })),
+        };
+        let raise = etcd::TxnRequest {
+            compare: vec![etcd::Compare {
+                result: etcd::COMPARE_LESS,
+                target: etcd::TARGET_VALUE,
+                key: key.clone(),
+                value: Some(value.clone()),
+                ..Default::default()
+            }],
+            success: vec![put()],
+            failure: vec![],
+        };
+        let txn = etcd::TxnRequest {
+            compare: vec![etcd::Compare {
+                result: etcd::COMPARE_EQUAL,
+                target: etcd::TARGET_CREATE,
+                key: key.clone(),
+                create_revision: Some(0),
+                ..Default::default()
+            }],
+            success: vec![put()],
+            failure: vec![etcd::RequestOp {
+                request: Some(etcd::Request::Txn(raise)),
+            }],
+        };
+        self.call(
+            "Txn",
+            &txn.encode_to_vec(),
+            Call::Probe(slot.to_string(), until_ms),
+        );
+    }
+}

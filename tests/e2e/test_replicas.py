@@ -1,0 +1,441 @@
+"""Many gateways, one memory (issue 28): three real Envoys rendered by the
+real `planoai`, one real etcd started here on loopback, mock providers that
+record who called them. Envoy's admin and status ports are fixed in
+`planoai` (9901, 9902), so the three replicas are rendered with `planoai
+render` and started as `planoai up` starts Envoy, each with those two ports
+moved; `planoai up` itself is covered by the status test at the end."""
+
+import json
+import os
+import re
+import signal
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from conftest import planoai
+
+ETCD_PORT = 22379
+PEER_PORT = 22380
+BLOCK_SECONDS = 2
+# Models whose block must outlast a gateway's restart or etcd's.
+LONG_BLOCKS = {"m0": 10, "m2": 10}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Limited:
+    """A provider on loopback that records every call (when, from whose
+    client, for which model) and answers 429 with `Retry-After` when
+    `limit(body)` says so, 200 otherwise."""
+
+    def __init__(self, limit):
+        self.calls = []
+        self.limit = limit
+        self.lock = threading.Lock()
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                limited = me.limit(body)
+                with me.lock:
+                    me.calls.append({"at": time.time(), "user": body.get("user"), "model": body.get("model"), "limited": limited})
+                if limited:
+                    out, status, extra = b'{"error": {"message": "rate limited"}}', 429, {"Retry-After": str(LONG_BLOCKS.get(body.get("model"), BLOCK_SECONDS))}
+                else:
+                    out = json.dumps({"id": "x", "object": "chat.completion", "model": body.get("model"), "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}).encode()
+                    status, extra = 200, {}
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def since(self, t, **match):
+        with self.lock:
+            return [c for c in self.calls if c["at"] >= t and all(c[k] == v for k, v in match.items())]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Etcd:
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.proc = None
+
+    def start(self):
+        url = f"http://127.0.0.1:{ETCD_PORT}"
+        self.proc = subprocess.Popen(
+            ["etcd", "--data-dir", self.data_dir, "--listen-client-urls", url, "--advertise-client-urls", url,
+             "--listen-peer-urls", f"http://127.0.0.1:{PEER_PORT}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{PEER_PORT}",
+             "--initial-cluster", f"default=http://127.0.0.1:{PEER_PORT}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                if requests.get(url + "/health", timeout=1).json().get("health") == "true":
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError("etcd did not become healthy")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def envoy_binary():
+    found = os.environ.get("PLANO_ENVOY") or shutil.which("envoy") or os.path.join(sys.prefix, "bin", "envoy")
+    assert os.path.exists(found), "no Envoy: run `make setup`"
+    return found
+
+
+class Replica:
+    """One gateway: its config rendered by `planoai render`, run by Envoy as
+    `planoai up` runs it (2 workers, no hot restart), with the admin and
+    status ports moved so that three fit on one host."""
+
+    def __init__(self, name, n, workdir, limited, ok, shared):
+        self.name, self.n = name, n
+        self.port, self.admin, self.status = 12000 + n, 9911 + 10 * n, 9912 + 10 * n
+        self.dir = os.path.join(workdir, f"{name}{n}")
+        os.makedirs(self.dir, exist_ok=True)
+        models = "\n".join(
+            f"""
+              - model: openai/{m}
+                base_url: http://127.0.0.1:{limited.port}
+                access_key: k-limited
+                timeout_ms: 2000
+                retry_policy:
+                  fallback_models: [anthropic/claude]
+                  retry_after_handling: {{ scope: model, apply_to: global }}""" for m in MODELS)
+        shared_state = f"""
+            shared_state:
+              etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]
+              key_prefix: /plano-test/
+            """ if shared else ""
+        config = textwrap.dedent(f"""
+            version: v0.3.0
+            listeners:
+              - {{ type: model, name: model_listener, port: {self.port} }}
+            model_providers:{models}
+              - model: anthropic/claude
+                base_url: http://127.0.0.1:{ok.port}
+                access_key: k-ok
+                timeout_ms: 2000
+            """) + textwrap.dedent(shared_state)
+        self.config = os.path.join(self.dir, "gateway.yaml")
+        with open(self.config, "w") as f:
+            f.write(config)
+        self.proc = None
+
+    def start(self):
+        out = os.path.join(self.dir, "run")
+        planoai("render", self.config, "-o", out)
+        for name, old, new in [("envoy.yaml", "9901", self.admin), ("lds.yaml", "9902", self.status)]:
+            path = os.path.join(out, name)
+            with open(path) as f:
+                text = f.read()
+            with open(path, "w") as f:
+                f.write(re.sub(rf"\b{old}\b", str(new), text))
+        self.log = open(os.path.join(self.dir, "envoy.log"), "ab")
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", os.path.join(out, "envoy.yaml"), "--concurrency", "2", "--disable-hot-restart",
+             "--log-level", "warn", "--component-log-level", "wasm:info"],
+            stdout=self.log, stderr=self.log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gateway {self.name} did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def chat(self, model, user, session=requests, timeout=10):
+        body = {"model": f"openai/{model}", "messages": [{"role": "user", "content": "hi"}], "user": user}
+        return session.post(f"http://127.0.0.1:{self.port}/v1/chat/completions", json=body, timeout=timeout)
+
+    def stat(self, name):
+        text = requests.get(f"http://127.0.0.1:{self.admin}/stats?filter=wasmcustom.plano.shared_state.{name}$", timeout=5).text
+        return int(text.split(":")[1]) if ":" in text else None
+
+    def blocked(self, model, session=requests):
+        report = session.get(f"http://127.0.0.1:{self.status}/plano/blocks", timeout=2).json()
+        return any(b["blocked"] == f"model openai/{model}" for b in report["blocks"])
+
+
+MODELS = [f"m{i}" for i in range(8)]
+
+
+@pytest.fixture
+def world():
+    with tempfile.TemporaryDirectory(prefix="plano-replicas-") as workdir:
+        # etcd on tmpfs where there is one: on this machine's disk each
+        # write's fsync alone takes 5-25 ms (README, Replicas).
+        data = tempfile.mkdtemp(prefix="plano-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else workdir)
+        etcd = Etcd(data)
+        etcd.start()
+        # Limited when the client says so (`user: trigger`), or always for `m7`.
+        limited = Limited(lambda body: body.get("user") == "trigger" or body.get("model") == "m7")
+        ok = Limited(lambda body: False)
+        replicas = []
+
+        def make(shared=True):
+            made = [Replica(n, i + (0 if shared else 3), workdir, limited, ok, shared) for i, n in enumerate("ABC")]
+            replicas.extend(made)
+            return [r.start() for r in made]
+
+        yield make, limited, etcd
+        for r in replicas:
+            r.stop()
+        limited.stop()
+        ok.stop()
+        etcd.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def wait_up(replicas, seconds=10):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if all(r.stat("up") == 1 for r in replicas):
+            return time.time()
+        time.sleep(0.05)
+    raise AssertionError(f"etcd not up on every replica: {[r.stat('up') for r in replicas]}")
+
+
+def percentile(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def test_a_block_learned_by_one_replica_holds_on_the_others_within_a_round_trip(world):
+    make, limited, _ = world
+    a, b, c = make()
+    wait_up([a, b, c])
+    learn_ms = []
+    late_calls = []
+    lags = []
+    for model in MODELS[:6]:
+        stop = threading.Event()
+        seen = {}
+
+        def drive(replica):
+            session = requests.Session()
+            while not stop.is_set():
+                resp = replica.chat(model, replica.name, session)
+                assert resp.status_code == 200, resp.text
+                time.sleep(0.005)
+
+        def watch(replica):
+            # The replica's own blocks, every 1 ms: when it learned the block.
+            session = requests.Session()
+            while not stop.is_set() and replica.name not in seen:
+                if replica.blocked(model, session):
+                    seen[replica.name] = time.time()
+                time.sleep(0.001)
+
+        threads = [threading.Thread(target=f, args=(r,)) for r in (b, c) for f in (drive, watch)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        resp = a.chat(model, "trigger")
+        answered = time.time()
+        assert resp.status_code == 200 and resp.headers["x-plano-model"] == "anthropic/claude"
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        (the_429,) = limited.since(0, model=model, user="trigger")
+        lags.append([r.stat("sync_lag_ms") for r in (b, c)])
+        for name in "BC":
+            assert name in seen, f"{name} never learned the block on {model}"
+            learn_ms.append((seen[name] - the_429["at"]) * 1000)
+            late_calls += limited.since(answered, model=model, user=name)
+    print(f"\ntime to learn a block on another replica, ms: p50 {percentile(learn_ms, 0.5):.1f} p99 {percentile(learn_ms, 0.99):.1f} (n={len(learn_ms)}); etcd's own sync lag (write to watch event) ms: {lags}")
+    assert late_calls == [], f"calls after A's answer: {late_calls}"
+    assert percentile(learn_ms, 0.5) < 100
+
+
+def count_limited_calls(replicas, limited, seconds):
+    """Drives every replica at the always-limited model m7 every 20 ms for
+    `seconds`; returns the calls m7's provider got after the first block
+    period began, and when that was."""
+    stop = threading.Event()
+    errors = []
+
+    def drive(replica):
+        session = requests.Session()
+        while not stop.is_set():
+            resp = replica.chat("m7", replica.name, session)
+            if resp.status_code != 200:
+                errors.append(resp.status_code)
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=drive, args=(r,)) for r in replicas]
+    start = time.time()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    calls = limited.since(start, model="m7")
+    # The first calls race each other (nothing is blocked yet): count from
+    # the first block's start on.
+    first = calls[0]["at"]
+    return [c for c in calls if c["at"] > first + 0.5], first
+
+
+def test_three_sharing_replicas_call_a_limited_provider_about_once_a_block_with_one_probe(world):
+    make, limited, _ = world
+    shared = make(shared=True)
+    wait_up(shared)
+    calls, first = count_limited_calls(shared, limited, 7)
+    periods = int((calls[-1]["at"] - first) // BLOCK_SECONDS) if calls else 0
+    for r in shared:
+        r.stop()
+    alone = make(shared=False)
+    alone_calls, alone_first = count_limited_calls(alone, limited, 7)
+    print(f"\ncalls to a limited provider in 7 s (block {BLOCK_SECONDS} s), after the first block: 3 sharing {len(calls)}, 3 alone {len(alone_calls)}")
+    # One probe per block end across the three: the calls are a block apart.
+    gaps = [b["at"] - a["at"] for a, b in zip(calls, calls[1:])]
+    assert all(g > BLOCK_SECONDS * 0.8 for g in gaps), f"more than one probe at a block's end: gaps {gaps}"
+    assert 2 <= len(calls) <= periods + 1
+    assert len(alone_calls) >= 2.5 * len(calls), (len(alone_calls), len(calls))
+
+
+def test_a_restarted_replica_skips_a_model_still_blocked(world):
+    make, limited, _ = world
+    a, b, c = make()
+    wait_up([a, b, c])
+    b.stop()
+    assert a.chat("m0", "trigger").headers["x-plano-model"] == "anthropic/claude"
+    b.start()
+    wait_up([b])
+    resp = b.chat("m0", "B")
+    assert resp.status_code == 200
+    assert resp.headers["x-plano-model"] == "anthropic/claude" and resp.headers["x-plano-attempts"] == "1"
+    assert limited.since(0, model="m0", user="B") == []
+
+
+def test_etcd_killed_under_load_costs_no_request_and_resyncs(world):
+    make, limited, etcd = world
+    a, b, c = make()
+    wait_up([a, b, c])
+    latencies = {"up": [], "down": []}
+    slowest = []
+    errors = []
+    phase = ["up"]
+    stop = threading.Event()
+
+    def drive(replica):
+        session = requests.Session()
+        while not stop.is_set():
+            t = time.time()
+            try:
+                resp = replica.chat("m1", replica.name, session)
+                if resp.status_code != 200:
+                    errors.append(resp.status_code)
+            except requests.RequestException as e:
+                errors.append(repr(e))
+            latencies[phase[0]].append((time.time() - t) * 1000)
+            slowest.append(((time.time() - t) * 1000, t, replica.name))
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=drive, args=(r,)) for r in (a, b, c)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    phase[0] = "down"
+    etcd.kill()
+    killed = time.time()
+    time.sleep(3)
+    # With etcd down, a block is still learned locally: A skips m2 after its 429.
+    assert a.chat("m2", "trigger").headers["x-plano-model"] == "anthropic/claude"
+    assert a.chat("m2", "A").headers["x-plano-attempts"] == "1"
+    stop.set()
+    for t in threads:
+        t.join()
+    assert all(r.stat("up") == 0 for r in (a, b, c)), "etcd's loss was not noticed"
+    p99 = {k: percentile(v, 0.99) for k, v in latencies.items()}
+    print(f"\nclient p99 ms: etcd up {p99['up']:.1f}, etcd killed {p99['down']:.1f}; requests {len(latencies['up'])} / {len(latencies['down'])}; errors {len(errors)}")
+    print("slowest:", [(round(ms), round(t - killed, 2), name) for ms, t, name in sorted(slowest)[-5:]])
+    assert errors == []
+    # A request that waited on etcd would wait out a 1 s call timeout or
+    # the 2 s watchdog; the rest is this shared machine's noise.
+    assert p99["down"] < 2 * p99["up"] + 250
+    # etcd back: every replica resyncs, and the block A queued meanwhile
+    # reaches the others while it is still on.
+    etcd.start()
+    back = time.time()
+    resynced = wait_up([a, b, c], seconds=15)
+    print(f"resync after etcd came back: {(resynced - back) * 1000:.0f} ms (killed {back - killed:.1f} s before)")
+    assert resynced - back < 4
+    assert b.blocked("m2") and c.blocked("m2")
+    assert all(r.stat("resyncs") >= 1 for r in (a, b, c))
+
+
+def test_status_reports_etcd_up_and_down(world, gateway):
+    make, limited, etcd = world
+    gateway.up(f"""
+        version: v0.3.0
+        listeners:
+          - {{ type: model, name: model_listener, port: 12000 }}
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{limited.port}
+            access_key: k
+        shared_state:
+          etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]
+        """)
+    deadline = time.time() + 10
+    while "shared:  etcd up" not in planoai("status").stdout and time.time() < deadline:
+        time.sleep(0.1)
+    assert "shared:  etcd up" in planoai("status").stdout
+    etcd.kill()
+    deadline = time.time() + 10
+    while "etcd down" not in planoai("status").stdout and time.time() < deadline:
+        time.sleep(0.1)
+    assert "shared:  etcd down: blocks are local only" in planoai("status").stdout
