@@ -21,6 +21,9 @@ pub enum Outcome {
     ConnectFailure,
     /// `on_high_latency` with `measure: ttfb` saw no headers within its threshold.
     SlowTtfb,
+    /// A streamed answer that began with 200 reported an error before any
+    /// output: it fails as the status that error stands for would.
+    StreamError(u16),
 }
 
 impl Outcome {
@@ -30,13 +33,14 @@ impl Outcome {
             Outcome::Timeout => "timeout".into(),
             Outcome::ConnectFailure => "connect_failure".into(),
             Outcome::SlowTtfb => "high_latency".into(),
+            Outcome::StreamError(_) => "stream_error".into(),
         }
     }
 
     /// The status a client sees when this was the last attempt.
     pub fn client_status(&self) -> u16 {
         match self {
-            Outcome::Status(s) => *s,
+            Outcome::Status(s) | Outcome::StreamError(s) => *s,
             Outcome::Timeout | Outcome::SlowTtfb => 504,
             Outcome::ConnectFailure => 502,
         }
@@ -48,6 +52,7 @@ impl Outcome {
             Outcome::Timeout => format!("{model} timed out"),
             Outcome::ConnectFailure => format!("{model} could not be reached"),
             Outcome::SlowTtfb => format!("{model} was too slow to answer"),
+            Outcome::StreamError(s) => format!("{model} sent a {s} error in its stream"),
         }
     }
 }
@@ -66,7 +71,7 @@ pub enum RuleId {
 /// Which rule, if any, makes `outcome` a failure worth retrying.
 pub fn classify(policy: &RetryPolicy, outcome: &Outcome) -> Option<(RuleId, Rule)> {
     match outcome {
-        Outcome::Status(status) => {
+        Outcome::Status(status) | Outcome::StreamError(status) => {
             if let Some((i, r)) = policy
                 .status_rules
                 .iter()
@@ -404,7 +409,7 @@ pub fn exhausted_error(
                 "error_type": a.outcome.map_or("none".into(), |o| o.error_type()),
                 "latency_ms": a.ended_ms.map_or(0, |e| e.saturating_sub(a.started_ms)),
             });
-            if let Some(Outcome::Status(s)) = a.outcome {
+            if let Some(Outcome::Status(s) | Outcome::StreamError(s)) = a.outcome {
                 entry["status"] = json!(s);
             }
             if let Some(d) = &target.deployment {

@@ -10,5 +10,6 @@ pub const SPEC: ApiSpec = ApiSpec {
     model_pinned: true,
     chained: false,
     framing: Framing::None,
+    stream_events: None,
     error_body: openai_error,
 };

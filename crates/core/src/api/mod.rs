@@ -6,11 +6,14 @@
 //! that follow an attempt (`request`) never look at which API it is: they
 //! see only the [`crate::reach::Reach`] a request is allowed.
 
+pub mod anthropic_events;
 pub mod chat;
 pub mod embeddings;
 pub mod responses;
 
 use serde::{Deserialize, Serialize};
+
+use crate::stream_events::Classify;
 
 /// One client API, as it is named in a provider entry's `endpoints`.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -49,8 +52,19 @@ pub struct ApiSpec {
     /// that made that response, so the request goes only where that is.
     pub chained: bool,
     pub framing: Framing,
+    /// How the API's stream events are read, when it streams.
+    pub stream_events: Option<StreamEvents>,
     /// The body of an error the gateway makes itself.
     pub error_body: fn(kind: &str, message: &str) -> String,
+}
+
+/// What the gateway reads and writes in one API's streams.
+#[derive(Debug)]
+pub struct StreamEvents {
+    pub classify: Classify,
+    /// The last event of a stream the provider broke after output had
+    /// reached the client, saying so (`message` explains).
+    pub broken: fn(message: &str) -> String,
 }
 
 /// Every API, in the order they are listed to clients.
@@ -99,6 +113,34 @@ pub fn openai_error(kind: &str, message: &str) -> String {
     serde_json::json!({"error": {"type": kind, "message": message}}).to_string()
 }
 
+/// The status an OpenAI error `type` or `code` stands for, as their
+/// streams carry them; a numeric `code` (vLLM, LiteLLM) is taken as it is.
+pub fn openai_error_status(error: &serde_json::Value) -> u16 {
+    if let Some(code) = error.get("code").and_then(|c| c.as_u64()) {
+        if (400..600).contains(&code) {
+            return code as u16;
+        }
+    }
+    let named = |field: &str| error.get(field).and_then(|v| v.as_str()).unwrap_or("");
+    for name in [named("code"), named("type")] {
+        let status = match name {
+            "rate_limit_exceeded" | "rate_limit_error" | "insufficient_quota" => 429,
+            "server_error" | "internal_error" | "api_error" => 500,
+            "server_is_overloaded" | "engine_overloaded" | "overloaded_error" => 503,
+            "timeout" | "timeout_error" => 504,
+            "invalid_request_error" | "invalid_prompt" => 400,
+            "authentication_error" | "invalid_api_key" => 401,
+            "permission_error" => 403,
+            "not_found_error" | "model_not_found" => 404,
+            "context_length_exceeded" => 400,
+            _ => continue,
+        };
+        return status;
+    }
+    // An error the gateway cannot place is the provider's failure.
+    500
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +153,19 @@ mod tests {
         assert_eq!(Api::for_path("/v1/completions"), None);
         assert_eq!(Api::for_path("/v1/responses/resp_1"), None);
         assert!(served_list().contains("POST /v1/embeddings"));
+    }
+
+    #[test]
+    fn an_openai_error_stands_for_its_status() {
+        use serde_json::json;
+        let status = |e| openai_error_status(&e);
+        assert_eq!(status(json!({"type": "server_error"})), 500);
+        assert_eq!(
+            status(json!({"code": "rate_limit_exceeded", "type": "requests"})),
+            429
+        );
+        assert_eq!(status(json!({"code": 503, "message": "busy"})), 503);
+        assert_eq!(status(json!({"type": "invalid_request_error"})), 400);
+        assert_eq!(status(json!({"message": "?"})), 500);
     }
 }
