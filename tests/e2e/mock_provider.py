@@ -32,6 +32,7 @@ class Reply:
     garbage: bytes = None  # send these bytes instead of an HTTP response, then close
     truncate: bool = False  # announce the body's length, send a tenth of it, pause, close
     http10: bool = False  # stream as plain http.server does: HTTP/1.0, Transfer-Encoding, unframed
+    cut: bool = False  # after the stream's chunks, drop the connection without ending the body
 
 
 class Provider:
@@ -75,6 +76,10 @@ class Provider:
                         self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
                         self.wfile.flush()
                         time.sleep(reply.gap)
+                    if reply.cut:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     if not reply.http10:
                         self.wfile.write(b"0\r\n\r\n")
                     return

@@ -10,6 +10,7 @@ use plano_core::usage;
 use proxy_wasm::hostcalls;
 
 use crate::headers::replayable;
+use crate::host::now_ms;
 use crate::worker::{Exchange, Phase, Worker};
 
 impl Worker {
@@ -218,5 +219,25 @@ impl Worker {
             now.saturating_sub(started_ms),
             tail
         );
+    }
+
+    /// A delivered stream failed after output reached the client: counted,
+    /// and logged as the answering attempt's `stream_broken` line.
+    pub fn stream_broken(&self, id: u64, reason: &str) {
+        self.metrics.add(self.metrics.stream_broken, 1);
+        let Some(ex) = self.take(id) else {
+            return;
+        };
+        if let Some(a) = ex.state.ledger.current() {
+            info!(
+                "request {:?} attempt {}: {} -> stream_broken in {} ms reason {}",
+                ex.request_id,
+                ex.state.ledger.attempts.len(),
+                self.current(&ex).map_or_else(String::new, Target::label),
+                now_ms().saturating_sub(a.started_ms),
+                reason
+            );
+        }
+        self.put(ex);
     }
 }
