@@ -102,7 +102,7 @@ def test_an_error_event_with_no_retry_left_gives_the_exhausted_error(gateway, pr
     assert [a["status"] for a in body["attempts"]] == [500, 500]
 
 
-@pytest.mark.parametrize("cut", [False], ids=["no_terminator"])
+@pytest.mark.parametrize("cut", [True, False], ids=["connection_cut", "no_terminator"])
 def test_a_chat_stream_broken_after_two_chunks_ends_with_an_error_event(gateway, providers, cut):
     # Two chunks of output, then the provider drops the connection (or ends
     # the body cleanly but without `[DONE]`).
@@ -125,7 +125,7 @@ def test_a_chat_stream_broken_after_two_chunks_ends_with_an_error_event(gateway,
     assert eventually(lambda: "stream_broken" in gateway.log())
 
 
-@pytest.mark.parametrize("cut", [False], ids=["no_terminator"])
+@pytest.mark.parametrize("cut", [True, False], ids=["connection_cut", "no_terminator"])
 def test_a_responses_stream_broken_after_two_chunks_ends_with_an_error_event(gateway, providers, cut):
     primary = providers(Reply(stream=responses_stream("one", "two")[:-1], gap=0.05, cut=cut))
     fallback = providers(Reply(stream=responses_stream(FALLBACK_TEXT), gap=0.01))

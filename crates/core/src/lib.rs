@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod blocks;
 pub mod body;
 pub mod budget;
+pub mod chunked;
 pub mod clients;
 pub mod config;
 pub mod framing;

@@ -99,6 +99,11 @@ impl EventReader {
         events
     }
 
+    /// Whether an event has begun and not ended: a stream cut here.
+    pub fn mid_event(&self) -> bool {
+        !self.line.is_empty() || self.name.is_some() || self.data.is_some() || self.skipping
+    }
+
     fn take_line(&mut self, tail: &[u8], events: &mut Vec<StreamEvent>) {
         self.size += tail.len() + 1;
         if self.skipping {
@@ -193,6 +198,11 @@ mod tests {
     fn an_event_is_complete_at_its_blank_line_whatever_the_line_ends() {
         use StreamEvent::*;
         assert_eq!(read(&[b"event: ping\ndata: {}\n"]), vec![]);
+        let mut r = EventReader::new(by_name);
+        r.feed(b"data: x\n\ndata: par");
+        assert!(r.mid_event());
+        r.feed(b"t\n\n");
+        assert!(!r.mid_event());
         assert_eq!(read(&[b"event: ping\ndata: {}\n\n"]), vec![Neutral]);
         assert_eq!(
             read(&[b"event: ping\r\ndata: {}\r\n\r\ndata: x\r\r"]),

@@ -222,8 +222,12 @@ impl Watch {
             self.settled = true;
             worker.stream_broken(id, "no_terminator");
             if let Some(spec) = self.api.spec().stream_events.as_ref() {
-                let last =
+                let mut last =
                     (spec.broken)("the provider's stream ended before the answer was complete");
+                if self.reader.mid_event() {
+                    // The cut event ends first, so this one stands alone.
+                    last.insert_str(0, "\n\n");
+                }
                 let _ =
                     hostcalls::set_buffer(BufferType::HttpResponseBody, size, 0, last.as_bytes());
             }

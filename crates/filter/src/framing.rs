@@ -1,7 +1,11 @@
 //! A network filter on the internal listener in front of each plain-HTTP
 //! provider: repairs a faulty HTTP/1.0 response head (see
-//! `plano_core::framing`) before Envoy's HTTP codec reads it.
+//! `plano_core::framing`) before Envoy's HTTP codec reads it, and ends a
+//! chunked body the provider cut by closing its connection
+//! (`plano_core::chunked`), so the cut reaches the gateway filter as a
+//! stream without its terminator rather than as a reset.
 
+use plano_core::chunked::ChunkedTracker;
 use plano_core::framing::repair_http10_head;
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -28,19 +32,26 @@ impl RootContext for FramingRoot {
 #[derive(Default)]
 pub struct FramingStream {
     head_seen: bool,
+    responses: ChunkedTracker,
 }
 
 impl Context for FramingStream {}
 
 impl StreamContext for FramingStream {
-    fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        if self.head_seen || data_size == 0 {
-            return Action::Continue;
+    fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        if data_size > 0 {
+            let data = self.get_upstream_data(0, data_size).unwrap_or_default();
+            if !self.head_seen {
+                self.head_seen = true;
+                if let Some(repaired) = repair_http10_head(&data) {
+                    self.set_upstream_data(0, data_size, &repaired);
+                }
+            }
+            self.responses.feed(&data);
         }
-        self.head_seen = true;
-        if let Some(data) = self.get_upstream_data(0, data_size) {
-            if let Some(repaired) = repair_http10_head(&data) {
-                self.set_upstream_data(0, data_size, &repaired);
+        if end_of_stream {
+            if let Some(ending) = self.responses.ending() {
+                self.set_upstream_data(data_size, 0, &ending);
             }
         }
         Action::Continue
