@@ -1,7 +1,6 @@
 //! Which headers cross the gateway, and the replies it makes itself.
 
-use plano_core::api::Api;
-use plano_core::attempt;
+use plano_core::api::{Api, ErrorShape};
 use plano_core::hop;
 use plano_core::plan::Target;
 use plano_core::retry_after;
@@ -177,14 +176,14 @@ pub fn set_attempt_headers(headers: &[(&str, String)]) {
     }
 }
 
-/// Answers the client with an OpenAI-shaped error made by the gateway.
-pub fn reply_error(status: u32, kind: &str, message: &str) -> Action {
-    reply_json(status, &attempt::gateway_error(kind, message))
+/// Answers the client with an error made by the gateway, in `shape`.
+pub fn reply_error(shape: ErrorShape, status: u32, kind: &str, message: &str) -> Action {
+    reply_json(status, &shape.body(kind, message))
 }
 
 /// Answers a request to `api` with an error in that API's shape.
 pub fn reply_api_error(api: Api, status: u32, kind: &str, message: &str) -> Action {
-    reply_json(status, &(api.spec().error_body)(kind, message))
+    reply_error(api.spec().errors, status, kind, message)
 }
 
 fn reply_json(status: u32, body: &str) -> Action {

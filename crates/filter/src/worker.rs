@@ -199,7 +199,7 @@ impl Worker {
             );
             return (reply_api_error(api, 404, "model_not_found", &message), None);
         };
-        let reach = match self.reach_of(api, &body, primary) {
+        let reach = match self.reach_of(api, &raw, &body, primary) {
             Ok(reach) => reach,
             Err((status, kind, message)) => {
                 return (reply_api_error(api, status, kind, &message), None)

@@ -1,6 +1,6 @@
 //! `POST /v1/chat/completions`: OpenAI's chat completions.
 
-use super::{openai_error, Api, ApiSpec, Framing};
+use super::{Api, ApiSpec, ErrorShape, Format, Framing};
 
 pub const SPEC: ApiSpec = ApiSpec {
     api: Api::ChatCompletions,
@@ -8,5 +8,6 @@ pub const SPEC: ApiSpec = ApiSpec {
     model_pinned: false,
     chained: false,
     framing: Framing::DataOnly,
-    error_body: openai_error,
+    errors: ErrorShape::Openai,
+    format: Format::Openai,
 };

@@ -5,7 +5,7 @@
 //! deployment that was. So do the endpoints of a stored response
 //! ([`stored_response`]): they go to that deployment alone.
 
-use super::{openai_error, Api, ApiSpec, Framing};
+use super::{Api, ApiSpec, ErrorShape, Format, Framing};
 
 pub const SPEC: ApiSpec = ApiSpec {
     api: Api::Responses,
@@ -13,7 +13,8 @@ pub const SPEC: ApiSpec = ApiSpec {
     model_pinned: false,
     chained: true,
     framing: Framing::NamedEvents,
-    error_body: openai_error,
+    errors: ErrorShape::Openai,
+    format: Format::Openai,
 };
 
 /// The response id a request to a stored response's endpoint names:
