@@ -100,11 +100,6 @@ impl RequestBody {
         })
     }
 
-    /// The length of [`RequestBody::with_model`]'s body, without making it.
-    pub fn len_with_model(&self, raw_len: usize, model: &str) -> usize {
-        raw_len - self.model_span.len() + quoted(model).len()
-    }
-
     /// `raw` with the model value replaced by `model`, every other byte kept.
     pub fn with_model(&self, raw: &[u8], model: &str) -> Vec<u8> {
         let quoted = quoted(model);
@@ -275,10 +270,6 @@ mod tests {
         let body = RequestBody::parse(raw, &chat::SPEC).unwrap();
         assert_eq!(body.model, "a\"b");
         assert_eq!(body.with_model(raw, "q\"z"), br#"{"model":"q\"z"}"#);
-        assert_eq!(
-            body.len_with_model(raw.len(), "q\"z"),
-            br#"{"model":"q\"z"}"#.len()
-        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Which headers cross the gateway, and the replies it makes itself.
 
-use plano_core::api::{Api, ErrorShape};
+use plano_core::api::{messages, Api, ErrorShape, Format};
 use plano_core::hop;
 use plano_core::plan::Target;
 use plano_core::retry_after;
@@ -152,6 +152,20 @@ pub fn point_at(target: &Target, path: &str, route: (&str, &str)) {
     }
     // An internal redirect adds this; a provider never sees Envoy's headers.
     set_request_header("x-envoy-original-url", None);
+    if let Some((name, value)) = anthropic_version(target, &|name| request_header(name).is_some()) {
+        set_request_header(name, Some(value));
+    }
+}
+
+/// The `anthropic-version` a native Anthropic target requires, when the
+/// client sent none (`has` says whether it sent a header); the client's own
+/// `anthropic-version` and `anthropic-beta` pass on as they are.
+pub fn anthropic_version(
+    target: &Target,
+    has: &dyn Fn(&str) -> bool,
+) -> Option<(&'static str, &'static str)> {
+    (target.format == Format::Anthropic && !has(messages::PASSED_HEADERS[0]))
+        .then_some((messages::PASSED_HEADERS[0], messages::DEFAULT_VERSION))
 }
 
 /// Envoy's router limits on an attempt it carries: the whole answer (so a

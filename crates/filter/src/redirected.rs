@@ -46,11 +46,12 @@ impl Worker {
     }
 
     /// Sets the body for `ex.next`; the headers follow when the attempt starts.
-    fn write_streamed_body(&self, ex: &Exchange, buffered: usize) {
+    fn write_streamed_body(&self, ex: &mut Exchange, buffered: usize) {
         let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) else {
             return;
         };
-        let body = ex.body.with_model(&ex.raw, &t.model_name);
+        let body = self.attempt_body(ex, t);
+        ex.sent_len = body.len();
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
     }
 
@@ -79,8 +80,8 @@ impl Worker {
             .filter(|&th| th < t.timeout_ms && ex.state.may_abandon_slow(&env));
         ex.abandon_at_ttfb = ttfb.is_some();
         let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
-        let body_len = ex.body.len_with_model(ex.raw.len(), &t.model_name);
-        let path = t.upstream_path(&ex.client_path);
+        let body_len = ex.sent_len;
+        let path = t.attempt_path(ex.api, &ex.client_path);
         address_request(
             t,
             &path,
@@ -124,7 +125,7 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return Action::Continue;
         };
-        self.write_streamed_body(&ex, buffered);
+        self.write_streamed_body(&mut ex, buffered);
         let now = now_ms();
         let action = match ex.wait_until {
             Some(at) if at > now => {

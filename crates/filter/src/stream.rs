@@ -222,10 +222,17 @@ impl HttpContext for GatewayStream {
             }
             Phase::Streaming => {
                 self.worker.look_for_response_id(&mut ex, body_size);
-                // Only the chunk's last bytes are copied: `usage` is at the end.
-                let keep = body_size.min(usage::TAIL_BYTES);
-                if let Some(chunk) = self.get_http_response_body(body_size - keep, keep) {
-                    usage::keep_tail(&mut ex.tail, &chunk);
+                // A translated answer says its usage as it is translated;
+                // otherwise only the chunk's last bytes are copied: `usage`
+                // is at the end.
+                if !self
+                    .worker
+                    .translate_chunk(&mut ex, body_size, end_of_stream)
+                {
+                    let keep = body_size.min(usage::TAIL_BYTES);
+                    if let Some(chunk) = self.get_http_response_body(body_size - keep, keep) {
+                        usage::keep_tail(&mut ex.tail, &chunk);
+                    }
                 }
                 if end_of_stream {
                     let tail = std::mem::take(&mut ex.tail);

@@ -92,8 +92,17 @@ impl Translation {
         }
     }
 
-    /// A target's error body (a status the client gets as it is), in the
-    /// client's error shape.
+    /// A translator of an error answer (a status the client gets as it
+    /// is): its body, once whole, in the client's error shape.
+    pub fn error_answer(self) -> Answer {
+        Answer {
+            translation: self,
+            created: 0,
+            kind: Kind::Error(Vec::new()),
+        }
+    }
+
+    /// A target's error body, in the client's error shape.
     pub fn error_body(self, body: &[u8]) -> Vec<u8> {
         let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
         let error = parsed.as_ref().and_then(|v| v.get("error"));
@@ -130,6 +139,8 @@ enum Kind {
     MessagesEvents(messages_stream::ToChat),
     /// An answer that is not streamed: one JSON body, translated whole.
     Whole(Vec<u8>),
+    /// An error's body, translated whole.
+    Error(Vec<u8>),
 }
 
 impl Answer {
@@ -138,6 +149,17 @@ impl Answer {
         match &mut self.kind {
             Kind::ChatEvents(t) => t.feed(chunk),
             Kind::MessagesEvents(t) => t.feed(chunk),
+            Kind::Error(body) => {
+                body.extend_from_slice(chunk);
+                Translated {
+                    bytes: if end {
+                        self.translation.error_body(body)
+                    } else {
+                        Vec::new()
+                    },
+                    ..Translated::default()
+                }
+            }
             Kind::Whole(body) => {
                 body.extend_from_slice(chunk);
                 if !end {
