@@ -36,7 +36,9 @@ class Reply:
 
 
 class Provider:
-    def __init__(self, *replies):
+    def __init__(self, *replies, refuse=None):
+        # `refuse(record)` names what is wrong with a request (a 400), or None.
+        self.refuse = refuse
         self.script = list(replies) or [Reply()]
         self.requests = []
         self.lock = threading.Lock()
@@ -52,6 +54,9 @@ class Provider:
                 with provider.lock:
                     provider.requests.append(record)
                     reply = provider.script[min(len(provider.requests), len(provider.script)) - 1]
+                wrong = provider.refuse and provider.refuse(record)
+                if wrong:
+                    reply = Reply(status=400, body={"type": "error", "error": {"type": "invalid_request_error", "message": wrong}})
                 time.sleep(reply.delay)
                 if reply.close or reply.garbage is not None:
                     if reply.garbage:

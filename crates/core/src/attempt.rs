@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use crate::api::ErrorShape;
 use crate::backoff;
 use crate::blocks::BlockKey;
 use crate::config::{BackoffScope, Strategy};
@@ -391,11 +392,13 @@ fn next_target(
         .find_map(|head| plan.pick(head, sample, &|t| blocked(t).is_none()))
 }
 
-/// The body and status of the `retry_exhausted` error (SPEC §7).
+/// The body and status of the `retry_exhausted` error (SPEC §7), in the
+/// client API's error `shape`.
 pub fn exhausted_error(
     plan: &GatewayPlan,
     ledger: &Ledger,
     budget_exhausted: bool,
+    shape: ErrorShape,
 ) -> (u16, String) {
     let attempts: Vec<_> = ledger
         .attempts
@@ -423,17 +426,12 @@ pub fn exhausted_error(
     let last_model = last.map_or(String::new(), |a| plan.targets[a.target].label());
     let n = ledger.attempts.len();
     let plural = if n == 1 { "attempt" } else { "attempts" };
-    let body = json!({"error": {
+    let body = shape.wrap(json!({
         "type": "retry_exhausted",
         "message": format!("all {n} {plural} failed; last: {}", last_outcome.describe(&last_model)),
         "total_attempts": n,
         "attempts": attempts,
         "retry_budget_exhausted": budget_exhausted,
-    }});
-    (last_outcome.client_status(), body.to_string())
-}
-
-/// An error the gateway makes itself, in OpenAI's shape.
-pub fn gateway_error(kind: &str, message: &str) -> String {
-    json!({"error": {"type": kind, "message": message}}).to_string()
+    }));
+    (last_outcome.client_status(), body)
 }

@@ -42,6 +42,8 @@ pub struct RequestBody {
     pub previous_response_id: Option<String>,
     /// A stored `conversation` is named, to an API whose requests may chain.
     pub names_conversation: bool,
+    /// `stream_options.include_usage`: a chat stream's client wants the usage chunk.
+    pub include_usage: bool,
     model_span: Range<usize>,
 }
 
@@ -57,6 +59,7 @@ impl RequestBody {
             stream: Option<serde_json::Value>,
             previous_response_id: Option<serde_json::Value>,
             conversation: Option<serde_json::Value>,
+            stream_options: Option<serde_json::Value>,
         }
         let not_json = |e: serde_json::Error| BodyError::NotJson(e.to_string());
         // serde_json skips the strings it ignores without checking their
@@ -84,18 +87,17 @@ impl RequestBody {
             _ => None,
         };
         let names_conversation = spec.chained && probe.conversation.is_some_and(|c| !c.is_null());
+        let include_usage = probe
+            .stream_options
+            .is_some_and(|o| o.get("include_usage") == Some(&serde_json::Value::Bool(true)));
         Ok(RequestBody {
             model,
             stream,
             previous_response_id,
             names_conversation,
+            include_usage,
             model_span,
         })
-    }
-
-    /// The length of [`RequestBody::with_model`]'s body, without making it.
-    pub fn len_with_model(&self, raw_len: usize, model: &str) -> usize {
-        raw_len - self.model_span.len() + quoted(model).len()
     }
 
     /// `raw` with the model value replaced by `model`, every other byte kept.
@@ -268,10 +270,6 @@ mod tests {
         let body = RequestBody::parse(raw, &chat::SPEC).unwrap();
         assert_eq!(body.model, "a\"b");
         assert_eq!(body.with_model(raw, "q\"z"), br#"{"model":"q\"z"}"#);
-        assert_eq!(
-            body.len_with_model(raw.len(), "q\"z"),
-            br#"{"model":"q\"z"}"#.len()
-        );
     }
 
     #[test]

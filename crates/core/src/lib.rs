@@ -23,4 +23,5 @@ pub mod resolve;
 pub mod response_ids;
 pub mod retry_after;
 pub mod stream_events;
+pub mod translate;
 pub mod usage;

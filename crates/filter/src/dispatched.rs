@@ -16,8 +16,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::{
-    address_request, forwardable, limit_attempt, reply_api_error, requested_wait_ms,
-    response_header, set_attempt_headers, CLUSTER_HEADER,
+    address_request, anthropic_version, forwardable, limit_attempt, reply_api_error,
+    requested_wait_ms, response_header, set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
@@ -41,9 +41,9 @@ impl Worker {
         };
         ex.state.start(target, now);
         self.count_attempt(ex);
-        let body = ex.body.with_model(&ex.raw, &t.model_name);
+        let body = self.attempt_body(ex, t);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, ex.raw.len(), &body);
-        let path = t.upstream_path(&ex.client_path);
+        let path = t.attempt_path(ex.api, &ex.client_path);
         address_request(
             t,
             &path,
@@ -185,8 +185,8 @@ impl Worker {
         let (target, t) = t;
         ex.state.start(target, now);
         self.count_attempt(ex);
-        let body = ex.body.with_model(&ex.raw, &t.model_name);
-        let path = t.upstream_path(&ex.client_path);
+        let body = self.attempt_body(ex, t);
+        let path = t.attempt_path(ex.api, &ex.client_path);
         // The cluster's credential injector adds the target's key.
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
@@ -205,6 +205,11 @@ impl Worker {
         let via = hop::marked(client_via.map(|(_, v)| v.as_str()), &self.plan().hop_token);
         if let Some(via) = &via {
             headers.push(("via", via));
+        }
+        if let Some(version) =
+            anthropic_version(t, &|name| client_headers.iter().any(|(k, _)| k == name))
+        {
+            headers.push(version);
         }
         let timeout = Duration::from_millis(t.timeout_ms);
         match hostcalls::dispatch_http_call(&t.cluster, headers, Some(&body), vec![], timeout) {

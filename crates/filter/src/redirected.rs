@@ -47,11 +47,12 @@ impl Worker {
     }
 
     /// Sets the body for `ex.next`; the headers follow when the attempt starts.
-    fn write_streamed_body(&self, ex: &Exchange, buffered: usize) {
+    fn write_streamed_body(&self, ex: &mut Exchange, buffered: usize) {
         let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) else {
             return;
         };
-        let body = ex.body.with_model(&ex.raw, &t.model_name);
+        let body = self.attempt_body(ex, t);
+        ex.sent_len = body.len();
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
     }
 
@@ -80,8 +81,8 @@ impl Worker {
             .filter(|&th| th < t.timeout_ms && ex.state.may_abandon_slow(&env));
         ex.abandon_at_ttfb = ttfb.is_some();
         let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
-        let body_len = ex.body.len_with_model(ex.raw.len(), &t.model_name);
-        let path = t.upstream_path(&ex.client_path);
+        let body_len = ex.sent_len;
+        let path = t.attempt_path(ex.api, &ex.client_path);
         address_request(
             t,
             &path,
@@ -125,7 +126,7 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return Action::Continue;
         };
-        self.write_streamed_body(&ex, buffered);
+        self.write_streamed_body(&mut ex, buffered);
         let now = now_ms();
         let action = match ex.wait_until {
             Some(at) if at > now => {
@@ -170,7 +171,7 @@ impl Worker {
             && !end_of_stream
             && (200..300).contains(&status)
             && response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
-        let api = ex.api;
+        let api = self.attempt_api(&ex);
         if streams && ex.state.policy(self.plan()).is_some() {
             // A retry could still follow: nothing reaches the client before
             // the answer's first output (see `attempt`).
@@ -194,7 +195,7 @@ impl Worker {
             return Answer::pass(Action::Continue);
         }
         let action = self.decide_answer(&mut ex, status, false);
-        let watch = (ex.phase == Phase::Streaming).then_some(ex.api);
+        let watch = (ex.phase == Phase::Streaming).then_some(self.attempt_api(&ex));
         self.put(ex);
         Answer::Pass { action, watch }
     }
@@ -222,6 +223,15 @@ impl Worker {
         // Delivered, the provider's own error event is the client's answer.
         self.put(ex);
         Answer::pass(action)
+    }
+
+    /// The API the attempt under way speaks to its target: the client's,
+    /// or the one it is translated into. Its stream is read in that API.
+    fn attempt_api(&self, ex: &Exchange) -> Api {
+        ex.state
+            .current_target()
+            .and_then(|i| self.plan().targets.get(i))
+            .map_or(ex.api, |t| ex.api.on(t.format))
     }
 
     fn decide_answer(&self, ex: &mut Exchange, status: u16, local: bool) -> Action {

@@ -119,9 +119,11 @@ impl Worker {
         }
     }
 
-    /// The answer's `usage`, read from its last bytes.
+    /// The answer's `usage`: as its translation read it, else from its last bytes.
     pub fn count_tokens(&self, ex: &Exchange, tail: &[u8]) {
-        if let (Some(usage), Some(target)) = (usage::read(tail), ex.state.current_target()) {
+        if let (Some(usage), Some(target)) =
+            (Worker::answer_usage(ex, tail), ex.state.current_target())
+        {
             self.stats.tokens(target, ex.client, usage);
         }
     }
@@ -136,6 +138,7 @@ impl Worker {
         body: &[u8],
     ) {
         self.count_answer(ex);
+        let body = &self.translate_whole(ex, status, body.to_vec());
         let tail = body.get(body.len().saturating_sub(usage::TAIL_BYTES)..);
         self.count_tokens(ex, tail.unwrap_or_default());
         let attempt_headers = self.attempt_headers(ex);

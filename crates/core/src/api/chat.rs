@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{openai_error, openai_error_status, Api, ApiSpec, Framing, StreamEvents};
+use super::{openai_error_status, Api, ApiSpec, ErrorShape, Format, Framing, StreamEvents};
 use crate::stream_events::StreamEvent;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -15,7 +15,8 @@ pub const SPEC: ApiSpec = ApiSpec {
         classify: classify_event,
         broken: broken_event,
     }),
-    error_body: openai_error,
+    errors: ErrorShape::Openai,
+    format: Format::Openai,
 };
 
 /// A chat stream is `data:` lines only: `[DONE]` ends it, `{"error": ...}`

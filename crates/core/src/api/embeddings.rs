@@ -2,7 +2,7 @@
 //! (each model has its own space, often its own dimension), so a request is
 //! pinned to its model: its pool's deployments and same-model retries only.
 
-use super::{openai_error, Api, ApiSpec, Framing};
+use super::{Api, ApiSpec, ErrorShape, Format, Framing};
 
 pub const SPEC: ApiSpec = ApiSpec {
     api: Api::Embeddings,
@@ -11,5 +11,6 @@ pub const SPEC: ApiSpec = ApiSpec {
     chained: false,
     framing: Framing::None,
     stream_events: None,
-    error_body: openai_error,
+    errors: ErrorShape::Openai,
+    format: Format::Openai,
 };

@@ -9,6 +9,7 @@
 pub mod anthropic_events;
 pub mod chat;
 pub mod embeddings;
+pub mod messages;
 pub mod responses;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,23 @@ pub enum Api {
     Responses,
     /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/messages`: Anthropic's Messages API.
+    Messages,
+}
+
+/// The wire format a provider speaks, and so the one its attempts are
+/// translated into (`crate::translate`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// OpenAI's APIs (chat completions, Responses, embeddings), as most
+    /// providers and servers (vLLM, LiteLLM, Azure) offer them.
+    #[default]
+    Openai,
+    /// Anthropic's Messages API (`POST /v1/messages`, `x-api-key`,
+    /// `anthropic-version`).
+    Anthropic,
 }
 
 /// How an API's streamed answer is framed.
@@ -35,6 +53,8 @@ pub enum Framing {
     DataOnly,
     /// Server-sent events named by type (`event: response.output_text.delta`).
     NamedEvents,
+    /// Anthropic's named events, ending with `event: message_stop`.
+    Anthropic,
     /// The API does not stream.
     None,
 }
@@ -54,8 +74,37 @@ pub struct ApiSpec {
     pub framing: Framing,
     /// How the API's stream events are read, when it streams.
     pub stream_events: Option<StreamEvents>,
+    /// The shape of the errors the gateway makes itself.
+    pub errors: ErrorShape,
+    /// The provider format that serves this API as it is, untranslated.
+    pub format: Format,
+}
+
+/// How an API's error bodies are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error": {"type", "message", ...}}`
+    Openai,
+    /// `{"type": "error", "error": {"type", "message", ...}}`, which
+    /// Anthropic's SDKs read into their usual exceptions.
+    Anthropic,
+}
+
+impl ErrorShape {
     /// The body of an error the gateway makes itself.
-    pub error_body: fn(kind: &str, message: &str) -> String,
+    pub fn body(self, kind: &str, message: &str) -> String {
+        self.wrap(serde_json::json!({"type": kind, "message": message}))
+    }
+
+    /// The body carrying `error` (an object with `type` and `message`).
+    pub fn wrap(self, error: serde_json::Value) -> String {
+        match self {
+            ErrorShape::Openai => serde_json::json!({ "error": error }).to_string(),
+            ErrorShape::Anthropic => {
+                serde_json::json!({"type": "error", "error": error}).to_string()
+            }
+        }
+    }
 }
 
 /// What the gateway reads and writes in one API's streams.
@@ -68,7 +117,12 @@ pub struct StreamEvents {
 }
 
 /// Every API, in the order they are listed to clients.
-pub const ALL: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Embeddings];
+pub const ALL: [Api; 4] = [
+    Api::ChatCompletions,
+    Api::Responses,
+    Api::Embeddings,
+    Api::Messages,
+];
 
 impl Api {
     pub fn spec(self) -> &'static ApiSpec {
@@ -76,6 +130,7 @@ impl Api {
             Api::ChatCompletions => &chat::SPEC,
             Api::Responses => &responses::SPEC,
             Api::Embeddings => &embeddings::SPEC,
+            Api::Messages => &messages::SPEC,
         }
     }
 
@@ -94,6 +149,28 @@ impl Api {
             Api::ChatCompletions => "chat_completions",
             Api::Responses => "responses",
             Api::Embeddings => "embeddings",
+            Api::Messages => "messages",
+        }
+    }
+
+    /// The API a target of `format` is sent for a request to this one:
+    /// this API itself when the format serves it, else the one it is
+    /// translated into.
+    pub fn on(self, format: Format) -> Api {
+        match (self.spec().format, format) {
+            (own, f) if own == f => self,
+            (_, Format::Anthropic) => Api::Messages,
+            (_, Format::Openai) => Api::ChatCompletions,
+        }
+    }
+
+    /// The error shape for a request before its API is known (a 401, a
+    /// 404 for an unserved path): Anthropic's under `/v1/messages`.
+    pub fn errors_for_path(route: &str) -> ErrorShape {
+        if route.starts_with("/v1/messages") {
+            ErrorShape::Anthropic
+        } else {
+            ErrorShape::Openai
         }
     }
 }
@@ -106,11 +183,6 @@ pub fn served_list() -> String {
         .chain(["GET /v1/models".to_string(), "GET /healthz".to_string()])
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The OpenAI APIs' error shape.
-pub fn openai_error(kind: &str, message: &str) -> String {
-    serde_json::json!({"error": {"type": kind, "message": message}}).to_string()
 }
 
 /// The status an OpenAI error `type` or `code` stands for, as their
@@ -153,6 +225,35 @@ mod tests {
         assert_eq!(Api::for_path("/v1/completions"), None);
         assert_eq!(Api::for_path("/v1/responses/resp_1"), None);
         assert!(served_list().contains("POST /v1/embeddings"));
+        assert!(served_list().contains("POST /v1/messages"));
+    }
+
+    #[test]
+    fn errors_take_the_shape_of_the_api_called() {
+        let body: serde_json::Value =
+            serde_json::from_str(&ErrorShape::Anthropic.body("not_found", "no")).unwrap();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "not_found");
+        let body: serde_json::Value =
+            serde_json::from_str(&ErrorShape::Openai.body("not_found", "no")).unwrap();
+        assert_eq!(body["error"]["message"], "no");
+        assert!(body.get("type").is_none());
+        assert_eq!(
+            Api::errors_for_path("/v1/messages/count_tokens"),
+            ErrorShape::Anthropic
+        );
+        assert_eq!(Api::errors_for_path("/v1/chat"), ErrorShape::Openai);
+    }
+
+    #[test]
+    fn a_request_goes_untranslated_where_its_format_is_spoken() {
+        assert_eq!(Api::Messages.on(Format::Anthropic), Api::Messages);
+        assert_eq!(Api::Messages.on(Format::Openai), Api::ChatCompletions);
+        assert_eq!(Api::ChatCompletions.on(Format::Anthropic), Api::Messages);
+        assert_eq!(
+            Api::ChatCompletions.on(Format::Openai),
+            Api::ChatCompletions
+        );
     }
 
     #[test]
