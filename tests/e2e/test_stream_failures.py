@@ -5,6 +5,7 @@ event in its API's format, so SDKs raise instead of seeing a whole answer."""
 
 import json
 
+import anthropic
 import openai
 import pytest
 import requests
@@ -150,3 +151,73 @@ def test_a_whole_stream_passes_unchanged(gateway, providers):
     resp = requests.post(GATEWAY + "/v1/chat/completions", json={"model": "openai/gpt-4o", "messages": [], "stream": True}, timeout=30)
     assert resp.content.decode() == "".join(chat_stream("one", "two"))
     assert broken_count() == before
+
+
+# Anthropic's Messages API, native targets on both sides (`format: anthropic`).
+
+
+def claude_events(*texts, stop=True):
+    msg = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
+           "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 0}}
+    events = [named("message_start", message=msg), named("ping"),
+              named("content_block_start", index=0, content_block={"type": "text", "text": ""})]
+    events += [named("content_block_delta", index=0, delta={"type": "text_delta", "text": t}) for t in texts]
+    if stop:
+        events += [named("content_block_stop", index=0),
+                   named("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None}, usage={"output_tokens": len(texts)}),
+                   named("message_stop")]
+    return events
+
+
+def native_config(primary, fallback):
+    return HEADER + f"""
+          - model: anthropic/claude-x
+            base_url: http://127.0.0.1:{primary.port}
+            access_key: key-native-0001
+            format: anthropic
+            default: true
+            retry_policy:
+              fallback_models: [anthropic/claude-y]
+              default_strategy: same_provider
+          - model: anthropic/claude-y
+            base_url: http://127.0.0.1:{fallback.port}
+            access_key: key-native-0002
+            format: anthropic
+    """
+
+
+def claude():
+    return anthropic.Anthropic(base_url=GATEWAY, api_key="client-key", max_retries=0)
+
+
+def test_an_anthropic_stream_overloaded_after_message_start_fails_over(gateway, providers):
+    overloaded = "event: error\ndata: " + json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "primary-overloaded"}}) + "\n\n"
+    primary = providers(Reply(stream=claude_events()[:2] + [overloaded], gap=0.01))
+    fallback = providers(Reply(stream=claude_events(FALLBACK_TEXT, "!"), gap=0.01))
+    gateway.up(native_config(primary, fallback))
+    with claude().messages.stream(model="anthropic/claude-x", max_tokens=16, messages=[{"role": "user", "content": "hi"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == FALLBACK_TEXT + "!"
+    assert [b.text for b in final.content] == [FALLBACK_TEXT + "!"]
+    assert final.stop_reason == "end_turn"
+    assert (primary.calls, fallback.calls) == (1, 1)
+    assert eventually(lambda: "stream_error" in gateway.log())
+
+
+@pytest.mark.parametrize("cut", [True, False], ids=["connection_cut", "no_terminator"])
+def test_an_anthropic_stream_broken_after_two_chunks_ends_with_an_error_event(gateway, providers, cut):
+    primary = providers(Reply(stream=claude_events("one", "two", stop=False), gap=0.05, cut=cut))
+    fallback = providers(Reply(stream=claude_events(FALLBACK_TEXT), gap=0.01))
+    gateway.up(native_config(primary, fallback))
+    body = {"model": "anthropic/claude-x", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    resp = requests.post(GATEWAY + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}, stream=True, timeout=30)
+    events = [line for line in resp.iter_lines() if line.startswith(b"event:")]
+    assert events[-3:] == [b"event: content_block_delta", b"event: content_block_delta", b"event: error"]
+    got = []
+    with pytest.raises(anthropic.APIStatusError, match="ended before the answer was complete"):
+        with claude().messages.stream(model="anthropic/claude-x", max_tokens=16, messages=[{"role": "user", "content": "hi"}]) as s:
+            for t in s.text_stream:
+                got.append(t)
+    assert got == ["one", "two"]
+    assert fallback.calls == 0
