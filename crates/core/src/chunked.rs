@@ -34,6 +34,10 @@ pub struct ChunkedTracker {
 /// as Envoy's codec reads it.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// A cut chunk with more than this left is not padded (the cut stays a
+/// reset): a chunk size is the provider's word, and padding costs memory.
+const MAX_PAD_BYTES: u64 = 1024 * 1024;
+
 impl Default for ChunkedTracker {
     fn default() -> Self {
         ChunkedTracker {
@@ -111,6 +115,7 @@ impl ChunkedTracker {
     pub fn ending(&self) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         match &self.at {
+            At::Size(n, _) | At::Data(n) if *n > MAX_PAD_BYTES => return None,
             At::Head(_) | At::Length(_) | At::ToClose => return None,
             At::Size(0, _) => {}
             At::Size(n, _) => {
@@ -219,6 +224,12 @@ mod tests {
         assert_eq!(close.ending(), None);
         let continued = tracker(&[b"HTTP/1.1 100 Continue\r\n\r\n", HEAD, b"2\r\nhi\r\n"]);
         assert_eq!(continued.ending().unwrap(), b"0\r\n\r\n");
+    }
+
+    #[test]
+    fn a_cut_chunk_too_large_to_pad_is_left_as_it_is() {
+        assert_eq!(tracker(&[HEAD, b"ffffffffffffffffff\r\nab"]).ending(), None);
+        assert_eq!(tracker(&[HEAD, b"fffffffffff"]).ending(), None);
     }
 
     #[test]

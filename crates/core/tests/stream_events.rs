@@ -2,6 +2,7 @@
 //! into chunks, for every API's framing and line ends.
 
 use plano_core::api::{anthropic_events, Api};
+use plano_core::chunked::ChunkedTracker;
 use plano_core::stream_events::{Classify, EventReader, StreamEvent};
 use proptest::prelude::*;
 
@@ -96,6 +97,17 @@ proptest! {
         for api in [Api::ChatCompletions, Api::Responses] {
             let whole = read(classify(api), &bytes, &[]);
             prop_assert_eq!(read(classify(api), &bytes, &cuts), whole);
+        }
+    }
+
+    #[test]
+    fn any_provider_bytes_are_tracked_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let mut head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        head.extend_from_slice(&bytes);
+        let mut tracker = ChunkedTracker::default();
+        tracker.feed(&head);
+        if let Some(ending) = tracker.ending() {
+            prop_assert!(ending.len() <= 1024 * 1024 + 16);
         }
     }
 }
