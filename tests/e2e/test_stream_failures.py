@@ -4,6 +4,7 @@ the stream or ends it without its terminator gives the client a last error
 event in its API's format, so SDKs raise instead of seeing a whole answer."""
 
 import json
+import time
 
 import anthropic
 import openai
@@ -221,3 +222,47 @@ def test_an_anthropic_stream_broken_after_two_chunks_ends_with_an_error_event(ga
                 got.append(t)
     assert got == ["one", "two"]
     assert fallback.calls == 0
+
+
+def mixed_config(primary, fallback):
+    return HEADER + f"""
+          - model: anthropic/claude-x
+            base_url: http://127.0.0.1:{primary.port}
+            access_key: key-native-0001
+            format: anthropic
+            default: true
+            retry_policy:
+              fallback_models: [openai/gpt-4o-mini]
+          - model: openai/gpt-4o-mini
+            base_url: http://127.0.0.1:{fallback.port}
+            access_key: key-fallback-0002
+    """
+
+
+def test_a_chat_stream_from_a_native_target_overloaded_before_output_fails_over(gateway, providers):
+    # The chat request reaches the native target as Messages: its stream is
+    # read as Anthropic events, before the translation back to chat.
+    overloaded = "event: error\ndata: " + json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "primary-overloaded"}}) + "\n\n"
+    primary = providers(Reply(stream=claude_events()[:2] + [overloaded], gap=0.01))
+    fallback = providers(Reply(stream=chat_stream(FALLBACK_TEXT), gap=0.01))
+    gateway.up(mixed_config(primary, fallback))
+    chunks = client().chat.completions.create(model="anthropic/claude-x", messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == FALLBACK_TEXT
+    assert (primary.calls, fallback.calls) == (1, 1)
+
+
+def test_a_whole_native_stream_reaches_a_chat_client_from_its_first_delta(gateway, providers):
+    primary = providers(Reply(stream=claude_events("one", "two"), gap=0.3))
+    fallback = providers(Reply(stream=chat_stream(FALLBACK_TEXT), gap=0.01))
+    gateway.up(mixed_config(primary, fallback))
+    before = broken_count()
+    start = time.time()
+    arrivals = []
+    for c in client().chat.completions.create(model="anthropic/claude-x", messages=[{"role": "user", "content": "hi"}], stream=True):
+        if c.choices and c.choices[0].delta.content:
+            arrivals.append((c.choices[0].delta.content, time.time() - start))
+    assert [t for t, _ in arrivals] == ["one", "two"]
+    # Released at the first delta, not held to the stream's end (seven events 0.3 s apart).
+    assert arrivals[0][1] < arrivals[1][1] - 0.15, arrivals
+    assert (primary.calls, fallback.calls) == (1, 0)
+    assert broken_count() == before
