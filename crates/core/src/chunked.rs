@@ -109,6 +109,20 @@ impl ChunkedTracker {
         }
     }
 
+    /// Follows `n` bytes without reading them, when they are all body bytes
+    /// of known count (or a body read to close); false when they must be
+    /// read (`feed`). Spares copying a large body only to count it.
+    pub fn skip(&mut self, n: u64) -> bool {
+        match &mut self.at {
+            At::ToClose => true,
+            At::Length(left) | At::Data(left) if *left > n => {
+                *left -= n;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The bytes that end a chunked body cut where it stands now: the cut
     /// chunk padded with line ends (which end any cut event too), then the
     /// last chunk. `None` when no chunked body is open.
@@ -224,6 +238,21 @@ mod tests {
         assert_eq!(close.ending(), None);
         let continued = tracker(&[b"HTTP/1.1 100 Continue\r\n\r\n", HEAD, b"2\r\nhi\r\n"]);
         assert_eq!(continued.ending().unwrap(), b"0\r\n\r\n");
+    }
+
+    #[test]
+    fn skipped_body_bytes_track_as_read_ones() {
+        let mut t = tracker(&[HEAD, b"a\r\n"]);
+        assert!(t.skip(4));
+        assert!(!t.skip(6));
+        t.feed(b"abcdef\r\n");
+        assert_eq!(t.ending().unwrap(), b"0\r\n\r\n");
+        let mut t = tracker(&[b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"]);
+        assert!(t.skip(8));
+        assert!(!t.skip(1));
+        t.feed(b"x");
+        t.feed(HEAD);
+        assert_eq!(t.ending().unwrap(), b"0\r\n\r\n");
     }
 
     #[test]

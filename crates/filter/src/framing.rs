@@ -39,15 +39,23 @@ impl Context for FramingStream {}
 
 impl StreamContext for FramingStream {
     fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
-        if data_size > 0 {
+        let mut at = 0;
+        if !self.head_seen && data_size > 0 {
+            self.head_seen = true;
             let data = self.get_upstream_data(0, data_size).unwrap_or_default();
-            if !self.head_seen {
-                self.head_seen = true;
-                if let Some(repaired) = repair_http10_head(&data) {
-                    self.set_upstream_data(0, data_size, &repaired);
-                }
+            if let Some(repaired) = repair_http10_head(&data) {
+                self.set_upstream_data(0, data_size, &repaired);
             }
             self.responses.feed(&data);
+            at = data_size;
+        }
+        // Read in windows, and body bytes of known count not at all: a
+        // large body must not grow the VM's memory.
+        while at < data_size && !self.responses.skip((data_size - at) as u64) {
+            let n = (data_size - at).min(WINDOW_BYTES);
+            let window = self.get_upstream_data(at, n).unwrap_or_default();
+            self.responses.feed(&window);
+            at += n;
         }
         if end_of_stream {
             if let Some(ending) = self.responses.ending() {
@@ -57,3 +65,6 @@ impl StreamContext for FramingStream {
         Action::Continue
     }
 }
+
+/// How much of a provider's data is copied into the VM at once.
+const WINDOW_BYTES: usize = 16 * 1024;
