@@ -32,10 +32,13 @@ class Reply:
     garbage: bytes = None  # send these bytes instead of an HTTP response, then close
     truncate: bool = False  # announce the body's length, send a tenth of it, pause, close
     http10: bool = False  # stream as plain http.server does: HTTP/1.0, Transfer-Encoding, unframed
+    cut: bool = False  # after the stream's chunks, drop the connection without ending the body
 
 
 class Provider:
-    def __init__(self, *replies):
+    def __init__(self, *replies, refuse=None):
+        # `refuse(record)` names what is wrong with a request (a 400), or None.
+        self.refuse = refuse
         self.script = list(replies) or [Reply()]
         self.requests = []
         self.lock = threading.Lock()
@@ -51,6 +54,9 @@ class Provider:
                 with provider.lock:
                     provider.requests.append(record)
                     reply = provider.script[min(len(provider.requests), len(provider.script)) - 1]
+                wrong = provider.refuse and provider.refuse(record)
+                if wrong:
+                    reply = Reply(status=400, body={"type": "error", "error": {"type": "invalid_request_error", "message": wrong}})
                 time.sleep(reply.delay)
                 if reply.close or reply.garbage is not None:
                     if reply.garbage:
@@ -75,6 +81,10 @@ class Provider:
                         self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
                         self.wfile.flush()
                         time.sleep(reply.gap)
+                    if reply.cut:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     if not reply.http10:
                         self.wfile.write(b"0\r\n\r\n")
                     return

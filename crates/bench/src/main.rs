@@ -462,6 +462,20 @@ async fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&home);
         return done;
     }
+    if args.first().map(String::as_str) == Some("hold") {
+        // `plano-bench hold`: only the first-byte cost of holding a stream
+        // until its first output.
+        let stream = mock::serve(Answer::Stream {
+            chunks: 5,
+            gap_ms: 20,
+        })
+        .await?;
+        let ok2 = mock::serve(Answer::Ok).await?;
+        let line = hold_cost(&home, stream, ok2).await;
+        let _ = std::fs::remove_dir_all(&home);
+        println!("{}", line?);
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("soak") {
         let requests = args
             .get(1)
@@ -588,6 +602,7 @@ async fn main() -> Result<()> {
     };
 
     let waiters = baselines::waiters(&home, &small, limited, ok2).await?;
+    let hold = hold_cost(&home, stream, ok2).await?;
 
     report::print(
         &rows,
@@ -597,8 +612,42 @@ async fn main() -> Result<()> {
         [&ttfb_direct, &ttfb_first, &ttfb_failover],
         &waiters,
     )?;
+    println!("{hold}");
     let _ = std::fs::remove_dir_all(&home);
     Ok(())
+}
+
+/// Time to first byte of a stream on the success path, with the hold (a
+/// retry policy: headers and events wait for the first output) against
+/// without (no policy: nothing to retry, nothing held), in interleaved
+/// rounds of 30 requests each.
+async fn hold_cost(home: &Path, stream: u16, other: u16) -> Result<String> {
+    let (mut held, mut passed) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        for (policy, into) in [(FAILOVER, &mut held), ("    default: true\n", &mut passed)] {
+            let _gw = Gateway::up(
+                home,
+                &format!("hold-{round}"),
+                &(provider("openai/gpt-4o", stream, policy) + &provider("anthropic/c", other, "")),
+            )?;
+            into.push(load::first_byte(GATEWAY_PORT, 30).await?);
+        }
+    }
+    let p = |hs: &[hdrhistogram::Histogram<u64>], q: f64| {
+        let mut v: Vec<f64> = hs
+            .iter()
+            .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(format!(
+        "streaming time to first byte, success path (median of {ROUNDS} rounds of 30, p50 / p99 ms): held until the first output {:.2} / {:.2}; not held (no retry policy) {:.2} / {:.2}",
+        p(&held, 0.5),
+        p(&held, 0.99),
+        p(&passed, 0.5),
+        p(&passed, 0.99)
+    ))
 }
 
 async fn soak(requests: u64, home: &Path) -> Result<bool> {

@@ -23,7 +23,7 @@ pub use plano_core::guards::{ADMIN_PORT, PROBE_PORT, STATUS_PORT};
 pub const LISTENER_NAME: &str = "model_listener";
 /// What every request the gateway does not serve gets: what it serves.
 fn not_found() -> String {
-    plano_core::api::openai_error(
+    plano_core::api::ErrorShape::Openai.body(
         "not_found",
         &format!("the gateway serves {}", plano_core::api::served_list()),
     )

@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use crate::api::ErrorShape;
 use crate::backoff;
 use crate::blocks::BlockKey;
 use crate::config::{BackoffScope, Strategy};
@@ -21,6 +22,9 @@ pub enum Outcome {
     ConnectFailure,
     /// `on_high_latency` with `measure: ttfb` saw no headers within its threshold.
     SlowTtfb,
+    /// A streamed answer that began with 200 reported an error before any
+    /// output: it fails as the status that error stands for would.
+    StreamError(u16),
 }
 
 impl Outcome {
@@ -30,13 +34,14 @@ impl Outcome {
             Outcome::Timeout => "timeout".into(),
             Outcome::ConnectFailure => "connect_failure".into(),
             Outcome::SlowTtfb => "high_latency".into(),
+            Outcome::StreamError(_) => "stream_error".into(),
         }
     }
 
     /// The status a client sees when this was the last attempt.
     pub fn client_status(&self) -> u16 {
         match self {
-            Outcome::Status(s) => *s,
+            Outcome::Status(s) | Outcome::StreamError(s) => *s,
             Outcome::Timeout | Outcome::SlowTtfb => 504,
             Outcome::ConnectFailure => 502,
         }
@@ -48,6 +53,7 @@ impl Outcome {
             Outcome::Timeout => format!("{model} timed out"),
             Outcome::ConnectFailure => format!("{model} could not be reached"),
             Outcome::SlowTtfb => format!("{model} was too slow to answer"),
+            Outcome::StreamError(s) => format!("{model} sent a {s} error in its stream"),
         }
     }
 }
@@ -66,7 +72,7 @@ pub enum RuleId {
 /// Which rule, if any, makes `outcome` a failure worth retrying.
 pub fn classify(policy: &RetryPolicy, outcome: &Outcome) -> Option<(RuleId, Rule)> {
     match outcome {
-        Outcome::Status(status) => {
+        Outcome::Status(status) | Outcome::StreamError(status) => {
             if let Some((i, r)) = policy
                 .status_rules
                 .iter()
@@ -386,11 +392,13 @@ fn next_target(
         .find_map(|head| plan.pick(head, sample, &|t| blocked(t).is_none()))
 }
 
-/// The body and status of the `retry_exhausted` error (SPEC §7).
+/// The body and status of the `retry_exhausted` error (SPEC §7), in the
+/// client API's error `shape`.
 pub fn exhausted_error(
     plan: &GatewayPlan,
     ledger: &Ledger,
     budget_exhausted: bool,
+    shape: ErrorShape,
 ) -> (u16, String) {
     let attempts: Vec<_> = ledger
         .attempts
@@ -404,7 +412,7 @@ pub fn exhausted_error(
                 "error_type": a.outcome.map_or("none".into(), |o| o.error_type()),
                 "latency_ms": a.ended_ms.map_or(0, |e| e.saturating_sub(a.started_ms)),
             });
-            if let Some(Outcome::Status(s)) = a.outcome {
+            if let Some(Outcome::Status(s) | Outcome::StreamError(s)) = a.outcome {
                 entry["status"] = json!(s);
             }
             if let Some(d) = &target.deployment {
@@ -418,17 +426,12 @@ pub fn exhausted_error(
     let last_model = last.map_or(String::new(), |a| plan.targets[a.target].label());
     let n = ledger.attempts.len();
     let plural = if n == 1 { "attempt" } else { "attempts" };
-    let body = json!({"error": {
+    let body = shape.wrap(json!({
         "type": "retry_exhausted",
         "message": format!("all {n} {plural} failed; last: {}", last_outcome.describe(&last_model)),
         "total_attempts": n,
         "attempts": attempts,
         "retry_budget_exhausted": budget_exhausted,
-    }});
-    (last_outcome.client_status(), body.to_string())
-}
-
-/// An error the gateway makes itself, in OpenAI's shape.
-pub fn gateway_error(kind: &str, message: &str) -> String {
-    json!({"error": {"type": kind, "message": message}}).to_string()
+    }));
+    (last_outcome.client_status(), body)
 }

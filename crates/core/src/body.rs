@@ -46,6 +46,8 @@ pub struct RequestBody {
     pub previous_response_id: Option<String>,
     /// A stored `conversation` is named, to an API whose requests may chain.
     pub names_conversation: bool,
+    /// `stream_options.include_usage`: a chat stream's client wants the usage chunk.
+    pub include_usage: bool,
     model_span: Range<usize>,
 }
 
@@ -68,10 +70,11 @@ impl RequestBody {
                 })
                 .transpose()
         };
-        let (stream, previous_response_id, conversation) = (
+        let (stream, previous_response_id, conversation, stream_options) = (
             value(&members.stream)?,
             value(&members.previous_response_id)?,
             value(&members.conversation)?,
+            value(&members.stream_options)?,
         );
         let model = match value(&members.model)? {
             None | Some(Value::Null) => return Err(BodyError::NoModel),
@@ -85,18 +88,16 @@ impl RequestBody {
             _ => None,
         };
         let names_conversation = spec.chained && conversation.is_some_and(|c| !c.is_null());
+        let include_usage =
+            stream_options.is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
         Ok(RequestBody {
             model,
             stream,
             previous_response_id,
             names_conversation,
+            include_usage,
             model_span,
         })
-    }
-
-    /// The length of [`RequestBody::with_model`]'s body, without making it.
-    pub fn len_with_model(&self, raw_len: usize, model: &str) -> usize {
-        raw_len - self.model_span.len() + quoted(model).len()
     }
 
     /// `raw` with the model value replaced by `model`, every other byte kept.
@@ -183,10 +184,6 @@ mod tests {
         let body = RequestBody::parse(raw, &chat::SPEC).unwrap();
         assert_eq!(body.model, "a\"b");
         assert_eq!(body.with_model(raw, "q\"z"), br#"{"model":"q\"z"}"#);
-        assert_eq!(
-            body.len_with_model(raw.len(), "q\"z"),
-            br#"{"model":"q\"z"}"#.len()
-        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::Api;
+use crate::api::{Api, Format};
 use crate::config::{BackoffScope, BlockApplyTo, BlockScope, Measure, Strategy};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -22,8 +22,9 @@ pub const DEFAULT_LATENCY_BLOCK_SECONDS: u64 = 60;
 pub const DEFAULT_BUDGET_MIN_PER_SECOND: u64 = 1;
 pub const DEFAULT_BUDGET_WINDOW_SECONDS: u64 = 10;
 
-/// Statuses that fail an attempt when no `on_status_codes` entry matches.
-pub const DEFAULT_RETRIABLE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
+/// Statuses that fail an attempt when no `on_status_codes` entry matches;
+/// 529 is Anthropic's `overloaded_error`, an overload like a 503.
+pub const DEFAULT_RETRIABLE_STATUSES: [u16; 6] = [429, 500, 502, 503, 504, 529];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GatewayPlan {
@@ -180,6 +181,9 @@ pub struct Target {
     /// per-minute limits over windows of 1 to 10 s.
     #[serde(default)]
     pub unstated_reset_ms: Option<u64>,
+    /// The API it speaks; a request in another is translated per attempt.
+    #[serde(default)]
+    pub format: Format,
 }
 
 fn all_apis() -> Vec<Api> {
@@ -207,6 +211,22 @@ impl Target {
             Some(d) => format!("{}[{d}]", self.model),
             None => self.model.clone(),
         }
+    }
+
+    /// The path an attempt to this target uses for a request to `api` at
+    /// the client's `path` (with its query): the path of the API it is
+    /// translated into, when it is.
+    pub fn attempt_path(&self, api: Api, client_path: &str) -> String {
+        let sent = api.on(self.format);
+        if sent == api {
+            return self.upstream_path(client_path);
+        }
+        let query = client_path.split_once('?').map_or("", |(_, q)| q);
+        let path = match query {
+            "" => sent.path().to_string(),
+            q => format!("{}?{q}", sent.path()),
+        };
+        self.upstream_path(&path)
     }
 
     /// The path an attempt to this target uses for the client's `path`.

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::api::Api;
+use crate::api::{Api, Format};
 use crate::plan::GatewayPlan;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,19 +17,25 @@ pub struct Reach {
     pub own_model: bool,
     /// Only this target: the deployment that holds the request's state.
     pub only: Option<usize>,
+    /// Targets of this format are skipped: the request has something their
+    /// API cannot carry (said here).
+    pub untranslatable: Option<(Format, String)>,
 }
 
 /// Why a target is outside a request's reach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
     NotServed(Api),
     OtherModel,
     NoState,
+    /// The request cannot be translated into the target's format.
+    Untranslatable(String),
 }
 
 impl Skip {
     pub fn reason(self) -> String {
         match self {
+            Skip::Untranslatable(why) => format!("cannot be translated: {why}"),
             Skip::NotServed(api) => format!("does not serve {}", api.path()),
             Skip::OtherModel => "another model: embeddings never move to another model, whose vectors are not comparable".into(),
             Skip::NoState => "does not hold the state of previous_response_id (another deployment made it)".into(),
@@ -44,6 +50,7 @@ impl Reach {
             api,
             own_model: false,
             only: None,
+            untranslatable: None,
         }
     }
 
@@ -58,6 +65,11 @@ impl Reach {
         }
         if self.only.is_some_and(|only| only != target) {
             return Err(Skip::NoState);
+        }
+        if let Some((format, why)) = &self.untranslatable {
+            if t.format == *format {
+                return Err(Skip::Untranslatable(why.clone()));
+            }
         }
         Ok(())
     }

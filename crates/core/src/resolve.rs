@@ -2,6 +2,7 @@
 //! URLs checked, `$VAR` keys resolved. Every problem is reported with the
 //! path of its field so the CLI can point at the line.
 
+use crate::api::{Api, Format};
 use crate::config::{DeploymentConfig, GatewayConfig, ListenerKind};
 use crate::plan::*;
 
@@ -33,7 +34,7 @@ pub use access::{DEFAULT_LISTENER_ADDRESS, DEFAULT_MAX_CONNECTIONS};
 /// no reset stated, is taken to last this long.
 const AZURE_LIMIT_WINDOW_MS: u64 = 10_000;
 pub use endpoint::{cluster_name, parse_base_url, Endpoint, WELL_KNOWN_PROVIDERS};
-use endpoint::{default_apis, endpoint_for};
+use endpoint::{default_apis, default_format, endpoint_for};
 use keys::report_key_error;
 pub use keys::{resolve_key, KeyError};
 pub use policy::closest;
@@ -165,6 +166,11 @@ pub fn resolve_with(
         if p.timeout_ms == Some(0) {
             c.error(format!("{at}.timeout_ms"), "must be greater than 0");
         }
+        let has_base_url =
+            p.base_url.is_some() || p.deployments.iter().any(|d| d.base_url.is_some());
+        let format = p
+            .format
+            .unwrap_or_else(|| default_format(&provider, has_base_url));
         let serves = match &p.endpoints {
             Some(list) => {
                 if list.is_empty() {
@@ -175,11 +181,19 @@ pub fn resolve_with(
                 }
                 list.clone()
             }
-            None => default_apis(
-                &provider,
-                p.base_url.is_some() || p.deployments.iter().any(|d| d.base_url.is_some()),
-            ),
+            None => default_apis(&provider, has_base_url, format),
         };
+        if format == Format::Anthropic {
+            if let Some(api) = serves
+                .iter()
+                .find(|a| !matches!(a, Api::ChatCompletions | Api::Messages))
+            {
+                c.error(
+                    format!("{at}.endpoints"),
+                    format!("`{}` is not served by an `anthropic`-format model: it has only the Messages API (chat_completions is translated to it)", api.name()),
+                );
+            }
+        }
         if let Some(h) = &p.key_header {
             let reserved = [
                 "host",
@@ -256,6 +270,7 @@ pub fn resolve_with(
             let key_header = match &p.key_header {
                 Some(h) => h.to_ascii_lowercase(),
                 None if endpoint.is_azure() => "api-key".into(),
+                None if format == Format::Anthropic => "x-api-key".into(),
                 None => "authorization".into(),
             };
             let own_key = d.and_then(|d| d.access_key.as_ref());
@@ -296,6 +311,7 @@ pub fn resolve_with(
                 serves: serves.clone(),
                 query: endpoint.query.clone(),
                 unstated_reset_ms: (key_header == "api-key").then_some(AZURE_LIMIT_WINDOW_MS),
+                format,
             });
             endpoints.push(Endpoint {
                 access_key,

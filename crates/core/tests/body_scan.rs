@@ -1,8 +1,8 @@
 //! The one-pass body scan against serde_json, the reference for what JSON
 //! is: on the fuzz corpus (mutated request bodies, with the bytes JSON
 //! cares about weighted up) both accept and refuse the same bodies, and
-//! read the same `model`, `stream`, `previous_response_id` and
-//! `conversation`. Case counts: PROPTEST_CASES (default 256 each).
+//! read the same `model`, `stream`, `previous_response_id`, `conversation`
+//! and `stream_options.include_usage`. Case counts: PROPTEST_CASES (default 256 each).
 
 use plano_core::api::{chat, responses, ApiSpec};
 use plano_core::body::{BodyError, RequestBody, MAX_DEPTH};
@@ -11,17 +11,18 @@ use serde_json::{json, Value};
 
 /// What serde_json makes of a body, read the way the gateway read bodies
 /// before the scan: UTF-8 checked, nesting counted, then serde_json's
-/// derive with the four fields the gateway reads.
+/// derive with the five fields the gateway reads.
 fn reference(
     raw: &[u8],
     spec: &ApiSpec,
-) -> Result<(String, bool, Option<String>, bool), BodyError> {
+) -> Result<(String, bool, Option<String>, bool, bool), BodyError> {
     #[derive(serde::Deserialize)]
     struct Probe {
         model: Option<Value>,
         stream: Option<Value>,
         previous_response_id: Option<Value>,
         conversation: Option<Value>,
+        stream_options: Option<Value>,
     }
     let not_json = |e: String| BodyError::NotJson(e);
     std::str::from_utf8(raw).map_err(|e| not_json(e.to_string()))?;
@@ -46,7 +47,10 @@ fn reference(
         _ => None,
     };
     let conversation = spec.chained && probe.conversation.is_some_and(|c| !c.is_null());
-    Ok((model, stream, previous, conversation))
+    let usage = probe
+        .stream_options
+        .is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
+    Ok((model, stream, previous, conversation, usage))
 }
 
 /// The deepest nesting of objects and arrays, strings skipped.
@@ -84,6 +88,7 @@ fn agree(raw: &[u8]) -> Result<(), TestCaseError> {
                 b.stream,
                 b.previous_response_id,
                 b.names_conversation,
+                b.include_usage,
             )
         });
         match (&expected, &got) {
@@ -144,7 +149,8 @@ fn leaf() -> impl Strategy<Value = String> {
             "\"\"",
             "{}",
             "[]",
-            "{\"id\":\"conv_1\"}"
+            "{\"id\":\"conv_1\"}",
+            "{\"include_usage\":true}"
         ])
         .prop_map(str::to_string),
         ".{0,10}".prop_map(|s| serde_json::to_string(&s).unwrap()),
@@ -177,6 +183,7 @@ fn key() -> impl Strategy<Value = String> {
             "\"stream\"",
             "\"previous_response_id\"",
             "\"conversation\"",
+            "\"stream_options\"",
             "\"mod\\u0065l\"",
             "\"\\u006dodel\"",
             "\"model \"",

@@ -1,5 +1,6 @@
 //! Every retry rule of SPEC §3-§7, decided by the core with a fake clock.
 
+use plano_core::api::ErrorShape;
 use plano_core::attempt::{
     classify, decide, exhausted_error, first_target, Decision, Ledger, Outcome, RuleId,
 };
@@ -449,7 +450,7 @@ fn the_exhausted_error_lists_every_attempt() {
             budget_exhausted: true
         }
     );
-    let (status, body) = exhausted_error(&plan, &ledger, true);
+    let (status, body) = exhausted_error(&plan, &ledger, true, ErrorShape::Openai);
     assert_eq!(status, 504);
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -472,8 +473,35 @@ fn the_exhausted_status_is_the_last_attempts() {
     let plan = four(json!({"default_max_attempts": 0}));
     let mut ledger = started(0);
     fail(&plan, &mut ledger, Outcome::Status(503), T0);
-    assert_eq!(exhausted_error(&plan, &ledger, true).0, 503);
+    assert_eq!(
+        exhausted_error(&plan, &ledger, true, ErrorShape::Openai).0,
+        503
+    );
     let mut ledger = started(0);
     fail(&plan, &mut ledger, Outcome::ConnectFailure, T0);
-    assert_eq!(exhausted_error(&plan, &ledger, true).0, 502);
+    assert_eq!(
+        exhausted_error(&plan, &ledger, true, ErrorShape::Openai).0,
+        502
+    );
+}
+
+#[test]
+fn the_exhausted_error_of_a_messages_request_is_anthropic_shaped() {
+    let plan = four(json!({"default_max_attempts": 0}));
+    let mut ledger = started(0);
+    fail(&plan, &mut ledger, Outcome::Status(529), T0 + 2);
+    let (status, body) = exhausted_error(&plan, &ledger, true, ErrorShape::Anthropic);
+    assert_eq!(status, 529);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "retry_exhausted");
+    assert_eq!(body["error"]["attempts"][0]["status"], 529);
+}
+
+#[test]
+fn a_529_overload_is_retried_by_default_like_a_503() {
+    let plan = four(json!({"default_max_attempts": 1}));
+    let mut ledger = started(0);
+    let d = fail(&plan, &mut ledger, Outcome::Status(529), T0);
+    assert!(matches!(d, Decision::Retry { .. }), "{d:?}");
 }

@@ -2,16 +2,33 @@
 //! its way to the attempt listener and back. It runs in the same VM as the
 //! gateway filter (same `vm_id`), so it reaches the worker's exchanges
 //! directly; the attempt's request carries its exchange id.
+//!
+//! A 2xx stream that a retry could still replace is held here, headers and
+//! events, until its first event carrying output (or the hold's bound): an
+//! error event before that fails the attempt, and its headers become the
+//! retry's redirect as a failed status would. Once delivered, the stream is
+//! watched to its end: an error event, or an end without the API's
+//! terminator, is a broken stream, and the client gets a last error event
+//! in its API's format.
 
+use plano_core::api::Api;
+use plano_core::stream_events::{EventReader, StreamEvent};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
-use crate::headers::{request_header, EXCHANGE_HEADER};
-use crate::redirected::decode_id;
+use crate::headers::{request_header, response_header, EXCHANGE_HEADER};
+use crate::host::now_ms;
+use crate::redirected::{decode_id, Answer};
 use crate::root;
+use crate::worker::Worker;
 
 pub const ROOT_ID: &str = "plano_attempt";
+
+/// The hold ends at the first output, or once this many bytes are held...
+const HOLD_MAX_BYTES: usize = 64 * 1024;
+/// ...or when an event arrives this long after the headers did.
+const HOLD_MAX_MS: u64 = 10_000;
 
 #[derive(Default)]
 pub struct AttemptRoot;
@@ -20,7 +37,10 @@ impl Context for AttemptRoot {}
 
 impl RootContext for AttemptRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AttemptStream { exchange: None }))
+        Some(Box::new(AttemptStream {
+            exchange: None,
+            watch: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -30,6 +50,28 @@ impl RootContext for AttemptRoot {
 
 pub struct AttemptStream {
     exchange: Option<u64>,
+    watch: Option<Watch>,
+}
+
+/// A streamed answer's events, read as they pass.
+struct Watch {
+    api: Api,
+    reader: EventReader,
+    /// While held: the status, when the hold began and the bytes read.
+    held: Option<(u16, u64, usize)>,
+    /// The terminator or an error was seen: nothing more to look for.
+    settled: bool,
+}
+
+impl Watch {
+    fn new(api: Api, held: Option<(u16, u64, usize)>) -> Option<Watch> {
+        Some(Watch {
+            api,
+            reader: EventReader::for_api(api)?,
+            held,
+            settled: false,
+        })
+    }
 }
 
 impl Context for AttemptStream {}
@@ -41,12 +83,154 @@ impl HttpContext for AttemptStream {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // The worker of the listener the request came in on, which may be
         // one a re-applied config is draining.
-        match self.exchange.and_then(|id| Some((id, root::owner_of(id)?))) {
-            Some((id, worker)) => worker.attempt_answered(id),
-            None => Action::Continue,
+        let Some((id, worker)) = self.exchange.and_then(|id| Some((id, root::owner_of(id)?)))
+        else {
+            return Action::Continue;
+        };
+        match worker.attempt_answered(id, end_of_stream) {
+            Answer::Hold(api) => {
+                let status = response_header(":status")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(200);
+                self.watch = Watch::new(api, Some((status, now_ms(), 0)));
+                if self.watch.is_some() {
+                    return Action::Pause;
+                }
+                self.pass(worker.release_held(id, status))
+            }
+            answer => self.pass(answer),
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(id), Some(mut watch)) = (self.exchange, self.watch.take()) else {
+            return Action::Continue;
+        };
+        let Some(worker) = root::owner_of(id) else {
+            return Action::Continue;
+        };
+        let Some((status, since, read)) = watch.held else {
+            if !watch.settled {
+                let chunk = body(0, body_size);
+                let events = watch.reader.feed(&chunk);
+                watch.after_output(&worker, id, &events, end_of_stream, body_size);
+            }
+            self.watch = Some(watch);
+            return Action::Continue;
+        };
+        // Held, the buffer grows: only its new bytes are read.
+        let events = watch
+            .reader
+            .feed(&body(read, body_size.saturating_sub(read)));
+        watch.held = Some((status, since, body_size));
+        let first = events.iter().position(|e| *e != StreamEvent::Neutral);
+        let failed = match first.and_then(|i| events.get(i).copied()) {
+            Some(StreamEvent::Error(failed)) => Some(failed),
+            // Ended before any output and without its terminator: the
+            // provider broke the answer, and it fails as a 502 would.
+            None if end_of_stream => Some(502),
+            _ => None,
+        };
+        if let Some(failed) = failed {
+            let action = pass_only(worker.held_failed(id, failed));
+            if response_header(":status").as_deref() == Some("307") {
+                // The redirect carries no part of the failed answer.
+                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
+            }
+            return action;
+        }
+        let bound = body_size > HOLD_MAX_BYTES || now_ms().saturating_sub(since) > HOLD_MAX_MS;
+        if first.is_none() && !bound {
+            self.watch = Some(watch);
+            return Action::Pause;
+        }
+        let answer = worker.release_held(id, status);
+        self.watch = Some(watch);
+        let action = self.pass(answer);
+        if let Some(watch) = self.watch.as_mut() {
+            // The events after the first output are a delivered stream's.
+            let after = first.map_or(events.len(), |i| i);
+            let rest = events.get(after..).unwrap_or_default();
+            watch.after_output(&worker, id, rest, end_of_stream, body_size);
+        }
+        action
+    }
+}
+
+/// `size` bytes of the response body from `start`.
+fn body(start: usize, size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(BufferType::HttpResponseBody, start, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn pass_only(answer: Answer) -> Action {
+    match answer {
+        Answer::Hold(_) => Action::Continue,
+        Answer::Pass { action, .. } => action,
+    }
+}
+
+impl AttemptStream {
+    /// Goes on as the worker's answer says; a delivered stream is watched.
+    fn pass(&mut self, answer: Answer) -> Action {
+        match answer {
+            Answer::Hold(_) => Action::Continue,
+            Answer::Pass { action, watch } => {
+                self.watch = match (watch, self.watch.take()) {
+                    (Some(_), Some(mut w)) => {
+                        w.held = None;
+                        Some(w)
+                    }
+                    (Some(api), None) => Watch::new(api, None),
+                    (None, _) => None,
+                };
+                action
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// Events of a delivered stream: an error, or its end without the
+    /// terminator, breaks it; for the latter the client gets a last error
+    /// event (the provider's own error event already tells it).
+    fn after_output(
+        &mut self,
+        worker: &Worker,
+        id: u64,
+        events: &[StreamEvent],
+        end_of_stream: bool,
+        size: usize,
+    ) {
+        for event in events {
+            match event {
+                _ if self.settled => {}
+                StreamEvent::Terminator => self.settled = true,
+                StreamEvent::Error(_) => {
+                    self.settled = true;
+                    worker.stream_broken(id, "error_event");
+                }
+                _ => {}
+            }
+        }
+        if end_of_stream && !self.settled {
+            self.settled = true;
+            worker.stream_broken(id, "no_terminator");
+            if let Some(spec) = self.api.spec().stream_events.as_ref() {
+                let mut last =
+                    (spec.broken)("the provider's stream ended before the answer was complete");
+                if self.reader.mid_event() {
+                    // The cut event ends first, so this one stands alone.
+                    last.insert_str(0, "\n\n");
+                }
+                let _ =
+                    hostcalls::set_buffer(BufferType::HttpResponseBody, size, 0, last.as_bytes());
+            }
         }
     }
 }

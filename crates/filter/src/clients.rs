@@ -2,6 +2,7 @@
 //! request. The plan holds digests only; the presented key is hashed and
 //! compared with each (`plano_core::clients::find`).
 
+use plano_core::api::{Api, ErrorShape};
 use plano_core::clients::{bearer, find, from_hex, KeyDigest};
 use plano_core::plan::GatewayPlan;
 use proxy_wasm::hostcalls;
@@ -67,8 +68,12 @@ impl Clients {
             }
             None => {
                 let _ = hostcalls::increment_metric(self.unauthorized, 1);
-                let body = plano_core::attempt::gateway_error(
-                    "invalid_api_key",
+                let kind = match Api::errors_for_path(route) {
+                    ErrorShape::Anthropic => "authentication_error",
+                    ErrorShape::Openai => "invalid_api_key",
+                };
+                let body = Api::errors_for_path(route).body(
+                    kind,
                     "a valid client key is required: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
                 );
                 let _ = hostcalls::send_http_response(

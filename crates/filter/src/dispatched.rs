@@ -16,8 +16,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::{
-    address_request, forwardable, limit_attempt, reply_api_error, requested_wait_ms,
-    response_header, set_attempt_headers, CLUSTER_HEADER,
+    address_request, anthropic_version, forwardable, limit_attempt, reply_api_error,
+    requested_wait_ms, response_header, set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
@@ -41,12 +41,12 @@ impl Worker {
         };
         ex.state.start(target, now);
         self.count_attempt(ex);
-        ex.rewrite_client_body(&t.model_name);
-        let path = t.upstream_path(&ex.client_path);
+        let body_len = self.write_first_body(ex, t);
+        let path = t.attempt_path(ex.api, &ex.client_path);
         address_request(
             t,
             &path,
-            ex.body.len_with_model(ex.raw.len(), &t.model_name),
+            body_len,
             (CLUSTER_HEADER, &t.cluster),
             &self.plan().hop_token,
         );
@@ -184,8 +184,8 @@ impl Worker {
         let (target, t) = t;
         ex.state.start(target, now);
         self.count_attempt(ex);
-        let body = ex.body.with_model(&ex.raw, &t.model_name);
-        let path = t.upstream_path(&ex.client_path);
+        let body = self.attempt_body(ex, t);
+        let path = t.attempt_path(ex.api, &ex.client_path);
         // The cluster's credential injector adds the target's key.
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
@@ -204,6 +204,11 @@ impl Worker {
         let via = hop::marked(client_via.map(|(_, v)| v.as_str()), &self.plan().hop_token);
         if let Some(via) = &via {
             headers.push(("via", via));
+        }
+        if let Some(version) =
+            anthropic_version(t, &|name| client_headers.iter().any(|(k, _)| k == name))
+        {
+            headers.push(version);
         }
         let timeout = Duration::from_millis(t.timeout_ms);
         match hostcalls::dispatch_http_call(&t.cluster, headers, Some(&body), vec![], timeout) {

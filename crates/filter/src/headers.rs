@@ -1,7 +1,6 @@
 //! Which headers cross the gateway, and the replies it makes itself.
 
-use plano_core::api::Api;
-use plano_core::attempt;
+use plano_core::api::{messages, Api, ErrorShape, Format};
 use plano_core::hop;
 use plano_core::plan::Target;
 use plano_core::retry_after;
@@ -153,6 +152,20 @@ pub fn point_at(target: &Target, path: &str, route: (&str, &str)) {
     }
     // An internal redirect adds this; a provider never sees Envoy's headers.
     set_request_header("x-envoy-original-url", None);
+    if let Some((name, value)) = anthropic_version(target, &|name| request_header(name).is_some()) {
+        set_request_header(name, Some(value));
+    }
+}
+
+/// The `anthropic-version` a native Anthropic target requires, when the
+/// client sent none (`has` says whether it sent a header); the client's own
+/// `anthropic-version` and `anthropic-beta` pass on as they are.
+pub fn anthropic_version(
+    target: &Target,
+    has: &dyn Fn(&str) -> bool,
+) -> Option<(&'static str, &'static str)> {
+    (target.format == Format::Anthropic && !has(messages::PASSED_HEADERS[0]))
+        .then_some((messages::PASSED_HEADERS[0], messages::DEFAULT_VERSION))
 }
 
 /// Envoy's router limits on an attempt it carries: the whole answer (so a
@@ -177,14 +190,14 @@ pub fn set_attempt_headers(headers: &[(&str, String)]) {
     }
 }
 
-/// Answers the client with an OpenAI-shaped error made by the gateway.
-pub fn reply_error(status: u32, kind: &str, message: &str) -> Action {
-    reply_json(status, &attempt::gateway_error(kind, message))
+/// Answers the client with an error made by the gateway, in `shape`.
+pub fn reply_error(shape: ErrorShape, status: u32, kind: &str, message: &str) -> Action {
+    reply_json(status, &shape.body(kind, message))
 }
 
 /// Answers a request to `api` with an error in that API's shape.
 pub fn reply_api_error(api: Api, status: u32, kind: &str, message: &str) -> Action {
-    reply_json(status, &(api.spec().error_body)(kind, message))
+    reply_error(api.spec().errors, status, kind, message)
 }
 
 fn reply_json(status: u32, body: &str) -> Action {

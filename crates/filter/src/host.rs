@@ -85,6 +85,7 @@ pub struct Metrics {
     pub retries_over_budget: u32,
     pub probes: u32,
     pub waiting: u32,
+    pub stream_broken: u32,
 }
 
 impl Metrics {
@@ -104,6 +105,7 @@ impl Metrics {
             retries_over_budget: counter("plano.retries_over_budget")?,
             probes: counter("plano.probes")?,
             waiting: hostcalls::define_metric(MetricType::Gauge, "plano.waiting")?,
+            stream_broken: counter("plano.stream_broken")?,
         })
     }
 

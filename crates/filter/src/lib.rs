@@ -17,6 +17,7 @@ mod state;
 mod status;
 mod stream;
 mod timers;
+mod translated;
 mod worker;
 
 use proxy_wasm::types::LogLevel;

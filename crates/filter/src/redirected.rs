@@ -8,6 +8,7 @@
 //! `timeout_ms` (or the `ttfb` threshold) is the attempt listener's per-try
 //! timeout: it limits the time to headers and never cuts a started answer.
 
+use plano_core::api::Api;
 use plano_core::attempt::Outcome;
 use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
@@ -47,18 +48,19 @@ impl Worker {
 
     /// Sets the redirected request's body for `ex.next`; the headers follow
     /// when the attempt starts.
-    fn write_streamed_body(&self, ex: &Exchange, buffered: usize) {
+    fn write_streamed_body(&self, ex: &mut Exchange, buffered: usize) {
         let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) else {
             return;
         };
-        let body = ex.body.with_model(&ex.raw, &t.model_name);
+        let body = self.attempt_body(ex, t);
+        ex.sent_len = body.len();
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
     }
 
     /// The first attempt: Envoy still holds the client's body.
     fn launch_streamed(&self, ex: &mut Exchange, now: u64) -> Action {
         if let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) {
-            ex.rewrite_client_body(&t.model_name);
+            ex.sent_len = self.write_first_body(ex, t);
         }
         self.address_streamed(ex, now);
         Action::Continue
@@ -83,8 +85,8 @@ impl Worker {
             .filter(|&th| th < t.timeout_ms && ex.state.may_abandon_slow(&env));
         ex.abandon_at_ttfb = ttfb.is_some();
         let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
-        let body_len = ex.body.len_with_model(ex.raw.len(), &t.model_name);
-        let path = t.upstream_path(&ex.client_path);
+        let body_len = ex.sent_len;
+        let path = t.attempt_path(ex.api, &ex.client_path);
         address_request(
             t,
             &path,
@@ -128,7 +130,7 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return Action::Continue;
         };
-        self.write_streamed_body(&ex, buffered);
+        self.write_streamed_body(&mut ex, buffered);
         let now = now_ms();
         let action = match ex.wait_until {
             Some(at) if at > now => {
@@ -153,21 +155,90 @@ impl Worker {
     }
 
     /// A streamed attempt's response headers, seen by the stream cluster's
-    /// upstream filter: deliver them, redirect to the next attempt, or
+    /// upstream filter: deliver them, hold them until the first output (a
+    /// 2xx stream under a retry policy), redirect to the next attempt, or
     /// answer with the exhausted error.
-    pub fn attempt_answered(&self, id: u64) -> Action {
+    pub fn attempt_answered(&self, id: u64, end_of_stream: bool) -> Answer {
         let Some(mut ex) = self.take(id) else {
-            return Action::Continue;
+            return Answer::pass(Action::Continue);
         };
         if ex.phase != Phase::Routed {
             self.put(ex);
-            return Action::Continue;
+            return Answer::pass(Action::Continue);
         }
         let status = response_header(":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(502);
         let local = response_header(LOCAL_REPLY_HEADER).is_some();
         set_response_header(LOCAL_REPLY_HEADER, None);
+        let streams = !local
+            && !end_of_stream
+            && (200..300).contains(&status)
+            && response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+        let api = self.attempt_api(&ex);
+        if streams && ex.state.policy(self.plan()).is_some() {
+            // A retry could still follow: nothing reaches the client before
+            // the answer's first output (see `attempt`).
+            self.put(ex);
+            return Answer::Hold(api);
+        }
+        let action = self.decide_answer(&mut ex, status, local);
+        let watch = (streams && ex.phase == Phase::Streaming).then_some(api);
+        self.put(ex);
+        Answer::Pass { action, watch }
+    }
+
+    /// A held stream reached its first output (or the hold's bound): the
+    /// answer goes to the client, decided as its status says.
+    pub fn release_held(&self, id: u64, status: u16) -> Answer {
+        let Some(mut ex) = self.take(id) else {
+            return Answer::pass(Action::Continue);
+        };
+        if ex.phase != Phase::Routed {
+            self.put(ex);
+            return Answer::pass(Action::Continue);
+        }
+        let action = self.decide_answer(&mut ex, status, false);
+        let watch = (ex.phase == Phase::Streaming).then_some(self.attempt_api(&ex));
+        self.put(ex);
+        Answer::Pass { action, watch }
+    }
+
+    /// A held stream reported an error before any output: the attempt fails
+    /// as that error's status would, under the same rules.
+    pub fn held_failed(&self, id: u64, status: u16) -> Answer {
+        let Some(mut ex) = self.take(id) else {
+            return Answer::pass(Action::Continue);
+        };
+        if ex.phase != Phase::Routed {
+            self.put(ex);
+            return Answer::pass(Action::Continue);
+        }
+        let now = now_ms();
+        let env = self.env(now);
+        let mut effects = Effects::default();
+        ex.state.after_first_byte(&env, &mut effects);
+        let outcome = Outcome::StreamError(status);
+        let step = ex.state.after_outcome(&env, outcome, None, &mut effects);
+        self.note(&effects, now);
+        self.log_attempt(&mut ex, outcome, now, &effects);
+        ex.probing = effects.probe;
+        let action = self.follow_streamed(&mut ex, step, outcome, false, now);
+        // Delivered, the provider's own error event is the client's answer.
+        self.put(ex);
+        Answer::pass(action)
+    }
+
+    /// The API the attempt under way speaks to its target: the client's,
+    /// or the one it is translated into. Its stream is read in that API.
+    fn attempt_api(&self, ex: &Exchange) -> Api {
+        ex.state
+            .current_target()
+            .and_then(|i| self.plan().targets.get(i))
+            .map_or(ex.api, |t| ex.api.on(t.format))
+    }
+
+    fn decide_answer(&self, ex: &mut Exchange, status: u16, local: bool) -> Action {
         let now = now_ms();
         let env = self.env(now);
         let mut effects = Effects::default();
@@ -212,12 +283,24 @@ impl Worker {
             }
         };
         self.note(&effects, now);
-        self.log_attempt(&mut ex, outcome, now, &effects);
+        self.log_attempt(ex, outcome, now, &effects);
         ex.probing = effects.probe;
-        let action = match step {
+        self.follow_streamed(ex, step, outcome, local, now)
+    }
+
+    /// Carries out the step after an attempt, on its response headers.
+    fn follow_streamed(
+        &self,
+        ex: &mut Exchange,
+        step: Step,
+        outcome: Outcome,
+        local: bool,
+        now: u64,
+    ) -> Action {
+        match step {
             Step::Deliver if local => {
                 // No policy to retry under: the client still gets an answer.
-                let model = self.model_of(&ex);
+                let model = self.model_of(ex);
                 let (status, kind, what) = match outcome {
                     Outcome::ConnectFailure => (502, "connect_failure", "could not be reached"),
                     _ => (
@@ -230,15 +313,15 @@ impl Worker {
                 reply_api_error(ex.api, status, kind, &format!("{model} {what}"))
             }
             Step::Deliver => {
-                self.count_answer(&ex);
-                set_attempt_headers(&self.attempt_headers(&ex));
+                self.count_answer(ex);
+                set_attempt_headers(&self.attempt_headers(ex));
                 ex.settle(Phase::Streaming);
                 Action::Continue
             }
             Step::Retry {
                 target, wait_ms, ..
             } => {
-                self.count_retry(&ex);
+                self.count_retry(ex);
                 ex.next = Some(target);
                 ex.wait_until = Some(now + wait_ms);
                 ex.phase = Phase::Redirecting;
@@ -251,11 +334,27 @@ impl Worker {
                 Action::Continue
             }
             Step::Exhausted(exhaustion) => {
-                self.reply_exhausted(&mut ex, &exhaustion);
+                self.reply_exhausted(ex, &exhaustion);
                 Action::Pause
             }
-        };
-        self.put(ex);
-        action
+        }
+    }
+}
+
+/// What the attempt filter does with an attempt's response headers.
+pub enum Answer {
+    /// Hold them, and the events after them, until the first output.
+    Hold(Api),
+    /// Go on with `action`; `watch` is the API whose delivered stream is
+    /// watched for its end.
+    Pass { action: Action, watch: Option<Api> },
+}
+
+impl Answer {
+    fn pass(action: Action) -> Answer {
+        Answer::Pass {
+            action,
+            watch: None,
+        }
     }
 }

@@ -10,6 +10,7 @@ use plano_core::usage;
 use proxy_wasm::hostcalls;
 
 use crate::headers::replayable;
+use crate::host::now_ms;
 use crate::worker::{Exchange, Phase, Worker};
 
 impl Worker {
@@ -118,9 +119,11 @@ impl Worker {
         }
     }
 
-    /// The answer's `usage`, read from its last bytes.
+    /// The answer's `usage`: as its translation read it, else from its last bytes.
     pub fn count_tokens(&self, ex: &Exchange, tail: &[u8]) {
-        if let (Some(usage), Some(target)) = (usage::read(tail), ex.state.current_target()) {
+        if let (Some(usage), Some(target)) =
+            (Worker::answer_usage(ex, tail), ex.state.current_target())
+        {
             self.stats.tokens(target, ex.client, usage);
         }
     }
@@ -135,6 +138,7 @@ impl Worker {
         body: &[u8],
     ) {
         self.count_answer(ex);
+        let body = &self.translate_whole(ex, status, body.to_vec());
         let tail = body.get(body.len().saturating_sub(usage::TAIL_BYTES)..);
         self.count_tokens(ex, tail.unwrap_or_default());
         let attempt_headers = self.attempt_headers(ex);
@@ -218,5 +222,25 @@ impl Worker {
             now.saturating_sub(started_ms),
             tail
         );
+    }
+
+    /// A delivered stream failed after output reached the client: counted,
+    /// and logged as the answering attempt's `stream_broken` line.
+    pub fn stream_broken(&self, id: u64, reason: &str) {
+        self.metrics.add(self.metrics.stream_broken, 1);
+        let Some(ex) = self.take(id) else {
+            return;
+        };
+        if let Some(a) = ex.state.ledger.current() {
+            info!(
+                "request {:?} attempt {}: {} -> stream_broken in {} ms reason {}",
+                ex.request_id,
+                ex.state.ledger.attempts.len(),
+                self.current(&ex).map_or_else(String::new, Target::label),
+                now_ms().saturating_sub(a.started_ms),
+                reason
+            );
+        }
+        self.put(ex);
     }
 }

@@ -3,10 +3,12 @@
 //! (`plano_core::response_ids`, in shared data), and a follow-up naming it
 //! goes only there.
 
-use plano_core::api::Api;
+use plano_core::api::{Api, Format};
 use plano_core::body::RequestBody;
+use plano_core::plan::GatewayPlan;
 use plano_core::reach::Reach;
 use plano_core::response_ids;
+use plano_core::translate::Translation;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
@@ -17,12 +19,30 @@ use crate::worker::{Exchange, Worker};
 /// How far into an answer its response id is looked for.
 const ID_SCAN_LIMIT: usize = 16 * 1024;
 
+/// What a request has that the other format cannot carry, when the plan
+/// has targets of that format: they are skipped.
+fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Option<(Format, String)> {
+    [Format::Openai, Format::Anthropic]
+        .into_iter()
+        .find_map(|format| {
+            let translation = Translation::between(api, format)?;
+            if !plan.targets.iter().any(|t| t.format == format) {
+                return None;
+            }
+            let Err(why) = translation.request(raw, "") else {
+                return None;
+            };
+            Some((format, why.0))
+        })
+}
+
 impl Worker {
     /// The targets a request for `primary` may use, or why it cannot be
     /// served: (status, error type, message).
     pub fn reach_of(
         &self,
         api: Api,
+        raw: &[u8],
         body: &RequestBody,
         primary: usize,
     ) -> Result<Reach, (u32, &'static str, String)> {
@@ -33,6 +53,7 @@ impl Worker {
             // model is the best guess at where it is.
             own_model: api.spec().model_pinned || body.names_conversation,
             only: None,
+            untranslatable: untranslatable(plan, api, raw),
         };
         if let Some(id) = &body.previous_response_id {
             match response_ids::recall(&EnvoyStore, id, now_ms()) {

@@ -4,8 +4,7 @@
 use std::rc::Rc;
 
 use plano_core::api::responses::stored_response;
-use plano_core::api::Api;
-use plano_core::attempt::gateway_error;
+use plano_core::api::{served_list, Api, ErrorShape};
 use plano_core::hop;
 use plano_core::request::Effects;
 use plano_core::usage;
@@ -14,7 +13,9 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 
 use crate::clients::Clients;
-use crate::headers::{drop_internal_request_headers, reply_error, NEXT_ATTEMPT_PATH};
+use crate::headers::{
+    drop_internal_request_headers, reply_api_error, reply_error, NEXT_ATTEMPT_PATH,
+};
 use crate::host::now_ms;
 use crate::redirected::decode_id;
 use crate::worker::{Phase, Worker};
@@ -101,6 +102,7 @@ impl HttpContext for GatewayStream {
         if route != NEXT_ATTEMPT_PATH && hop::is_loop(via.as_deref(), &self.worker.plan().hop_token)
         {
             return reply_error(
+                Api::errors_for_path(route),
                 508,
                 "loop_detected",
                 "the request came back to the gateway that sent it: a provider's base_url leads to this gateway",
@@ -129,13 +131,12 @@ impl HttpContext for GatewayStream {
             }
             ("POST", _, Some(api)) => {
                 if end_of_stream {
-                    let body = gateway_error("invalid_request_error", "the request has no body");
-                    self.send_http_response(
+                    return reply_api_error(
+                        api,
                         400,
-                        vec![("content-type", "application/json")],
-                        Some(body.as_bytes()),
+                        "invalid_request_error",
+                        "the request has no body",
                     );
-                    return Action::Pause;
                 }
                 let limit = self.worker.plan().max_request_body_bytes;
                 let declared = self.get_http_request_header("content-length");
@@ -143,23 +144,33 @@ impl HttpContext for GatewayStream {
                     .and_then(|n| n.parse::<u64>().ok())
                     .is_some_and(|n| n > limit)
                 {
-                    return too_large(limit);
+                    return too_large(api, limit);
                 }
                 self.role = Role::Buffering(api, path);
                 // Hold the headers until the body names the model.
                 Action::Pause
             }
+            // Envoy's own 404 is OpenAI-shaped; an Anthropic client reads its own.
+            (_, r, None) if Api::errors_for_path(r) == ErrorShape::Anthropic => reply_error(
+                ErrorShape::Anthropic,
+                404,
+                "not_found_error",
+                &format!(
+                    "the gateway does not serve {method} {r} (count_tokens included); it serves {}",
+                    served_list()
+                ),
+            ),
             _ => Action::Continue,
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &self.role {
-            Role::Buffering(..) => {
-                let limit = self.worker.plan().max_request_body_bytes;
+            Role::Buffering(api, _) => {
+                let (api, limit) = (*api, self.worker.plan().max_request_body_bytes);
                 if body_size as u64 > limit {
                     self.role = Role::Other;
-                    return too_large(limit);
+                    return too_large(api, limit);
                 }
                 if !end_of_stream {
                     return Action::Pause;
@@ -211,10 +222,17 @@ impl HttpContext for GatewayStream {
             }
             Phase::Streaming => {
                 self.worker.look_for_response_id(&mut ex, body_size);
-                // Only the chunk's last bytes are copied: `usage` is at the end.
-                let keep = body_size.min(usage::TAIL_BYTES);
-                if let Some(chunk) = self.get_http_response_body(body_size - keep, keep) {
-                    usage::keep_tail(&mut ex.tail, &chunk);
+                // A translated answer says its usage as it is translated;
+                // otherwise only the chunk's last bytes are copied: `usage`
+                // is at the end.
+                if !self
+                    .worker
+                    .translate_chunk(&mut ex, body_size, end_of_stream)
+                {
+                    let keep = body_size.min(usage::TAIL_BYTES);
+                    if let Some(chunk) = self.get_http_response_body(body_size - keep, keep) {
+                        usage::keep_tail(&mut ex.tail, &chunk);
+                    }
                 }
                 if end_of_stream {
                     let tail = std::mem::take(&mut ex.tail);
@@ -238,8 +256,9 @@ impl HttpContext for GatewayStream {
 }
 
 /// A body over the limit, known from its length or from what arrived.
-fn too_large(limit: u64) -> Action {
-    reply_error(
+fn too_large(api: Api, limit: u64) -> Action {
+    reply_api_error(
+        api,
         413,
         "request_too_large",
         &format!("the request body exceeds the gateway's limit of {limit} bytes"),

@@ -19,6 +19,8 @@ use plano_core::blocks::BlockKey;
 use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
+use plano_core::translate::Answer;
+use plano_core::usage::Usage;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
@@ -72,6 +74,12 @@ pub struct Exchange {
     pub client: Option<usize>,
     /// The answer's last bytes, where its `usage` is.
     pub tail: Vec<u8>,
+    /// The delivered answer's translation into the client's format.
+    pub answer: Option<Answer>,
+    /// The usage a translated answer said.
+    pub usage: Option<Usage>,
+    /// Streamed: the length of the body the next attempt sends.
+    pub sent_len: usize,
 }
 
 impl Exchange {
@@ -86,9 +94,11 @@ impl Exchange {
     /// Points the body Envoy holds, still the client's own, at `model`.
     /// Only its front changes: `set_buffer` from 0 replaces that many bytes
     /// and keeps the rest, so a prompt after the model is never copied.
-    pub fn rewrite_client_body(&self, model: &str) {
+    /// Returns the body's new length.
+    pub fn rewrite_client_body(&self, model: &str) -> usize {
         let (front, end) = self.body.front_with_model(&self.raw, model);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, end, &front);
+        self.raw.len() - end + front.len()
     }
 }
 
@@ -207,7 +217,7 @@ impl Worker {
             );
             return (reply_api_error(api, 404, "model_not_found", &message), None);
         };
-        let reach = match self.reach_of(api, &body, primary) {
+        let reach = match self.reach_of(api, &raw, &body, primary) {
             Ok(reach) => reach,
             Err((status, kind, message)) => {
                 return (reply_api_error(api, status, kind, &message), None)
@@ -246,6 +256,9 @@ impl Worker {
             id_scan: None,
             client,
             tail: Vec::new(),
+            answer: None,
+            usage: None,
+            sent_len: 0,
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now)
@@ -367,6 +380,7 @@ impl Worker {
         };
         if ex.phase == Phase::Streaming {
             self.watch_for_response_id(&mut ex);
+            self.begin_answer(&mut ex);
         }
         self.put(ex);
         action

@@ -2,7 +2,7 @@
 //! (each model has its own space, often its own dimension), so a request is
 //! pinned to its model: its pool's deployments and same-model retries only.
 
-use super::{openai_error, Api, ApiSpec, Framing};
+use super::{Api, ApiSpec, ErrorShape, Format, Framing};
 
 pub const SPEC: ApiSpec = ApiSpec {
     api: Api::Embeddings,
@@ -10,5 +10,7 @@ pub const SPEC: ApiSpec = ApiSpec {
     model_pinned: true,
     chained: false,
     framing: Framing::None,
-    error_body: openai_error,
+    stream_events: None,
+    errors: ErrorShape::Openai,
+    format: Format::Openai,
 };

@@ -6,11 +6,15 @@
 //! that follow an attempt (`request`) never look at which API it is: they
 //! see only the [`crate::reach::Reach`] a request is allowed.
 
+pub mod anthropic_events;
 pub mod chat;
 pub mod embeddings;
+pub mod messages;
 pub mod responses;
 
 use serde::{Deserialize, Serialize};
+
+use crate::stream_events::Classify;
 
 /// One client API, as it is named in a provider entry's `endpoints`.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -23,6 +27,23 @@ pub enum Api {
     Responses,
     /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/messages`: Anthropic's Messages API.
+    Messages,
+}
+
+/// The wire format a provider speaks, and so the one its attempts are
+/// translated into (`crate::translate`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// OpenAI's APIs (chat completions, Responses, embeddings), as most
+    /// providers and servers (vLLM, LiteLLM, Azure) offer them.
+    #[default]
+    Openai,
+    /// Anthropic's Messages API (`POST /v1/messages`, `x-api-key`,
+    /// `anthropic-version`).
+    Anthropic,
 }
 
 /// How an API's streamed answer is framed.
@@ -32,6 +53,8 @@ pub enum Framing {
     DataOnly,
     /// Server-sent events named by type (`event: response.output_text.delta`).
     NamedEvents,
+    /// Anthropic's named events, ending with `event: message_stop`.
+    Anthropic,
     /// The API does not stream.
     None,
 }
@@ -49,12 +72,57 @@ pub struct ApiSpec {
     /// that made that response, so the request goes only where that is.
     pub chained: bool,
     pub framing: Framing,
+    /// How the API's stream events are read, when it streams.
+    pub stream_events: Option<StreamEvents>,
+    /// The shape of the errors the gateway makes itself.
+    pub errors: ErrorShape,
+    /// The provider format that serves this API as it is, untranslated.
+    pub format: Format,
+}
+
+/// How an API's error bodies are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error": {"type", "message", ...}}`
+    Openai,
+    /// `{"type": "error", "error": {"type", "message", ...}}`, which
+    /// Anthropic's SDKs read into their usual exceptions.
+    Anthropic,
+}
+
+impl ErrorShape {
     /// The body of an error the gateway makes itself.
-    pub error_body: fn(kind: &str, message: &str) -> String,
+    pub fn body(self, kind: &str, message: &str) -> String {
+        self.wrap(serde_json::json!({"type": kind, "message": message}))
+    }
+
+    /// The body carrying `error` (an object with `type` and `message`).
+    pub fn wrap(self, error: serde_json::Value) -> String {
+        match self {
+            ErrorShape::Openai => serde_json::json!({ "error": error }).to_string(),
+            ErrorShape::Anthropic => {
+                serde_json::json!({"type": "error", "error": error}).to_string()
+            }
+        }
+    }
+}
+
+/// What the gateway reads and writes in one API's streams.
+#[derive(Debug)]
+pub struct StreamEvents {
+    pub classify: Classify,
+    /// The last event of a stream the provider broke after output had
+    /// reached the client, saying so (`message` explains).
+    pub broken: fn(message: &str) -> String,
 }
 
 /// Every API, in the order they are listed to clients.
-pub const ALL: [Api; 3] = [Api::ChatCompletions, Api::Responses, Api::Embeddings];
+pub const ALL: [Api; 4] = [
+    Api::ChatCompletions,
+    Api::Responses,
+    Api::Embeddings,
+    Api::Messages,
+];
 
 impl Api {
     pub fn spec(self) -> &'static ApiSpec {
@@ -62,6 +130,7 @@ impl Api {
             Api::ChatCompletions => &chat::SPEC,
             Api::Responses => &responses::SPEC,
             Api::Embeddings => &embeddings::SPEC,
+            Api::Messages => &messages::SPEC,
         }
     }
 
@@ -80,6 +149,28 @@ impl Api {
             Api::ChatCompletions => "chat_completions",
             Api::Responses => "responses",
             Api::Embeddings => "embeddings",
+            Api::Messages => "messages",
+        }
+    }
+
+    /// The API a target of `format` is sent for a request to this one:
+    /// this API itself when the format serves it, else the one it is
+    /// translated into.
+    pub fn on(self, format: Format) -> Api {
+        match (self.spec().format, format) {
+            (own, f) if own == f => self,
+            (_, Format::Anthropic) => Api::Messages,
+            (_, Format::Openai) => Api::ChatCompletions,
+        }
+    }
+
+    /// The error shape for a request before its API is known (a 401, a
+    /// 404 for an unserved path): Anthropic's under `/v1/messages`.
+    pub fn errors_for_path(route: &str) -> ErrorShape {
+        if route.starts_with("/v1/messages") {
+            ErrorShape::Anthropic
+        } else {
+            ErrorShape::Openai
         }
     }
 }
@@ -94,9 +185,32 @@ pub fn served_list() -> String {
         .join(", ")
 }
 
-/// The OpenAI APIs' error shape.
-pub fn openai_error(kind: &str, message: &str) -> String {
-    serde_json::json!({"error": {"type": kind, "message": message}}).to_string()
+/// The status an OpenAI error `type` or `code` stands for, as their
+/// streams carry them; a numeric `code` (vLLM, LiteLLM) is taken as it is.
+pub fn openai_error_status(error: &serde_json::Value) -> u16 {
+    if let Some(code) = error.get("code").and_then(|c| c.as_u64()) {
+        if (400..600).contains(&code) {
+            return code as u16;
+        }
+    }
+    let named = |field: &str| error.get(field).and_then(|v| v.as_str()).unwrap_or("");
+    for name in [named("code"), named("type")] {
+        let status = match name {
+            "rate_limit_exceeded" | "rate_limit_error" | "insufficient_quota" => 429,
+            "server_error" | "internal_error" | "api_error" => 500,
+            "server_is_overloaded" | "engine_overloaded" | "overloaded_error" => 503,
+            "timeout" | "timeout_error" => 504,
+            "invalid_request_error" | "invalid_prompt" => 400,
+            "authentication_error" | "invalid_api_key" => 401,
+            "permission_error" => 403,
+            "not_found_error" | "model_not_found" => 404,
+            "context_length_exceeded" => 400,
+            _ => continue,
+        };
+        return status;
+    }
+    // An error the gateway cannot place is the provider's failure.
+    500
 }
 
 #[cfg(test)]
@@ -111,5 +225,48 @@ mod tests {
         assert_eq!(Api::for_path("/v1/completions"), None);
         assert_eq!(Api::for_path("/v1/responses/resp_1"), None);
         assert!(served_list().contains("POST /v1/embeddings"));
+        assert!(served_list().contains("POST /v1/messages"));
+    }
+
+    #[test]
+    fn errors_take_the_shape_of_the_api_called() {
+        let body: serde_json::Value =
+            serde_json::from_str(&ErrorShape::Anthropic.body("not_found", "no")).unwrap();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "not_found");
+        let body: serde_json::Value =
+            serde_json::from_str(&ErrorShape::Openai.body("not_found", "no")).unwrap();
+        assert_eq!(body["error"]["message"], "no");
+        assert!(body.get("type").is_none());
+        assert_eq!(
+            Api::errors_for_path("/v1/messages/count_tokens"),
+            ErrorShape::Anthropic
+        );
+        assert_eq!(Api::errors_for_path("/v1/chat"), ErrorShape::Openai);
+    }
+
+    #[test]
+    fn a_request_goes_untranslated_where_its_format_is_spoken() {
+        assert_eq!(Api::Messages.on(Format::Anthropic), Api::Messages);
+        assert_eq!(Api::Messages.on(Format::Openai), Api::ChatCompletions);
+        assert_eq!(Api::ChatCompletions.on(Format::Anthropic), Api::Messages);
+        assert_eq!(
+            Api::ChatCompletions.on(Format::Openai),
+            Api::ChatCompletions
+        );
+    }
+
+    #[test]
+    fn an_openai_error_stands_for_its_status() {
+        use serde_json::json;
+        let status = |e| openai_error_status(&e);
+        assert_eq!(status(json!({"type": "server_error"})), 500);
+        assert_eq!(
+            status(json!({"code": "rate_limit_exceeded", "type": "requests"})),
+            429
+        );
+        assert_eq!(status(json!({"code": 503, "message": "busy"})), 503);
+        assert_eq!(status(json!({"type": "invalid_request_error"})), 400);
+        assert_eq!(status(json!({"message": "?"})), 500);
     }
 }

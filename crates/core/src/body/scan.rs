@@ -15,6 +15,7 @@ pub struct Members {
     pub stream: Option<Range<usize>>,
     pub previous_response_id: Option<Range<usize>>,
     pub conversation: Option<Range<usize>>,
+    pub stream_options: Option<Range<usize>>,
 }
 
 impl Members {
@@ -27,6 +28,7 @@ impl Members {
                 Some(("previous_response_id", &mut self.previous_response_id))
             }
             b"conversation" => Some(("conversation", &mut self.conversation)),
+            b"stream_options" => Some(("stream_options", &mut self.stream_options)),
             _ => None,
         }
     }

@@ -21,7 +21,12 @@ impl RequestState {
         budget_exhausted: bool,
         over_retry_budget: bool,
     ) -> Exhaustion {
-        let (status, mut body) = attempt::exhausted_error(env.plan, &self.ledger, budget_exhausted);
+        let (status, mut body) = attempt::exhausted_error(
+            env.plan,
+            &self.ledger,
+            budget_exhausted,
+            self.reach.api.spec().errors,
+        );
         let skipped = self.reach.skipped(env.plan, self.primary);
         if over_retry_budget || !skipped.is_empty() {
             if let Ok(mut value) = serde_json::from_str::<Value>(&body) {

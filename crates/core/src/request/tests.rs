@@ -427,6 +427,7 @@ fn embeddings_rotate_within_the_pool_and_stop_where_a_rule_would_change_model() 
         api: Api::Embeddings,
         own_model: true,
         only: None,
+        untranslatable: None,
     };
     let mut effects = Effects::default();
     let (mut state, first) =
@@ -470,6 +471,7 @@ fn a_chained_request_goes_only_to_the_deployment_that_holds_its_state() {
         api: Api::Responses,
         own_model: false,
         only: Some(1),
+        untranslatable: None,
     };
     let mut effects = Effects::default();
     for sample in [0.0, 0.5, 0.99] {
@@ -520,4 +522,35 @@ fn a_model_that_does_not_serve_the_endpoint_is_skipped() {
     assert!(embeddings
         .refusal(&plan, 0)
         .contains("anthropic/claude does not serve /v1/embeddings"));
+}
+
+#[test]
+fn a_target_that_cannot_carry_the_request_is_skipped_with_why() {
+    let mut plan =
+        plan(json!({"default_strategy": "different_provider", "default_max_attempts": 2}));
+    plan.targets[1].format = crate::api::Format::Anthropic;
+    let store = MemoryStore::default();
+    let reach = Reach {
+        untranslatable: Some((crate::api::Format::Anthropic, "`logprobs` has none".into())),
+        ..Reach::anywhere(Api::ChatCompletions)
+    };
+    let mut effects = Effects::default();
+    let (mut state, first) =
+        RequestState::begin_within(&env(&plan, &store, T0), 0, reach, &mut effects);
+    state.start(first, T0);
+    let e = env(&plan, &store, T0 + 1);
+    let step = state.after_outcome(&e, Outcome::Status(503), None, &mut effects);
+    assert!(matches!(step, Step::Retry { target: 2, .. }), "{step:?}");
+    state.start(2, T0 + 1);
+    let step = state.after_outcome(&e, Outcome::Status(503), None, &mut effects);
+    let Step::Exhausted(x) = step else {
+        panic!("{step:?}")
+    };
+    let body: Value = serde_json::from_str(&x.body).unwrap();
+    let skipped = &body["error"]["attempts"][2];
+    assert_eq!(skipped["model"], "anthropic/claude");
+    assert_eq!(
+        skipped["skipped"],
+        "cannot be translated: `logprobs` has none"
+    );
 }

@@ -2,7 +2,7 @@
 //! the built-in address of a well-known provider; the endpoints it serves;
 //! the header it wants its key in.
 
-use crate::api::{Api, ALL};
+use crate::api::{Api, Format, ALL};
 
 /// Where an attempt to a provider goes, from its `base_url` or the built-in table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,21 +189,38 @@ pub fn cluster_name(index: usize, model: &str) -> String {
     format!("plano_{index}_{clean}")
 }
 
-/// The endpoints a built-in provider's OpenAI-compatible API serves when the
-/// entry does not say. Anthropic's serves chat completions only; Gemini's,
-/// Mistral's and Together's no Responses API. A `base_url` is assumed to be
-/// a full OpenAI-compatible server (vLLM, LiteLLM, Azure's v1 API): all.
-pub fn default_apis(provider: &str, has_base_url: bool) -> Vec<Api> {
+/// The endpoints a model serves when the entry does not say. A native
+/// Anthropic target serves chat completions (translated) and Messages.
+/// Otherwise a built-in provider's OpenAI-compatible API: Gemini's,
+/// Mistral's and Together's have no Responses API, and so on. A `base_url`
+/// is assumed to be a full OpenAI-compatible server (vLLM, LiteLLM, Azure's
+/// v1 API): all. Messages is served, translated, wherever chat completions is.
+pub fn default_apis(provider: &str, has_base_url: bool, format: Format) -> Vec<Api> {
     use Api::*;
+    if format == Format::Anthropic {
+        return vec![ChatCompletions, Messages];
+    }
     if has_base_url {
         return ALL.to_vec();
     }
     match provider {
         "openai" => ALL.to_vec(),
-        "anthropic" | "groq" | "deepseek" => vec![ChatCompletions],
-        "gemini" | "mistral" | "together_ai" => vec![ChatCompletions, Embeddings],
-        "xai" => vec![ChatCompletions, Responses],
-        _ => vec![ChatCompletions],
+        "gemini" | "mistral" | "together_ai" => vec![ChatCompletions, Embeddings, Messages],
+        "xai" => vec![ChatCompletions, Responses, Messages],
+        _ => vec![ChatCompletions, Messages],
+    }
+}
+
+/// The format an entry speaks when it does not say: Anthropic's own API
+/// for the built-in `anthropic` provider (its OpenAI-compatible endpoint is,
+/// in Anthropic's words, not production-ready: no prompt caching, `strict`
+/// ignored); OpenAI's for a `base_url`, which is most often an
+/// OpenAI-compatible server or mock.
+pub fn default_format(provider: &str, has_base_url: bool) -> Format {
+    if provider == "anthropic" && !has_base_url {
+        Format::Anthropic
+    } else {
+        Format::Openai
     }
 }
 

@@ -1,0 +1,195 @@
+//! Translation between the client's API and a target's format, per
+//! attempt: a Messages request sent to an OpenAI-format target as chat
+//! completions, a chat completions request sent to a native Anthropic
+//! target as Messages. One [`Translation`] has the four verbs: the request
+//! body ([`Translation::request`]), the response headers
+//! ([`Translation::response_headers`]), the response body chunk by chunk
+//! ([`Translation::answer`], which also yields usage and the answering
+//! model) and an error body ([`Translation::error_body`]). Each pair of
+//! formats has its own file; the streams have theirs. A translation is a
+//! function of the client's original body, so a retry runs it again on it.
+
+mod chat_stream;
+mod chat_to_messages;
+mod messages_stream;
+mod messages_to_chat;
+mod sse;
+
+use crate::api::{Api, Format};
+use crate::usage::Usage;
+
+/// Which way a request is translated: client API to the target's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Translation {
+    /// An Anthropic Messages client, an OpenAI-format target.
+    MessagesToChat,
+    /// A chat completions client, a native Anthropic target.
+    ChatToMessages,
+}
+
+/// Why a request cannot be carried to a target's format: the field or
+/// content that has no equivalent there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untranslatable(pub String);
+
+/// What one chunk of an answer became.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Translated {
+    /// The bytes for the client (possibly none yet).
+    pub bytes: Vec<u8>,
+    /// Token counts, once the answer has said them.
+    pub usage: Option<Usage>,
+    /// The model the provider says answered.
+    pub model: Option<String>,
+}
+
+impl Translation {
+    /// The translation a request to `client` needs on a target of
+    /// `format`; `None` when it goes as it is.
+    pub fn between(client: Api, format: Format) -> Option<Translation> {
+        match (client, format) {
+            (Api::Messages, Format::Openai) => Some(Translation::MessagesToChat),
+            (Api::ChatCompletions, Format::Anthropic) => Some(Translation::ChatToMessages),
+            _ => None,
+        }
+    }
+
+    /// The client's body `raw`, in the target's format, naming `model`.
+    pub fn request(self, raw: &[u8], model: &str) -> Result<Vec<u8>, Untranslatable> {
+        let body: serde_json::Value = serde_json::from_slice(raw)
+            .map_err(|e| Untranslatable(format!("the body is not JSON: {e}")))?;
+        let out = match self {
+            Translation::MessagesToChat => messages_to_chat::request(&body, model)?,
+            Translation::ChatToMessages => chat_to_messages::request(&body, model)?,
+        };
+        Ok(out.to_string().into_bytes())
+    }
+
+    /// The response headers to change, by name (`None` removes it): the
+    /// body's length changes, so Envoy frames it anew.
+    pub fn response_headers(self) -> [(&'static str, Option<&'static str>); 1] {
+        [("content-length", None)]
+    }
+
+    /// A translator of one attempt's answer: a stream event by event, a
+    /// whole body once it has all come. `stream` is the request's;
+    /// `created` the time (seconds) a chat answer says it was made;
+    /// `include_usage` whether a chat stream's client asked for a usage chunk.
+    pub fn answer(self, stream: bool, created: u64, include_usage: bool) -> Answer {
+        let kind = match (self, stream) {
+            (Translation::MessagesToChat, true) => {
+                Kind::ChatEvents(chat_stream::ToMessages::default())
+            }
+            (Translation::ChatToMessages, true) => {
+                Kind::MessagesEvents(messages_stream::ToChat::new(created, include_usage))
+            }
+            (_, false) => Kind::Whole(Vec::new()),
+        };
+        Answer {
+            translation: self,
+            created,
+            kind,
+        }
+    }
+
+    /// A translator of an error answer (a status the client gets as it
+    /// is): its body, once whole, in the client's error shape.
+    pub fn error_answer(self) -> Answer {
+        Answer {
+            translation: self,
+            created: 0,
+            kind: Kind::Error(Vec::new()),
+        }
+    }
+
+    /// A target's error body, in the client's error shape.
+    pub fn error_body(self, body: &[u8]) -> Vec<u8> {
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let error = parsed.as_ref().and_then(|v| v.get("error"));
+        let message = error
+            .and_then(|e| e.get("message"))
+            .and_then(|m| m.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        let kind = error
+            .and_then(|e| e.get("type"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("api_error");
+        let shape = match self {
+            Translation::MessagesToChat => crate::api::ErrorShape::Anthropic,
+            Translation::ChatToMessages => crate::api::ErrorShape::Openai,
+        };
+        shape.body(kind, &message).into_bytes()
+    }
+}
+
+/// One attempt's answer being translated.
+#[derive(Debug)]
+pub struct Answer {
+    translation: Translation,
+    created: u64,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// A chat stream becoming Anthropic events.
+    ChatEvents(chat_stream::ToMessages),
+    /// Anthropic events becoming a chat stream.
+    MessagesEvents(messages_stream::ToChat),
+    /// An answer that is not streamed: one JSON body, translated whole.
+    Whole(Vec<u8>),
+    /// An error's body, translated whole.
+    Error(Vec<u8>),
+}
+
+impl Answer {
+    /// Feeds the next bytes of the answer (split anywhere); `end` is its last chunk.
+    pub fn feed(&mut self, chunk: &[u8], end: bool) -> Translated {
+        match &mut self.kind {
+            Kind::ChatEvents(t) => t.feed(chunk),
+            Kind::MessagesEvents(t) => t.feed(chunk),
+            Kind::Error(body) => {
+                body.extend_from_slice(chunk);
+                Translated {
+                    bytes: if end {
+                        self.translation.error_body(body)
+                    } else {
+                        Vec::new()
+                    },
+                    ..Translated::default()
+                }
+            }
+            Kind::Whole(body) => {
+                body.extend_from_slice(chunk);
+                if !end {
+                    return Translated::default();
+                }
+                let whole = std::mem::take(body);
+                let Ok(value) = serde_json::from_slice::<serde_json::Value>(&whole) else {
+                    return Translated {
+                        bytes: whole,
+                        ..Translated::default()
+                    };
+                };
+                let (out, usage) = match self.translation {
+                    Translation::MessagesToChat => messages_to_chat::response(&value),
+                    Translation::ChatToMessages => chat_to_messages::response(&value, self.created),
+                };
+                Translated {
+                    bytes: out.to_string().into_bytes(),
+                    usage,
+                    model: value["model"].as_str().map(str::to_string),
+                }
+            }
+        }
+    }
+}
+
+/// A JSON number or string field as text, for ids.
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+#[cfg(test)]
+mod tests;
