@@ -21,4 +21,5 @@ pub mod request;
 pub mod resolve;
 pub mod response_ids;
 pub mod retry_after;
+pub mod trace;
 pub mod usage;
