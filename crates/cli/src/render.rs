@@ -239,6 +239,7 @@ pub fn render(
         max_connections => r.max_connections,
         heap_bytes => HEAP_BYTES,
         probe_port => probe_port,
+        collector => collector(r),
     };
     let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
     Ok(Rendered {
@@ -246,6 +247,21 @@ pub fn render(
         lds_yaml: versioned(part("lds")?),
         cds_yaml: versioned(part("cds")?),
         keys,
+    })
+}
+
+/// The trace collector's cluster, when `tracing` is set.
+fn collector(r: &plano_core::resolve::Resolved) -> Option<minijinja::Value> {
+    r.collector.as_ref().map(|e| {
+        let address = connect_address(&e.host);
+        minijinja::Value::from_serialize(serde_json::json!({
+            "name": plano_core::plan::TRACE_CLUSTER,
+            "static": address.parse::<std::net::IpAddr>().is_ok(),
+            "address": address,
+            "port": e.port,
+            "host": e.host,
+            "tls": e.tls,
+        }))
     })
 }
 

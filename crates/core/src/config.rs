@@ -18,6 +18,26 @@ pub struct GatewayConfig {
     /// The per-request log lines a busy gateway may do without.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// OpenTelemetry traces of every request and its attempts; none without it.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Where the gateway sends its traces, and how many.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector: `http://host:port` (plaintext HTTP/2) or `https://host:port`.
+    pub endpoint: String,
+    /// Share of requests traced, 0 to 1; a client's `traceparent` decides for its own request.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1.0)))]
+    pub sampling: Option<f64>,
+    /// The spans' `service.name`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "plano")))]
+    pub service_name: Option<String>,
 }
 
 /// The per-request log lines a busy gateway may do without. Retries, blocks

@@ -24,6 +24,7 @@ mod access;
 mod endpoint;
 mod keys;
 mod policy;
+mod tracing;
 
 use access::resolve_access;
 pub use access::{DEFAULT_LISTENER_ADDRESS, DEFAULT_MAX_CONNECTIONS};
@@ -47,6 +48,8 @@ pub struct Resolved {
     pub listener_address: String,
     /// Envoy's limit on open downstream connections.
     pub max_connections: u64,
+    /// The trace collector, when `tracing` is set.
+    pub collector: Option<Endpoint>,
 }
 
 struct Checker {
@@ -332,6 +335,7 @@ pub fn resolve_with(
         }
     }
 
+    let traces = config.tracing.as_ref().map(|t| tracing::resolve(&mut c, t));
     c.issues.extend(crate::guards::check(config, env));
     let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
     let resolved = match (has_error, listener, access) {
@@ -346,12 +350,14 @@ pub fn resolve_with(
                 log_first_success: config.logging.first_attempt_success,
                 client_keys: access.client_keys,
                 hop_token: String::new(),
+                tracing: traces.clone().map(|(plan, _)| plan),
             },
             access_log: config.logging.access_log,
             endpoints,
             listener_port: l.port,
             listener_address: access.address,
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            collector: traces.map(|(_, endpoint)| endpoint),
         }),
         _ => None,
     };

@@ -16,6 +16,7 @@ mod state;
 mod status;
 mod stream;
 mod timers;
+mod tracing;
 mod worker;
 
 use proxy_wasm::types::LogLevel;

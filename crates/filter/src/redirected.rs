@@ -89,6 +89,7 @@ impl Worker {
             &self.plan().hop_token,
         );
         limit_attempt(t, true);
+        self.trace_routed_attempt(ex, target, now);
         for (name, value) in [
             (TARGET_HEADER, t.cluster.as_str()),
             (EXCHANGE_HEADER, encode_id(ex.id).as_str()),

@@ -218,7 +218,7 @@ impl HttpContext for GatewayStream {
                 }
                 if end_of_stream {
                     let tail = std::mem::take(&mut ex.tail);
-                    self.worker.count_tokens(&ex, &tail);
+                    self.worker.count_tokens(&mut ex, &tail);
                     if let Some(a) = ex.state.ledger.current() {
                         let now = now_ms();
                         let took = now.saturating_sub(a.started_ms);

@@ -19,6 +19,7 @@ use plano_core::blocks::BlockKey;
 use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
+use plano_core::trace::RequestTrace;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
@@ -26,6 +27,7 @@ use crate::headers::reply_api_error;
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
 use crate::metrics::Stats;
 use crate::timers::{Timer, TimerKind, Timers};
+use crate::tracing::Tracer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -72,6 +74,8 @@ pub struct Exchange {
     pub client: Option<usize>,
     /// The answer's last bytes, where its `usage` is.
     pub tail: Vec<u8>,
+    /// The request's spans, when it is traced.
+    pub trace: Option<RequestTrace>,
 }
 
 impl Exchange {
@@ -97,11 +101,14 @@ pub struct Worker {
     /// Keyed hashing of a counter: exchange ids a client cannot guess.
     ids: RandomState,
     next_id: RefCell<u64>,
+    /// `None` when the config has no `tracing`.
+    pub tracer: Option<Tracer>,
 }
 
 impl Worker {
     pub fn new(plan: GatewayPlan, metrics: Metrics, stats: Stats) -> Worker {
         Worker {
+            tracer: plan.tracing.as_ref().map(Tracer::new),
             plan,
             metrics,
             stats,
@@ -220,8 +227,10 @@ impl Worker {
         };
         let (state, first) = RequestState::begin_within(&env, primary, reach, &mut effects);
         self.note(&effects, now);
+        let id = self.new_id();
+        let trace = self.trace_begin(id, api, &body.model, now);
         let mut ex = Exchange {
-            id: self.new_id(),
+            id,
             owner: ctx,
             request_id,
             client_path,
@@ -238,6 +247,7 @@ impl Worker {
             id_scan: None,
             client,
             tail: Vec::new(),
+            trace,
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now)
@@ -274,10 +284,12 @@ impl Worker {
             _ => {}
         }
         self.disarm(&mut ex);
+        self.trace_finish(&mut ex, now_ms());
     }
 
     /// Fires due timers; called from the root context's tick.
     pub fn tick(&self) {
+        self.export_traces();
         let now = now_ms();
         while let Some(timer) = self.timers.pop_due(now) {
             self.fire(timer, now);
@@ -291,7 +303,9 @@ impl Worker {
         };
         ex.timers.retain(|t| *t != timer);
         if timer.kind == TimerKind::Expire {
-            if ex.phase != Phase::Redirecting {
+            if ex.phase == Phase::Redirecting {
+                self.trace_finish(&mut ex, now);
+            } else {
                 self.put(ex);
             }
             return;
