@@ -32,7 +32,7 @@ pub struct TracingConfig {
     pub endpoint: String,
     /// Share of requests traced, 0 to 1; a client's `traceparent` decides for its own request.
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("default" = 1.0)))]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1.0), range(min = 0.0, max = 1.0)))]
     pub sampling: Option<f64>,
     /// The spans' `service.name`.
     #[serde(default)]

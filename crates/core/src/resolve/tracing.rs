@@ -46,3 +46,35 @@ pub(super) fn resolve(c: &mut Checker, t: &TracingConfig) -> (TracePlan, Endpoin
         endpoint,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(endpoint: &str, sampling: Option<f64>) -> (TracePlan, Endpoint, Vec<String>) {
+        let mut c = Checker { issues: Vec::new() };
+        let config = TracingConfig {
+            endpoint: endpoint.into(),
+            sampling,
+            service_name: None,
+        };
+        let (plan, e) = resolve(&mut c, &config);
+        (plan, e, c.issues.into_iter().map(|i| i.path).collect())
+    }
+
+    #[test]
+    fn a_collector_and_the_defaults() {
+        let (plan, e, issues) = check("http://localhost:4317", None);
+        assert!(issues.is_empty(), "{issues:?}");
+        assert_eq!((plan.sampling, plan.service_name.as_str()), (1.0, "plano"));
+        assert_eq!((e.host.as_str(), e.port, e.tls), ("localhost", 4317, false));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(check("grpc://c:4317", Some(0.5)).2, ["tracing.endpoint"]);
+        assert_eq!(check("http://c:4317/v1/traces", None).2, ["tracing.endpoint"]);
+        assert_eq!(check("https://c", Some(1.5)).2, ["tracing.sampling"]);
+        assert_eq!(check("https://c", Some(-0.1)).2, ["tracing.sampling"]);
+    }
+}
