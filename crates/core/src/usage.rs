@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+pub mod stream;
+
 /// How many of an answer's last bytes the filter keeps to read `usage` from:
 /// `usage` is the last field of an OpenAI body and the last event of a
 /// stream that asked for it.

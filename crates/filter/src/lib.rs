@@ -16,6 +16,7 @@ mod state;
 mod status;
 mod stream;
 mod timers;
+mod tokens;
 mod tracing;
 mod worker;
 

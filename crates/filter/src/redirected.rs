@@ -39,10 +39,17 @@ pub fn decode_id(text: &str) -> Option<u64> {
 
 impl Worker {
     /// Rewrites the buffered body for the exchange's next target and sends
-    /// the attempt on, now or after its wait.
-    pub fn send_streamed_attempt(&self, ex: &mut Exchange, target: usize, now: u64) -> Action {
+    /// the attempt on, now or after its wait. `buffered` is the length of
+    /// the body Envoy holds.
+    pub fn send_streamed_attempt(
+        &self,
+        ex: &mut Exchange,
+        target: usize,
+        now: u64,
+        buffered: usize,
+    ) -> Action {
         ex.next = Some(target);
-        self.launch_streamed(ex, now)
+        self.launch_streamed(ex, now, buffered)
     }
 
     /// Sets the body for `ex.next`; the headers follow when the attempt starts.
@@ -54,8 +61,8 @@ impl Worker {
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
     }
 
-    fn launch_streamed(&self, ex: &mut Exchange, now: u64) -> Action {
-        self.write_streamed_body(ex, ex.raw.len());
+    fn launch_streamed(&self, ex: &mut Exchange, now: u64, buffered: usize) -> Action {
+        self.write_streamed_body(ex, buffered);
         self.address_streamed(ex, now);
         Action::Continue
     }

@@ -8,7 +8,6 @@ use plano_core::api::Api;
 use plano_core::attempt::gateway_error;
 use plano_core::hop;
 use plano_core::request::Effects;
-use plano_core::usage;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
@@ -211,11 +210,8 @@ impl HttpContext for GatewayStream {
             }
             Phase::Streaming => {
                 self.worker.look_for_response_id(&mut ex, body_size);
-                // Only the chunk's last bytes are copied: `usage` is at the end.
-                let keep = body_size.min(usage::TAIL_BYTES);
-                if let Some(chunk) = self.get_http_response_body(body_size - keep, keep) {
-                    usage::keep_tail(&mut ex.tail, &chunk);
-                }
+                self.worker
+                    .pass_answer_chunk(&mut ex, body_size, end_of_stream);
                 if end_of_stream {
                     let tail = std::mem::take(&mut ex.tail);
                     self.worker.count_tokens(&mut ex, &tail);

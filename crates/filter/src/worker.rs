@@ -20,6 +20,7 @@ use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
 use plano_core::trace::RequestTrace;
+use plano_core::usage::stream::UsageStrip;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
@@ -76,6 +77,8 @@ pub struct Exchange {
     pub tail: Vec<u8>,
     /// The request's spans, when it is traced.
     pub trace: Option<RequestTrace>,
+    /// Streamed chat: the usage event the gateway asked for comes out here.
+    pub usage_strip: Option<UsageStrip>,
 }
 
 impl Exchange {
@@ -229,6 +232,8 @@ impl Worker {
         self.note(&effects, now);
         let id = self.new_id();
         let trace = self.trace_begin(id, api, &body.model, now);
+        let buffered = raw.len();
+        let (raw, usage_strip) = self.ask_for_usage(api, &body, raw);
         let mut ex = Exchange {
             id,
             owner: ctx,
@@ -248,9 +253,10 @@ impl Worker {
             client,
             tail: Vec::new(),
             trace,
+            usage_strip,
         };
         let action = if ex.body.stream {
-            self.send_streamed_attempt(&mut ex, first, now)
+            self.send_streamed_attempt(&mut ex, first, now, buffered)
         } else {
             self.send_routed_attempt(&mut ex, first, now)
         };

@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         assert_eq!(check("grpc://c:4317", Some(0.5)).2, ["tracing.endpoint"]);
-        assert_eq!(check("http://c:4317/v1/traces", None).2, ["tracing.endpoint"]);
+        assert_eq!(
+            check("http://c:4317/v1/traces", None).2,
+            ["tracing.endpoint"]
+        );
         assert_eq!(check("https://c", Some(1.5)).2, ["tracing.sampling"]);
         assert_eq!(check("https://c", Some(-0.1)).2, ["tracing.sampling"]);
     }
