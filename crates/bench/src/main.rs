@@ -21,6 +21,7 @@ mod replicas;
 mod report;
 mod rig;
 mod streams;
+mod traces;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -436,6 +437,23 @@ async fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if args.first().map(String::as_str) == Some("tracing") {
+        // `plano-bench tracing [SECONDS [ROUNDS]]`: only the tracing rows.
+        let secs = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(2);
+        let rounds = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(3);
+        let ok = mock::serve(Answer::Ok).await?;
+        for row in traces::rows(&home, ok, rounds, Duration::from_secs(secs)).await? {
+            println!(
+                "{}: {:.0} req/s, p50 {:.2} ms, {} failed",
+                row.name,
+                row.run.rps(),
+                row.run.ms(0.5),
+                row.run.failed
+            );
+        }
+        let _ = std::fs::remove_dir_all(&home);
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("failover") {
         // `plano-bench failover`: only a failover's own added time.
         let limited = mock::serve(Answer::RateLimited).await?;
@@ -563,6 +581,8 @@ async fn main() -> Result<()> {
 
     eprintln!("gateway with shared_state on and off, {ROUNDS} interleaved rounds ...");
     rows.extend(replicas::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
+    eprintln!("gateway, tracing off and on, {ROUNDS} interleaved rounds ...");
+    rows.extend(traces::rows(&home, ok, ROUNDS, ROUND).await?);
 
     eprintln!("gateway, failover path ...");
     {

@@ -58,6 +58,11 @@ pub fn summary(loaded: &Loaded) -> Value {
             "log_first_success": r.plan.log_first_success,
             "access_log": r.access_log,
             "listener": format!("{}:{}", r.listener_address, r.listener_port),
+            "tracing": r.plan.tracing.as_ref().zip(r.collector.as_ref()).map(|(t, e)| json!({
+                "endpoint": format!("{}://{}:{}", if e.tls { "https" } else { "http" }, e.host, e.port),
+                "sampling": t.sampling,
+                "service_name": t.service_name,
+            })),
         },
     })
 }

@@ -248,6 +248,7 @@ pub fn render(
         heap_bytes => HEAP_BYTES,
         probe_port => probe_port,
         shared_state => shared_state(r)?,
+        collector => collector(r),
     };
     let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
     Ok(Rendered {
@@ -278,6 +279,21 @@ fn shared_state(r: &plano_core::resolve::Resolved) -> Result<Option<minijinja::V
         static => is_static,
         plan_json => serde_json::to_string(&s.plan)?,
     }))
+}
+
+/// The trace collector's cluster, when `tracing` is set.
+fn collector(r: &plano_core::resolve::Resolved) -> Option<minijinja::Value> {
+    r.collector.as_ref().map(|e| {
+        let address = connect_address(&e.host);
+        minijinja::Value::from_serialize(serde_json::json!({
+            "name": plano_core::plan::TRACE_CLUSTER,
+            "static": address.parse::<std::net::IpAddr>().is_ok(),
+            "address": address,
+            "port": e.port,
+            "host": e.host,
+            "tls": e.tls,
+        }))
+    })
 }
 
 /// The gateway's loop-detection token, from its listener and targets: the

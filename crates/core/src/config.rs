@@ -22,6 +22,9 @@ pub struct GatewayConfig {
     /// without it (each gateway learns alone).
     #[serde(default)]
     pub shared_state: Option<SharedStateConfig>,
+    /// OpenTelemetry traces of every request and its attempts; none without it.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
 }
 
 /// Where gateways that serve the same providers share what they learn: an
@@ -43,6 +46,23 @@ pub struct SharedStateConfig {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 1024)))]
     pub max_queued_writes: Option<usize>,
+}
+
+/// Where the gateway sends its traces, and how many.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector: `http://host:port` (plaintext HTTP/2) or `https://host:port`.
+    pub endpoint: String,
+    /// Share of requests traced, 0 to 1; a client's `traceparent` decides for its own request.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1.0), range(min = 0.0, max = 1.0)))]
+    pub sampling: Option<f64>,
+    /// The spans' `service.name`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "plano")))]
+    pub service_name: Option<String>,
 }
 
 /// The per-request log lines a busy gateway may do without. Retries, blocks

@@ -24,5 +24,6 @@ pub mod resolve;
 pub mod response_ids;
 pub mod retry_after;
 pub mod stream_events;
+pub mod trace;
 pub mod translate;
 pub mod usage;

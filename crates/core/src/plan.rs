@@ -47,6 +47,19 @@ pub struct GatewayPlan {
     /// turns loop detection off.
     #[serde(default)]
     pub hop_token: String,
+    /// Traces, exported to [`TRACE_CLUSTER`]; `None` costs a request nothing.
+    #[serde(default)]
+    pub tracing: Option<TracePlan>,
+}
+
+/// The Envoy cluster of the trace collector (see the Envoy template).
+pub const TRACE_CLUSTER: &str = "plano_otlp";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TracePlan {
+    /// Share of new traces kept, 0 to 1.
+    pub sampling: f64,
+    pub service_name: String,
 }
 
 fn yes() -> bool {

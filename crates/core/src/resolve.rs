@@ -26,6 +26,7 @@ mod endpoint;
 mod keys;
 mod policy;
 mod shared_state;
+mod tracing;
 
 use access::resolve_access;
 pub use access::{DEFAULT_LISTENER_ADDRESS, DEFAULT_MAX_CONNECTIONS};
@@ -52,6 +53,8 @@ pub struct Resolved {
     pub max_connections: u64,
     /// etcd, when blocks are shared with other gateways (`shared_state`).
     pub shared_state: Option<SharedState>,
+    /// The trace collector, when `tracing` is set.
+    pub collector: Option<Endpoint>,
 }
 
 struct Checker {
@@ -356,6 +359,7 @@ pub fn resolve_with(
         .shared_state
         .as_ref()
         .map(|s| shared_state::resolve_shared_state(&mut c, s, &targets));
+    let traces = config.tracing.as_ref().map(|t| tracing::resolve(&mut c, t));
     c.issues.extend(crate::guards::check(config, env));
     let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
     let resolved = match (has_error, listener, access) {
@@ -370,6 +374,7 @@ pub fn resolve_with(
                 log_first_success: config.logging.first_attempt_success,
                 client_keys: access.client_keys,
                 hop_token: String::new(),
+                tracing: traces.clone().map(|(plan, _)| plan),
             },
             access_log: config.logging.access_log,
             endpoints,
@@ -377,6 +382,7 @@ pub fn resolve_with(
             listener_address: access.address,
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             shared_state,
+            collector: traces.map(|(_, endpoint)| endpoint),
         }),
         _ => None,
     };

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+pub mod stream;
+
 /// How many of an answer's last bytes the filter keeps to read `usage` from:
 /// `usage` is the last field of an OpenAI body and the last event of a
 /// stream that asked for it.
@@ -38,6 +40,28 @@ pub fn read(tail: &[u8]) -> Option<Usage> {
             if let Some(usage) = counts(&value) {
                 return Some(usage);
             }
+        }
+    }
+    None
+}
+
+/// The last `"model": "<name>"` in `tail`: the model that answered (every
+/// chunk of a stream names it, and a whole body once).
+pub fn last_model(tail: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"model\"";
+    let mut end = tail.len();
+    while let Some(at) = find_last(tail.get(..end)?, KEY) {
+        end = at;
+        if at > 0 && tail.get(at - 1) == Some(&b'\\') {
+            continue;
+        }
+        let rest = skip_ws(tail.get(at + KEY.len()..)?);
+        let Some(rest) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let mut values = serde_json::Deserializer::from_slice(skip_ws(rest)).into_iter::<Value>();
+        if let Some(Ok(Value::String(model))) = values.next() {
+            return Some(model);
         }
     }
     None
@@ -119,6 +143,15 @@ data: {\"choices\":[],\"usage\": {\"prompt_tokens\":7,\"completion_tokens\":3}}\
         assert_eq!(read(b"data: {\"usage\":null}\n\ndata: [DONE]\n\n"), None);
         assert_eq!(read(br#"{"choices":[]}"#), None);
         assert_eq!(read(b"\"usage\""), None);
+    }
+
+    #[test]
+    fn the_answering_model_is_the_last_named() {
+        let stream = b"data: {\"model\":\"gpt-4o-2024\",\"choices\":[]}\n\ndata: [DONE]\n\n";
+        assert_eq!(last_model(stream).as_deref(), Some("gpt-4o-2024"));
+        let body = br#"{"model":"m1","choices":[{"message":{"content":"say \"model\": 3"}}]}"#;
+        assert_eq!(last_model(body).as_deref(), Some("m1"));
+        assert_eq!(last_model(b"{\"choices\":[]}"), None);
     }
 
     #[test]

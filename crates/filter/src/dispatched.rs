@@ -21,6 +21,7 @@ use crate::headers::{
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
+use crate::tracing::TRACEPARENT;
 use crate::worker::{Exchange, Phase, Worker};
 
 /// What follows an attempt's answer.
@@ -51,6 +52,7 @@ impl Worker {
             &self.plan().hop_token,
         );
         limit_attempt(t, false);
+        self.trace_routed_attempt(ex, target, now);
         self.arm(ex, now + t.timeout_ms, TimerKind::Timeout);
         self.arm_ttfb(ex, now);
         Action::Continue
@@ -186,6 +188,7 @@ impl Worker {
         self.count_attempt(ex);
         let body = self.attempt_body(ex, t);
         let path = t.attempt_path(ex.api, &ex.client_path);
+        let traceparent = self.trace_attempt(ex, target, now);
         // The cluster's credential injector adds the target's key.
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
@@ -198,8 +201,12 @@ impl Worker {
             client_headers
                 .iter()
                 .filter(|(k, _)| forwardable(k) && k != "via")
+                .filter(|(k, _)| traceparent.is_none() || k != TRACEPARENT)
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
+        if let Some(tp) = &traceparent {
+            headers.push((TRACEPARENT, tp));
+        }
         let client_via = client_headers.iter().find(|(k, _)| k == "via");
         let via = hop::marked(client_via.map(|(_, v)| v.as_str()), &self.plan().hop_token);
         if let Some(via) = &via {

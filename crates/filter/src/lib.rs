@@ -17,6 +17,8 @@ mod state;
 mod status;
 mod stream;
 mod timers;
+mod tokens;
+mod tracing;
 mod translated;
 mod worker;
 

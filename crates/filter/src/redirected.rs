@@ -40,10 +40,17 @@ pub fn decode_id(text: &str) -> Option<u64> {
 
 impl Worker {
     /// Rewrites the buffered body for the exchange's next target and sends
-    /// the attempt on, now or after its wait.
-    pub fn send_streamed_attempt(&self, ex: &mut Exchange, target: usize, now: u64) -> Action {
+    /// the attempt on, now or after its wait. `buffered` is the length of
+    /// the body Envoy holds.
+    pub fn send_streamed_attempt(
+        &self,
+        ex: &mut Exchange,
+        target: usize,
+        now: u64,
+        buffered: usize,
+    ) -> Action {
         ex.next = Some(target);
-        self.launch_streamed(ex, now)
+        self.launch_streamed(ex, now, buffered)
     }
 
     /// Sets the redirected request's body for `ex.next`; the headers follow
@@ -57,10 +64,13 @@ impl Worker {
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, buffered, &body);
     }
 
-    /// The first attempt: Envoy still holds the client's body.
-    fn launch_streamed(&self, ex: &mut Exchange, now: u64) -> Action {
-        if let Some(t) = ex.next.and_then(|i| self.plan().targets.get(i)) {
-            ex.sent_len = self.write_first_body(ex, t);
+    /// The first attempt. Envoy holds the client's body (`buffered` bytes);
+    /// when the gateway sends it as it came (it asked for no usage), only
+    /// its front is rewritten.
+    fn launch_streamed(&self, ex: &mut Exchange, now: u64, buffered: usize) -> Action {
+        match ex.next.and_then(|i| self.plan().targets.get(i)) {
+            Some(t) if ex.usage_strip.is_none() => ex.sent_len = self.write_first_body(ex, t),
+            _ => self.write_streamed_body(ex, buffered),
         }
         self.address_streamed(ex, now);
         Action::Continue
@@ -95,6 +105,7 @@ impl Worker {
             &self.plan().hop_token,
         );
         limit_attempt(t, true);
+        self.trace_routed_attempt(ex, target, now);
         for (name, value) in [
             (TARGET_HEADER, t.cluster.as_str()),
             (EXCHANGE_HEADER, encode_id(ex.id).as_str()),

@@ -120,7 +120,10 @@ impl Worker {
     }
 
     /// The answer's `usage`: as its translation read it, else from its last bytes.
-    pub fn count_tokens(&self, ex: &Exchange, tail: &[u8]) {
+    pub fn count_tokens(&self, ex: &mut Exchange, tail: &[u8]) {
+        if let Some(trace) = &mut ex.trace {
+            trace.answered(tail);
+        }
         if let (Some(usage), Some(target)) =
             (Worker::answer_usage(ex, tail), ex.state.current_target())
         {
@@ -188,6 +191,9 @@ impl Worker {
         else {
             return;
         };
+        if let Some(trace) = &mut ex.trace {
+            trace.attempt_ended(outcome, now);
+        }
         self.stats
             .attempt(target, outcome, now.saturating_sub(started_ms));
         if effects.over_retry_budget {

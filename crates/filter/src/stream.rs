@@ -7,7 +7,6 @@ use plano_core::api::responses::stored_response;
 use plano_core::api::{served_list, Api, ErrorShape};
 use plano_core::hop;
 use plano_core::request::Effects;
-use plano_core::usage;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
@@ -222,21 +221,17 @@ impl HttpContext for GatewayStream {
             }
             Phase::Streaming => {
                 self.worker.look_for_response_id(&mut ex, body_size);
-                // A translated answer says its usage as it is translated;
-                // otherwise only the chunk's last bytes are copied: `usage`
-                // is at the end.
+                // A translated answer says its usage as it is translated.
                 if !self
                     .worker
                     .translate_chunk(&mut ex, body_size, end_of_stream)
                 {
-                    let keep = body_size.min(usage::TAIL_BYTES);
-                    if let Some(chunk) = self.get_http_response_body(body_size - keep, keep) {
-                        usage::keep_tail(&mut ex.tail, &chunk);
-                    }
+                    self.worker
+                        .pass_answer_chunk(&mut ex, body_size, end_of_stream);
                 }
                 if end_of_stream {
                     let tail = std::mem::take(&mut ex.tail);
-                    self.worker.count_tokens(&ex, &tail);
+                    self.worker.count_tokens(&mut ex, &tail);
                     if let Some(a) = ex.state.ledger.current() {
                         let now = now_ms();
                         let took = now.saturating_sub(a.started_ms);

@@ -76,6 +76,14 @@ impl Timers {
         }
     }
 
+    /// Ticks at least once more, for work that is not a timer (an export).
+    pub fn wake(&self) {
+        if !self.ticking.get() {
+            self.ticking.set(true);
+            let _ = hostcalls::set_tick_period(TICK);
+        }
+    }
+
     /// Stops the tick when nothing waits, so an idle worker costs nothing.
     pub fn idle_check(&self) {
         if self.queue.borrow().is_empty() && self.ticking.get() {

@@ -19,7 +19,9 @@ use plano_core::blocks::BlockKey;
 use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
+use plano_core::trace::RequestTrace;
 use plano_core::translate::Answer;
+use plano_core::usage::stream::UsageStrip;
 use plano_core::usage::Usage;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
@@ -28,6 +30,7 @@ use crate::headers::reply_api_error;
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
 use crate::metrics::Stats;
 use crate::timers::{Timer, TimerKind, Timers};
+use crate::tracing::Tracer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -80,6 +83,10 @@ pub struct Exchange {
     pub usage: Option<Usage>,
     /// Streamed: the length of the body the next attempt sends.
     pub sent_len: usize,
+    /// The request's spans, when it is traced.
+    pub trace: Option<RequestTrace>,
+    /// Streamed chat: the usage event the gateway asked for comes out here.
+    pub usage_strip: Option<UsageStrip>,
 }
 
 impl Exchange {
@@ -115,11 +122,14 @@ pub struct Worker {
     /// Keyed hashing of a counter: exchange ids a client cannot guess.
     ids: RandomState,
     next_id: RefCell<u64>,
+    /// `None` when the config has no `tracing`.
+    pub tracer: Option<Tracer>,
 }
 
 impl Worker {
     pub fn new(plan: GatewayPlan, metrics: Metrics, stats: Stats) -> Worker {
         Worker {
+            tracer: plan.tracing.as_ref().map(Tracer::new),
             plan,
             metrics,
             stats,
@@ -238,8 +248,12 @@ impl Worker {
         };
         let (state, first) = RequestState::begin_within(&env, primary, reach, &mut effects);
         self.note(&effects, now);
+        let id = self.new_id();
+        let trace = self.trace_begin(id, api, &body.model, now);
+        let buffered = raw.len();
+        let (raw, usage_strip) = self.ask_for_usage(api, &body, raw);
         let mut ex = Exchange {
-            id: self.new_id(),
+            id,
             owner: ctx,
             request_id,
             client_path,
@@ -259,9 +273,11 @@ impl Worker {
             answer: None,
             usage: None,
             sent_len: 0,
+            trace,
+            usage_strip,
         };
         let action = if ex.body.stream {
-            self.send_streamed_attempt(&mut ex, first, now)
+            self.send_streamed_attempt(&mut ex, first, now, buffered)
         } else {
             self.send_routed_attempt(&mut ex, first, now)
         };
@@ -295,10 +311,12 @@ impl Worker {
             _ => {}
         }
         self.disarm(&mut ex);
+        self.trace_finish(&mut ex, now_ms());
     }
 
     /// Fires due timers; called from the root context's tick.
     pub fn tick(&self) {
+        self.export_traces();
         let now = now_ms();
         while let Some(timer) = self.timers.pop_due(now) {
             self.fire(timer, now);
@@ -312,7 +330,9 @@ impl Worker {
         };
         ex.timers.retain(|t| *t != timer);
         if timer.kind == TimerKind::Expire {
-            if ex.phase != Phase::Redirecting {
+            if ex.phase == Phase::Redirecting {
+                self.trace_finish(&mut ex, now);
+            } else {
                 self.put(ex);
             }
             return;

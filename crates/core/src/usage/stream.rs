@@ -1,0 +1,185 @@
+//! Token counts for chat completions streams the client sent without
+//! `stream_options.include_usage`: the gateway asks the provider for usage
+//! all the same (chat completions' one way to get it in a stream), and takes
+//! the usage-only event it then sends out of the client's stream. The
+//! Responses API reports usage in `response.completed` unasked.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+const ASK: &[u8] = br#","stream_options":{"include_usage":true}"#;
+
+/// `raw` (a streamed chat request's body) asking for usage, or `None` when
+/// the client already decided: it asked for usage (it gets the event), or
+/// it set `stream_options` otherwise (its choice is left as it is). The
+/// field is added before the object's closing brace, so every byte before
+/// it, the `model` value's span included, stays where it was.
+pub fn ask_for_usage(raw: &[u8]) -> Option<Vec<u8>> {
+    #[derive(Deserialize)]
+    struct Probe {
+        stream_options: Option<Value>,
+    }
+    let probe: Probe = serde_json::from_slice(raw).ok()?;
+    if probe.stream_options.is_some() || find(raw, b"\"stream_options\"").is_some() {
+        return None;
+    }
+    let close = raw.iter().rposition(|&b| b == b'}')?;
+    let mut asked = Vec::with_capacity(raw.len() + ASK.len());
+    asked.extend_from_slice(raw.get(..close)?);
+    asked.extend_from_slice(ASK);
+    asked.extend_from_slice(raw.get(close..)?);
+    Some(asked)
+}
+
+/// Whether a chat completions stream's last bytes are its `[DONE]` event:
+/// its usage has come, and a client may close now, before the stream's end
+/// reaches the gateway.
+pub fn done(tail: &[u8]) -> bool {
+    let end = tail
+        .get(tail.len().saturating_sub(32)..)
+        .unwrap_or_default();
+    find(end, b"data: [DONE]").is_some() || find(end, b"data:[DONE]").is_some()
+}
+
+/// Takes the usage-only event out of a stream, event by event: an event cut
+/// across chunks waits for its end (a few bytes, seldom), every other event
+/// passes unchanged.
+#[derive(Debug, Default)]
+pub struct UsageStrip {
+    carry: Vec<u8>,
+}
+
+impl UsageStrip {
+    /// What of `chunk` goes to the client now; at the stream's end, all
+    /// that is left.
+    pub fn pass(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        self.carry.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.carry.len());
+        let mut start = 0;
+        while let Some(len) = self.carry.get(start..).and_then(event_len) {
+            let event = self.carry.get(start..start + len).unwrap_or_default();
+            if !usage_only(event) {
+                out.extend_from_slice(event);
+            }
+            start += len;
+        }
+        self.carry.drain(..start);
+        if end_of_stream {
+            out.append(&mut self.carry);
+        }
+        out
+    }
+}
+
+/// The length of the first whole event in `buf`, its blank line included.
+fn event_len(buf: &[u8]) -> Option<usize> {
+    let lf = find(buf, b"\n\n").map(|i| i + 2);
+    let crlf = find(buf, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A chunk with no choices and a `usage` object: the one include_usage adds.
+fn usage_only(event: &[u8]) -> bool {
+    // Content chunks carry `delta`; only a candidate is parsed.
+    if find(event, b"\"usage\"").is_none() || find(event, b"\"delta\"").is_some() {
+        return false;
+    }
+    let text = String::from_utf8_lossy(event);
+    let data: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect();
+    let Ok(chunk) = serde_json::from_str::<Value>(&data) else {
+        return false;
+    };
+    chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && chunk.get("usage").is_some_and(Value::is_object)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Api;
+    use crate::body::RequestBody;
+
+    #[test]
+    fn usage_is_asked_for_after_every_byte_of_the_client() {
+        let raw = br#"{"model": "openai/gpt-4o", "stream": true, "messages": []} "#;
+        let asked = ask_for_usage(raw).unwrap();
+        assert_eq!(
+            asked,
+            br#"{"model": "openai/gpt-4o", "stream": true, "messages": [],"stream_options":{"include_usage":true}} "#
+        );
+        // The model's span still holds: the rewrite for a target works on it.
+        let body = RequestBody::parse(raw, Api::ChatCompletions.spec()).unwrap();
+        let sent: Value = serde_json::from_slice(&body.with_model(&asked, "gpt-4o")).unwrap();
+        assert_eq!(sent["model"], "gpt-4o");
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn a_clients_own_stream_options_are_left_alone() {
+        for raw in [
+            &br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#[..],
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
+            br#"{"model":"m","stream":true,"stream_options":null}"#,
+        ] {
+            assert_eq!(ask_for_usage(raw), None);
+        }
+    }
+
+    const CONTENT: &str =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    const USAGE: &str =
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    #[test]
+    fn the_usage_event_is_taken_out_and_the_rest_passes() {
+        let mut strip = UsageStrip::default();
+        let stream = format!("{CONTENT}{USAGE}{DONE}");
+        assert_eq!(
+            strip.pass(stream.as_bytes(), true),
+            format!("{CONTENT}{DONE}").as_bytes()
+        );
+    }
+
+    #[test]
+    fn an_event_cut_across_chunks_waits_for_its_end() {
+        let stream = format!("{CONTENT}{USAGE}{DONE}");
+        for cut in 1..stream.len() {
+            let mut strip = UsageStrip::default();
+            let (a, b) = stream.as_bytes().split_at(cut);
+            let mut out = strip.pass(a, false);
+            out.extend(strip.pass(b, true));
+            assert_eq!(out, format!("{CONTENT}{DONE}").as_bytes(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn done_is_the_last_event() {
+        assert!(done(format!("{USAGE}{DONE}").as_bytes()));
+        assert!(done(b"data:[DONE]\r\n\r\n"));
+        assert!(!done(USAGE.as_bytes()));
+    }
+
+    #[test]
+    fn crlf_events_and_an_unterminated_tail_pass() {
+        let mut strip = UsageStrip::default();
+        let usage = USAGE.replace("\n\n", "\r\n\r\n");
+        assert_eq!(strip.pass(usage.as_bytes(), false), b"");
+        assert_eq!(strip.pass(b"{\"error\":1}", false), b"");
+        assert_eq!(strip.pass(b"", true), b"{\"error\":1}");
+    }
+}

@@ -1,0 +1,117 @@
+//! Traces (`tracing` in the config): the worker records each request's
+//! spans through `plano_core::trace` and exports the finished ones to the
+//! collector over OTLP/gRPC, in one call per tick of the root context (a
+//! call from a client stream would die with it). Without `tracing`, or for
+//! a request not sampled, the exchange has no trace and nothing here calls
+//! the host.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use log::warn;
+use plano_core::api::Api;
+use plano_core::plan::{TracePlan, TRACE_CLUSTER};
+use plano_core::trace::{otlp, RequestTrace, Span};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MapType;
+
+use crate::worker::{Exchange, Worker};
+
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Spans held for export at most; past it a stalled collector costs spans,
+/// not memory.
+const MAX_PENDING: usize = 10_000;
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Tracer {
+    plan: TracePlan,
+    /// The collector as Envoy's wasm host names a gRPC upstream: a
+    /// serialized `GrpcService`.
+    upstream: String,
+    pending: RefCell<Vec<Span>>,
+}
+
+impl Tracer {
+    pub fn new(plan: &TracePlan) -> Tracer {
+        let upstream = otlp::envoy_grpc_service(TRACE_CLUSTER);
+        Tracer {
+            plan: plan.clone(),
+            upstream: String::from_utf8_lossy(&upstream).into_owned(),
+            pending: RefCell::default(),
+        }
+    }
+}
+
+impl Worker {
+    /// A new request's trace, if it is traced: it continues the client's
+    /// `traceparent`.
+    pub fn trace_begin(&self, id: u64, api: Api, model: &str, now: u64) -> Option<RequestTrace> {
+        let tracer = self.tracer.as_ref()?;
+        let client = hostcalls::get_map_value(MapType::HttpRequestHeaders, TRACEPARENT)
+            .ok()
+            .flatten();
+        let operation = match api {
+            Api::Embeddings => "embeddings",
+            _ => "chat",
+        };
+        RequestTrace::begin(
+            client.as_deref(),
+            tracer.plan.sampling,
+            &id.to_le_bytes(),
+            operation,
+            model,
+            now,
+        )
+    }
+
+    /// An attempt to `target` starts: its span, and the `traceparent` its
+    /// request carries.
+    pub fn trace_attempt(&self, ex: &mut Exchange, target: usize, now: u64) -> Option<String> {
+        let t = self.plan().targets.get(target)?;
+        Some(ex.trace.as_mut()?.attempt_started(t, now))
+    }
+
+    /// [`Self::trace_attempt`] for an attempt sent through the router: the
+    /// header goes on the request under way.
+    pub fn trace_routed_attempt(&self, ex: &mut Exchange, target: usize, now: u64) {
+        if let Some(tp) = self.trace_attempt(ex, target, now) {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, TRACEPARENT, Some(&tp));
+        }
+    }
+
+    /// The request is over: its spans wait for the next tick's export.
+    pub fn trace_finish(&self, ex: &mut Exchange, now: u64) {
+        let (Some(trace), Some(tracer)) = (ex.trace.take(), &self.tracer) else {
+            return;
+        };
+        let mut pending = tracer.pending.borrow_mut();
+        if pending.len() < MAX_PENDING {
+            pending.extend(trace.finish(now));
+        }
+        drop(pending);
+        self.timers.wake();
+    }
+
+    /// Sends the spans finished since the last tick, from the root context.
+    pub fn export_traces(&self) {
+        let Some(tracer) = &self.tracer else {
+            return;
+        };
+        let spans = std::mem::take(&mut *tracer.pending.borrow_mut());
+        if spans.is_empty() {
+            return;
+        }
+        let request = otlp::export_request(&tracer.plan.service_name, &spans);
+        if let Err(e) = hostcalls::dispatch_grpc_call(
+            &tracer.upstream,
+            otlp::SERVICE,
+            otlp::METHOD,
+            vec![],
+            Some(&request),
+            EXPORT_TIMEOUT,
+        ) {
+            warn!("could not export {} spans: {e:?}", spans.len());
+        }
+    }
+}

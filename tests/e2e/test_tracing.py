@@ -1,0 +1,186 @@
+"""Traces: a real OTLP/gRPC receiver (grpcio with opentelemetry-proto,
+started here on loopback) gets the spans of requests that failed over, and
+each provider sees its attempt's own span as the parent of its request."""
+
+import json
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import pytest
+import requests
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from conftest import CHAT, eventually, planoai
+from mock_provider import Reply
+from test_gateway import RATE_LIMITED, two_providers
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+CLIENT_PARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """Keeps every span exported to it, with its service's name."""
+
+    def __init__(self):
+        self.spans = []
+        self.lock = threading.Lock()
+
+    def Export(self, request, context):
+        with self.lock:
+            for rs in request.resource_spans:
+                service = {a.key: a.value.string_value for a in rs.resource.attributes}["service.name"]
+                for ss in rs.scope_spans:
+                    self.spans += [(service, s) for s in ss.spans]
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def trace(self, trace_id):
+        with self.lock:
+            return [s for _, s in self.spans if s.trace_id.hex() == trace_id]
+
+
+@pytest.fixture
+def collector():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    receiver = Receiver()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    receiver.port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield receiver
+    server.stop(grace=None)
+
+
+def traced(primary, secondary, collector, sampling="1.0"):
+    return two_providers(primary, secondary, policy="              default_strategy: different_provider") + f"""
+        tracing:
+          endpoint: http://127.0.0.1:{collector.port}
+          sampling: {sampling}
+          service_name: plano-e2e
+    """
+
+
+def attrs(span):
+    out = {}
+    for a in span.attributes:
+        v = a.value
+        out[a.key] = v.string_value if v.HasField("string_value") else v.int_value
+    return out
+
+
+def parent_of(provider_request):
+    """The span id a provider's request names as its parent."""
+    version, trace, span, flags = provider_request["headers"]["traceparent"].split("-")
+    assert (version, flags) == ("00", "01")
+    return trace, span
+
+
+def wait_for_trace(collector, trace_id, count):
+    assert eventually(lambda: len(collector.trace(trace_id)) >= count, 10), collector.spans
+    time.sleep(0.2)  # nothing more may follow
+    return collector.trace(trace_id)
+
+
+def check_failover_trace(spans, primary, secondary, trace_id, client_span, tokens):
+    assert len(spans) == 3, spans
+    [request] = [s for s in spans if s.kind == s.SPAN_KIND_SERVER]
+    attempts = sorted((s for s in spans if s.kind == s.SPAN_KIND_CLIENT), key=lambda s: attrs(s)["plano.attempt"])
+    assert request.parent_span_id.hex() == client_span
+    assert [s.parent_span_id for s in attempts] == [request.span_id] * 2
+    assert attrs(request)["gen_ai.request.model"] == "openai/gpt-4o"
+    assert attrs(request)["plano.attempts"] == 2
+    assert request.status.code == request.status.STATUS_CODE_OK
+    first, second = map(attrs, attempts)
+    assert {k: first[k] for k in ("plano.attempt", "plano.target.model", "gen_ai.provider.name", "gen_ai.system",
+                                   "gen_ai.request.model", "plano.outcome", "http.response.status_code", "plano.wait_ms")} \
+        == {"plano.attempt": 1, "plano.target.model": "openai/gpt-4o", "gen_ai.provider.name": "openai",
+            "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o", "plano.outcome": "429",
+            "http.response.status_code": 429, "plano.wait_ms": 0}
+    assert attempts[0].status.code == attempts[0].status.STATUS_CODE_ERROR
+    assert "gen_ai.usage.input_tokens" not in first
+    assert second["plano.target.model"] == "anthropic/claude-3-5-sonnet"
+    assert second["gen_ai.provider.name"] == "anthropic"
+    assert second["gen_ai.request.model"] == "claude-3-5-sonnet"
+    assert second["plano.outcome"] == "200" and second["http.response.status_code"] == 200
+    assert second["gen_ai.response.model"] == "claude-3-5-sonnet-20241022"
+    assert (second["gen_ai.usage.input_tokens"], second["gen_ai.usage.output_tokens"]) == tokens
+    assert (attrs(request)["gen_ai.usage.input_tokens"], attrs(request)["gen_ai.usage.output_tokens"]) == tokens
+    for a in (first, second):
+        assert 0 <= a["plano.ttfb_ms"] < 5_000
+    # The attempts run in order inside the request.
+    assert request.start_time_unix_nano <= attempts[0].start_time_unix_nano
+    assert attempts[0].end_time_unix_nano <= attempts[1].start_time_unix_nano
+    assert attempts[1].end_time_unix_nano <= request.end_time_unix_nano
+    # Each provider saw its own attempt's span as the parent.
+    assert parent_of(primary.requests[0]) == (trace_id, attempts[0].span_id.hex())
+    assert parent_of(secondary.requests[0]) == (trace_id, attempts[1].span_id.hex())
+
+
+ANSWER = {"id": "x", "object": "chat.completion", "model": "claude-3-5-sonnet-20241022",
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+          "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}
+
+
+def test_a_failover_is_traced_with_the_clients_parent(gateway, providers, collector):
+    primary, secondary = providers(RATE_LIMITED), providers(Reply(body=ANSWER))
+    gateway.up(traced(primary, secondary, collector))
+    r = requests.post(CHAT, json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                      headers={"traceparent": CLIENT_PARENT}, timeout=30)
+    assert r.status_code == 200 and r.headers["x-plano-attempts"] == "2", r.text
+    spans = wait_for_trace(collector, CLIENT_TRACE, 3)
+    check_failover_trace(spans, primary, secondary, CLIENT_TRACE, CLIENT_SPAN, (12, 5))
+    assert {service for service, _ in collector.spans} == {"plano-e2e"}
+
+
+def test_a_streamed_failover_is_traced_the_same(gateway, providers, collector):
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "claude-3-5-sonnet-20241022",
+             "choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": None}
+    last = dict(chunk, choices=[], usage={"prompt_tokens": 9, "completion_tokens": 4})
+    stream = Reply(stream=[f"data: {json.dumps(chunk)}\n\n", f"data: {json.dumps(last)}\n\n", "data: [DONE]\n\n"], gap=0.01)
+    primary, secondary = providers(RATE_LIMITED), providers(stream)
+    gateway.up(traced(primary, secondary, collector))
+    body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    r = requests.post(CHAT, json=body, headers={"traceparent": CLIENT_PARENT}, timeout=30)
+    assert r.status_code == 200 and "[DONE]" in r.text, r.text
+    spans = wait_for_trace(collector, CLIENT_TRACE, 3)
+    check_failover_trace(spans, primary, secondary, CLIENT_TRACE, CLIENT_SPAN, (9, 4))
+
+
+def test_a_request_without_a_parent_starts_a_trace_and_sampling_zero_sends_none(gateway, providers, collector):
+    primary, secondary = providers(Reply(body=ANSWER)), providers(Reply(body=ANSWER))
+    gateway.up(traced(primary, secondary, collector))
+    body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    assert requests.post(CHAT, json=body, timeout=30).status_code == 200
+    trace_id, span_id = parent_of(primary.requests[0])
+    [request, attempt] = wait_for_trace(collector, trace_id, 2)
+    assert not request.parent_span_id and attempt.span_id.hex() == span_id
+    assert attrs(attempt)["plano.outcome"] == "200"
+
+    gateway.up(traced(primary, secondary, collector, sampling="0"))
+    before = len(collector.spans)
+    for _ in range(5):
+        assert requests.post(CHAT, json=body, timeout=30).status_code == 200
+    time.sleep(0.5)
+    assert len(collector.spans) == before
+    # Not traced: the provider sees no trace of the gateway's.
+    assert all("traceparent" not in r["headers"] for r in primary.requests[1:])
+
+
+def test_a_bad_tracing_section_names_its_field(tmp_path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text("""version: v0.3.0
+listeners:
+  - { type: model, name: model_listener, port: 12000 }
+model_providers:
+  - { model: openai/gpt-4o, base_url: "http://127.0.0.1:9", access_key: k }
+tracing:
+  endpoint: grpc://collector:4317
+  sampling: 1.5
+""")
+    result = planoai("validate", str(config), check=False)
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert f"{config}:7:" in out and "tracing.endpoint" in out, out
+    assert f"{config}:8:" in out and "tracing.sampling" in out, out
