@@ -4,6 +4,9 @@
 //! read the same `model`, `stream`, `previous_response_id`, `conversation`
 //! and `stream_options.include_usage`. Case counts: PROPTEST_CASES (default 256 each).
 
+mod common;
+
+use common::{mutate, mutations};
 use plano_core::api::{chat, responses, ApiSpec};
 use plano_core::body::{BodyError, RequestBody, MAX_DEPTH};
 use proptest::prelude::*;
@@ -220,24 +223,6 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-fn mutate(mut raw: Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
-    for (at, byte, how) in edits {
-        if raw.is_empty() {
-            raw.push(*byte);
-            continue;
-        }
-        let i = at.index(raw.len());
-        match how {
-            0 => raw[i] = *byte,
-            1 => raw.insert(i, *byte),
-            _ => {
-                raw.remove(i);
-            }
-        }
-    }
-    raw
-}
-
 proptest! {
     #[test]
     fn the_scan_agrees_with_serde_json_on_bodies(raw in body()) {
@@ -246,7 +231,7 @@ proptest! {
 
     #[test]
     fn the_scan_agrees_with_serde_json_on_mutated_bodies(raw in body(),
-            edits in prop::collection::vec((any::<prop::sample::Index>(), json_byte(), 0..3u8), 1..4)) {
+            edits in mutations(json_byte())) {
         agree(&mutate(raw, &edits))?;
     }
 

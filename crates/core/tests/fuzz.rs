@@ -3,6 +3,9 @@
 //! HTTP/1.0 framing repair. None may panic; the rewriter must keep every
 //! byte but the model's. Case counts: PROPTEST_CASES (default 256 each).
 
+mod common;
+
+use common::{mutate, mutations};
 use plano_core::api::chat;
 use plano_core::body::RequestBody;
 use plano_core::config::GatewayConfig;
@@ -83,30 +86,6 @@ fn resolved_plan() -> GatewayPlan {
     resolve(&config, &|_| Some("k".into())).0.unwrap().plan
 }
 
-/// Byte edits to apply to a valid input: (where, what, how).
-fn mutations() -> impl Strategy<Value = Vec<(prop::sample::Index, u8, u8)>> {
-    prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4)
-}
-
-/// `raw` with each edit applied: overwrite, insert or delete one byte.
-fn mutate(mut raw: Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
-    for (at, byte, how) in edits {
-        if raw.is_empty() {
-            raw.push(*byte);
-            continue;
-        }
-        let i = at.index(raw.len());
-        match how {
-            0 => raw[i] = *byte,
-            1 => raw.insert(i, *byte),
-            _ => {
-                raw.remove(i);
-            }
-        }
-    }
-    raw
-}
-
 proptest! {
     #[test]
     fn the_resolver_never_panics_on_a_mutated_config(pick in any::<prop::sample::Index>(), replacement in any_json()) {
@@ -142,7 +121,7 @@ proptest! {
     }
 
     #[test]
-    fn the_plan_parser_survives_a_mutated_plan(edits in mutations()) {
+    fn the_plan_parser_survives_a_mutated_plan(edits in mutations(any::<u8>())) {
         let raw = mutate(serde_json::to_vec(&resolved_plan()).unwrap(), &edits);
         if let Ok(plan) = serde_json::from_slice::<GatewayPlan>(&raw) {
             let _ = plan.check();
@@ -182,7 +161,7 @@ proptest! {
 
     #[test]
     fn the_body_parser_survives_a_mutated_chat_body(extra in prop::collection::btree_map("[a-z]{1,8}", any_json(), 0..4),
-                                                    model in ".{0,12}", edits in mutations()) {
+                                                    model in ".{0,12}", edits in mutations(any::<u8>())) {
         let mut doc = serde_json::Map::from_iter(extra);
         doc.insert("model".into(), Value::from(model));
         let raw = mutate(serde_json::to_vec(&Value::Object(doc)).unwrap(), &edits);
@@ -235,7 +214,7 @@ proptest! {
     }
 
     #[test]
-    fn the_framing_repair_survives_a_mutated_head(edits in mutations()) {
+    fn the_framing_repair_survives_a_mutated_head(edits in mutations(any::<u8>())) {
         let raw = b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\ndata: 1\n\n".to_vec();
         let data = mutate(raw, &edits);
         if let Some(fixed) = repair_http10_head(&data) {
