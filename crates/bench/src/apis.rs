@@ -1,5 +1,5 @@
-//! The gateway's success path per API: chat completions, Responses and
-//! embeddings against one gateway and one 200 mock, in interleaved rounds
+//! The gateway's success path per API: chat completions, Responses,
+//! embeddings and Messages (native, and translated to chat) against one gateway and one 200 mock, in interleaved rounds
 //! whose order rotates, so each row is measured beside chat's in the same run.
 
 use std::path::Path;
@@ -8,10 +8,18 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 
-use crate::{body_of, load, provider, rss_mb, Gateway, Row, FAILOVER, GATEWAY_PORT};
+use crate::{body_of, chat_body, load, provider, rss_mb, Gateway, Row, FAILOVER, GATEWAY_PORT};
 
-/// The endpoints measured, with a 1 KB body for each.
-fn endpoints() -> [(&'static str, &'static str, Bytes); 3] {
+/// A 1 KB Messages request for `model`.
+fn messages_body(model: &str) -> Bytes {
+    let chat = chat_body(1024, r#""max_tokens":64,"#);
+    let text = String::from_utf8_lossy(&chat).replace("openai/gpt-4o", model);
+    Bytes::from(text)
+}
+
+/// The endpoints measured, with a 1 KB body for each: Messages both to a
+/// native target (as it is) and to chat's target (translated both ways).
+fn endpoints() -> [(&'static str, &'static str, Bytes); 5] {
     let input = |size: usize| {
         Bytes::from(format!(
             r#"{{"model":"openai/gpt-4o","input":"{}"}}"#,
@@ -22,6 +30,16 @@ fn endpoints() -> [(&'static str, &'static str, Bytes); 3] {
         ("chat completions", load::CHAT_PATH, body_of(1024)),
         ("responses", "/v1/responses", input(1024)),
         ("embeddings", "/v1/embeddings", input(1024)),
+        (
+            "messages, native",
+            "/v1/messages",
+            messages_body("anthropic/native"),
+        ),
+        (
+            "messages, translated to chat",
+            "/v1/messages",
+            messages_body("openai/gpt-4o"),
+        ),
     ]
 }
 
@@ -37,7 +55,9 @@ pub async fn rows(
     let gw = Gateway::up(
         home,
         "apis",
-        &(provider("openai/gpt-4o", ok, FAILOVER) + &provider("anthropic/c", ok2, "")),
+        &(provider("openai/gpt-4o", ok, FAILOVER)
+            + &provider("anthropic/c", ok2, "")
+            + &provider("anthropic/native", ok2, "    format: anthropic\n")),
     )?;
     let endpoints = endpoints();
     for (_, path, body) in &endpoints {
