@@ -22,8 +22,8 @@ pub const SPEC: ApiSpec = ApiSpec {
 /// A chat stream is `data:` lines only: `[DONE]` ends it, `{"error": ...}`
 /// reports a failure, and a chunk is output once a choice carries content,
 /// a tool call, a refusal, reasoning or a finish reason. A role-only chunk
-/// or one with only `usage` is neutral; what cannot be read is output (it
-/// is not held back on a guess).
+/// or one with only `usage` is neutral; what cannot be read, or is no chat
+/// chunk, is output (it is not held back on a guess).
 pub fn classify_event(_name: Option<&str>, data: &str) -> StreamEvent {
     if data.trim() == "[DONE]" {
         return StreamEvent::Terminator;
@@ -35,7 +35,11 @@ pub fn classify_event(_name: Option<&str>, data: &str) -> StreamEvent {
         return StreamEvent::Error(openai_error_status(error));
     }
     let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
-        return StreamEvent::Neutral;
+        // Usage alone is neutral; a chunk of no shape known is output.
+        return match chunk.get("usage") {
+            Some(_) => StreamEvent::Neutral,
+            None => StreamEvent::Output,
+        };
     };
     let carries = |c: &Value| {
         let delta = c.get("delta").unwrap_or(&Value::Null);
@@ -104,6 +108,8 @@ mod tests {
             Error(429)
         );
         assert_eq!(c("not json"), Output);
+        assert_eq!(c(r#"{"usage":{"prompt_tokens":3}}"#), Neutral);
+        assert_eq!(c(r#"{"n":0}"#), Output);
     }
 
     #[test]
