@@ -176,6 +176,18 @@ impl EventReader {
     }
 }
 
+/// A named event's type: its `event:` name, else its data's `type` (the
+/// Responses and Messages APIs send both); the data is returned parsed.
+pub fn event_kind(name: Option<&str>, data: &str) -> (String, serde_json::Value) {
+    let parsed = serde_json::from_str::<serde_json::Value>(data).unwrap_or_default();
+    let kind = name
+        .filter(|n| !n.is_empty())
+        .or_else(|| parsed.get("type").and_then(serde_json::Value::as_str))
+        .unwrap_or("")
+        .to_string();
+    (kind, parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

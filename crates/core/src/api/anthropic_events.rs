@@ -11,12 +11,8 @@ use crate::stream_events::StreamEvent;
 /// do; `message_stop` ends a whole answer; `error` is a failure with the
 /// status its `error.type` stands for.
 pub fn classify_event(name: Option<&str>, data: &str) -> StreamEvent {
-    let parsed = serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
-    let kind = name
-        .filter(|n| !n.is_empty())
-        .or_else(|| parsed.get("type").and_then(Value::as_str))
-        .unwrap_or("");
-    match kind {
+    let (kind, parsed) = crate::stream_events::event_kind(name, data);
+    match kind.as_str() {
         "message_start" | "ping" | "content_block_start" => StreamEvent::Neutral,
         "message_stop" => StreamEvent::Terminator,
         "error" => {

@@ -43,12 +43,8 @@ pub fn stored_response<'a>(method: &str, route: &'a str) -> Option<&'a str> {
 /// `response.incomplete` end a whole answer; every other event (text,
 /// reasoning, tool-call arguments, events not known here) is output.
 pub fn classify_event(name: Option<&str>, data: &str) -> StreamEvent {
-    let parsed = serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
-    let kind = name
-        .filter(|n| !n.is_empty())
-        .or_else(|| parsed.get("type").and_then(Value::as_str))
-        .unwrap_or("");
-    match kind {
+    let (kind, parsed) = crate::stream_events::event_kind(name, data);
+    match kind.as_str() {
         "response.created" | "response.in_progress" | "response.queued" => StreamEvent::Neutral,
         "response.output_item.added" | "response.content_part.added" => StreamEvent::Neutral,
         "response.completed" | "response.incomplete" => StreamEvent::Terminator,
