@@ -125,7 +125,7 @@ def world():
             replicas.extend(made)
             return [r.start() for r in made], ok
 
-        yield make
+        yield make, etcd
         for r in replicas:
             r.stop()
         for p in providers:
@@ -138,11 +138,12 @@ def wait_peers(replicas, seconds=10):
     """Until every replica counts the other two (their counts published
     and watched)."""
     deadline = time.time() + seconds
-    while time.time() < deadline:
-        if all(r.stat("peers") == 2 for r in replicas):
-            return
+    while time.time() < deadline and not all(r.stat("peers") == 2 for r in replicas):
         time.sleep(0.05)
-    raise AssertionError(f"peers not all seen: {[r.stat('peers') for r in replicas]}")
+    # And no more: a replica never counts itself (its own key comes back
+    # through its watch too).
+    time.sleep(1.5)
+    assert [r.stat("peers") for r in replicas] == [2, 2, 2]
 
 
 def retries_under_failure(replicas, ok, seconds):
@@ -175,7 +176,7 @@ BUDGET_POLICY = f"""
 
 
 def test_three_replicas_spend_one_retry_budget_between_them(world):
-    make = world
+    make, etcd = world
     shared, ok = make(Provider(status=503), BUDGET_POLICY)
     wait_peers(shared)
     # 8 s spans two windows of 5 s: two budgets at most, spent by the three
@@ -219,7 +220,7 @@ def events_at_each(replicas):
 
 
 def test_min_triggers_counts_latency_events_at_every_replica(world):
-    make = world
+    make, etcd = world
     shared, _ = make(Provider(delay=slow_for), LATENCY_POLICY)
     wait_peers(shared)
     # Two events (at A, then B) are not three; the third, at C, blocks m0
@@ -230,3 +231,25 @@ def test_min_triggers_counts_latency_events_at_every_replica(world):
         r.stop()
     alone, _ = make(Provider(delay=slow_for), LATENCY_POLICY, shared=False, offset=3)
     assert events_at_each(alone) == [[], [], []]
+
+
+def test_with_etcd_down_each_replica_spends_its_own_budget_as_before(world):
+    make, etcd = world
+    # A 10 s window: nothing spent here leaves it before the test ends.
+    policy = BUDGET_POLICY.replace(f"window_seconds: {BUDGET_WINDOW}", "window_seconds: 10")
+    shared, ok = make(Provider(status=503), policy)
+    wait_peers(shared)
+    spent_up = retries_under_failure(shared, ok, 2)
+    etcd.kill()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(r.stat("up") != 0 for r in shared):
+        time.sleep(0.05)
+    assert [r.stat("peers") for r in shared] == [0, 0, 0]
+    # Fail open: the peers' counts go with the link, so each replica has
+    # the whole budget again, as without `shared_state` (what it spent
+    # while sharing still counts).
+    spent_down = retries_under_failure(shared, ok, 3)
+    budget = 10 * BUDGET_PER_SECOND
+    print(f"\nretries with etcd up (2 s): {spent_up} (one budget: {budget}); then down (3 s): {spent_down}")
+    assert spent_up <= budget
+    assert spent_up + spent_down == 3 * budget
