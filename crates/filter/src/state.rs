@@ -94,12 +94,7 @@ impl Worker {
                 &format!("response `{id}` was not made through this gateway within the last 24 hours: the gateway cannot tell which account holds it"),
             );
         };
-        let (route, query) = path.split_once('?').unwrap_or((path, ""));
-        let mut upstream = t.upstream_path(route);
-        if !query.is_empty() {
-            upstream.push(if t.query.is_empty() { '?' } else { '&' });
-            upstream.push_str(query);
-        }
+        let upstream = t.upstream_path(path);
         point_at(t, &upstream, (CLUSTER_HEADER, &t.cluster));
         Action::Continue
     }
