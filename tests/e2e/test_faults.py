@@ -124,7 +124,11 @@ def test_a_huge_429_body_is_dropped_not_held(gateway, providers, plano_home):
         assert resp.status_code == 200
         assert len(resp.content) < 10000
     grew = envoy_rss_mb(plano_home) - before
-    assert grew < 15, f"Envoy grew {grew:.1f} MB over five 10 MB error bodies"
+    # Not held, Envoy's RSS grew 4-15 MB over these five (allocator high
+    # water, ~29 MB at most over 120 bodies); a body kept per request would
+    # be 50 MB. A body buffered until the answer is Envoy's buffer limit's
+    # to stop, not this bound's.
+    assert grew < 30, f"Envoy grew {grew:.1f} MB over five 10 MB error bodies"
 
 
 def test_a_client_leaving_while_its_retry_is_in_flight(gateway, providers):
