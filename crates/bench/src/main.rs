@@ -4,7 +4,8 @@
 //!
 //! `plano-bench mock PORT` serves the 200 mock alone, for profiling by hand;
 //! `plano-bench failover` and `plano-bench waiters` run only those rows, and
-//! `plano-bench replicas [SECONDS [ROUNDS]]` the `shared_state` on/off rows.
+//! `plano-bench replicas [SECONDS [ROUNDS]]` the `shared_state` on/off rows,
+//! `plano-bench hostcalls` the filter's host calls per request.
 //!
 //! `make soak` (`plano-bench soak [REQUESTS]`): three rounds of REQUESTS
 //! (default 20,000) at 200 connections against a primary that answers 429 to
@@ -14,6 +15,7 @@
 
 mod apis;
 mod baselines;
+mod hostcalls;
 mod levers;
 mod load;
 mod mock;
@@ -474,6 +476,13 @@ async fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&home);
         println!("{}", serde_json::to_string_pretty(&done?)?);
         return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("hostcalls") {
+        let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/wasm32-wasip1/release/plano_filter.wasm");
+        let done = hostcalls::run(&home, &wasm).await;
+        let _ = std::fs::remove_dir_all(&home);
+        return done;
     }
     if args.first().map(String::as_str) == Some("levers") {
         let done = levers::run(&home, &args[1..]).await;

@@ -12,7 +12,7 @@ use plano_core::translate::Translation;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
-use crate::headers::{point_at, reply_api_error, response_header, CLUSTER_HEADER};
+use crate::headers::{point_at, reply_api_error, response_header, SentHeaders, CLUSTER_HEADER};
 use crate::host::{now_ms, EnvoyStore};
 use crate::worker::{Exchange, Worker};
 
@@ -95,7 +95,12 @@ impl Worker {
             );
         };
         let upstream = t.upstream_path(path);
-        point_at(t, &upstream, (CLUSTER_HEADER, &t.cluster));
+        point_at(
+            t,
+            &upstream,
+            (CLUSTER_HEADER, &t.cluster),
+            &SentHeaders::read(),
+        );
         Action::Continue
     }
 
