@@ -7,7 +7,9 @@
 use crate::config::BlockScope;
 use crate::plan::Target;
 
+mod latency;
 mod read_once;
+pub use latency::{latency_events, record_latency_event};
 pub use read_once::ReadOnce;
 
 /// A key-value store with compare-and-swap, the shape of Envoy shared data.
@@ -224,9 +226,6 @@ fn release_probe(store: &dyn SharedStore, key: &BlockKey) {
         (!current.is_empty()).then(Vec::new)
     });
 }
-
-mod latency;
-pub use latency::{latency_events, record_latency_event};
 
 #[cfg(test)]
 pub mod memory {
