@@ -7,6 +7,7 @@ mod clients;
 mod dispatched;
 mod framing;
 mod headers;
+mod hedged;
 mod host;
 mod metrics;
 mod redirected;

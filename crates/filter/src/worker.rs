@@ -87,6 +87,8 @@ pub struct Exchange {
     pub trace: Option<RequestTrace>,
     /// Streamed chat: the usage event the gateway asked for comes out here.
     pub usage_strip: Option<UsageStrip>,
+    /// The call token of the hedge racing the routed attempt.
+    pub hedge_call: Option<u32>,
 }
 
 impl Exchange {
@@ -275,6 +277,7 @@ impl Worker {
             sent_len: 0,
             trace,
             usage_strip,
+            hedge_call: None,
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now, buffered)
@@ -310,6 +313,9 @@ impl Worker {
             Phase::Waiting => self.metrics.add(self.metrics.waiting, -1),
             _ => {}
         }
+        if let Some(token) = ex.hedge_call.take() {
+            self.calls.borrow_mut().remove(&token);
+        }
         self.disarm(&mut ex);
         self.trace_finish(&mut ex, now_ms());
     }
@@ -343,6 +349,7 @@ impl Worker {
             (TimerKind::Retry, Phase::Waiting)
                 | (TimerKind::Timeout, Phase::Routed)
                 | (TimerKind::Ttfb, Phase::Routed | Phase::Calling(_))
+                | (TimerKind::Hedge, Phase::Routed)
         );
         if !current || !live || hostcalls::set_effective_context(ex.owner).is_err() {
             self.put(ex);
@@ -353,6 +360,7 @@ impl Worker {
             TimerKind::Retry => self.send_dispatched(&mut ex, now),
             TimerKind::Timeout => self.routed_timeout(&mut ex, now),
             TimerKind::Ttfb => self.slow_first_byte(&mut ex, now),
+            TimerKind::Hedge => self.start_hedge(&mut ex, now),
             TimerKind::Expire => {}
         }
         self.put(ex);

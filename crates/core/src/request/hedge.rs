@@ -94,13 +94,19 @@ impl RequestState {
     }
 
     /// The current attempt just failed with `outcome`. When the policy would
-    /// retry it and a hedge is in flight, the hedge is that retry: it
-    /// becomes the current attempt, and no other attempt is sent.
-    pub(super) fn hedge_carries_on(&mut self, env: &Env, outcome: &Outcome) -> Option<Step> {
+    /// retry it and a hedge is in flight, the hedge is that retry, and no
+    /// other attempt is sent ([`RequestState::follow_hedge`]).
+    pub(super) fn hedge_carries_on(&self, env: &Env, outcome: &Outcome) -> Option<Step> {
         attempt::classify(self.policy(env.plan)?, outcome)?;
-        let h = self.hedge.take()?;
-        self.ledger.follow(h);
-        Some(Step::AwaitHedge)
+        self.hedge.map(|_| Step::AwaitHedge)
+    }
+
+    /// After [`Step::AwaitHedge`] (the failed attempt's line is written):
+    /// the hedge becomes the current attempt.
+    pub fn follow_hedge(&mut self) {
+        if let Some(h) = self.hedge.take() {
+            self.ledger.follow(h);
+        }
     }
 }
 

@@ -133,7 +133,14 @@ fn a_failure_with_a_hedge_in_flight_awaits_it_and_spends_the_budget_once() {
         &mut effects,
     );
     assert_eq!(step, Step::AwaitHedge);
+    assert_eq!(
+        state.current_target(),
+        Some(0),
+        "until the failure is written"
+    );
+    state.follow_hedge();
     assert_eq!(state.current_target(), Some(2));
+    assert!(state.hedge_in_flight().is_none());
     assert_eq!(state.ledger.attempts[0].outcome, Some(Outcome::Status(503)));
     assert!(!effects.over_retry_budget);
     // One retry is left for another request, and only one.
