@@ -98,6 +98,9 @@ def test_a_primary_with_output_first_wins_and_the_hedge_is_lost(gateway, provide
     assert 0.8 < took < 1.5, took
     assert headers["x-plano-model"] == "openai/gpt-4o"
     assert fallback.calls == 1, "the hedge was sent"
+    # A dispatched call cannot be cancelled: the lost hedge's connection
+    # stays open until its provider answers (see the README).
+    assert "closed_at" not in fallback.requests[0]
     assert eventually(lambda: re.search(r"attempt 2  openai/gpt-4o-mini  hedge_lost  \d+ ms .*hedge yes", gateway.log()))
     assert moved(before) == {"retries.hedge": 1, "hedge_lost": 1, "attempts": 2}
 
