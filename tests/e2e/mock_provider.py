@@ -35,7 +35,7 @@ class Reply:
     truncate: bool = False  # announce the body's length, send a tenth of it, pause, close
     http10: bool = False  # stream as plain http.server does: HTTP/1.0, Transfer-Encoding, unframed
     cut: bool = False  # after the stream's chunks, drop the connection without ending the body
-    lead: float = 0.0  # seconds between a stream's headers and its first chunk
+    lead: object = 0.0  # seconds between a stream's headers and its first chunk, or a function drawing them
 
 
 class Provider:
@@ -80,19 +80,29 @@ class Provider:
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     self.wfile.flush()
-                    if not self.open_for(reply.lead, record):
+                    lead = reply.lead() if callable(reply.lead) else reply.lead
+                    if not self.open_for(lead, record):
                         return
                     for chunk in reply.stream:
                         data = chunk.encode()
-                        self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
-                        self.wfile.flush()
+                        try:
+                            self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
+                            self.wfile.flush()
+                        except ConnectionError:
+                            # The gateway dropped the attempt (a hedge won).
+                            record["closed_at"] = time.time()
+                            self.close_connection = True
+                            return
                         time.sleep(reply.gap)
                     if reply.cut:
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
                     if not reply.http10:
-                        self.wfile.write(b"0\r\n\r\n")
+                        try:
+                            self.wfile.write(b"0\r\n\r\n")
+                        except ConnectionError:
+                            record["closed_at"] = time.time()
                     return
                 out = reply.body
                 if out is None:
