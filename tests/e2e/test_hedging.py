@@ -1,17 +1,19 @@
 """Hedged first tokens (issue 27): a streamed attempt with no output after
 `hedge.after_ms` gets a second attempt to the next target in the order; the
-first with output wins, the other is dropped and logged `hedge_lost`."""
+first with output wins, the other is dropped and logged `hedge_lost`. With
+the OpenAI SDK, and the Anthropic SDK through a translated hedge."""
 
 import re
 import time
 
+import anthropic
 import openai
 import requests
 
 from conftest import CHAT, GATEWAY, eventually, planoai, stats
 from mock_provider import Reply
 from test_gateway import HEADER
-from test_stream_failures import chat_stream
+from test_stream_failures import chat_stream, claude_events
 
 PRIMARY_TEXT = "primary-says"
 FALLBACK_TEXT = "fallback-answer"
@@ -170,3 +172,33 @@ def test_validate_refuses_a_bad_after_ms(tmp_path, providers):
         assert f"hedge.yaml:{line}:" in out, (bad, out)
         assert "retry_policy.hedge.after_ms" in out, (bad, out)
         assert says in out, (bad, out)
+
+
+def test_an_anthropic_client_gets_a_translated_hedge_as_one_clean_message(gateway, providers):
+    # A native Claude primary slow to its first token; the hedge goes to a
+    # chat completions target, and its whole stream is translated.
+    primary = providers(Reply(stream=claude_events(PRIMARY_TEXT), gap=0.01, lead=3.0))
+    fallback = providers(slow(0.1, FALLBACK_TEXT))
+    gateway.up(HEADER + f"""
+          - model: anthropic/claude-x
+            base_url: http://127.0.0.1:{primary.port}
+            access_key: key-native-0001
+            format: anthropic
+            default: true
+            retry_policy:
+              fallback_models: [openai/gpt-4o-mini]
+              hedge: {{after_ms: 400}}
+          - model: openai/gpt-4o-mini
+            base_url: http://127.0.0.1:{fallback.port}
+            access_key: key-fallback-0002
+    """)
+    client = anthropic.Anthropic(base_url=GATEWAY, api_key="client-key", max_retries=0)
+    start = time.time()
+    with client.messages.stream(model="anthropic/claude-x", max_tokens=16, messages=[{"role": "user", "content": "hi"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert time.time() - start < 1.5
+    assert text == FALLBACK_TEXT + "!"
+    assert [b.text for b in final.content] == [FALLBACK_TEXT + "!"]
+    assert final.stop_reason == "end_turn"
+    assert fallback.requests[0]["path"] == "/v1/chat/completions"
