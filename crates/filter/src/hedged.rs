@@ -56,8 +56,6 @@ impl Worker {
         };
         self.metrics.add(self.metrics.attempts, 1);
         self.metrics.add(self.metrics.retries_hedge, 1);
-        self.stats
-            .failover(ex.state.current_target().unwrap_or(target));
         let body = self.attempt_body(ex, t);
         // Its answer comes whole, so its whole answer is what is timed.
         let timeout = Duration::from_millis(t.answer_cap_ms(false).unwrap_or(t.timeout_ms));
