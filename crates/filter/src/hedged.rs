@@ -44,8 +44,7 @@ impl Worker {
         let mut effects = Effects::default();
         let target = ex.state.start_hedge(&self.env(now), &mut effects);
         self.note(&effects, now);
-        let Some((target, t)) = target.and_then(|i| self.plan().targets.get(i).map(|t| (i, t)))
-        else {
+        let Some(t) = target.and_then(|i| self.plan().targets.get(i)) else {
             if effects.over_retry_budget {
                 info!(
                     "request {:?}: no hedge, the retry budget is spent",
