@@ -102,6 +102,7 @@ def test_a_primary_with_output_first_wins_and_the_hedge_is_lost(gateway, provide
     assert text == PRIMARY_TEXT + "!"
     assert 0.8 < took < 1.5, took
     assert headers["x-plano-model"] == "openai/gpt-4o"
+    assert headers["x-plano-attempts"] == "2", "the lost hedge was an attempt"
     assert fallback.calls == 1, "the hedge was sent"
     # A dispatched call cannot be cancelled: the lost hedge's connection
     # stays open until its provider answers (see the README).
@@ -136,6 +137,23 @@ def test_a_failed_hedge_leaves_the_primary_to_answer(gateway, providers):
     assert eventually(lambda: re.search(r"attempt 2  openai/gpt-4o-mini  429  \d+ ms .*hedge yes", gateway.log()))
     # Its Retry-After blocks the fallback as any 429 would.
     assert eventually(lambda: "blocked model openai/gpt-4o-mini" in gateway.log())
+
+
+def test_a_client_leaving_while_its_hedge_is_in_flight_harms_nothing(gateway, providers):
+    primary = providers(slow(2.0))
+    fallback = providers(slow(1.0, FALLBACK_TEXT))
+    gateway.up(config(primary, fallback))
+    body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    for _ in range(3):
+        try:
+            requests.post(CHAT, json=body, stream=True, timeout=0.7).content
+        except requests.exceptions.RequestException:
+            pass
+    assert eventually(lambda: fallback.calls == 3)
+    time.sleep(1.5)  # the hedges' answers come back to exchanges that are gone
+    took, text, _ = first_token()
+    assert text == FALLBACK_TEXT + "!"
+    assert requests.get(GATEWAY + "/healthz", timeout=2).status_code == 200
 
 
 def test_a_request_that_is_not_streamed_is_never_hedged(gateway, providers):
