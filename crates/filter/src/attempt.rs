@@ -18,6 +18,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
 use crate::headers::{request_header, response_header, EXCHANGE_HEADER};
+use crate::hedged::reset_lost_hedges;
 use crate::host::now_ms;
 use crate::redirected::decode_id;
 use crate::root;
@@ -87,7 +88,21 @@ impl HttpContext for AttemptStream {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        let action = self.response_headers(num_headers, end_of_stream);
+        reset_lost_hedges();
+        action
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let action = self.response_body(body_size, end_of_stream);
+        reset_lost_hedges();
+        action
+    }
+}
+
+impl AttemptStream {
+    fn response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // The worker of the listener the request came in on, which may be
         // one a re-applied config is draining.
         let Some((id, worker)) = self.exchange.and_then(|id| Some((id, root::owner_of(id)?)))
@@ -109,7 +124,7 @@ impl HttpContext for AttemptStream {
         }
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.dropping {
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
             return Action::Pause;

@@ -192,7 +192,7 @@ impl Worker {
         let body = self.attempt_body(ex, t);
         let traceparent = self.trace_attempt(ex, target, now);
         let timeout = Duration::from_millis(t.timeout_ms);
-        match self.call(ex, t, &body, traceparent, timeout) {
+        match self.call(ex, t, &body, traceparent, timeout, (&t.cluster, &[])) {
             Ok(token) => {
                 self.calls.borrow_mut().insert(token, ex.id);
                 ex.phase = Phase::Calling(token);
@@ -218,9 +218,10 @@ impl Worker {
         }
     }
 
-    /// Dispatches `body` to `t` with the client's headers (read only now
-    /// that a call needs them); the cluster's credential injector adds the
-    /// target's key. From the client stream's (effective) context.
+    /// Dispatches `body` for `t` to `route`'s cluster, with its headers, and
+    /// the client's (read only now that a call needs them); the target's
+    /// cluster's credential injector adds its key. From the client stream's
+    /// (effective) context.
     pub fn call(
         &self,
         ex: &Exchange,
@@ -228,6 +229,7 @@ impl Worker {
         body: &[u8],
         traceparent: Option<String>,
         timeout: Duration,
+        route: (&str, &[(&str, &str)]),
     ) -> Result<u32, Status> {
         let path = t.attempt_path(ex.api, &ex.client_path);
         let mut headers: Vec<(&str, &str)> = vec![
@@ -256,7 +258,8 @@ impl Worker {
         {
             headers.push(version);
         }
-        hostcalls::dispatch_http_call(&t.cluster, headers, Some(body), vec![], timeout)
+        headers.extend_from_slice(route.1);
+        hostcalls::dispatch_http_call(route.0, headers, Some(body), vec![], timeout)
     }
 
     /// A dispatched retry or hedge answered (from the stream's or the

@@ -12,6 +12,7 @@
 //! A hedge that fails leaves the routed attempt to go on; a routed attempt
 //! that fails with its hedge in flight waits for the hedge, its retry.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use log::{info, warn};
@@ -25,9 +26,15 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
 use crate::dispatched::outcome_of;
+use crate::headers::{HEDGE_HEADER, LOCAL_REPLY_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER};
 use crate::host::now_ms;
+use crate::redirected::encode_id;
 use crate::timers::TimerKind;
 use crate::worker::{Exchange, Worker};
+
+/// The cluster of hedges: to the attempt listener, where `hedge_stream`
+/// finds the hedge's stream (see the Envoy template).
+const HEDGE_CLUSTER: &str = "plano_hedge";
 
 impl Worker {
     /// A streamed attempt starts: its hedge's timer, when the policy asks
@@ -56,9 +63,17 @@ impl Worker {
         self.metrics.add(self.metrics.attempts, 1);
         self.metrics.add(self.metrics.retries_hedge, 1);
         let body = self.attempt_body(ex, t);
-        // Its answer comes whole, so its whole answer is what is timed.
+        // Its answer comes whole, so the call times the whole answer; the
+        // attempt listener limits its time to headers, as for any attempt.
         let timeout = Duration::from_millis(t.answer_cap_ms(false).unwrap_or(t.timeout_ms));
-        match self.call(ex, t, &body, None, timeout) {
+        let id = encode_id(ex.id);
+        let limit = t.timeout_ms.to_string();
+        let route = [
+            (TARGET_HEADER, t.cluster.as_str()),
+            (TRY_TIMEOUT_HEADER, limit.as_str()),
+            (HEDGE_HEADER, id.as_str()),
+        ];
+        match self.call(ex, t, &body, None, timeout, (HEDGE_CLUSTER, &route)) {
             Ok(token) => {
                 self.calls.borrow_mut().insert(token, ex.id);
                 ex.hedge_call = Some(token);
@@ -111,16 +126,28 @@ impl Worker {
         }
     }
 
-    /// The routed attempt's answer goes to the client: a hedge in flight
-    /// lost, and its answer will be dropped when it comes.
+    /// The routed attempt's answer goes to the client, or the client left:
+    /// a hedge in flight lost, and its stream is reset at the end of the
+    /// callback ([`reset_lost_hedges`]).
     pub fn drop_hedge(&self, ex: &mut Exchange) {
         let now = now_ms();
         if let Some(token) = ex.hedge_call.take() {
             self.calls.borrow_mut().remove(&token);
+            if let Some(stream) = ex.hedge_stream.take() {
+                LOST_HEDGES.with(|lost| lost.borrow_mut().push(stream));
+            }
         }
         if let Some(lost) = ex.state.hedge_lost(now) {
             self.metrics.add(self.metrics.hedge_lost, 1);
             self.log_hedge(ex, Some(lost), Outcome::HedgeLost, now);
+        }
+    }
+
+    /// The attempt filter's context `stream` carries exchange `id`'s hedge.
+    pub fn hedge_carried_by(&self, id: u64, stream: u32) {
+        if let Some(mut ex) = self.take(id) {
+            ex.hedge_stream = Some(stream);
+            self.put(ex);
         }
     }
 
@@ -168,6 +195,24 @@ impl Worker {
             result,
             took
         );
+    }
+}
+
+thread_local! {
+    /// Streams of lost hedges, to reset.
+    static LOST_HEDGES: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Resets the streams of lost hedges. A reset is the stream's own call,
+/// made as its context, so this comes last in a callback: the calls after
+/// it would be that context's. The reset reaches the provider as a closed
+/// connection; the hedge's call then fails, unheard.
+pub fn reset_lost_hedges() {
+    let streams = LOST_HEDGES.with(|lost| std::mem::take(&mut *lost.borrow_mut()));
+    for stream in streams {
+        if hostcalls::set_effective_context(stream).is_ok() {
+            let _ = hostcalls::reset_http_request();
+        }
     }
 }
 
@@ -226,6 +271,14 @@ impl CallAnswer {
     pub fn outcome(&self, api: Api) -> Option<Outcome> {
         if self.failed {
             return Some(Outcome::ConnectFailure);
+        }
+        // The attempt listener's own reply: a time-to-headers limit, or no
+        // connection to the provider.
+        if self.header(LOCAL_REPLY_HEADER).is_some() {
+            return Some(match self.status {
+                504 => Outcome::Timeout,
+                _ => Outcome::ConnectFailure,
+            });
         }
         if !(200..300).contains(&self.status) {
             return Some(outcome_of(self.status, self.from_provider));

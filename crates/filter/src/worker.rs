@@ -89,6 +89,8 @@ pub struct Exchange {
     pub usage_strip: Option<UsageStrip>,
     /// The call token of the hedge racing the routed attempt.
     pub hedge_call: Option<u32>,
+    /// The stream cluster's context that carries the hedge.
+    pub hedge_stream: Option<u32>,
 }
 
 impl Exchange {
@@ -278,6 +280,7 @@ impl Worker {
             trace,
             usage_strip,
             hedge_call: None,
+            hedge_stream: None,
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now, buffered)
@@ -313,9 +316,7 @@ impl Worker {
             Phase::Waiting => self.metrics.add(self.metrics.waiting, -1),
             _ => {}
         }
-        if let Some(token) = ex.hedge_call.take() {
-            self.calls.borrow_mut().remove(&token);
-        }
+        self.drop_hedge(&mut ex);
         self.disarm(&mut ex);
         self.trace_finish(&mut ex, now_ms());
     }
