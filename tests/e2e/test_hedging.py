@@ -151,7 +151,10 @@ def test_a_client_leaving_while_its_hedge_is_in_flight_harms_nothing(gateway, pr
         except requests.exceptions.RequestException:
             pass
     assert eventually(lambda: fallback.calls == 3)
-    time.sleep(1.5)  # the hedges' answers come back to exchanges that are gone
+    # Each hedge is cancelled with its client, before its first token (1 s).
+    assert eventually(lambda: all("closed_at" in r for r in fallback.requests), 3)
+    assert all(r["closed_at"] - r["at"] < 0.9 for r in fallback.requests)
+    time.sleep(1.5)
     took, text, _ = first_token()
     assert text == FALLBACK_TEXT + "!"
     assert requests.get(GATEWAY + "/healthz", timeout=2).status_code == 200
