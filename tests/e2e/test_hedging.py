@@ -139,6 +139,21 @@ def test_a_failed_hedge_leaves_the_primary_to_answer(gateway, providers):
     assert eventually(lambda: "blocked model openai/gpt-4o-mini" in gateway.log())
 
 
+def test_a_hedge_without_headers_in_its_timeout_fails_as_a_timeout(gateway, providers):
+    # The attempt listener limits the hedge's time to headers, as any
+    # attempt's: the fallback's timeout_ms is 500, its headers come at 2 s.
+    primary = providers(slow(1.5))
+    fallback = providers(Reply(delay=2.0, stream=chat_stream(FALLBACK_TEXT)))
+    gateway.up(config(primary, fallback).replace(
+        "access_key: key-fallback-0002", "access_key: key-fallback-0002\n            timeout_ms: 500"))
+    took, text, _ = first_token()
+    assert text == PRIMARY_TEXT + "!"
+    assert 1.5 < took < 2.0, took
+    assert eventually(lambda: re.search(r"attempt 2  openai/gpt-4o-mini  timeout  \d+ ms .*hedge yes", gateway.log()))
+    line = re.search(r"attempt 2  openai/gpt-4o-mini  timeout  (\d+) ms", gateway.log())
+    assert 450 < int(line.group(1)) < 900, line.group(0)
+
+
 def test_a_client_leaving_while_its_hedge_is_in_flight_harms_nothing(gateway, providers):
     primary = providers(slow(2.0))
     fallback = providers(slow(1.0, FALLBACK_TEXT))
