@@ -7,6 +7,9 @@
 use crate::config::BlockScope;
 use crate::plan::Target;
 
+mod read_once;
+pub use read_once::ReadOnce;
+
 /// A key-value store with compare-and-swap, the shape of Envoy shared data.
 pub trait SharedStore {
     /// The value and its CAS token, if the key exists.

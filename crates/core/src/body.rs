@@ -48,6 +48,8 @@ pub struct RequestBody {
     pub names_conversation: bool,
     /// `stream_options.include_usage`: a chat stream's client wants the usage chunk.
     pub include_usage: bool,
+    /// `stream_options` is in the body, whatever its value (`null` too).
+    pub sets_stream_options: bool,
     model_span: Range<usize>,
 }
 
@@ -88,6 +90,7 @@ impl RequestBody {
             _ => None,
         };
         let names_conversation = spec.chained && conversation.is_some_and(|c| !c.is_null());
+        let sets_stream_options = stream_options.is_some();
         let include_usage =
             stream_options.is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
         Ok(RequestBody {
@@ -96,6 +99,7 @@ impl RequestBody {
             previous_response_id,
             names_conversation,
             include_usage,
+            sets_stream_options,
             model_span,
         })
     }
