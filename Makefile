@@ -9,7 +9,7 @@ ACCEPTANCE ?= $(CURDIR)/../shared/acceptance
 export ACCEPTANCE_VENV := $(VENV)
 export PATH := $(PREFIX)/bin:$(PATH)
 
-.PHONY: setup build install test unit lint e2e acceptance acceptance-docker image up down demo-mocks bench bench-streams bench-levers floor soak k8s clean
+.PHONY: setup build install test unit lint e2e acceptance acceptance-docker image up down demo-mocks bench bench-streams bench-hedge bench-levers floor soak k8s clean
 
 setup: $(VENV)/.ready build install
 
@@ -82,6 +82,10 @@ bench: install floor
 BENCH_STREAMS ?= 9000
 bench-streams: install
 	ulimit -n 20000 && cargo run --release -q -p plano-bench -- streams $(BENCH_STREAMS)
+
+# Time to first token with and without `hedge` on long-tail mocks (about 2 minutes).
+bench-hedge: install
+	$(PY) tests/bench/hedge_ttft.py
 
 # Each lever of issue 19 as a bench-local variation, interleaved rounds (about 2 minutes).
 bench-levers: install floor

@@ -6,6 +6,8 @@ records every request it got. Run as a program for `make demo-mocks`.
 
 import argparse
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ class Reply:
     truncate: bool = False  # announce the body's length, send a tenth of it, pause, close
     http10: bool = False  # stream as plain http.server does: HTTP/1.0, Transfer-Encoding, unframed
     cut: bool = False  # after the stream's chunks, drop the connection without ending the body
+    lead: object = 0.0  # seconds between a stream's headers and its first chunk, or a function drawing them
 
 
 class Provider:
@@ -76,17 +79,30 @@ class Provider:
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
+                    self.wfile.flush()
+                    lead = reply.lead() if callable(reply.lead) else reply.lead
+                    if not self.open_for(lead, record):
+                        return
                     for chunk in reply.stream:
                         data = chunk.encode()
-                        self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
-                        self.wfile.flush()
+                        try:
+                            self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
+                            self.wfile.flush()
+                        except ConnectionError:
+                            # The gateway dropped the attempt (a hedge won).
+                            record["closed_at"] = time.time()
+                            self.close_connection = True
+                            return
                         time.sleep(reply.gap)
                     if reply.cut:
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
                     if not reply.http10:
-                        self.wfile.write(b"0\r\n\r\n")
+                        try:
+                            self.wfile.write(b"0\r\n\r\n")
+                        except ConnectionError:
+                            record["closed_at"] = time.time()
                     return
                 out = reply.body
                 if out is None:
@@ -108,6 +124,24 @@ class Provider:
                     record["reset_at"] = time.time()
                     return
                 self.wfile.write(out)
+
+            def open_for(self, seconds, record):
+                """Waits `seconds`; False (and `closed_at` recorded) when the
+                gateway closes the connection meanwhile."""
+                deadline = time.time() + seconds
+                while (left := deadline - time.time()) > 0:
+                    readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+                    if readable and self.peer_closed():
+                        record["closed_at"] = time.time()
+                        self.close_connection = True
+                        return False
+                return True
+
+            def peer_closed(self):
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except ConnectionError:
+                    return True
 
             def log_message(self, *args):
                 pass

@@ -25,6 +25,9 @@ pub enum Outcome {
     /// A streamed answer that began with 200 reported an error before any
     /// output: it fails as the status that error stands for would.
     StreamError(u16),
+    /// The attempt raced a hedge (or was the hedge) and the other produced
+    /// output first: it was dropped, not failed.
+    HedgeLost,
 }
 
 impl Outcome {
@@ -35,6 +38,7 @@ impl Outcome {
             Outcome::ConnectFailure => "connect_failure".into(),
             Outcome::SlowTtfb => "high_latency".into(),
             Outcome::StreamError(_) => "stream_error".into(),
+            Outcome::HedgeLost => "hedge_lost".into(),
         }
     }
 
@@ -43,7 +47,7 @@ impl Outcome {
         match self {
             Outcome::Status(s) | Outcome::StreamError(s) => *s,
             Outcome::Timeout | Outcome::SlowTtfb => 504,
-            Outcome::ConnectFailure => 502,
+            Outcome::ConnectFailure | Outcome::HedgeLost => 502,
         }
     }
 
@@ -54,6 +58,7 @@ impl Outcome {
             Outcome::ConnectFailure => format!("{model} could not be reached"),
             Outcome::SlowTtfb => format!("{model} was too slow to answer"),
             Outcome::StreamError(s) => format!("{model} sent a {s} error in its stream"),
+            Outcome::HedgeLost => format!("{model} lost the race to its hedge"),
         }
     }
 }
@@ -67,6 +72,8 @@ pub enum RuleId {
     Default,
     Timeout,
     HighLatency,
+    /// The one hedge a streamed request may start.
+    Hedge,
 }
 
 /// Which rule, if any, makes `outcome` a failure worth retrying.
@@ -93,6 +100,7 @@ pub fn classify(policy: &RetryPolicy, outcome: &Outcome) -> Option<(RuleId, Rule
             .high_latency
             .as_ref()
             .map(|h| (RuleId::HighLatency, h.rule)),
+        Outcome::HedgeLost => None,
     }
 }
 
@@ -108,6 +116,8 @@ pub struct Attempt {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
     pub attempts: Vec<Attempt>,
+    /// The attempt whose answer the request waits on (a hedge runs beside it).
+    current: usize,
     spent: Vec<(RuleId, u32)>,
     first_failure_ms: Option<u64>,
     /// Blocks with `apply_to: request`: they end with this request.
@@ -118,27 +128,52 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn start(&mut self, target: usize, now_ms: u64) {
+        self.current = self.start_beside(target, now_ms);
+    }
+
+    /// Starts an attempt beside the current one (a hedge); returns its index.
+    pub fn start_beside(&mut self, target: usize, now_ms: u64) -> usize {
         self.attempts.push(Attempt {
             target,
             started_ms: now_ms,
             ended_ms: None,
             outcome: None,
         });
+        self.attempts.len() - 1
     }
 
     /// Closes the current attempt; `outcome` is `None` for a final answer.
     pub fn finish(&mut self, outcome: Option<Outcome>, now_ms: u64) {
-        if let Some(a) = self.attempts.last_mut() {
+        self.finish_at(self.current, outcome, now_ms);
+    }
+
+    /// Closes the attempt at `index`. A lost race is not a failure, so it
+    /// starts no `max_retry_duration_ms` clock.
+    pub fn finish_at(&mut self, index: usize, outcome: Option<Outcome>, now_ms: u64) {
+        if let Some(a) = self.attempts.get_mut(index) {
             a.ended_ms = Some(now_ms);
             a.outcome = outcome;
         }
-        if outcome.is_some() && self.first_failure_ms.is_none() {
+        let failed = outcome.is_some_and(|o| o != Outcome::HedgeLost);
+        if failed && self.first_failure_ms.is_none() {
             self.first_failure_ms = Some(now_ms);
         }
     }
 
+    /// The attempt at `index` becomes the one the request waits on.
+    pub fn follow(&mut self, index: usize) {
+        if index < self.attempts.len() {
+            self.current = index;
+        }
+    }
+
     pub fn current(&self) -> Option<&Attempt> {
-        self.attempts.last()
+        self.attempts.get(self.current)
+    }
+
+    /// The current attempt's number, as logs and traces count (from 1).
+    pub fn number(&self) -> usize {
+        self.current + 1
     }
 
     pub fn spent(&self, rule: RuleId) -> u32 {

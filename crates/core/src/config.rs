@@ -284,6 +284,19 @@ pub struct RetryPolicyConfig {
     /// Off unless set.
     #[serde(default)]
     pub retry_budget: Option<RetryBudgetConfig>,
+    /// Streamed requests only: when an attempt has produced no output after
+    /// `after_ms`, a second attempt goes to the next target in the order
+    /// while the first goes on; the first with output wins. Off unless set.
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeConfig {
+    /// How long a streamed attempt may go without output before the hedge starts.
+    pub after_ms: u64,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

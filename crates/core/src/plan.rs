@@ -358,6 +358,15 @@ pub struct RetryPolicy {
     pub quota_floor: Option<QuotaFloor>,
     #[serde(default)]
     pub retry_budget: Option<RetryBudget>,
+    #[serde(default)]
+    pub hedge: Option<Hedge>,
+}
+
+/// A second attempt for a streamed request whose attempt has no output
+/// after `after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hedge {
+    pub after_ms: u64,
 }
 
 #[cfg(test)]

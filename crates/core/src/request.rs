@@ -6,6 +6,7 @@
 //! write into shared state is in `marks`; the exhausted error in `exhausted`.
 
 mod exhausted;
+mod hedge;
 mod marks;
 
 pub use exhausted::Exhaustion;
@@ -40,6 +41,9 @@ pub enum Step {
     Retry { target: usize, wait_ms: u64 },
     /// Every allowed attempt failed: answer with this error.
     Exhausted(Exhaustion),
+    /// The attempt failed while its hedge is in flight: the hedge carries
+    /// on as its retry (it spent the budget when it started).
+    AwaitHedge,
 }
 /// What a step changed in shared state, for the filter's stats and log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -65,6 +69,8 @@ pub struct RequestState {
     pub ledger: Ledger,
     /// The targets this request may be sent to at all.
     pub reach: Reach,
+    /// The hedge in flight: its index in the ledger.
+    hedge: Option<usize>,
 }
 
 impl RequestState {
@@ -94,6 +100,7 @@ impl RequestState {
             primary,
             ledger: Ledger::default(),
             reach,
+            hedge: None,
         };
         let mut first = primary;
         // A probe lost to another request blocks that target for this one;
@@ -215,6 +222,9 @@ impl RequestState {
             }
         }
         self.ledger.finish(Some(outcome), env.now_ms);
+        if let Some(step) = self.hedge_carries_on(env, &outcome) {
+            return step;
+        }
         let step = self.step(env, &outcome, effects);
         if step == Step::Deliver && matches!(outcome, Outcome::Status(s) if s < 400) {
             // The target serves again: a block that ended is over for all.
@@ -233,6 +243,10 @@ impl RequestState {
     pub fn after_slow_first_byte(&mut self, env: &Env, effects: &mut Effects) -> Option<Step> {
         let current = self.current_target()?;
         self.latency_event(env, current, effects);
+        if self.hedge_in_flight().is_some() {
+            self.ledger.finish(Some(Outcome::SlowTtfb), env.now_ms);
+            return self.hedge_carries_on(env, &Outcome::SlowTtfb);
+        }
         let mut trial = self.clone();
         trial.ledger.finish(Some(Outcome::SlowTtfb), env.now_ms);
         match trial.step(env, &Outcome::SlowTtfb, effects) {

@@ -18,8 +18,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
 use crate::headers::{request_header, response_header, EXCHANGE_HEADER};
+use crate::hedged::reset_lost_hedges;
 use crate::host::now_ms;
-use crate::redirected::{decode_id, Answer};
+use crate::redirected::decode_id;
 use crate::root;
 use crate::worker::Worker;
 
@@ -40,6 +41,7 @@ impl RootContext for AttemptRoot {
         Some(Box::new(AttemptStream {
             exchange: None,
             watch: None,
+            dropping: false,
         }))
     }
 
@@ -51,6 +53,9 @@ impl RootContext for AttemptRoot {
 pub struct AttemptStream {
     exchange: Option<u64>,
     watch: Option<Watch>,
+    /// Its hedge answers the client: this attempt's bytes go nowhere, and
+    /// its headers stay held until the gateway's reply resets it.
+    dropping: bool,
 }
 
 /// A streamed answer's events, read as they pass.
@@ -83,7 +88,21 @@ impl HttpContext for AttemptStream {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        let action = self.response_headers(num_headers, end_of_stream);
+        reset_lost_hedges();
+        action
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let action = self.response_body(body_size, end_of_stream);
+        reset_lost_hedges();
+        action
+    }
+}
+
+impl AttemptStream {
+    fn response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // The worker of the listener the request came in on, which may be
         // one a re-applied config is draining.
         let Some((id, worker)) = self.exchange.and_then(|id| Some((id, root::owner_of(id)?)))
@@ -105,7 +124,11 @@ impl HttpContext for AttemptStream {
         }
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.dropping {
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
+            return Action::Pause;
+        }
         let (Some(id), Some(mut watch)) = (self.exchange, self.watch.take()) else {
             return Action::Continue;
         };
@@ -135,8 +158,8 @@ impl HttpContext for AttemptStream {
             _ => None,
         };
         if let Some(failed) = failed {
-            let action = pass_only(worker.held_failed(id, failed));
-            if response_header(":status").as_deref() == Some("307") {
+            let action = self.pass_only(worker.held_failed(id, failed));
+            if self.dropping || response_header(":status").as_deref() == Some("307") {
                 // The redirect carries no part of the failed answer.
                 let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
             }
@@ -168,14 +191,22 @@ fn body(start: usize, size: usize) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn pass_only(answer: Answer) -> Action {
-    match answer {
-        Answer::Hold(_) => Action::Continue,
-        Answer::Pass { action, .. } => action,
-    }
-}
-
 impl AttemptStream {
+    /// Goes on as the worker's answer says, watching nothing more.
+    fn pass_only(&mut self, answer: Answer) -> Action {
+        match answer {
+            Answer::Hold(_) => Action::Continue,
+            Answer::Pass { action, .. } => action,
+            Answer::Drop => self.drop_all(),
+        }
+    }
+
+    fn drop_all(&mut self) -> Action {
+        self.dropping = true;
+        self.watch = None;
+        Action::Pause
+    }
+
     /// Goes on as the worker's answer says; a delivered stream is watched.
     fn pass(&mut self, answer: Answer) -> Action {
         match answer {
@@ -191,6 +222,7 @@ impl AttemptStream {
                 };
                 action
             }
+            Answer::Drop => self.drop_all(),
         }
     }
 }
@@ -231,6 +263,26 @@ impl Watch {
                 let _ =
                     hostcalls::set_buffer(BufferType::HttpResponseBody, size, 0, last.as_bytes());
             }
+        }
+    }
+}
+
+/// What the attempt filter does with an attempt's response headers.
+pub enum Answer {
+    /// Hold them, and the events after them, until the first output.
+    Hold(Api),
+    /// Go on with `action`; `watch` is the API whose delivered stream is
+    /// watched for its end.
+    Pass { action: Action, watch: Option<Api> },
+    /// Hold them, and drop every byte after: the hedge answers the client.
+    Drop,
+}
+
+impl Answer {
+    pub fn pass(action: Action) -> Answer {
+        Answer::Pass {
+            action,
+            watch: None,
         }
     }
 }

@@ -9,16 +9,17 @@ use std::time::Duration;
 use log::warn;
 use plano_core::attempt::Outcome;
 use plano_core::hop;
+use plano_core::plan::Target;
 use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
-use plano_core::retry_after;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, BufferType, MapType};
+use proxy_wasm::types::{Action, MapType, Status};
 
 use crate::headers::{
     address_request, anthropic_version, forwardable, reply_api_error, requested_wait_ms,
     response_header, set_attempt_headers, CLUSTER_HEADER,
 };
+use crate::hedged::CallAnswer;
 use crate::host::now_ms;
 use crate::timers::TimerKind;
 use crate::tracing::TRACEPARENT;
@@ -153,6 +154,8 @@ impl Worker {
                 self.reply_exhausted(ex, &exhaustion);
                 Next::Hold
             }
+            // Only a routed streamed attempt races a hedge.
+            Step::AwaitHedge => Next::Hold,
             Step::Retry {
                 target, wait_ms, ..
             } => {
@@ -187,38 +190,9 @@ impl Worker {
         ex.state.start(target, now);
         self.count_attempt(ex);
         let body = self.attempt_body(ex, t);
-        let path = t.attempt_path(ex.api, &ex.client_path);
         let traceparent = self.trace_attempt(ex, target, now);
-        // The cluster's credential injector adds the target's key.
-        let mut headers: Vec<(&str, &str)> = vec![
-            (":method", "POST"),
-            (":path", &path),
-            (":authority", &t.authority),
-        ];
-        // The client's own headers, read only now that a retry needs them.
-        let client_headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
-        headers.extend(
-            client_headers
-                .iter()
-                .filter(|(k, _)| forwardable(k) && k != "via")
-                .filter(|(k, _)| traceparent.is_none() || k != TRACEPARENT)
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        if let Some(tp) = &traceparent {
-            headers.push((TRACEPARENT, tp));
-        }
-        let client_via = client_headers.iter().find(|(k, _)| k == "via");
-        let via = hop::marked(client_via.map(|(_, v)| v.as_str()), &self.plan().hop_token);
-        if let Some(via) = &via {
-            headers.push(("via", via));
-        }
-        if let Some(version) =
-            anthropic_version(t, &|name| client_headers.iter().any(|(k, _)| k == name))
-        {
-            headers.push(version);
-        }
         let timeout = Duration::from_millis(t.timeout_ms);
-        match hostcalls::dispatch_http_call(&t.cluster, headers, Some(&body), vec![], timeout) {
+        match self.call(ex, t, &body, traceparent, timeout, (&t.cluster, &[])) {
             Ok(token) => {
                 self.calls.borrow_mut().insert(token, ex.id);
                 ex.phase = Phase::Calling(token);
@@ -244,7 +218,52 @@ impl Worker {
         }
     }
 
-    /// A dispatched retry answered (from the stream's or the root's callback).
+    /// Dispatches `body` for `t` to `route`'s cluster, with its headers, and
+    /// the client's (read only now that a call needs them); the target's
+    /// cluster's credential injector adds its key. From the client stream's
+    /// (effective) context.
+    pub fn call(
+        &self,
+        ex: &Exchange,
+        t: &Target,
+        body: &[u8],
+        traceparent: Option<String>,
+        timeout: Duration,
+        route: (&str, &[(&str, &str)]),
+    ) -> Result<u32, Status> {
+        let path = t.attempt_path(ex.api, &ex.client_path);
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", "POST"),
+            (":path", &path),
+            (":authority", &t.authority),
+        ];
+        let client_headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        headers.extend(
+            client_headers
+                .iter()
+                .filter(|(k, _)| forwardable(k) && k != "via")
+                .filter(|(k, _)| traceparent.is_none() || k != TRACEPARENT)
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        if let Some(tp) = &traceparent {
+            headers.push((TRACEPARENT, tp));
+        }
+        let client_via = client_headers.iter().find(|(k, _)| k == "via");
+        let via = hop::marked(client_via.map(|(_, v)| v.as_str()), &self.plan().hop_token);
+        if let Some(via) = &via {
+            headers.push(("via", via));
+        }
+        if let Some(version) =
+            anthropic_version(t, &|name| client_headers.iter().any(|(k, _)| k == name))
+        {
+            headers.push(version);
+        }
+        headers.extend_from_slice(route.1);
+        hostcalls::dispatch_http_call(route.0, headers, Some(body), vec![], timeout)
+    }
+
+    /// A dispatched retry or hedge answered (from the stream's or the
+    /// root's callback).
     pub fn call_answered(&self, token: u32, body_size: usize) {
         let Some(id) = self.calls.borrow_mut().remove(&token) else {
             return;
@@ -252,44 +271,38 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return;
         };
-        if ex.phase != Phase::Calling(token) || hostcalls::set_effective_context(ex.owner).is_err()
+        let racing = ex.hedge_call == Some(token) && ex.phase == Phase::Routed;
+        if !(racing || ex.phase == Phase::Calling(token))
+            || hostcalls::set_effective_context(ex.owner).is_err()
         {
             self.put(ex);
             return;
         }
-        let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
-        // The dispatch router marks what came from the provider.
-        let from_provider = header("x-envoy-upstream-service-time").is_some();
-        let outcome = status.map_or(Outcome::ConnectFailure, |s| outcome_of(s, from_provider));
+        if racing {
+            self.hedge_answered(&mut ex, body_size);
+            self.put(ex);
+            return;
+        }
+        let answer = CallAnswer::read(body_size);
         let now = now_ms();
-        if let (Some(a), true) = (ex.state.ledger.current(), from_provider) {
+        let outcome = match (ex.body.stream, ex.state.current_target()) {
+            // A hedge that became the retry: its stream is read whole.
+            (true, Some(target)) => answer.outcome(self.api_of(&ex, target)),
+            _ if answer.failed => Some(Outcome::ConnectFailure),
+            _ => Some(outcome_of(answer.status, answer.from_provider)),
+        };
+        if let (Some(a), true) = (ex.state.ledger.current(), answer.from_provider) {
             let mut effects = Effects::default();
             let took = now.saturating_sub(a.started_ms);
             ex.state.after_complete(&self.env(now), took, &mut effects);
             self.note(&effects, now);
         }
-        let waited = retry_after::wait_ms(
-            header("retry-after"),
-            header("retry-after-ms").or(header("x-ms-retry-after-ms")),
-            now,
-        );
-        let quota = status
-            .is_some_and(|s| ex.state.reads_quota(self.plan(), s))
-            .then(|| Quota::read(&|name| header(name).map(str::to_string), now));
+        let quota = (ex.state.reads_quota(self.plan(), answer.status) && !answer.failed)
+            .then(|| Quota::read(&|name| answer.header(name).map(str::to_string), now));
+        let outcome = outcome.unwrap_or(Outcome::Status(answer.status));
+        let waited = answer.retry_after_ms(now);
         if let Next::Deliver = self.after_answer(&mut ex, outcome, waited, quota, now) {
-            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            self.remember_whole(&ex, status.unwrap_or(502), &body);
-            self.reply_whole(&mut ex, status.unwrap_or(502), &headers, &body);
+            self.deliver_whole(&mut ex, &answer);
         }
         self.put(ex);
     }

@@ -22,12 +22,16 @@ pub const TRY_TIMEOUT_HEADER: &str = "x-plano-try-timeout-ms";
 /// Marks a reply the attempt listener's router made itself (a timeout or a
 /// connection failure), set by its `local_reply_config`.
 pub const LOCAL_REPLY_HEADER: &str = "x-plano-local-reply";
+/// A hedge sent through the stream cluster names its exchange here, so the
+/// attempt filter that carries it can reset it when the hedge loses.
+pub const HEDGE_HEADER: &str = "x-plano-hedge";
 /// The path an internal redirect asks for: the next attempt of an exchange.
 pub const NEXT_ATTEMPT_PATH: &str = "/plano/next-attempt";
 
 /// Internal headers a client may not set: they steer routing.
-pub const INTERNAL: [&str; 5] = [
+pub const INTERNAL: [&str; 6] = [
     CLUSTER_HEADER,
+    HEDGE_HEADER,
     STREAM_HEADER,
     TARGET_HEADER,
     EXCHANGE_HEADER,

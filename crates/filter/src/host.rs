@@ -110,6 +110,8 @@ pub struct Metrics {
     pub probes: u32,
     pub waiting: u32,
     pub stream_broken: u32,
+    pub retries_hedge: u32,
+    pub hedge_lost: u32,
 }
 
 impl Metrics {
@@ -130,6 +132,8 @@ impl Metrics {
             probes: counter("plano.probes")?,
             waiting: hostcalls::define_metric(MetricType::Gauge, "plano.waiting")?,
             stream_broken: counter("plano.stream_broken")?,
+            retries_hedge: counter("plano.retries.hedge")?,
+            hedge_lost: counter("plano.hedge_lost")?,
         })
     }
 

@@ -5,8 +5,11 @@
 mod attempt;
 mod clients;
 mod dispatched;
+mod exchange;
 mod framing;
 mod headers;
+mod hedge_stream;
+mod hedged;
 mod host;
 mod metrics;
 mod redirected;
@@ -30,14 +33,17 @@ pub const VM_ID: &str = "plano";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    // One binary, five plugins: the gateway filter, the stream cluster's
-    // attempt filter, the status listener, the framing repair and the etcd
-    // holder (a bootstrap service).
+    // One binary, six plugins: the gateway filter, the stream cluster's
+    // attempt filter, the attempt listener's hedge finder, the status
+    // listener, the framing repair and the etcd holder (a bootstrap service).
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
         let root_id = proxy_wasm::hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten();
         match root_id.as_deref() {
             Some(id) if id == attempt::ROOT_ID.as_bytes() => Box::<attempt::AttemptRoot>::default(),
             Some(id) if id == status::ROOT_ID.as_bytes() => Box::<status::StatusRoot>::default(),
+            Some(id) if id == hedge_stream::ROOT_ID.as_bytes() => {
+                Box::<hedge_stream::HedgeRoot>::default()
+            }
             Some(id) if id == framing::ROOT_ID.as_bytes() => Box::<framing::FramingRoot>::default(),
             Some(id) if id == shared_state::ROOT_ID.as_bytes() => {
                 Box::<shared_state::SharedStateRoot>::default()

@@ -15,6 +15,7 @@ use plano_core::request::{Effects, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
+use crate::attempt::Answer;
 use crate::headers::{
     address_request, reply_api_error, requested_wait_ms, response_header, set_attempt_headers,
     set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER,
@@ -88,6 +89,7 @@ impl Worker {
         };
         ex.state.start(target, now);
         self.count_attempt(ex);
+        self.arm_hedge(ex);
         let env = self.env(now);
         let ttfb = ex
             .state
@@ -174,8 +176,7 @@ impl Worker {
             return Answer::pass(Action::Continue);
         };
         if ex.phase != Phase::Routed {
-            self.put(ex);
-            return Answer::pass(Action::Continue);
+            return self.put_aside(ex);
         }
         let status = response_header(":status")
             .and_then(|s| s.parse::<u16>().ok())
@@ -194,9 +195,23 @@ impl Worker {
             return Answer::Hold(api);
         }
         let action = self.decide_answer(&mut ex, status, local);
+        if matches!(ex.phase, Phase::Calling(_)) {
+            return self.put_aside(ex);
+        }
         let watch = (streams && ex.phase == Phase::Streaming).then_some(api);
         self.put(ex);
         Answer::Pass { action, watch }
+    }
+
+    /// An attempt whose answer no longer matters: its hedge answers the
+    /// client, or has, so its bytes are dropped; any other is passed on.
+    fn put_aside(&self, ex: Exchange) -> Answer {
+        let answer = match ex.phase {
+            Phase::Calling(_) | Phase::Replied if ex.body.stream => Answer::Drop,
+            _ => Answer::pass(Action::Continue),
+        };
+        self.put(ex);
+        answer
     }
 
     /// A held stream reached its first output (or the hold's bound): the
@@ -206,10 +221,12 @@ impl Worker {
             return Answer::pass(Action::Continue);
         };
         if ex.phase != Phase::Routed {
-            self.put(ex);
-            return Answer::pass(Action::Continue);
+            return self.put_aside(ex);
         }
         let action = self.decide_answer(&mut ex, status, false);
+        if matches!(ex.phase, Phase::Calling(_)) {
+            return self.put_aside(ex);
+        }
         let watch = (ex.phase == Phase::Streaming).then_some(self.attempt_api(&ex));
         self.put(ex);
         Answer::Pass { action, watch }
@@ -222,8 +239,7 @@ impl Worker {
             return Answer::pass(Action::Continue);
         };
         if ex.phase != Phase::Routed {
-            self.put(ex);
-            return Answer::pass(Action::Continue);
+            return self.put_aside(ex);
         }
         let now = now_ms();
         let env = self.env(now);
@@ -235,6 +251,9 @@ impl Worker {
         self.log_attempt(&mut ex, outcome, now, &effects);
         ex.probing = effects.probe;
         let action = self.follow_streamed(&mut ex, step, outcome, false, now);
+        if matches!(ex.phase, Phase::Calling(_)) {
+            return self.put_aside(ex);
+        }
         // Delivered, the provider's own error event is the client's answer.
         self.put(ex);
         Answer::pass(action)
@@ -311,6 +330,7 @@ impl Worker {
         match step {
             Step::Deliver if local => {
                 // No policy to retry under: the client still gets an answer.
+                self.drop_hedge(ex);
                 let model = self.model_of(ex);
                 let (status, kind, what) = match outcome {
                     Outcome::ConnectFailure => (502, "connect_failure", "could not be reached"),
@@ -324,6 +344,7 @@ impl Worker {
                 reply_api_error(ex.api, status, kind, &format!("{model} {what}"))
             }
             Step::Deliver => {
+                self.drop_hedge(ex);
                 self.count_answer(ex);
                 set_attempt_headers(&self.attempt_headers(ex));
                 ex.settle(Phase::Streaming);
@@ -348,24 +369,24 @@ impl Worker {
                 self.reply_exhausted(ex, &exhaustion);
                 Action::Pause
             }
-        }
-    }
-}
-
-/// What the attempt filter does with an attempt's response headers.
-pub enum Answer {
-    /// Hold them, and the events after them, until the first output.
-    Hold(Api),
-    /// Go on with `action`; `watch` is the API whose delivered stream is
-    /// watched for its end.
-    Pass { action: Action, watch: Option<Api> },
-}
-
-impl Answer {
-    fn pass(action: Action) -> Answer {
-        Answer::Pass {
-            action,
-            watch: None,
+            Step::AwaitHedge => {
+                // The hedge is this failure's retry: the attempt's answer
+                // is dropped, and the hedge's will be the client's.
+                ex.state.follow_hedge();
+                match ex.hedge_call.take() {
+                    Some(token) => ex.phase = Phase::Calling(token),
+                    None => {
+                        ex.settle(Phase::Replied);
+                        return reply_api_error(
+                            ex.api,
+                            502,
+                            "failover_failed",
+                            "the gateway lost the hedge it sent",
+                        );
+                    }
+                }
+                Action::Pause
+            }
         }
     }
 }

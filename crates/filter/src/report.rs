@@ -141,9 +141,13 @@ impl Worker {
         body: &[u8],
     ) {
         self.count_answer(ex);
-        let body = &self.translate_whole(ex, status, body.to_vec());
+        let mut body = self.translate_whole(ex, status, body.to_vec());
         let tail = body.get(body.len().saturating_sub(usage::TAIL_BYTES)..);
         self.count_tokens(ex, tail.unwrap_or_default());
+        // A hedge's stream: the usage event the gateway asked for goes.
+        if let Some(strip) = ex.usage_strip.as_mut() {
+            body = strip.pass(&body, true);
+        }
         let attempt_headers = self.attempt_headers(ex);
         let mut reply: Vec<(&str, &str)> = headers
             .iter()
@@ -151,7 +155,7 @@ impl Worker {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         reply.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));
-        let _ = hostcalls::send_http_response(u32::from(status), reply, Some(body));
+        let _ = hostcalls::send_http_response(u32::from(status), reply, Some(&body));
         ex.settle(Phase::Replied);
         self.disarm(ex);
     }
@@ -222,7 +226,7 @@ impl Worker {
         info!(
             "request {:?} attempt {}: {} -> {} in {} ms{}",
             ex.request_id,
-            ex.state.ledger.attempts.len(),
+            ex.state.ledger.number(),
             self.current(ex).map_or_else(String::new, Target::label),
             result,
             now.saturating_sub(started_ms),
@@ -241,7 +245,7 @@ impl Worker {
             info!(
                 "request {:?} attempt {}: {} -> stream_broken in {} ms reason {}",
                 ex.request_id,
-                ex.state.ledger.attempts.len(),
+                ex.state.ledger.number(),
                 self.current(&ex).map_or_else(String::new, Target::label),
                 now_ms().saturating_sub(a.started_ms),
                 reason

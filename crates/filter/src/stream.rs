@@ -265,6 +265,8 @@ impl Drop for GatewayStream {
     fn drop(&mut self) {
         if let Role::Exchange(id) | Role::NextAttempt(id) = self.role {
             self.worker.forget(id, self.context_id);
+            // A client that left takes its hedge with it.
+            crate::hedged::reset_lost_hedges();
         }
     }
 }

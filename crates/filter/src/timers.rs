@@ -22,6 +22,8 @@ pub enum TimerKind {
     Retry,
     /// An internal redirect was never followed: let the exchange go.
     Expire,
+    /// A streamed attempt has had no output for the hedge's `after_ms`.
+    Hedge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -78,8 +78,10 @@ impl Worker {
         let Some(translation) = self.translation_of(ex) else {
             return body;
         };
+        // A hedge's answer to a streamed request is a whole stream.
         let mut answer = if (200..300).contains(&status) {
-            translation.answer(false, now_ms() / 1000, false)
+            let stream = ex.body.stream;
+            translation.answer(stream, now_ms() / 1000, stream && ex.body.include_usage)
         } else {
             translation.error_answer()
         };

@@ -456,7 +456,7 @@ fn embeddings_rotate_within_the_pool_and_stop_where_a_rule_would_change_model() 
                     .contains("embeddings never move"));
                 break;
             }
-            Step::Deliver => panic!("delivered a 429"),
+            Step::Deliver | Step::AwaitHedge => panic!("delivered a 429"),
         }
     }
     tried.sort();

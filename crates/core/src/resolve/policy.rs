@@ -249,6 +249,26 @@ pub(super) fn resolve_policy(
         }
     });
 
+    let hedge = rp.hedge.as_ref().map(|h| {
+        if h.after_ms == 0 {
+            c.error(
+                format!("{at}.hedge.after_ms"),
+                "must be greater than 0 (a hedge at once doubles every streamed request)",
+            );
+        } else if h.after_ms > MAX_HEDGE_AFTER_MS {
+            c.error(
+                format!("{at}.hedge.after_ms"),
+                format!(
+                    "{} is over {MAX_HEDGE_AFTER_MS} (10 minutes): the hedge would never start",
+                    h.after_ms
+                ),
+            );
+        }
+        Hedge {
+            after_ms: h.after_ms,
+        }
+    });
+
     RetryPolicy {
         candidates,
         default_rule,
@@ -260,8 +280,12 @@ pub(super) fn resolve_policy(
         max_retry_duration_ms: rp.max_retry_duration_ms,
         quota_floor,
         retry_budget,
+        hedge,
     }
 }
+
+/// A hedge later than this waits longer than a stream's whole-answer cap.
+const MAX_HEDGE_AFTER_MS: u64 = 600_000;
 
 /// The candidate closest to `word` by edit distance, if close enough to be a typo.
 pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
