@@ -375,6 +375,7 @@ pub fn resolve_with(
                 client_keys: access.client_keys,
                 hop_token: String::new(),
                 tracing: traces.clone().map(|(plan, _)| plan),
+                priority_reserve: access.priority_reserve,
             },
             access_log: config.logging.access_log,
             endpoints,
