@@ -15,6 +15,7 @@ pub mod config;
 pub mod framing;
 pub mod guards;
 pub mod hop;
+pub mod limits;
 pub mod plan;
 pub mod quota;
 pub mod reach;

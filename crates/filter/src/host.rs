@@ -86,6 +86,8 @@ pub struct Metrics {
     pub probes: u32,
     pub waiting: u32,
     pub stream_broken: u32,
+    /// Requests refused by their client key's limits (or its priority).
+    pub limited: u32,
 }
 
 impl Metrics {
@@ -106,6 +108,7 @@ impl Metrics {
             probes: counter("plano.probes")?,
             waiting: hostcalls::define_metric(MetricType::Gauge, "plano.waiting")?,
             stream_broken: counter("plano.stream_broken")?,
+            limited: counter("plano.limited")?,
         })
     }
 

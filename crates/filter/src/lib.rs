@@ -8,6 +8,7 @@ mod dispatched;
 mod framing;
 mod headers;
 mod host;
+mod limits;
 mod metrics;
 mod redirected;
 mod report;

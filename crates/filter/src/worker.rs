@@ -17,6 +17,7 @@ use log::warn;
 use plano_core::api::Api;
 use plano_core::blocks::BlockKey;
 use plano_core::body::RequestBody;
+use plano_core::limits::Charge;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
 use plano_core::trace::RequestTrace;
@@ -87,6 +88,8 @@ pub struct Exchange {
     pub trace: Option<RequestTrace>,
     /// Streamed chat: the usage event the gateway asked for comes out here.
     pub usage_strip: Option<UsageStrip>,
+    /// What the client key's limits were charged, until the answer settles it.
+    pub charge: Option<Charge>,
 }
 
 impl Exchange {
@@ -233,6 +236,10 @@ impl Worker {
                 return (reply_api_error(api, status, kind, &message), None)
             }
         };
+        let charge = match self.charge_client(api, client, raw.len(), &body) {
+            Ok(charge) => charge,
+            Err(refused) => return (refused, None),
+        };
         self.stats.request(primary);
         let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
             .ok()
@@ -275,6 +282,7 @@ impl Worker {
             sent_len: 0,
             trace,
             usage_strip,
+            charge,
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now, buffered)
@@ -363,6 +371,7 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return Action::Continue;
         };
+        self.state_limits(ex.client);
         let action = match ex.phase {
             Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex),
             // Envoy's own reply to a streamed attempt that the attempt

@@ -1,0 +1,210 @@
+"""Per-client-key limits: the gateway's own 429 with Retry-After and
+OpenAI's x-ratelimit-* headers, no provider call for a refused request, token
+limits settled from the answers' usage (streamed ones too), the SDKs' retries
+against it, and priorities when a model's quota runs low. Real planoai, real
+Envoy, loopback mocks that report usage."""
+
+import json
+import threading
+import time
+
+import anthropic
+import openai
+import requests
+
+from conftest import CHAT, GATEWAY
+from mock_provider import OK_BODY, Reply
+
+BATCH_KEY = "batch-key-3f0c8d1e5a7b9264"
+APP_KEY = "app-key-71d2e9a4c6b8f305"
+RATELIMIT = ("limit-requests", "remaining-requests", "reset-requests",
+             "limit-tokens", "remaining-tokens", "reset-tokens")
+
+CONFIG = """
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+{listener}
+            client_keys:
+              - name: batch
+                key: {batch}
+{batch_extra}
+              - name: app
+                key: {app}
+{app_extra}
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{port}
+            access_key: key-primary-0001
+            default: true
+{policy}
+"""
+
+
+def config(port, batch_extra="", app_extra="", listener="", policy="", more=""):
+    return CONFIG.format(port=port, batch=BATCH_KEY, app=APP_KEY, batch_extra=batch_extra,
+                         app_extra=app_extra, listener=listener, policy=policy) + more
+
+
+def used(prompt, completion, **extra):
+    """An answer that reports its usage."""
+    body = dict(OK_BODY, usage={"prompt_tokens": prompt, "completion_tokens": completion,
+                                "total_tokens": prompt + completion})
+    return Reply(body=body, **extra)
+
+
+def post(key, timeout=30, **extra):
+    body = dict({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, **extra)
+    return requests.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+
+def reset_ms(value):
+    """An OpenAI-format duration (`1m0.5s`, `12s`, `20ms`) in milliseconds."""
+    total, number = 0.0, ""
+    units = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if c.isdigit() or c == ".":
+            number += c
+            i += 1
+            continue
+        unit = "ms" if value[i:i + 2] == "ms" else c
+        total += float(number) * units[unit]
+        number, i = "", i + len(unit)
+    return total
+
+
+def test_sixty_a_minute_answers_sixty_of_a_hundred_and_refuses_forty_without_a_provider_call(
+        gateway, providers):
+    mock = providers(used(10, 5))
+    gateway.up(config(mock.port, batch_extra="                limits: { requests_per_minute: 60 }"))
+    answers = []
+    started = time.monotonic()
+    for i in range(100):
+        answers.append(post(BATCH_KEY))
+        # 100 over 10 s.
+        time.sleep(max(0.0, started + (i + 1) * 0.1 - time.monotonic()))
+    assert time.monotonic() - started < 12
+    ok = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code == 429]
+    assert (len(ok), len(refused)) == (60, 40), [a.status_code for a in answers]
+    assert mock.calls == 60
+    for a in answers:
+        for name in ("limit-requests", "remaining-requests", "reset-requests"):
+            assert f"x-ratelimit-{name}" in a.headers, (name, dict(a.headers))
+        assert a.headers["x-ratelimit-limit-requests"] == "60"
+    assert [int(a.headers["x-ratelimit-remaining-requests"]) for a in ok] == list(range(59, -1, -1))
+    for a in refused:
+        assert a.headers["x-ratelimit-remaining-requests"] == "0"
+        # The first second's requests leave the window a minute after they came.
+        wait = int(a.headers["retry-after"])
+        assert 49 <= wait <= 61, wait
+        assert abs(int(a.headers["retry-after-ms"]) / 1000 - wait) < 1
+        assert reset_ms(a.headers["x-ratelimit-reset-requests"]) > 49_000
+        error = a.json()["error"]
+        assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests", error
+        assert "batch" in error["message"] and "60 requests per minute" in error["message"]
+        assert BATCH_KEY not in a.text
+    # Another key shares nothing of it.
+    other = post(APP_KEY)
+    assert other.status_code == 200 and "x-ratelimit-limit-requests" not in other.headers
+
+
+def stream_used(prompt, completion):
+    """A streamed answer whose last event reports its usage (as a provider
+    asked with stream_options sends it)."""
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1700000000, "model": "mock",
+             "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}], "usage": None}
+    last = dict(chunk, choices=[], usage={"prompt_tokens": prompt, "completion_tokens": completion,
+                                          "total_tokens": prompt + completion})
+    return Reply(stream=[f"data: {json.dumps(e)}\n\n" for e in (chunk, last)] + ["data: [DONE]\n\n"], gap=0.01)
+
+
+def test_tokens_per_minute_hold_whole_and_streamed_answers_settled_from_their_usage(gateway, providers):
+    # Each answer reports 200 tokens, more than its estimate (~20 in, 100 out):
+    # the settled usage, not the estimate, is what fills the minute.
+    mock = providers(*[stream_used(50, 150), used(50, 150)] * 10)
+    gateway.up(config(mock.port, batch_extra="                limits: { tokens_per_minute: 1000 }"))
+    statuses = []
+    for i in range(10):
+        r = post(BATCH_KEY, max_tokens=100, stream=i % 2 == 0)
+        if r.status_code == 200:
+            r.content  # the whole stream, its usage event included
+        statuses.append(r.status_code)
+        assert int(r.headers["x-ratelimit-limit-tokens"]) == 1000
+    # 5 x 200 = 1000: the sixth would start past the limit.
+    assert statuses == [200] * 5 + [429] * 5, statuses
+    assert mock.calls == 5
+    served = sum(150 + 50 for _ in range(mock.calls))
+    assert served <= 1000
+    refused = post(BATCH_KEY, max_tokens=100)
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert refused.json()["error"]["type"] == "tokens"
+
+
+def test_a_burst_cannot_overshoot_the_tokens_a_minute(gateway, providers):
+    # Estimates (~20 in, 300 out) above the 200 each answer takes: ten at
+    # once get three through (960 estimated), none over the limit.
+    mock = providers(used(50, 150, delay=0.5))
+    gateway.up(config(mock.port, batch_extra="                limits: { tokens_per_minute: 1000 }"))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(post(BATCH_KEY, max_tokens=300).status_code))
+               for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [200] * 3 + [429] * 7, results
+    # Settled at 600, there is room for one more estimate, then none.
+    assert [post(BATCH_KEY, max_tokens=300).status_code for _ in range(2)] == [200, 429]
+    assert mock.calls == 4
+
+
+def test_the_anthropic_sdk_gets_an_anthropic_shaped_429(gateway, providers):
+    mock = providers(Reply(body={"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                                 "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+                                 "usage": {"input_tokens": 3, "output_tokens": 2}}))
+    gateway.up(config(mock.port, batch_extra="                limits: { requests_per_minute: 1 }",
+                      more="""            format: anthropic
+"""))
+    client = anthropic.Anthropic(base_url=GATEWAY, api_key=BATCH_KEY, max_retries=0)
+    ask = dict(model="openai/gpt-4o", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert client.messages.create(**ask).content[0].text == "hi"
+    try:
+        client.messages.create(**ask)
+        raise AssertionError("the second request of a minute was served")
+    except anthropic.RateLimitError as e:
+        assert e.status_code == 429
+        assert e.body["type"] == "error" and e.body["error"]["type"] == "rate_limit_error", e.body
+        assert int(e.response.headers["retry-after"]) >= 59
+        assert e.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert mock.calls == 1
+
+
+def test_the_openai_sdk_waits_the_gateways_retry_after_and_does_not_spin(gateway, providers):
+    mock = providers(used(10, 5))
+    gateway.up(config(mock.port, batch_extra="                limits: { requests_per_minute: 2 }"))
+    first = time.time()
+    assert [post(BATCH_KEY).status_code for _ in range(2)] == [200, 200]
+    # Near the end of the minute, so the gateway's Retry-After is a few seconds.
+    time.sleep(max(0.0, first + 55 - time.time()))
+    attempts = []
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=BATCH_KEY)  # default retries: 2
+    client._client.event_hooks["response"].append(
+        lambda r: attempts.append((time.time(), r.status_code, r.headers.get("retry-after-ms"))))
+    start = time.time()
+    answer = client.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    took = time.time() - start
+    assert answer.choices[0].message.content == "hello"
+    statuses = [s for _, s, _ in attempts]
+    assert statuses == [429, 200], attempts
+    asked = int(attempts[0][2]) / 1000
+    assert 1 <= asked <= 8, asked
+    # It waited what it was told, not its own 0.5-8 s backoff, and no longer.
+    gap = attempts[1][0] - attempts[0][0]
+    assert asked <= gap <= asked + 1.5, (gap, asked)
+    assert took < asked + 2
+    assert mock.calls == 3
