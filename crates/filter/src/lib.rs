@@ -5,6 +5,7 @@
 mod attempt;
 mod clients;
 mod dispatched;
+mod exchange;
 mod framing;
 mod headers;
 mod host;
