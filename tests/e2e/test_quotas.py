@@ -208,3 +208,46 @@ def test_the_openai_sdk_waits_the_gateways_retry_after_and_does_not_spin(gateway
     assert asked <= gap <= asked + 1.5, (gap, asked)
     assert took < asked + 2
     assert mock.calls == 3
+
+
+LOW_QUOTA = {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "5",
+             "x-ratelimit-reset-requests": "30s"}
+
+
+def test_with_five_percent_left_a_low_priority_key_is_refused_and_a_high_one_served(gateway, providers):
+    mock = providers(used(10, 5, headers=LOW_QUOTA))
+    gateway.up(config(mock.port, batch_extra="                priority: 0",
+                      app_extra="                priority: 10"))
+    # Until an answer says how much is left, everyone is served.
+    assert post(BATCH_KEY).status_code == 200
+    refused = post(BATCH_KEY)
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "quota_reserved" and "5.0% left" in error["message"], error
+    assert 28 <= int(refused.headers["retry-after"]) <= 30, refused.headers
+    assert mock.calls == 1
+    served = [post(APP_KEY) for _ in range(3)]
+    assert [a.status_code for a in served] == [200] * 3
+    assert mock.calls == 4
+    # The provider's own quota headers reach a key without limits as they came.
+    assert served[0].headers["x-ratelimit-remaining-requests"] == "5"
+
+
+def test_with_five_percent_left_a_low_priority_key_goes_to_its_fallback(gateway, providers):
+    primary = providers(used(10, 5, headers=LOW_QUOTA))
+    fallback = providers(used(10, 5))
+    gateway.up(config(primary.port, batch_extra="                priority: 0",
+                      app_extra="                priority: 10",
+                      policy="""            retry_policy:
+              fallback_models: [anthropic/claude-3-5-sonnet]
+""",
+                      more=f"""          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{fallback.port}
+            access_key: key-secondary-0002
+"""))
+    assert post(APP_KEY).status_code == 200
+    low = post(BATCH_KEY)
+    assert low.status_code == 200 and low.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet", low.headers
+    high = post(APP_KEY)
+    assert high.status_code == 200 and high.headers["x-plano-model"] == "openai/gpt-4o"
+    assert (primary.calls, fallback.calls) == (2, 1)

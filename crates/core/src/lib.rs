@@ -17,6 +17,7 @@ pub mod guards;
 pub mod hop;
 pub mod limits;
 pub mod plan;
+pub mod priority;
 pub mod quota;
 pub mod reach;
 pub mod replicas;

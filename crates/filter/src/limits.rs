@@ -8,6 +8,8 @@ use plano_core::api::{Api, ErrorShape};
 use plano_core::body::RequestBody;
 use plano_core::limits::{self, Charge, Exceeded, Standings, Verdict};
 use plano_core::plan::KeyLimits;
+use plano_core::priority;
+use plano_core::reach::Reach;
 use plano_core::usage::Usage;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Action;
@@ -68,6 +70,51 @@ impl Worker {
                 ))
             }
         }
+    }
+
+    /// Keeps the request off the targets whose quota is low and kept for
+    /// keys of a higher priority than its own. `Err` once the gateway has
+    /// answered with its 429: no target is left to it.
+    pub fn reserve(
+        &self,
+        api: Api,
+        client: Option<usize>,
+        primary: usize,
+        reach: &mut Reach,
+    ) -> Result<(), Action> {
+        let now = now_ms();
+        let reserved = priority::reserved(self.plan(), &EnvoyStore, client, now);
+        reach.reserved = reserved.iter().map(|r| r.target).collect();
+        if reserved.is_empty() || reach.any_allowed(self.plan(), primary) {
+            return Ok(());
+        }
+        let Some(soonest) = reserved.iter().min_by_key(|r| r.until_ms) else {
+            return Ok(());
+        };
+        let (left, until) = (soonest.left, soonest.until_ms);
+        let model = self
+            .plan()
+            .targets
+            .get(soonest.target)
+            .map_or("", |t| t.model.as_str());
+        self.metrics.add(self.metrics.limited, 1);
+        let wait = until.saturating_sub(now);
+        let message = format!(
+            "the quota of {model} is low ({:.1}% left) and kept for client keys of higher priority: retry in {}",
+            left * 100.0,
+            limits::duration(wait)
+        );
+        let standings = self
+            .limits_of(client)
+            .map(|(name, l)| limits::standing(&EnvoyStore, &limits::slot(name), l, now))
+            .unwrap_or_default();
+        Err(reply_limited(
+            api,
+            &message,
+            "quota_reserved",
+            wait,
+            &standings,
+        ))
     }
 
     /// The answer said what the request took: its charge is settled.

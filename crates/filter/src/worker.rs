@@ -147,12 +147,15 @@ impl Worker {
             );
             return (reply_api_error(api, 404, "model_not_found", &message), None);
         };
-        let reach = match self.reach_of(api, &raw, &body, primary) {
+        let mut reach = match self.reach_of(api, &raw, &body, primary) {
             Ok(reach) => reach,
             Err((status, kind, message)) => {
                 return (reply_api_error(api, status, kind, &message), None)
             }
         };
+        if let Err(refused) = self.reserve(api, client, primary, &mut reach) {
+            return (refused, None);
+        }
         let charge = match self.charge_client(api, client, raw.len(), &body) {
             Ok(charge) => charge,
             Err(refused) => return (refused, None),
@@ -288,7 +291,6 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return Action::Continue;
         };
-        self.state_limits(ex.client);
         let action = match ex.phase {
             Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex),
             // Envoy's own reply to a streamed attempt that the attempt
@@ -328,6 +330,8 @@ impl Worker {
             self.watch_for_response_id(&mut ex);
             self.begin_answer(&mut ex);
         }
+        // After the answer's quota headers were read: these replace them.
+        self.state_limits(ex.client);
         self.put(ex);
         action
     }
