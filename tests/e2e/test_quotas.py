@@ -12,7 +12,7 @@ import anthropic
 import openai
 import requests
 
-from conftest import CHAT, GATEWAY
+from conftest import CHAT, GATEWAY, eventually, planoai, stats
 from mock_provider import OK_BODY, Reply
 
 BATCH_KEY = "batch-key-3f0c8d1e5a7b9264"
@@ -108,6 +108,9 @@ def test_sixty_a_minute_answers_sixty_of_a_hundred_and_refuses_forty_without_a_p
         assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests", error
         assert "batch" in error["message"] and "60 requests per minute" in error["message"]
         assert BATCH_KEY not in a.text
+    # The gateway's own replies to the key state its limits too.
+    bad = requests.post(CHAT, data=b"{", headers={"Authorization": f"Bearer {BATCH_KEY}"}, timeout=10)
+    assert bad.status_code == 400 and bad.headers["x-ratelimit-remaining-requests"] == "0", bad.headers
     # Another key shares nothing of it.
     other = post(APP_KEY)
     assert other.status_code == 200 and "x-ratelimit-limit-requests" not in other.headers
@@ -143,6 +146,14 @@ def test_tokens_per_minute_hold_whole_and_streamed_answers_settled_from_their_us
     refused = post(BATCH_KEY, max_tokens=100)
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
     assert refused.json()["error"]["type"] == "tokens"
+    # Each key's spending against its limits, by its name only.
+    status = planoai("status").stdout
+    assert "batch: 5 requests, 1000/1000 tokens this minute; 1000 tokens today" in status, status
+    assert BATCH_KEY not in status and APP_KEY not in status
+    assert eventually(lambda: stats().get("wasmcustom.plano.client.batch.limited") == 6), stats()
+    got = stats()
+    assert got["wasmcustom.plano.client.batch.minute_tokens"] == 1000, got
+    assert got["wasmcustom.plano.client.batch.day_tokens"] == 1000, got
 
 
 def test_a_burst_cannot_overshoot_the_tokens_a_minute(gateway, providers):

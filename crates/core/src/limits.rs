@@ -162,6 +162,25 @@ pub struct Standing {
 pub struct Standings {
     pub requests: Option<Standing>,
     pub tokens: Option<Standing>,
+    pub spent: Spent,
+}
+
+/// What a key has spent: in the window, and today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Spent {
+    pub minute_requests: u64,
+    pub minute_tokens: u64,
+    pub day_tokens: u64,
+}
+
+impl Counts {
+    pub fn spent(&self) -> Spent {
+        Spent {
+            minute_requests: self.requests(),
+            minute_tokens: self.tokens(),
+            day_tokens: self.day_tokens,
+        }
+    }
 }
 
 /// Which limit refused a request.
@@ -302,16 +321,25 @@ fn standings(counts: &Counts, limits: &KeyLimits, now_ms: u64) -> Standings {
             }),
             (None, None) => None,
         },
+        spent: counts.spent(),
     }
 }
 
 /// The answer said the request took `tokens`: the charge's estimate is
 /// replaced by them, in its second if that is still in the window (else
 /// what the estimate fell short by counts now), and in its day.
-pub fn settle(store: &dyn SharedStore, slot: &str, charge: &Charge, tokens: u64, now_ms: u64) {
+/// Returns what the key has spent since, when its slot was written.
+pub fn settle(
+    store: &dyn SharedStore,
+    slot: &str,
+    charge: &Charge,
+    tokens: u64,
+    now_ms: u64,
+) -> Option<Spent> {
     if tokens == charge.tokens {
-        return;
+        return None;
     }
+    let mut spent = None;
     update(store, slot, |current| {
         let mut counts = Counts::decode(current, now_ms);
         let short = tokens.saturating_sub(charge.tokens);
@@ -326,8 +354,10 @@ pub fn settle(store: &dyn SharedStore, slot: &str, charge: &Charge, tokens: u64,
         } else {
             counts.day_tokens += short;
         }
+        spent = Some(counts.spent());
         Some(counts.encode())
     });
+    spent
 }
 
 /// The answer's headers for these standings, in OpenAI's format.

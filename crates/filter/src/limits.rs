@@ -52,13 +52,17 @@ impl Worker {
         let estimate = limits::estimate(raw_len, body.max_output_tokens);
         let slot = limits::slot(name);
         match limits::charge(&EnvoyStore, &slot, key_limits, estimate, now_ms()) {
-            Verdict::Allowed(charge, _) => Ok(Some(charge)),
+            Verdict::Allowed(charge, standings) => {
+                self.stats.spent(client, &standings.spent);
+                Ok(Some(charge))
+            }
             Verdict::Refused {
                 exceeded,
                 retry_after_ms,
                 standings,
             } => {
                 self.metrics.add(self.metrics.limited, 1);
+                self.stats.limited(client);
                 let message = refusal_message(name, key_limits, exceeded, retry_after_ms);
                 let wait = limit_wait(exceeded);
                 Err(reply_limited(
@@ -98,6 +102,7 @@ impl Worker {
             .get(soonest.target)
             .map_or("", |t| t.model.as_str());
         self.metrics.add(self.metrics.limited, 1);
+        self.stats.limited(client);
         let wait = until.saturating_sub(now);
         let message = format!(
             "the quota of {model} is low ({:.1}% left) and kept for client keys of higher priority: retry in {}",
@@ -127,7 +132,11 @@ impl Worker {
         };
         ex.charge = None;
         let tokens = usage.input_tokens + usage.output_tokens;
-        limits::settle(&EnvoyStore, &limits::slot(name), &charge, tokens, now_ms());
+        if let Some(spent) =
+            limits::settle(&EnvoyStore, &limits::slot(name), &charge, tokens, now_ms())
+        {
+            self.stats.spent(ex.client, &spent);
+        }
     }
 
     /// The key's standing on the answer going to the client now, when the
