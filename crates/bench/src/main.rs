@@ -15,6 +15,7 @@
 mod apis;
 mod baselines;
 mod levers;
+mod limits;
 mod load;
 mod mock;
 mod replicas;
@@ -180,10 +181,16 @@ struct Gateway {
 
 impl Gateway {
     fn up(home: &Path, name: &str, providers: &str) -> Result<Gateway> {
+        let listener = format!("[{{type: model, name: l, port: {GATEWAY_PORT}}}]");
+        Gateway::up_listening(home, name, &listener, providers)
+    }
+
+    /// A gateway whose `listeners` are `listeners` (YAML).
+    fn up_listening(home: &Path, name: &str, listeners: &str, providers: &str) -> Result<Gateway> {
         let config = home.join(format!("{name}.yaml"));
         std::fs::write(
             &config,
-            format!("version: v0.3.0\nlisteners: [{{type: model, name: l, port: {GATEWAY_PORT}}}]\nmodel_providers:\n{providers}"),
+            format!("version: v0.3.0\nlisteners: {listeners}\nmodel_providers:\n{providers}"),
         )?;
         let out = Command::new("planoai")
             .arg("up")
@@ -416,6 +423,27 @@ async fn main() -> Result<()> {
         let _ = std::fs::remove_dir_all(&home);
         return Ok(());
     }
+    if args.first().map(String::as_str) == Some("limits") {
+        // `plano-bench limits [SECONDS [ROUNDS]]`: only the client key rows.
+        let secs = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(2);
+        let rounds = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(3);
+        let ok = mock::serve(Answer::Ok).await?;
+        let rows = limits::rows(&home, ok, rounds, Duration::from_secs(secs)).await;
+        let _ = std::fs::remove_dir_all(&home);
+        for row in rows? {
+            println!(
+                "{}: {:.0} req/s [{:.0}..{:.0}], p50 {:.2} ms, p99 {:.2} ms, {} failed",
+                row.name,
+                row.run.rps(),
+                row.spread.map_or(0.0, |s| s.0),
+                row.spread.map_or(0.0, |s| s.1),
+                row.run.ms(0.5),
+                row.run.ms(0.99),
+                row.run.failed
+            );
+        }
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("replicas") {
         let secs = args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(2);
         let rounds = args.get(2).map(|n| n.parse()).transpose()?.unwrap_or(1);
@@ -578,6 +606,9 @@ async fn main() -> Result<()> {
 
     eprintln!("gateway per API, {ROUNDS} interleaved rounds ...");
     rows.extend(apis::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
+
+    eprintln!("gateway, a client key with limits and one without, {ROUNDS} interleaved rounds ...");
+    rows.extend(limits::rows(&home, ok, ROUNDS, ROUND).await?);
 
     eprintln!("gateway with shared_state on and off, {ROUNDS} interleaved rounds ...");
     rows.extend(replicas::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
