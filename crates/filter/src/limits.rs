@@ -49,7 +49,12 @@ impl Worker {
         let Some((name, key_limits)) = self.limits_of(client) else {
             return Ok(None);
         };
-        let estimate = limits::estimate(raw_len, body.max_output_tokens);
+        // Embeddings answer with vectors, no output tokens.
+        let output = match api {
+            Api::Embeddings => Some(0),
+            _ => body.max_output_tokens,
+        };
+        let estimate = limits::estimate(raw_len, output);
         let slot = limits::slot(name);
         match limits::charge(&EnvoyStore, &slot, key_limits, estimate, now_ms()) {
             Verdict::Allowed(charge, standings) => {
