@@ -222,20 +222,23 @@ pub fn charge(
     limits: &KeyLimits,
     estimate: u64,
     now_ms: u64,
+    others: &Others,
 ) -> Verdict {
+    let limits = &others.split(limits);
     let mut verdict = None;
     update(store, slot, |current| {
         let mut counts = Counts::decode(current, now_ms);
+        let all = counts.plus(&others.peers);
         let tokens = [limits.tokens_per_minute, limits.tokens_per_day]
             .into_iter()
             .flatten()
             .fold(estimate, u64::min);
-        let refused = refusal(&counts, limits, tokens, now_ms);
+        let refused = refusal(&all, limits, tokens, now_ms);
         if let Some((exceeded, at)) = refused {
             verdict = Some(Verdict::Refused {
                 exceeded,
                 retry_after_ms: at.saturating_sub(now_ms),
-                standings: standings(&counts, limits, now_ms),
+                standings: standings(&all, limits, now_ms),
             });
             return None;
         }
@@ -249,7 +252,8 @@ pub fn charge(
             day: counts.day,
             tokens,
         };
-        verdict = Some(Verdict::Allowed(charge, standings(&counts, limits, now_ms)));
+        let all = counts.plus(&others.peers);
+        verdict = Some(Verdict::Allowed(charge, standings(&all, limits, now_ms)));
         Some(counts.encode())
     });
     // A slot that lost every CAS round (64 of them) fails open: a limit
@@ -266,12 +270,18 @@ pub fn charge(
 
 /// A key's standing at `now_ms`, nothing charged: for the headers of an
 /// answer.
-pub fn standing(store: &dyn SharedStore, slot: &str, limits: &KeyLimits, now_ms: u64) -> Standings {
+pub fn standing(
+    store: &dyn SharedStore,
+    slot: &str,
+    limits: &KeyLimits,
+    now_ms: u64,
+    others: &Others,
+) -> Standings {
     let counts = store
         .get(slot)
         .map(|(value, _)| Counts::decode(&value, now_ms))
         .unwrap_or_default();
-    standings(&counts, limits, now_ms)
+    standings(&counts.plus(&others.peers), &others.split(limits), now_ms)
 }
 
 /// The first limit the request would break, and when it would fit.
@@ -335,6 +345,7 @@ pub fn settle(
     charge: &Charge,
     tokens: u64,
     now_ms: u64,
+    others: &Others,
 ) -> Option<Spent> {
     if tokens == charge.tokens {
         return None;
@@ -354,62 +365,17 @@ pub fn settle(
         } else {
             counts.day_tokens += short;
         }
-        spent = Some(counts.spent());
+        spent = Some(counts.plus(&others.peers).spent());
         Some(counts.encode())
     });
     spent
 }
 
-/// The answer's headers for these standings, in OpenAI's format.
-pub fn headers(s: &Standings) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let named = [
-        (
-            s.requests,
-            [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ],
-        ),
-        (
-            s.tokens,
-            [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ],
-        ),
-    ];
-    for (standing, [limit, remaining, reset]) in named {
-        if let Some(st) = standing {
-            out.push((limit, st.limit.to_string()));
-            out.push((remaining, st.remaining.to_string()));
-            out.push((reset, duration(st.reset_ms)));
-        }
-    }
-    out
-}
+mod headers;
+mod replicas;
 
-/// A duration as OpenAI writes its resets: `20ms`, `1s`, `12.5s`, `6m0s`,
-/// `1h2m3s`.
-pub fn duration(ms: u64) -> String {
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms % 60_000);
-    let secs = if s % 1000 == 0 {
-        format!("{}s", s / 1000)
-    } else {
-        let text = format!("{}.{:03}", s / 1000, s % 1000);
-        format!("{}s", text.trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
-    }
-}
+pub use headers::{duration, headers};
+pub use replicas::Others;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 
 use plano_core::api::{Api, ErrorShape};
 use plano_core::body::RequestBody;
-use plano_core::limits::{self, Charge, Exceeded, Standings, Verdict};
+use plano_core::limits::{self, Charge, Exceeded, Others, Standings, Verdict};
 use plano_core::plan::KeyLimits;
 use plano_core::priority;
 use plano_core::reach::Reach;
@@ -56,7 +56,9 @@ impl Worker {
         };
         let estimate = limits::estimate(raw_len, output);
         let slot = limits::slot(name);
-        match limits::charge(&EnvoyStore, &slot, key_limits, estimate, now_ms()) {
+        let now = now_ms();
+        let others = others(&slot, now);
+        match limits::charge(&EnvoyStore, &slot, key_limits, estimate, now, &others) {
             Verdict::Allowed(charge, standings) => {
                 self.stats.spent(client, &standings.spent);
                 Ok(Some(charge))
@@ -116,7 +118,10 @@ impl Worker {
         );
         let standings = self
             .limits_of(client)
-            .map(|(name, l)| limits::standing(&EnvoyStore, &limits::slot(name), l, now))
+            .map(|(name, l)| {
+                let slot = limits::slot(name);
+                limits::standing(&EnvoyStore, &slot, l, now, &others(&slot, now))
+            })
             .unwrap_or_default();
         Err(reply_limited(
             api,
@@ -137,9 +142,9 @@ impl Worker {
         };
         ex.charge = None;
         let tokens = usage.input_tokens + usage.output_tokens;
-        if let Some(spent) =
-            limits::settle(&EnvoyStore, &limits::slot(name), &charge, tokens, now_ms())
-        {
+        let (slot, now) = (limits::slot(name), now_ms());
+        let others = others(&slot, now);
+        if let Some(spent) = limits::settle(&EnvoyStore, &slot, &charge, tokens, now, &others) {
             self.stats.spent(ex.client, &spent);
         }
     }
@@ -151,12 +156,17 @@ impl Worker {
         let Some((name, key_limits)) = self.limits_of(client) else {
             return;
         };
-        let now = now_ms();
-        let standings = limits::standing(&EnvoyStore, &limits::slot(name), key_limits, now);
+        let (slot, now) = (limits::slot(name), now_ms());
+        let standings = limits::standing(&EnvoyStore, &slot, key_limits, now, &others(&slot, now));
         for (header, value) in limits::headers(&standings) {
             set_response_header(header, Some(&value));
         }
     }
+}
+
+/// What the other replicas spend of the key whose slot is `slot`.
+pub fn others(_slot: &str, _now: u64) -> Others {
+    Others::default()
 }
 
 /// The `type` in the 429's error: which kind of limit, as OpenAI says it.

@@ -68,7 +68,9 @@ impl HttpContext for StatusStream {
             .iter()
             .filter_map(|k| {
                 let l = k.limits.as_ref()?;
-                let spent = limits::standing(&EnvoyStore, &limits::slot(&k.name), l, now).spent;
+                let slot = limits::slot(&k.name);
+                let others = crate::limits::others(&slot, now);
+                let spent = limits::standing(&EnvoyStore, &slot, l, now, &others).spent;
                 Some(serde_json::json!({
                     "name": k.name,
                     "minute_requests": spent.minute_requests,

@@ -27,7 +27,7 @@ fn sixty_a_minute_lets_sixty_of_a_hundred_through_and_says_when_to_come_back() {
     let mut refused = Vec::new();
     let mut served = 0;
     for i in 0..100 {
-        match charge(&store, "k", &l, 10, T0 + i * 100) {
+        match charge(&store, "k", &l, 10, T0 + i * 100, &Others::default()) {
             Verdict::Allowed(_, s) => {
                 served += 1;
                 assert_eq!(s.requests.map(|r| r.remaining), Some(60 - served));
@@ -48,8 +48,8 @@ fn sixty_a_minute_lets_sixty_of_a_hundred_through_and_says_when_to_come_back() {
     // The first second's ten requests leave the window 61 s after it began.
     let (i, wait) = refused[0];
     assert_eq!(T0 + i * 100 + wait, T0 + 61_000);
-    assert!(allowed(charge(&store, "k", &l, 10, T0 + 60_999)).is_none());
-    assert!(allowed(charge(&store, "k", &l, 10, T0 + 61_000)).is_some());
+    assert!(allowed(charge(&store, "k", &l, 10, T0 + 60_999, &Others::default())).is_none());
+    assert!(allowed(charge(&store, "k", &l, 10, T0 + 61_000, &Others::default())).is_some());
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn no_sixty_seconds_hold_more_than_the_limit() {
     let mut times = Vec::new();
     for i in 0..3000 {
         let now = T0 + i * 97;
-        if allowed(charge(&store, "k", &l, 1, now)).is_some() {
+        if allowed(charge(&store, "k", &l, 1, now, &Others::default())).is_some() {
             times.push(now);
         }
     }
@@ -76,17 +76,27 @@ fn tokens_are_charged_an_estimate_and_settled_to_the_usage() {
     let store = MemoryStore::default();
     let l = limits(None, Some(1000), None);
     let charges: Vec<Charge> = (0..3)
-        .filter_map(|i| allowed(charge(&store, "k", &l, 300, T0 + i)))
+        .filter_map(|i| allowed(charge(&store, "k", &l, 300, T0 + i, &Others::default())))
         .collect();
     assert_eq!(charges.len(), 3);
     // 900 estimated: a fourth estimate of 300 would overshoot.
-    assert!(allowed(charge(&store, "k", &l, 300, T0 + 5)).is_none());
+    assert!(allowed(charge(&store, "k", &l, 300, T0 + 5, &Others::default())).is_none());
     for c in &charges {
-        settle(&store, "k", c, 100, T0 + 10);
+        settle(&store, "k", c, 100, T0 + 10, &Others::default());
     }
     // 300 spent: seven more estimates of 100 fit, the eighth not.
     let more = (0..8)
-        .filter(|i| allowed(charge(&store, "k", &l, 100, T0 + 20 + i)).is_some())
+        .filter(|i| {
+            allowed(charge(
+                &store,
+                "k",
+                &l,
+                100,
+                T0 + 20 + i,
+                &Others::default(),
+            ))
+            .is_some()
+        })
         .count();
     assert_eq!(more, 7);
 }
@@ -95,13 +105,13 @@ fn tokens_are_charged_an_estimate_and_settled_to_the_usage() {
 fn an_answer_past_its_estimate_counts_what_it_took() {
     let store = MemoryStore::default();
     let l = limits(None, Some(1000), None);
-    let c = allowed(charge(&store, "k", &l, 100, T0)).expect("allowed");
-    settle(&store, "k", &c, 900, T0 + 500);
+    let c = allowed(charge(&store, "k", &l, 100, T0, &Others::default())).expect("allowed");
+    settle(&store, "k", &c, 900, T0 + 500, &Others::default());
     let Verdict::Refused {
         exceeded,
         standings,
         ..
-    } = charge(&store, "k", &l, 200, T0 + 600)
+    } = charge(&store, "k", &l, 200, T0 + 600, &Others::default())
     else {
         panic!("900 spent, 200 more do not fit 1000");
     };
@@ -113,8 +123,8 @@ fn an_answer_past_its_estimate_counts_what_it_took() {
 fn a_stream_longer_than_the_window_counts_its_shortfall_when_it_ends() {
     let store = MemoryStore::default();
     let l = limits(None, Some(1000), Some(10_000));
-    let c = allowed(charge(&store, "k", &l, 100, T0)).expect("allowed");
-    settle(&store, "k", &c, 700, T0 + 90_000);
+    let c = allowed(charge(&store, "k", &l, 100, T0, &Others::default())).expect("allowed");
+    settle(&store, "k", &c, 700, T0 + 90_000, &Others::default());
     let (value, _) = store.get("k").expect("slot");
     let counts = Counts::decode(&value, T0 + 90_000);
     assert_eq!(counts.tokens(), 600);
@@ -125,37 +135,38 @@ fn a_stream_longer_than_the_window_counts_its_shortfall_when_it_ends() {
 fn an_estimate_past_the_whole_limit_fits_only_an_empty_window() {
     let store = MemoryStore::default();
     let l = limits(None, Some(1000), None);
-    let c = allowed(charge(&store, "k", &l, 5000, T0)).expect("an empty window");
+    let c =
+        allowed(charge(&store, "k", &l, 5000, T0, &Others::default())).expect("an empty window");
     assert_eq!(c.tokens, 1000);
-    assert!(allowed(charge(&store, "k", &l, 1, T0 + 1)).is_none());
+    assert!(allowed(charge(&store, "k", &l, 1, T0 + 1, &Others::default())).is_none());
 }
 
 #[test]
 fn the_day_cap_refuses_until_midnight_utc() {
     let store = MemoryStore::default();
     let l = limits(None, None, Some(500));
-    assert!(allowed(charge(&store, "k", &l, 400, T0)).is_some());
+    assert!(allowed(charge(&store, "k", &l, 400, T0, &Others::default())).is_some());
     let Verdict::Refused {
         exceeded,
         retry_after_ms,
         ..
-    } = charge(&store, "k", &l, 200, T0 + 120_000)
+    } = charge(&store, "k", &l, 200, T0 + 120_000, &Others::default())
     else {
         panic!("600 > 500");
     };
     assert_eq!(exceeded, Exceeded::TokensPerDay);
     let midnight = (T0 / DAY_MS + 1) * DAY_MS;
     assert_eq!(T0 + 120_000 + retry_after_ms, midnight);
-    assert!(allowed(charge(&store, "k", &l, 200, midnight)).is_some());
+    assert!(allowed(charge(&store, "k", &l, 200, midnight, &Others::default())).is_some());
 }
 
 #[test]
 fn refused_requests_are_not_charged() {
     let store = MemoryStore::default();
     let l = limits(Some(1), Some(100), None);
-    assert!(allowed(charge(&store, "k", &l, 10, T0)).is_some());
+    assert!(allowed(charge(&store, "k", &l, 10, T0, &Others::default())).is_some());
     for i in 1..50 {
-        assert!(allowed(charge(&store, "k", &l, 10, T0 + i)).is_none());
+        assert!(allowed(charge(&store, "k", &l, 10, T0 + i, &Others::default())).is_none());
     }
     let (value, _) = store.get("k").expect("slot");
     let counts = Counts::decode(&value, T0 + 50);
@@ -166,14 +177,22 @@ fn refused_requests_are_not_charged() {
 fn a_garbled_slot_counts_as_empty() {
     let store = MemoryStore::default();
     assert!(store.set("k", b"x;1:2:q,zz", 0));
-    assert!(allowed(charge(&store, "k", &limits(Some(1), None, None), 1, T0)).is_some());
+    assert!(allowed(charge(
+        &store,
+        "k",
+        &limits(Some(1), None, None),
+        1,
+        T0,
+        &Others::default()
+    ))
+    .is_some());
 }
 
 #[test]
 fn headers_are_openais_and_their_resets_parse_back() {
     let store = MemoryStore::default();
     let l = limits(Some(10), Some(1000), None);
-    let Verdict::Allowed(_, s) = charge(&store, "k", &l, 250, T0 + 500) else {
+    let Verdict::Allowed(_, s) = charge(&store, "k", &l, 250, T0 + 500, &Others::default()) else {
         panic!("allowed");
     };
     let h = headers(&s);
