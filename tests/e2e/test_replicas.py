@@ -438,4 +438,4 @@ def test_status_reports_etcd_up_and_down(world, gateway):
     deadline = time.time() + 10
     while "etcd down" not in planoai("status").stdout and time.time() < deadline:
         time.sleep(0.1)
-    assert "shared:  etcd down: blocks are local only" in planoai("status").stdout
+    assert "shared:  etcd down: blocks and budgets are local only" in planoai("status").stdout

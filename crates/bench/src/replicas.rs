@@ -1,7 +1,9 @@
 //! The success path with `shared_state` on against off (issue 28), in one
 //! run: a real etcd on loopback, one gateway brought up each way in
 //! interleaved rounds whose order alternates. On the success path nothing
-//! touches etcd, so the two rows should agree within the noise.
+//! touches etcd, so the two rows should agree within the noise. The model
+//! has a retry budget both ways, so with `shared_state` on its counts are
+//! published (once a second, off the request path) while the load runs.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,10 +12,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::{
-    body_of, load, provider, rss_mb, wait_listening, Gateway, Row, FAILOVER, GATEWAY_PORT,
+    body_of, load, provider, rss_mb, wait_listening, Gateway, Row, GATEWAY_PORT,
 };
 
 const ETCD_PORT: u16 = 22479;
+/// The bench's failover policy with a retry budget.
+const BUDGETED: &str = "    default: true\n    retry_policy: {default_strategy: different_provider, default_max_attempts: 1, retry_budget: {ratio: 0.2}}\n";
 const ETCD_PEER_PORT: u16 = 22480;
 
 /// etcd for the bench, killed when dropped.
@@ -65,7 +69,8 @@ pub async fn rows(
     round: Duration,
 ) -> Result<Vec<Row>> {
     let _etcd = Etcd::start(home)?;
-    let providers = provider("openai/gpt-4o", ok, FAILOVER) + &provider("anthropic/c", ok2, "");
+    let providers =
+        provider("openai/gpt-4o", ok, BUDGETED) + &provider("anthropic/c", ok2, "");
     let shared = format!("shared_state:\n  etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]\n");
     let variants = [
         (

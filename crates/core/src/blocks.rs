@@ -223,7 +223,8 @@ fn release_probe(store: &dyn SharedStore, key: &BlockKey) {
 }
 
 /// Records a latency event at `now_ms` in the window kept at `key`, and
-/// says whether the window now holds at least `min_triggers` events. Events
+/// says whether the window now holds at least `min_triggers` events, this
+/// replica's and those its peers published (`replicas::counts`). Events
 /// older than `window_ms` are dropped on every write, so the slot stays small.
 pub fn record_latency_event(
     store: &dyn SharedStore,
@@ -232,8 +233,14 @@ pub fn record_latency_event(
     window_ms: Option<u64>,
     min_triggers: u32,
 ) -> bool {
-    let mut count = 0usize;
-    update(store, &key.latency_slot(), |current| {
+    let slot = key.latency_slot();
+    let peers: usize = crate::replicas::counts::View::read(store, &slot)
+        .peers
+        .iter()
+        .map(|v| latency_events(v.as_bytes(), now_ms, window_ms).len())
+        .sum();
+    let mut count = peers;
+    update(store, &slot, |current| {
         let mut events = latency_events(current, now_ms, window_ms);
         events.push(now_ms);
         // Only the newest `min_triggers` events can ever matter.
@@ -241,7 +248,7 @@ pub fn record_latency_event(
         if events.len() > keep {
             events.drain(..events.len() - keep);
         }
-        count = events.len();
+        count = peers + events.len();
         Some(encode_events(&events))
     });
     count >= min_triggers.max(1) as usize
@@ -381,6 +388,23 @@ mod tests {
         assert!(!record_latency_event(&store, &key, 20_000, Some(10_000), 2));
         assert!(record_latency_event(&store, &key, 25_000, Some(10_000), 2));
         assert!(record_latency_event(&store, &key, 1, None, 1));
+    }
+
+    #[test]
+    fn latency_events_at_peers_count_towards_min_triggers() {
+        use crate::replicas::counts::{Publication, Published};
+        let (here, there) = (MemoryStore::default(), MemoryStore::default());
+        let key = model("m/a");
+        let slots = [key.latency_slot()];
+        // Two events at the other replica, published and learned here.
+        record_latency_event(&there, &key, 1_000, Some(10_000), 3);
+        record_latency_event(&there, &key, 2_000, Some(10_000), 3);
+        let mut peers = Published::default();
+        peers.peer("there", Some(Publication::read(&there, &slots)));
+        peers.store(&here, &slots);
+        assert!(record_latency_event(&here, &key, 3_000, Some(10_000), 3));
+        // Once the peer's events have left the window, two here are two.
+        assert!(!record_latency_event(&here, &key, 13_000, Some(10_000), 3));
     }
 
     #[test]

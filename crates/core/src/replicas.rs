@@ -2,6 +2,10 @@
 //! replica writes there, how what it reads merges into its own store, the
 //! bounded queue of writes made while etcd is away, and the one-probe claim.
 //! The filter only moves these bytes to and from etcd; every choice is here.
+//! The counts replicas share (retry budgets, latency events) are in
+//! [`counts`].
+
+pub mod counts;
 
 use std::collections::VecDeque;
 
@@ -21,6 +25,10 @@ pub struct SharedStatePlan {
     /// the longest `timeout_ms` of the config.
     pub probe_lease_ms: u64,
     pub max_queued_writes: usize,
+    /// The local slots this replica publishes for its peers to count
+    /// ([`counts`]): budgets' requests, latency events.
+    #[serde(default)]
+    pub published_slots: Vec<String>,
 }
 
 /// The shared queue workers hand block writes to (same `vm_id`).
@@ -53,6 +61,12 @@ impl SharedBlock {
             written_ms: written.parse().ok()?,
         })
     }
+}
+
+/// What the holder loads and watches under the prefix: blocks and
+/// [`counts`], not the probe claims (their races concern only the racers).
+pub fn watched_prefix(prefix: &str) -> String {
+    format!("{prefix}plano.")
 }
 
 /// The etcd key of a local block slot.
@@ -307,6 +321,10 @@ mod tests {
         assert_eq!(slot_of("/plano/", &block_key("/plano/", SLOT)), Some(SLOT));
         assert_eq!(slot_of("/plano/", &probe_key("/plano/", SLOT)), None);
         assert_eq!(slot_of("/other/", &block_key("/plano/", SLOT)), None);
+        let watched = watched_prefix("/plano/");
+        assert!(block_key("/plano/", SLOT).starts_with(&watched));
+        assert!(counts::counts_key("/plano/", "r1").starts_with(&watched));
+        assert!(!probe_key("/plano/", SLOT).starts_with(&watched));
         // The probe claim compares ends byte-wise: fixed width keeps order.
         assert!(probe_value(999) < probe_value(1_000));
     }

@@ -117,13 +117,14 @@ fn shared_state_line(stats: &str) -> Option<String> {
     };
     let up = stat("up")?;
     Some(format!(
-        "etcd {} (sync lag {} ms, {} blocks learned, {} writes, {} writes dropped, {} resyncs)",
+        "etcd {} (sync lag {} ms, {} peers counted, {} blocks learned, {} writes, {} writes dropped, {} resyncs)",
         if up == 1 {
             "up"
         } else {
-            "down: blocks are local only"
+            "down: blocks and budgets are local only"
         },
         stat("sync_lag_ms").unwrap_or(0),
+        stat("peers").unwrap_or(0),
         stat("blocks_learned").unwrap_or(0),
         stat("writes").unwrap_or(0),
         stat("writes_dropped").unwrap_or(0),

@@ -3,7 +3,8 @@
 
 use super::endpoint::parse_base_url;
 use super::Checker;
-use crate::config::SharedStateConfig;
+use crate::blocks::BlockKey;
+use crate::config::{BlockApplyTo, SharedStateConfig};
 use crate::plan::Target;
 use crate::replicas::SharedStatePlan;
 
@@ -76,8 +77,38 @@ pub(super) fn resolve_shared_state(
             prefix,
             probe_lease_ms: targets.iter().map(|t| t.timeout_ms).max().unwrap_or(0),
             max_queued_writes,
+            published_slots: published_slots(targets),
         },
     }
+}
+
+/// The local slots whose counts the replicas add up: the retry budget of
+/// every model, when a policy has a budget, and the latency events of every
+/// target at each scope a global `min_triggers` above 1 counts them at (one
+/// event is a block, shared as blocks are). A few more than a request may
+/// reach: a slot no request writes is never published.
+fn published_slots(targets: &[Target]) -> Vec<String> {
+    let policies = || targets.iter().filter_map(|t| t.retry_policy.as_ref());
+    let mut slots = Vec::new();
+    if policies().any(|p| p.retry_budget.is_some()) {
+        slots.extend(
+            targets
+                .iter()
+                .map(|t| BlockKey::Model(t.model.clone()).budget_slot()),
+        );
+    }
+    for hl in policies().filter_map(|p| p.high_latency.as_ref()) {
+        if hl.apply_to == BlockApplyTo::Global && hl.min_triggers > 1 {
+            slots.extend(
+                targets
+                    .iter()
+                    .map(|t| BlockKey::for_target(t, hl.scope).latency_slot()),
+            );
+        }
+    }
+    slots.sort();
+    slots.dedup();
+    slots
 }
 
 #[cfg(test)]
@@ -126,5 +157,45 @@ mod tests {
             ]
         );
         assert_eq!(check(&[], None).1, ["shared_state.etcd_endpoints"]);
+    }
+
+    #[test]
+    fn budgets_and_latency_events_counted_across_replicas_are_published() {
+        let resolved = |policy: serde_json::Value| {
+            let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
+                "version": "v0.3.0",
+                "listeners": [{"type": "model", "name": "l", "port": 12000}],
+                "model_providers": [
+                    {"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "retry_policy": policy},
+                    {"model": "anthropic/claude", "base_url": "http://127.0.0.1:9"},
+                ],
+                "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
+            }))
+            .unwrap();
+            let (r, issues) = crate::resolve::resolve(&config, &|_| None);
+            assert!(issues.is_empty(), "{issues:?}");
+            r.unwrap().shared_state.unwrap().plan.published_slots
+        };
+        assert_eq!(
+            resolved(serde_json::json!({"retry_budget": {"ratio": 0.2}})),
+            [
+                "plano.budget.model.anthropic/claude",
+                "plano.budget.model.openai/gpt-4o"
+            ]
+        );
+        let latency = |min_triggers: u32| {
+            serde_json::json!({"on_high_latency": {
+                "threshold_ms": 100, "min_triggers": min_triggers,
+                "trigger_window_seconds": 60, "scope": "provider"}})
+        };
+        assert_eq!(
+            resolved(latency(3)),
+            [
+                "plano.latency.provider.anthropic",
+                "plano.latency.provider.openai"
+            ]
+        );
+        // One event is a block, and blocks are shared as they are.
+        assert!(resolved(latency(1)).is_empty());
     }
 }

@@ -6,6 +6,7 @@
 
 pub const KV_SERVICE: &str = "etcdserverpb.KV";
 pub const WATCH_SERVICE: &str = "etcdserverpb.Watch";
+pub const LEASE_SERVICE: &str = "etcdserverpb.Lease";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ResponseHeader {
@@ -43,6 +44,23 @@ pub struct PutRequest {
     pub key: Vec<u8>,
     #[prost(bytes = "vec", tag = "2")]
     pub value: Vec<u8>,
+    /// The lease the key goes with (0: none).
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantRequest {
+    #[prost(int64, tag = "1")]
+    pub ttl: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantResponse {
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    #[prost(string, tag = "4")]
+    pub error: String,
 }
 
 /// One compare of a transaction; only the two the probe claim uses.
@@ -132,6 +150,9 @@ pub struct WatchRequest {
     #[prost(oneof = "WatchUnion", tags = "1")]
     pub request_union: Option<WatchUnion>,
 }
+
+pub const EVENT_PUT: i32 = 0;
+pub const EVENT_DELETE: i32 = 1;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Event {

@@ -1,13 +1,17 @@
 //! The holder's link to etcd: load the prefix, watch it, write queued
-//! blocks, claim probes; on any failure, fall back to local state and try
-//! again after a backoff. Bytes in and out only: what they mean is
-//! `plano_core::replicas`.
+//! blocks, claim probes, publish this replica's counts (`counts.rs`); on any
+//! failure, fall back to local state and try again after a backoff. Bytes
+//! in and out only: what they mean is `plano_core::replicas`.
+
+mod counts;
+mod probe;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use log::{info, warn};
-use plano_core::replicas::{self, Outbox, SharedBlock, SharedStatePlan, BLOCK_SLOT};
+use plano_core::replicas::counts::{Publication, Published, Publisher};
+use plano_core::replicas::{self, Outbox, SharedBlock, SharedStatePlan};
 use prost::Message;
 use proxy_wasm::hostcalls;
 
@@ -35,6 +39,8 @@ enum Call {
     Put(String, SharedBlock),
     Probe(String, u64),
     Heartbeat,
+    LeaseGrant,
+    Publish,
 }
 
 pub struct Link {
@@ -48,6 +54,10 @@ pub struct Link {
     /// Failures since the link was last up, for the reconnect backoff.
     failures: u32,
     was_up: bool,
+    /// This replica's name among its peers, for its counts' key.
+    replica: String,
+    publisher: Publisher,
+    published: Published,
 }
 
 impl Link {
@@ -63,17 +73,24 @@ impl Link {
             heartbeat_at_ms: 0,
             failures: 0,
             was_up: false,
+            replica: counts::replica_id(),
+            publisher: Publisher::default(),
+            published: Published::default(),
         }
     }
 
-    fn blocks_prefix(&self) -> Vec<u8> {
-        replicas::block_key(&self.plan.prefix, BLOCK_SLOT).into_bytes()
+    fn watched_prefix(&self) -> Vec<u8> {
+        replicas::watched_prefix(&self.plan.prefix).into_bytes()
     }
 
     fn call(&mut self, method: &str, message: &[u8], call: Call) -> bool {
+        let service = match call {
+            Call::LeaseGrant => etcd::LEASE_SERVICE,
+            _ => etcd::KV_SERVICE,
+        };
         match hostcalls::dispatch_grpc_call(
             &self.plan.cluster,
-            etcd::KV_SERVICE,
+            service,
             method,
             vec![],
             Some(message),
@@ -90,9 +107,10 @@ impl Link {
         }
     }
 
-    /// Loads every block under the prefix; the watch starts after it.
+    /// Loads every block and replica's counts under the prefix; the watch
+    /// starts after it.
     pub fn connect(&mut self, now_ms: u64) {
-        let key = self.blocks_prefix();
+        let key = self.watched_prefix();
         let range = etcd::RangeRequest {
             range_end: prefix_end(&key),
             key,
@@ -111,6 +129,11 @@ impl Link {
         if matches!(self.phase, Phase::Up { .. }) {
             warn!("plano shared state: etcd unreachable; each worker goes on with local blocks");
         }
+        // Peers' counts go stale from here: count alone until etcd is back.
+        self.publisher.reset();
+        self.published.clear();
+        self.published.store(&RawStore, &self.plan.published_slots);
+        Stats::set(self.stats.peers, 0);
         let failures = self.failures;
         self.failures = self.failures.saturating_add(1);
         self.phase = Phase::Down {
@@ -136,10 +159,11 @@ impl Link {
                         range_end: Vec::new(),
                     };
                     if !self.call("Range", &probe.encode_to_vec(), Call::Heartbeat) {
-                        self.fail(now_ms);
+                        return self.fail(now_ms);
                     }
                 }
                 self.flush(now_ms);
+                self.publish_counts(now_ms);
             }
             _ => {}
         }
@@ -161,6 +185,7 @@ impl Link {
             let put = etcd::PutRequest {
                 key: replicas::block_key(&self.plan.prefix, &slot).into_bytes(),
                 value: block.encode(),
+                lease: 0,
             };
             if !self.call("Put", &put.encode_to_vec(), Call::Put(slot.clone(), block)) {
                 self.outbox.push(&slot, block);
@@ -213,7 +238,9 @@ impl Link {
                     Stats::add(self.stats.probes_yielded, 1);
                 }
             }
-            Call::Range => self.fail(now),
+            Call::LeaseGrant => self.lease_granted(status, body, now),
+            Call::Publish if status == 0 => Stats::add(self.stats.publications, 1),
+            Call::Range | Call::Publish => self.fail(now),
             Call::Heartbeat if status != 0 => self.fail(now),
             Call::Probe(..) | Call::Heartbeat => {}
         }
@@ -232,7 +259,7 @@ impl Link {
                 return self.fail(now_ms);
             }
         };
-        let key = self.blocks_prefix();
+        let key = self.watched_prefix();
         let create = etcd::WatchRequest {
             request_union: Some(etcd::WatchUnion::Create(etcd::WatchCreateRequest {
                 range_end: prefix_end(&key),
@@ -283,8 +310,10 @@ impl Link {
             self.flush(now);
         }
         for event in watch.events {
-            if let (0, Some(kv)) = (event.r#type, event.kv) {
-                self.learn(&kv.key, &kv.value, now, true);
+            match (event.r#type, event.kv) {
+                (etcd::EVENT_PUT, Some(kv)) => self.learn(&kv.key, &kv.value, now, true),
+                (etcd::EVENT_DELETE, Some(kv)) => self.forget(&kv.key),
+                _ => {}
             }
         }
     }
@@ -298,13 +327,16 @@ impl Link {
     }
 
     /// A block read from etcd: merged into the local store (the later end
-    /// kept), and its probe raced for while it is on.
+    /// kept), and its probe raced for while it is on. Or a peer's counts.
     fn learn(&mut self, key: &[u8], value: &[u8], now_ms: u64, watched: bool) {
-        let Some(slot) = std::str::from_utf8(key)
-            .ok()
-            .and_then(|k| replicas::slot_of(&self.plan.prefix, k))
-            .map(str::to_string)
-        else {
+        let Ok(key) = std::str::from_utf8(key) else {
+            return;
+        };
+        if let Some(replica) = replicas::counts::replica_of(&self.plan.prefix, key) {
+            let replica = replica.to_string();
+            return self.learn_counts(&replica, Publication::decode(value));
+        }
+        let Some(slot) = replicas::slot_of(&self.plan.prefix, key).map(str::to_string) else {
             return;
         };
         let Some(block) = SharedBlock::decode(value) else {
@@ -323,48 +355,5 @@ impl Link {
             Stats::add(self.stats.learned, 1);
         }
         self.claim_probe(&slot, block.until_ms);
-    }
-
-    /// Races the other replicas for the probe at the block's end: create the
-    /// claim if absent, or raise it if it names an older block. Exactly one
-    /// replica's transaction succeeds per end.
-    fn claim_probe(&mut self, slot: &str, until_ms: u64) {
-        let key = replicas::probe_key(&self.plan.prefix, slot).into_bytes();
-        let value = replicas::probe_value(until_ms);
-        let put = || etcd::RequestOp {
-            request: Some(etcd::Request::Put(etcd::PutRequest {
-                key: key.clone(),
-                value: value.clone(),
-            })),
-        };
-        let raise = etcd::TxnRequest {
-            compare: vec![etcd::Compare {
-                result: etcd::COMPARE_LESS,
-                target: etcd::TARGET_VALUE,
-                key: key.clone(),
-                value: Some(value.clone()),
-                ..Default::default()
-            }],
-            success: vec![put()],
-            failure: vec![],
-        };
-        let txn = etcd::TxnRequest {
-            compare: vec![etcd::Compare {
-                result: etcd::COMPARE_EQUAL,
-                target: etcd::TARGET_CREATE,
-                key: key.clone(),
-                create_revision: Some(0),
-                ..Default::default()
-            }],
-            success: vec![put()],
-            failure: vec![etcd::RequestOp {
-                request: Some(etcd::Request::Txn(raise)),
-            }],
-        };
-        self.call(
-            "Txn",
-            &txn.encode_to_vec(),
-            Call::Probe(slot.to_string(), until_ms),
-        );
     }
 }

@@ -3,8 +3,9 @@
 //! and queue. It loads the prefix (a Range), then watches it, merging every
 //! block into the local store; it writes the blocks the workers hand it
 //! through the shared queue, and races the other replicas for each block's
-//! one probe. No request ever waits on it: workers read and write their
-//! shared data as without it.
+//! one probe. It publishes this replica's counts (retry budgets, latency
+//! events) and keeps its peers' beside them. No request ever waits on it:
+//! workers read and write their shared data as without it.
 
 mod etcd;
 mod link;
@@ -34,6 +35,8 @@ pub struct Stats {
     dropped: u32,
     resyncs: u32,
     probes_yielded: u32,
+    peers: u32,
+    publications: u32,
 }
 
 impl Stats {
@@ -48,6 +51,8 @@ impl Stats {
             dropped: counter("plano.shared_state.writes_dropped")?,
             resyncs: counter("plano.shared_state.resyncs")?,
             probes_yielded: counter("plano.shared_state.probes_yielded")?,
+            peers: gauge("plano.shared_state.peers")?,
+            publications: counter("plano.shared_state.counts_published")?,
         })
     }
 
