@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::{
-    body_of, load, provider, rss_mb, wait_listening, Gateway, Row, GATEWAY_PORT,
-};
+use crate::{body_of, load, provider, rss_mb, wait_listening, Gateway, Row, GATEWAY_PORT};
 
 const ETCD_PORT: u16 = 22479;
 /// The bench's failover policy with a retry budget.
@@ -69,8 +67,7 @@ pub async fn rows(
     round: Duration,
 ) -> Result<Vec<Row>> {
     let _etcd = Etcd::start(home)?;
-    let providers =
-        provider("openai/gpt-4o", ok, BUDGETED) + &provider("anthropic/c", ok2, "");
+    let providers = provider("openai/gpt-4o", ok, BUDGETED) + &provider("anthropic/c", ok2, "");
     let shared = format!("shared_state:\n  etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]\n");
     let variants = [
         (

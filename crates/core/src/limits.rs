@@ -372,7 +372,7 @@ pub fn settle(
 }
 
 mod headers;
-mod replicas;
+pub mod replicas;
 
 pub use headers::{duration, headers};
 pub use replicas::Others;

@@ -10,6 +10,7 @@ use plano_core::limits::{self, Charge, Exceeded, Others, Standings, Verdict};
 use plano_core::plan::KeyLimits;
 use plano_core::priority;
 use plano_core::reach::Reach;
+use plano_core::replicas::counts::View;
 use plano_core::usage::Usage;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Action;
@@ -164,9 +165,11 @@ impl Worker {
     }
 }
 
-/// What the other replicas spend of the key whose slot is `slot`.
-pub fn others(_slot: &str, _now: u64) -> Others {
-    Others::default()
+/// What the other replicas spend of the key whose slot is `slot`, as the
+/// etcd holder last wrote (`plano_core::limits::replicas`).
+pub fn others(slot: &str, now: u64) -> Others {
+    let seen = limits::replicas::seen(&EnvoyStore);
+    Others::known(seen, || View::read(&EnvoyStore, slot).peers, now)
 }
 
 /// The `type` in the 429's error: which kind of limit, as OpenAI says it.

@@ -8,7 +8,24 @@
 //! share of each limit, the limit over the replicas last seen alive.
 
 use super::{Bucket, Counts};
+use crate::blocks::SharedStore;
 use crate::plan::KeyLimits;
+
+/// Where the etcd holder says how many replicas it last saw alive (itself
+/// included) and whether etcd is up: `live,1` or `live,0`. Kept when etcd
+/// goes away: that count is what the limits are split by meanwhile.
+pub const SEEN_SLOT: &str = "plano.replicas.seen";
+
+pub fn seen_value(live: u64, up: bool) -> Vec<u8> {
+    format!("{live},{}", u8::from(up)).into_bytes()
+}
+
+/// The replicas last seen alive and whether etcd is up, as the holder wrote.
+pub fn seen(store: &dyn SharedStore) -> Option<(u64, bool)> {
+    let (value, _) = store.get(SEEN_SLOT)?;
+    let (live, up) = std::str::from_utf8(&value).ok()?.split_once(',')?;
+    Some((live.parse().ok()?, up == "1"))
+}
 
 /// What the other replicas spend of one key, as this replica knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +47,20 @@ impl Default for Others {
 }
 
 impl Others {
+    /// What this replica knows of the others: their published counts while
+    /// etcd is up (`views`: the peers' values of the key's slot), its share
+    /// while etcd is away after others were seen.
+    pub fn known<V: AsRef<[u8]>>(
+        seen: Option<(u64, bool)>,
+        views: impl FnOnce() -> Vec<V>,
+        now_ms: u64,
+    ) -> Others {
+        match seen {
+            Some((live, false)) if live > 1 => Others::alone(live),
+            _ => Others::shared(&views(), now_ms),
+        }
+    }
+
     /// The peers' published values of the key's slot.
     pub fn shared<V: AsRef<[u8]>>(peers: &[V], now_ms: u64) -> Others {
         let peers = peers.iter().fold(Counts::default(), |all, value| {
@@ -125,6 +156,21 @@ mod tests {
             Others::alone(100).split(&rpm(60)).requests_per_minute,
             Some(1)
         );
+    }
+
+    #[test]
+    fn etcd_away_splits_by_the_replicas_last_seen_and_alone_is_whole() {
+        let store = MemoryStore::default();
+        let views = || vec![b"".to_vec()];
+        assert_eq!(seen(&store), None);
+        assert_eq!(Others::known(seen(&store), views, T0).split, 1);
+        store.set(SEEN_SLOT, &seen_value(3, true), 0);
+        assert_eq!(Others::known(seen(&store), views, T0).split, 1);
+        store.set(SEEN_SLOT, &seen_value(3, false), 0);
+        assert_eq!(seen(&store), Some((3, false)));
+        assert_eq!(Others::known(seen(&store), views, T0).split, 3);
+        store.set(SEEN_SLOT, &seen_value(1, false), 0);
+        assert_eq!(Others::known(seen(&store), views, T0).split, 1);
     }
 
     #[test]
