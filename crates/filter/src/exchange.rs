@@ -2,7 +2,7 @@
 
 use plano_core::api::Api;
 use plano_core::body::RequestBody;
-use plano_core::limits::Charge;
+use plano_core::limits::{Charge, Standings};
 use plano_core::request::RequestState;
 use plano_core::trace::RequestTrace;
 use plano_core::translate::Answer;
@@ -68,8 +68,10 @@ pub struct Exchange {
     pub trace: Option<RequestTrace>,
     /// Streamed chat: the usage event the gateway asked for comes out here.
     pub usage_strip: Option<UsageStrip>,
-    /// What the client key's limits were charged, until the answer settles it.
+    /// What the client key's limits were charged, until the answer settles
+    /// it, and the key's standing after the charge (its answer's headers).
     pub charge: Option<Charge>,
+    pub standing: Option<Standings>,
 }
 
 impl Exchange {

@@ -38,15 +38,15 @@ impl Worker {
     }
 
     /// Charges the request to its client key's limits: `Ok` with the charge
-    /// to settle (none for a key without limits), or `Err` once the gateway
-    /// has answered with its 429.
+    /// to settle and the key's standing after it (none for a key without
+    /// limits), or `Err` once the gateway has answered with its 429.
     pub fn charge_client(
         &self,
         api: Api,
         client: Option<usize>,
         raw_len: usize,
         body: &RequestBody,
-    ) -> Result<Option<Charge>, Action> {
+    ) -> Result<Option<(Charge, Standings)>, Action> {
         let Some((name, key_limits)) = self.limits_of(client) else {
             return Ok(None);
         };
@@ -62,7 +62,7 @@ impl Worker {
         match limits::charge(&EnvoyStore, &slot, key_limits, estimate, now, &others) {
             Verdict::Allowed(charge, standings) => {
                 self.stats.spent(client, &standings.spent);
-                Ok(Some(charge))
+                Ok(Some((charge, standings)))
             }
             Verdict::Refused {
                 exceeded,
@@ -159,9 +159,15 @@ impl Worker {
         };
         let (slot, now) = (limits::slot(name), now_ms());
         let standings = limits::standing(&EnvoyStore, &slot, key_limits, now, &others(&slot, now));
-        for (header, value) in limits::headers(&standings) {
-            set_response_header(header, Some(&value));
-        }
+        state(&standings);
+    }
+}
+
+/// An answer's limit headers: a request's own are its standing when it was
+/// charged, as OpenAI's are (and read nothing again).
+pub fn state(standings: &Standings) {
+    for (header, value) in limits::headers(standings) {
+        set_response_header(header, Some(&value));
     }
 }
 

@@ -156,8 +156,8 @@ impl Worker {
         if let Err(refused) = self.reserve(api, client, primary, &mut reach) {
             return (refused, None);
         }
-        let charge = match self.charge_client(api, client, raw.len(), &body) {
-            Ok(charge) => charge,
+        let (charge, standing) = match self.charge_client(api, client, raw.len(), &body) {
+            Ok(charged) => charged.unzip(),
             Err(refused) => return (refused, None),
         };
         self.stats.request(primary);
@@ -203,6 +203,7 @@ impl Worker {
             trace,
             usage_strip,
             charge,
+            standing,
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now, buffered)
@@ -331,7 +332,9 @@ impl Worker {
             self.begin_answer(&mut ex);
         }
         // After the answer's quota headers were read: these replace them.
-        self.state_limits(ex.client);
+        if let Some(standing) = &ex.standing {
+            crate::limits::state(standing);
+        }
         self.put(ex);
         action
     }
