@@ -174,6 +174,30 @@ def test_a_burst_cannot_overshoot_the_tokens_a_minute(gateway, providers):
     assert mock.calls == 4
 
 
+def test_a_burst_of_underestimates_overshoots_by_at_most_their_shortfalls(gateway, providers):
+    # Estimates (~20 in, 100 out) under the 200 each answer takes: ten at
+    # once get 8 through (960 estimated), 1600 taken. The stated bound: the
+    # limit plus what the requests in flight fell short, 8 x (200 - 120).
+    mock = providers(used(50, 150, delay=0.5))
+    gateway.up(config(mock.port, batch_extra="                limits: { tokens_per_minute: 1000 }"))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(post(BATCH_KEY, max_tokens=100)))
+               for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    served = [r for r in results if r.status_code == 200]
+    estimate = 1000 - int(min(r.headers["x-ratelimit-remaining-tokens"] for r in served))
+    per_request = estimate // len(served)
+    taken = 200 * len(served)
+    assert taken <= 1000 + len(served) * (200 - per_request), (taken, per_request)
+    assert len(served) == 8 and mock.calls == 8, [r.status_code for r in results]
+    # Settled, the minute holds what was taken: nothing more fits.
+    after = post(BATCH_KEY, max_tokens=100)
+    assert after.status_code == 429 and after.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
 def test_the_anthropic_sdk_gets_an_anthropic_shaped_429(gateway, providers):
     mock = providers(Reply(body={"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
                                  "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
