@@ -72,11 +72,11 @@ impl Worker {
                 self.metrics.add(self.metrics.limited, 1);
                 self.stats.limited(client);
                 let message = refusal_message(name, key_limits, exceeded, retry_after_ms);
-                let wait = limit_wait(exceeded);
+                let kind = limit_type(exceeded);
                 Err(reply_limited(
                     api,
                     &message,
-                    wait,
+                    kind,
                     retry_after_ms,
                     &standings,
                 ))
@@ -179,7 +179,7 @@ pub fn others(slot: &str, now: u64) -> Others {
 }
 
 /// The `type` in the 429's error: which kind of limit, as OpenAI says it.
-fn limit_wait(exceeded: Exceeded) -> &'static str {
+fn limit_type(exceeded: Exceeded) -> &'static str {
     match exceeded {
         Exceeded::RequestsPerMinute => "requests",
         Exceeded::TokensPerMinute | Exceeded::TokensPerDay => "tokens",
