@@ -86,6 +86,7 @@ bench-streams: install
 # Each lever of issue 19 as a bench-local variation, interleaved rounds (about 2 minutes).
 bench-levers: install floor
 	ulimit -n 20000 && cargo run --release -q -p plano-bench -- levers
+	ulimit -n 20000 && cargo run --release -q -p plano-bench -- hostcalls
 
 # Load and leaks: 3 rounds of SOAK_REQUESTS (default 20,000) at 200 connections,
 # 30% of primary answers 429, a sometimes-slow fallback. Bounded, loopback only.

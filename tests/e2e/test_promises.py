@@ -161,14 +161,15 @@ def test_well_known_providers_render_their_https_endpoints(tmp_path):
         client = "/v1/chat/completions"
         rest = client[len(t["strip_prefix"]):] if client.startswith(t["strip_prefix"]) else client
         assert t["path_prefix"] + rest == path, t
-        cluster = cluster_section(yaml_text, t["cluster"])
+        # TLS is spoken past the framing hop (which sees plain HTTP/1.1 and
+        # ends a body the provider cut), on the cluster it forwards to.
+        assert f"envoy_internal_address: {{ server_listener_name: {t['cluster']}_framing }}" in cluster_section(yaml_text, t["cluster"])
+        cluster = cluster_section(yaml_text, t["cluster"] + "_direct")
         assert f"socket_address: {{ address: {host}, port_value: 443 }}" in cluster
         assert "UpstreamTlsContext" in cluster
         assert f"sni: {host}\n" in cluster
         assert "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }" in cluster
         assert f"matcher: {{ exact: {host} }}" in cluster
-        # TLS clusters skip the plain-HTTP framing hop.
-        assert f"{t['cluster']}_framing" not in yaml_text
 
 
 def test_native_down_stops_envoy_and_frees_the_port(gateway, providers, plano_home):

@@ -26,10 +26,10 @@ ONE_BUDGET = BUDGET_WINDOW * BUDGET_PER_SECOND
 
 
 class Provider:
-    """A mock provider on loopback: answers `status` after `delay(body)`
-    seconds, and records when it was called and for whom."""
+    """A mock provider on loopback: answers `status` (with `headers`) after
+    `delay(body)` seconds, and records when it was called and for whom."""
 
-    def __init__(self, status=200, delay=lambda body: 0):
+    def __init__(self, status=200, delay=lambda body: 0, headers=()):
         self.calls = []
         self.lock = threading.Lock()
         me = self
@@ -49,6 +49,8 @@ class Provider:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
+                for k, v in headers:
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(out)
 
@@ -75,14 +77,18 @@ class Provider:
 class CountingReplica(Replica):
     """A replica of `test_replicas.Replica` on its own config: the model
     `openai/m0` at `primary`, falling back to `anthropic/claude` at `ok`,
-    with `policy` as m0's retry policy."""
+    with `policy` as m0's retry policy; `shared` is whether it shares
+    through the test's etcd, or its own `shared_state` section."""
 
     def __init__(self, name, n, workdir, primary, ok, policy, shared):
         self.name, self.n = name, n
         self.port, self.admin, self.status = 12000 + n, 9911 + 10 * n, 9912 + 10 * n
         self.dir = os.path.join(workdir, f"{name}{n}")
         os.makedirs(self.dir, exist_ok=True)
-        shared_state = f"""
+        if isinstance(shared, str):
+            shared_state = shared
+        else:
+            shared_state = f"""
             shared_state:
               etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]
               key_prefix: /plano-counts/

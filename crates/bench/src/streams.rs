@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::mock::{self, Answer};
 use crate::{
     cpu_ticks, load, provider, rss_mb, start_bare_envoy, streamed_body_of, Gateway, BARE_PORT,
-    FAILOVER, GATEWAY_PORT,
+    FAILOVER, GATEWAY_PORT, ROUNDS,
 };
 
 const CHUNKS: usize = 300;
@@ -176,4 +176,37 @@ pub async fn run(count: usize, home: &Path, lever: bool, body_kb: usize) -> Resu
     std::fs::write(out, serde_json::to_vec_pretty(&json)?)?;
     println!("written: target/bench-streams.json");
     Ok(())
+}
+
+/// Time to first byte of a stream on the success path, with the hold (a
+/// retry policy: headers and events wait for the first output) against
+/// without (no policy: nothing to retry, nothing held), in interleaved
+/// rounds of 30 requests each.
+pub async fn hold_cost(home: &Path, stream: u16, other: u16) -> Result<String> {
+    let (mut held, mut passed) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        for (policy, into) in [(FAILOVER, &mut held), ("    default: true\n", &mut passed)] {
+            let _gw = Gateway::up(
+                home,
+                &format!("hold-{round}"),
+                &(provider("openai/gpt-4o", stream, policy) + &provider("anthropic/c", other, "")),
+            )?;
+            into.push(load::first_byte(GATEWAY_PORT, 30).await?);
+        }
+    }
+    let p = |hs: &[hdrhistogram::Histogram<u64>], q: f64| {
+        let mut v: Vec<f64> = hs
+            .iter()
+            .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(format!(
+        "streaming time to first byte, success path (median of {ROUNDS} rounds of 30, p50 / p99 ms): held until the first output {:.2} / {:.2}; not held (no retry policy) {:.2} / {:.2}",
+        p(&held, 0.5),
+        p(&held, 0.99),
+        p(&passed, 0.5),
+        p(&passed, 0.99)
+    ))
 }

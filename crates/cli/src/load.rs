@@ -83,7 +83,10 @@ pub fn load(path: &Path, options: &Options) -> Result<Report> {
         report.diagnostics = parsed.diagnostics;
         return Ok(report);
     };
-    let (resolved, issues) = resolve::resolve_with(config, &env, options.unset_variable);
+    let (resolved, mut issues) = resolve::resolve_with(config, &env, options.unset_variable);
+    let unreadable = unreadable_tls_files(path, resolved.as_ref());
+    let resolved = resolved.filter(|_| unreadable.is_empty());
+    issues.extend(unreadable);
     // A repaired config is only for finding the other problems, never to run.
     let resolved = resolved.filter(|_| parsed.diagnostics.is_empty());
     let issues: Vec<_> = issues
@@ -107,6 +110,40 @@ pub fn load(path: &Path, options: &Options) -> Result<Report> {
         resolved,
     });
     Ok(report)
+}
+
+/// `shared_state.tls` files that are not there to read (relative to the
+/// config's directory), each at its field.
+fn unreadable_tls_files(path: &Path, resolved: Option<&Resolved>) -> Vec<resolve::Issue> {
+    let Some(tls) = resolved
+        .and_then(|r| r.shared_state.as_ref())
+        .and_then(|s| s.tls.as_ref())
+    else {
+        return Vec::new();
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    [
+        ("ca_file", tls.ca_file.as_ref()),
+        ("cert_file", tls.client.as_ref().map(|c| &c.0)),
+        ("key_file", tls.client.as_ref().map(|c| &c.1)),
+    ]
+    .into_iter()
+    .filter_map(|(field, file)| {
+        let file = file?;
+        let found = dir.join(file);
+        let why = match std::fs::File::open(&found) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => return None,
+            Ok(_) => "is not a file".to_string(),
+            Err(e) => e.to_string(),
+        };
+        Some(resolve::Issue {
+            severity: Severity::Error,
+            path: format!("shared_state.tls.{field}"),
+            message: format!("cannot read `{}`: {why}", found.display()),
+            hint: Some("a PEM file, relative to the config's directory or absolute".into()),
+        })
+    })
+    .collect()
 }
 
 /// serde_yaml says `path: message at line L column C`; split that into parts

@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use crate::load::Loaded;
 
+mod etcd;
+use etcd::shared_state;
+
 const TEMPLATE: &str = include_str!("../../../envoy/envoy.yaml.j2");
 const KUBERNETES: &str = include_str!("../../../envoy/kubernetes.yaml.j2");
 /// Where the sidecar finds the filter (a ConfigMap mounted there).
@@ -247,7 +250,7 @@ pub fn render(
         max_connections => r.max_connections,
         heap_bytes => HEAP_BYTES,
         probe_port => probe_port,
-        shared_state => shared_state(r)?,
+        shared_state => shared_state(loaded, config_dir, &mut keys)?,
         collector => collector(r),
     };
     let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
@@ -257,28 +260,6 @@ pub fn render(
         cds_yaml: versioned(part("cds")?),
         keys,
     })
-}
-
-/// The etcd cluster and the etcd holder's plan, when `shared_state` is on.
-fn shared_state(r: &plano_core::resolve::Resolved) -> Result<Option<minijinja::Value>> {
-    let Some(s) = &r.shared_state else {
-        return Ok(None);
-    };
-    let endpoints: Vec<_> = s
-        .endpoints
-        .iter()
-        .map(|e| context! { address => connect_address(&e.host), port => e.port })
-        .collect();
-    let is_static = s
-        .endpoints
-        .iter()
-        .all(|e| connect_address(&e.host).parse::<std::net::IpAddr>().is_ok());
-    Ok(Some(context! {
-        cluster => s.plan.cluster,
-        endpoints => endpoints,
-        static => is_static,
-        plan_json => serde_json::to_string(&s.plan)?,
-    }))
 }
 
 /// The trace collector's cluster, when `tracing` is set.

@@ -51,6 +51,8 @@ pub struct RequestBody {
     /// The cap the client set on the answer's tokens, under any API's name
     /// for it (a value that is not a whole number is the provider's to refuse).
     pub max_output_tokens: Option<u64>,
+    /// `stream_options` is in the body, whatever its value (`null` too).
+    pub sets_stream_options: bool,
     model_span: Range<usize>,
 }
 
@@ -91,6 +93,7 @@ impl RequestBody {
             _ => None,
         };
         let names_conversation = spec.chained && conversation.is_some_and(|c| !c.is_null());
+        let sets_stream_options = stream_options.is_some();
         let include_usage =
             stream_options.is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
         let cap = |span: &Option<Range<usize>>| {
@@ -111,6 +114,7 @@ impl RequestBody {
             names_conversation,
             include_usage,
             max_output_tokens,
+            sets_stream_options,
             model_span,
         })
     }

@@ -28,7 +28,7 @@ pub struct GatewayConfig {
 }
 
 /// Where gateways that serve the same providers share what they learn: an
-/// etcd cluster (v3 API, plain HTTP/2; TLS and etcd auth are not built yet).
+/// etcd cluster (v3 API over HTTP/2, plain or TLS).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +46,32 @@ pub struct SharedStateConfig {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 1024)))]
     pub max_queued_writes: Option<usize>,
+    /// TLS to etcd, for `https://` endpoints: the CA that signed etcd's
+    /// certificate, and this gateway's own certificate when etcd asks for
+    /// one (`--client-cert-auth`; with etcd's auth on, its common name is
+    /// the etcd user). Without it, `https://` endpoints are checked against
+    /// the system's CAs.
+    #[serde(default)]
+    pub tls: Option<EtcdTlsConfig>,
+}
+
+/// Files, relative to the config's directory or absolute, copied beside
+/// the rendered config; Envoy reads them when it starts, so a renewed
+/// certificate takes effect at the gateway's next start.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTlsConfig {
+    /// PEM CA certificates that etcd's certificate must chain to; the
+    /// system's when left out.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM certificate this gateway presents to etcd (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 /// Where the gateway sends its traces, and how many.

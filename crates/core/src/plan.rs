@@ -261,12 +261,30 @@ impl Target {
         self.upstream_path(&path)
     }
 
-    /// The path an attempt to this target uses for the client's `path`.
+    /// The path an attempt to this target uses for the client's `path`
+    /// (with its query). The target's own query joins the client's with
+    /// `&`; an `api-version` the target pins replaces the client's, so an
+    /// Azure deployment never gets two.
     pub fn upstream_path(&self, client_path: &str) -> String {
-        let rest = client_path
+        let (route, client_query) = client_path.split_once('?').unwrap_or((client_path, ""));
+        let rest = route
             .strip_prefix(self.strip_prefix.as_str())
-            .unwrap_or(client_path);
-        format!("{}{}{}", self.path_prefix, rest, self.query)
+            .unwrap_or(route);
+        let name = |kv: &str| kv.split('=').next().unwrap_or("").to_string();
+        let own: Vec<&str> = self
+            .query
+            .trim_start_matches('?')
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .collect();
+        let theirs = client_query
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !own.iter().any(|o| name(o) == name(kv)));
+        let query: Vec<&str> = own.iter().copied().chain(theirs).collect();
+        match query.as_slice() {
+            [] => format!("{}{rest}", self.path_prefix),
+            q => format!("{}{rest}?{}", self.path_prefix, q.join("&")),
+        }
     }
 }
 
@@ -359,4 +377,49 @@ pub struct RetryPolicy {
     pub quota_floor: Option<QuotaFloor>,
     #[serde(default)]
     pub retry_budget: Option<RetryBudget>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    fn azure(query: &str) -> Target {
+        serde_json::from_value(serde_json::json!({
+            "model": "azure/gpt-4o", "provider": "azure", "model_name": "gpt-4o",
+            "cluster": "c", "authority": "a", "path_prefix": "/openai/deployments/gpt4o",
+            "strip_prefix": "/v1", "timeout_ms": 1000, "retry_policy": null, "query": query,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_client_query_joins_the_targets_with_one_question_mark() {
+        let t = azure("?api-version=2024-10-21");
+        assert_eq!(
+            t.upstream_path("/v1/chat/completions"),
+            "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            t.upstream_path("/v1/responses/r1?include=x&stream=true"),
+            "/openai/deployments/gpt4o/responses/r1?api-version=2024-10-21&include=x&stream=true"
+        );
+        // The deployment's pinned version wins over the client's.
+        assert_eq!(
+            t.upstream_path("/v1/chat/completions?api-version=2023-01-01&a=1"),
+            "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21&a=1"
+        );
+    }
+
+    #[test]
+    fn without_a_target_query_the_clients_passes_as_it_came() {
+        let t = azure("");
+        assert_eq!(
+            t.upstream_path("/v1/models?x=1"),
+            "/openai/deployments/gpt4o/models?x=1"
+        );
+        assert_eq!(
+            t.upstream_path("/v1/models"),
+            "/openai/deployments/gpt4o/models"
+        );
+    }
 }

@@ -85,6 +85,11 @@ impl RequestState {
         reach: Reach,
         effects: &mut Effects,
     ) -> (RequestState, usize) {
+        let once = blocks::ReadOnce::new(env.store);
+        let env = &Env {
+            store: &once,
+            ..*env
+        };
         let mut state = RequestState {
             primary,
             ledger: Ledger::default(),

@@ -8,7 +8,7 @@ use plano_core::plan::GatewayPlan;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MetricType, Status};
 
-use crate::headers::{request_header, NEXT_ATTEMPT_PATH};
+use crate::headers::{SentHeaders, NEXT_ATTEMPT_PATH};
 
 pub struct Clients {
     digests: Vec<KeyDigest>,
@@ -46,13 +46,18 @@ impl Clients {
     /// one), or answers it with a 401 and says how to stop (`Err`). Orchestrators' health checks carry no key, and the
     /// internal redirect replays a request already let in (claimed only with
     /// its unguessable exchange id), so neither needs one.
-    pub fn check(&self, method: &str, route: &str) -> Result<Option<usize>, Action> {
+    pub fn check(
+        &self,
+        method: &str,
+        route: &str,
+        sent: &SentHeaders,
+    ) -> Result<Option<usize>, Action> {
         if (method == "GET" && route == "/healthz") || route == NEXT_ATTEMPT_PATH {
             return Ok(None);
         }
         let presented = [
-            request_header("authorization").and_then(|v| bearer(&v).map(str::to_string)),
-            request_header("x-api-key"),
+            sent.get("authorization").and_then(bearer),
+            sent.get("x-api-key"),
         ];
         // Any presented credential may be the key: clients made for one API
         // may send the other header with something else in it.

@@ -16,8 +16,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::{
-    address_request, anthropic_version, forwardable, limit_attempt, reply_api_error,
-    requested_wait_ms, response_header, set_attempt_headers, CLUSTER_HEADER,
+    address_request, anthropic_version, forwardable, reply_api_error, requested_wait_ms,
+    response_header, set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
@@ -50,8 +50,8 @@ impl Worker {
             body_len,
             (CLUSTER_HEADER, &t.cluster),
             &self.plan().hop_token,
+            false,
         );
-        limit_attempt(t, false);
         self.trace_routed_attempt(ex, target, now);
         self.arm(ex, now + t.timeout_ms, TimerKind::Timeout);
         self.arm_ttfb(ex, now);

@@ -83,6 +83,35 @@ fn set_request_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
 
+/// The request's headers as they are now, read in one host call: what the
+/// gateway looks up, and which of the headers it takes off were sent at all
+/// (a removal is a host call even for a header that is not there).
+pub struct SentHeaders(Vec<(String, String)>);
+
+impl SentHeaders {
+    pub fn read() -> SentHeaders {
+        SentHeaders(hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default())
+    }
+
+    /// The first value of `name` (lower case, as Envoy keeps names).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find_map(|(n, v)| (n == name).then_some(v.as_str()))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Removes each of `names` that was sent.
+    fn remove(&self, names: &[&str]) {
+        for name in names.iter().filter(|n| self.has(n)) {
+            set_request_header(name, None);
+        }
+    }
+}
+
 pub fn request_header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
         .ok()
@@ -116,43 +145,48 @@ pub fn set_response_header(name: &str, value: Option<&str>) {
 }
 
 /// Drops the internal headers a client sent, so no client input steers a route.
-pub fn drop_internal_request_headers() {
-    for name in INTERNAL {
-        set_request_header(name, None);
-    }
+pub fn drop_internal_request_headers(sent: &SentHeaders) {
+    sent.remove(&INTERNAL);
 }
 
 /// Points the routed request at `target`: its host and path, the body's new
-/// length, no client credentials (the target's cluster injects its key).
-/// `route` names the header and cluster the route uses.
+/// length, no client credentials (the target's cluster injects its key),
+/// and Envoy's limits on the attempt. `route` names the header and cluster
+/// the route uses. A header already as it must be is not set again.
 pub fn address_request(
     target: &Target,
     path: &str,
     body_len: usize,
     route: (&str, &str),
     hop_token: &str,
+    streamed: bool,
 ) {
     let length = body_len.to_string();
-    if let Some(via) = hop::marked(request_header("via").as_deref(), hop_token) {
+    let sent = SentHeaders::read();
+    if let Some(via) = hop::marked(sent.get("via"), hop_token) {
         set_request_header("via", Some(&via));
     }
-    set_request_header(":method", Some("POST"));
-    set_request_header("content-length", Some(&length));
-    point_at(target, path, route);
+    if sent.get(":method") != Some("POST") {
+        set_request_header(":method", Some("POST"));
+    }
+    if sent.get("content-length") != Some(&length) {
+        set_request_header("content-length", Some(&length));
+    }
+    point_at(target, path, route, &sent);
+    limit_attempt(target, streamed, &sent);
 }
 
 /// Points the request, its method and body as they are, at `target`'s
 /// `path` through `route`, without the client's credentials.
-pub fn point_at(target: &Target, path: &str, route: (&str, &str)) {
+/// `sent`: the request's headers before this call.
+pub fn point_at(target: &Target, path: &str, route: (&str, &str), sent: &SentHeaders) {
     set_request_header(":authority", Some(&target.authority));
     set_request_header(":path", Some(path));
     set_request_header(route.0, Some(route.1));
-    for name in CREDENTIALS {
-        set_request_header(name, None);
-    }
+    sent.remove(&CREDENTIALS);
     // An internal redirect adds this; a provider never sees Envoy's headers.
-    set_request_header("x-envoy-original-url", None);
-    if let Some((name, value)) = anthropic_version(target, &|name| request_header(name).is_some()) {
+    sent.remove(&["x-envoy-original-url"]);
+    if let Some((name, value)) = anthropic_version(target, &|name| sent.has(name)) {
         set_request_header(name, Some(value));
     }
 }
@@ -173,14 +207,18 @@ pub fn anthropic_version(
 /// to the attempt listener's answer, a second past that listener's own
 /// limit: Envoy voids that one once a provider sends a 1xx (`100 Continue`),
 /// and such a provider may then send nothing more.
-pub fn limit_attempt(target: &Target, streamed: bool) {
+fn limit_attempt(target: &Target, streamed: bool, sent: &SentHeaders) {
     let cap = target.answer_cap_ms(streamed).map(|ms| ms.to_string());
-    set_request_header("x-envoy-upstream-rq-timeout-ms", cap.as_deref());
     let to_headers = streamed.then(|| (target.timeout_ms + 1000).to_string());
-    set_request_header(
-        "x-envoy-upstream-rq-per-try-timeout-ms",
-        to_headers.as_deref(),
-    );
+    for (name, value) in [
+        ("x-envoy-upstream-rq-timeout-ms", cap),
+        ("x-envoy-upstream-rq-per-try-timeout-ms", to_headers),
+    ] {
+        match value {
+            Some(v) => set_request_header(name, Some(&v)),
+            None => sent.remove(&[name]),
+        }
+    }
 }
 
 /// Sets the headers that say how the answer came about (SPEC §9).

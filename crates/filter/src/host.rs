@@ -2,9 +2,33 @@
 
 use std::time::UNIX_EPOCH;
 
+use log::error;
 use plano_core::blocks::SharedStore;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
+use proxy_wasm::types::{BufferType, MetricType, Status};
+use serde::de::DeserializeOwned;
+
+/// Tells the SDK the host's log level: it formats every log call unless told.
+pub fn follow_host_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
+
+/// The plugin configuration as `T`; `None`, logged under `who`, when it is
+/// missing or does not read as one.
+pub fn plugin_config<T: DeserializeOwned>(who: &str) -> Option<T> {
+    let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten();
+    let Some(raw) = raw else {
+        error!("{who}: no plugin configuration");
+        return None;
+    };
+    serde_json::from_slice(&raw)
+        .map_err(|e| error!("{who}: bad plugin configuration: {e}"))
+        .ok()
+}
 
 /// Envoy shared data: one store for every worker of this `vm_id`. A block
 /// written here is also handed to the etcd holder, when there is one.

@@ -16,9 +16,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
 use crate::headers::{
-    address_request, limit_attempt, reply_api_error, requested_wait_ms, response_header,
-    set_attempt_headers, set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER,
-    NEXT_ATTEMPT_PATH, STREAM_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER,
+    address_request, reply_api_error, requested_wait_ms, response_header, set_attempt_headers,
+    set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER,
+    TARGET_HEADER, TRY_TIMEOUT_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
@@ -103,8 +103,8 @@ impl Worker {
             body_len,
             (STREAM_HEADER, STREAM_CLUSTER),
             &self.plan().hop_token,
+            true,
         );
-        limit_attempt(t, true);
         self.trace_routed_attempt(ex, target, now);
         for (name, value) in [
             (TARGET_HEADER, t.cluster.as_str()),

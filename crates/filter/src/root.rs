@@ -6,12 +6,11 @@ use std::rc::{Rc, Weak};
 
 use log::error;
 use plano_core::plan::GatewayPlan;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use crate::clients::Clients;
-use crate::host::Metrics;
+use crate::host::{follow_host_log_level, plugin_config, Metrics};
 use crate::metrics::Stats;
 use crate::stream::GatewayStream;
 use crate::worker::Worker;
@@ -56,24 +55,13 @@ impl Context for GatewayRoot {
 
 impl RootContext for GatewayRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        // The SDK formats every log call unless told the host's level.
-        if let Ok(level) = hostcalls::get_log_level() {
-            proxy_wasm::set_log_level(level);
-        }
+        follow_host_log_level();
         true
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let Some(raw) = self.get_plugin_configuration() else {
-            error!("plano filter: no plugin configuration");
+        let Some(plan) = plugin_config::<GatewayPlan>("plano filter") else {
             return false;
-        };
-        let plan: GatewayPlan = match serde_json::from_slice(&raw) {
-            Ok(p) => p,
-            Err(e) => {
-                error!("plano filter: bad plugin configuration: {e}");
-                return false;
-            }
         };
         if let Err(e) = plan.check() {
             error!("plano filter: inconsistent plan: {e}");

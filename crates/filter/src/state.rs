@@ -12,7 +12,7 @@ use plano_core::translate::Translation;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
-use crate::headers::{point_at, reply_api_error, response_header, CLUSTER_HEADER};
+use crate::headers::{point_at, reply_api_error, response_header, SentHeaders, CLUSTER_HEADER};
 use crate::host::{now_ms, EnvoyStore};
 use crate::worker::{Exchange, Worker};
 
@@ -95,13 +95,13 @@ impl Worker {
                 &format!("response `{id}` was not made through this gateway within the last 24 hours: the gateway cannot tell which account holds it"),
             );
         };
-        let (route, query) = path.split_once('?').unwrap_or((path, ""));
-        let mut upstream = t.upstream_path(route);
-        if !query.is_empty() {
-            upstream.push(if t.query.is_empty() { '?' } else { '&' });
-            upstream.push_str(query);
-        }
-        point_at(t, &upstream, (CLUSTER_HEADER, &t.cluster));
+        let upstream = t.upstream_path(path);
+        point_at(
+            t,
+            &upstream,
+            (CLUSTER_HEADER, &t.cluster),
+            &SentHeaders::read(),
+        );
         Action::Continue
     }
 

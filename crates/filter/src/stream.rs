@@ -13,7 +13,7 @@ use proxy_wasm::types::{Action, BufferType};
 
 use crate::clients::Clients;
 use crate::headers::{
-    drop_internal_request_headers, reply_api_error, reply_error, NEXT_ATTEMPT_PATH,
+    drop_internal_request_headers, reply_api_error, reply_error, SentHeaders, NEXT_ATTEMPT_PATH,
 };
 use crate::host::now_ms;
 use crate::redirected::decode_id;
@@ -91,14 +91,15 @@ impl Context for GatewayStream {
 
 impl HttpContext for GatewayStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        drop_internal_request_headers();
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let sent = SentHeaders::read();
+        drop_internal_request_headers(&sent);
+        let method = sent.get(":method").unwrap_or_default().to_string();
+        let path = sent.get(":path").unwrap_or_default().to_string();
         let (route, query) = path.split_once('?').unwrap_or((&path, ""));
         // A streamed attempt's internal redirect carries the attempt's own
         // headers, this gateway's `Via` included: it is not a loop.
-        let via = self.get_http_request_header("via");
-        if route != NEXT_ATTEMPT_PATH && hop::is_loop(via.as_deref(), &self.worker.plan().hop_token)
+        if route != NEXT_ATTEMPT_PATH
+            && hop::is_loop(sent.get("via"), &self.worker.plan().hop_token)
         {
             return reply_error(
                 Api::errors_for_path(route),
@@ -108,7 +109,7 @@ impl HttpContext for GatewayStream {
             );
         }
         if let Some(clients) = &self.clients {
-            match clients.check(&method, route) {
+            match clients.check(&method, route, &sent) {
                 Ok(key) => self.client = key,
                 Err(refused) => return refused,
             }
@@ -138,8 +139,8 @@ impl HttpContext for GatewayStream {
                     );
                 }
                 let limit = self.worker.plan().max_request_body_bytes;
-                let declared = self.get_http_request_header("content-length");
-                if declared
+                if sent
+                    .get("content-length")
                     .and_then(|n| n.parse::<u64>().ok())
                     .is_some_and(|n| n > limit)
                 {

@@ -23,7 +23,7 @@ impl Worker {
         if !matches!(api, Api::ChatCompletions) || !body.stream {
             return (raw, None);
         }
-        match usage::stream::ask_for_usage(&raw) {
+        match usage::stream::ask_for_usage(&raw, body) {
             Some(asked) => (asked, Some(UsageStrip::default())),
             None => (raw, None),
         }

@@ -33,8 +33,13 @@ pub fn run(args: &ValidateArgs) -> Result<i32> {
         .loaded
         .as_ref()
         .map_or(0, |l| l.resolved.plan.targets.len());
+    let noun = if targets == 1 {
+        "provider"
+    } else {
+        "providers"
+    };
     outln!(
-        "{}: valid ({targets} providers, {warnings} warning(s))",
+        "{}: valid ({targets} {noun}, {warnings} warning(s))",
         config.display()
     )?;
     Ok(0)

@@ -77,14 +77,16 @@ struct Scanner<'a> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any of the eight bytes is `"`, `\`, a control character or not
-/// ASCII: the bytes a string scan must stop at. Exact for "any" (the usual
-/// has-zero-byte trick), which is all it is asked.
-fn stops_string(w: u64) -> bool {
+/// Whether any of the eight bytes is `"`, `\`, a control character or,
+/// unless the string is already known to be `wide`, not ASCII: the bytes a
+/// string scan must stop at. Exact for "any" (the usual has-zero-byte
+/// trick), which is all it is asked. A wide string is checked as UTF-8 once
+/// it ends, so its other non-ASCII bytes need not stop the scan.
+fn stops_string(w: u64, wide: bool) -> bool {
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-    (zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | below_space | (w & HIGHS))
-        != 0
+    let high = if wide { 0 } else { w & HIGHS };
+    (zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | below_space | high) != 0
 }
 
 impl Scanner<'_> {
@@ -247,7 +249,7 @@ impl Scanner<'_> {
         loop {
             while let Some(word) = self.raw.get(self.i..self.i + 8) {
                 let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-                if stops_string(w) {
+                if stops_string(w, wide) {
                     break;
                 }
                 self.i += 8;

@@ -23,7 +23,18 @@ pub struct EtcdEndpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedState {
     pub endpoints: Vec<EtcdEndpoint>,
+    /// TLS to etcd (`https://` endpoints); files as written in the config.
+    pub tls: Option<EtcdTls>,
     pub plan: SharedStatePlan,
+}
+
+/// TLS to etcd: where the CA (none: the system's) and this gateway's
+/// certificate and key are, as written (relative to the config's directory
+/// unless absolute).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdTls {
+    pub ca_file: Option<String>,
+    pub client: Option<(String, String)>,
 }
 
 pub(super) fn resolve_shared_state(
@@ -40,20 +51,27 @@ pub(super) fn resolve_shared_state(
         );
     }
     let mut endpoints = Vec::new();
+    let mut schemes = Vec::new();
     for (i, url) in s.etcd_endpoints.iter().enumerate() {
         let field = format!("{at}.etcd_endpoints[{i}]");
         match parse_base_url(url) {
-            Ok(e) if e.tls => c.error(
+            Ok(e) if schemes.first().is_some_and(|tls| *tls != e.tls) => c.error(
                 field,
-                format!("`{url}`: TLS to etcd is not supported yet; use http:// (a member on this host or a private network)"),
+                format!(
+                    "`{url}`: every endpoint is http:// or every one https:// (one Envoy cluster)"
+                ),
             ),
-            Ok(e) if !e.path_prefix.is_empty() || !e.query.is_empty() => {
-                c.error(field, format!("`{url}` must be http://HOST:PORT, without a path"))
+            Ok(e) if !e.path_prefix.is_empty() || !e.query.is_empty() => c.error(
+                field,
+                format!("`{url}` must be http://HOST:PORT, without a path"),
+            ),
+            Ok(e) => {
+                schemes.push(e.tls);
+                endpoints.push(EtcdEndpoint {
+                    host: e.host,
+                    port: e.port,
+                })
             }
-            Ok(e) => endpoints.push(EtcdEndpoint {
-                host: e.host,
-                port: e.port,
-            }),
             Err(why) => c.error(field, format!("`{url}` {why}")),
         }
     }
@@ -71,8 +89,10 @@ pub(super) fn resolve_shared_state(
     if max_queued_writes == 0 {
         c.error(format!("{at}.max_queued_writes"), "must be greater than 0");
     }
+    let tls = resolve_tls(c, s, schemes.first().copied().unwrap_or(false));
     SharedState {
         endpoints,
+        tls,
         plan: SharedStatePlan {
             cluster: ETCD_CLUSTER.into(),
             prefix,
@@ -81,6 +101,50 @@ pub(super) fn resolve_shared_state(
             published_slots: published_slots(targets, client_keys),
         },
     }
+}
+
+fn resolve_tls(c: &mut Checker, s: &SharedStateConfig, https: bool) -> Option<EtcdTls> {
+    let at = "shared_state.tls";
+    let Some(t) = &s.tls else {
+        return https.then(EtcdTls::default);
+    };
+    if !https {
+        c.error(
+            at,
+            "TLS needs https:// endpoints (`shared_state.etcd_endpoints`)",
+        );
+    }
+    let client = match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => {
+            c.error(format!("{at}.key_file"), "`cert_file` needs its `key_file`");
+            None
+        }
+        (None, Some(_)) => {
+            c.error(
+                format!("{at}.cert_file"),
+                "`key_file` needs its `cert_file`",
+            );
+            None
+        }
+    };
+    for (name, file) in [
+        ("ca_file", &t.ca_file),
+        ("cert_file", &t.cert_file),
+        ("key_file", &t.key_file),
+    ] {
+        if file
+            .as_ref()
+            .is_some_and(|f| f.is_empty() || f.chars().any(char::is_control))
+        {
+            c.error(format!("{at}.{name}"), "must be a file's path");
+        }
+    }
+    Some(EtcdTls {
+        ca_file: t.ca_file.clone(),
+        client,
+    })
 }
 
 /// The local slots whose counts the replicas add up: the retry budget of
@@ -122,6 +186,7 @@ fn published_slots(targets: &[Target], client_keys: &[ClientKey]) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EtcdTlsConfig;
 
     fn check(endpoints: &[&str], prefix: Option<&str>) -> (SharedState, Vec<String>) {
         let mut c = Checker { issues: Vec::new() };
@@ -129,6 +194,7 @@ mod tests {
             etcd_endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
             key_prefix: prefix.map(str::to_string),
             max_queued_writes: None,
+            tls: None,
         };
         let s = resolve_shared_state(&mut c, &config, &[], &[]);
         (s, c.issues.into_iter().map(|i| i.path).collect())
@@ -152,19 +218,75 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let (_, issues) = check(
-            &["https://etcd:2379", "etcd:2379", "http://e:1/path"],
+            &[
+                "http://etcd:2379",
+                "https://etcd:2379",
+                "etcd:2379",
+                "http://e:1/path",
+            ],
             Some(""),
         );
         assert_eq!(
             issues,
             [
-                "shared_state.etcd_endpoints[0]",
                 "shared_state.etcd_endpoints[1]",
                 "shared_state.etcd_endpoints[2]",
+                "shared_state.etcd_endpoints[3]",
                 "shared_state.key_prefix"
             ]
         );
         assert_eq!(check(&[], None).1, ["shared_state.etcd_endpoints"]);
+    }
+
+    #[test]
+    fn tls_needs_https_and_a_certificate_needs_its_key() {
+        let tls = |endpoint: &str, t: EtcdTlsConfig| {
+            let mut c = Checker { issues: Vec::new() };
+            let config = SharedStateConfig {
+                etcd_endpoints: vec![endpoint.into()],
+                key_prefix: None,
+                max_queued_writes: None,
+                tls: Some(t),
+            };
+            let s = resolve_shared_state(&mut c, &config, &[], &[]);
+            (
+                s.tls,
+                c.issues.into_iter().map(|i| i.path).collect::<Vec<_>>(),
+            )
+        };
+        let files = |ca: Option<&str>, cert: Option<&str>, key: Option<&str>| EtcdTlsConfig {
+            ca_file: ca.map(Into::into),
+            cert_file: cert.map(Into::into),
+            key_file: key.map(Into::into),
+        };
+        let (t, issues) = tls(
+            "https://e:2379",
+            files(Some("ca.pem"), Some("c.pem"), Some("k.pem")),
+        );
+        assert!(issues.is_empty());
+        assert_eq!(
+            t,
+            Some(EtcdTls {
+                ca_file: Some("ca.pem".into()),
+                client: Some(("c.pem".into(), "k.pem".into()))
+            })
+        );
+        assert_eq!(
+            tls("http://e:2379", files(None, None, None)).1,
+            ["shared_state.tls"]
+        );
+        assert_eq!(
+            tls("https://e:2379", files(None, Some("c.pem"), None)).1,
+            ["shared_state.tls.key_file"]
+        );
+        assert_eq!(
+            tls("https://e:2379", files(Some(""), None, Some("k.pem"))).1,
+            ["shared_state.tls.cert_file", "shared_state.tls.ca_file"]
+        );
+        // https:// alone: the system's CAs, no certificate of ours.
+        let (s, issues) = check(&["https://e:2379"], None);
+        assert!(issues.is_empty());
+        assert_eq!(s.tls, Some(EtcdTls::default()));
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct Reader {
     pending: Vec<u8>,
+    /// How far `pending` is known to hold no blank line: a long event that
+    /// comes in many chunks is searched once, not again with every chunk.
+    searched: usize,
 }
 
 impl Reader {
@@ -18,19 +21,24 @@ impl Reader {
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
         self.pending.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some((end, skip)) = boundary(&self.pending) {
-            let raw: Vec<u8> = self.pending.drain(..end + skip).collect();
-            if let Some(event) = parse(&String::from_utf8_lossy(&raw[..end])) {
+        let mut start = 0;
+        while let Some((end, skip)) = boundary(&self.pending, self.searched.max(start)) {
+            if let Some(event) = parse(&String::from_utf8_lossy(&self.pending[start..end])) {
                 events.push(event);
             }
+            start = end + skip;
         }
+        self.pending.drain(..start);
+        // A blank line may begin in the last 3 bytes and end in the next chunk.
+        self.searched = self.pending.len().saturating_sub(3);
         events
     }
 }
 
-/// Where the first blank line is: (end of the event, length of the blank).
-fn boundary(buf: &[u8]) -> Option<(usize, usize)> {
-    (0..buf.len()).find_map(|i| {
+/// Where the first blank line at or after `from` is: (end of the event,
+/// length of the blank).
+fn boundary(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    (from..buf.len()).find_map(|i| {
         if buf[i..].starts_with(b"\r\n\r\n") {
             Some((i, 4))
         } else if buf[i..].starts_with(b"\n\n") {
@@ -88,5 +96,17 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn an_event_fed_a_byte_at_a_time_comes_out_once() {
+        let stream = b"data: 1\r\n\r\nevent: e\ndata: 2\n\ndata: 3\n\n";
+        let mut r = Reader::default();
+        let got: Vec<String> = stream
+            .iter()
+            .flat_map(|b| r.feed(&[*b]))
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(got, ["1", "2", "3"]);
     }
 }

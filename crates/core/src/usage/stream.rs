@@ -4,23 +4,19 @@
 //! the usage-only event it then sends out of the client's stream. The
 //! Responses API reports usage in `response.completed` unasked.
 
-use serde::Deserialize;
 use serde_json::Value;
+
+use crate::body::RequestBody;
 
 const ASK: &[u8] = br#","stream_options":{"include_usage":true}"#;
 
-/// `raw` (a streamed chat request's body) asking for usage, or `None` when
-/// the client already decided: it asked for usage (it gets the event), or
-/// it set `stream_options` otherwise (its choice is left as it is). The
-/// field is added before the object's closing brace, so every byte before
-/// it, the `model` value's span included, stays where it was.
-pub fn ask_for_usage(raw: &[u8]) -> Option<Vec<u8>> {
-    #[derive(Deserialize)]
-    struct Probe {
-        stream_options: Option<Value>,
-    }
-    let probe: Probe = serde_json::from_slice(raw).ok()?;
-    if probe.stream_options.is_some() || find(raw, b"\"stream_options\"").is_some() {
+/// `raw` (a streamed chat request's body, read as `body`) asking for usage,
+/// or `None` when the client already decided: it asked for usage (it gets
+/// the event), or it set `stream_options` otherwise (its choice is left as
+/// it is). The field is added before the object's closing brace, so every
+/// byte before it, the `model` value's span included, stays where it was.
+pub fn ask_for_usage(raw: &[u8], body: &RequestBody) -> Option<Vec<u8>> {
+    if body.sets_stream_options {
         return None;
     }
     let close = raw.iter().rposition(|&b| b == b'}')?;
@@ -111,18 +107,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::api::Api;
-    use crate::body::RequestBody;
 
     #[test]
     fn usage_is_asked_for_after_every_byte_of_the_client() {
         let raw = br#"{"model": "openai/gpt-4o", "stream": true, "messages": []} "#;
-        let asked = ask_for_usage(raw).unwrap();
+        let body = RequestBody::parse(raw, Api::ChatCompletions.spec()).unwrap();
+        let asked = ask_for_usage(raw, &body).unwrap();
         assert_eq!(
             asked,
             br#"{"model": "openai/gpt-4o", "stream": true, "messages": [],"stream_options":{"include_usage":true}} "#
         );
         // The model's span still holds: the rewrite for a target works on it.
-        let body = RequestBody::parse(raw, Api::ChatCompletions.spec()).unwrap();
         let sent: Value = serde_json::from_slice(&body.with_model(&asked, "gpt-4o")).unwrap();
         assert_eq!(sent["model"], "gpt-4o");
         assert_eq!(sent["stream_options"]["include_usage"], true);
@@ -134,8 +129,10 @@ mod tests {
             &br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#[..],
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
             br#"{"model":"m","stream":true,"stream_options":null}"#,
+            br#"{"model":"m","stream":true,"stream\u005foptions":{}}"#,
         ] {
-            assert_eq!(ask_for_usage(raw), None);
+            let body = RequestBody::parse(raw, Api::ChatCompletions.spec()).unwrap();
+            assert_eq!(ask_for_usage(raw, &body), None);
         }
     }
 

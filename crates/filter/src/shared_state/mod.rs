@@ -18,7 +18,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::{ContextType, MetricType, Status};
 
-use crate::host::now_ms;
+use crate::host::{follow_host_log_level, now_ms, plugin_config};
 use link::Link;
 
 pub const ROOT_ID: &str = "plano_shared_state";
@@ -111,23 +111,13 @@ impl Context for SharedStateRoot {
 
 impl RootContext for SharedStateRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        if let Ok(level) = hostcalls::get_log_level() {
-            proxy_wasm::set_log_level(level);
-        }
+        follow_host_log_level();
         true
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let Some(raw) = self.get_plugin_configuration() else {
-            error!("plano shared state: no configuration");
+        let Some(plan) = plugin_config::<SharedStatePlan>("plano shared state") else {
             return false;
-        };
-        let plan: SharedStatePlan = match serde_json::from_slice(&raw) {
-            Ok(p) => p,
-            Err(e) => {
-                error!("plano shared state: bad configuration: {e}");
-                return false;
-            }
         };
         let stats = match Stats::define() {
             Ok(s) => s,
