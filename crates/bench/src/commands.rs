@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::mock::{self, Answer};
 use crate::{
-    apis, baselines, body_of, hostcalls, levers, load, open_rounds, replicas, report, soak,
+    apis, baselines, body_of, hostcalls, levers, limits, load, open_rounds, replicas, report, soak,
     streams, traces, warm, Row, Trio,
 };
 
@@ -100,7 +100,7 @@ pub async fn run(name: &str, args: &[String], home: &Path) -> Result<()> {
             report::print_open(&open);
             Ok(())
         }
-        // `apis|replicas|tracing [SECONDS [ROUNDS]]`: those rows only.
+        // `apis|limits|replicas|tracing [SECONDS [ROUNDS]]`: those rows only.
         "apis" => {
             let (round, rounds) = round_args(args, 1)?;
             let (ok, ok2) = (
@@ -108,6 +108,12 @@ pub async fn run(name: &str, args: &[String], home: &Path) -> Result<()> {
                 mock::serve(Answer::Ok).await?,
             );
             print_rows(&apis::rows(home, ok, ok2, rounds, round).await?);
+            Ok(())
+        }
+        "limits" => {
+            let (round, rounds) = round_args(args, 3)?;
+            let ok = mock::serve(Answer::Ok).await?;
+            print_rows(&limits::rows(home, ok, rounds, round).await?);
             Ok(())
         }
         "replicas" => {

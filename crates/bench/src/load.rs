@@ -46,11 +46,18 @@ fn chat_request(port: u16, body: &Bytes) -> Result<Request<Full<Bytes>>> {
     api_request(port, CHAT_PATH, body)
 }
 
+/// The client key every row but the client keys' sends.
+const CLIENT_KEY: &str = "bench-client";
+
 fn api_request(port: u16, path: &str, body: &Bytes) -> Result<Request<Full<Bytes>>> {
+    keyed_request(port, path, CLIENT_KEY, body)
+}
+
+fn keyed_request(port: u16, path: &str, key: &str, body: &Bytes) -> Result<Request<Full<Bytes>>> {
     Ok(Request::post(path)
         .header("host", format!("127.0.0.1:{port}"))
         .header("content-type", "application/json")
-        .header("authorization", "Bearer bench-client")
+        .header("authorization", format!("Bearer {key}"))
         .body(Full::new(body.clone()))?)
 }
 
@@ -71,6 +78,28 @@ pub async fn closed_loop_to(
     connections: usize,
     duration: Duration,
 ) -> Result<Run> {
+    closed_loop_keyed(port, path, CLIENT_KEY, body, connections, duration).await
+}
+
+/// [`closed_loop`] with the client key `key`.
+pub async fn closed_loop_as(
+    port: u16,
+    key: &'static str,
+    body: Bytes,
+    connections: usize,
+    duration: Duration,
+) -> Result<Run> {
+    closed_loop_keyed(port, CHAT_PATH, key, body, connections, duration).await
+}
+
+async fn closed_loop_keyed(
+    port: u16,
+    path: &'static str,
+    key: &'static str,
+    body: Bytes,
+    connections: usize,
+    duration: Duration,
+) -> Result<Run> {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -81,7 +110,10 @@ pub async fn closed_loop_to(
             let mut sender = connect(port).await?;
             while Instant::now() < deadline {
                 let start = Instant::now();
-                let resp = match sender.send_request(api_request(port, path, &body)?).await {
+                let resp = match sender
+                    .send_request(keyed_request(port, path, key, &body)?)
+                    .await
+                {
                     Ok(r) => r,
                     Err(_) => {
                         failed += 1;

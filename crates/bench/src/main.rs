@@ -10,6 +10,7 @@ mod baselines;
 mod commands;
 mod hostcalls;
 mod levers;
+mod limits;
 mod load;
 mod mock;
 mod replicas;
@@ -176,10 +177,16 @@ struct Gateway {
 
 impl Gateway {
     fn up(home: &Path, name: &str, providers: &str) -> Result<Gateway> {
+        let listener = format!("[{{type: model, name: l, port: {GATEWAY_PORT}}}]");
+        Gateway::up_listening(home, name, &listener, providers)
+    }
+
+    /// A gateway whose `listeners` are `listeners` (YAML).
+    fn up_listening(home: &Path, name: &str, listeners: &str, providers: &str) -> Result<Gateway> {
         let config = home.join(format!("{name}.yaml"));
         std::fs::write(
             &config,
-            format!("version: v0.3.0\nlisteners: [{{type: model, name: l, port: {GATEWAY_PORT}}}]\nmodel_providers:\n{providers}"),
+            format!("version: v0.3.0\nlisteners: {listeners}\nmodel_providers:\n{providers}"),
         )?;
         let out = Command::new("planoai")
             .arg("up")
@@ -409,6 +416,9 @@ async fn main() -> Result<()> {
 
     eprintln!("gateway per API, {ROUNDS} interleaved rounds ...");
     rows.extend(apis::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
+
+    eprintln!("gateway, a client key with limits and one without, {ROUNDS} interleaved rounds ...");
+    rows.extend(limits::rows(&home, ok, ROUNDS, ROUND).await?);
 
     eprintln!("gateway with shared_state on and off, {ROUNDS} interleaved rounds ...");
     rows.extend(replicas::rows(&home, ok, ok2, ROUNDS, ROUND).await?);

@@ -58,6 +58,16 @@ pub fn summary(loaded: &Loaded) -> Value {
             "log_first_success": r.plan.log_first_success,
             "access_log": r.access_log,
             "listener": format!("{}:{}", r.listener_address, r.listener_port),
+            // By name: what each key may spend, never the key or its digest.
+            "client_keys": r.plan.client_keys.iter().map(|k| (k.name.clone(), json!({
+                "priority": k.priority,
+                "limits": k.limits.map(|l| json!({
+                    "requests_per_minute": l.requests_per_minute,
+                    "tokens_per_minute": l.tokens_per_minute,
+                    "tokens_per_day": l.tokens_per_day,
+                })),
+            }))).collect::<Map<String, Value>>(),
+            "priority_reserve": r.plan.priority_reserve,
             "tracing": r.plan.tracing.as_ref().zip(r.collector.as_ref()).map(|(t, e)| json!({
                 "endpoint": format!("{}://{}:{}", if e.tls { "https" } else { "http" }, e.host, e.port),
                 "sampling": t.sampling,
@@ -174,6 +184,18 @@ mod tests {
         assert_eq!(
             describe(&old, &new),
             ["~ a/x: retry_policy: null -> {\"max_retry_duration_ms\":5}"]
+        );
+    }
+
+    #[test]
+    fn a_client_keys_limit_is_named_by_the_key_and_the_limit() {
+        let gateway = |rpm: u64| {
+            json!({"providers": {}, "gateway": {"client_keys": {"batch": {
+                "priority": 0, "limits": {"requests_per_minute": rpm}}}}})
+        };
+        assert_eq!(
+            describe(&gateway(60), &gateway(30)),
+            ["~ gateway: client_keys.batch.limits.requests_per_minute: 60 -> 30"]
         );
     }
 }

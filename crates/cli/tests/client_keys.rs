@@ -130,3 +130,24 @@ fn the_kubernetes_sidecar_listens_on_loopback_and_is_probed_on_a_healthz_only_li
     assert!(!out.status.success());
     assert!(!dir.join("out/kubernetes.yaml").exists());
 }
+
+#[test]
+fn a_zero_limit_and_a_reserve_past_one_are_refused_at_their_lines() {
+    let dir = scratch(
+        "limits",
+        &config(
+            "    priority_reserve: 1.5\n    client_keys:\n      - name: batch\n        key: batch-key-0123456789abcdef\n        priority: 1\n        limits:\n          requests_per_minute: 0\n      - name: app\n        key: app-key-0123456789abcdef\n",
+        ),
+    );
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--> gw.yaml:12:11"), "{err}");
+    assert!(
+        err.contains("listeners[0].client_keys[0].limits.requests_per_minute"),
+        "{err}"
+    );
+    assert!(err.contains("--> gw.yaml:6:5"), "{err}");
+    assert!(err.contains("listeners[0].priority_reserve"), "{err}");
+    assert!(!err.contains("batch-key-0123456789abcdef"), "{err}");
+}

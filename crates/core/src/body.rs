@@ -48,6 +48,9 @@ pub struct RequestBody {
     pub names_conversation: bool,
     /// `stream_options.include_usage`: a chat stream's client wants the usage chunk.
     pub include_usage: bool,
+    /// The cap the client set on the answer's tokens, under any API's name
+    /// for it (a value that is not a whole number is the provider's to refuse).
+    pub max_output_tokens: Option<u64>,
     /// `stream_options` is in the body, whatever its value (`null` too).
     pub sets_stream_options: bool,
     model_span: Range<usize>,
@@ -93,12 +96,24 @@ impl RequestBody {
         let sets_stream_options = stream_options.is_some();
         let include_usage =
             stream_options.is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
+        let cap = |span: &Option<Range<usize>>| {
+            span.as_ref().and_then(|s| {
+                std::str::from_utf8(&raw[s.clone()])
+                    .ok()?
+                    .parse::<u64>()
+                    .ok()
+            })
+        };
+        let max_output_tokens = cap(&members.max_tokens)
+            .or_else(|| cap(&members.max_completion_tokens))
+            .or_else(|| cap(&members.max_output_tokens));
         Ok(RequestBody {
             model,
             stream,
             previous_response_id,
             names_conversation,
             include_usage,
+            max_output_tokens,
             sets_stream_options,
             model_span,
         })

@@ -155,6 +155,13 @@ pub struct Listener {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 10000)))]
     pub max_connections: Option<u64>,
+    /// The share of a model's quota (as its rate-limit headers report it)
+    /// kept for the highest `priority` of the client keys: under it, keys one
+    /// priority lower are refused (or go to a fallback); under twice it, keys
+    /// two lower, and so on.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 0.1), range(min = 0.0, max = 1.0)))]
+    pub priority_reserve: Option<f64>,
 }
 
 /// One client key: `name` appears in logs and stats, `key` never does.
@@ -166,6 +173,32 @@ pub struct ClientKeyConfig {
     pub name: String,
     /// A literal, or `$VAR` / `${VAR}` like `access_key`.
     pub key: String,
+    /// Higher is served longer when a model's quota runs low (see
+    /// `priority_reserve`).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 0)))]
+    pub priority: Option<u32>,
+    /// What this key may spend, across every worker (and every gateway
+    /// sharing etcd); none without it.
+    #[serde(default)]
+    pub limits: Option<ClientLimitsConfig>,
+}
+
+/// A client key's limits; each is off when left out. A request over one
+/// gets the gateway's own 429 and reaches no provider.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimitsConfig {
+    /// Requests in any 60 seconds.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens (input and output, from the answers' `usage`) in any 60 seconds.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens in a UTC day.
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -50,6 +50,10 @@ pub struct GatewayPlan {
     /// Traces, exported to [`TRACE_CLUSTER`]; `None` costs a request nothing.
     #[serde(default)]
     pub tracing: Option<TracePlan>,
+    /// The share of a model's reported quota kept for the highest priority
+    /// of the client keys (`listeners[0].priority_reserve`).
+    #[serde(default)]
+    pub priority_reserve: f64,
 }
 
 /// The Envoy cluster of the trace collector (see the Envoy template).
@@ -72,7 +76,22 @@ pub struct ClientKey {
     pub name: String,
     /// SHA-256 of the key, lowercase hex: never the key itself.
     pub sha256: String,
+    /// Higher is served longer when a model's quota runs low.
+    #[serde(default)]
+    pub priority: u32,
+    #[serde(default)]
+    pub limits: Option<KeyLimits>,
 }
+
+/// A client key's limits, each off when `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KeyLimits {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+}
+
+pub const DEFAULT_PRIORITY_RESERVE: f64 = 0.1;
 
 impl GatewayPlan {
     /// The target a request's `model` names: the full `provider/model`, or

@@ -20,6 +20,9 @@ pub struct Reach {
     /// Targets of this format are skipped: the request has something their
     /// API cannot carry (said here).
     pub untranslatable: Option<(Format, String)>,
+    /// Targets whose quota is low and kept for client keys of higher
+    /// priority (`priority`).
+    pub reserved: Vec<usize>,
 }
 
 /// Why a target is outside a request's reach.
@@ -30,6 +33,7 @@ pub enum Skip {
     NoState,
     /// The request cannot be translated into the target's format.
     Untranslatable(String),
+    Reserved,
 }
 
 impl Skip {
@@ -38,6 +42,7 @@ impl Skip {
             Skip::Untranslatable(why) => format!("cannot be translated: {why}"),
             Skip::NotServed(api) => format!("does not serve {}", api.path()),
             Skip::OtherModel => "another model: embeddings never move to another model, whose vectors are not comparable".into(),
+            Skip::Reserved => "its quota is low and kept for client keys of higher priority".into(),
             Skip::NoState => "does not hold the state of previous_response_id (another deployment made it)".into(),
         }
     }
@@ -51,6 +56,7 @@ impl Reach {
             own_model: false,
             only: None,
             untranslatable: None,
+            reserved: Vec::new(),
         }
     }
 
@@ -65,6 +71,9 @@ impl Reach {
         }
         if self.only.is_some_and(|only| only != target) {
             return Err(Skip::NoState);
+        }
+        if self.reserved.contains(&target) {
+            return Err(Skip::Reserved);
         }
         if let Some((format, why)) = &self.untranslatable {
             if t.format == *format {

@@ -157,7 +157,9 @@ impl RequestState {
     /// Whether an answer with `status` has quota headers that matter to this
     /// request: a success, under a policy that reads them.
     pub fn reads_quota(&self, plan: &GatewayPlan, status: u16) -> bool {
-        (200..300).contains(&status) && self.policy(plan).is_some_and(|p| p.quota_floor.is_some())
+        (200..300).contains(&status)
+            && (self.policy(plan).is_some_and(|p| p.quota_floor.is_some())
+                || crate::priority::ranked(plan))
     }
 
     pub fn policy<'p>(&self, plan: &'p GatewayPlan) -> Option<&'p RetryPolicy> {

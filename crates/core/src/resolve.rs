@@ -355,10 +355,10 @@ pub fn resolve_with(
         }
     }
 
-    let shared_state = config
-        .shared_state
-        .as_ref()
-        .map(|s| shared_state::resolve_shared_state(&mut c, s, &targets));
+    let shared_state = config.shared_state.as_ref().map(|s| {
+        let keys = access.as_ref().map_or(&[][..], |a| &a.client_keys[..]);
+        shared_state::resolve_shared_state(&mut c, s, &targets, keys)
+    });
     let traces = config.tracing.as_ref().map(|t| tracing::resolve(&mut c, t));
     c.issues.extend(crate::guards::check(config, env));
     let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
@@ -375,6 +375,7 @@ pub fn resolve_with(
                 client_keys: access.client_keys,
                 hop_token: String::new(),
                 tracing: traces.clone().map(|(plan, _)| plan),
+                priority_reserve: access.priority_reserve,
             },
             access_log: config.logging.access_log,
             endpoints,

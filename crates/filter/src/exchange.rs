@@ -3,6 +3,7 @@
 
 use plano_core::api::Api;
 use plano_core::body::RequestBody;
+use plano_core::limits::{Charge, Standings};
 use plano_core::request::RequestState;
 use plano_core::trace::RequestTrace;
 use plano_core::translate::Answer;
@@ -72,6 +73,10 @@ pub struct Exchange {
     pub hedge_call: Option<u32>,
     /// The stream cluster's context that carries the hedge.
     pub hedge_stream: Option<u32>,
+    /// What the client key's limits were charged, until the answer settles
+    /// it, and the key's standing after the charge (its answer's headers).
+    pub charge: Option<Charge>,
+    pub standing: Option<Standings>,
 }
 
 impl Exchange {

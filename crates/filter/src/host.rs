@@ -112,6 +112,8 @@ pub struct Metrics {
     pub stream_broken: u32,
     pub retries_hedge: u32,
     pub hedge_lost: u32,
+    /// Requests refused by their client key's limits (or its priority).
+    pub limited: u32,
 }
 
 impl Metrics {
@@ -134,6 +136,7 @@ impl Metrics {
             stream_broken: counter("plano.stream_broken")?,
             retries_hedge: counter("plano.retries.hedge")?,
             hedge_lost: counter("plano.hedge_lost")?,
+            limited: counter("plano.limited")?,
         })
     }
 

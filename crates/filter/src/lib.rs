@@ -11,6 +11,7 @@ mod headers;
 mod hedge_stream;
 mod hedged;
 mod host;
+mod limits;
 mod metrics;
 mod redirected;
 mod report;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use plano_core::attempt::Outcome;
 use plano_core::blocks::{self, BlockKey};
+use plano_core::limits::Spent;
 use plano_core::plan::GatewayPlan;
 use plano_core::usage::Usage;
 use proxy_wasm::hostcalls;
@@ -40,6 +41,19 @@ pub struct Stats {
     tokens: RefCell<HashMap<TokenKey, (u32, u32)>>,
     /// Every block key of the plan: (deadline gauge, blocked-ms counter).
     blocks: Vec<(BlockKey, u32, u32)>,
+    /// By client key, for a key with limits: what it has spent (gauges) and
+    /// its refusals.
+    limited_keys: Vec<Option<KeyStats>>,
+}
+
+/// `plano.client.<name>.{minute_requests, minute_tokens, day_tokens}`, as
+/// of the key's latest charge or settle, and `.limited`.
+#[derive(Clone, Copy)]
+struct KeyStats {
+    minute_requests: u32,
+    minute_tokens: u32,
+    day_tokens: u32,
+    limited: u32,
 }
 
 /// A stat name with its labels as tag pieces.
@@ -97,7 +111,21 @@ impl Stats {
             let ms = define(MetricType::Counter, &tagged("block.ms", &labels))?;
             block_stats.push((key, until, ms));
         }
+        let mut limited_keys = Vec::new();
+        for k in &plan.client_keys {
+            let name = |what: &str| format!("plano.client.{}.{what}", k.name);
+            limited_keys.push(match k.limits {
+                Some(_) => Some(KeyStats {
+                    minute_requests: define(MetricType::Gauge, &name("minute_requests"))?,
+                    minute_tokens: define(MetricType::Gauge, &name("minute_tokens"))?,
+                    day_tokens: define(MetricType::Gauge, &name("day_tokens"))?,
+                    limited: define(MetricType::Counter, &name("limited"))?,
+                }),
+                None => None,
+            });
+        }
         Ok(Stats {
+            limited_keys,
             targets,
             client_names: plan.client_keys.iter().map(|k| k.name.clone()).collect(),
             outcomes: RefCell::default(),
@@ -172,6 +200,22 @@ impl Stats {
     pub fn answered(&self, primary: usize, added_ms: u64) {
         if let Some(t) = self.targets.get(primary) {
             Self::record(t.added_ms, added_ms);
+        }
+    }
+
+    /// Client key `client` has spent `spent` by now.
+    pub fn spent(&self, client: Option<usize>, spent: &Spent) {
+        if let Some(Some(k)) = client.and_then(|c| self.limited_keys.get(c)) {
+            Self::record(k.minute_requests, spent.minute_requests);
+            Self::record(k.minute_tokens, spent.minute_tokens);
+            Self::record(k.day_tokens, spent.day_tokens);
+        }
+    }
+
+    /// A request of client key `client` was refused by its limits or priority.
+    pub fn limited(&self, client: Option<usize>) {
+        if let Some(Some(k)) = client.and_then(|c| self.limited_keys.get(c)) {
+            Self::add(k.limited, 1);
         }
     }
 

@@ -74,6 +74,8 @@ impl Worker {
     /// Answers with the `retry_exhausted` error, from the effective context.
     pub fn reply_exhausted(&self, ex: &mut Exchange, exhaustion: &Exhaustion) {
         self.metrics.add(self.metrics.exhausted, 1);
+        // No provider answered: the request took no tokens.
+        self.settle_client(ex, Some(Default::default()));
         let attempt_headers = self.attempt_headers(ex);
         let retry_after = exhaustion.retry_after_secs.map(|s| s.to_string());
         let mut headers = vec![("content-type", "application/json")];
@@ -124,9 +126,9 @@ impl Worker {
         if let Some(trace) = &mut ex.trace {
             trace.answered(tail);
         }
-        if let (Some(usage), Some(target)) =
-            (Worker::answer_usage(ex, tail), ex.state.current_target())
-        {
+        let usage = Worker::answer_usage(ex, tail);
+        self.settle_client(ex, usage);
+        if let (Some(usage), Some(target)) = (usage, ex.state.current_target()) {
             self.stats.tokens(target, ex.client, usage);
         }
     }

@@ -91,6 +91,7 @@ impl RootContext for GatewayRoot {
         };
         let worker = Worker::new(plan, metrics, stats);
         worker.prepare_shared_slots();
+        worker.prepare_limit_slots();
         let worker = Rc::new(worker);
         WORKERS.with(|w| {
             let mut workers = w.borrow_mut();

@@ -54,6 +54,7 @@ impl Worker {
             own_model: api.spec().model_pinned || body.names_conversation,
             only: None,
             untranslatable: untranslatable(plan, api, raw),
+            reserved: Vec::new(),
         };
         if let Some(id) = &body.previous_response_id {
             match response_ids::recall(&EnvoyStore, id, now_ms()) {

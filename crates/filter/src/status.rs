@@ -1,8 +1,10 @@
-//! The loopback-only status listener: the gateway's current blocks, for
+//! The loopback-only status listener: the gateway's current blocks and what
+//! each limited client key has spent (by its name, never its key), for
 //! `planoai status`. A root of its own, so each worker has one gateway worker.
 
 use log::error;
 use plano_core::blocks;
+use plano_core::limits;
 use plano_core::plan::GatewayPlan;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -60,7 +62,27 @@ impl HttpContext for StatusStream {
             .into_iter()
             .map(|(key, until)| serde_json::json!({"blocked": key.describe(), "until_ms": until, "remaining_ms": until - now}))
             .collect();
-        let body = serde_json::json!({"blocks": blocks}).to_string();
+        let clients: Vec<_> = self
+            .plan
+            .client_keys
+            .iter()
+            .filter_map(|k| {
+                let l = k.limits.as_ref()?;
+                let slot = limits::slot(&k.name);
+                let others = crate::limits::others(&slot, now);
+                let spent = limits::standing(&EnvoyStore, &slot, l, now, &others).spent;
+                Some(serde_json::json!({
+                    "name": k.name,
+                    "minute_requests": spent.minute_requests,
+                    "requests_per_minute": l.requests_per_minute,
+                    "minute_tokens": spent.minute_tokens,
+                    "tokens_per_minute": l.tokens_per_minute,
+                    "day_tokens": spent.day_tokens,
+                    "tokens_per_day": l.tokens_per_day,
+                }))
+            })
+            .collect();
+        let body = serde_json::json!({"blocks": blocks, "clients": clients}).to_string();
         self.send_http_response(
             200,
             vec![("content-type", "application/json")],

@@ -203,7 +203,11 @@ impl HttpContext for GatewayStream {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         match self.exchange() {
             Some(id) => self.worker.response_headers(id),
-            None => Action::Continue,
+            None => {
+                // The gateway's own replies to a limited key state its limits too.
+                self.worker.state_limits(self.client);
+                Action::Continue
+            }
         }
     }
 

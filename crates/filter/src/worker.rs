@@ -5,7 +5,7 @@
 //! through Envoy's router (`redirected`); a request that is not streamed is
 //! retried with dispatched calls (`dispatched`).
 //!
-//! An exchange is taken out of the map while it is worked on and put back
+//! An exchange (`exchange`) is taken out of the map while it is worked on and put back
 //! after, so no borrow is held across a host call.
 
 use std::cell::RefCell;
@@ -147,11 +147,18 @@ impl Worker {
             );
             return (reply_api_error(api, 404, "model_not_found", &message), None);
         };
-        let reach = match self.reach_of(api, &raw, &body, primary) {
+        let mut reach = match self.reach_of(api, &raw, &body, primary) {
             Ok(reach) => reach,
             Err((status, kind, message)) => {
                 return (reply_api_error(api, status, kind, &message), None)
             }
+        };
+        if let Err(refused) = self.reserve(api, client, primary, &mut reach) {
+            return (refused, None);
+        }
+        let (charge, standing) = match self.charge_client(api, client, raw.len(), &body) {
+            Ok(charged) => charged.unzip(),
+            Err(refused) => return (refused, None),
         };
         self.stats.request(primary);
         let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
@@ -197,6 +204,8 @@ impl Worker {
             usage_strip,
             hedge_call: None,
             hedge_stream: None,
+            charge,
+            standing,
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now, buffered)
@@ -326,6 +335,10 @@ impl Worker {
         if ex.phase == Phase::Streaming {
             self.watch_for_response_id(&mut ex);
             self.begin_answer(&mut ex);
+        }
+        // After the answer's quota headers were read: these replace them.
+        if let Some(standing) = &ex.standing {
+            crate::limits::state(standing);
         }
         self.put(ex);
         action

@@ -58,9 +58,17 @@ pub fn run() -> Result<i32> {
                     )?;
                 }
             }
+            let clients = report["clients"].as_array().cloned().unwrap_or_default();
+            if !clients.is_empty() {
+                outln!("  client limits:")?;
+                for c in clients {
+                    outln!("    {}", client_line(&c))?;
+                }
+            }
         }
         _ => outln!("  blocks:  unknown (the gateway did not report them)")?,
     }
+
     if let Ok((200, stats)) = health::get(render::ADMIN_PORT, "/stats?filter=wasmcustom.plano") {
         if let Some(line) = shared_state_line(&stats) {
             outln!("  shared:  {line}")?;
@@ -76,6 +84,25 @@ pub fn run() -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// A limited key's spending against its limits, by its name: `batch: 12/60
+/// requests, 3400/40000 tokens this minute; 120000/2000000 tokens today`.
+fn client_line(c: &serde_json::Value) -> String {
+    let of = |spent: &str, limit: &str| {
+        let spent = c[spent].as_u64().unwrap_or(0);
+        match c[limit].as_u64() {
+            Some(limit) => format!("{spent}/{limit}"),
+            None => spent.to_string(),
+        }
+    };
+    format!(
+        "{}: {} requests, {} tokens this minute; {} tokens today",
+        c["name"].as_str().unwrap_or("?"),
+        of("minute_requests", "requests_per_minute"),
+        of("minute_tokens", "tokens_per_minute"),
+        of("day_tokens", "tokens_per_day"),
+    )
 }
 
 /// etcd's state from the holder's stats, when `shared_state` is on.

@@ -16,6 +16,12 @@ pub struct Members {
     pub previous_response_id: Option<Range<usize>>,
     pub conversation: Option<Range<usize>>,
     pub stream_options: Option<Range<usize>>,
+    /// The answer's cap: `max_tokens` (chat completions, Messages),
+    /// `max_completion_tokens` (chat's newer name) or `max_output_tokens`
+    /// (Responses), read for a client key's token estimate.
+    pub max_tokens: Option<Range<usize>>,
+    pub max_completion_tokens: Option<Range<usize>>,
+    pub max_output_tokens: Option<Range<usize>>,
 }
 
 impl Members {
@@ -29,6 +35,11 @@ impl Members {
             }
             b"conversation" => Some(("conversation", &mut self.conversation)),
             b"stream_options" => Some(("stream_options", &mut self.stream_options)),
+            b"max_tokens" => Some(("max_tokens", &mut self.max_tokens)),
+            b"max_completion_tokens" => {
+                Some(("max_completion_tokens", &mut self.max_completion_tokens))
+            }
+            b"max_output_tokens" => Some(("max_output_tokens", &mut self.max_output_tokens)),
             _ => None,
         }
     }

@@ -5,16 +5,21 @@ use super::{Effects, Env, RequestState};
 use crate::blocks::{self, BlockKey};
 use crate::config::BlockApplyTo;
 use crate::plan::{HighLatency, RetryPolicy, Target};
+use crate::priority;
 use crate::quota::Quota;
 
 impl RequestState {
     /// A successful answer reported its quota: at or under the policy's
-    /// floor, the target is blocked until the quota resets.
+    /// floor, the target is blocked until the quota resets; with client keys
+    /// of several priorities, the share left is kept for their choices.
     pub fn note_quota(&self, env: &Env, quota: &Quota, effects: &mut Effects) {
-        let (Some(policy), Some(t)) = (
-            self.policy(env.plan),
-            self.current_target().and_then(|i| env.plan.targets.get(i)),
-        ) else {
+        let Some(t) = self.current_target().and_then(|i| env.plan.targets.get(i)) else {
+            return;
+        };
+        if priority::ranked(env.plan) {
+            priority::note_left(env.store, t, quota, env.now_ms);
+        }
+        let Some(policy) = self.policy(env.plan) else {
             return;
         };
         let Some(floor) = &policy.quota_floor else {

@@ -428,6 +428,7 @@ fn embeddings_rotate_within_the_pool_and_stop_where_a_rule_would_change_model() 
         own_model: true,
         only: None,
         untranslatable: None,
+        reserved: Vec::new(),
     };
     let mut effects = Effects::default();
     let (mut state, first) =
@@ -472,6 +473,7 @@ fn a_chained_request_goes_only_to_the_deployment_that_holds_its_state() {
         own_model: false,
         only: Some(1),
         untranslatable: None,
+        reserved: Vec::new(),
     };
     let mut effects = Effects::default();
     for sample in [0.0, 0.5, 0.99] {

@@ -2,8 +2,8 @@
 
 use super::keys::{report_key_error, resolve_key};
 use super::{Checker, Severity};
-use crate::config::Listener;
-use crate::plan::ClientKey;
+use crate::config::{ClientLimitsConfig, Listener};
+use crate::plan::{ClientKey, KeyLimits, DEFAULT_PRIORITY_RESERVE};
 
 /// Where the listener binds without an `address`: only this machine can
 /// reach it, so it needs no client keys. Serving others is a decision.
@@ -16,6 +16,7 @@ const MIN_CLIENT_KEY_LEN: usize = 16;
 pub(super) struct Access {
     pub address: String,
     pub client_keys: Vec<ClientKey>,
+    pub priority_reserve: f64,
 }
 
 /// The listener's address and client keys. A listener others can reach
@@ -106,8 +107,11 @@ pub(super) fn resolve_access(
         client_keys.push(ClientKey {
             name: k.name.clone(),
             sha256: crate::clients::to_hex(&d),
+            priority: k.priority.unwrap_or(0),
+            limits: k.limits.map(|l| resolve_limits(c, &kat, &l)),
         });
     }
+    let priority_reserve = resolve_reserve(c, l, at);
 
     let open = !loopback && l.client_keys.is_empty();
     if open && !l.allow_unauthenticated {
@@ -141,5 +145,58 @@ pub(super) fn resolve_access(
     Access {
         address,
         client_keys,
+        priority_reserve,
     }
+}
+
+/// Each limit set must allow something: 0 would refuse every request, which
+/// is what removing the key does.
+fn resolve_limits(c: &mut Checker, kat: &str, l: &ClientLimitsConfig) -> KeyLimits {
+    let fields = [
+        ("requests_per_minute", l.requests_per_minute),
+        ("tokens_per_minute", l.tokens_per_minute),
+        ("tokens_per_day", l.tokens_per_day),
+    ];
+    for (name, value) in fields {
+        if value == Some(0) {
+            c.error(
+                format!("{kat}.limits.{name}"),
+                "must be greater than 0 (leave it out for no limit)",
+            );
+        }
+    }
+    if fields.iter().all(|(_, v)| v.is_none()) {
+        c.warn(
+            format!("{kat}.limits"),
+            "sets no limit",
+            Some("add `requests_per_minute`, `tokens_per_minute` or `tokens_per_day`".into()),
+        );
+    }
+    KeyLimits {
+        requests_per_minute: l.requests_per_minute,
+        tokens_per_minute: l.tokens_per_minute,
+        tokens_per_day: l.tokens_per_day,
+    }
+}
+
+fn resolve_reserve(c: &mut Checker, l: &Listener, at: &str) -> f64 {
+    let Some(reserve) = l.priority_reserve else {
+        return DEFAULT_PRIORITY_RESERVE;
+    };
+    if !(reserve > 0.0 && reserve < 1.0) {
+        c.error(
+            format!("{at}.priority_reserve"),
+            format!("`{reserve}` must be between 0 and 1 (a share of the quota), e.g. 0.1"),
+        );
+    }
+    let mut priorities = l.client_keys.iter().map(|k| k.priority.unwrap_or(0));
+    let first = priorities.next();
+    if priorities.all(|p| Some(p) == first) {
+        c.warn(
+            format!("{at}.priority_reserve"),
+            "has no effect: every client key has the same priority",
+            Some("give the keys to serve longer a higher `priority`".into()),
+        );
+    }
+    reserve
 }

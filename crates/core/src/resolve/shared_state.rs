@@ -5,7 +5,7 @@ use super::endpoint::parse_base_url;
 use super::Checker;
 use crate::blocks::BlockKey;
 use crate::config::{BlockApplyTo, SharedStateConfig};
-use crate::plan::Target;
+use crate::plan::{ClientKey, Target};
 use crate::replicas::SharedStatePlan;
 
 pub const DEFAULT_KEY_PREFIX: &str = "/plano/";
@@ -41,6 +41,7 @@ pub(super) fn resolve_shared_state(
     c: &mut Checker,
     s: &SharedStateConfig,
     targets: &[Target],
+    client_keys: &[ClientKey],
 ) -> SharedState {
     let at = "shared_state";
     if s.etcd_endpoints.is_empty() {
@@ -97,7 +98,7 @@ pub(super) fn resolve_shared_state(
             prefix,
             probe_lease_ms: targets.iter().map(|t| t.timeout_ms).max().unwrap_or(0),
             max_queued_writes,
-            published_slots: published_slots(targets),
+            published_slots: published_slots(targets, client_keys),
         },
     }
 }
@@ -150,8 +151,9 @@ fn resolve_tls(c: &mut Checker, s: &SharedStateConfig, https: bool) -> Option<Et
 /// every model, when a policy has a budget, and the latency events of every
 /// target at each scope a global `min_triggers` above 1 counts them at (one
 /// event is a block, shared as blocks are). A few more than a request may
-/// reach: a slot no request writes is never published.
-fn published_slots(targets: &[Target]) -> Vec<String> {
+/// reach: a slot no request writes is never published. And the counts of
+/// every client key with limits.
+fn published_slots(targets: &[Target], client_keys: &[ClientKey]) -> Vec<String> {
     let policies = || targets.iter().filter_map(|t| t.retry_policy.as_ref());
     let mut slots = Vec::new();
     if policies().any(|p| p.retry_budget.is_some()) {
@@ -170,6 +172,12 @@ fn published_slots(targets: &[Target]) -> Vec<String> {
             );
         }
     }
+    slots.extend(
+        client_keys
+            .iter()
+            .filter(|k| k.limits.is_some())
+            .map(|k| crate::limits::slot(&k.name)),
+    );
     slots.sort();
     slots.dedup();
     slots
@@ -188,7 +196,7 @@ mod tests {
             max_queued_writes: None,
             tls: None,
         };
-        let s = resolve_shared_state(&mut c, &config, &[]);
+        let s = resolve_shared_state(&mut c, &config, &[], &[]);
         (s, c.issues.into_iter().map(|i| i.path).collect())
     }
 
@@ -240,7 +248,7 @@ mod tests {
                 max_queued_writes: None,
                 tls: Some(t),
             };
-            let s = resolve_shared_state(&mut c, &config, &[]);
+            let s = resolve_shared_state(&mut c, &config, &[], &[]);
             (
                 s.tls,
                 c.issues.into_iter().map(|i| i.path).collect::<Vec<_>>(),
@@ -319,5 +327,20 @@ mod tests {
         );
         // One event is a block, and blocks are shared as they are.
         assert!(resolved(latency(1)).is_empty());
+        // Each limited client key's counts.
+        let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
+            "version": "v0.3.0",
+            "listeners": [{"type": "model", "name": "l", "port": 12000, "client_keys": [
+                {"name": "batch", "key": "batch-key-0123456789ab", "limits": {"requests_per_minute": 5}},
+                {"name": "app", "key": "app-key-0123456789abcd"}]}],
+            "model_providers": [{"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9"}],
+            "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
+        }))
+        .unwrap();
+        let r = crate::resolve::resolve(&config, &|_| None).0.unwrap();
+        assert_eq!(
+            r.shared_state.unwrap().plan.published_slots,
+            ["plano.limit.batch"]
+        );
     }
 }

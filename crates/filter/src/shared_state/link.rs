@@ -128,6 +128,8 @@ impl Link {
         }
         if matches!(self.phase, Phase::Up { .. }) {
             warn!("plano shared state: etcd unreachable; each worker goes on with local blocks");
+            // The replicas seen until now split the client keys' limits.
+            self.say_seen(false);
         }
         // Peers' counts go stale from here: count alone until etcd is back.
         self.publisher.reset();

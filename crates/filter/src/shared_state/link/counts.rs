@@ -6,6 +6,8 @@
 use std::hash::{BuildHasher, Hasher};
 
 use log::warn;
+use plano_core::blocks::SharedStore;
+use plano_core::limits;
 use plano_core::replicas::counts::{self, Publication, LEASE_TTL_SECONDS};
 use prost::Message;
 
@@ -27,6 +29,7 @@ impl Link {
     /// replica's counts when due, and the views of its peers' when changed.
     pub(super) fn publish_counts(&mut self, now_ms: u64) {
         self.published.store(&RawStore, &self.plan.published_slots);
+        self.say_seen(true);
         if self.plan.published_slots.is_empty() {
             return;
         }
@@ -56,6 +59,17 @@ impl Link {
         } else {
             self.fail(now_ms);
         }
+    }
+
+    /// How many replicas are alive as far as this one knows, and whether
+    /// etcd is up: what client keys' limits are split by while it is away.
+    pub(super) fn say_seen(&self, up: bool) {
+        let live = self.published.peers() as u64 + 1;
+        RawStore.set(
+            limits::replicas::SEEN_SLOT,
+            &limits::replicas::seen_value(live, up),
+            0,
+        );
     }
 
     pub(super) fn lease_granted(&mut self, status: u32, body: &[u8], now_ms: u64) {
