@@ -12,6 +12,7 @@
 //! replicas would spend N budgets again.
 
 use crate::blocks::{update, BlockKey, SharedStore};
+use crate::buckets;
 use crate::plan::RetryBudget;
 use crate::replicas::counts;
 
@@ -27,28 +28,18 @@ struct Bucket {
 /// window dropped on every write, so the slot stays small.
 fn decode(value: &[u8], now_ms: u64, window_ms: u64) -> Vec<Bucket> {
     let oldest = now_ms.saturating_sub(window_ms) / 1000;
-    std::str::from_utf8(value)
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|b| {
-            let mut parts = b.split(':').map(|n| n.parse::<u64>().ok());
-            Some(Bucket {
-                second: parts.next()??,
-                requests: parts.next()??,
-                retries: parts.next()??,
-            })
+    buckets::parse(std::str::from_utf8(value).unwrap_or_default())
+        .map(|(second, requests, retries)| Bucket {
+            second,
+            requests,
+            retries,
         })
         .filter(|b| b.second > oldest)
         .collect()
 }
 
 fn encode(buckets: &[Bucket]) -> Vec<u8> {
-    buckets
-        .iter()
-        .map(|b| format!("{}:{}:{}", b.second, b.requests, b.retries))
-        .collect::<Vec<_>>()
-        .join(",")
-        .into_bytes()
+    buckets::format(buckets.iter().map(|b| (b.second, b.requests, b.retries))).into_bytes()
 }
 
 fn add(buckets: &mut Vec<Bucket>, now_ms: u64, requests: u64, retries: u64) {

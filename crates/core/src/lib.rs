@@ -8,6 +8,7 @@ pub mod attempt;
 pub mod backoff;
 pub mod blocks;
 pub mod body;
+pub mod buckets;
 pub mod budget;
 pub mod chunked;
 pub mod clients;

@@ -7,6 +7,7 @@
 //! tokens by more than the estimates are off.
 
 use crate::blocks::{update, SharedStore};
+use crate::buckets;
 use crate::plan::KeyLimits;
 
 pub const WINDOW_MS: u64 = 60_000;
@@ -58,15 +59,11 @@ impl Counts {
             .and_then(|(_, t)| t.parse().ok())
             .unwrap_or(0);
         let oldest = oldest_second(now_ms);
-        let buckets = buckets
-            .split(',')
-            .filter_map(|b| {
-                let mut parts = b.split(':').map(|n| n.parse::<u64>().ok());
-                Some(Bucket {
-                    second: parts.next()??,
-                    requests: parts.next()??,
-                    tokens: parts.next()??,
-                })
+        let buckets = buckets::parse(buckets)
+            .map(|(second, requests, tokens)| Bucket {
+                second,
+                requests,
+                tokens,
             })
             .filter(|b| b.second >= oldest)
             .collect();
@@ -78,12 +75,12 @@ impl Counts {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let buckets: Vec<String> = self
-            .buckets
-            .iter()
-            .map(|b| format!("{}:{}:{}", b.second, b.requests, b.tokens))
-            .collect();
-        format!("{}:{};{}", self.day, self.day_tokens, buckets.join(",")).into_bytes()
+        let buckets = buckets::format(
+            self.buckets
+                .iter()
+                .map(|b| (b.second, b.requests, b.tokens)),
+        );
+        format!("{}:{};{buckets}", self.day, self.day_tokens).into_bytes()
     }
 
     pub fn requests(&self) -> u64 {
