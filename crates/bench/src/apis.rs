@@ -84,18 +84,8 @@ pub async fn rows(
     Ok(endpoints
         .iter()
         .zip(runs)
-        .map(|((name, _, _), mut rounds)| {
-            let in_order = rounds.iter().map(|r| (r.rps(), r.ms(0.5))).collect();
-            rounds.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
-            let spread = (rounds[0].rps(), rounds[rounds.len() - 1].rps());
-            Row {
-                name: format!("gateway, success, {name}, 1 KB"),
-                connections: 32,
-                run: rounds.swap_remove(rounds.len() / 2),
-                rss_mb: rss,
-                spread: Some(spread),
-                rounds: in_order,
-            }
+        .map(|((name, _, _), rounds)| {
+            Row::median(format!("gateway, success, {name}, 1 KB"), rounds, rss)
         })
         .collect())
 }

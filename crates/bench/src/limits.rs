@@ -52,18 +52,12 @@ pub async fn rows(home: &Path, ok: u16, rounds: usize, round: Duration) -> Resul
     Ok(runs
         .into_iter()
         .zip(["no limits", "limited (charged and settled)"])
-        .map(|(mut rounds, name)| {
-            let in_order = rounds.iter().map(|r| (r.rps(), r.ms(0.5))).collect();
-            rounds.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
-            let spread = (rounds[0].rps(), rounds[rounds.len() - 1].rps());
-            Row {
-                name: format!("gateway, success, client key {name}, 1 KB"),
-                connections: 32,
-                run: rounds.swap_remove(rounds.len() / 2),
-                rss_mb: rss,
-                spread: Some(spread),
-                rounds: in_order,
-            }
+        .map(|(rounds, name)| {
+            Row::median(
+                format!("gateway, success, client key {name}, 1 KB"),
+                rounds,
+                rss,
+            )
         })
         .collect())
 }

@@ -51,6 +51,25 @@ struct Row {
     rounds: Vec<(f64, f64)>,
 }
 
+impl Row {
+    /// The median of interleaved `rounds` of one closed-loop row (32
+    /// connections), with the slowest and fastest round's req/s and every
+    /// round in the order run.
+    fn median(name: String, mut rounds: Vec<load::Run>, rss_mb: Option<f64>) -> Row {
+        let in_order = rounds.iter().map(|r| (r.rps(), r.ms(0.5))).collect();
+        rounds.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+        let spread = (rounds[0].rps(), rounds[rounds.len() - 1].rps());
+        Row {
+            name,
+            connections: 32,
+            run: rounds.swap_remove(rounds.len() / 2),
+            rss_mb,
+            spread: Some(spread),
+            rounds: in_order,
+        }
+    }
+}
+
 fn envoy_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PLANO_ENVOY") {
         return Ok(p.into());

@@ -132,18 +132,12 @@ pub async fn rows(home: &Path, ok: u16, rounds: usize, round: Duration) -> Resul
         .into_iter()
         .zip(["off", "on (sampling 1.0)"])
         .zip(rss)
-        .map(|((mut rounds, name), rss_mb)| {
-            let in_order = rounds.iter().map(|r| (r.rps(), r.ms(0.5))).collect();
-            rounds.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
-            let spread = (rounds[0].rps(), rounds[rounds.len() - 1].rps());
-            Row {
-                name: format!("gateway, success, tracing {name}, 1 KB"),
-                connections: 32,
-                run: rounds.swap_remove(rounds.len() / 2),
+        .map(|((rounds, name), rss_mb)| {
+            Row::median(
+                format!("gateway, success, tracing {name}, 1 KB"),
+                rounds,
                 rss_mb,
-                spread: Some(spread),
-                rounds: in_order,
-            }
+            )
         })
         .collect())
 }
