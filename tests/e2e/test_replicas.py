@@ -37,6 +37,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+def port_free_within(port, seconds):
+    """Whether nothing listens on 127.0.0.1:`port` within `seconds`: a bind
+    without SO_REUSEPORT fails while any socket listens there (SO_REUSEADDR
+    lets it pass the closed connections still in TIME_WAIT)."""
+    deadline = time.time() + seconds
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                if time.time() >= deadline:
+                    return False
+        time.sleep(0.1)
+
+
 class Limited:
     """A provider on loopback that records every call (when, from whose
     client, for which model) and answers 429 with `Retry-After` when
@@ -159,6 +176,11 @@ class Replica:
         self.proc = None
 
     def start(self):
+        # Envoy binds with SO_REUSEPORT: beside an Envoy still on the port
+        # (an earlier test's, shutting down) it would start and share the
+        # port's connections with it. Wait for the port to be free instead.
+        for port in (self.port, self.admin, self.status):
+            assert port_free_within(port, 15), f"port {port} is still taken: gateway {self.name} cannot start alone"
         out = os.path.join(self.dir, "run")
         planoai("render", self.config, "-o", out)
         for name, old, new in [("envoy.yaml", "9901", self.admin), ("lds.yaml", "9902", self.status)]:
