@@ -441,6 +441,12 @@ def test_etcd_killed_under_load_costs_no_request_and_resyncs(world):
     resynced = wait_up([a, b, c], seconds=15)
     print(f"resync after etcd came back: {(resynced - back) * 1000:.0f} ms (killed {back - killed:.1f} s before)")
     assert resynced - back < 4
+    # Up is each one's own link; A's queued Put then goes out on its next
+    # tick and reaches the others by their watches: a tick and a round trip.
+    deadline = time.time() + 2
+    while not (b.blocked("m2") and c.blocked("m2")) and time.time() < deadline:
+        time.sleep(0.02)
+    print(f"the queued block reached B and C {(time.time() - resynced) * 1000:.0f} ms after all were up")
     assert b.blocked("m2") and c.blocked("m2")
     assert all(r.stat("resyncs") >= 1 for r in (a, b, c))
 
