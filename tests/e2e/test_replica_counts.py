@@ -194,7 +194,10 @@ def test_three_replicas_spend_one_retry_budget_between_them(world):
     alone, alone_ok = make(Provider(status=503), BUDGET_POLICY, shared=False, offset=3)
     spent_alone = retries_under_failure(alone, alone_ok, 8)
     print(f"\nretries in 8 s under a failing model (one budget: {ONE_BUDGET} a {BUDGET_WINDOW} s window): 3 sharing {spent}, 3 alone {spent_alone}")
-    assert 2 * ONE_BUDGET - 2 * 3 <= spent <= 2 * ONE_BUDGET
+    # The stated error (README, Error bound): each replica works its share
+    # out at its own moments from counts of different seconds, so the
+    # shares can sum past one: a retry per replica at most here.
+    assert 2 * ONE_BUDGET - 2 * 3 <= spent <= 2 * ONE_BUDGET + 3
     assert spent_alone >= 2 * 3 * ONE_BUDGET - 6
 
 
@@ -219,7 +222,8 @@ def events_at_each(replicas):
     blocked = []
     for r in replicas:
         resp = r.chat("m0", "slow")
-        assert resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/m0"
+        assert resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/m0", (
+            r.name, blocked, dict(resp.headers), r.blocked("m0"))
         time.sleep(2)
         blocked.append([x.name for x in replicas if x.blocked("m0")])
     return blocked
@@ -257,5 +261,6 @@ def test_with_etcd_down_each_replica_spends_its_own_budget_as_before(world):
     spent_down = retries_under_failure(shared, ok, 3)
     budget = 10 * BUDGET_PER_SECOND
     print(f"\nretries with etcd up (2 s): {spent_up} (one budget: {budget}); then down (3 s): {spent_down}")
-    assert spent_up <= budget
+    # One budget within the stated error: a retry per replica (above).
+    assert spent_up <= budget + 3
     assert spent_up + spent_down == 3 * budget
