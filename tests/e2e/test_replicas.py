@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from conftest import planoai
+from conftest import eventually, planoai
 
 ETCD_PORT = 22379
 PEER_PORT = 22380
@@ -443,11 +443,8 @@ def test_etcd_killed_under_load_costs_no_request_and_resyncs(world):
     assert resynced - back < 4
     # Up is each one's own link; A's queued Put then goes out on its next
     # tick and reaches the others by their watches: a tick and a round trip.
-    deadline = time.time() + 2
-    while not (b.blocked("m2") and c.blocked("m2")) and time.time() < deadline:
-        time.sleep(0.02)
-    print(f"the queued block reached B and C {(time.time() - resynced) * 1000:.0f} ms after all were up")
-    assert b.blocked("m2") and c.blocked("m2")
+    assert eventually(lambda: b.blocked("m2") and c.blocked("m2"), 2)
+    print(f"the queued block reached B and C within {(time.time() - resynced) * 1000:.0f} ms of all being up")
     assert all(r.stat("resyncs") >= 1 for r in (a, b, c))
 
 
