@@ -95,7 +95,7 @@ def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_
         time.sleep(max(0.0, started + (i + 1) * 0.1 - time.monotonic()))
     served = sum(s.count(200) for s in statuses.values())
     refused = sum(s.count(429) for s in statuses.values())
-    assert served + refused == 100, (unexpected, statuses)
+    assert served + refused == 100, (unexpected, statuses, a.log_tail(), b.log_tail())
     # The stated error: what the other replica admitted in the ~1.5 s its
     # counts take to arrive (5 requests a second here: at most 8).
     assert 60 <= served <= 68, statuses

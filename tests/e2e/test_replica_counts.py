@@ -223,7 +223,7 @@ def events_at_each(replicas):
     for r in replicas:
         resp = r.chat("m0", "slow")
         assert resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/m0", (
-            r.name, blocked, dict(resp.headers), r.blocked("m0"))
+            r.name, blocked, dict(resp.headers), r.blocked("m0"), r.log_tail())
         time.sleep(2)
         blocked.append([x.name for x in replicas if x.blocked("m0")])
     return blocked

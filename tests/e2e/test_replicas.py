@@ -214,6 +214,11 @@ class Replica:
                 self.proc.wait()
         self.proc = None
 
+    def log_tail(self, chars=4000):
+        """The end of this gateway's Envoy log, for a failure's message."""
+        with open(os.path.join(self.dir, "envoy.log"), errors="replace") as f:
+            return f"--- {self.name}'s Envoy log ---\n" + f.read()[-chars:]
+
     def chat(self, model, user, session=requests, timeout=10):
         body = {"model": f"openai/{model}", "messages": [{"role": "user", "content": "hi"}], "user": user}
         return session.post(f"http://127.0.0.1:{self.port}/v1/chat/completions", json=body, timeout=timeout)
