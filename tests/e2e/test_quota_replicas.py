@@ -18,6 +18,8 @@ from test_quotas import used
 from test_replicas import ETCD_PORT, Etcd, Replica
 
 KEYS = {"shared": "shared-key-4b7e1a9c03d25f68", "alone": "alone-key-9d03c6e2b1a7f584"}
+# A key with no limits, for the requests that warm each gateway up.
+WARM = ("warm", "warm-key-5e8a0c3f71b9d246")
 
 
 def gateway_config(port, provider):
@@ -25,6 +27,9 @@ def gateway_config(port, provider):
                   - name: {name}
                     key: {key}
                     limits: {{ requests_per_minute: 60 }}""" for name, key in KEYS.items())
+    keys += f"""
+                  - name: {WARM[0]}
+                    key: {WARM[1]}"""
     return textwrap.dedent(f"""
         version: v0.3.0
         listeners:
@@ -73,8 +78,25 @@ def until(check, seconds):
 
 def send(replica, key):
     body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    secret = WARM[1] if key == WARM[0] else KEYS[key]
     return requests.post(f"http://127.0.0.1:{replica.port}/v1/chat/completions", json=body,
-                         headers={"Authorization": f"Bearer {KEYS[key]}"}, timeout=10)
+                         headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+
+
+def warm_up(replicas, each=6):
+    """Sends each gateway `each` requests with the unlimited key, so that
+    the counted run starts on gateways that have served. In 3 of 7 full
+    e2e runs, and 1 of 8 runs after the two modules before it, one of a
+    replica's first four requests here got Envoy's 503 (`connection
+    termination`, before the provider's headers); never in 20 runs of this
+    test alone, nor in 25 fresh pairs started alone. The cause is not found
+    (README, Replicas, says so). Such an answer is printed with the Envoy
+    logs; every gateway must still serve."""
+    for r in replicas:
+        statuses = [send(r, WARM[0]).status_code for _ in range(each)]
+        if set(statuses) != {200}:
+            print(f"warm-up at {r.name}: {statuses}", r.log_tail(), sep="\n")
+        assert 200 in statuses, (r.name, statuses)
 
 
 def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_without_etcd(pair):
@@ -82,6 +104,8 @@ def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_
     assert until(lambda: a.stat("up") == 1 and b.stat("up") == 1, 10)
     # Each replica learns of the other (its published counts) before the run.
     assert until(lambda: a.stat("peers") == 1 and b.stat("peers") == 1, 10), (a.stat("peers"), b.stat("peers"))
+    warm_up((a, b))
+    warm = provider.calls
     statuses = {a.name: [], b.name: []}
     # Any answer but a 200 or the gateway's 429, whole, for the failure's message.
     unexpected = []
@@ -95,11 +119,14 @@ def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_
         time.sleep(max(0.0, started + (i + 1) * 0.1 - time.monotonic()))
     served = sum(s.count(200) for s in statuses.values())
     refused = sum(s.count(429) for s in statuses.values())
-    assert served + refused == 100, (unexpected, statuses, a.log_tail(), b.log_tail())
+    if unexpected:
+        # Printed whole (an assertion's message is cut short in the report).
+        print(a.log_tail(), b.log_tail(), sep="\n")
+    assert served + refused == 100, (unexpected, statuses)
     # The stated error: what the other replica admitted in the ~1.5 s its
     # counts take to arrive (5 requests a second here: at most 8).
     assert 60 <= served <= 68, statuses
-    assert provider.calls == served
+    assert provider.calls - warm == served
     # Both replicas served a part: neither held the whole limit alone.
     assert all(s.count(200) < 60 for s in statuses.values()), statuses
 
