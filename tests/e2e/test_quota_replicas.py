@@ -15,7 +15,7 @@ import requests
 
 from mock_provider import Provider
 from test_quotas import used
-from test_replicas import ETCD_PORT, Etcd, Replica
+from test_replicas import ETCD_PORT, Etcd, Replica, warm_up
 
 KEYS = {"shared": "shared-key-4b7e1a9c03d25f68", "alone": "alone-key-9d03c6e2b1a7f584"}
 # A key with no limits, for the requests that warm each gateway up.
@@ -83,28 +83,12 @@ def send(replica, key):
                          headers={"Authorization": f"Bearer {secret}"}, timeout=10)
 
 
-def warm_up(replicas, each=6):
-    """Sends each gateway `each` requests with the unlimited key, so that
-    the counted run starts on gateways that have served. In 3 of 7 full
-    e2e runs, and 1 of 8 runs after the two modules before it, one of a
-    replica's first four requests here got Envoy's 503 (`connection
-    termination`, before the provider's headers); never in 20 runs of this
-    test alone, nor in 25 fresh pairs started alone. The cause is not found
-    (README, Replicas, says so). Such an answer is printed with the Envoy
-    logs; every gateway must still serve."""
-    for r in replicas:
-        statuses = [send(r, WARM[0]).status_code for _ in range(each)]
-        if set(statuses) != {200}:
-            print(f"warm-up at {r.name}: {statuses}", r.log_tail(), sep="\n")
-        assert 200 in statuses, (r.name, statuses)
-
-
 def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_without_etcd(pair):
     (a, b), provider, etcd = pair
     assert until(lambda: a.stat("up") == 1 and b.stat("up") == 1, 10)
     # Each replica learns of the other (its published counts) before the run.
     assert until(lambda: a.stat("peers") == 1 and b.stat("peers") == 1, 10), (a.stat("peers"), b.stat("peers"))
-    warm_up((a, b))
+    warm_up((a, b), lambda r: send(r, WARM[0]))
     warm = provider.calls
     statuses = {a.name: [], b.name: []}
     # Any answer but a 200 or the gateway's 429, whole, for the failure's message.

@@ -232,6 +232,22 @@ class Replica:
         return any(b["blocked"] == f"model openai/{model}" for b in report["blocks"])
 
 
+def warm_up(replicas, send, each=6):
+    """Sends each gateway `each` requests (`send(replica)`), so that a
+    counted run starts on gateways that have served. One of a just-started
+    replica's first four requests got Envoy's 503 (`connection
+    termination`, before any answer) in 3 of 7 full e2e runs, and 1 of 8
+    runs after the two modules before `test_quota_replicas`; never in 20
+    runs of that test alone, nor in 25 fresh pairs started alone. The cause
+    is not found (README, Replicas). Such an answer is printed with the
+    gateway's Envoy log; every gateway must still serve."""
+    for r in replicas:
+        statuses = [send(r).status_code for _ in range(each)]
+        if set(statuses) != {200}:
+            print(f"warm-up at {r.name}: {statuses}", r.log_tail(), sep="\n")
+        assert 200 in statuses, (r.name, statuses)
+
+
 MODELS = [f"m{i}" for i in range(8)]
 
 
