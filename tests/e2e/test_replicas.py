@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -239,12 +240,13 @@ def warm_up(replicas, send, each=6):
     termination`, before any answer) in 3 of 7 full e2e runs, and 1 of 8
     runs after the two modules before `test_quota_replicas`; never in 20
     runs of that test alone, nor in 25 fresh pairs started alone. The cause
-    is not found (README, Replicas). Such an answer is printed with the
-    gateway's Envoy log; every gateway must still serve."""
+    is not found (README, Replicas). Such an answer is a warning, with the
+    gateway's Envoy log, in the run's summary; every gateway must still
+    serve."""
     for r in replicas:
         statuses = [send(r).status_code for _ in range(each)]
         if set(statuses) != {200}:
-            print(f"warm-up at {r.name}: {statuses}", r.log_tail(), sep="\n")
+            warnings.warn(f"warm-up at {r.name}: {statuses}\n{r.log_tail()}")
         assert 200 in statuses, (r.name, statuses)
 
 
