@@ -237,7 +237,7 @@ def warm_up(replicas, send, each=6):
     """Sends each gateway `each` requests (`send(replica)`), so that a
     counted run starts on gateways that have served. One of a just-started
     replica's first four requests got Envoy's 503 (`connection
-    termination`, before any answer) in 3 of 7 full e2e runs, and 1 of 8
+    termination`, before any answer) in 3 of 8 full e2e runs, and 1 of 8
     runs after the two modules before `test_quota_replicas`; never in 20
     runs of that test alone, nor in 25 fresh pairs started alone. The cause
     is not found (README, Replicas). Such an answer is a warning, with the
