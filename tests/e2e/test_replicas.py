@@ -403,11 +403,15 @@ def test_a_restarted_replica_skips_a_model_still_blocked(world):
     wait_up([a, b, c])
     b.stop()
     assert a.chat("m0", "trigger").headers["x-plano-model"] == "anthropic/claude"
+    # In etcd before B starts: C has it through its watch (A's Put goes
+    # out on A's next tick; CI once restarted B before it had).
+    assert eventually(lambda: c.blocked("m0"), 5)
     b.start()
     wait_up([b])
     resp = b.chat("m0", "B")
     assert resp.status_code == 200
-    assert resp.headers["x-plano-model"] == "anthropic/claude" and resp.headers["x-plano-attempts"] == "1"
+    assert resp.headers["x-plano-model"] == "anthropic/claude" and resp.headers["x-plano-attempts"] == "1", (
+        dict(resp.headers), b.blocked("m0"), b.stat("blocks_learned"), b.log_tail())
     assert limited.since(0, model="m0", user="B") == []
 
 
