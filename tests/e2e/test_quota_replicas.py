@@ -13,13 +13,14 @@ import time
 import pytest
 import requests
 
+from conftest import eventually
 from mock_provider import Provider
 from test_quotas import used
 from test_replicas import ETCD_PORT, Etcd, Replica, warm_up
 
 KEYS = {"shared": "shared-key-4b7e1a9c03d25f68", "alone": "alone-key-9d03c6e2b1a7f584"}
 # A key with no limits, for the requests that warm each gateway up.
-WARM = ("warm", "warm-key-5e8a0c3f71b9d246")
+WARM_KEY = "warm-key-5e8a0c3f71b9d246"
 
 
 def gateway_config(port, provider):
@@ -28,8 +29,8 @@ def gateway_config(port, provider):
                     key: {key}
                     limits: {{ requests_per_minute: 60 }}""" for name, key in KEYS.items())
     keys += f"""
-                  - name: {WARM[0]}
-                    key: {WARM[1]}"""
+                  - name: warm
+                    key: {WARM_KEY}"""
     return textwrap.dedent(f"""
         version: v0.3.0
         listeners:
@@ -69,26 +70,18 @@ def pair():
         shutil.rmtree(data, ignore_errors=True)
 
 
-def until(check, seconds):
-    deadline = time.time() + seconds
-    while not check() and time.time() < deadline:
-        time.sleep(0.05)
-    return check()
-
-
-def send(replica, key):
+def send(replica, secret):
     body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
-    secret = WARM[1] if key == WARM[0] else KEYS[key]
     return requests.post(f"http://127.0.0.1:{replica.port}/v1/chat/completions", json=body,
                          headers={"Authorization": f"Bearer {secret}"}, timeout=10)
 
 
 def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_without_etcd(pair):
     (a, b), provider, etcd = pair
-    assert until(lambda: a.stat("up") == 1 and b.stat("up") == 1, 10)
+    assert eventually(lambda: a.stat("up") == 1 and b.stat("up") == 1, 10)
     # Each replica learns of the other (its published counts) before the run.
-    assert until(lambda: a.stat("peers") == 1 and b.stat("peers") == 1, 10), (a.stat("peers"), b.stat("peers"))
-    warm_up((a, b), lambda r: send(r, WARM[0]))
+    assert eventually(lambda: a.stat("peers") == 1 and b.stat("peers") == 1, 10), (a.stat("peers"), b.stat("peers"))
+    warm_up((a, b), lambda r: send(r, WARM_KEY))
     warm = provider.calls
     statuses = {a.name: [], b.name: []}
     # Any answer but a 200 or the gateway's 429, whole, for the failure's message.
@@ -96,7 +89,7 @@ def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_
     started = time.monotonic()
     for i in range(100):
         r = (a, b)[i % 2]
-        answer = send(r, "shared")
+        answer = send(r, KEYS["shared"])
         statuses[r.name].append(answer.status_code)
         if answer.status_code not in (200, 429):
             unexpected.append((i, r.name, answer.status_code, dict(answer.headers), answer.text[:500]))
@@ -115,9 +108,9 @@ def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_
     assert all(s.count(200) < 60 for s in statuses.values()), statuses
 
     etcd.kill()
-    assert until(lambda: a.stat("up") == 0 and b.stat("up") == 0, 10)
+    assert eventually(lambda: a.stat("up") == 0 and b.stat("up") == 0, 10)
     before = provider.calls
-    alone = {r.name: sum(send(r, "alone").status_code == 200 for _ in range(45)) for r in (a, b)}
+    alone = {r.name: sum(send(r, KEYS["alone"]).status_code == 200 for _ in range(45)) for r in (a, b)}
     # Two replicas were alive when etcd went: each holds 60 / 2.
     assert alone == {a.name: 30, b.name: 30}, alone
     assert provider.calls - before == 60

@@ -225,10 +225,10 @@ def events_at_each(replicas):
     blocked = []
     for r in replicas:
         resp = r.chat("m0", "slow")
-        if resp.status_code != 200 or resp.headers["x-plano-model"] != "openai/m0":
+        from_m0 = resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/m0"
+        if not from_m0:
             print(*(x.log_tail() for x in replicas), sep="\n")
-        assert resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/m0", (
-            r.name, blocked, dict(resp.headers), r.blocked("m0"))
+        assert from_m0, (r.name, blocked, dict(resp.headers), r.blocked("m0"))
         time.sleep(2)
         blocked.append([x.name for x in replicas if x.blocked("m0")])
     return blocked
