@@ -9,7 +9,7 @@ ACCEPTANCE ?= $(CURDIR)/../shared/acceptance
 export ACCEPTANCE_VENV := $(VENV)
 export PATH := $(PREFIX)/bin:$(PATH)
 
-.PHONY: setup build install test unit lint e2e acceptance acceptance-docker image up down demo-mocks bench bench-streams bench-hedge bench-levers floor soak k8s clean
+.PHONY: setup build install test unit lint e2e acceptance acceptance-docker image up down demo-mocks bench bench-streams bench-hedge bench-levers floor soak k8s reference clean
 
 setup: $(VENV)/.ready build install
 
@@ -101,6 +101,13 @@ soak: install
 # Example Kubernetes manifest (Envoy sidecar) rendered from configs/demo.yaml.
 k8s: install
 	planoai render configs/demo.yaml -o dist/k8s --kubernetes
+
+# The generated files: the config's JSON Schema and the reference pages of
+# docs/reference/ (tests fail when any is stale).
+reference:
+	cargo run -q -p planoai -- schema > schema/gateway.schema.json
+	cargo run -q -p planoai -- reference config > docs/reference/config.md
+	cargo run -q -p planoai -- reference cli > docs/reference/cli.md
 
 image: install
 	planoai build

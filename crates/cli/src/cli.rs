@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use clap::{value_parser, Args, Parser, Subcommand};
+use clap::{value_parser, Args, Parser, Subcommand, ValueEnum};
 
 use crate::logfile;
 
@@ -76,6 +76,12 @@ pub enum Command {
         after_help = "The repository ships it as schema/gateway.schema.json; a config whose first line is\n  # yaml-language-server: $schema=../schema/gateway.schema.json\ngets completion and checking as you type in editors with YAML support.\n\nExample:\n  planoai schema > gateway.schema.json"
     )]
     Schema,
+    /// Prints a reference page of the docs (docs/reference/), generated so it cannot drift
+    #[command(hide = true)]
+    Reference {
+        #[arg(value_enum)]
+        page: ReferencePage,
+    },
     /// Copies stdin (Envoy's output) to PATH, rotating it under a size cap
     #[command(hide = true)]
     LogWriter {
@@ -89,6 +95,7 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct UpArgs {
+    /// The gateway's YAML config
     pub config: PathBuf,
     /// Run the gateway as a Docker container instead of a local process
     #[arg(long)]
@@ -124,6 +131,7 @@ impl UpArgs {
 
 #[derive(Args)]
 pub struct ValidateArgs {
+    /// The gateway's YAML config
     pub config: PathBuf,
     /// An unset environment variable is an error, as it is for `up`
     #[arg(long)]
@@ -161,6 +169,7 @@ pub struct DownArgs {
 
 #[derive(Args)]
 pub struct RenderArgs {
+    /// The gateway's YAML config
     pub config: PathBuf,
     /// Output directory
     #[arg(short, long, default_value = "dist")]
@@ -184,4 +193,13 @@ pub struct BuildArgs {
     /// Base image; the default, scratch, needs no registry
     #[arg(long, default_value = "scratch")]
     pub base_image: String,
+}
+
+/// The generated pages of docs/reference/.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReferencePage {
+    /// docs/reference/config.md, from the config's JSON Schema
+    Config,
+    /// docs/reference/cli.md, from this CLI's help
+    Cli,
 }

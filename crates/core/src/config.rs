@@ -3,13 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A Plano gateway: a listener for OpenAI chat completions, the models it
-/// sends them to, and how failed attempts are retried.
+/// A Plano gateway: a listener for the client APIs (OpenAI's chat
+/// completions, Responses and embeddings, Anthropic's Messages), the models
+/// it sends them to, and how failed attempts are retried.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// The config format's version: `v0.3.0`.
+    #[cfg_attr(feature = "schema", schemars(example = &"v0.3.0"))]
     pub version: String,
     /// Where clients connect: exactly one listener of `type: model`.
     pub listeners: Vec<Listener>,
@@ -35,6 +37,7 @@ pub struct GatewayConfig {
 pub struct SharedStateConfig {
     /// etcd's client URLs, `http://HOST:PORT` (each an endpoint of one
     /// Envoy cluster: a member that fails is passed over).
+    #[cfg_attr(feature = "schema", schemars(example = ["http://127.0.0.1:2379"]))]
     pub etcd_endpoints: Vec<String>,
     /// Every key the gateway writes starts so: gateways with the same prefix
     /// share, others do not.
@@ -65,12 +68,15 @@ pub struct EtcdTlsConfig {
     /// PEM CA certificates that etcd's certificate must chain to; the
     /// system's when left out.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"etcd-ca.pem"))]
     pub ca_file: Option<String>,
     /// PEM certificate this gateway presents to etcd (with `key_file`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"gateway.pem"))]
     pub cert_file: Option<String>,
     /// PEM private key of `cert_file`.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"gateway-key.pem"))]
     pub key_file: Option<String>,
 }
 
@@ -80,6 +86,7 @@ pub struct EtcdTlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
     /// The OTLP/gRPC collector: `http://host:port` (plaintext HTTP/2) or `https://host:port`.
+    #[cfg_attr(feature = "schema", schemars(example = &"http://127.0.0.1:4317"))]
     pub endpoint: String,
     /// Share of requests traced, 0 to 1; a client's `traceparent` decides for its own request.
     #[serde(default)]
@@ -129,15 +136,20 @@ pub enum ListenerKind {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
-    /// `model`: the OpenAI chat completions API.
+    /// `model`, the one kind: it serves every client API (chat completions,
+    /// Responses, embeddings, Messages).
     #[serde(rename = "type")]
     pub kind: ListenerKind,
     /// A name for the listener, as in Envoy's stats.
+    #[cfg_attr(feature = "schema", schemars(example = &"model_listener"))]
     pub name: String,
     /// The port clients connect to.
+    #[cfg_attr(feature = "schema", schemars(example = 12000))]
     pub port: u16,
-    /// The address to listen on.
+    /// The address to listen on; loopback unless set, and a non-loopback
+    /// address needs `client_keys` (or `allow_unauthenticated`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"0.0.0.0"))]
     #[cfg_attr(feature = "schema", schemars(extend("default" = "127.0.0.1")))]
     pub address: Option<String>,
     /// Largest request body accepted; larger ones get a 413 before any
@@ -170,12 +182,15 @@ pub struct Listener {
 #[serde(deny_unknown_fields)]
 pub struct ClientKeyConfig {
     /// Names the key in stats and logs: letters, digits, `_`, `-`.
+    #[cfg_attr(feature = "schema", schemars(example = &"ci"))]
     pub name: String,
     /// A literal, or `$VAR` / `${VAR}` like `access_key`.
+    #[cfg_attr(feature = "schema", schemars(example = &"$PLANO_CI_KEY"))]
     pub key: String,
     /// Higher is served longer when a model's quota runs low (see
     /// `priority_reserve`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 10))]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 0)))]
     pub priority: Option<u32>,
     /// What this key may spend, across every worker (and every gateway
@@ -192,12 +207,15 @@ pub struct ClientKeyConfig {
 pub struct ClientLimitsConfig {
     /// Requests in any 60 seconds.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 60))]
     pub requests_per_minute: Option<u64>,
     /// Tokens (input and output, from the answers' `usage`) in any 60 seconds.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 40000))]
     pub tokens_per_minute: Option<u64>,
     /// Tokens in a UTC day.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 2000000))]
     pub tokens_per_day: Option<u64>,
 }
 
@@ -206,12 +224,15 @@ pub struct ClientLimitsConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModelProvider {
     /// `<provider>/<model>`, e.g. `openai/gpt-4o`; the provider's name picks its built-in address when `base_url` is absent.
+    #[cfg_attr(feature = "schema", schemars(example = &"openai/gpt-4o"))]
     pub model: String,
     /// `http(s)://host[:port][/path]`; optional for well-known providers (openai, anthropic, mistral, groq, deepseek, gemini, xai, together_ai). `host.docker.internal` and `localhost` mean the machine the gateway runs on.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"http://127.0.0.1:8001"))]
     pub base_url: Option<String>,
     /// The provider's key: a literal, or `$VAR` / `${VAR}` from the environment (then a `.env` beside the config).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"$OPENAI_API_KEY"))]
     pub access_key: Option<String>,
     /// Used when a request names no configured model; one provider at most.
     #[serde(default)]
@@ -225,6 +246,7 @@ pub struct ModelProvider {
     /// holds a client no longer); 600000 for an answer that is not streamed,
     /// none for a stream unless set.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 600000))]
     pub answer_timeout_ms: Option<u64>,
     /// How failed attempts are retried; without it nothing is.
     #[serde(default)]
@@ -237,9 +259,11 @@ pub struct ModelProvider {
     pub deployments: Vec<DeploymentConfig>,
     /// The client endpoints this model serves: `chat_completions`, `responses`, `embeddings`, `messages` (Anthropic's, translated to chat completions for an `openai`-format model). A request is never sent to a model that does not serve its endpoint (it is skipped, with the reason in the attempts list). Default: all four with a `base_url`; a built-in provider's own set without one (openai: all; groq, deepseek: chat_completions; gemini, mistral, together_ai: chat_completions and embeddings; xai: chat_completions and responses), with `messages` wherever chat_completions is; an `anthropic`-format model: chat_completions and messages.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = ["chat_completions", "responses"]))]
     pub endpoints: Option<Vec<crate::api::Api>>,
     /// The request header the provider's key goes in: `authorization` sends `Bearer KEY`; any other name (Azure's `api-key`) sends the key as it is. Default: `api-key` for Azure hosts (`*.openai.azure.com`, `*.cognitiveservices.azure.com`), `authorization` otherwise.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"api-key"))]
     pub key_header: Option<String>,
     /// The API the provider speaks: `openai` (chat completions and the rest) or `anthropic` (the Messages API: the key in `x-api-key`, `anthropic-version` sent). Requests in the other format are translated per attempt. Default: `anthropic` for the built-in `anthropic` provider without a `base_url`, `openai` otherwise.
     #[serde(default)]
@@ -252,12 +276,15 @@ pub struct ModelProvider {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// Names the deployment in headers, logs, errors and status: letters, digits, `_`, `-`.
+    #[cfg_attr(feature = "schema", schemars(example = &"project-a"))]
     pub name: String,
     /// This deployment's address; the entry's `base_url` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"https://eu.example.com/v1"))]
     pub base_url: Option<String>,
     /// This deployment's key; the entry's `access_key` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"$OPENAI_KEY_A"))]
     pub access_key: Option<String>,
     /// Its share of the requests, against the others' weights.
     #[serde(default)]
@@ -280,6 +307,7 @@ pub enum Strategy {
 pub struct RetryPolicyConfig {
     /// Models (as in `model_providers[].model`) to fail over to, in order, before every other provider.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = ["anthropic/claude-3-5-sonnet"]))]
     pub fallback_models: Vec<String>,
     /// The strategy of a rule that names none.
     #[serde(default)]
@@ -306,6 +334,7 @@ pub struct RetryPolicyConfig {
     pub retry_after_handling: Option<RetryAfterConfig>,
     /// A bound on the whole request's retrying, waits included.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 20000))]
     pub max_retry_duration_ms: Option<u64>,
     /// Block a model before it answers 429, from the quota its successful
     /// answers report (`x-ratelimit-remaining-requests` and the like). Off
@@ -329,6 +358,7 @@ pub struct RetryPolicyConfig {
 #[serde(deny_unknown_fields)]
 pub struct HedgeConfig {
     /// How long a streamed attempt may go without output before the hedge starts.
+    #[cfg_attr(feature = "schema", schemars(example = 400))]
     pub after_ms: u64,
 }
 
@@ -343,6 +373,7 @@ pub struct RateLimitHeadersConfig {
     /// Block when the remaining tokens reported are at or under this; tokens
     /// are not looked at unless it is set.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 1000))]
     pub min_remaining_tokens: Option<u64>,
 }
 
@@ -351,6 +382,7 @@ pub struct RateLimitHeadersConfig {
 #[serde(deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     /// Retries per request of the failing model within the window (0.2: 20%).
+    #[cfg_attr(feature = "schema", schemars(example = 0.2))]
     pub ratio: f64,
     /// Retries always allowed per second, whatever the traffic.
     #[serde(default)]
@@ -376,12 +408,14 @@ pub enum CodeSpec {
 #[serde(deny_unknown_fields)]
 pub struct StatusRuleConfig {
     /// Status codes, and ranges as strings: `[429, "502-504"]`.
+    #[cfg_attr(feature = "schema", schemars(example = serde_json::json!([429, "502-504"])))]
     pub codes: Vec<CodeSpec>,
     /// Which target the retry goes to; `default_strategy` when absent.
     #[serde(default)]
     pub strategy: Option<Strategy>,
     /// Retries this rule may cause; `default_max_attempts` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 2))]
     pub max_attempts: Option<u32>,
 }
 
@@ -394,6 +428,7 @@ pub struct RuleConfig {
     pub strategy: Option<Strategy>,
     /// Retries this rule may cause; `default_max_attempts` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 1))]
     pub max_attempts: Option<u32>,
 }
 
@@ -429,6 +464,7 @@ pub enum BlockApplyTo {
 #[serde(deny_unknown_fields)]
 pub struct HighLatencyConfig {
     /// An attempt slower than this is a latency event.
+    #[cfg_attr(feature = "schema", schemars(example = 5000))]
     pub threshold_ms: u64,
     /// `ttfb`: until the response's headers; `total`: until its end.
     #[serde(default)]
@@ -439,12 +475,14 @@ pub struct HighLatencyConfig {
     pub min_triggers: Option<u32>,
     /// Required when `min_triggers` is above 1.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 60))]
     pub trigger_window_seconds: Option<u64>,
     /// Which target a retry goes to; `default_strategy` when absent.
     #[serde(default)]
     pub strategy: Option<Strategy>,
     /// Retries this rule may cause; `default_max_attempts` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 1))]
     pub max_attempts: Option<u32>,
     /// How long a slow target stays blocked.
     #[serde(default)]

@@ -3,6 +3,7 @@
 mod build;
 mod down;
 mod init;
+mod reference;
 mod logs;
 mod render;
 mod schema;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Build(args) => build::run(&args),
         Command::Schema => schema::run(),
         Command::Init(args) => init::run(&args),
+        Command::Reference { page } => reference::run(page),
         Command::LogWriter {
             path,
             max_bytes,
