@@ -3,8 +3,8 @@
 mod build;
 mod down;
 mod init;
-mod reference;
 mod logs;
+mod reference;
 mod render;
 mod schema;
 mod status;

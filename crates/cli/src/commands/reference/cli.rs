@@ -29,5 +29,8 @@ pub fn page() -> String {
 fn section(out: &mut String, name: &str, cmd: &mut clap::Command) {
     let help = cmd.render_long_help().to_string();
     let help: Vec<&str> = help.lines().map(str::trim_end).collect();
-    out.push_str(&format!("\n## `{name}`\n\n```text\n{}\n```\n", help.join("\n").trim_end()));
+    out.push_str(&format!(
+        "\n## `{name}`\n\n```text\n{}\n```\n",
+        help.join("\n").trim_end()
+    ));
 }

@@ -12,7 +12,7 @@ shipped as `schema/gateway.schema.json`). Do not edit: change the field's doc co
 `crates/core/src/config.rs`, then run `make reference`. A test fails when this page is
 stale, and when a field has no description.
 
-How the fields work together is in the [guides](../README.md#guides); every config in the
+How the fields work together is in the [guides](../../README.md#guides); every config in the
 docs is checked by `planoai validate`.
 ";
 
@@ -153,10 +153,7 @@ impl<'a> Page<'a> {
                 if real.len() == 1 {
                     return self.shape(real[0]);
                 }
-                let kinds: Vec<String> = real
-                    .iter()
-                    .map(|p| type_text(&self.shape(p)))
-                    .collect();
+                let kinds: Vec<String> = real.iter().map(|p| type_text(&self.shape(p))).collect();
                 return Shape::Scalar(kinds.join(" or "));
             }
         }
@@ -175,7 +172,8 @@ impl<'a> Page<'a> {
         match kind {
             "object" => Shape::Object(v),
             "array" => Shape::List(Box::new(
-                v.get("items").map_or(Shape::Scalar("any".into()), |i| self.shape(i)),
+                v.get("items")
+                    .map_or(Shape::Scalar("any".into()), |i| self.shape(i)),
             )),
             "number" => match (v.get("minimum"), v.get("maximum")) {
                 (Some(lo), Some(hi)) => Shape::Scalar(format!("number, {lo} to {hi}")),
@@ -232,15 +230,17 @@ fn example(prop: &Value, shape: &Shape) -> Option<Value> {
     }
     let default = prop.get("default").filter(|d| !d.is_null());
     match shape {
-        Shape::Scalar(k) if k == "boolean" => {
-            Some(Value::Bool(!default.and_then(Value::as_bool).unwrap_or(false)))
-        }
+        Shape::Scalar(k) if k == "boolean" => Some(Value::Bool(
+            !default.and_then(Value::as_bool).unwrap_or(false),
+        )),
         Shape::Choice(values) => values
             .iter()
             .find(|v| Some(*v) != default)
             .or(values.first())
             .cloned(),
-        _ => default.filter(|d| d.as_array().is_none_or(|a| !a.is_empty())).cloned(),
+        _ => default
+            .filter(|d| d.as_array().is_none_or(|a| !a.is_empty()))
+            .cloned(),
     }
 }
 
@@ -328,7 +328,15 @@ mod tests {
             }
         });
         let text = page(&schema).unwrap();
-        assert!(text.contains("| `jitter` | boolean | `true` | Randomize. | `jitter: false` |"), "{text}");
-        assert!(text.contains("| `measure` | `ttfb` \\| `total` | `ttfb` | What is timed. | `measure: total` |"), "{text}");
+        assert!(
+            text.contains("| `jitter` | boolean | `true` | Randomize. | `jitter: false` |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| `measure` | `ttfb` \\| `total` | `ttfb` | What is timed. | `measure: total` |"
+            ),
+            "{text}"
+        );
     }
 }
