@@ -35,7 +35,7 @@ fn not_found() -> String {
 /// retry budgets end far sooner.
 const MAX_REDIRECTS: u32 = 100;
 /// Envoy's heap limit (the overload manager's `fixed_heap`). A stream in
-/// flight costs the gateway about 150 KB (README, Performance): 4 GiB holds
+/// flight costs the gateway about 150 KB (docs/performance.md): 4 GiB holds
 /// the default 10,000 connections each streaming, with room to spare; a
 /// 1 GiB limit refused streams past about 8,000 in the bench.
 const HEAP_BYTES: u64 = 4 << 30;
