@@ -13,7 +13,6 @@ mod chat_stream;
 mod chat_to_messages;
 mod messages_stream;
 mod messages_to_chat;
-mod sse;
 
 use crate::api::{Api, Format};
 use crate::usage::Usage;
@@ -26,6 +25,10 @@ pub enum Translation {
     /// A chat completions client, a native Anthropic target.
     ChatToMessages,
 }
+
+/// What the client reads for a provider's event too large to translate
+/// (`sse::MAX_EVENT_BYTES`): its part of the answer is missing.
+const TOO_LARGE: &str = "the provider sent an event larger than the gateway translates (256 KiB); its part of the answer is missing";
 
 /// Why a request cannot be carried to a target's format: the field or
 /// content that has no equivalent there.

@@ -186,10 +186,16 @@ const CHAT_STREAM: &str = concat!(
 );
 
 fn events(bytes: &[u8]) -> Vec<(String, Value)> {
-    let mut r = sse::Reader::default();
+    let mut r = crate::sse::Events::default();
     r.feed(bytes)
         .into_iter()
-        .map(|e| (e.name, serde_json::from_str(&e.data).unwrap_or(Value::Null)))
+        .map(|read| match read {
+            crate::sse::Read::Event(e) => (
+                e.name.clone().unwrap_or_default(),
+                serde_json::from_str(e.data()).unwrap_or(Value::Null),
+            ),
+            crate::sse::Read::TooLarge => panic!("an event too large"),
+        })
         .collect()
 }
 
