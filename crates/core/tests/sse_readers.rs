@@ -191,12 +191,11 @@ fn the_streams_with_newlines_say_what_they_should() {
 #[test]
 fn every_line_end_at_every_split_point() {
     let want = expected();
-    for end in 0..ENDS.len() {
+    for (end, name) in ENDS.iter().enumerate() {
         let ends = vec![end; MESSAGES.len().max(CHAT.len())];
         let longest = framed(MESSAGES, &ends).len().max(framed(CHAT, &ends).len());
         for cut in 0..=longest {
-            check(&want, &ends, &[cut])
-                .unwrap_or_else(|e| panic!("{:?} cut at {cut}: {e}", ENDS[end]));
+            check(&want, &ends, &[cut]).unwrap_or_else(|e| panic!("{name:?} cut at {cut}: {e}"));
         }
     }
 }
