@@ -32,6 +32,10 @@ def refuse_unlike_anthropic(record):
         return "max_tokens: Field required"
     if any(m.get("role") == "system" for m in body.get("messages", [])):
         return "messages: Unexpected role \"system\""
+    if not isinstance(body["max_tokens"], int):
+        return "max_tokens: Input should be a valid integer"
+    if not 0 <= body.get("temperature", 1) <= 1:
+        return "temperature: Input should be less than or equal to 1"
     return None
 
 
@@ -255,3 +259,53 @@ def test_exhaustion_reaches_the_anthropic_sdk_as_an_anthropic_error_with_the_att
     finally:
         primary.stop()
         fallback.stop()
+
+
+def test_a_chat_request_hot_for_openai_fails_over_to_claude(gateway, gpt):
+    """Chat's temperature runs to 2, Anthropic's to 1; `max_tokens: null` is none given."""
+    primary = Provider(Reply(status=503, body={"error": {"type": "server_error", "message": "down"}}))
+    fallback = native(Reply(body=message("warm answer")))
+    try:
+        gateway.up(config(primary, fallback, primary_model="openai/gpt-x", fallback_model="anthropic/claude-x",
+                          primary_format="", fallback_format="format: anthropic"))
+        answer = gpt.chat.completions.create(model="openai/gpt-x", temperature=1.5, extra_body={"max_tokens": None},
+                                             messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == "warm answer"
+        sent = json.loads(fallback.requests[0]["body"])
+        assert (sent["temperature"], sent["max_tokens"]) == (1.0, 4096)
+        assert json.loads(primary.requests[0]["body"])["temperature"] == 1.5
+    finally:
+        primary.stop()
+        fallback.stop()
+
+
+MALFORMED = [
+    ({"messages": "hi"}, "`messages`"),
+    ({"system": 5}, "`system`"),
+    ({"tool_choice": "auto"}, "`tool_choice`"),
+    ({"metadata": {"user_id": {"id": 7}}}, "`metadata.user_id`"),
+    ({"messages": [{"role": "user", "content": []}]}, "`messages[0].content`"),
+    ({"max_tokens": 2.5}, "`max_tokens`"),
+]
+
+
+def test_a_malformed_messages_body_is_a_400_naming_the_field(gateway, claude):
+    """On a translated target as on a native one: the client's to fix, not a target skipped."""
+    target = Provider()
+    try:
+        gateway.up(HEADER + f"""
+          - model: openai/gpt-x
+            base_url: http://127.0.0.1:{target.port}
+            access_key: key-openai-0002
+            default: true
+        """)
+        for bad, field in MALFORMED:
+            with pytest.raises(anthropic.BadRequestError) as caught:
+                claude.messages.create(model="openai/gpt-x", max_tokens=8, extra_body=bad,
+                                       messages=[{"role": "user", "content": "hi"}])
+            error = caught.value.body["error"]
+            assert error["type"] == "invalid_request_error", (bad, error)
+            assert error["message"].startswith(field), (bad, error)
+        assert target.calls == 0
+    finally:
+        target.stop()

@@ -26,6 +26,7 @@ pub mod request;
 pub mod resolve;
 pub mod response_ids;
 pub mod retry_after;
+pub mod sse;
 pub mod stream_events;
 pub mod trace;
 pub mod translate;

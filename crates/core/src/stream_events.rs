@@ -5,6 +5,7 @@
 //! output, and after that watches for an error or a missing terminator.
 
 use crate::api::Api;
+use crate::sse::{Events, Read};
 
 /// What one event of a streamed answer is to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,26 +26,11 @@ pub enum StreamEvent {
 /// its `data:` text.
 pub type Classify = fn(name: Option<&str>, data: &str) -> StreamEvent;
 
-/// An event larger than this is not read: it counts as output (the hold
-/// ends) and the reader skips to the next event. No provider event is near
-/// it; it bounds what one stream may make the gateway keep.
-pub const MAX_EVENT_BYTES: usize = 256 * 1024;
-
-/// Reads one stream's events across chunks.
+/// Reads one stream's events across chunks (`crate::sse`), classifying each.
 #[derive(Debug, Clone)]
 pub struct EventReader {
     classify: Classify,
-    /// The unfinished line.
-    line: Vec<u8>,
-    /// The current event's name and data lines so far.
-    name: Option<String>,
-    data: Option<String>,
-    /// Bytes of the current event so far, and whether it is being skipped.
-    size: usize,
-    skipping: bool,
-    /// The previous chunk ended with `\r`: a `\n` first in the next is the
-    /// same line end.
-    after_cr: bool,
+    events: Events,
 }
 
 impl EventReader {
@@ -59,120 +45,26 @@ impl EventReader {
     pub fn new(classify: Classify) -> EventReader {
         EventReader {
             classify,
-            line: Vec::new(),
-            name: None,
-            data: None,
-            size: 0,
-            skipping: false,
-            after_cr: false,
+            events: Events::default(),
         }
     }
 
-    /// The events that `chunk` completes, in order.
+    /// The events that `chunk` completes, in order. An event too large to
+    /// read counts as output: the hold ends.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<StreamEvent> {
-        let mut events = Vec::new();
-        let mut rest = chunk;
-        if rest.is_empty() {
-            return events;
-        }
-        if self.after_cr && rest.first() == Some(&b'\n') {
-            rest = &rest[1..];
-        }
-        self.after_cr = false;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-            let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
-            if rest[end] == b'\r' && end + 1 == rest.len() {
-                self.after_cr = true;
-            }
-            self.take_line(&rest[..end], &mut events);
-            rest = &rest[end + if crlf { 2 } else { 1 }..];
-        }
-        self.size += rest.len();
-        if !self.skipping {
-            self.line.extend_from_slice(rest);
-        } else if !rest.is_empty() {
-            // Only that a line has begun matters to a skipped event.
-            self.line.clear();
-            self.line.push(b'-');
-        }
-        self.check_size(!rest.is_empty(), &mut events);
-        events
+        self.events
+            .feed(chunk)
+            .into_iter()
+            .map(|read| match read {
+                Read::Event(e) => (self.classify)(e.name.as_deref(), e.data()),
+                Read::TooLarge => StreamEvent::Output,
+            })
+            .collect()
     }
 
     /// Whether an event has begun and not ended: a stream cut here.
     pub fn mid_event(&self) -> bool {
-        !self.line.is_empty() || self.name.is_some() || self.data.is_some() || self.skipping
-    }
-
-    fn take_line(&mut self, tail: &[u8], events: &mut Vec<StreamEvent>) {
-        self.size += tail.len() + 1;
-        if self.skipping {
-            if tail.is_empty() && self.line.is_empty() {
-                self.end_event();
-            }
-            self.line.clear();
-            return;
-        }
-        self.line.extend_from_slice(tail);
-        let line = std::mem::take(&mut self.line);
-        if line.is_empty() {
-            if let Some(event) = self.dispatch() {
-                events.push(event);
-            }
-            return;
-        }
-        let text = String::from_utf8_lossy(&line);
-        let (field, value) = match text.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (text.as_ref(), ""),
-        };
-        match field {
-            "event" => self.name = Some(value.to_string()),
-            "data" => match &mut self.data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
-            },
-            // Comments (`: keep-alive`), `id`, `retry`: nothing to classify.
-            _ => {}
-        }
-        self.check_size(false, events);
-    }
-
-    /// Past the limit, the event is skipped; `mid_line` says a line of it
-    /// has begun (its end is then no blank line).
-    fn check_size(&mut self, mid_line: bool, events: &mut Vec<StreamEvent>) {
-        if !self.skipping && self.size > MAX_EVENT_BYTES {
-            self.skipping = true;
-            self.line.clear();
-            if mid_line {
-                self.line.push(b'-');
-            }
-            self.name = None;
-            self.data = None;
-            events.push(StreamEvent::Output);
-        }
-    }
-
-    /// A blank line: the event so far is complete.
-    fn dispatch(&mut self) -> Option<StreamEvent> {
-        let name = self.name.take();
-        let data = self.data.take();
-        self.size = 0;
-        if name.is_none() && data.is_none() {
-            return None;
-        }
-        Some((self.classify)(
-            name.as_deref(),
-            data.as_deref().unwrap_or(""),
-        ))
-    }
-
-    fn end_event(&mut self) {
-        self.skipping = false;
-        self.size = 0;
+        self.events.mid_event()
     }
 }
 
@@ -229,20 +121,9 @@ mod tests {
     }
 
     #[test]
-    fn an_event_past_the_limit_counts_as_output_and_is_skipped() {
-        let big = vec![b'x'; MAX_EVENT_BYTES + 1];
-        let mut r = EventReader::new(by_name);
-        let mut events = r.feed(b"data: ");
-        events.extend(r.feed(&big));
-        events.extend(r.feed(b"\n\nevent: ping\ndata: 1\n\n"));
-        assert_eq!(events, vec![StreamEvent::Output, StreamEvent::Neutral]);
-        // A skipped line's end in a chunk of its own is no blank line.
-        let mut r = EventReader::new(by_name);
-        let mut events = r.feed(b"data: ");
-        events.extend(r.feed(&big));
-        events.extend(r.feed(b"\n"));
-        events.extend(r.feed(b"data: more\n"));
-        events.extend(r.feed(b"\nevent: ping\ndata: 1\n\n"));
+    fn an_event_past_the_limit_counts_as_output() {
+        let big = vec![b'x'; crate::sse::MAX_EVENT_BYTES + 1];
+        let events = read(&[b"data: ", &big, b"\n\nevent: ping\ndata: 1\n\n"]);
         assert_eq!(events, vec![StreamEvent::Output, StreamEvent::Neutral]);
     }
 }

@@ -89,12 +89,15 @@ fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
-/// Appends `chunk` to `tail`, keeping only the last [`TAIL_BYTES`].
+/// Appends `chunk` to `tail`, keeping only the last [`TAIL_BYTES`]: only
+/// the chunk's own last bytes are copied, so a long chunk costs no more.
 pub fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8]) {
+    let chunk = chunk
+        .get(chunk.len().saturating_sub(TAIL_BYTES)..)
+        .unwrap_or_default();
+    let over = (tail.len() + chunk.len()).saturating_sub(TAIL_BYTES);
+    tail.drain(..over.min(tail.len()));
     tail.extend_from_slice(chunk);
-    if tail.len() > TAIL_BYTES {
-        tail.drain(..tail.len() - TAIL_BYTES);
-    }
 }
 
 #[cfg(test)]
@@ -161,5 +164,10 @@ data: {\"choices\":[],\"usage\": {\"prompt_tokens\":7,\"completion_tokens\":3}}\
         keep_tail(&mut tail, b"xyz");
         assert_eq!(tail.len(), TAIL_BYTES);
         assert!(tail.ends_with(b"axyz"));
+        let mut long = vec![b'b'; TAIL_BYTES];
+        long.extend_from_slice(b"end");
+        keep_tail(&mut tail, &long);
+        assert_eq!(tail.len(), TAIL_BYTES);
+        assert!(tail.starts_with(b"bbb") && tail.ends_with(b"bend"));
     }
 }

@@ -8,7 +8,7 @@ use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::reach::Reach;
 use plano_core::response_ids;
-use plano_core::translate::Translation;
+use plano_core::translate::{Translation, Untranslatable};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
@@ -21,7 +21,7 @@ const ID_SCAN_LIMIT: usize = 16 * 1024;
 
 /// What a request has that the other format cannot carry, when the plan
 /// has targets of that format: they are skipped.
-fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Option<(Format, String)> {
+fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Option<(Format, Untranslatable)> {
     [Format::Openai, Format::Anthropic]
         .into_iter()
         .find_map(|format| {
@@ -32,7 +32,7 @@ fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Option<(Format, S
             let Err(why) = translation.request(raw, "") else {
                 return None;
             };
-            Some((format, why.0))
+            Some((format, why))
         })
 }
 
@@ -53,9 +53,19 @@ impl Worker {
             // model is the best guess at where it is.
             own_model: api.spec().model_pinned || body.names_conversation,
             only: None,
-            untranslatable: untranslatable(plan, api, raw),
+            untranslatable: None,
             reserved: Vec::new(),
         };
+        match untranslatable(plan, api, raw) {
+            // A malformed body is the client's to fix, whichever target would take it.
+            Some((_, Untranslatable::Invalid(why))) => {
+                return Err((400, "invalid_request_error", why));
+            }
+            Some((format, Untranslatable::NoEquivalent(why))) => {
+                reach.untranslatable = Some((format, why));
+            }
+            None => {}
+        }
         if let Some(id) = &body.previous_response_id {
             match response_ids::recall(&EnvoyStore, id, now_ms()) {
                 Some(label) => match plan.targets.iter().position(|t| t.label() == label) {

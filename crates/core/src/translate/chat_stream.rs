@@ -5,14 +5,15 @@
 use serde_json::{json, Value};
 
 use super::messages_to_chat::{stop_reason, usage_of};
-use super::sse::Reader;
 use super::{text, Translated};
+use crate::api::anthropic_events::broken_event;
 use crate::api::messages::{event, ERROR_EVENT, STOP_EVENT};
+use crate::sse::{Events, Read};
 use crate::usage::Usage;
 
 #[derive(Debug, Default)]
 pub struct ToMessages {
-    reader: Reader,
+    reader: Events,
     started: bool,
     /// The open content block: its index, and the chat tool call it carries.
     open: Option<(usize, Option<u64>)>,
@@ -25,12 +26,16 @@ impl ToMessages {
     pub fn feed(&mut self, chunk: &[u8]) -> Translated {
         let mut out = String::new();
         let mut model = None;
-        for e in self.reader.feed(chunk) {
-            if e.data == "[DONE]" {
+        for read in self.reader.feed(chunk) {
+            let Read::Event(e) = read else {
+                out += &broken_event(super::TOO_LARGE);
+                continue;
+            };
+            if e.data() == "[DONE]" {
                 self.finish(&mut out);
                 continue;
             }
-            let Ok(data) = serde_json::from_str::<Value>(&e.data) else {
+            let Ok(data) = serde_json::from_str::<Value>(e.data()) else {
                 continue;
             };
             if let Some(error) = data.get("error") {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::Untranslatable;
+use super::{invalid, max_tokens, Untranslatable};
 use crate::api::messages::DEFAULT_MAX_TOKENS;
 use crate::usage::Usage;
 
@@ -20,17 +20,17 @@ pub const DROPPED: [&str; 5] = [
 ];
 
 fn refuse(what: impl Into<String>) -> Untranslatable {
-    Untranslatable(format!("{} has no Messages API equivalent", what.into()))
+    Untranslatable::NoEquivalent(format!("{} has no Messages API equivalent", what.into()))
 }
 
 /// The chat completions request `body` as a Messages request for `model`.
 pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
     let object = body
         .as_object()
-        .ok_or_else(|| Untranslatable("the body is not an object".into()))?;
+        .ok_or_else(|| Untranslatable::Invalid("the body must be a JSON object".into()))?;
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
-    let mut max_tokens = json!(DEFAULT_MAX_TOKENS);
+    let mut limit = json!(DEFAULT_MAX_TOKENS);
     let mut parallel = None;
     for (key, value) in object {
         match key.as_str() {
@@ -40,8 +40,22 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
                 return Err(refuse("a `response_format` other than text"))
             }
             "response_format" => {}
-            "max_tokens" | "max_completion_tokens" => max_tokens = value.clone(),
-            "temperature" | "top_p" | "stream" => {
+            "max_tokens" | "max_completion_tokens" => {
+                if let Some(n) = max_tokens(key, value)? {
+                    limit = n;
+                }
+            }
+            // Chat's range is 0-2, Anthropic's 0-1, and both scale the
+            // same softmax: a value up to 1 means the same on both, and
+            // one above is Anthropic's most random, 1.
+            "temperature" => {
+                let t = match value.as_f64() {
+                    Some(t) if t > 1.0 => json!(1.0),
+                    _ => value.clone(),
+                };
+                out.insert(key.clone(), t);
+            }
+            "top_p" | "stream" => {
                 out.insert(key.clone(), value.clone());
             }
             "stop" => {
@@ -52,9 +66,13 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
                 };
                 out.insert("stop_sequences".into(), list);
             }
-            "user" => {
-                out.insert("metadata".into(), json!({"user_id": value}));
-            }
+            "user" => match value {
+                Value::String(_) => {
+                    out.insert("metadata".into(), json!({"user_id": value}));
+                }
+                Value::Null => {}
+                _ => return Err(invalid("user", "must be a string")),
+            },
             "tools" => {
                 out.insert("tools".into(), tools(value)?);
             }
@@ -76,11 +94,11 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
             choice["disable_parallel_tool_use"] = json!(disable);
         }
     }
-    out.insert("max_tokens".into(), max_tokens);
+    out.insert("max_tokens".into(), limit);
     let turns = object
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| Untranslatable("`messages` is not a list".into()))?;
+        .ok_or_else(|| invalid("messages", "must be a list of messages"))?;
     let mut system = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     for turn in turns {
@@ -135,8 +153,9 @@ fn text_of(v: &Value) -> Result<String, Untranslatable> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|t| t.join("\n")),
-        _ => Err(Untranslatable(
-            "a message's content is neither text nor parts".into(),
+        _ => Err(invalid(
+            "messages[].content",
+            "must be a string or a list of content parts",
         )),
     }
 }
@@ -145,6 +164,10 @@ fn user_blocks(content: &Value) -> Result<Vec<Value>, Untranslatable> {
     let Value::Array(parts) = content else {
         return Ok(vec![json!({"type": "text", "text": text_of(content)?})]);
     };
+    // Both APIs refuse a user turn without content.
+    if parts.is_empty() {
+        return Err(invalid("messages[].content", "must not be an empty list"));
+    }
     parts
         .iter()
         .map(|p| match p["type"].as_str() {
@@ -179,7 +202,7 @@ fn assistant_blocks(turn: &Value) -> Result<Vec<Value>, Untranslatable> {
     for call in turn["tool_calls"].as_array().into_iter().flatten() {
         let args = call["function"]["arguments"].as_str().unwrap_or("{}");
         let input: Value = serde_json::from_str(args)
-            .map_err(|_| Untranslatable("a tool call's arguments are not JSON".into()))?;
+            .map_err(|_| refuse("a tool call whose arguments are not JSON"))?;
         blocks.push(json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": input}));
     }
     Ok(blocks)
@@ -188,7 +211,7 @@ fn assistant_blocks(turn: &Value) -> Result<Vec<Value>, Untranslatable> {
 fn tools(v: &Value) -> Result<Value, Untranslatable> {
     let list = v
         .as_array()
-        .ok_or_else(|| Untranslatable("`tools` is not a list".into()))?;
+        .ok_or_else(|| invalid("tools", "must be a list"))?;
     list.iter()
         .map(|t| {
             if t["type"] != "function" {

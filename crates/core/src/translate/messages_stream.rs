@@ -5,14 +5,15 @@
 use serde_json::{json, Value};
 
 use super::chat_to_messages::finish_reason;
-use super::sse::Reader;
 use super::{text, Translated};
+use crate::api::chat::broken_event;
 use crate::api::messages::{ERROR_EVENT, STOP_EVENT};
+use crate::sse::{Events, Read};
 use crate::usage::Usage;
 
 #[derive(Debug, Default)]
 pub struct ToChat {
-    reader: Reader,
+    reader: Events,
     created: u64,
     include_usage: bool,
     id: String,
@@ -44,11 +45,18 @@ impl ToChat {
         let mut out = String::new();
         let mut model = None;
         let mut usage = None;
-        for e in self.reader.feed(bytes) {
-            let Ok(data) = serde_json::from_str::<Value>(&e.data) else {
+        for read in self.reader.feed(bytes) {
+            let Read::Event(e) = read else {
+                out += &broken_event(super::TOO_LARGE);
                 continue;
             };
-            let kind = data["type"].as_str().unwrap_or(e.name.as_str()).to_string();
+            let Ok(data) = serde_json::from_str::<Value>(e.data()) else {
+                continue;
+            };
+            let kind = data["type"]
+                .as_str()
+                .unwrap_or(e.name.as_deref().unwrap_or_default())
+                .to_string();
             match kind.as_str() {
                 "message_start" => {
                     let m = &data["message"];

@@ -3,16 +3,19 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{text, Untranslatable};
+use super::{invalid, max_tokens, text, Untranslatable};
 use crate::usage::Usage;
 
 /// Top-level Messages fields with no chat equivalent that change nothing
 /// the client relies on: dropped. `top_k` narrows sampling, which chat
-/// models do by their own defaults.
+/// models do by their own defaults. In system and content blocks and
+/// tools, only the fields chat has are read: `cache_control` (a prompt
+/// prefix marked for Anthropic's cache; chat providers cache prefixes by
+/// themselves, and the answer is the same) is dropped too.
 pub const DROPPED: [&str; 1] = ["top_k"];
 
 fn refuse(what: impl Into<String>) -> Untranslatable {
-    Untranslatable(format!(
+    Untranslatable::NoEquivalent(format!(
         "{} has no chat completions equivalent",
         what.into()
     ))
@@ -22,7 +25,7 @@ fn refuse(what: impl Into<String>) -> Untranslatable {
 pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
     let object = body
         .as_object()
-        .ok_or_else(|| Untranslatable("the body is not an object".into()))?;
+        .ok_or_else(|| Untranslatable::Invalid("the body must be a JSON object".into()))?;
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     let mut messages = Vec::new();
@@ -32,7 +35,12 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
     for (key, value) in object {
         match key.as_str() {
             "model" | "system" | "messages" => {}
-            "max_tokens" | "temperature" | "top_p" => {
+            "max_tokens" => {
+                if let Some(n) = max_tokens(key, value)? {
+                    out.insert(key.clone(), n);
+                }
+            }
+            "temperature" | "top_p" => {
                 out.insert(key.clone(), value.clone());
             }
             "stream" => {
@@ -46,8 +54,15 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
                 out.insert("stop".into(), value.clone());
             }
             "metadata" => {
-                if let Some(user) = value.get("user_id") {
-                    out.insert("user".into(), user.clone());
+                if !value.is_object() && !value.is_null() {
+                    return Err(invalid("metadata", "must be an object"));
+                }
+                match value.get("user_id") {
+                    Some(Value::String(user)) => {
+                        out.insert("user".into(), json!(user));
+                    }
+                    None | Some(Value::Null) => {}
+                    Some(_) => return Err(invalid("metadata.user_id", "must be a string")),
                 }
             }
             "tools" => {
@@ -67,9 +82,9 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
     let turns = object
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| Untranslatable("`messages` is not a list".into()))?;
-    for turn in turns {
-        translate_turn(turn, &mut messages)?;
+        .ok_or_else(|| invalid("messages", "must be a list of messages"))?;
+    for (i, turn) in turns.iter().enumerate() {
+        translate_turn(i, turn, &mut messages)?;
     }
     out.insert("messages".into(), Value::Array(messages));
     Ok(Value::Object(out))
@@ -90,25 +105,22 @@ fn plain_text(v: &Value, field: &str) -> Result<String, Untranslatable> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|parts| parts.join("\n")),
-        _ => Err(Untranslatable(format!(
-            "{field} is neither text nor blocks"
-        ))),
+        _ => Err(invalid(field, "must be a string or a list of text blocks")),
     }
 }
 
-fn translate_turn(turn: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable> {
+fn translate_turn(i: usize, turn: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable> {
     let role = turn["role"].as_str().unwrap_or_default();
+    let field = format!("messages[{i}].content");
     let blocks = match &turn["content"] {
         Value::String(s) => {
             out.push(json!({"role": role, "content": s}));
             return Ok(());
         }
+        // Dropping the turn would join its neighbours; Anthropic refuses it too.
+        Value::Array(b) if b.is_empty() => return Err(invalid(&field, "must not be empty")),
         Value::Array(b) => b,
-        _ => {
-            return Err(Untranslatable(
-                "a message's content is neither text nor blocks".into(),
-            ))
-        }
+        _ => return Err(invalid(&field, "must be a string or a list of blocks")),
     };
     match role {
         "user" => {
@@ -119,7 +131,7 @@ fn translate_turn(turn: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatab
                     Some("tool_result") => {
                         let mut content = match &b["content"] {
                             Value::Null => String::new(),
-                            c => plain_text(c, "a tool_result")?,
+                            c => plain_text(c, &format!("{field}[].content"))?,
                         };
                         if b["is_error"] == json!(true) {
                             content = format!("[tool error] {content}");
@@ -164,9 +176,10 @@ fn translate_turn(turn: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatab
             out.push(message);
         }
         other => {
-            return Err(Untranslatable(format!(
-                "a message's role `{other}` is not user or assistant"
-            )))
+            return Err(invalid(
+                &format!("messages[{i}].role"),
+                &format!("must be user or assistant, not `{other}`"),
+            ))
         }
     }
     Ok(())
@@ -194,12 +207,19 @@ fn image(block: &Value) -> Result<Value, Untranslatable> {
 fn tools(v: &Value) -> Result<Value, Untranslatable> {
     let list = v
         .as_array()
-        .ok_or_else(|| Untranslatable("`tools` is not a list".into()))?;
+        .ok_or_else(|| invalid("tools", "must be a list"))?;
     list.iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             // A server tool (web search, code execution) runs at Anthropic.
             if t.get("type").is_some_and(|ty| ty != "custom") {
                 return Err(refuse(format!("the server tool `{}`", text(&t["type"]))));
+            }
+            if !t["input_schema"].is_object() {
+                return Err(invalid(
+                    &format!("tools[{i}].input_schema"),
+                    "is required (an object)",
+                ));
             }
             let mut function = json!({"name": t["name"], "parameters": t["input_schema"]});
             if let Some(d) = t.get("description") {
@@ -213,6 +233,9 @@ fn tools(v: &Value) -> Result<Value, Untranslatable> {
 
 /// Anthropic's `tool_choice` as chat's, and `parallel_tool_calls` when it says.
 fn tool_choice(v: &Value) -> Result<(Value, Option<bool>), Untranslatable> {
+    if !v.is_object() || !v["type"].is_string() {
+        return Err(invalid("tool_choice", "must be an object with a `type`"));
+    }
     let choice = match v["type"].as_str() {
         Some("auto") => json!("auto"),
         Some("any") => json!("required"),

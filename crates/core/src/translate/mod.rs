@@ -13,7 +13,6 @@ mod chat_stream;
 mod chat_to_messages;
 mod messages_stream;
 mod messages_to_chat;
-mod sse;
 
 use crate::api::{Api, Format};
 use crate::usage::Usage;
@@ -27,10 +26,56 @@ pub enum Translation {
     ChatToMessages,
 }
 
-/// Why a request cannot be carried to a target's format: the field or
-/// content that has no equivalent there.
+/// What the client reads for a provider's event too large to translate
+/// (`sse::MAX_EVENT_BYTES`): its part of the answer is missing.
+const TOO_LARGE: &str = "the provider sent an event larger than the gateway translates (256 KiB); its part of the answer is missing";
+
+/// Why a request cannot be carried to a target's format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslatable(pub String);
+pub enum Untranslatable {
+    /// A field or content with no equivalent there: targets of that format
+    /// are skipped.
+    NoEquivalent(String),
+    /// The body is no valid request of the client's own API (the field is
+    /// named): the client gets a 400, as its provider would answer.
+    Invalid(String),
+}
+
+impl Untranslatable {
+    pub fn why(&self) -> &str {
+        match self {
+            Untranslatable::NoEquivalent(why) | Untranslatable::Invalid(why) => why,
+        }
+    }
+}
+
+/// A body field that is not what its API requires.
+fn invalid(field: &str, requirement: &str) -> Untranslatable {
+    Untranslatable::Invalid(format!("`{field}` {requirement}"))
+}
+
+/// A `max_tokens` as the target needs it: a whole number is sent as an
+/// integer (`1e30` parses as a float, which no API takes); `null` means
+/// none was given.
+fn max_tokens(
+    field: &str,
+    v: &serde_json::Value,
+) -> Result<Option<serde_json::Value>, Untranslatable> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    if let Some(n) = v.as_u64() {
+        return Ok(Some(n.into()));
+    }
+    match v.as_f64() {
+        // Past u64 a whole float saturates: no model gives more anyway.
+        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some((f.min(u64::MAX as f64) as u64).into())),
+        _ => Err(invalid(
+            field,
+            "must be a whole number of tokens, at least 0",
+        )),
+    }
+}
 
 /// What one chunk of an answer became.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,7 +102,7 @@ impl Translation {
     /// The client's body `raw`, in the target's format, naming `model`.
     pub fn request(self, raw: &[u8], model: &str) -> Result<Vec<u8>, Untranslatable> {
         let body: serde_json::Value = serde_json::from_slice(raw)
-            .map_err(|e| Untranslatable(format!("the body is not JSON: {e}")))?;
+            .map_err(|e| Untranslatable::Invalid(format!("the body is not JSON: {e}")))?;
         let out = match self {
             Translation::MessagesToChat => messages_to_chat::request(&body, model)?,
             Translation::ChatToMessages => chat_to_messages::request(&body, model)?,

@@ -64,8 +64,12 @@ fn a_messages_request_becomes_chat_with_its_system_tools_and_results() {
 
 #[test]
 fn what_has_no_equivalent_is_refused_with_its_name() {
-    let refused =
-        |t: Translation, v: Value| t.request(v.to_string().as_bytes(), "m").unwrap_err().0;
+    let refused = |t: Translation, v: Value| {
+        t.request(v.to_string().as_bytes(), "m")
+            .unwrap_err()
+            .why()
+            .to_string()
+    };
     let thinking =
         json!({"model": "m", "max_tokens": 9, "thinking": {"type": "enabled"}, "messages": []});
     assert!(refused(Translation::MessagesToChat, thinking).contains("`thinking`"));
@@ -186,10 +190,16 @@ const CHAT_STREAM: &str = concat!(
 );
 
 fn events(bytes: &[u8]) -> Vec<(String, Value)> {
-    let mut r = sse::Reader::default();
+    let mut r = crate::sse::Events::default();
     r.feed(bytes)
         .into_iter()
-        .map(|e| (e.name, serde_json::from_str(&e.data).unwrap_or(Value::Null)))
+        .map(|read| match read {
+            crate::sse::Read::Event(e) => (
+                e.name.clone().unwrap_or_default(),
+                serde_json::from_str(e.data()).unwrap_or(Value::Null),
+            ),
+            crate::sse::Read::TooLarge => panic!("an event too large"),
+        })
         .collect()
 }
 
@@ -352,4 +362,109 @@ proptest! {
         }
         prop_assert_eq!(got, expected);
     }
+}
+
+#[test]
+fn a_chat_temperature_above_anthropics_range_is_its_most_random() {
+    let at = |t: Value| {
+        to_messages(json!({"model": "m", "temperature": t, "messages": []}))["temperature"].clone()
+    };
+    assert_eq!(at(json!(1.5)), json!(1.0));
+    assert_eq!(at(json!(2)), json!(1.0));
+    assert_eq!(at(json!(0.7)), json!(0.7));
+    assert_eq!(at(json!(1)), json!(1));
+    // Anthropic's 0-1 fits chat's 0-2 as it is.
+    let chat = to_chat(json!({"model": "m", "max_tokens": 5, "temperature": 1.0, "messages": []}));
+    assert_eq!(chat["temperature"], json!(1.0));
+}
+
+#[test]
+fn max_tokens_go_as_integers_and_null_is_none_given() {
+    let m = to_messages(json!({"model": "m", "max_tokens": null, "messages": []}));
+    assert_eq!(m["max_tokens"], crate::api::messages::DEFAULT_MAX_TOKENS);
+    let m = to_messages(json!({"model": "m", "max_completion_tokens": 1e3, "messages": []}));
+    assert_eq!(m["max_tokens"].to_string(), "1000");
+    let raw = br#"{"model": "m", "max_tokens": 1e30, "messages": []}"#;
+    let chat = Translation::MessagesToChat.request(raw, "gpt-4o").unwrap();
+    let chat = String::from_utf8(chat).unwrap();
+    assert!(
+        chat.contains(&format!("\"max_tokens\":{}", u64::MAX)),
+        "{chat}"
+    );
+    let m = to_messages(json!({"model": "m", "max_tokens": 1e30, "messages": []}));
+    assert_eq!(m["max_tokens"], json!(u64::MAX));
+    let chat = to_chat(json!({"model": "m", "max_tokens": null, "messages": []}));
+    assert!(chat.get("max_tokens").is_none());
+}
+
+fn invalid_of(t: Translation, v: Value) -> String {
+    match t.request(v.to_string().as_bytes(), "m") {
+        Err(Untranslatable::Invalid(why)) => why,
+        other => panic!("not refused as invalid: {other:?}"),
+    }
+}
+
+#[test]
+fn a_malformed_body_is_invalid_naming_its_field() {
+    let m = |extra: Value| {
+        let mut v =
+            json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        invalid_of(Translation::MessagesToChat, v)
+    };
+    assert!(m(json!({"messages": "hi"})).starts_with("`messages`"));
+    assert!(m(json!({"system": 5})).starts_with("`system`"));
+    assert!(m(json!({"tool_choice": "auto"})).starts_with("`tool_choice`"));
+    assert!(m(json!({"max_tokens": -1})).starts_with("`max_tokens`"));
+    assert!(m(json!({"max_tokens": 2.5})).starts_with("`max_tokens`"));
+    assert!(m(json!({"metadata": {"user_id": {"id": 1}}})).starts_with("`metadata.user_id`"));
+    assert!(m(json!({"tools": [{"name": "w"}]})).starts_with("`tools[0].input_schema`"));
+    assert!(m(json!({"messages": [{"role": "user", "content": []}]}))
+        .starts_with("`messages[0].content`"));
+    assert!(m(json!({"messages": [{"role": "user", "content": 5}]}))
+        .starts_with("`messages[0].content`"));
+    let c = |v: Value| invalid_of(Translation::ChatToMessages, v);
+    assert!(c(json!({"model": "m", "messages": {}})).starts_with("`messages`"));
+    assert!(c(json!({"model": "m", "user": {"id": 1}, "messages": []})).starts_with("`user`"));
+    assert!(
+        c(json!({"model": "m", "messages": [{"role": "user", "content": []}]}))
+            .starts_with("`messages[].content`")
+    );
+    assert!(c(json!({"model": "m", "max_tokens": "9", "messages": []})).starts_with("`max_tokens`"));
+    // What the other format lacks is no fault of the body.
+    let thinking =
+        json!({"model": "m", "max_tokens": 9, "thinking": {"type": "enabled"}, "messages": []});
+    assert!(matches!(
+        Translation::MessagesToChat.request(thinking.to_string().as_bytes(), "m"),
+        Err(Untranslatable::NoEquivalent(_))
+    ));
+}
+
+#[test]
+fn a_string_user_id_is_carried_and_cache_control_dropped() {
+    let chat = to_chat(json!({
+        "model": "m", "max_tokens": 9, "metadata": {"user_id": "u1"},
+        "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "w", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
+    }));
+    assert_eq!(chat["user"], "u1");
+    assert_eq!(
+        chat["messages"][0],
+        json!({"role": "system", "content": "be brief"})
+    );
+    assert_eq!(
+        chat["messages"][1],
+        json!({"role": "user", "content": "hi"})
+    );
+    assert!(!chat.to_string().contains("cache_control"));
+    assert_eq!(
+        chat["tools"][0]["function"]["parameters"],
+        json!({"type": "object"})
+    );
+    let m = to_messages(json!({"model": "m", "user": "u2", "messages": []}));
+    assert_eq!(m["metadata"], json!({"user_id": "u2"}));
 }

@@ -7,6 +7,7 @@
 use serde_json::Value;
 
 use crate::body::RequestBody;
+use crate::sse::{Events, Lines, Piece, Read};
 
 const ASK: &[u8] = br#","stream_options":{"include_usage":true}"#;
 
@@ -37,43 +38,82 @@ pub fn done(tail: &[u8]) -> bool {
     find(end, b"data: [DONE]").is_some() || find(end, b"data:[DONE]").is_some()
 }
 
-/// Takes the usage-only event out of a stream, event by event: an event cut
-/// across chunks waits for its end (a few bytes, seldom), every other event
-/// passes unchanged.
+/// Takes the usage-only event out of a stream, event by event, in one scan
+/// of each byte: an event is held until its end (its blank line), then
+/// passes unless it is the usage event. An event longer than
+/// [`HOLD_BYTES`] is no usage event: it passes as it comes.
 #[derive(Debug, Default)]
 pub struct UsageStrip {
-    carry: Vec<u8>,
+    lines: Lines,
+    /// The current event's bytes, while it is held.
+    event: Vec<u8>,
+    /// The current line has begun.
+    line_begun: bool,
+    /// The current event is past [`HOLD_BYTES`]: its bytes pass as they come.
+    passing: bool,
+    /// An event has just ended, and whether it was taken out: the `\n` of
+    /// its `\r\n` may still come, first in the next chunk.
+    ended: Option<bool>,
 }
+
+/// What the strip holds of one event at most: a usage event is a few hundred bytes.
+pub const HOLD_BYTES: usize = 16 * 1024;
 
 impl UsageStrip {
     /// What of `chunk` goes to the client now; at the stream's end, all
     /// that is left.
     pub fn pass(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        self.carry.extend_from_slice(chunk);
-        let mut out = Vec::with_capacity(self.carry.len());
-        let mut start = 0;
-        while let Some(len) = self.carry.get(start..).and_then(event_len) {
-            let event = self.carry.get(start..start + len).unwrap_or_default();
-            if !usage_only(event) {
-                out.extend_from_slice(event);
-            }
-            start += len;
-        }
-        self.carry.drain(..start);
+        let mut out = Vec::with_capacity(chunk.len() + self.event.len());
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.split(chunk, |piece| self.piece(piece, &mut out));
+        self.lines = lines;
         if end_of_stream {
-            out.append(&mut self.carry);
+            out.append(&mut self.event);
         }
         out
     }
-}
 
-/// The length of the first whole event in `buf`, its blank line included.
-fn event_len(buf: &[u8]) -> Option<usize> {
-    let lf = find(buf, b"\n\n").map(|i| i + 2);
-    let crlf = find(buf, b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    fn piece(&mut self, piece: Piece, out: &mut Vec<u8>) {
+        let ended = self.ended.take();
+        match piece {
+            Piece::EndTail(tail) => match ended {
+                Some(true) => {}
+                Some(false) => out.extend_from_slice(tail),
+                None => self.hold(tail, out),
+            },
+            Piece::Text(text) => {
+                self.line_begun = true;
+                self.hold(text, out);
+            }
+            Piece::End(text, end) => {
+                let blank = text.is_empty() && !self.line_begun;
+                self.line_begun = false;
+                self.hold(text, out);
+                self.hold(end, out);
+                if blank {
+                    let usage = !self.passing && usage_only(&self.event);
+                    if usage {
+                        self.event.clear();
+                    } else {
+                        out.append(&mut self.event);
+                    }
+                    self.passing = false;
+                    self.ended = Some(usage);
+                }
+            }
+        }
+    }
+
+    fn hold(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if self.passing {
+            out.extend_from_slice(bytes);
+            return;
+        }
+        self.event.extend_from_slice(bytes);
+        if self.event.len() > HOLD_BYTES {
+            out.append(&mut self.event);
+            self.passing = true;
+        }
     }
 }
 
@@ -83,13 +123,11 @@ fn usage_only(event: &[u8]) -> bool {
     if find(event, b"\"usage\"").is_none() || find(event, b"\"delta\"").is_some() {
         return false;
     }
-    let text = String::from_utf8_lossy(event);
-    let data: String = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim_start)
-        .collect();
-    let Ok(chunk) = serde_json::from_str::<Value>(&data) else {
+    let mut events = Events::default();
+    let Some(Read::Event(e)) = events.feed(event).into_iter().next() else {
+        return false;
+    };
+    let Ok(chunk) = serde_json::from_str::<Value>(e.data()) else {
         return false;
     };
     chunk
