@@ -22,6 +22,18 @@ OK_BODY = {
 }
 
 
+class MockServer(ThreadingHTTPServer):
+    """http.server for every mock provider. Its listen backlog is Python's 5
+    unless raised: a fresh gateway's workers open their connections to a
+    provider in a burst, the kernel drops the connections past the backlog,
+    and each waits a second for its SYN's retransmit, which a connect
+    timeout of a second or less (`timeout_ms`) turns into Envoy's reset
+    before headers ("connection termination")."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 @dataclass
 class Reply:
     status: int = 200
@@ -29,7 +41,7 @@ class Reply:
     body: object = None  # dict -> JSON, str/bytes as is, None -> OK_BODY with the port
     delay: float = 0.0  # seconds before the status line
     stream: list = None  # SSE chunks, sent with `gap` seconds between them
-    gap: float = 0.05
+    gap: object = 0.05  # or a list: the seconds after each chunk
     close: bool = False  # close the connection without answering
     garbage: bytes = None  # send these bytes instead of an HTTP response, then close
     truncate: bool = False  # announce the body's length, send a tenth of it, pause, close
@@ -83,7 +95,7 @@ class Provider:
                     lead = reply.lead() if callable(reply.lead) else reply.lead
                     if not self.open_for(lead, record):
                         return
-                    for chunk in reply.stream:
+                    for i, chunk in enumerate(reply.stream):
                         data = chunk.encode()
                         try:
                             self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
@@ -93,7 +105,7 @@ class Provider:
                             record["closed_at"] = time.time()
                             self.close_connection = True
                             return
-                        time.sleep(reply.gap)
+                        time.sleep(reply.gap[i] if isinstance(reply.gap, list) else reply.gap)
                     if reply.cut:
                         self.close_connection = True
                         self.connection.shutdown(2)
@@ -146,8 +158,7 @@ class Provider:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = MockServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -171,7 +182,7 @@ def main():
     body = None if args.status == 200 else {"error": {"type": "mock", "message": f"mock {args.status}"}}
     p = Provider(Reply(status=args.status, headers=headers, body=body))
     p.server.server_close()
-    p.server = ThreadingHTTPServer(("127.0.0.1", args.port), p.server.RequestHandlerClass)
+    p.server = MockServer(("127.0.0.1", args.port), p.server.RequestHandlerClass)
     p.port = args.port
     print(f"mock provider on 127.0.0.1:{args.port} answering {args.status}", flush=True)
     p.server.serve_forever()

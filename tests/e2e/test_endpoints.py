@@ -8,14 +8,14 @@ import json
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import openai
 import pytest
 import requests
 
 from conftest import ADMIN, GATEWAY, planoai
-from mock_provider import Reply
+from mock_provider import MockServer, Reply
 from test_gateway import HEADER
 
 REQUIRED = {  # path suffix -> body fields the API requires
@@ -100,8 +100,7 @@ class ApiMock:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = MockServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -10,10 +10,11 @@ import shutil
 import subprocess
 import time
 
+import pytest
 import requests
 
 from conftest import CHAT, answers_healthz, chat, eventually, planoai, timed_chat
-from mock_provider import Reply
+from mock_provider import MockServer, Reply
 from test_gateway import HEADER, RATE_LIMITED
 
 SECONDARY = Reply()
@@ -60,6 +61,38 @@ def assert_fails_over(gateway, primary_url, providers):
 def test_a_provider_closing_before_headers_fails_over(gateway, providers):
     closing = providers(Reply(close=True))
     assert_fails_over(gateway, f"http://127.0.0.1:{closing.port}", providers)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("api", ["chat", "messages"])
+def test_a_reset_before_headers_on_the_last_attempt_is_the_gateways_own_error(gateway, providers, api, stream):
+    """A provider that reads the request and drops the connection, on the
+    request's last attempt: the client gets the gateway's error in its API's
+    shape, with the attempts, never Envoy's own text."""
+    closing = providers(Reply(close=True))
+    gateway.up(HEADER + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{closing.port}
+            default: true
+          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{closing.port}
+            format: anthropic
+    """)
+    if api == "chat":
+        url, body = CHAT, {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    else:
+        url = CHAT.replace("/v1/chat/completions", "/v1/messages")
+        body = {"model": "anthropic/claude-3-5-sonnet", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    resp = requests.post(url, json=dict(body, stream=stream), timeout=30)
+    assert closing.calls == 1
+    assert resp.status_code == 502, resp.text
+    assert resp.headers["content-type"] == "application/json", resp.text
+    assert resp.headers["x-plano-attempts"] == "1"
+    error = resp.json()["error"]
+    assert error["type"] == "connect_failure", resp.text
+    if api == "messages":
+        assert resp.json()["type"] == "error", resp.text
+    assert "upstream connect error" not in resp.text
 
 
 def test_a_provider_sending_garbage_fails_over(gateway, providers):
@@ -245,7 +278,7 @@ class TlsProvider:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         context.sni_callback = lambda _sock, name, _ctx: provider.sni.append(name)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = MockServer(("127.0.0.1", 0), Handler)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

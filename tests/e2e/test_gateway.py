@@ -4,10 +4,12 @@ Each test covers what the user's acceptance suite does not."""
 
 import concurrent.futures
 import email.utils
+import http.client
 import json
 import os
 import re
 import socket
+import threading
 import time
 
 import requests
@@ -456,3 +458,37 @@ def test_a_client_leaving_during_backoff_leaves_nothing_behind(gateway, provider
     resp = chat()
     assert resp.status_code == 200
     assert resp.headers["x-plano-attempts"] == "1"
+
+
+def test_a_fresh_gateways_first_twenty_requests_at_once_all_succeed(gateway, providers):
+    """Twenty clients send at once the moment `up` returns, half of them
+    streamed (through the attempt listener). Envoy's workers then open their
+    connections to the provider in a burst; with `timeout_ms: 1000` (a
+    one-second connect timeout) a connection dropped from the provider's
+    listen backlog, retransmitted after a second, would fail."""
+    provider = providers(Reply())
+    gateway.up(HEADER + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{provider.port}
+            access_key: key-burst-0001
+            default: true
+            timeout_ms: 1000
+    """)
+    ready = threading.Barrier(20)
+
+    def send(i):
+        conn = http.client.HTTPConnection("127.0.0.1", 12000, timeout=30)
+        conn.connect()
+        body = json.dumps({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": i % 2 == 1})
+        ready.wait()
+        conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+        resp = conn.getresponse()
+        answer = resp.status, resp.read()
+        conn.close()
+        return answer
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(send, range(20)))
+    failed = [(i, status, body[:200]) for i, (status, body) in enumerate(answers) if status != 200]
+    assert failed == [], failed
+    assert provider.calls == 20

@@ -17,13 +17,13 @@ import tempfile
 import textwrap
 import threading
 import time
-import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 
 from conftest import eventually, planoai
+from mock_provider import MockServer
 
 ETCD_PORT = 22379
 PEER_PORT = 22380
@@ -90,7 +90,7 @@ class Limited:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = MockServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -233,23 +233,6 @@ class Replica:
         return any(b["blocked"] == f"model openai/{model}" for b in report["blocks"])
 
 
-def warm_up(replicas, send, each=6):
-    """Sends each gateway `each` requests (`send(replica)`), so that a
-    counted run starts on gateways that have served. One of a just-started
-    replica's first four requests got Envoy's 503 (`connection
-    termination`, before any answer) in 3 of 8 full e2e runs, and 1 of 8
-    runs after the two modules before `test_quota_replicas`; never in 20
-    runs of that test alone, nor in 25 fresh pairs started alone. The cause
-    is not found (README, Replicas). Such an answer is a warning, with the
-    gateway's Envoy log, in the run's summary; every gateway must still
-    serve."""
-    for r in replicas:
-        statuses = [send(r).status_code for _ in range(each)]
-        if set(statuses) != {200}:
-            warnings.warn(f"warm-up at {r.name}: {statuses}\n{r.log_tail()}")
-        assert 200 in statuses, (r.name, statuses)
-
-
 MODELS = [f"m{i}" for i in range(8)]
 
 
@@ -357,12 +340,6 @@ def count_limited_calls(replicas, limited, seconds):
                 errors.append(resp.status_code)
             time.sleep(0.02)
 
-    # A fresh gateway's first request is slow (its connections and contexts
-    # are made then): one to the fallback first, so no replica starts its
-    # first block late and fits one probe fewer in the window.
-    for r in replicas:
-        body = {"model": "anthropic/claude", "messages": [{"role": "user", "content": "warm"}]}
-        assert requests.post(f"http://127.0.0.1:{r.port}/v1/chat/completions", json=body, timeout=10).status_code == 200
     threads = [threading.Thread(target=drive, args=(r,)) for r in replicas]
     start = time.time()
     for t in threads:

@@ -104,6 +104,24 @@ def test_an_error_event_with_no_retry_left_gives_the_exhausted_error(gateway, pr
     assert [a["status"] for a in body["attempts"]] == [500, 500]
 
 
+def test_a_provider_sending_the_gateways_internal_mark_is_served(gateway, providers):
+    # The gateway marks its attempt listener's own replies (a timeout, no
+    # connection) with a header; a provider that sends it on a good stream
+    # must not have its answer taken for a failed connection.
+    primary = providers(Reply(headers={"x-plano-local-reply": "1"}, stream=chat_stream(PRIMARY_TEXT, "!"), gap=0.01))
+    fallback = providers(Reply(stream=chat_stream(FALLBACK_TEXT), gap=0.01))
+    gateway.up(config(primary, fallback))
+    raw = client().chat.completions.with_raw_response.create(
+        model="openai/gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    assert raw.headers["x-plano-attempts"] == "1"
+    assert raw.headers["x-plano-model"] == "openai/gpt-4o"
+    assert "x-plano-local-reply" not in raw.headers
+    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert text == PRIMARY_TEXT + "!"
+    assert (primary.calls, fallback.calls) == (1, 0)
+
+
 @pytest.mark.parametrize("cut", [True, False], ids=["connection_cut", "no_terminator"])
 def test_a_chat_stream_broken_after_two_chunks_ends_with_an_error_event(gateway, providers, cut):
     # Two chunks of output, then the provider drops the connection (or ends

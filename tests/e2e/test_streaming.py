@@ -131,6 +131,25 @@ def test_a_stream_longer_than_timeout_ms_after_a_failover_completes(gateway, pro
     assert arrivals[-1] >= 3.0  # 3x the fallback's timeout_ms, and not cut
 
 
+def test_a_first_token_later_than_timeout_ms_streams_to_its_end(gateway, providers):
+    """`timeout_ms` is the time to the provider's headers. A model that sends
+    them and its role chunk at once, then thinks past `timeout_ms` + 1 s
+    before its first token (the attempt filter holds the headers until
+    then), is neither cut nor failed over."""
+    role = 'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
+    primary = providers(Reply(stream=[role] + sse(2), gap=[2.5, 0.05, 0.05, 0]))
+    fallback = providers(Reply(stream=sse(2), gap=0.05))
+    gateway.up(gateway_config(primary, fallback, "              default_strategy: different_provider",
+                              primary_extra="            timeout_ms: 1000"))
+    resp, arrivals, lines, _ = stream_chat()
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-plano-attempts"] == "1", resp.text
+    assert lines == [role.strip().encode()] + [line.strip().encode() for line in sse(2)], lines
+    assert fallback.calls == 0
+    # The first token came at 2.5 s, 1.5 s past timeout_ms + 1 s.
+    assert arrivals[1] >= 2.4, arrivals
+
+
 def test_a_streamed_retry_waits_its_backoff_then_streams(gateway, providers):
     primary = providers(Reply(status=503), Reply(stream=sse(3), gap=0.1))
     fallback = providers(Reply(status=503))

@@ -16,8 +16,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType, Status};
 
 use crate::headers::{
-    address_request, anthropic_version, forwardable, reply_api_error, requested_wait_ms,
-    response_header, set_attempt_headers, CLUSTER_HEADER,
+    address_request, anthropic_version, forwardable, requested_wait_ms, response_header,
+    set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::hedged::CallAnswer;
 use crate::host::now_ms;
@@ -82,7 +82,11 @@ impl Worker {
             .state
             .reads_quota(self.plan(), status)
             .then(|| Quota::read(&|name| response_header(name), now));
-        match self.after_answer(ex, outcome_of(status, from_provider), waited, quota, now) {
+        let outcome = outcome_of(status, from_provider);
+        match self.after_answer(ex, outcome, waited, quota, now) {
+            // Envoy's own reply (no connection, a reset before headers):
+            // the client gets the gateway's error, not Envoy's text.
+            Next::Deliver if !from_provider => self.reply_no_answer(ex, outcome),
             Next::Deliver => {
                 self.count_answer(ex);
                 set_attempt_headers(&self.attempt_headers(ex));
@@ -94,18 +98,13 @@ impl Worker {
         }
     }
 
-    /// `timeout_ms` passed on the routed attempt.
+    /// `timeout_ms` passed on the routed attempt without an answer (for a
+    /// stream: a second past the attempt listener's own limit, which a
+    /// provider's 1xx voids). Any retry is a dispatched call.
     pub fn routed_timeout(&self, ex: &mut Exchange, now: u64) {
         if let Next::Deliver = self.after_answer(ex, Outcome::Timeout, None, None, now) {
             // No policy to retry under: the client still gets an answer.
-            let model = self.model_of(ex);
-            reply_api_error(
-                ex.api,
-                504,
-                "timeout",
-                &format!("{model} sent no response headers within its timeout"),
-            );
-            ex.settle(Phase::Replied);
+            self.reply_no_answer(ex, Outcome::Timeout);
         }
     }
 
@@ -154,8 +153,11 @@ impl Worker {
                 self.reply_exhausted(ex, &exhaustion);
                 Next::Hold
             }
-            // Only a routed streamed attempt races a hedge.
-            Step::AwaitHedge => Next::Hold,
+            // A streamed attempt timed out with its hedge in flight.
+            Step::AwaitHedge => {
+                self.await_hedge(ex);
+                Next::Hold
+            }
             Step::Retry {
                 target, wait_ms, ..
             } => {
@@ -206,13 +208,7 @@ impl Worker {
                 if let Next::Deliver =
                     self.after_answer(ex, Outcome::ConnectFailure, None, None, now)
                 {
-                    reply_api_error(
-                        ex.api,
-                        502,
-                        "connect_failure",
-                        &format!("{} could not be reached", t.model),
-                    );
-                    ex.settle(Phase::Replied);
+                    self.reply_no_answer(ex, Outcome::ConnectFailure);
                 }
             }
         }
@@ -302,7 +298,13 @@ impl Worker {
         let outcome = outcome.unwrap_or(Outcome::Status(answer.status));
         let waited = answer.retry_after_ms(now);
         if let Next::Deliver = self.after_answer(&mut ex, outcome, waited, quota, now) {
-            self.deliver_whole(&mut ex, &answer);
+            match outcome {
+                // Envoy's own reply, or none: the gateway's error instead.
+                Outcome::ConnectFailure | Outcome::Timeout => {
+                    self.reply_no_answer(&mut ex, outcome);
+                }
+                _ => self.deliver_whole(&mut ex, &answer),
+            }
         }
         self.put(ex);
     }

@@ -20,7 +20,8 @@ pub const EXCHANGE_HEADER: &str = "x-plano-exchange";
 /// has that per-try timeout.
 pub const TRY_TIMEOUT_HEADER: &str = "x-plano-try-timeout-ms";
 /// Marks a reply the attempt listener's router made itself (a timeout or a
-/// connection failure), set by its `local_reply_config`.
+/// connection failure), set by its `local_reply_config`. A provider cannot
+/// send it: its cluster's upstream filters take it off every answer.
 pub const LOCAL_REPLY_HEADER: &str = "x-plano-local-reply";
 /// A hedge sent through the stream cluster names its exchange here, so the
 /// attempt filter that carries it can reset it when the hedge loses.
@@ -206,23 +207,18 @@ pub fn anthropic_version(
         .then_some((messages::PASSED_HEADERS[0], messages::DEFAULT_VERSION))
 }
 
-/// Envoy's router limits on an attempt it carries: the whole answer (so a
-/// provider trickling bytes cannot hold a client), and for a stream the time
-/// to the attempt listener's answer, a second past that listener's own
-/// limit: Envoy voids that one once a provider sends a 1xx (`100 Continue`),
-/// and such a provider may then send nothing more.
+/// Envoy's router limit on an attempt it carries: the whole answer, so a
+/// provider trickling bytes cannot hold a client. No per-try timeout here:
+/// for a stream it would count to the headers the attempt filter holds
+/// until the first output, and cut a model that thinks past it; the
+/// attempt listener limits the time to the provider's headers.
 fn limit_attempt(target: &Target, streamed: bool, sent: &SentHeaders) {
-    let cap = target.answer_cap_ms(streamed).map(|ms| ms.to_string());
-    let to_headers = streamed.then(|| (target.timeout_ms + 1000).to_string());
-    for (name, value) in [
-        ("x-envoy-upstream-rq-timeout-ms", cap),
-        ("x-envoy-upstream-rq-per-try-timeout-ms", to_headers),
-    ] {
-        match value {
-            Some(v) => set_request_header(name, Some(&v)),
-            None => sent.remove(&[name]),
-        }
+    const CAP: &str = "x-envoy-upstream-rq-timeout-ms";
+    match target.answer_cap_ms(streamed) {
+        Some(ms) => set_request_header(CAP, Some(&ms.to_string())),
+        None => sent.remove(&[CAP]),
     }
+    sent.remove(&["x-envoy-upstream-rq-per-try-timeout-ms"]);
 }
 
 /// Sets the headers that say how the answer came about (SPEC §9).
@@ -240,6 +236,22 @@ pub fn reply_error(shape: ErrorShape, status: u32, kind: &str, message: &str) ->
 /// Answers a request to `api` with an error in that API's shape.
 pub fn reply_api_error(api: Api, status: u32, kind: &str, message: &str) -> Action {
     reply_error(api.spec().errors, status, kind, message)
+}
+
+/// Answers a request to `api` with an error in that API's shape and the
+/// `extra` headers (how the answer came about).
+pub fn reply_api_error_with(
+    api: Api,
+    status: u32,
+    kind: &str,
+    message: &str,
+    extra: &[(&str, String)],
+) -> Action {
+    let body = api.spec().errors.body(kind, message);
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    let _ = hostcalls::send_http_response(status, headers, Some(body.as_bytes()));
+    Action::Pause
 }
 
 fn reply_json(status: u32, body: &str) -> Action {

@@ -6,7 +6,8 @@
 //! buffered request through this filter in a new client stream, which claims
 //! the exchange and sends the next attempt, after its wait if it has one.
 //! `timeout_ms` (or the `ttfb` threshold) is the attempt listener's per-try
-//! timeout: it limits the time to headers and never cuts a started answer.
+//! timeout: it limits the time to the provider's headers and never cuts a
+//! started answer, nor one the attempt filter holds for its first output.
 
 use plano_core::api::Api;
 use plano_core::attempt::Outcome;
@@ -27,6 +28,10 @@ use crate::worker::{Exchange, Phase, Worker};
 
 /// The cluster every streamed attempt is routed to (see the Envoy template).
 const STREAM_CLUSTER: &str = "plano_stream";
+
+/// How long past the attempt listener's limit an attempt may go without
+/// any answer reaching the attempt filter.
+const NO_ANSWER_GRACE_MS: u64 = 1000;
 
 /// An exchange id as it travels in a header or a redirect's query.
 pub fn encode_id(id: u64) -> String {
@@ -96,7 +101,12 @@ impl Worker {
             .ttfb_threshold_ms(self.plan())
             .filter(|&th| th < t.timeout_ms && ex.state.may_abandon_slow(&env));
         ex.abandon_at_ttfb = ttfb.is_some();
-        let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
+        let limit_ms = ttfb.unwrap_or(t.timeout_ms);
+        // The attempt listener's limit is void once its provider sends a 1xx
+        // (`100 Continue`): a second past it, an attempt whose answer has
+        // not reached the attempt filter times out here.
+        self.arm(ex, now + limit_ms + NO_ANSWER_GRACE_MS, TimerKind::Timeout);
+        let limit = limit_ms.to_string();
         let body_len = ex.sent_len;
         let path = t.attempt_path(ex.api, &ex.client_path);
         address_request(
@@ -178,6 +188,8 @@ impl Worker {
         if ex.phase != Phase::Routed {
             return self.put_aside(ex);
         }
+        // An answer came: from here its provider's pace is its own.
+        self.disarm_kind(&mut ex, TimerKind::Timeout);
         let status = response_header(":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(502);
@@ -268,6 +280,27 @@ impl Worker {
             .map_or(ex.api, |t| ex.api.on(t.format))
     }
 
+    /// The failed attempt's retry is its hedge in flight: the hedge becomes
+    /// the attempt under way, and its answer the client's.
+    pub fn await_hedge(&self, ex: &mut Exchange) -> Action {
+        ex.state.follow_hedge();
+        match ex.hedge_call.take() {
+            Some(token) => {
+                ex.phase = Phase::Calling(token);
+                Action::Pause
+            }
+            None => {
+                ex.settle(Phase::Replied);
+                reply_api_error(
+                    ex.api,
+                    502,
+                    "failover_failed",
+                    "the gateway lost the hedge it sent",
+                )
+            }
+        }
+    }
+
     fn decide_answer(&self, ex: &mut Exchange, status: u16, local: bool) -> Action {
         let now = now_ms();
         let env = self.env(now);
@@ -331,17 +364,7 @@ impl Worker {
             Step::Deliver if local => {
                 // No policy to retry under: the client still gets an answer.
                 self.drop_hedge(ex);
-                let model = self.model_of(ex);
-                let (status, kind, what) = match outcome {
-                    Outcome::ConnectFailure => (502, "connect_failure", "could not be reached"),
-                    _ => (
-                        504,
-                        "timeout",
-                        "sent no response headers within its timeout",
-                    ),
-                };
-                ex.settle(Phase::Replied);
-                reply_api_error(ex.api, status, kind, &format!("{model} {what}"))
+                self.reply_no_answer(ex, outcome)
             }
             Step::Deliver => {
                 self.drop_hedge(ex);
@@ -372,20 +395,7 @@ impl Worker {
             Step::AwaitHedge => {
                 // The hedge is this failure's retry: the attempt's answer
                 // is dropped, and the hedge's will be the client's.
-                ex.state.follow_hedge();
-                match ex.hedge_call.take() {
-                    Some(token) => ex.phase = Phase::Calling(token),
-                    None => {
-                        ex.settle(Phase::Replied);
-                        return reply_api_error(
-                            ex.api,
-                            502,
-                            "failover_failed",
-                            "the gateway lost the hedge it sent",
-                        );
-                    }
-                }
-                Action::Pause
+                self.await_hedge(ex)
             }
         }
     }

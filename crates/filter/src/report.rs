@@ -8,8 +8,9 @@ use plano_core::plan::Target;
 use plano_core::request::{Effects, Exhaustion};
 use plano_core::usage;
 use proxy_wasm::hostcalls;
+use proxy_wasm::types::Action;
 
-use crate::headers::replayable;
+use crate::headers::{replayable, reply_api_error_with};
 use crate::host::now_ms;
 use crate::worker::{Exchange, Phase, Worker};
 
@@ -95,6 +96,26 @@ impl Worker {
         );
         ex.settle(Phase::Replied);
         self.disarm(ex);
+    }
+
+    /// Answers, from the effective context, that the attempt under way got
+    /// no answer from its provider (`outcome`: a timeout, else a failed
+    /// connection) and nothing follows it: the gateway's error in the
+    /// client's API shape, with the attempts, never Envoy's own text.
+    pub fn reply_no_answer(&self, ex: &mut Exchange, outcome: Outcome) -> Action {
+        let model = self.model_of(ex);
+        let (status, kind, what) = match outcome {
+            Outcome::Timeout | Outcome::SlowTtfb => (
+                504,
+                "timeout",
+                "sent no response headers within its timeout",
+            ),
+            _ => (502, "connect_failure", "could not be reached"),
+        };
+        let headers = self.attempt_headers(ex);
+        ex.settle(Phase::Replied);
+        self.disarm(ex);
+        reply_api_error_with(ex.api, status, kind, &format!("{model} {what}"), &headers)
     }
 
     /// An attempt starts: counted, and a failover when it leaves the

@@ -14,7 +14,8 @@ const TICK: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
     /// `timeout_ms` passed without response headers on a routed attempt
-    /// that is not streamed.
+    /// (a streamed one: a second past the attempt listener's limit without
+    /// an answer at the attempt filter).
     Timeout,
     /// The `ttfb` threshold passed without an answer (not streamed).
     Ttfb,

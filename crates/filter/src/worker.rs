@@ -23,7 +23,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
 pub use crate::exchange::{Exchange, Phase};
-use crate::headers::reply_api_error;
+use crate::headers::{reply_api_error, reply_api_error_with};
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
 use crate::metrics::Stats;
 use crate::timers::{Timer, TimerKind, Timers};
@@ -117,6 +117,14 @@ impl Worker {
 
     pub fn disarm(&self, ex: &mut Exchange) {
         self.timers.disarm(ex.timers.drain(..));
+    }
+
+    /// Disarms the exchange's timers of `kind` only.
+    pub fn disarm_kind(&self, ex: &mut Exchange, kind: TimerKind) {
+        let (gone, kept): (Vec<Timer>, Vec<Timer>) =
+            ex.timers.drain(..).partition(|t| t.kind == kind);
+        ex.timers = kept;
+        self.timers.disarm(gone);
     }
 
     /// The request body is complete: check it, pick the first target and
@@ -299,20 +307,23 @@ impl Worker {
         };
         let action = match ex.phase {
             Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex),
-            // Envoy's own reply to a streamed attempt that the attempt
-            // listener never answered (its provider sent a 1xx, then
-            // nothing): too late for a redirect, so the gateway answers.
+            // Envoy's own reply to a streamed attempt whose answer never
+            // left the attempt filter (its `answer_timeout_ms`, or its
+            // stream reset while held): too late for a redirect, so the
+            // gateway answers.
             Phase::Routed => {
                 warn!(
                     "request {:?}: no answer within the attempt's timeout",
                     ex.request_id
                 );
+                let headers = self.attempt_headers(&ex);
                 ex.settle(Phase::Replied);
-                reply_api_error(
+                reply_api_error_with(
                     ex.api,
                     504,
                     "timeout",
                     "the provider sent no answer within its timeout",
+                    &headers,
                 )
             }
             Phase::Redirecting => {
