@@ -21,6 +21,10 @@ pub struct Issue {
     pub hint: Option<String>,
 }
 
+/// Longest `model` (and `fallback_models` entry): a provider's longest model
+/// ids, cloud ARNs included, are under 200 characters.
+pub const MAX_MODEL_NAME: usize = 256;
+
 mod access;
 mod endpoint;
 mod keys;
@@ -143,8 +147,18 @@ pub fn resolve_with(
     let mut targets = Vec::new();
     // Each entry's first target: the one its `model` names.
     let mut heads: Vec<usize> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, p) in config.model_providers.iter().enumerate() {
         let at = format!("model_providers[{i}]");
+        if p.model.len() > MAX_MODEL_NAME {
+            c.error(
+                format!("{at}.model"),
+                format!(
+                    "is {} characters long; a model name is at most {MAX_MODEL_NAME}",
+                    p.model.len()
+                ),
+            );
+        }
         let (provider, model_name) = match p.model.split_once('/') {
             Some((prov, name)) if !prov.is_empty() && !name.is_empty() => {
                 (prov.to_string(), name.to_string())
@@ -157,10 +171,7 @@ pub fn resolve_with(
                 (String::new(), p.model.clone())
             }
         };
-        if config.model_providers[..i]
-            .iter()
-            .any(|q| q.model == p.model)
-        {
+        if !seen.insert(p.model.as_str()) {
             c.error(
                 format!("{at}.model"),
                 format!("`{}` is configured twice", p.model),
@@ -341,6 +352,11 @@ pub fn resolve_with(
         );
     }
 
+    // Each model's first target (a pool is entered through it), by name.
+    let mut models = std::collections::HashMap::new();
+    for (t, target) in targets.iter().enumerate() {
+        models.entry(target.model.clone()).or_insert(t);
+    }
     for (i, p) in config.model_providers.iter().enumerate() {
         if let Some(rp) = &p.retry_policy {
             let policy = resolve_policy(
@@ -349,6 +365,7 @@ pub fn resolve_with(
                 rp,
                 heads[i],
                 &targets,
+                &models,
             );
             warn_embeddings_failover(&mut c, i, p, &targets[heads[i]], &policy);
             targets[heads[i]].retry_policy = Some(policy);

@@ -4,6 +4,7 @@
 mod docker;
 mod engine;
 mod image;
+pub mod lock;
 mod logs;
 mod native;
 mod redact;

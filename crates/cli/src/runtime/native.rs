@@ -125,6 +125,8 @@ pub fn spawn(config: &Path, envoy: &Path, launch: Launch, foreground: bool) -> R
         // Attached, this process stays to stop Envoy and clean up, even when
         // its output's reader has gone.
         let _ = outln!("stop it with Ctrl-C");
+        // Started: others may change it now (`up` again, `down`).
+        super::lock::release();
         let status = child.wait()?;
         wait_gone(log_writer);
         clear_state();
