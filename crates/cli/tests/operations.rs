@@ -103,3 +103,92 @@ fn a_model_name_of_megabytes_is_refused_at_its_field() {
     // The name is not echoed back in full.
     assert!(text.len() < 100_000, "{} bytes of output", text.len());
 }
+
+#[test]
+fn the_gateways_own_ports_are_set_and_never_collide() {
+    let dir = scratch("ports");
+    let provider = "  - model: openai/gpt-4o\n    base_url: http://127.0.0.1:9\n";
+    for (admin, refused, why) in [
+        (
+            "{port: 9911, status_port: 9911}",
+            "admin.status_port",
+            "port 9911 for the gateway's status listener is Envoy's admin's",
+        ),
+        (
+            "{port: 12000}",
+            "listeners[0].port",
+            "port 12000 is Envoy's admin's",
+        ),
+        (
+            "{status_port: 9903}",
+            "admin.status_port",
+            "is the Kubernetes probe listener's",
+        ),
+        (
+            "{port: 9902}",
+            "admin.status_port",
+            "port 9902 for the gateway's status listener is Envoy's admin's",
+        ),
+    ] {
+        fs::write(
+            dir.join("gw.yaml"),
+            format!("{HEAD}{provider}admin: {admin}\n"),
+        )
+        .unwrap();
+        let out = planoai(&dir, &["validate", "gw.yaml"]);
+        assert_eq!(out.status.code(), Some(1), "{admin}: {}", said(&out));
+        assert!(said(&out).contains(refused), "{admin}: {}", said(&out));
+        assert!(said(&out).contains(why), "{admin}: {}", said(&out));
+    }
+    // Other ports render where Envoy's admin and the status listener bind.
+    fs::write(
+        dir.join("gw.yaml"),
+        format!("{HEAD}{provider}admin: {{port: 9911, status_port: 9912}}\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        planoai(&dir, &["validate", "gw.yaml"]).status.code(),
+        Some(0)
+    );
+    let out = planoai(&dir, &["render", "gw.yaml", "-o", "dist"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let bootstrap = fs::read_to_string(dir.join("dist/envoy.yaml")).unwrap();
+    let listeners = fs::read_to_string(dir.join("dist/lds.yaml")).unwrap();
+    assert!(bootstrap.contains("port_value: 9911"), "{bootstrap}");
+    assert!(listeners.contains("port_value: 9912"), "{listeners}");
+    assert!(!bootstrap.contains("9901") && !listeners.contains("9902"));
+    assert!(
+        listeners.contains(r#"\"status_port\":9912"#),
+        "the filter reports on 9912"
+    );
+}
+
+#[test]
+fn an_ipv6_provider_renders_as_yaml_envoy_reads() {
+    let dir = scratch("ipv6");
+    fs::write(
+        dir.join("gw.yaml"),
+        format!("{HEAD}  - model: openai/gpt-4o\n    base_url: http://[::1]:8101\n"),
+    )
+    .unwrap();
+    let out = planoai(&dir, &["render", "gw.yaml", "-o", "dist"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let text = fs::read_to_string(dir.join("dist/cds.yaml")).unwrap();
+    let clusters: serde_yaml::Value = serde_yaml::from_str(&text).expect("cds.yaml is YAML");
+    assert!(addresses(&clusters).contains(&"::1".to_string()), "{text}");
+}
+
+/// Every `socket_address.address` in `doc`.
+fn addresses(doc: &serde_yaml::Value) -> Vec<String> {
+    match doc {
+        serde_yaml::Value::Mapping(m) => m
+            .iter()
+            .flat_map(|(k, v)| match (k.as_str(), v.get("address")) {
+                (Some("socket_address"), Some(a)) => vec![a.as_str().unwrap_or("").to_string()],
+                _ => addresses(v),
+            })
+            .collect(),
+        serde_yaml::Value::Sequence(s) => s.iter().flat_map(addresses).collect(),
+        _ => Vec::new(),
+    }
+}

@@ -59,6 +59,9 @@ pub struct Resolved {
     pub shared_state: Option<SharedState>,
     /// The trace collector, when `tracing` is set.
     pub collector: Option<Endpoint>,
+    /// Envoy's admin port and the status listener's (`admin`).
+    pub admin_port: u16,
+    pub status_port: u16,
 }
 
 struct Checker {
@@ -401,6 +404,8 @@ pub fn resolve_with(
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             shared_state,
             collector: traces.map(|(_, endpoint)| endpoint),
+            admin_port: crate::guards::admin_ports(config).0,
+            status_port: crate::guards::admin_ports(config).1,
         }),
         _ => None,
     };
