@@ -121,7 +121,9 @@ def test_no_key_reaches_the_log_with_envoys_debug_logging_on(gateway, providers,
             requests.post("http://127.0.0.1:12000" + path, json={"model": "openai/gpt-4o", "messages": []}, timeout=10)
         assert ant.requests[-1]["headers"]["x-api-key"] == secrets["x-api-key"]
         assert azure.requests[-1]["headers"]["api-key"] == secrets["api-key"]
-        assert eventually(lambda: "router decoding headers" in planoai("logs", "--envoy", "-n", "100000").stdout)
+        # The last request's lines, flushed (every 200 ms): debug lines among them.
+        assert eventually(lambda: "completions?key=[redacted]'" in planoai("logs", "--envoy", "-n", "100000").stdout)
+        assert "router decoding headers" in planoai("logs", "--envoy", "-n", "100000").stdout
     finally:
         requests.post("http://127.0.0.1:9901/logging?level=warning", timeout=5)
     shown = planoai("logs", "--envoy", "-n", "100000").stdout

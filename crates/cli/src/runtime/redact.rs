@@ -8,9 +8,11 @@ const SECRET_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-g
 
 /// Where a request's path starts in Envoy's lines: a debug log's headers,
 /// and the access log's request line.
-const PATH_STARTS: [&str; 9] = [
+const PATH_STARTS: [&str; 10] = [
     "':path', '",
     "'x-envoy-original-path', '",
+    // The router's route match.
+    "match for URL '",
     "\"GET ",
     "\"POST ",
     "\"PUT ",
@@ -187,6 +189,7 @@ mod tests {
             format!("\"POST /v1/chat/completions/{KEY} HTTP/1.1\" 404"),
             format!("\"POST /{KEY} HTTP/1.1\" 404"),
             format!("':path', '/v1/models?key={KEY}'"),
+            format!("cluster 'plano_0' match for URL '/v1/chat/completions?key={KEY}'"),
         ] {
             let out = redact(&line);
             assert!(!out.contains(KEY), "{line} -> {out}");
