@@ -51,7 +51,7 @@ class Reply:
 
 
 class Provider:
-    def __init__(self, *replies, refuse=None):
+    def __init__(self, *replies, refuse=None, host="127.0.0.1"):
         # `refuse(record)` names what is wrong with a request (a 400), or None.
         self.refuse = refuse
         self.script = list(replies) or [Reply()]
@@ -158,7 +158,13 @@ class Provider:
             def log_message(self, *args):
                 pass
 
-        self.server = MockServer(("127.0.0.1", 0), Handler)
+        server = MockServer
+        if ":" in host:
+
+            class server(MockServer):
+                address_family = socket.AF_INET6
+
+        self.server = server((host, 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

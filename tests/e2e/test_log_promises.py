@@ -77,3 +77,64 @@ def test_the_kubernetes_manifest_batches_envoys_log(tmp_path):
                   for c in d["spec"]["template"]["spec"]["containers"]]
     envoy = next(c for c in containers if c["name"] == "plano")
     assert " ".join(BATCHED) in " ".join(envoy["args"]), envoy["args"]
+
+
+def test_no_key_reaches_the_log_with_envoys_debug_logging_on(gateway, providers, plano_home):
+    # Keys in every header a provider or a client sends one in, and in a
+    # request's path and query, with Envoy printing every header (debug).
+    secrets = {
+        "x-api-key": "sk-ant-provider-7f3a",
+        "api-key": "azure-provider-9c1d",
+        "authorization": "sk-openai-provider-2b8e",
+        "client x-api-key": "sk-client-x-4d2f",
+        "client api-key": "sk-client-azure-6e0a",
+        "path params": "sk-in-params-1a9b",
+        "path segment": "sk-in-segment-5c7d",
+        "query": "sk-in-query-8e2c",
+    }
+    ant, azure, openai = providers(), providers(), providers()
+    gateway.up(HEADER + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{openai.port}
+            access_key: {secrets["authorization"]}
+            default: true
+          - model: x/anthropic-style
+            base_url: http://127.0.0.1:{ant.port}
+            access_key: {secrets["x-api-key"]}
+            key_header: x-api-key
+          - model: x/azure-style
+            base_url: http://127.0.0.1:{azure.port}
+            access_key: {secrets["api-key"]}
+            key_header: api-key
+    """)
+    assert requests.post("http://127.0.0.1:9901/logging?level=debug", timeout=5).status_code == 200
+    try:
+        for model in ["openai/gpt-4o", "x/anthropic-style", "x/azure-style"]:
+            headers = {"x-api-key": secrets["client x-api-key"], "api-key": secrets["client api-key"]}
+            resp = requests.post(CHAT, json={"model": model, "messages": []}, headers=headers, timeout=10)
+            assert resp.status_code == 200, resp.text
+        for path in [
+            f"/v1/chat/completions;key={secrets['path params']}",
+            f"/v1/chat/completions/{secrets['path segment']}",
+            f"/v1/chat/completions?key={secrets['query']}",
+        ]:
+            requests.post("http://127.0.0.1:12000" + path, json={"model": "openai/gpt-4o", "messages": []}, timeout=10)
+        assert ant.requests[-1]["headers"]["x-api-key"] == secrets["x-api-key"]
+        assert azure.requests[-1]["headers"]["api-key"] == secrets["api-key"]
+        # The last request's lines, flushed (every 200 ms): debug lines among them.
+        assert eventually(lambda: "completions?key=[redacted]'" in planoai("logs", "--envoy", "-n", "100000").stdout)
+        assert "router decoding headers" in planoai("logs", "--envoy", "-n", "100000").stdout
+    finally:
+        requests.post("http://127.0.0.1:9901/logging?level=warning", timeout=5)
+    shown = planoai("logs", "--envoy", "-n", "100000").stdout
+    kept = ""
+    run = os.path.join(plano_home, "run")
+    for name in os.listdir(run):
+        if name.startswith("envoy.log"):
+            with open(os.path.join(run, name), errors="replace") as f:
+                kept += f.read()
+    for text, where in [(shown, "logs --envoy"), (kept, "envoy.log")]:
+        leaked = [what for what, key in secrets.items() if key in text]
+        assert leaked == [], f"{where} shows {leaked}"
+        assert "'x-api-key', '[redacted]'" in text and "'api-key', '[redacted]'" in text, where
+        assert "/v1/chat/completions/[redacted]" in text, where

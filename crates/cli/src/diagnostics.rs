@@ -6,6 +6,9 @@ use std::path::Path;
 
 use plano_core::resolve::Severity;
 
+/// Characters of a config line printed under a diagnostic.
+const MAX_SHOWN: usize = 200;
+
 pub struct Diagnostic {
     pub severity: Severity,
     pub message: String,
@@ -31,8 +34,14 @@ impl Diagnostic {
             self.line,
             self.column
         );
-        if let Some(text) = source.lines().nth(self.line.saturating_sub(1)) {
-            let start = self.column.saturating_sub(1);
+        let line = source.lines().nth(self.line.saturating_sub(1));
+        let start = self.column.saturating_sub(1);
+        // A line of megabytes (a pasted blob) is not printed whole.
+        if let Some(text) = line.filter(|_| start < MAX_SHOWN) {
+            let text = match text.char_indices().nth(MAX_SHOWN) {
+                Some((cut, _)) => &text[..cut],
+                None => text,
+            };
             let width = text
                 .get(start..)
                 .map(|rest| {
@@ -41,8 +50,18 @@ impl Diagnostic {
                 })
                 .unwrap_or(1)
                 .max(1);
+            let cut = if text.len() < line.map_or(0, str::len) {
+                " ..."
+            } else {
+                ""
+            };
             let _ = writeln!(out, "{gutter} |");
-            let _ = writeln!(out, "{} | {}", self.line, shown(text, &self.field, start));
+            let _ = writeln!(
+                out,
+                "{} | {}{cut}",
+                self.line,
+                shown(text, &self.field, start)
+            );
             let _ = writeln!(out, "{gutter} | {}{}", " ".repeat(start), "^".repeat(width));
         }
         if !self.field.is_empty() {

@@ -56,7 +56,8 @@ pub fn envoy_validate(rendered: &Rendered, scratch: &Path) -> Result<()> {
 
 /// Envoy's admin stats whose names match `filter` (a regex), as text.
 fn stats(filter: &str) -> Result<HashMap<String, String>> {
-    let (status, body) = health::get(render::ADMIN_PORT, &format!("/stats?filter={filter}"))?;
+    let admin = crate::runtime::admin_ports().0;
+    let (status, body) = health::get(admin, &format!("/stats?filter={filter}"))?;
     if status != 200 {
         bail!("Envoy's admin answered {status}");
     }

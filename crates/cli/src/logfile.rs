@@ -110,6 +110,16 @@ pub fn write(path: &Path, cap: LogCap) -> Result<()> {
             None if pending.len() >= buf.len() => pending.len(),
             None => continue,
         };
+        // Envoy's debug log prints request headers and paths: the file
+        // never holds the keys among them.
+        let redacted = crate::runtime::redact(&String::from_utf8_lossy(&pending[..end]));
+        let end = if redacted.as_bytes() == &pending[..end] {
+            end
+        } else {
+            let len = redacted.len();
+            pending.splice(..end, redacted.into_bytes());
+            len
+        };
         // A burst may hold more than a file's room: its lines are split
         // between files at line ends.
         let mut from = 0;

@@ -26,6 +26,20 @@ pub fn check(result: io::Result<()>) -> anyhow::Result<()> {
     })
 }
 
+/// Whether stdout's reader has gone (`planoai logs -f | head -2` after its
+/// two lines) while nothing is written: a pipe whose reading end is closed
+/// polls as an error. A terminal or a file never does.
+pub fn reader_gone() -> bool {
+    let mut out = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and a zero timeout.
+    let ready = unsafe { libc::poll(&mut out, 1, 0) };
+    ready > 0 && out.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 /// `println!` that returns `anyhow::Result<()>` instead of panicking.
 macro_rules! outln {
     ($($arg:tt)*) => {

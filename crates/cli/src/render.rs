@@ -225,14 +225,14 @@ pub fn render(
         });
     }
     let mut plan = r.plan.clone();
-    plan.status_port = Some(STATUS_PORT);
+    plan.status_port = Some(r.status_port);
     plan.hop_token = hop_token(loaded);
     let plan_json = serde_json::to_string(&plan)?;
     let values = context! {
         source => loaded.path.display().to_string(),
         config_dir => config_dir,
-        admin_port => ADMIN_PORT,
-        status_port => STATUS_PORT,
+        admin_port => r.admin_port,
+        status_port => r.status_port,
         listener_name => LISTENER_NAME,
         listener_address => r.listener_address,
         listener_port => r.listener_port,

@@ -26,8 +26,12 @@ pub fn read_capped(path: &Path) -> Result<String> {
 
 /// A config's text, refused when it nests deeper than [`MAX_DEPTH`].
 pub fn read_config(path: &Path) -> Result<String> {
-    let text =
+    let mut text =
         read_capped(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    // A byte order mark (Windows editors write one) is not part of the YAML.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
     if let Some(line) = too_deep(&text) {
         bail!(
             "{}:{line}: nests deeper than {MAX_DEPTH} levels; a gateway config needs fewer than 10",

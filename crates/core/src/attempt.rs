@@ -263,14 +263,21 @@ pub enum Decision {
 pub const NEVER: u64 = u64::MAX;
 
 /// The request's targets in the order they are considered: the primary,
-/// then its policy's candidates.
+/// then, with a policy, its `fallback_models` as listed and every other
+/// model in config order (each model by the first target of its pool).
 pub fn order(plan: &GatewayPlan, primary: usize) -> impl Iterator<Item = usize> + '_ {
-    let candidates = plan.targets[primary]
+    let fallbacks = plan.targets[primary]
         .retry_policy
         .as_ref()
-        .map(|p| p.candidates.as_slice())
-        .unwrap_or_default();
-    std::iter::once(primary).chain(candidates.iter().copied())
+        .map(|p| p.candidates.as_slice());
+    let has_policy = fallbacks.is_some();
+    let fallbacks = fallbacks.unwrap_or_default();
+    let others = if has_policy { plan.targets.len() } else { 0 };
+    let rest = (0..others)
+        .filter(move |&t| t != primary && plan.targets[t].pool == t && !fallbacks.contains(&t));
+    std::iter::once(primary)
+        .chain(fallbacks.iter().copied())
+        .chain(rest)
 }
 
 /// The first attempt's target: the primary unless it is blocked, else the

@@ -27,6 +27,25 @@ pub struct GatewayConfig {
     /// OpenTelemetry traces of every request and its attempts; none without it.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// The gateway's own loopback ports; a second gateway on the same host
+    /// (with its own `PLANO_HOME`) needs others.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// Loopback ports the gateway keeps for itself, besides its listener.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Envoy's admin (its stats; `planoai status`, `top` and `up` read them).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 9901)))]
+    pub port: Option<u16>,
+    /// Where the filter reports its blocks (`planoai status`).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 9902)))]
+    pub status_port: Option<u16>,
 }
 
 /// Where gateways that serve the same providers share what they learn: an

@@ -15,11 +15,24 @@ pub const PROBE_PORT: u16 = 9903;
 /// Longest deployment name: it names files, stats and log fields.
 pub const MAX_DEPLOYMENT_NAME: usize = 64;
 
-const RESERVED_PORTS: [(u16, &str); 3] = [
-    (ADMIN_PORT, "Envoy's admin"),
-    (STATUS_PORT, "the gateway's status listener"),
-    (PROBE_PORT, "the Kubernetes probe listener"),
-];
+/// Envoy's admin port and the status listener's, as `admin` sets them.
+pub fn admin_ports(config: &GatewayConfig) -> (u16, u16) {
+    let admin = config.admin.unwrap_or_default();
+    (
+        admin.port.unwrap_or(ADMIN_PORT),
+        admin.status_port.unwrap_or(STATUS_PORT),
+    )
+}
+
+/// The ports the gateway keeps for itself, each with its name and field.
+fn reserved_ports(config: &GatewayConfig) -> [(u16, &'static str, &'static str); 3] {
+    let (admin, status) = admin_ports(config);
+    [
+        (admin, "Envoy's admin", "admin.port"),
+        (status, "the gateway's status listener", "admin.status_port"),
+        (PROBE_PORT, "the Kubernetes probe listener", ""),
+    ]
+}
 
 /// Every such problem in `config`, each at its field.
 pub fn check(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<Issue> {
@@ -32,13 +45,27 @@ pub fn check(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Ve
             hint: hint.map(str::to_string),
         })
     };
+    let reserved = reserved_ports(config);
     let listener = config.listeners.first();
     if let Some(l) = listener {
-        if let Some((_, what)) = RESERVED_PORTS.iter().find(|(p, _)| *p == l.port) {
+        if let Some((_, what, _)) = reserved.iter().find(|(p, _, _)| *p == l.port) {
             error(
                 "listeners[0].port".into(),
                 format!("port {} is {what}'s", l.port),
                 Some("choose another port, such as 12000"),
+            );
+        }
+    }
+    // Each of the gateway's own ports once: Envoy would not start.
+    for (i, (port, what, field)) in reserved.iter().enumerate().take(2) {
+        let taken = reserved[..i].iter().find(|(p, _, _)| p == port);
+        if *port == 0 {
+            error(field.to_string(), "port 0 is not a port".into(), None);
+        } else if let Some((_, other, _)) = taken.or(reserved.get(2).filter(|r| r.0 == *port)) {
+            error(
+                field.to_string(),
+                format!("port {port} for {what} is {other}'s"),
+                Some("each of the gateway's ports must differ"),
             );
         }
     }
@@ -74,7 +101,7 @@ pub fn check(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Ve
                 continue;
             };
             let own = listener.map(|l| (l.address.as_deref(), l.port));
-            if let Some(what) = self_loop(&endpoint.host, endpoint.port, own) {
+            if let Some(what) = self_loop(&endpoint.host, endpoint.port, own, &reserved) {
                 error(
                     format!("{path}.base_url"),
                     format!("points at {what}: every request would call the gateway again"),
@@ -98,7 +125,12 @@ pub fn check(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Ve
 
 /// What of the gateway's own `host:port` is, if it is one of its ports on
 /// this machine; `listener` is its own address and port.
-fn self_loop(host: &str, port: u16, listener: Option<(Option<&str>, u16)>) -> Option<String> {
+fn self_loop(
+    host: &str,
+    port: u16,
+    listener: Option<(Option<&str>, u16)>,
+    reserved: &[(u16, &str, &str)],
+) -> Option<String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let local = matches!(
         host.to_ascii_lowercase().as_str(),
@@ -113,15 +145,23 @@ fn self_loop(host: &str, port: u16, listener: Option<(Option<&str>, u16)>) -> Op
     if listener.is_some_and(|(_, p)| p == port) {
         return Some(format!("the gateway's own listener (port {port})"));
     }
-    RESERVED_PORTS
+    reserved
         .iter()
-        .find(|(p, _)| *p == port)
-        .map(|(_, what)| format!("{what} (port {port})"))
+        .find(|(p, _, _)| *p == port)
+        .map(|(_, what, _)| format!("{what} (port {port})"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::self_loop;
+    use super::{reserved_ports, self_loop};
+
+    fn self_loop_at(host: &str, port: u16, own: Option<(Option<&str>, u16)>) -> Option<String> {
+        let config = serde_json::from_value(serde_json::json!({
+            "version": "v0.3.0", "listeners": [], "model_providers": []
+        }))
+        .unwrap();
+        self_loop(host, port, own, &reserved_ports(&config))
+    }
 
     #[test]
     fn the_gateway_itself_is_a_loop() {
@@ -133,18 +173,18 @@ mod tests {
             "[::1]",
             "127.0.0.2",
         ] {
-            assert!(self_loop(host, 12000, own).is_some(), "{host}");
+            assert!(self_loop_at(host, 12000, own).is_some(), "{host}");
         }
-        assert!(self_loop("127.0.0.1", 9901, own).is_some());
+        assert!(self_loop_at("127.0.0.1", 9901, own).is_some());
         let bound = Some((Some("10.1.2.3"), 12000));
-        assert!(self_loop("10.1.2.3", 12000, bound).is_some());
+        assert!(self_loop_at("10.1.2.3", 12000, bound).is_some());
     }
 
     #[test]
     fn another_port_or_host_is_not() {
         let own = Some((None, 12000));
-        assert_eq!(self_loop("127.0.0.1", 8001, own), None);
-        assert_eq!(self_loop("api.openai.com", 12000, own), None);
-        assert_eq!(self_loop("10.1.2.3", 12000, own), None);
+        assert_eq!(self_loop_at("127.0.0.1", 8001, own), None);
+        assert_eq!(self_loop_at("api.openai.com", 12000, own), None);
+        assert_eq!(self_loop_at("10.1.2.3", 12000, own), None);
     }
 }

@@ -363,8 +363,8 @@ pub struct RetryBudget {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
-    /// Targets to consider after the primary, in order: `fallback_models` as
-    /// listed, then every other provider in config order.
+    /// `fallback_models` as listed (each model's first target): considered
+    /// after the primary, before every other model in config order.
     pub candidates: Vec<usize>,
     pub default_rule: Rule,
     pub status_rules: Vec<StatusRule>,

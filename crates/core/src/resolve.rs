@@ -21,6 +21,10 @@ pub struct Issue {
     pub hint: Option<String>,
 }
 
+/// Longest `model` (and `fallback_models` entry): a provider's longest model
+/// ids, cloud ARNs included, are under 200 characters.
+pub const MAX_MODEL_NAME: usize = 256;
+
 mod access;
 mod endpoint;
 mod keys;
@@ -55,6 +59,9 @@ pub struct Resolved {
     pub shared_state: Option<SharedState>,
     /// The trace collector, when `tracing` is set.
     pub collector: Option<Endpoint>,
+    /// Envoy's admin port and the status listener's (`admin`).
+    pub admin_port: u16,
+    pub status_port: u16,
 }
 
 struct Checker {
@@ -143,8 +150,18 @@ pub fn resolve_with(
     let mut targets = Vec::new();
     // Each entry's first target: the one its `model` names.
     let mut heads: Vec<usize> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, p) in config.model_providers.iter().enumerate() {
         let at = format!("model_providers[{i}]");
+        if p.model.len() > MAX_MODEL_NAME {
+            c.error(
+                format!("{at}.model"),
+                format!(
+                    "is {} characters long; a model name is at most {MAX_MODEL_NAME}",
+                    p.model.len()
+                ),
+            );
+        }
         let (provider, model_name) = match p.model.split_once('/') {
             Some((prov, name)) if !prov.is_empty() && !name.is_empty() => {
                 (prov.to_string(), name.to_string())
@@ -157,10 +174,7 @@ pub fn resolve_with(
                 (String::new(), p.model.clone())
             }
         };
-        if config.model_providers[..i]
-            .iter()
-            .any(|q| q.model == p.model)
-        {
+        if !seen.insert(p.model.as_str()) {
             c.error(
                 format!("{at}.model"),
                 format!("`{}` is configured twice", p.model),
@@ -341,6 +355,11 @@ pub fn resolve_with(
         );
     }
 
+    // Each model's first target (a pool is entered through it), by name.
+    let mut models = std::collections::HashMap::new();
+    for (t, target) in targets.iter().enumerate() {
+        models.entry(target.model.clone()).or_insert(t);
+    }
     for (i, p) in config.model_providers.iter().enumerate() {
         if let Some(rp) = &p.retry_policy {
             let policy = resolve_policy(
@@ -349,6 +368,7 @@ pub fn resolve_with(
                 rp,
                 heads[i],
                 &targets,
+                &models,
             );
             warn_embeddings_failover(&mut c, i, p, &targets[heads[i]], &policy);
             targets[heads[i]].retry_policy = Some(policy);
@@ -384,6 +404,8 @@ pub fn resolve_with(
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             shared_state,
             collector: traces.map(|(_, endpoint)| endpoint),
+            admin_port: crate::guards::admin_ports(config).0,
+            status_port: crate::guards::admin_ports(config).1,
         }),
         _ => None,
     };

@@ -6,6 +6,7 @@
 //! and exports them with [`otlp`]. The clock and the ids' seed come in.
 
 pub mod context;
+pub mod export_log;
 pub mod otlp;
 
 use sha2::{Digest, Sha256};

@@ -11,6 +11,7 @@ use std::time::Duration;
 use log::warn;
 use plano_core::api::Api;
 use plano_core::plan::{TracePlan, TRACE_CLUSTER};
+use plano_core::trace::export_log::{ExportFailures, WINDOW_MS};
 use plano_core::trace::{otlp, RequestTrace, Span};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
@@ -30,6 +31,7 @@ pub struct Tracer {
     /// serialized `GrpcService`.
     upstream: String,
     pending: RefCell<Vec<Span>>,
+    failures: RefCell<ExportFailures>,
 }
 
 impl Tracer {
@@ -39,6 +41,7 @@ impl Tracer {
             plan: plan.clone(),
             upstream: String::from_utf8_lossy(&upstream).into_owned(),
             pending: RefCell::default(),
+            failures: RefCell::default(),
         }
     }
 }
@@ -111,7 +114,13 @@ impl Worker {
             Some(&request),
             EXPORT_TIMEOUT,
         ) {
-            warn!("could not export {} spans: {e:?}", spans.len());
+            if let Some(n) = tracer.failures.borrow_mut().failed(crate::host::now_ms()) {
+                warn!(
+                    "could not export {} spans: {e:?} ({n} export(s) failed since the last such line; said at most every {} s)",
+                    spans.len(),
+                    WINDOW_MS / 1000
+                );
+            }
         }
     }
 }

@@ -2,8 +2,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 
+use crate::health;
 use crate::runtime::{self, Mode};
-use crate::{health, render};
 
 pub fn run() -> Result<i32> {
     let Some(state) = runtime::read_state() else {
@@ -41,7 +41,7 @@ pub fn run() -> Result<i32> {
         up / 60 % 60,
         up % 60
     )?;
-    match health::get(render::STATUS_PORT, "/plano/blocks")
+    match health::get(runtime::admin_ports().1, "/plano/blocks")
         .map(|(_, body)| serde_json::from_str::<serde_json::Value>(&body))
     {
         Ok(Ok(report)) => {
@@ -69,7 +69,9 @@ pub fn run() -> Result<i32> {
         _ => outln!("  blocks:  unknown (the gateway did not report them)")?,
     }
 
-    if let Ok((200, stats)) = health::get(render::ADMIN_PORT, "/stats?filter=wasmcustom.plano") {
+    if let Ok((200, stats)) =
+        health::get(runtime::admin_ports().0, "/stats?filter=wasmcustom.plano")
+    {
         if let Some(line) = shared_state_line(&stats) {
             outln!("  shared:  {line}")?;
         }

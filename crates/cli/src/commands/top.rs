@@ -14,7 +14,7 @@ use ratatui::widgets::{Block as Frame, Cell, Paragraph, Row as TableRow, Table};
 use ratatui::DefaultTerminal;
 
 use crate::scrape::{rows, Block, Reading, Row};
-use crate::{health, render, runtime};
+use crate::{health, runtime};
 
 /// Rates are over the readings of this many seconds (Envoy flushes its
 /// histograms every 5 s, so a shorter window would make p50 flicker).
@@ -56,14 +56,14 @@ fn now_secs() -> f64 {
 }
 
 fn read() -> Result<Reading> {
-    let (_, text) = health::get(render::ADMIN_PORT, "/stats/prometheus")
+    let (_, text) = health::get(runtime::admin_ports().0, "/stats/prometheus")
         .context("the gateway's admin did not answer")?;
     Ok(Reading::parse(&text, now_secs()))
 }
 
 /// The blocks in force, from the status listener.
 fn blocks() -> Vec<Block> {
-    let Ok((200, body)) = health::get(render::STATUS_PORT, "/plano/blocks") else {
+    let Ok((200, body)) = health::get(runtime::admin_ports().1, "/plano/blocks") else {
         return Vec::new();
     };
     let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();

@@ -37,6 +37,8 @@ fn apply(args: &UpArgs) -> Result<()> {
     if mode == Mode::Docker {
         runtime::ensure_image()?;
     }
+    // From reading what runs to having changed it, no other `up` or `down`.
+    let _one_at_a_time = runtime::lock::hold("up")?;
     let launch = Launch::new(mode, &loaded, args.workers, args.log_cap())?;
     let running = runtime::read_state().filter(runtime::is_running);
     let mut needs_restart = match running.as_ref().map(|s| &s.launch) {

@@ -9,7 +9,7 @@ use super::engine::{container_running, docker, image_exists, remove_container};
 use super::image::build_image;
 use super::redact::redact;
 use super::state::{clear_state, now_secs, write_state, write_summary, Launch, Mode, State};
-use super::{envoy_args, STARTUP};
+use super::{clusters_in, envoy_args, startup_wait};
 use super::{
     prepare_run_dir, write_config_dir, CONTAINER, CONTAINER_CONFIG, CONTAINER_WASM, IMAGE,
 };
@@ -97,7 +97,8 @@ pub fn run(config_path: &Path, launch: Launch) -> Result<()> {
     };
     write_state(&state)?;
     let listener = health::reach(&address, port);
-    if let Err(e) = health::wait_healthy(listener, STARTUP, container_running) {
+    let wait = startup_wait(clusters_in(&crate::live::config_dir()));
+    if let Err(e) = health::wait_healthy(listener, wait, container_running) {
         let logs = docker(&["logs", "--tail", "30", CONTAINER])
             .map(|o| {
                 redact(&format!(

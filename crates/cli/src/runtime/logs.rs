@@ -94,7 +94,8 @@ pub fn print_logs(follow: bool, lines: usize, format: LogFormat) -> Result<()> {
             if follow {
                 logfile::follow(
                     &state.log,
-                    || read_state().is_some(),
+                    // A quiet gateway writes nothing that would find the reader gone.
+                    || read_state().is_some() && !crate::output::reader_gone(),
                     |chunk| {
                         for l in chunk.lines().filter_map(|l| show(l, format)) {
                             outln!("{l}")?;

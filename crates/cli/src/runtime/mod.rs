@@ -4,6 +4,7 @@
 mod docker;
 mod engine;
 mod image;
+pub mod lock;
 mod logs;
 mod native;
 mod redact;
@@ -22,7 +23,8 @@ pub use logs::{print_logs, LogFormat};
 pub use redact::redact;
 pub use restart::Previous;
 pub use state::{
-    is_running, read_state, read_summary, write_state, write_summary, Launch, Mode, State,
+    admin_ports, is_running, read_state, read_summary, write_state, write_summary, Launch, Mode,
+    State,
 };
 
 use crate::interrupt;
@@ -40,7 +42,12 @@ pub const IMAGE: &str = concat!("plano-gateway:", env!("CARGO_PKG_VERSION"));
 const CONTAINER_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 /// Where the container finds envoy.yaml, lds.yaml, cds.yaml and the key files.
 const CONTAINER_CONFIG: &str = "/etc/plano";
-const STARTUP: Duration = Duration::from_secs(30);
+/// How long a new Envoy may take to answer: Envoy sets up each cluster
+/// (a deployment is one) before it listens, about 30 ms each on a small
+/// machine, so a large config gets longer than a small one.
+fn startup_wait(clusters: usize) -> Duration {
+    Duration::from_secs(30) + Duration::from_millis(60) * clusters as u32
+}
 const GRACE: Duration = Duration::from_secs(10);
 
 /// Checks that a new gateway's listener is free, unless `running` holds it
@@ -50,14 +57,22 @@ pub fn ensure_listener_free(
     launch: &Launch,
     running: Option<&State>,
 ) -> Result<()> {
-    let held = running
-        .and_then(|s| s.launch.as_ref())
-        .is_some_and(|old| old.listener == launch.listener);
-    if held {
-        return Ok(());
-    }
+    let old = running.and_then(|s| s.launch.as_ref());
     let r = &loaded.resolved;
-    ensure_port_free(&r.listener_address, r.listener_port)
+    if old.is_none_or(|old| old.listener != launch.listener) {
+        ensure_port_free(&r.listener_address, r.listener_port, "listeners[0].port")?;
+    }
+    // Another gateway on this host (another PLANO_HOME) may hold the defaults.
+    let held = old.map(|old| old.admin_ports);
+    for (port, field) in [
+        (r.admin_port, "admin.port"),
+        (r.status_port, "admin.status_port"),
+    ] {
+        if held.is_none_or(|(a, s)| port != a && port != s) {
+            ensure_port_free("127.0.0.1", port, field)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `rendered`'s provider keys differ from those the running gateway
@@ -80,6 +95,13 @@ pub fn start(loaded: &Loaded, launch: Launch, rendered: &Rendered, foreground: b
     }
 }
 
+/// The clusters in the config directory's cds.yaml.
+fn clusters_in(config_dir: &Path) -> usize {
+    fs::read_to_string(config_dir.join("cds.yaml"))
+        .map(|t| t.matches("envoy.config.cluster.v3.Cluster").count())
+        .unwrap_or(0)
+}
+
 fn prepare_run_dir() -> Result<PathBuf> {
     let dir = paths::run_dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -88,13 +110,18 @@ fn prepare_run_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn ensure_port_free(address: &str, port: u16) -> Result<()> {
-    if std::net::TcpListener::bind((address, port)).is_err() {
-        bail!(
-            "port {port} is already in use by another program; free it or set `listeners[0].port`"
-        );
+fn ensure_port_free(address: &str, port: u16, field: &str) -> Result<()> {
+    use std::io::ErrorKind;
+    match std::net::TcpListener::bind((address, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AddrNotAvailable => bail!(
+            "address {address} is not on this host (none of its interfaces has it): set `listeners[0].address` to one of its addresses, 0.0.0.0 for all, or leave it out for 127.0.0.1"
+        ),
+        Err(e) if e.kind() == ErrorKind::AddrInUse => bail!(
+            "port {port} is already in use by another program (another gateway?); free it or set `{field}`"
+        ),
+        Err(e) => bail!("cannot listen on {address} port {port}: {e}"),
     }
-    Ok(())
 }
 
 fn envoy_args(config: &str, workers: u32) -> Vec<String> {
@@ -243,4 +270,16 @@ pub fn stop(also_docker: bool, drain: Duration) -> Result<bool> {
         stopped = true;
     }
     Ok(stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_larger_config_gets_longer_to_start() {
+        assert_eq!(super::startup_wait(0), Duration::from_secs(30));
+        // 1,000 deployments took 30.8 s on a 2-core machine.
+        assert!(super::startup_wait(1_000) >= Duration::from_secs(60));
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::state::{clear_state, now_secs, write_state, write_summary, Launch, Mode, State};
-use super::{envoy_args, prepare_run_dir, tail, write_config_dir, STARTUP};
+use super::{envoy_args, prepare_run_dir, startup_wait, tail, write_config_dir};
 use crate::health;
 use crate::interrupt;
 use crate::live;
@@ -104,8 +104,8 @@ pub fn spawn(config: &Path, envoy: &Path, launch: Launch, foreground: bool) -> R
     };
     write_state(&state)?;
     let listener = health::reach(&address, port);
-    if let Err(e) = health::wait_healthy(listener, STARTUP, || matches!(child.try_wait(), Ok(None)))
-    {
+    let wait = startup_wait(super::clusters_in(&live::config_dir()));
+    if let Err(e) = health::wait_healthy(listener, wait, || matches!(child.try_wait(), Ok(None))) {
         let _ = child.kill();
         let _ = child.wait();
         wait_gone(log_writer);
@@ -125,6 +125,8 @@ pub fn spawn(config: &Path, envoy: &Path, launch: Launch, foreground: bool) -> R
         // Attached, this process stays to stop Envoy and clean up, even when
         // its output's reader has gone.
         let _ = outln!("stop it with Ctrl-C");
+        // Started: others may change it now (`up` again, `down`).
+        super::lock::release();
         let status = child.wait()?;
         wait_gone(log_writer);
         clear_state();

@@ -52,6 +52,22 @@ pub struct Launch {
     /// `shared_state` as resolved: etcd is reached from the bootstrap.
     #[serde(default)]
     pub shared_state: String,
+    /// Envoy's admin port and the status listener's.
+    #[serde(default = "default_admin_ports")]
+    pub admin_ports: (u16, u16),
+}
+
+/// A gateway started before the ports could be set has the defaults.
+fn default_admin_ports() -> (u16, u16) {
+    (render::ADMIN_PORT, render::STATUS_PORT)
+}
+
+/// The running gateway's admin port and status port (the defaults when
+/// none runs).
+pub fn admin_ports() -> (u16, u16) {
+    read_state()
+        .and_then(|s| s.launch)
+        .map_or_else(default_admin_ports, |l| l.admin_ports)
 }
 
 impl Launch {
@@ -75,6 +91,7 @@ impl Launch {
                 .as_ref()
                 .map(|s| format!("{s:?}"))
                 .unwrap_or_default(),
+            admin_ports: (r.admin_port, r.status_port),
         })
     }
 
@@ -118,6 +135,12 @@ impl Launch {
         }
         if self.log_cap != old.log_cap {
             out.push("the log cap".into());
+        }
+        if self.admin_ports != old.admin_ports {
+            out.push(format!(
+                "admin ports {}/{} -> {}/{}",
+                old.admin_ports.0, old.admin_ports.1, self.admin_ports.0, self.admin_ports.1
+            ));
         }
         if self.shared_state != old.shared_state {
             out.push("shared_state".into());

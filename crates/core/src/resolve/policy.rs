@@ -1,6 +1,8 @@
 //! A provider's `retry_policy`, checked and filled with its defaults.
 
-use super::{Checker, Severity};
+use std::collections::HashMap;
+
+use super::{Checker, Severity, MAX_MODEL_NAME};
 use crate::config::{BackoffScope, CodeSpec, RetryPolicyConfig, Strategy};
 use crate::plan::*;
 
@@ -48,6 +50,7 @@ pub(super) fn resolve_policy(
     rp: &RetryPolicyConfig,
     me: usize,
     targets: &[Target],
+    models: &HashMap<String, usize>,
 ) -> RetryPolicy {
     let default_rule = Rule {
         strategy: rp.default_strategy.unwrap_or(DEFAULT_STRATEGY),
@@ -58,32 +61,35 @@ pub(super) fn resolve_policy(
         max_attempts: max.unwrap_or(default_rule.max_attempts),
     };
 
-    let mut candidates = Vec::new();
+    // The fallbacks as listed; every other model follows them in config
+    // order (`attempt::order`), so the plan stays linear in the models.
+    let mut candidates: Vec<usize> = Vec::new();
     for (j, name) in rp.fallback_models.iter().enumerate() {
-        match targets.iter().position(|t| &t.model == name) {
+        let path = format!("{at}.fallback_models[{j}]");
+        if name.len() > MAX_MODEL_NAME {
+            c.error(
+                path,
+                format!(
+                    "is {} characters long; a model name is at most {MAX_MODEL_NAME}",
+                    name.len()
+                ),
+            );
+            continue;
+        }
+        match models.get(name.as_str()).copied() {
             Some(t) if t == me => c.warn(
-                format!("{at}.fallback_models[{j}]"),
+                path,
                 format!("`{name}` is this provider itself; it is never a fallback"),
                 None,
             ),
             Some(t) if !candidates.contains(&t) => candidates.push(t),
-            Some(_) => c.warn(
-                format!("{at}.fallback_models[{j}]"),
-                format!("`{name}` is listed twice"),
-                None,
-            ),
+            Some(_) => c.warn(path, format!("`{name}` is listed twice"), None),
             None => c.warn(
-                format!("{at}.fallback_models[{j}]"),
+                path,
                 format!("no provider defines `{name}`; it is skipped"),
                 closest(name, targets.iter().map(|t| t.model.as_str()))
                     .map(|m| format!("did you mean `{m}`?")),
             ),
-        }
-    }
-    // Candidates are whole models: a pool is entered through its first target.
-    for (t, target) in targets.iter().enumerate() {
-        if t != me && target.pool == t && !candidates.contains(&t) {
-            candidates.push(t);
         }
     }
 
