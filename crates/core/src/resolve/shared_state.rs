@@ -99,6 +99,7 @@ pub(super) fn resolve_shared_state(
             probe_lease_ms: targets.iter().map(|t| t.timeout_ms).max().unwrap_or(0),
             max_queued_writes,
             published_slots: published_slots(targets, client_keys),
+            max_block_ms: max_block_ms(targets),
         },
     }
 }
@@ -145,6 +146,20 @@ fn resolve_tls(c: &mut Checker, s: &SharedStateConfig, https: bool) -> Option<Et
         ca_file: t.ca_file.clone(),
         client,
     })
+}
+
+/// The longest block any request can write: a policy's Retry-After cap or
+/// its latency block (the default cap without a policy).
+fn max_block_ms(targets: &[Target]) -> u64 {
+    targets
+        .iter()
+        .filter_map(|t| t.retry_policy.as_ref())
+        .map(|p| {
+            let latency = p.high_latency.as_ref().map_or(0, |hl| hl.block_ms);
+            p.retry_after.max_ms.max(latency)
+        })
+        .max()
+        .unwrap_or(crate::plan::DEFAULT_MAX_RETRY_AFTER_SECONDS * 1000)
 }
 
 /// The local slots whose counts the replicas add up: the retry budget of
@@ -326,6 +341,25 @@ mod tests {
             ]
         );
         // One event is a block, and blocks are shared as they are.
+        let longest = |policy: serde_json::Value| {
+            let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
+                "version": "v0.3.0",
+                "listeners": [{"type": "model", "name": "l", "port": 12000}],
+                "model_providers": [
+                    {"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "retry_policy": policy},
+                    {"model": "anthropic/claude", "base_url": "http://127.0.0.1:9"},
+                ],
+                "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
+            }))
+            .unwrap();
+            let r = crate::resolve::resolve(&config, &|_| None).0.unwrap();
+            r.shared_state.unwrap().plan.max_block_ms
+        };
+        assert_eq!(longest(serde_json::json!({})), 300_000);
+        assert_eq!(
+            longest(serde_json::json!({"retry_after_handling": {"max_retry_after_seconds": 7}})),
+            7_000
+        );
         assert!(resolved(latency(1)).is_empty());
         // Each limited client key's counts.
         let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({

@@ -93,17 +93,4 @@ impl Link {
         self.published.peer(replica, publication);
         Stats::set(self.stats.peers, self.published.peers() as u64);
     }
-
-    /// A key was deleted under the prefix: only counts' keys go (with
-    /// their lease); blocks are overwritten, never deleted.
-    pub(super) fn forget(&mut self, key: &[u8]) {
-        let Some(replica) = std::str::from_utf8(key)
-            .ok()
-            .and_then(|k| counts::replica_of(&self.plan.prefix, k))
-            .map(str::to_string)
-        else {
-            return;
-        };
-        self.learn_counts(&replica, None);
-    }
 }
