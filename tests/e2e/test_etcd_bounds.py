@@ -5,12 +5,20 @@ fake peers' counts cannot refuse a key, split a budget thousands of ways,
 or slow a request down. Three real gateways (`test_replicas`' harness),
 one real etcd on loopback, values written with the real `etcdctl`."""
 
+import json
 import os
+import shutil
 import subprocess
+import tempfile
+import textwrap
 import time
 
+import pytest
+import requests
+
 from conftest import eventually
-from test_replicas import ETCD_PORT, wait_up, world  # noqa: F401 (a fixture)
+from mock_provider import Provider
+from test_replicas import ETCD_PORT, Etcd, Replica, percentile, wait_up, world  # noqa: F401 (a fixture)
 
 PREFIX = "/plano-test/"
 YEAR_MS = 365 * 86_400_000
@@ -28,8 +36,6 @@ def etcdctl(*args, stdin=None):
 
 def remaining_ms(replica, model):
     """How long `replica` holds `model` blocked (None: not blocked)."""
-    import requests
-
     report = requests.get(f"http://127.0.0.1:{replica.status}/plano/blocks", timeout=2).json()
     found = [b["remaining_ms"] for b in report["blocks"] if b["blocked"] == f"model openai/{model}"]
     return found[0] if found else None
@@ -59,3 +65,110 @@ def test_a_rogue_block_in_etcd_is_capped_and_its_key_shortened_or_deleted_is_hon
         [remaining_ms(r, "m1") for r in replicas]
     resp = replicas[0].chat("m1", "A")
     assert resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/m1", dict(resp.headers)
+
+
+QUOTA_PREFIX = "/plano-bounds/"
+KEYS = {"rpm60": ("rpm60-key-4b7e1a9c03d25f68", 60), "spent": ("spent-key-9d03c6e2b1a7f584", 1)}
+
+
+def limited_config(port, provider):
+    keys = "".join(f"""
+                  - name: {name}
+                    key: {key}
+                    limits: {{ requests_per_minute: {rpm} }}""" for name, (key, rpm) in KEYS.items())
+    return textwrap.dedent(f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: {port}
+            client_keys:{keys}
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{provider.port}
+            access_key: k-ok
+            default: true
+        shared_state:
+          etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]
+          key_prefix: {QUOTA_PREFIX}
+        """)
+
+
+@pytest.fixture
+def one():
+    """One gateway sharing through a real etcd, with limited client keys."""
+    with tempfile.TemporaryDirectory(prefix="plano-bounds-") as workdir:
+        data = tempfile.mkdtemp(prefix="plano-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else workdir)
+        etcd = Etcd(data)
+        etcd.start()
+        provider = Provider()
+        r = Replica("A", 0, workdir, provider, provider, True)
+        with open(r.config, "w") as f:
+            f.write(limited_config(r.port, provider))
+        try:
+            yield r.start()
+        finally:
+            r.stop()
+            provider.stop()
+            etcd.kill()
+            shutil.rmtree(data, ignore_errors=True)
+
+
+def send(replica, key, session=requests):
+    body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    return session.post(f"http://127.0.0.1:{replica.port}/v1/chat/completions", json=body,
+                        headers={"Authorization": f"Bearer {KEYS[key][0]}"}, timeout=10)
+
+
+def fake_peers(first, count, publication):
+    """`count` fake replicas' counts, written with etcdctl in transactions
+    of 128 puts (etcd's default limit of operations per transaction)."""
+    value = json.dumps(publication, separators=(",", ":"))
+    for start in range(first, first + count, 128):
+        puts = "".join(f"put {QUOTA_PREFIX}plano.counts.fake{i:06d} {value}\n"
+                       for i in range(start, min(start + 128, first + count)))
+        etcdctl("txn", stdin=f"\n{puts}\n\n")
+
+
+def refusals_ms(replica, key, n):
+    """How long each of `n` requests of a spent key took: the gateway's own
+    429, so the time is the gateway's (its limit check reads the peers'
+    counts), no provider's."""
+    session = requests.Session()
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        resp = send(replica, key, session)
+        out.append((time.perf_counter() - start) * 1000)
+        assert resp.status_code == 429, resp.text
+    return out
+
+
+def test_fake_peers_are_capped_cost_a_request_nothing_and_a_claim_dated_ahead_leaves_the_window(one):
+    a = one
+    assert eventually(lambda: a.stat("up") == 1, 10)
+    assert send(a, "spent").status_code == 200
+    for _ in range(20):
+        send(a, "spent")
+    alone = percentile(refusals_ms(a, "spent", 300), 0.5)
+    now = time.time()
+    day, second = int(now // 86_400), int(now)
+    # 20,000 replicas that never were, each with counts for the key.
+    fake_peers(0, 20_000, {"plano.limit.spent": f"{day}:0;{second}:0:0"})
+    assert eventually(lambda: (a.stat("peers") or 0) >= 64, 30)
+    time.sleep(1.0)
+    peers = a.stat("peers")
+    crowded = percentile(refusals_ms(a, "spent", 300), 0.5)
+    print(f"\nlimited key p50, ms: {alone:.2f} alone, {crowded:.2f} with 20,000 fake peers in etcd (counted: {peers})")
+    assert peers == 64, f"peers counted: {peers}"
+    assert crowded <= alone + 1.0, (alone, crowded)
+    # A rogue claim of 10^12 requests dated a year ahead: counted as now's,
+    # so it leaves the window within a minute, not a year.
+    etcdctl("del", "--prefix", f"{QUOTA_PREFIX}plano.counts.fake")
+    assert eventually(lambda: a.stat("peers") == 0, 10)
+    ahead = second + 365 * 86_400
+    fake_peers(0, 1, {"plano.limit.rpm60": f"{day}:0;{ahead}:1000000000000:0"})
+    assert eventually(lambda: send(a, "rpm60").status_code == 429, 5)
+    refused = send(a, "rpm60")
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) <= 61, dict(refused.headers)

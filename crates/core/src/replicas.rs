@@ -6,6 +6,7 @@
 //! [`counts`].
 
 pub mod counts;
+pub mod summary;
 
 use std::collections::VecDeque;
 

@@ -134,7 +134,12 @@ impl Link {
         // Peers' counts go stale from here: count alone until etcd is back.
         self.publisher.reset();
         self.published.clear();
-        self.published.store(&RawStore, &self.plan.published_slots);
+        self.published.store(
+            &RawStore,
+            &self.plan.published_slots,
+            now_ms,
+            replicas::summary::sum,
+        );
         Stats::set(self.stats.peers, 0);
         let failures = self.failures;
         self.failures = self.failures.saturating_add(1);
