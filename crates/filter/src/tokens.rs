@@ -33,7 +33,7 @@ impl Worker {
     /// count at its `[DONE]`: a client (the OpenAI SDKs do) may close there,
     /// and the stream's end then never reaches the filter.
     pub fn pass_answer_chunk(&self, ex: &mut Exchange, body_size: usize, end_of_stream: bool) {
-        if ex.body.stream && ex.first_usage.is_none() {
+        if ex.body.stream && ex.first_usage.is_none() && body_size > 0 {
             let head = hostcalls::get_buffer(
                 BufferType::HttpResponseBody,
                 0,
