@@ -81,6 +81,13 @@ def test_a_native_anthropic_stream_counts_its_prompt_and_its_answer(gateway, pro
     # The key's minute, the model's input tokens: 300 in, 50 out.
     assert eventually(lambda: stats().get("wasmcustom.plano.client.batch.minute_tokens") == 350, 5), stats()
     assert eventually(lambda: input_tokens("anthropic/claude-x") == 300, 5), input_tokens("anthropic/claude-x")
+    # A chat stream served by the native target (translated) counts both too.
+    chat = {"model": "anthropic/claude-x", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    resp = requests.post(f"{GATEWAY}/v1/chat/completions", json=chat, timeout=30,
+                         headers={"Authorization": f"Bearer {BATCH_KEY}"})
+    assert resp.status_code == 200 and "[DONE]" in resp.text, resp.text
+    assert eventually(lambda: stats().get("wasmcustom.plano.client.batch.minute_tokens") == 700, 5), stats()
+    assert eventually(lambda: input_tokens("anthropic/claude-x") == 600, 5), input_tokens("anthropic/claude-x")
 
 
 def test_the_stored_response_endpoints_are_charged_to_the_key(gateway, providers):
