@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import textwrap
 import time
 
 import pytest
@@ -18,6 +17,7 @@ import requests
 
 from conftest import eventually
 from mock_provider import Provider
+from test_quota_replicas import KEYS, gateway_config
 from test_replicas import ETCD_PORT, Etcd, Replica, percentile, wait_up, world  # noqa: F401 (a fixture)
 
 PREFIX = "/plano-test/"
@@ -67,31 +67,8 @@ def test_a_rogue_block_in_etcd_is_capped_and_its_key_shortened_or_deleted_is_hon
     assert resp.status_code == 200 and resp.headers["x-plano-model"] == "openai/m1", dict(resp.headers)
 
 
-QUOTA_PREFIX = "/plano-bounds/"
-KEYS = {"rpm60": ("rpm60-key-4b7e1a9c03d25f68", 60), "spent": ("spent-key-9d03c6e2b1a7f584", 1)}
-
-
-def limited_config(port, provider):
-    keys = "".join(f"""
-                  - name: {name}
-                    key: {key}
-                    limits: {{ requests_per_minute: {rpm} }}""" for name, (key, rpm) in KEYS.items())
-    return textwrap.dedent(f"""
-        version: v0.3.0
-        listeners:
-          - type: model
-            name: model_listener
-            port: {port}
-            client_keys:{keys}
-        model_providers:
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{provider.port}
-            access_key: k-ok
-            default: true
-        shared_state:
-          etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]
-          key_prefix: {QUOTA_PREFIX}
-        """)
+# test_quota_replicas' gateway: keys of 60 requests a minute, its prefix.
+QUOTA_PREFIX = "/plano-quota/"
 
 
 @pytest.fixture
@@ -104,7 +81,7 @@ def one():
         provider = Provider()
         r = Replica("A", 0, workdir, provider, provider, True)
         with open(r.config, "w") as f:
-            f.write(limited_config(r.port, provider))
+            f.write(gateway_config(r.port, provider))
         try:
             yield r.start()
         finally:
@@ -117,7 +94,7 @@ def one():
 def send(replica, key, session=requests):
     body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
     return session.post(f"http://127.0.0.1:{replica.port}/v1/chat/completions", json=body,
-                        headers={"Authorization": f"Bearer {KEYS[key][0]}"}, timeout=10)
+                        headers={"Authorization": f"Bearer {KEYS[key]}"}, timeout=10)
 
 
 def fake_peers(first, count, publication):
@@ -147,18 +124,17 @@ def refusals_ms(replica, key, n):
 def test_fake_peers_are_capped_cost_a_request_nothing_and_a_claim_dated_ahead_leaves_the_window(one):
     a = one
     assert eventually(lambda: a.stat("up") == 1, 10)
-    assert send(a, "spent").status_code == 200
-    for _ in range(20):
-        send(a, "spent")
-    alone = percentile(refusals_ms(a, "spent", 300), 0.5)
+    # The key's minute spent: every request after is the gateway's 429.
+    assert [send(a, "alone").status_code for _ in range(61)] == [200] * 60 + [429]
+    alone = percentile(refusals_ms(a, "alone", 300), 0.5)
     now = time.time()
     day, second = int(now // 86_400), int(now)
     # 20,000 replicas that never were, each with counts for the key.
-    fake_peers(0, 20_000, {"plano.limit.spent": f"{day}:0;{second}:0:0"})
+    fake_peers(0, 20_000, {"plano.limit.alone": f"{day}:0;{second}:0:0"})
     assert eventually(lambda: (a.stat("peers") or 0) >= 64, 30)
     time.sleep(1.0)
     peers = a.stat("peers")
-    crowded = percentile(refusals_ms(a, "spent", 300), 0.5)
+    crowded = percentile(refusals_ms(a, "alone", 300), 0.5)
     print(f"\nlimited key p50, ms: {alone:.2f} alone, {crowded:.2f} with 20,000 fake peers in etcd (counted: {peers})")
     assert peers == 64, f"peers counted: {peers}"
     assert crowded <= alone + 1.0, (alone, crowded)
@@ -167,8 +143,8 @@ def test_fake_peers_are_capped_cost_a_request_nothing_and_a_claim_dated_ahead_le
     etcdctl("del", "--prefix", f"{QUOTA_PREFIX}plano.counts.fake")
     assert eventually(lambda: a.stat("peers") == 0, 10)
     ahead = second + 365 * 86_400
-    fake_peers(0, 1, {"plano.limit.rpm60": f"{day}:0;{ahead}:1000000000000:0"})
-    assert eventually(lambda: send(a, "rpm60").status_code == 429, 5)
-    refused = send(a, "rpm60")
+    fake_peers(0, 1, {"plano.limit.shared": f"{day}:0;{ahead}:1000000000000:0"})
+    assert eventually(lambda: send(a, "shared").status_code == 429, 5)
+    refused = send(a, "shared")
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) <= 61, dict(refused.headers)

@@ -22,49 +22,43 @@ pub struct Usage {
 /// API's `input_tokens` / `output_tokens`. A stream's earlier chunks carry
 /// `"usage": null`, skipped.
 pub fn read(tail: &[u8]) -> Option<Usage> {
-    const KEY: &[u8] = b"\"usage\"";
     let mut end = tail.len();
-    while let Some(at) = find_last(tail.get(..end)?, KEY) {
+    while let Some(at) = find_last(tail.get(..end)?, USAGE) {
         end = at;
-        // `\"usage\"` inside a string is text, not a field.
-        if at > 0 && tail.get(at - 1) == Some(&b'\\') {
-            continue;
-        }
-        let rest = tail.get(at + KEY.len()..)?;
-        let rest = skip_ws(rest);
-        let Some(rest) = rest.strip_prefix(b":") else {
-            continue;
-        };
-        let mut values = serde_json::Deserializer::from_slice(skip_ws(rest)).into_iter::<Value>();
-        if let Some(Ok(value)) = values.next() {
-            if let Some(usage) = counts(&value) {
-                return Some(usage);
-            }
+        if let Some(usage) = usage_at(tail, at) {
+            return Some(usage);
         }
     }
     None
+}
+
+const USAGE: &[u8] = b"\"usage\"";
+
+/// The token counts of the `"usage"` field whose key starts at `at`, if it
+/// is a field (`\"usage\"` inside a string is text) and has counts.
+fn usage_at(bytes: &[u8], at: usize) -> Option<Usage> {
+    if at > 0 && bytes.get(at - 1) == Some(&b'\\') {
+        return None;
+    }
+    let rest = skip_ws(bytes.get(at + USAGE.len()..)?).strip_prefix(b":")?;
+    let mut values = serde_json::Deserializer::from_slice(skip_ws(rest)).into_iter::<Value>();
+    counts(&values.next()?.ok()?)
 }
 
 /// The first `usage` object with token counts in `head`, a stream's first
 /// bytes: Anthropic's `message_start` says the input tokens there, and only
 /// the output tokens at the end (`message_delta`).
 pub fn first(head: &[u8]) -> Option<Usage> {
-    const KEY: &[u8] = b"\"usage\"";
     let mut from = 0;
-    while let Some(at) = head.get(from..)?.windows(KEY.len()).position(|w| w == KEY) {
+    while let Some(at) = head
+        .get(from..)?
+        .windows(USAGE.len())
+        .position(|w| w == USAGE)
+    {
         let at = from + at;
-        from = at + KEY.len();
-        if at > 0 && head.get(at - 1) == Some(&b'\\') {
-            continue;
-        }
-        let Some(rest) = skip_ws(head.get(from..)?).strip_prefix(b":") else {
-            continue;
-        };
-        let mut values = serde_json::Deserializer::from_slice(skip_ws(rest)).into_iter::<Value>();
-        if let Some(Ok(value)) = values.next() {
-            if let Some(usage) = counts(&value) {
-                return Some(usage);
-            }
+        from = at + USAGE.len();
+        if let Some(usage) = usage_at(head, at) {
+            return Some(usage);
         }
     }
     None

@@ -304,23 +304,36 @@ mod tests {
         assert_eq!(s.tls, Some(EtcdTls::default()));
     }
 
+    /// The holder's plan of a config whose first model has `policy`.
+    fn plan_with(policy: serde_json::Value) -> SharedStatePlan {
+        let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
+            "version": "v0.3.0",
+            "listeners": [{"type": "model", "name": "l", "port": 12000}],
+            "model_providers": [
+                {"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "retry_policy": policy},
+                {"model": "anthropic/claude", "base_url": "http://127.0.0.1:9"},
+            ],
+            "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
+        }))
+        .unwrap();
+        let (r, issues) = crate::resolve::resolve(&config, &|_| None);
+        assert!(issues.is_empty(), "{issues:?}");
+        r.unwrap().shared_state.unwrap().plan
+    }
+
+    #[test]
+    fn a_learned_block_is_capped_at_the_longest_block_a_policy_writes() {
+        let longest = |policy| plan_with(policy).max_block_ms;
+        assert_eq!(longest(serde_json::json!({})), 300_000);
+        assert_eq!(
+            longest(serde_json::json!({"retry_after_handling": {"max_retry_after_seconds": 7}})),
+            7_000
+        );
+    }
+
     #[test]
     fn budgets_and_latency_events_counted_across_replicas_are_published() {
-        let resolved = |policy: serde_json::Value| {
-            let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
-                "version": "v0.3.0",
-                "listeners": [{"type": "model", "name": "l", "port": 12000}],
-                "model_providers": [
-                    {"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "retry_policy": policy},
-                    {"model": "anthropic/claude", "base_url": "http://127.0.0.1:9"},
-                ],
-                "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
-            }))
-            .unwrap();
-            let (r, issues) = crate::resolve::resolve(&config, &|_| None);
-            assert!(issues.is_empty(), "{issues:?}");
-            r.unwrap().shared_state.unwrap().plan.published_slots
-        };
+        let resolved = |policy| plan_with(policy).published_slots;
         assert_eq!(
             resolved(serde_json::json!({"retry_budget": {"ratio": 0.2}})),
             [
@@ -341,25 +354,6 @@ mod tests {
             ]
         );
         // One event is a block, and blocks are shared as they are.
-        let longest = |policy: serde_json::Value| {
-            let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
-                "version": "v0.3.0",
-                "listeners": [{"type": "model", "name": "l", "port": 12000}],
-                "model_providers": [
-                    {"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "retry_policy": policy},
-                    {"model": "anthropic/claude", "base_url": "http://127.0.0.1:9"},
-                ],
-                "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
-            }))
-            .unwrap();
-            let r = crate::resolve::resolve(&config, &|_| None).0.unwrap();
-            r.shared_state.unwrap().plan.max_block_ms
-        };
-        assert_eq!(longest(serde_json::json!({})), 300_000);
-        assert_eq!(
-            longest(serde_json::json!({"retry_after_handling": {"max_retry_after_seconds": 7}})),
-            7_000
-        );
         assert!(resolved(latency(1)).is_empty());
         // Each limited client key's counts.
         let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
