@@ -12,6 +12,7 @@ import requests
 
 from conftest import ADMIN, GATEWAY, eventually, stats
 from mock_provider import Reply
+from test_endpoints import response_body
 from test_quotas import APP_KEY, BATCH_KEY, config, post, stream_used, used
 
 
@@ -88,6 +89,24 @@ def test_a_native_anthropic_stream_counts_its_prompt_and_its_answer(gateway, pro
     assert resp.status_code == 200 and "[DONE]" in resp.text, resp.text
     assert eventually(lambda: stats().get("wasmcustom.plano.client.batch.minute_tokens") == 700, 5), stats()
     assert eventually(lambda: input_tokens("anthropic/claude-x") == 600, 5), input_tokens("anthropic/claude-x")
+
+
+def test_a_responses_stream_counts_the_usage_of_its_completed_event(gateway, providers):
+    # The Responses stream has no such gap: `response.created` says no
+    # usage, `response.completed` all of it.
+    created = dict(response_body("resp_1"), status="in_progress", output=[], usage=None)
+    done = dict(response_body("resp_1", "hi"), usage={"input_tokens": 120, "output_tokens": 30, "total_tokens": 150})
+    mock = providers(Reply(stream=[
+        event("response.created", sequence_number=0, response=created),
+        event("response.output_text.delta", sequence_number=1, item_id="msg_1", output_index=0,
+              content_index=0, delta="hi", logprobs=[]),
+        event("response.completed", sequence_number=2, response=done),
+    ], gap=0.01))
+    gateway.up(config(mock.port, batch_extra="                limits: { tokens_per_minute: 100000 }"))
+    resp = requests.post(f"{GATEWAY}/v1/responses", json={"model": "openai/gpt-4o", "input": "hi", "stream": True},
+                         headers={"Authorization": f"Bearer {BATCH_KEY}"}, timeout=30)
+    assert resp.status_code == 200 and "response.completed" in resp.text, resp.text
+    assert eventually(lambda: stats().get("wasmcustom.plano.client.batch.minute_tokens") == 150, 5), stats()
 
 
 def test_the_stored_response_endpoints_are_charged_to_the_key(gateway, providers):
