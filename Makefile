@@ -26,6 +26,9 @@ $(VENV)/.ready:
 	command -v etcd >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends etcd-server && \
 	   (service etcd stop || true))
+	# They write rogue values and fake peers into it with etcdctl.
+	command -v etcdctl >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends etcd-client)
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip

@@ -65,6 +65,17 @@ impl BlockKey {
         }
     }
 
+    /// What a slot of a key holds (`block`, `budget`, `latency`, `probe`),
+    /// if it is one.
+    pub fn kind_of(slot: &str) -> Option<&str> {
+        let rest = slot.strip_prefix("plano.")?;
+        let (kind, scope) = rest.split_once('.')?;
+        ["model.", "provider.", "deployment."]
+            .iter()
+            .any(|s| scope.starts_with(s))
+            .then_some(kind)
+    }
+
     pub fn block_slot(&self) -> String {
         self.slot("block")
     }

@@ -48,8 +48,9 @@ pub struct RequestBody {
     pub names_conversation: bool,
     /// `stream_options.include_usage`: a chat stream's client wants the usage chunk.
     pub include_usage: bool,
-    /// The cap the client set on the answer's tokens, under any API's name
-    /// for it (a value that is not a whole number is the provider's to refuse).
+    /// The cap the client set on the answer's tokens: the largest under any
+    /// API's name for it, 0 not counted (a value that is not a whole number
+    /// is the provider's to refuse).
     pub max_output_tokens: Option<u64>,
     /// `stream_options` is in the body, whatever its value (`null` too).
     pub sets_stream_options: bool,
@@ -104,9 +105,17 @@ impl RequestBody {
                     .ok()
             })
         };
-        let max_output_tokens = cap(&members.max_tokens)
-            .or_else(|| cap(&members.max_completion_tokens))
-            .or_else(|| cap(&members.max_output_tokens));
+        // The largest: a provider may honour any one of them. 0 is not a cap
+        // (providers refuse it or read it as unset).
+        let max_output_tokens = [
+            &members.max_tokens,
+            &members.max_completion_tokens,
+            &members.max_output_tokens,
+        ]
+        .into_iter()
+        .filter_map(cap)
+        .filter(|n| *n > 0)
+        .max();
         Ok(RequestBody {
             model,
             stream,
@@ -176,6 +185,29 @@ mod tests {
             [&front[..], &raw[end..]].concat(),
             body.with_model(raw, "gpt-4o")
         );
+    }
+
+    #[test]
+    fn the_answer_cap_is_the_largest_set_and_zero_is_none() {
+        let cap = |raw: &[u8]| {
+            RequestBody::parse(raw, &chat::SPEC)
+                .unwrap()
+                .max_output_tokens
+        };
+        assert_eq!(
+            cap(br#"{"model":"m","max_tokens":1,"max_completion_tokens":500}"#),
+            Some(500)
+        );
+        assert_eq!(
+            cap(br#"{"model":"m","max_completion_tokens":7,"max_output_tokens":9}"#),
+            Some(9)
+        );
+        assert_eq!(cap(br#"{"model":"m","max_tokens":0}"#), None);
+        assert_eq!(
+            cap(br#"{"model":"m","max_tokens":0,"max_completion_tokens":30}"#),
+            Some(30)
+        );
+        assert_eq!(cap(br#"{"model":"m","max_tokens":"x"}"#), None);
     }
 
     #[test]

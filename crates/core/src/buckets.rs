@@ -16,6 +16,19 @@ pub fn format(entries: impl Iterator<Item = (u64, u64, u64)>) -> String {
         .join(",")
 }
 
+/// Several replicas' entries added up second by second, as this replica
+/// counts them: an entry dated after `now_second` (a clock running ahead, a
+/// rogue value) counts as now's, so it leaves the window as one of now's;
+/// sums saturate rather than wrap.
+pub fn sum<'a>(values: impl Iterator<Item = &'a str>, now_second: u64) -> Vec<(u64, u64, u64)> {
+    let mut all: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    for (second, a, b) in values.flat_map(parse) {
+        let at = all.entry(second.min(now_second)).or_default();
+        *at = (at.0.saturating_add(a), at.1.saturating_add(b));
+    }
+    all.into_iter().map(|(s, (a, b))| (s, a, b)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -24,5 +37,14 @@ mod tests {
         assert_eq!(text, "7:1:2,8:0:30");
         let read: Vec<_> = super::parse("7:1:2,x:1:2,8:0,9:3:4").collect();
         assert_eq!(read, [(7, 1, 2), (9, 3, 4)]);
+    }
+
+    #[test]
+    fn sums_add_by_second_clamp_the_future_and_saturate() {
+        let max = u64::MAX.to_string();
+        let rogue = format!("9:{max}:0,999999:5:5");
+        let values = ["7:1:2,8:0:30", "8:1:1", rogue.as_str()];
+        let sum = super::sum(values.into_iter(), 9);
+        assert_eq!(sum, [(7, 1, 2), (8, 1, 31), (9, u64::MAX, 5)]);
     }
 }

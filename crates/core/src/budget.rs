@@ -74,7 +74,7 @@ pub fn record_request(store: &dyn SharedStore, key: &BlockKey, budget: &RetryBud
 /// yet; all of it alone. Summed over the replicas, one budget.
 pub fn allowance(budget: &RetryBudget, own_requests: u64, shares: &Shares) -> f64 {
     let floor = budget.min_per_second as f64 * budget.window_ms as f64 / 1000.0;
-    let all = shares.own + shares.peers;
+    let all = shares.own.saturating_add(shares.peers);
     let share = if all == 0 {
         1.0 / shares.replicas as f64
     } else {
@@ -99,16 +99,11 @@ impl Shares {
             buckets
                 .iter()
                 .filter(|b| (b.second + 1) * 1000 + counts::MAX_AGE_MS <= now_ms)
-                .map(|b| b.requests)
-                .sum()
+                .fold(0, |all: u64, b| all.saturating_add(b.requests))
         };
         Shares {
             own: whole(own),
-            peers: view
-                .peers
-                .iter()
-                .map(|v| whole(&decode(v.as_bytes(), now_ms, window_ms)))
-                .sum(),
+            peers: whole(&decode(view.sum.as_bytes(), now_ms, window_ms)),
             replicas: view.replicas(),
         }
     }
@@ -248,7 +243,7 @@ mod tests {
                         in_flight.push((now + 20, i, current.clone()));
                         publishers[i].published(now, current);
                     }
-                    views[i].store(store, &slots);
+                    views[i].store(store, &slots, now, crate::replicas::summary::sum);
                 }
                 // Each replica's requests come every 20 ms, offset.
                 if now >= start && (now / 10 + i as u64).is_multiple_of(2) {

@@ -75,20 +75,29 @@ impl Counts {
     }
 
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_string().into_bytes()
+    }
+
+    fn encode_string(&self) -> String {
         let buckets = buckets::format(
             self.buckets
                 .iter()
                 .map(|b| (b.second, b.requests, b.tokens)),
         );
-        format!("{}:{};{buckets}", self.day, self.day_tokens).into_bytes()
+        format!("{}:{};{buckets}", self.day, self.day_tokens)
     }
 
+    // Sums saturate: a peer's value is not trusted not to overflow.
     pub fn requests(&self) -> u64 {
-        self.buckets.iter().map(|b| b.requests).sum()
+        self.buckets
+            .iter()
+            .fold(0, |all, b| all.saturating_add(b.requests))
     }
 
     pub fn tokens(&self) -> u64 {
-        self.buckets.iter().map(|b| b.tokens).sum()
+        self.buckets
+            .iter()
+            .fold(0, |all, b| all.saturating_add(b.tokens))
     }
 
     fn bucket(&mut self, second: u64) -> &mut Bucket {
@@ -108,12 +117,15 @@ impl Counts {
     /// When the window will have room for `more` beyond `limit` of what
     /// `count` counts, as buckets leave it oldest first (ms since the epoch).
     fn room_at(&self, limit: u64, more: u64, count: fn(&Bucket) -> u64) -> u64 {
-        let mut used: u64 = self.buckets.iter().map(count).sum();
+        let mut used: u64 = self
+            .buckets
+            .iter()
+            .fold(0, |all: u64, b| all.saturating_add(count(b)));
         let mut sorted = self.buckets.clone();
         sorted.sort_by_key(|b| b.second);
         for b in &sorted {
-            used -= count(b);
-            if used + more <= limit {
+            used = used.saturating_sub(count(b));
+            if used.saturating_add(more) <= limit {
                 return (b.second + 1) * 1000 + WINDOW_MS;
             }
         }
@@ -289,19 +301,19 @@ fn refusal(
     now_ms: u64,
 ) -> Option<(Exceeded, u64)> {
     if let Some(rpm) = limits.requests_per_minute {
-        if counts.requests() + 1 > rpm {
+        if counts.requests().saturating_add(1) > rpm {
             let at = counts.room_at(rpm, 1, |b| b.requests);
             return Some((Exceeded::RequestsPerMinute, at));
         }
     }
     if let Some(tpm) = limits.tokens_per_minute {
-        if counts.tokens() + tokens > tpm {
+        if counts.tokens().saturating_add(tokens) > tpm {
             let at = counts.room_at(tpm, tokens, |b| b.tokens);
             return Some((Exceeded::TokensPerMinute, at));
         }
     }
     if let Some(cap) = limits.tokens_per_day {
-        if counts.day_tokens + tokens > cap {
+        if counts.day_tokens.saturating_add(tokens) > cap {
             return Some((Exceeded::TokensPerDay, (now_ms / DAY_MS + 1) * DAY_MS));
         }
     }
@@ -371,7 +383,7 @@ pub fn settle(
 mod headers;
 pub mod replicas;
 
-pub use headers::{duration, headers};
+pub use headers::{duration, headers, provider_quota};
 pub use replicas::Others;
 
 #[cfg(test)]

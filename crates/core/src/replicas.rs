@@ -6,6 +6,7 @@
 //! [`counts`].
 
 pub mod counts;
+pub mod summary;
 
 use std::collections::VecDeque;
 
@@ -29,6 +30,15 @@ pub struct SharedStatePlan {
     /// ([`counts`]): budgets' requests, latency events.
     #[serde(default)]
     pub published_slots: Vec<String>,
+    /// The longest block a request here can write (the longest
+    /// `max_retry_after_seconds` or latency `block_duration_seconds`): a
+    /// block learned from etcd holds no longer from when it is learned.
+    #[serde(default = "default_max_block_ms")]
+    pub max_block_ms: u64,
+}
+
+fn default_max_block_ms() -> u64 {
+    crate::plan::DEFAULT_MAX_RETRY_AFTER_SECONDS * 1000
 }
 
 /// The shared queue workers hand block writes to (same `vm_id`).
@@ -100,18 +110,29 @@ fn until_of(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// Merges a block another replica learned into the local store, keeping the
-/// later end: etcd never shortens a block learned here. Returns whether the
-/// local block changed (then a probe out on the older one is released, as a
-/// local block does).
-pub fn merge(store: &dyn SharedStore, slot: &str, remote: SharedBlock, now_ms: u64) -> bool {
-    if remote.until_ms <= now_ms {
-        return false;
-    }
-    let encoded = remote.until_ms.to_string().into_bytes();
-    let changed = update(store, slot, |current| match until_of(current) {
-        Some(local) if local >= remote.until_ms => None,
-        _ => Some(encoded.clone()),
+/// The end a block read from etcd holds here: capped at `max_block_ms`
+/// from `now_ms`, as a block this replica writes is, so neither a rogue
+/// value nor a replica whose clock runs ahead blocks a target for longer.
+pub fn capped_until(remote: SharedBlock, now_ms: u64, max_block_ms: u64) -> u64 {
+    remote.until_ms.min(now_ms.saturating_add(max_block_ms))
+}
+
+/// Brings the local block at `slot` to what etcd now holds for it (`None`:
+/// the key was deleted): etcd's last write is what every replica holds, so
+/// a block shortened or deleted there ends here too, and a replica's own
+/// block, written to etcd after, comes back through the watch. `until_ms`
+/// is already capped ([`capped_until`]). Returns whether the local block
+/// changed (then a probe out on the older one is released, as a local
+/// block does).
+pub fn follow(store: &dyn SharedStore, slot: &str, until_ms: Option<u64>, now_ms: u64) -> bool {
+    let next = until_ms.filter(|u| *u > now_ms);
+    let changed = update(store, slot, |current| match (until_of(current), next) {
+        (Some(local), Some(until)) if local == until => None,
+        (_, Some(until)) => Some(until.to_string().into_bytes()),
+        // Nothing in force in etcd: a block in force here ends; an ended
+        // one is left to its probe, as a local one is.
+        (Some(local), None) if local > now_ms => Some(Vec::new()),
+        _ => None,
     });
     if changed {
         if let Some(probe) = probe_slot(slot) {
@@ -243,6 +264,10 @@ mod tests {
         }
     }
 
+    fn merge(store: &MemoryStore, slot: &str, remote: SharedBlock, now_ms: u64) -> bool {
+        follow(store, slot, Some(remote.until_ms), now_ms)
+    }
+
     #[test]
     fn a_remote_block_holds_here_until_it_ends() {
         let store = MemoryStore::default();
@@ -253,20 +278,44 @@ mod tests {
     }
 
     #[test]
-    fn etcd_never_shortens_a_block_learned_here() {
+    fn etcd_shortens_or_ends_a_block_as_its_key_is_rewritten_or_deleted() {
         let store = MemoryStore::default();
         blocks::block(&store, &model(), 9_000);
-        assert!(!merge(&store, SLOT, remote(4_000), 1_000));
-        assert_eq!(blocks::blocked_until(&store, &model(), 1_000), Some(9_000));
+        assert!(merge(&store, SLOT, remote(4_000), 1_000));
+        assert_eq!(blocks::blocked_until(&store, &model(), 1_000), Some(4_000));
+        assert!(!merge(&store, SLOT, remote(4_000), 1_000), "unchanged");
         assert!(merge(&store, SLOT, remote(12_000), 1_000));
         assert_eq!(blocks::blocked_until(&store, &model(), 1_000), Some(12_000));
+        assert!(follow(&store, SLOT, None, 2_000), "deleted");
+        assert_eq!(blocks::blocked_until(&store, &model(), 2_000), None);
+        assert!(!follow(&store, SLOT, None, 2_000));
     }
 
     #[test]
-    fn an_ended_remote_block_is_not_merged() {
+    fn an_ended_remote_block_ends_one_in_force_and_leaves_an_ended_one_to_its_probe() {
         let store = MemoryStore::default();
         assert!(!merge(&store, SLOT, remote(1_000), 1_000));
         assert_eq!(blocks::blocked_until(&store, &model(), 0), None);
+        blocks::block(&store, &model(), 3_000);
+        assert!(!merge(&store, SLOT, remote(2_000), 4_000));
+        assert!(
+            blocks::ended(&store, &model(), 4_000),
+            "the probe still goes"
+        );
+        assert!(merge(&store, SLOT, remote(2_000), 2_500));
+        assert_eq!(blocks::blocked_until(&store, &model(), 2_500), None);
+    }
+
+    #[test]
+    fn a_learned_block_is_capped_as_a_local_one_is() {
+        let now = 1_700_000_000_000;
+        let century = remote(now + 100 * 365 * 86_400_000);
+        assert_eq!(capped_until(century, now, 300_000), now + 300_000);
+        assert_eq!(capped_until(remote(now + 5_000), now, 300_000), now + 5_000);
+        assert_eq!(
+            capped_until(remote(u64::MAX), u64::MAX - 1, 300_000),
+            u64::MAX
+        );
     }
 
     #[test]

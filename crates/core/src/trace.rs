@@ -162,9 +162,10 @@ impl RequestTrace {
         }
     }
 
-    /// The delivered answer's last bytes: its `usage` and its `model`.
-    pub fn answered(&mut self, tail: &[u8]) {
-        self.usage = usage::read(tail).or(self.usage);
+    /// The delivered answer's last bytes (its `model`) and the `usage` it
+    /// reported in all.
+    pub fn answered(&mut self, tail: &[u8], usage: Option<usage::Usage>) {
+        self.usage = usage.or(self.usage);
         self.response_model = usage::last_model(tail).or(self.response_model.take());
     }
 

@@ -22,27 +22,78 @@ pub struct Usage {
 /// API's `input_tokens` / `output_tokens`. A stream's earlier chunks carry
 /// `"usage": null`, skipped.
 pub fn read(tail: &[u8]) -> Option<Usage> {
-    const KEY: &[u8] = b"\"usage\"";
     let mut end = tail.len();
-    while let Some(at) = find_last(tail.get(..end)?, KEY) {
+    while let Some(at) = find_last(tail.get(..end)?, USAGE) {
         end = at;
-        // `\"usage\"` inside a string is text, not a field.
-        if at > 0 && tail.get(at - 1) == Some(&b'\\') {
-            continue;
-        }
-        let rest = tail.get(at + KEY.len()..)?;
-        let rest = skip_ws(rest);
-        let Some(rest) = rest.strip_prefix(b":") else {
-            continue;
-        };
-        let mut values = serde_json::Deserializer::from_slice(skip_ws(rest)).into_iter::<Value>();
-        if let Some(Ok(value)) = values.next() {
-            if let Some(usage) = counts(&value) {
-                return Some(usage);
-            }
+        if let Some(usage) = usage_at(tail, at) {
+            return Some(usage);
         }
     }
     None
+}
+
+const USAGE: &[u8] = b"\"usage\"";
+
+/// The token counts of the `"usage"` field whose key starts at `at`, if it
+/// is a field (`\"usage\"` inside a string is text) and has counts.
+fn usage_at(bytes: &[u8], at: usize) -> Option<Usage> {
+    if at > 0 && bytes.get(at - 1) == Some(&b'\\') {
+        return None;
+    }
+    let rest = skip_ws(bytes.get(at + USAGE.len()..)?).strip_prefix(b":")?;
+    let mut values = serde_json::Deserializer::from_slice(skip_ws(rest)).into_iter::<Value>();
+    counts(&values.next()?.ok()?)
+}
+
+/// The first `usage` object with token counts in `head`, a stream's first
+/// bytes: Anthropic's `message_start` says the input tokens there, and only
+/// the output tokens at the end (`message_delta`).
+pub fn first(head: &[u8]) -> Option<Usage> {
+    let mut from = 0;
+    while let Some(at) = head
+        .get(from..)?
+        .windows(USAGE.len())
+        .position(|w| w == USAGE)
+    {
+        let at = from + at;
+        from = at + USAGE.len();
+        if let Some(usage) = usage_at(head, at) {
+            return Some(usage);
+        }
+    }
+    None
+}
+
+/// What a stream reported in all, from its first `usage` and its last:
+/// each count the larger (a later event repeats or raises a count, never
+/// lowers it).
+pub fn combine(first: Option<Usage>, last: Option<Usage>) -> Option<Usage> {
+    match (first, last) {
+        (Some(a), Some(b)) => Some(Usage {
+            input_tokens: a.input_tokens.max(b.input_tokens),
+            output_tokens: a.output_tokens.max(b.output_tokens),
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What an answer the gateway read whole reported, start and end.
+pub fn reported(body: &[u8]) -> Option<Usage> {
+    let head = body.get(..body.len().min(TAIL_BYTES)).unwrap_or_default();
+    let tail = body
+        .get(body.len().saturating_sub(TAIL_BYTES)..)
+        .unwrap_or_default();
+    combine(first(head), read(tail))
+}
+
+impl Usage {
+    /// Two attempts' usage, added (saturating).
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+        }
+    }
 }
 
 /// The last `"model": "<name>"` in `tail`: the model that answered (every
@@ -139,6 +190,58 @@ data: {\"choices\":[],\"usage\": {\"prompt_tokens\":7,\"completion_tokens\":3}}\
                 output_tokens: 2
             })
         );
+    }
+
+    #[test]
+    fn an_anthropic_stream_says_input_at_its_start_and_output_at_its_end() {
+        let head = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[],\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
+        let start = first(head);
+        assert_eq!(
+            start,
+            Some(Usage {
+                input_tokens: 25,
+                output_tokens: 1
+            })
+        );
+        let end = read(head);
+        assert_eq!(
+            end.map(|u| u.input_tokens),
+            Some(0),
+            "the end alone misses the prompt"
+        );
+        assert_eq!(
+            combine(start, end),
+            Some(Usage {
+                input_tokens: 25,
+                output_tokens: 15
+            })
+        );
+        // An OpenAI stream's first chunk has none: its last usage stands.
+        assert_eq!(first(b"data: {\"usage\":null}\n\n"), None);
+        assert_eq!(combine(None, end), end);
+    }
+
+    #[test]
+    fn a_failed_streams_reported_usage_adds_up_across_attempts() {
+        let cut = b"event: message_start\ndata: {\"message\":{\"usage\":{\"input_tokens\":300,\"output_tokens\":1}}}\n\n\
+event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
+        let one = reported(cut).unwrap();
+        assert_eq!(
+            one,
+            Usage {
+                input_tokens: 300,
+                output_tokens: 1
+            }
+        );
+        assert_eq!(
+            one.plus(one),
+            Usage {
+                input_tokens: 600,
+                output_tokens: 2
+            }
+        );
+        assert_eq!(reported(br#"{"error":{"message":"overloaded"}}"#), None);
     }
 
     #[test]

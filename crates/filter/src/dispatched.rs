@@ -296,6 +296,15 @@ impl Worker {
         let quota = (ex.state.reads_quota(self.plan(), answer.status) && !answer.failed)
             .then(|| Quota::read(&|name| answer.header(name).map(str::to_string), now));
         let outcome = outcome.unwrap_or(Outcome::Status(answer.status));
+        // A failed answer that reported tokens (the provider did work):
+        // counted, should no attempt succeed.
+        let failed = !matches!(outcome, Outcome::Status(s) if (200..300).contains(&s));
+        if let Some(u) = (failed && answer.from_provider)
+            .then(|| plano_core::usage::reported(&answer.body))
+            .flatten()
+        {
+            ex.failed_usage = Some(ex.failed_usage.unwrap_or_default().plus(u));
+        }
         let waited = answer.retry_after_ms(now);
         if let Next::Deliver = self.after_answer(&mut ex, outcome, waited, quota, now) {
             match outcome {

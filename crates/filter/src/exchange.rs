@@ -63,6 +63,13 @@ pub struct Exchange {
     pub answer: Option<Answer>,
     /// The usage a translated answer said.
     pub usage: Option<Usage>,
+    /// What failed attempts' answers reported (read whole, a stream cut by
+    /// an error event after its `message_start`): a `retry_exhausted`
+    /// answer settles the key's charge at it.
+    pub failed_usage: Option<Usage>,
+    /// A streamed answer's first usage (Anthropic's `message_start`, its
+    /// input tokens), once its first chunk passed (`Some`).
+    pub first_usage: Option<Option<Usage>>,
     /// Streamed: the length of the body the next attempt sends.
     pub sent_len: usize,
     /// The request's spans, when it is traced.

@@ -13,7 +13,7 @@ use plano_core::reach::Reach;
 use plano_core::replicas::counts::View;
 use plano_core::usage::Usage;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, MapType};
 
 use crate::headers::set_response_header;
 use crate::host::{now_ms, EnvoyStore};
@@ -47,15 +47,29 @@ impl Worker {
         raw_len: usize,
         body: &RequestBody,
     ) -> Result<Option<(Charge, Standings)>, Action> {
-        let Some((name, key_limits)) = self.limits_of(client) else {
-            return Ok(None);
-        };
         // Embeddings answer with vectors, no output tokens.
         let output = match api {
             Api::Embeddings => Some(0),
             _ => body.max_output_tokens,
         };
-        let estimate = limits::estimate(raw_len, output);
+        self.charge_estimate(api, client, limits::estimate(raw_len, output))
+    }
+
+    /// Charges a stored response's read, cancel or deletion to the client
+    /// key: a request, no tokens (the provider's answer reports none).
+    pub fn charge_stored(&self, client: Option<usize>) -> Result<(), Action> {
+        self.charge_estimate(Api::Responses, client, 0).map(|_| ())
+    }
+
+    fn charge_estimate(
+        &self,
+        api: Api,
+        client: Option<usize>,
+        estimate: u64,
+    ) -> Result<Option<(Charge, Standings)>, Action> {
+        let Some((name, key_limits)) = self.limits_of(client) else {
+            return Ok(None);
+        };
         let slot = limits::slot(name);
         let now = now_ms();
         let others = others(&slot, now);
@@ -151,7 +165,7 @@ impl Worker {
     }
 
     /// The key's standing on the answer going to the client now, when the
-    /// key has limits. A provider's own `x-ratelimit-*` headers (its account's
+    /// key has limits. A provider's own rate-limit headers (its account's
     /// quota, not the client's) are replaced.
     pub fn state_limits(&self, client: Option<usize>) {
         let Some((name, key_limits)) = self.limits_of(client) else {
@@ -164,8 +178,16 @@ impl Worker {
 }
 
 /// An answer's limit headers: a request's own are its standing when it was
-/// charged, as OpenAI's are (and read nothing again).
+/// charged, as OpenAI's are (and read nothing again). The provider's own
+/// (its account's quota) go, those the key's limits do not name too.
 pub fn state(standings: &Standings) {
+    if let Ok(headers) = hostcalls::get_map(MapType::HttpResponseHeaders) {
+        for (name, _) in headers {
+            if limits::provider_quota(&name) {
+                set_response_header(&name, None);
+            }
+        }
+    }
     for (header, value) in limits::headers(standings) {
         set_response_header(header, Some(&value));
     }
@@ -175,7 +197,7 @@ pub fn state(standings: &Standings) {
 /// etcd holder last wrote (`plano_core::limits::replicas`).
 pub fn others(slot: &str, now: u64) -> Others {
     let seen = limits::replicas::seen(&EnvoyStore);
-    Others::known(seen, || View::read(&EnvoyStore, slot).peers, now)
+    Others::known(seen, || View::read(&EnvoyStore, slot).sum, now)
 }
 
 /// The `type` in the 429's error: which kind of limit, as OpenAI says it.

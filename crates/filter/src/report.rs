@@ -75,8 +75,9 @@ impl Worker {
     /// Answers with the `retry_exhausted` error, from the effective context.
     pub fn reply_exhausted(&self, ex: &mut Exchange, exhaustion: &Exhaustion) {
         self.metrics.add(self.metrics.exhausted, 1);
-        // No provider answered: the request took no tokens.
-        self.settle_client(ex, Some(Default::default()));
+        // No answer was delivered: the key pays what failed answers reported
+        // (none: nothing).
+        self.settle_client(ex, Some(ex.failed_usage.unwrap_or_default()));
         let attempt_headers = self.attempt_headers(ex);
         let retry_after = exhaustion.retry_after_secs.map(|s| s.to_string());
         let mut headers = vec![("content-type", "application/json")];
@@ -144,10 +145,10 @@ impl Worker {
 
     /// The answer's `usage`: as its translation read it, else from its last bytes.
     pub fn count_tokens(&self, ex: &mut Exchange, tail: &[u8]) {
-        if let Some(trace) = &mut ex.trace {
-            trace.answered(tail);
-        }
         let usage = Worker::answer_usage(ex, tail);
+        if let Some(trace) = &mut ex.trace {
+            trace.answered(tail, usage);
+        }
         self.settle_client(ex, usage);
         if let (Some(usage), Some(target)) = (usage, ex.state.current_target()) {
             self.stats.tokens(target, ex.client, usage);
@@ -164,6 +165,10 @@ impl Worker {
         body: &[u8],
     ) {
         self.count_answer(ex);
+        if ex.body.stream && ex.usage.is_none() {
+            let head = body.get(..body.len().min(usage::TAIL_BYTES));
+            ex.first_usage = Some(usage::first(head.unwrap_or_default()));
+        }
         let mut body = self.translate_whole(ex, status, body.to_vec());
         let tail = body.get(body.len().saturating_sub(usage::TAIL_BYTES)..);
         self.count_tokens(ex, tail.unwrap_or_default());
@@ -172,9 +177,11 @@ impl Worker {
             body = strip.pass(&body, true);
         }
         let attempt_headers = self.attempt_headers(ex);
+        // A limited key's answer states its own limits, never the account's.
+        let limited = ex.standing.is_some();
         let mut reply: Vec<(&str, &str)> = headers
             .iter()
-            .filter(|(k, _)| replayable(k))
+            .filter(|(k, _)| replayable(k) && !(limited && plano_core::limits::provider_quota(k)))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         reply.extend(attempt_headers.iter().map(|(k, v)| (*k, v.as_str())));

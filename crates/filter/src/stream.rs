@@ -115,6 +115,9 @@ impl HttpContext for GatewayStream {
             }
         }
         if let Some(id) = stored_response(&method, route) {
+            if let Err(refused) = self.worker.charge_stored(self.client) {
+                return refused;
+            }
             return self.worker.route_stored_response(id, &path);
         }
         match (method.as_str(), route, Api::for_path(route)) {

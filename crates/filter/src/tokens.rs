@@ -33,6 +33,14 @@ impl Worker {
     /// count at its `[DONE]`: a client (the OpenAI SDKs do) may close there,
     /// and the stream's end then never reaches the filter.
     pub fn pass_answer_chunk(&self, ex: &mut Exchange, body_size: usize, end_of_stream: bool) {
+        if ex.body.stream && ex.first_usage.is_none() && body_size > 0 {
+            let head = hostcalls::get_buffer(
+                BufferType::HttpResponseBody,
+                0,
+                body_size.min(usage::TAIL_BYTES),
+            );
+            ex.first_usage = Some(usage::first(&head.ok().flatten().unwrap_or_default()));
+        }
         self.keep_answer_chunk(ex, body_size, end_of_stream);
         if ex.body.stream && usage::stream::done(&ex.tail) {
             let tail = std::mem::take(&mut ex.tail);

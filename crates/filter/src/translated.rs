@@ -98,6 +98,7 @@ impl Worker {
 
     /// The answer's token counts: what the translation read, else its last bytes.
     pub fn answer_usage(ex: &Exchange, tail: &[u8]) -> Option<Usage> {
-        ex.usage.or_else(|| plano_core::usage::read(tail))
+        let last = ex.usage.or_else(|| plano_core::usage::read(tail));
+        plano_core::usage::combine(ex.first_usage.flatten(), last)
     }
 }

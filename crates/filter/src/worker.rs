@@ -207,6 +207,8 @@ impl Worker {
             tail: Vec::new(),
             answer: None,
             usage: None,
+            first_usage: None,
+            failed_usage: None,
             sent_len: 0,
             trace,
             usage_strip,

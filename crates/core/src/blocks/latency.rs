@@ -16,11 +16,8 @@ pub fn record_latency_event(
     min_triggers: u32,
 ) -> bool {
     let slot = key.latency_slot();
-    let peers: usize = crate::replicas::counts::View::read(store, &slot)
-        .peers
-        .iter()
-        .map(|v| latency_events(v.as_bytes(), now_ms, window_ms).len())
-        .sum();
+    let view = crate::replicas::counts::View::read(store, &slot);
+    let peers = latency_events(view.sum.as_bytes(), now_ms, window_ms).len();
     let mut count = peers;
     update(store, &slot, |current| {
         let mut events = latency_events(current, now_ms, window_ms);
@@ -102,7 +99,7 @@ mod tests {
         record_latency_event(&there, &key, 2_000, Some(10_000), 3);
         let mut peers = Published::default();
         peers.peer("there", Some(Publication::read(&there, &slots)));
-        peers.store(&here, &slots);
+        peers.store(&here, &slots, 2_500, crate::replicas::summary::sum);
         assert!(record_latency_event(&here, &key, 3_000, Some(10_000), 3));
         // Once the peer's events have left the window, two here are two.
         assert!(!record_latency_event(&here, &key, 13_000, Some(10_000), 3));

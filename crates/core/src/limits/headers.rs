@@ -33,6 +33,17 @@ pub fn headers(s: &Standings) -> Vec<(&'static str, String)> {
     out
 }
 
+/// Whether a response header states a provider account's rate limits
+/// (OpenAI's and most others' `x-ratelimit-*`, Anthropic's
+/// `anthropic-ratelimit-*`, the IETF draft's `ratelimit*`): a limited
+/// client key sees the gateway's limits for it instead, never the account's.
+pub fn provider_quota(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["x-ratelimit", "anthropic-ratelimit-", "ratelimit"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
 /// A duration as OpenAI writes its resets: `20ms`, `1s`, `12.5s`, `6m0s`,
 /// `1h2m3s`.
 pub fn duration(ms: u64) -> String {

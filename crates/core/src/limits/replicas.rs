@@ -1,9 +1,9 @@
 //! One key's limits across gateways. Each replica counts in its own slot;
 //! with `shared_state`, the etcd holder publishes that slot about once a
-//! second and keeps the peers' published values beside it
-//! (`replicas::counts`). A request is checked against its own replica's
-//! counts plus its peers' (read at this replica's clock: each value carries
-//! its buckets' seconds, so what has left the window drops out here). While
+//! second and keeps the sum of the peers' published values beside it
+//! (`replicas::counts`, [`sum`]). A request is checked against its own
+//! replica's counts plus that sum (read at this replica's clock: the sum
+//! keeps its buckets' seconds, so what has left the window drops out here). While
 //! etcd is away, no peer's counts are known: each replica then holds its
 //! share of each limit, the limit over the replicas last seen alive.
 
@@ -48,25 +48,25 @@ impl Default for Others {
 
 impl Others {
     /// What this replica knows of the others: their published counts while
-    /// etcd is up (`views`: the peers' values of the key's slot), its share
-    /// while etcd is away after others were seen.
+    /// etcd is up (`peers`: the sum of the peers' values of the key's slot),
+    /// its share while etcd is away after others were seen.
     pub fn known<V: AsRef<[u8]>>(
         seen: Option<(u64, bool)>,
-        views: impl FnOnce() -> Vec<V>,
+        peers: impl FnOnce() -> V,
         now_ms: u64,
     ) -> Others {
         match seen {
             Some((live, false)) if live > 1 => Others::alone(live),
-            _ => Others::shared(&views(), now_ms),
+            _ => Others::shared(peers().as_ref(), now_ms),
         }
     }
 
-    /// The peers' published values of the key's slot.
-    pub fn shared<V: AsRef<[u8]>>(peers: &[V], now_ms: u64) -> Others {
-        let peers = peers.iter().fold(Counts::default(), |all, value| {
-            all.plus(&Counts::decode(value.as_ref(), now_ms))
-        });
-        Others { peers, split: 1 }
+    /// The sum of the peers' published values of the key's slot ([`sum`]).
+    pub fn shared(peers: &[u8], now_ms: u64) -> Others {
+        Others {
+            peers: Counts::decode(peers, now_ms),
+            split: 1,
+        }
     }
 
     /// No peer's counts are known, and `replicas` were alive when last seen.
@@ -88,19 +88,50 @@ impl Others {
     }
 }
 
+/// The peers' published values of a key's slot added up, as one value of
+/// the slot (for the holder's view, `replicas::summary`): buckets by second,
+/// one dated ahead of `now_ms` counted as now's, and today's tokens.
+pub fn sum(values: &[&str], now_ms: u64) -> String {
+    let counts: Vec<Counts> = values
+        .iter()
+        .map(|v| Counts::decode(v.as_bytes(), now_ms))
+        .collect();
+    let buckets = counts.iter().map(|c| {
+        crate::buckets::format(c.buckets.iter().map(|b| (b.second, b.requests, b.tokens)))
+    });
+    let buckets: Vec<String> = buckets.collect();
+    let summed = crate::buckets::sum(buckets.iter().map(String::as_str), now_ms / 1000);
+    let day_tokens = counts
+        .iter()
+        .fold(0u64, |all, c| all.saturating_add(c.day_tokens));
+    Counts {
+        day: now_ms / super::DAY_MS,
+        day_tokens,
+        buckets: summed
+            .into_iter()
+            .map(|(second, requests, tokens)| Bucket {
+                second,
+                requests,
+                tokens,
+            })
+            .collect(),
+    }
+    .encode_string()
+}
+
 impl Counts {
     /// These counts and `other`'s, bucket by bucket.
     pub fn plus(&self, other: &Counts) -> Counts {
         let mut all = self.clone();
         for b in &other.buckets {
             let mine: &mut Bucket = all.bucket(b.second);
-            mine.requests += b.requests;
-            mine.tokens += b.tokens;
+            mine.requests = mine.requests.saturating_add(b.requests);
+            mine.tokens = mine.tokens.saturating_add(b.tokens);
         }
         // A day's tokens count only for the same day (`decode` zeroes another).
         if other.day == all.day || all.day_tokens == 0 {
             all.day = all.day.max(other.day);
-            all.day_tokens += other.day_tokens;
+            all.day_tokens = all.day_tokens.saturating_add(other.day_tokens);
         }
         all
     }
@@ -139,11 +170,12 @@ mod tests {
         let l = rpm(60);
         assert_eq!(served(&a, &l, 40, T0, &Others::default()), 40);
         // B sees what A published: 20 left of the minute.
-        let published = a.get("k").unwrap().0;
-        let seen = Others::shared(std::slice::from_ref(&published), T0 + 1_000);
+        let published = String::from_utf8(a.get("k").unwrap().0).unwrap();
+        let summed = sum(&[&published, ""], T0 + 1_000);
+        let seen = Others::shared(summed.as_bytes(), T0 + 1_000);
         assert_eq!(served(&b, &l, 40, T0 + 1_000, &seen), 20);
         // And A's counts leave B's view when they leave the window.
-        let later = Others::shared(&[published], T0 + 61_000);
+        let later = Others::shared(summed.as_bytes(), T0 + 61_000);
         assert_eq!(later.peers.requests(), 0);
     }
 
@@ -161,7 +193,7 @@ mod tests {
     #[test]
     fn etcd_away_splits_by_the_replicas_last_seen_and_alone_is_whole() {
         let store = MemoryStore::default();
-        let views = || vec![b"".to_vec()];
+        let views = || b"".to_vec();
         assert_eq!(seen(&store), None);
         assert_eq!(Others::known(seen(&store), views, T0).split, 1);
         store.set(SEEN_SLOT, &seen_value(3, true), 0);
@@ -175,8 +207,29 @@ mod tests {
 
     #[test]
     fn a_peers_garbled_or_empty_value_counts_nothing() {
-        let seen = Others::shared(&[b"".to_vec(), b"zz;1:x".to_vec()], T0);
+        let summed = sum(&["", "zz;1:x"], T0);
+        let seen = Others::shared(summed.as_bytes(), T0);
         assert_eq!(seen.peers.requests(), 0);
         assert_eq!(seen.split, 1);
+    }
+
+    #[test]
+    fn a_rogue_claim_dated_ahead_leaves_the_window_as_one_of_now_and_saturates() {
+        let l = rpm(60);
+        let second = T0 / 1000;
+        let year = 365 * 86_400;
+        let rogue = format!("0:0;{}:1000000000000:0", second + year);
+        let huge = format!("0:0;{second}:{}:0", u64::MAX);
+        let summed = sum(&[&rogue, &huge], T0);
+        let seen = Others::shared(summed.as_bytes(), T0);
+        assert_eq!(seen.peers.requests(), u64::MAX);
+        let store = MemoryStore::default();
+        match charge(&store, "k", &l, 1, T0, &seen) {
+            Verdict::Refused { retry_after_ms, .. } => assert!(retry_after_ms <= 61_000),
+            other => panic!("{other:?}"),
+        }
+        // A minute on, the key serves again.
+        let later = Others::shared(summed.as_bytes(), T0 + 61_000);
+        assert_eq!(served(&store, &l, 1, T0 + 61_000, &later), 1);
     }
 }

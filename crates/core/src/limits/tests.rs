@@ -219,3 +219,26 @@ fn the_estimate_is_a_quarter_of_the_body_and_the_cap() {
     assert_eq!(estimate(400, Some(50)), 150);
     assert_eq!(estimate(401, None), 101 + DEFAULT_OUTPUT_ESTIMATE);
 }
+
+#[test]
+fn a_providers_quota_headers_are_named_as_each_provider_writes_them() {
+    for name in [
+        "x-ratelimit-remaining-tokens",
+        "X-RateLimit-Limit-Requests",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-requests-reset",
+        "ratelimit-remaining",
+        "ratelimit-policy",
+        "x-ratelimit-remaining",
+    ] {
+        assert!(super::provider_quota(name), "{name}");
+    }
+    for name in [
+        "retry-after",
+        "content-type",
+        "x-plano-model",
+        "anthropic-version",
+    ] {
+        assert!(!super::provider_quota(name), "{name}");
+    }
+}

@@ -8,9 +8,11 @@
 //! replica that dies takes its counts with it. It writes at most once per
 //! [`PUBLISH_PERIOD_MS`], and only when a value changed (or the lease was
 //! renewed); after a quiet second the first change goes out on the next
-//! tick. Every replica's holder, through its watch, keeps what its peers
-//! published, and writes a [`View`] of each slot beside it (at
-//! [`peers_slot`]): the peers' values.
+//! tick. Every replica's holder, through its watch, keeps what at most
+//! [`MAX_PEERS`] of its peers published, and, when that changed, writes a
+//! [`View`] of each slot beside it (at [`peers_slot`]): how many peers, and
+//! their values added up once (`replicas::summary`), so a request reads one
+//! small value however many peers there are.
 //! Requests never talk to etcd: they read their own slot and its view.
 //!
 //! This module moves bytes; what a value means stays with its owner
@@ -20,8 +22,10 @@
 //!    event times), so that a reader drops what has left its window at its
 //!    own clock: a peer's value is not rewritten when it merely ages;
 //! 2. add the slot to `published_slots` (`resolve::shared_state`);
-//! 3. where the count is checked, read the slot's [`View`] and add the
-//!    peers' values to the local one (to split a limit between replicas,
+//! 3. say in `replicas::summary` how the peers' values add up (an entry
+//!    dated ahead of this replica's clock counting as now's);
+//! 4. where the count is checked, read the slot's [`View`] and add the
+//!    peers' sum to the local one (to split a limit between replicas,
 //!    compare only what is whole everywhere: counts older than
 //!    [`MAX_AGE_MS`], as `budget` does).
 //!
@@ -48,6 +52,10 @@ pub const MAX_AGE_MS: u64 = 1_500;
 /// within this many seconds.
 pub const LEASE_TTL_SECONDS: i64 = 10;
 pub const LEASE_RENEW_MS: u64 = 5_000;
+/// The most peers a replica counts: a replica heard from past them is left
+/// out until one of them goes, so keys written under the prefix by hand
+/// (or thousands of replicas) cannot split a budget or a limit further.
+pub const MAX_PEERS: usize = 64;
 
 pub fn counts_key(prefix: &str, replica: &str) -> String {
     format!("{prefix}{COUNTS_KEY}{replica}")
@@ -148,8 +156,10 @@ pub struct Published {
 
 impl Published {
     /// A peer published (`Some`) or its key went (`None`: its lease ended).
+    /// A new peer past [`MAX_PEERS`] is not counted.
     pub fn peer(&mut self, replica: &str, publication: Option<Publication>) {
         let changed = match publication {
+            Some(_) if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(replica) => false,
             Some(p) => self.peers.insert(replica.to_string(), p.clone()) != Some(p),
             None => self.peers.remove(replica).is_some(),
         };
@@ -168,49 +178,72 @@ impl Published {
     }
 
     /// Writes the view of every slot in `slots` where requests read it, if
-    /// anything changed since the last time. The holder is the views' only
+    /// anything changed since the last time: the peers' values added up by
+    /// `sum` (the slot, its values, `now_ms`). The holder is the views' only
     /// writer, so no compare-and-swap is needed.
-    pub fn store(&mut self, store: &dyn SharedStore, slots: &[String]) {
+    pub fn store(
+        &mut self,
+        store: &dyn SharedStore,
+        slots: &[String],
+        now_ms: u64,
+        sum: fn(&str, &[&str], u64) -> String,
+    ) {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
         for slot in slots {
-            let view = View {
-                peers: self
-                    .peers
-                    .values()
-                    .map(|p| p.0.get(slot).cloned().unwrap_or_default())
-                    .collect(),
-            };
-            let encoded = if view.peers.is_empty() {
+            let encoded = if self.peers.is_empty() {
                 Vec::new()
             } else {
-                serde_json::to_vec(&view).unwrap_or_default()
+                let values: Vec<&str> = self
+                    .peers
+                    .values()
+                    .map(|p| p.0.get(slot).map_or("", String::as_str))
+                    .collect();
+                View {
+                    peers: self.peers.len(),
+                    sum: sum(slot, &values, now_ms),
+                }
+                .encode()
             };
             store.set(&peers_slot(slot), &encoded, 0);
         }
     }
 }
 
-/// What requests see of one slot across the replicas: one value per live
-/// peer (empty when it has none). No peers: `shared_state` off, etcd away,
-/// or alone.
-#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What requests see of one slot across the replicas: how many live peers
+/// are counted, and their values added up (`replicas::summary`). No peers:
+/// `shared_state` off, etcd away, or alone.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct View {
-    pub peers: Vec<String>,
+    pub peers: usize,
+    pub sum: String,
 }
 
 impl View {
     pub fn read(store: &dyn SharedStore, slot: &str) -> View {
         store
             .get(&peers_slot(slot))
-            .and_then(|(v, _)| serde_json::from_slice(&v).ok())
+            .and_then(|(v, _)| View::decode(&v))
             .unwrap_or_default()
+    }
+
+    /// `peers` newline `sum`.
+    fn encode(&self) -> Vec<u8> {
+        format!("{}\n{}", self.peers, self.sum).into_bytes()
+    }
+
+    fn decode(value: &[u8]) -> Option<View> {
+        let (peers, sum) = std::str::from_utf8(value).ok()?.split_once('\n')?;
+        Some(View {
+            peers: peers.parse().ok()?,
+            sum: sum.to_string(),
+        })
     }
 
     /// Live replicas, this one included.
     pub fn replicas(&self) -> usize {
-        self.peers.len() + 1
+        self.peers + 1
     }
 }
 
@@ -278,32 +311,55 @@ mod tests {
         assert_eq!(p.due(5_001, &b), None);
     }
 
+    /// Joins the values with `+`, to see what was summed.
+    fn joined(_slot: &str, values: &[&str], _now_ms: u64) -> String {
+        values.join("+")
+    }
+
     #[test]
-    fn views_hold_every_live_peer() {
+    fn views_sum_every_live_peer() {
         let store = MemoryStore::default();
         let slots = ["s", "t"].map(String::from);
         let mut all = Published::default();
         all.peer("b", Some(publication(&[("s", "1"), ("t", "x")])));
         all.peer("c", Some(publication(&[("s", "2")])));
-        all.store(&store, &slots);
+        all.store(&store, &slots, 0, joined);
         let s = View::read(&store, "s");
-        assert_eq!(s.peers, ["1", "2"]);
-        assert_eq!(View::read(&store, "t").peers, ["x", ""], "c has none");
+        assert_eq!((s.peers, s.sum.as_str()), (2, "1+2"));
+        assert_eq!(View::read(&store, "t").sum, "x+", "c has none");
         assert_eq!(s.replicas(), 3);
         // Nothing changed: nothing written (a stray value stays).
         all.peer("c", Some(publication(&[("s", "2")])));
         store.set(&peers_slot("s"), b"stray", 0);
-        all.store(&store, &slots);
+        all.store(&store, &slots, 0, joined);
         assert_eq!(store.get(&peers_slot("s")).unwrap().0, b"stray");
         // b's lease ended: b goes.
         all.peer("b", None);
-        all.store(&store, &slots);
-        assert_eq!(View::read(&store, "s").peers, ["2"]);
+        all.store(&store, &slots, 0, joined);
+        assert_eq!(View::read(&store, "s").sum, "2");
         assert_eq!(all.peers(), 1);
         // etcd away: every view empties, as if alone.
         all.clear();
-        all.store(&store, &slots);
+        all.store(&store, &slots, 0, joined);
         assert_eq!(View::read(&store, "s"), View::default());
         assert_eq!(View::read(&store, "s").replicas(), 1);
+    }
+
+    #[test]
+    fn peers_past_the_cap_are_not_counted_until_one_goes() {
+        let store = MemoryStore::default();
+        let slots = ["s".to_string()];
+        let mut all = Published::default();
+        for i in 0..MAX_PEERS + 3000 {
+            all.peer(&format!("{i:05}"), Some(publication(&[("s", "1")])));
+        }
+        all.store(&store, &slots, 0, joined);
+        assert_eq!(all.peers(), MAX_PEERS);
+        assert_eq!(View::read(&store, "s").replicas(), MAX_PEERS + 1);
+        // A counted peer goes: the next one heard from takes its place.
+        all.peer("00000", None);
+        all.peer("99999", Some(publication(&[("s", "1")])));
+        assert_eq!(all.peers(), MAX_PEERS);
+        assert!(all.peers.contains_key("99999"));
     }
 }

@@ -99,6 +99,7 @@ pub(super) fn resolve_shared_state(
             probe_lease_ms: targets.iter().map(|t| t.timeout_ms).max().unwrap_or(0),
             max_queued_writes,
             published_slots: published_slots(targets, client_keys),
+            max_block_ms: max_block_ms(targets),
         },
     }
 }
@@ -145,6 +146,20 @@ fn resolve_tls(c: &mut Checker, s: &SharedStateConfig, https: bool) -> Option<Et
         ca_file: t.ca_file.clone(),
         client,
     })
+}
+
+/// The longest block any request can write: a policy's Retry-After cap or
+/// its latency block (the default cap without a policy).
+fn max_block_ms(targets: &[Target]) -> u64 {
+    targets
+        .iter()
+        .filter_map(|t| t.retry_policy.as_ref())
+        .map(|p| {
+            let latency = p.high_latency.as_ref().map_or(0, |hl| hl.block_ms);
+            p.retry_after.max_ms.max(latency)
+        })
+        .max()
+        .unwrap_or(crate::plan::DEFAULT_MAX_RETRY_AFTER_SECONDS * 1000)
 }
 
 /// The local slots whose counts the replicas add up: the retry budget of
@@ -289,23 +304,36 @@ mod tests {
         assert_eq!(s.tls, Some(EtcdTls::default()));
     }
 
+    /// The holder's plan of a config whose first model has `policy`.
+    fn plan_with(policy: serde_json::Value) -> SharedStatePlan {
+        let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
+            "version": "v0.3.0",
+            "listeners": [{"type": "model", "name": "l", "port": 12000}],
+            "model_providers": [
+                {"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "retry_policy": policy},
+                {"model": "anthropic/claude", "base_url": "http://127.0.0.1:9"},
+            ],
+            "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
+        }))
+        .unwrap();
+        let (r, issues) = crate::resolve::resolve(&config, &|_| None);
+        assert!(issues.is_empty(), "{issues:?}");
+        r.unwrap().shared_state.unwrap().plan
+    }
+
+    #[test]
+    fn a_learned_block_is_capped_at_the_longest_block_a_policy_writes() {
+        let longest = |policy| plan_with(policy).max_block_ms;
+        assert_eq!(longest(serde_json::json!({})), 300_000);
+        assert_eq!(
+            longest(serde_json::json!({"retry_after_handling": {"max_retry_after_seconds": 7}})),
+            7_000
+        );
+    }
+
     #[test]
     fn budgets_and_latency_events_counted_across_replicas_are_published() {
-        let resolved = |policy: serde_json::Value| {
-            let config: crate::config::GatewayConfig = serde_json::from_value(serde_json::json!({
-                "version": "v0.3.0",
-                "listeners": [{"type": "model", "name": "l", "port": 12000}],
-                "model_providers": [
-                    {"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "retry_policy": policy},
-                    {"model": "anthropic/claude", "base_url": "http://127.0.0.1:9"},
-                ],
-                "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
-            }))
-            .unwrap();
-            let (r, issues) = crate::resolve::resolve(&config, &|_| None);
-            assert!(issues.is_empty(), "{issues:?}");
-            r.unwrap().shared_state.unwrap().plan.published_slots
-        };
+        let resolved = |policy| plan_with(policy).published_slots;
         assert_eq!(
             resolved(serde_json::json!({"retry_budget": {"ratio": 0.2}})),
             [

@@ -32,7 +32,8 @@ fn a_failover_is_a_request_span_and_two_attempt_spans() {
     trace.attempt_ended(Outcome::Status(429), 1_020);
     let second = trace.attempt_started(&target("anthropic/claude", Some("eu")), 1_270);
     trace.attempt_ended(Outcome::Status(200), 1_300);
-    trace.answered(br#"{"model":"claude-3","usage":{"prompt_tokens":12,"completion_tokens":5}}"#);
+    let tail = br#"{"model":"claude-3","usage":{"prompt_tokens":12,"completion_tokens":5}}"#;
+    trace.answered(tail, crate::usage::read(tail));
     let spans = trace.finish(1_400);
     let [request, a1, a2] = spans.as_slice() else {
         panic!("{spans:?}")

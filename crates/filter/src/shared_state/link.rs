@@ -134,7 +134,12 @@ impl Link {
         // Peers' counts go stale from here: count alone until etcd is back.
         self.publisher.reset();
         self.published.clear();
-        self.published.store(&RawStore, &self.plan.published_slots);
+        self.published.store(
+            &RawStore,
+            &self.plan.published_slots,
+            now_ms,
+            replicas::summary::sum,
+        );
         Stats::set(self.stats.peers, 0);
         let failures = self.failures;
         self.failures = self.failures.saturating_add(1);
@@ -314,7 +319,7 @@ impl Link {
         for event in watch.events {
             match (event.r#type, event.kv) {
                 (etcd::EVENT_PUT, Some(kv)) => self.learn(&kv.key, &kv.value, now, true),
-                (etcd::EVENT_DELETE, Some(kv)) => self.forget(&kv.key),
+                (etcd::EVENT_DELETE, Some(kv)) => self.forget(&kv.key, now),
                 _ => {}
             }
         }
@@ -328,8 +333,9 @@ impl Link {
         }
     }
 
-    /// A block read from etcd: merged into the local store (the later end
-    /// kept), and its probe raced for while it is on. Or a peer's counts.
+    /// A block read from etcd: the local one follows it (capped as a local
+    /// block is), and its probe is raced for while it is on. Or a peer's
+    /// counts.
     fn learn(&mut self, key: &[u8], value: &[u8], now_ms: u64, watched: bool) {
         let Ok(key) = std::str::from_utf8(key) else {
             return;
@@ -350,12 +356,30 @@ impl Link {
                 now_ms.saturating_sub(block.written_ms),
             );
         }
-        if block.until_ms <= now_ms {
-            return;
-        }
-        if replicas::merge(&RawStore, &slot, block, now_ms) {
+        let until = replicas::capped_until(block, now_ms, self.plan.max_block_ms);
+        if replicas::follow(&RawStore, &slot, Some(until), now_ms) && until > now_ms {
             Stats::add(self.stats.learned, 1);
         }
-        self.claim_probe(&slot, block.until_ms);
+        // Replicas race for the probe of one end, etcd's; a capped block
+        // ends at a different time at each, so each probes its own.
+        if until > now_ms && until == block.until_ms {
+            self.claim_probe(&slot, block.until_ms);
+        }
+    }
+
+    /// A key was deleted under the prefix: a block's ends here too; a
+    /// replica's counts go (with its lease).
+    fn forget(&mut self, key: &[u8], now_ms: u64) {
+        let Ok(key) = std::str::from_utf8(key) else {
+            return;
+        };
+        if let Some(slot) = replicas::slot_of(&self.plan.prefix, key) {
+            replicas::follow(&RawStore, slot, None, now_ms);
+            return;
+        }
+        if let Some(replica) = replicas::counts::replica_of(&self.plan.prefix, key) {
+            let replica = replica.to_string();
+            self.learn_counts(&replica, None);
+        }
     }
 }

@@ -9,6 +9,7 @@ use log::warn;
 use plano_core::blocks::SharedStore;
 use plano_core::limits;
 use plano_core::replicas::counts::{self, Publication, LEASE_TTL_SECONDS};
+use plano_core::replicas::summary;
 use prost::Message;
 
 use super::{Call, Link};
@@ -28,7 +29,8 @@ impl Link {
     /// On the holder's tick while etcd is up: keeps a lease, writes this
     /// replica's counts when due, and the views of its peers' when changed.
     pub(super) fn publish_counts(&mut self, now_ms: u64) {
-        self.published.store(&RawStore, &self.plan.published_slots);
+        self.published
+            .store(&RawStore, &self.plan.published_slots, now_ms, summary::sum);
         self.say_seen(true);
         if self.plan.published_slots.is_empty() {
             return;
@@ -92,18 +94,5 @@ impl Link {
         }
         self.published.peer(replica, publication);
         Stats::set(self.stats.peers, self.published.peers() as u64);
-    }
-
-    /// A key was deleted under the prefix: only counts' keys go (with
-    /// their lease); blocks are overwritten, never deleted.
-    pub(super) fn forget(&mut self, key: &[u8]) {
-        let Some(replica) = std::str::from_utf8(key)
-            .ok()
-            .and_then(|k| counts::replica_of(&self.plan.prefix, k))
-            .map(str::to_string)
-        else {
-            return;
-        };
-        self.learn_counts(&replica, None);
     }
 }
