@@ -102,7 +102,9 @@ def test_a_provider_that_sends_100_continue_and_then_nothing_does_not_hang_a_str
         took = time.time() - start
         assert raw.calls == 1
         assert took < 6, f"the stream took {took:.1f} s"
-        assert resp.status_code in (200, 504), resp.text
+        # At timeout_ms plus a second: too late to redirect, so no failover.
+        assert resp.status_code == 504, resp.text
+        assert ok.calls == 0
     finally:
         raw.stop()
 
@@ -141,9 +143,6 @@ def test_a_base_url_that_is_the_gateway_is_refused_and_a_loop_stopped(gateway, p
     # Where validate cannot see it (another name for this machine), the
     # gateway stops the loop at the first hop.
     hostname = socket.gethostname()
-    addresses = {a[4][0] for a in socket.getaddrinfo(hostname, 12000, socket.AF_INET)}
-    if not any(a.startswith("127.") for a in addresses):
-        addresses = {"127.0.0.1"}
     ok = providers(Reply())
     gateway.up(HEADER.replace("port: 12000", "port: 12000\n            address: 0.0.0.0\n"
                               "            allow_unauthenticated: true") + f"""
@@ -158,7 +157,9 @@ def test_a_base_url_that_is_the_gateway_is_refused_and_a_loop_stopped(gateway, p
     resp = requests.post(CHAT, json={"model": "openai/gpt-4o", "messages": []}, timeout=30)
     after = stats("http.plano.downstream_rq_total").get("http.plano.downstream_rq_total", 0)
     assert resp.status_code == 508, resp.text
-    assert after - before <= 3, f"{after - before} requests for one"
+    # The client's request and its one hop back: the hop is refused.
+    assert after - before == 2, f"{after - before} requests for one"
+    assert ok.calls == 0
 
 
 def test_a_client_key_in_the_query_string_is_not_logged(gateway, providers):

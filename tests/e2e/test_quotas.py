@@ -139,14 +139,14 @@ def test_tokens_per_minute_hold_whole_and_streamed_answers_settled_from_their_us
             remaining.append(int(r.headers["x-ratelimit-remaining-tokens"]))
         statuses.append(r.status_code)
         assert int(r.headers["x-ratelimit-limit-tokens"]) == 1000
-    # 5 x 200 = 1000: the sixth would start past the limit.
-    assert statuses == [200] * 5 + [429] * 5, statuses
-    assert mock.calls == 5
     # Each answer left the minute its own estimate under what the ones before
     # it reported (200 each, streamed or not), not under their estimates.
     estimate = 1000 - remaining[0]
     assert 0 < estimate < 200, remaining
-    assert remaining == [1000 - 200 * i - estimate for i in range(5)], remaining
+    assert remaining == [1000 - 200 * i - estimate for i in range(len(remaining))], remaining
+    # 5 x 200 = 1000: the sixth would start past the limit.
+    assert statuses == [200] * 5 + [429] * 5, statuses
+    assert mock.calls == 5
     refused = post(BATCH_KEY, max_tokens=100)
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
     assert refused.json()["error"]["type"] == "tokens"
@@ -192,14 +192,14 @@ def test_a_burst_of_underestimates_overshoots_by_at_most_their_shortfalls(gatewa
     for t in threads:
         t.join()
     served = [r for r in results if r.status_code == 200]
-    assert len(served) == 8 and mock.calls == 8, [r.status_code for r in results]
     # Each one admitted was held against the minute at its estimate as it
-    # started: the first saw the limit less one estimate, the last less 8.
+    # started: the first saw the limit less one estimate, the next less two.
     remaining = sorted((int(r.headers["x-ratelimit-remaining-tokens"]) for r in served), reverse=True)
     per_request = 1000 - remaining[0]
-    assert remaining == [1000 - k * per_request for k in range(1, 9)], remaining
     taken = 200 * len(served)
-    assert taken <= 1000 + len(served) * (200 - per_request), (taken, per_request)
+    assert taken <= 1000 + len(served) * (200 - per_request), (taken, per_request, remaining)
+    assert remaining == [1000 - k * per_request for k in range(1, len(served) + 1)], remaining
+    assert len(served) == 8 and mock.calls == 8, [r.status_code for r in results]
     # Settled, the minute holds what was taken: nothing more fits.
     after = post(BATCH_KEY, max_tokens=100)
     assert after.status_code == 429 and after.headers["x-ratelimit-remaining-tokens"] == "0"
