@@ -160,6 +160,47 @@ def test_tokens_per_minute_hold_whole_and_streamed_answers_settled_from_their_us
     assert got["wasmcustom.plano.client.batch.day_tokens"] == 1000, got
 
 
+def test_a_request_answered_with_retry_exhausted_is_settled_at_no_tokens(gateway, providers):
+    mock = providers(Reply(status=503, body={"error": {"message": "down"}}))
+    gateway.up(config(mock.port, batch_extra="                limits: { tokens_per_minute: 1000 }",
+                      policy="""            retry_policy:
+              fallback_models: [anthropic/claude-3-5-sonnet]
+""",
+                      more=f"""          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{mock.port}
+            access_key: key-secondary-0002
+"""))
+    exhausted = [post(BATCH_KEY, max_tokens=100) for _ in range(3)]
+    for r in exhausted:
+        assert r.status_code == 503 and r.json()["error"]["type"] == "retry_exhausted", r.text
+    assert mock.calls == 6
+    # No provider answered: the minute holds none of the three estimates.
+    status = planoai("status").stdout
+    assert "batch: 3 requests, 0/1000 tokens this minute; 0 tokens today" in status, status
+    # Each was charged its estimate as it started, as every request is, and
+    # its answer (the gateway's own) says so.
+    for r in exhausted:
+        assert 0 < 1000 - int(r.headers["x-ratelimit-remaining-tokens"]) < 200, dict(r.headers)
+
+
+def test_a_limited_keys_answer_states_its_own_limits_not_the_providers(gateway, providers):
+    quota = {"x-ratelimit-limit-requests": "5000", "x-ratelimit-remaining-requests": "4999",
+             "x-ratelimit-reset-requests": "12ms", "x-ratelimit-limit-tokens": "800000",
+             "x-ratelimit-remaining-tokens": "799000", "x-ratelimit-reset-tokens": "6ms"}
+    mock = providers(used(10, 5, headers=quota))
+    gateway.up(config(mock.port, batch_extra="                limits: { requests_per_minute: 10 }"))
+    limited = post(BATCH_KEY)
+    assert limited.status_code == 200
+    assert (limited.headers["x-ratelimit-limit-requests"], limited.headers["x-ratelimit-remaining-requests"]) \
+        == ("10", "9"), limited.headers
+    assert reset_ms(limited.headers["x-ratelimit-reset-requests"]) > 50_000, limited.headers
+    # No token limit: no token headers, and none of the provider's.
+    assert not [h for h in limited.headers if h.lower().endswith("-tokens")], limited.headers
+    # A key without limits gets the provider's as they came.
+    free = post(APP_KEY)
+    assert {h: free.headers[h] for h in quota} == quota
+
+
 def test_a_burst_cannot_overshoot_the_tokens_a_minute(gateway, providers):
     # Estimates (~20 in, 300 out) above the 200 each answer takes: ten at
     # once get three through (960 estimated), none over the limit.
@@ -196,6 +237,8 @@ def test_a_burst_of_underestimates_overshoots_by_at_most_their_shortfalls(gatewa
     # started: the first saw the limit less one estimate, the next less two.
     remaining = sorted((int(r.headers["x-ratelimit-remaining-tokens"]) for r in served), reverse=True)
     per_request = 1000 - remaining[0]
+    # The estimate: the 100 tokens asked for and the prompt's few.
+    assert 100 < per_request < 200, remaining
     taken = 200 * len(served)
     assert taken <= 1000 + len(served) * (200 - per_request), (taken, per_request, remaining)
     assert remaining == [1000 - k * per_request for k in range(1, len(served) + 1)], remaining

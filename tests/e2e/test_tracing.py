@@ -165,15 +165,22 @@ def test_a_request_without_a_parent_starts_a_trace_and_sampling_zero_sends_none(
     [request, attempt] = wait_for_trace(collector, trace_id, 2)
     assert not request.parent_span_id and attempt.span_id.hex() == span_id
     assert attrs(attempt)["plano.outcome"] == "200"
+    # A parent that is not sampled is followed (sampling 1.0 or not): no
+    # span, and the provider gets the client's traceparent as it was sent.
+    unsampled = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"
+    assert requests.post(CHAT, json=body, headers={"traceparent": unsampled}, timeout=30).status_code == 200
+    assert primary.requests[-1]["headers"]["traceparent"] == unsampled
+    time.sleep(0.5)
+    assert collector.trace(CLIENT_TRACE) == []
 
     gateway.up(traced(primary, secondary, collector, sampling="0"))
-    before = len(collector.spans)
+    before, sent = len(collector.spans), primary.calls
     for _ in range(5):
         assert requests.post(CHAT, json=body, timeout=30).status_code == 200
     time.sleep(0.5)
     assert len(collector.spans) == before
     # Not traced: the provider sees no trace of the gateway's.
-    assert all("traceparent" not in r["headers"] for r in primary.requests[1:])
+    assert all("traceparent" not in r["headers"] for r in primary.requests[sent:])
 
 
 def test_a_bad_tracing_section_names_its_field(tmp_path):
