@@ -371,7 +371,7 @@ pub fn settle(
 mod headers;
 pub mod replicas;
 
-pub use headers::{duration, headers};
+pub use headers::{duration, headers, NAMES as HEADER_NAMES};
 pub use replicas::Others;
 
 #[cfg(test)]

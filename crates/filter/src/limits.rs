@@ -164,8 +164,12 @@ impl Worker {
 }
 
 /// An answer's limit headers: a request's own are its standing when it was
-/// charged, as OpenAI's are (and read nothing again).
+/// charged, as OpenAI's are (and read nothing again). A provider's own
+/// (its account's quota) go, those the key has no limit for included.
 pub fn state(standings: &Standings) {
+    for header in limits::HEADER_NAMES.iter().flatten() {
+        set_response_header(header, None);
+    }
     for (header, value) in limits::headers(standings) {
         set_response_header(header, Some(&value));
     }
