@@ -1,8 +1,10 @@
 """One client key's limit across gateways (issue 30 with issue 28's etcd):
 two real Envoys rendered by the real `planoai`, one real etcd on loopback, a
 mock provider that counts the calls. With etcd up, one key's minute is one
-minute across both, within the stated error; with etcd killed, each holds
-its share."""
+minute across both, within the stated error, and tokens settled at one are
+spent at the other (status and gauges show both's spending); with etcd
+killed, each holds its share; back, the whole limit is shared again; a
+replica killed takes its counts with it within its lease's 10 s."""
 
 import os
 import shutil
