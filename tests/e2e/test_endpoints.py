@@ -43,6 +43,8 @@ class ApiMock:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith("/cancel"):
+                    return self.stored(lambda rid: dict(response_body(rid.removesuffix("/cancel")), status="cancelled"))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with mock.lock:
                     mock.requests.append({"path": self.path, "headers": headers, "body": body, "method": "POST",
@@ -92,7 +94,8 @@ class ApiMock:
                 self.wfile.write(out)
 
             def do_GET(self):
-                self.stored(response_body)
+                self.stored(lambda rid: {"object": "list", "data": [], "first_id": None, "last_id": None,
+                                         "has_more": False} if rid.endswith("/input_items") else response_body(rid))
 
             def do_DELETE(self):
                 self.stored(lambda rid: {"id": rid, "object": "response.deleted", "deleted": True})
@@ -258,8 +261,13 @@ def test_a_follow_up_goes_only_to_the_deployment_that_made_its_response(gateway,
     assert sum(m.calls for m in others) == 0
     # The stored response's own endpoints go there too.
     assert c.responses.retrieve(first.id).id == first.id
-    assert c.responses.delete(first.id) is None
-    assert [r["method"] for r in maker.requests[-2:]] == ["GET", "DELETE"]
+    assert c.responses.input_items.list(first.id).data == []
+    assert c.responses.cancel(first.id).status == "cancelled"
+    c.responses.delete(first.id)  # the SDK returns None whatever the answer: the maker's record says
+    stored = f"/v1/responses/{first.id}"
+    assert [(r["method"], r["path"]) for r in maker.requests[-4:]] \
+        == [("GET", stored), ("GET", f"{stored}/input_items"), ("POST", f"{stored}/cancel"), ("DELETE", stored)]
+    assert maker.problems == []
     with pytest.raises(openai.NotFoundError) as caught:
         c.responses.retrieve("resp_never_seen")
     assert caught.value.body["type"] == "response_not_found"
@@ -282,6 +290,38 @@ def test_a_follow_up_goes_only_to_the_deployment_that_made_its_response(gateway,
         c.responses.create(model="openai/gpt-4o", input="more", previous_response_id="resp_streamed")
     assert sum(m.calls for m in others) == 0
     assert maker.problems == []
+
+
+def test_a_conversation_stays_on_its_model_and_a_follow_up_to_a_gone_deployment_is_a_400(gateway, mocks):
+    own = mocks("/v1/responses", "key-primary-0001", [LIMITED])
+    other = mocks("/v1/responses", "key-fallback-0002", [Reply(body=response_body("resp_other"))])
+    gateway.up(two_models(own, other, policy="default_strategy: different_provider"))
+    c = client()
+    # A stored conversation is some account's state the gateway cannot
+    # know: the request stays on its own model's deployments.
+    with pytest.raises(openai.RateLimitError) as caught:
+        c.responses.create(model="openai/gpt-4o", input="and?", extra_body={"conversation": "conv_1"})
+    error = caught.value.body
+    assert error["type"] == "retry_exhausted", error
+    assert [a["model"] for a in error["attempts"] if "skipped" in a] == ["openai/gpt-4o-mini"], error
+    assert (own.calls, other.calls) == (1, 0)
+    # Without one it fails over (the primary is blocked now: straight there).
+    made = c.responses.create(model="openai/gpt-4o", input="hi")
+    assert made.id == "resp_other" and other.calls == 1
+    # The deployment that made it leaves the config (the same account under
+    # another model's name: its keys unchanged, the gateway is not restarted
+    # and remembers the id): nowhere holds its state.
+    out = gateway.up(two_models(own, other, policy="default_strategy: different_provider")
+                     .replace("openai/gpt-4o-mini", "openai/gpt-4.1-mini"))
+    assert "applied to the running gateway" in out.stdout, out.stdout
+    # On a new connection: on the one opened before the reload, this
+    # request once got a 502 "openai/gpt-4o-mini could not be reached" (the
+    # old listener's config, its cluster gone), left to the reload's issue.
+    c = client()
+    with pytest.raises(openai.BadRequestError) as caught:
+        c.responses.create(model="openai/gpt-4o", input="and?", previous_response_id=made.id)
+    assert caught.value.body["type"] == "previous_response_not_served", caught.value.body
+    assert (own.calls, other.calls) == (1, 1)
 
 
 def test_embeddings_rotate_within_the_pool_and_never_reach_another_model(gateway, mocks):

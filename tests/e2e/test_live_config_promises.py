@@ -1,7 +1,8 @@
 """Changing a running gateway, the README's promises beyond
 test_live_config.py: a config Envoy rejects, the changes that need a new
 Envoy with requests in flight, `down`'s drain limit and a streamed retry in
-flight, and latency windows kept across a re-apply."""
+flight, latency windows kept across a re-apply, and a changed `shared_state`
+restarting Envoy."""
 
 import os
 import threading
@@ -197,3 +198,32 @@ def test_a_new_filter_or_provider_key_restarts_and_lets_requests_in_flight_finis
         assert slow.status == 200, (reason, slow.status)
     assert chat("openai/gpt-4o").status_code == 200
     assert primary.requests[-1]["headers"]["authorization"] == "Bearer sk-rotated-0001"
+
+
+def test_a_changed_shared_state_restarts_envoy(gateway, providers, plano_home):
+    ok = providers(Reply())
+    config = f"""
+        version: v0.3.0
+        listeners: [{{type: model, name: l, port: 12000}}]
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{ok.port}
+            default: true
+    """
+    # No etcd answers there: the gateway serves as without it (fail open).
+    shared = """
+        shared_state:
+          etcd_endpoints: [http://127.0.0.1:9]
+          key_prefix: {}
+    """
+    gateway.up(config)
+    for added in (shared.format("/one/"), shared.format("/two/")):
+        old = state_pid(plano_home)
+        result = gateway.up(config + added)
+        assert "restarting the gateway (shared_state)" in result.stdout, result.stdout
+        assert state_pid(plano_home) != old and not running(old)
+        assert chat("openai/gpt-4o").status_code == 200
+    # The same section again is no change.
+    old = state_pid(plano_home)
+    assert "restarting" not in gateway.up(config + shared.format("/two/")).stdout
+    assert state_pid(plano_home) == old

@@ -279,6 +279,43 @@ def test_a_chat_request_hot_for_openai_fails_over_to_claude(gateway, gpt):
         fallback.stop()
 
 
+TOOLS_CHAT = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+TOOLS_CLAUDE = [{"name": "weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+def test_a_chat_request_to_a_native_target_is_translated_field_by_field(gateway, gpt):
+    primary = native(Reply(body=message("no", stop="refusal")), Reply(body=message()))
+    fallback = Provider()
+    try:
+        gateway.up(config(primary, fallback))
+        # A `developer` message is the system prompt; `tool_choice: none`
+        # stays none; sampling hints, `n: 1` and a text `response_format`
+        # are dropped, not refused.
+        first = gpt.chat.completions.create(
+            model="anthropic/claude-x", max_tokens=50, tools=TOOLS_CHAT, tool_choice="none",
+            messages=[{"role": "developer", "content": "dev rule"}, {"role": "user", "content": "hi"}],
+            seed=7, frequency_penalty=0.5, presence_penalty=0.5, n=1, response_format={"type": "text"})
+        sent = json.loads(primary.requests[0]["body"])
+        assert sent["system"] == "dev rule", sent
+        assert sent["tool_choice"] == {"type": "none"}, sent
+        assert not {"seed", "frequency_penalty", "presence_penalty", "n", "response_format"} & set(sent), sent
+        # Anthropic's `refusal` is chat's `content_filter`; the Message's id
+        # stays, and `created` is the gateway's clock (a Message has none).
+        assert first.choices[0].finish_reason == "content_filter"
+        assert first.id == "msg_1"
+        assert abs(first.created - time.time()) < 30, first.created
+        named = gpt.chat.completions.create(
+            model="anthropic/claude-x", max_tokens=50, tools=TOOLS_CHAT,
+            tool_choice={"type": "function", "function": {"name": "weather"}},
+            messages=[{"role": "user", "content": "hi"}])
+        assert named.choices[0].finish_reason == "stop"
+        assert json.loads(primary.requests[1]["body"])["tool_choice"] == {"type": "tool", "name": "weather"}
+        assert fallback.calls == 0
+    finally:
+        primary.stop()
+        fallback.stop()
+
+
 MALFORMED = [
     ({"messages": "hi"}, "`messages`"),
     ({"system": 5}, "`system`"),
@@ -309,3 +346,94 @@ def test_a_malformed_messages_body_is_a_400_naming_the_field(gateway, claude):
         assert target.calls == 0
     finally:
         target.stop()
+
+
+def test_a_messages_request_to_a_chat_target_is_translated_field_by_field(gateway, claude):
+    chat = Provider(Reply(body=chat_answer("no", finish="content_filter")), Reply(body=chat_answer()))
+    claude_x = native(Reply(body=message()))
+    try:
+        gateway.up(config(chat, claude_x, primary_model="openai/gpt-x", fallback_model="anthropic/claude-x",
+                          primary_format="", fallback_format="format: anthropic"))
+        turns = [{"role": "user", "content": "weather in Atlantis?"},
+                 {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "weather",
+                                                    "input": {"city": "Atlantis"}}]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                               "content": "no such city", "is_error": True}]}]
+        # A failed tool's result is marked in its text; `top_k` is dropped.
+        first = claude.messages.create(model="openai/gpt-x", max_tokens=64, extra_body={"top_k": 5}, tools=TOOLS_CLAUDE,
+                                       tool_choice={"type": "none"}, messages=turns)
+        sent = json.loads(chat.requests[0]["body"])
+        assert sent["messages"][2] == {"role": "tool", "tool_call_id": "toolu_1",
+                                       "content": "[tool error] no such city"}, sent
+        assert "top_k" not in sent and sent["tool_choice"] == "none", sent
+        # Chat's `content_filter` is Anthropic's `refusal`; the chat answer's id stays.
+        assert first.stop_reason == "refusal"
+        assert first.id == "chatcmpl-1"
+        claude.messages.create(model="openai/gpt-x", max_tokens=64, tools=TOOLS_CLAUDE,
+                               tool_choice={"type": "tool", "name": "weather"},
+                               messages=[{"role": "user", "content": "weather in Oslo?"}])
+        assert json.loads(chat.requests[1]["body"])["tool_choice"] \
+            == {"type": "function", "function": {"name": "weather"}}
+        # A native target gets the client's `anthropic-beta` as it came.
+        beta = "prompt-caching-2024-07-31,token-efficient-tools-2025-02-19"
+        claude.messages.create(model="anthropic/claude-x", max_tokens=8, extra_headers={"anthropic-beta": beta},
+                               messages=[{"role": "user", "content": "hi"}])
+        assert claude_x.requests[0]["headers"].get("anthropic-beta") == beta, claude_x.requests[0]["headers"]
+        assert chat.calls == 2 and claude_x.calls == 1
+    finally:
+        chat.stop()
+        claude_x.stop()
+
+
+def test_a_request_that_cannot_be_translated_skips_the_target_of_the_other_format(gateway, claude):
+    chat = Provider()
+    claude_x = native(Reply(status=503, body={"type": "error", "error": {"type": "api_error", "message": "down"}}))
+    try:
+        gateway.up(config(chat, claude_x, primary_model="openai/gpt-x", fallback_model="anthropic/claude-x",
+                          primary_format="", fallback_format="format: anthropic"))
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            claude.messages.create(model="openai/gpt-x", max_tokens=2048,
+                                   thinking={"type": "enabled", "budget_tokens": 1024},
+                                   messages=[{"role": "user", "content": "think"}])
+        error = caught.value.body["error"]
+        assert error["type"] == "retry_exhausted", error
+        [skipped] = [a for a in error["attempts"] if "skipped" in a]
+        [tried] = [a for a in error["attempts"] if "status" in a]
+        assert skipped["model"] == "openai/gpt-x", error
+        assert "cannot be translated" in skipped["skipped"] and "`thinking`" in skipped["skipped"], error
+        assert (tried["model"], tried["status"]) == ("anthropic/claude-x", 503), error
+        assert chat.calls == 0 and claude_x.calls == 1
+        assert json.loads(claude_x.requests[0]["body"])["thinking"]["budget_tokens"] == 1024
+    finally:
+        chat.stop()
+        claude_x.stop()
+
+
+def test_the_gateways_401_and_413_on_messages_are_anthropic_errors(gateway):
+    ok = native(Reply(body=message()))
+    try:
+        gateway.up(HEADER.replace("port: 12000", "port: 12000\n            max_request_body_bytes: 4096\n"
+                                  "            client_keys: [{ name: a, key: ck-claude-0123456789 }]") + f"""
+          - model: anthropic/claude-x
+            base_url: http://127.0.0.1:{ok.port}
+            access_key: {NATIVE_KEY}
+            format: anthropic
+            default: true
+    """)
+        ask = dict(model="anthropic/claude-x", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        wrong = anthropic.Anthropic(base_url=GATEWAY, api_key="not-the-key", max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError) as caught:
+            wrong.messages.create(**ask)
+        assert caught.value.body["type"] == "error"
+        assert caught.value.body["error"]["type"] == "authentication_error", caught.value.body
+        right = anthropic.Anthropic(base_url=GATEWAY, api_key="ck-claude-0123456789", max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            right.messages.create(model="anthropic/claude-x", max_tokens=8,
+                                  messages=[{"role": "user", "content": "x" * 8192}])
+        assert caught.value.status_code == 413
+        assert caught.value.body["type"] == "error", caught.value.body
+        assert caught.value.body["error"]["type"] == "request_too_large", caught.value.body
+        assert right.messages.create(**ask).content[0].text == "hello from claude"
+        assert ok.calls == 1
+    finally:
+        ok.stop()

@@ -1,7 +1,8 @@
 """Observability: a real Prometheus (Debian's `prometheus`, started here on
 loopback) scrapes the gateway's admin under mixed traffic (successes, 429s,
-failovers, streams); every PromQL expression of the shipped Grafana dashboard
-returns data, and the token counts are what the mocks reported."""
+failovers, streams, a budget refusal); every PromQL expression of the shipped
+Grafana dashboard shows a value above zero, and the token counts are what the
+mocks reported."""
 
 import json
 import os
@@ -41,7 +42,7 @@ def streamed(prompt, completion):
     return Reply(stream=[f"data: {json.dumps(chunk)}\n\n", f"data: {json.dumps(last)}\n\n", "data: [DONE]\n\n"], gap=0.01)
 
 
-def config(east, west, mini, mistral, fallback):
+def config(east, west, mini, mistral, fallback, o1):
     return HEADER.replace("        model_providers:", f"""            client_keys:
               - {{ name: ci, key: {CI_KEY} }}
               - {{ name: app, key: {APP_KEY} }}
@@ -64,6 +65,12 @@ def config(east, west, mini, mistral, fallback):
           - model: anthropic/claude-3-5-sonnet
             base_url: http://127.0.0.1:{fallback.port}
             access_key: key-fallback-05
+          - model: openai/o1
+            base_url: http://127.0.0.1:{o1.port}
+            access_key: key-o1-0000006
+            retry_policy:
+              fallback_models: [anthropic/claude-3-5-sonnet]
+              retry_budget: {{ ratio: 0, min_retries_per_second: 0 }}
     """
 
 
@@ -117,30 +124,53 @@ def send(model, key, n, **extra):
 
 def test_prometheus_scrapes_every_dashboard_query(gateway, providers, prometheus):
     east = providers(answer(11, 7))
-    west = providers(Reply(status=429, headers={"Retry-After": "30"}, body={"error": {"message": "limited"}}))
+    west = providers(*(Reply(status=429, headers={"Retry-After": after}, body={"error": {"message": "limited"}})
+                       for after in ("1", "30")))
     mini = providers(streamed(13, 4))
     mistral = providers(Reply(status=503, body={"error": {"message": "down"}}))
     fallback = providers(answer(5, 3))
-    gateway.up(config(east, west, mini, mistral, fallback))
+    o1 = providers(Reply(status=503, body={"error": {"message": "down"}}))
+    gateway.up(config(east, west, mini, mistral, fallback, o1))
+    # Prometheus has scraped the start-up's zeros before any event: each
+    # rate below then rises from a sample taken before it.
+    assert eventually(lambda: query("plano_model_requests"), 20)
 
-    # Until west is chosen once its 429 rotates to east and blocks it for 30 s.
+    # Until west is chosen once: its 429 rotates to east and blocks it for
+    # 1 s. A series is born at its first event, which no rate shows, so west's
+    # 429s are counted in a scrape and then once more: when its block ends,
+    # the probe's 429 blocks it for 30 s.
     answered = send("openai/gpt-4o", CI_KEY, 1)
     while not west.calls and len(answered) < 40:
         answered += send("openai/gpt-4o", CI_KEY, 1)
     assert west.calls == 1
+    assert eventually(lambda: query('plano_model_attempts{outcome="429"}'), 10)
+    time.sleep(1)
+    while west.calls < 2 and len(answered) < 80:
+        answered += send("openai/gpt-4o", CI_KEY, 1)
+    assert west.calls == 2
     answered += send("openai/gpt-4o", CI_KEY, 5)
     streams = send("openai/gpt-4o-mini", APP_KEY, 6, stream=True, stream_options={"include_usage": True})
     failed_over = send("mistral/mistral-large", APP_KEY, 4)
     assert {r.headers["x-plano-model"] for r in failed_over} == {"anthropic/claude-3-5-sonnet"}
     # A model nobody configured goes to the default one, and never becomes a label.
     answered += send("evil/injected", CI_KEY, 1)
+    # A model whose retry budget is 0 refuses its failover: the budget panel's event.
+    for _ in range(2):
+        refused = requests.post(CHAT, json={"model": "openai/o1", "messages": [{"role": "user", "content": "hi"}]},
+                                headers={"Authorization": f"Bearer {APP_KEY}"}, timeout=30)
+        assert refused.status_code == 503 and refused.json()["error"]["retry_budget"] == "exceeded", refused.text
+    assert fallback.calls == len(failed_over)
     assert "evil" not in requests.get(f"{ADMIN}/stats/prometheus", timeout=5).text
 
     # Envoy flushes histograms to its admin every 5 s; a rate needs two scrapes after.
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert len(exprs) >= 10
-    assert eventually(lambda: all(query(e) for e in exprs), 30), [e for e in exprs if not query(e)]
+    # The traffic above made each panel's event: each shows it, above zero.
+    def shown(expr):
+        return any(float(r["value"][1]) > 0 for r in query(expr))
+    assert eventually(lambda: all(shown(e) for e in exprs), 30), \
+        [e for e in exprs if not shown(e)]
 
     # Tokens by client key: what the mocks reported, per answer.
     want_input = {"ci": 11 * len(answered), "app": 13 * len(streams) + 5 * len(failed_over)}
@@ -154,18 +184,20 @@ def test_prometheus_scrapes_every_dashboard_query(gateway, providers, prometheus
                         "anthropic/claude-3-5-sonnet": 5 * len(failed_over)}
 
     # 429s by provider, failovers, the block and what it lasts.
-    assert values('sum by (provider) (plano_model_attempts{outcome="429"})', "provider") == {"openai": 1}
+    assert values('sum by (provider) (plano_model_attempts{outcome="429"})', "provider") == {"openai": 2}
     assert values('sum by (deployment) (plano_model_attempts{outcome="200",model="openai/gpt-4o"})', "deployment") \
         == {"east": len(answered)}
     failovers = values("sum by (model, deployment) (plano_model_failovers) > 0", "model")
-    assert failovers == {"openai/gpt-4o": 1, "mistral/mistral-large": len(failed_over)}
+    assert failovers == {"openai/gpt-4o": 2, "mistral/mistral-large": len(failed_over)}
     blocks = values("plano_block_until_ms / 1000 - time() > 0", "blocked")
     assert list(blocks) == ["openai/gpt-4o[west]"] and 20 < blocks["openai/gpt-4o[west]"] <= 30, blocks
     block_seconds = values("plano_block_ms > 0", "blocked")
-    assert 29_000 <= block_seconds["openai/gpt-4o[west]"] <= 30_000
+    # West's two blocks, 1 s and 30 s (the same second's tolerance below as for one).
+    assert 29_000 <= block_seconds["openai/gpt-4o[west]"] <= 31_000, block_seconds
     requests_by_model = values("plano_model_requests > 0", "model")
     assert requests_by_model == {"openai/gpt-4o": len(answered), "openai/gpt-4o-mini": len(streams),
-                                 "mistral/mistral-large": len(failed_over)}
+                                 "mistral/mistral-large": len(failed_over), "openai/o1": 2}
+    assert values("plano_model_retries_over_budget > 0", "model") == {"openai/o1": 2}
     # One time to first byte per answered attempt, one added time per answer
     # (histograms reach the admin at Envoy's 5 s stats flush).
     ttfb = 'sum by (model) (plano_model_ttfb_ms_count{model="mistral/mistral-large"})'

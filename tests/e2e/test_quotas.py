@@ -131,18 +131,22 @@ def test_tokens_per_minute_hold_whole_and_streamed_answers_settled_from_their_us
     # the settled usage, not the estimate, is what fills the minute.
     mock = providers(*[stream_used(50, 150), used(50, 150)] * 10)
     gateway.up(config(mock.port, batch_extra="                limits: { tokens_per_minute: 1000 }"))
-    statuses = []
+    statuses, remaining = [], []
     for i in range(10):
         r = post(BATCH_KEY, max_tokens=100, stream=i % 2 == 0)
         if r.status_code == 200:
             r.content  # the whole stream, its usage event included
+            remaining.append(int(r.headers["x-ratelimit-remaining-tokens"]))
         statuses.append(r.status_code)
         assert int(r.headers["x-ratelimit-limit-tokens"]) == 1000
+    # Each answer left the minute its own estimate under what the ones before
+    # it reported (200 each, streamed or not), not under their estimates.
+    estimate = 1000 - remaining[0]
+    assert 0 < estimate < 200, remaining
+    assert remaining == [1000 - 200 * i - estimate for i in range(len(remaining))], remaining
     # 5 x 200 = 1000: the sixth would start past the limit.
     assert statuses == [200] * 5 + [429] * 5, statuses
     assert mock.calls == 5
-    served = sum(150 + 50 for _ in range(mock.calls))
-    assert served <= 1000
     refused = post(BATCH_KEY, max_tokens=100)
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
     assert refused.json()["error"]["type"] == "tokens"
@@ -154,6 +158,47 @@ def test_tokens_per_minute_hold_whole_and_streamed_answers_settled_from_their_us
     got = stats()
     assert got["wasmcustom.plano.client.batch.minute_tokens"] == 1000, got
     assert got["wasmcustom.plano.client.batch.day_tokens"] == 1000, got
+
+
+def test_a_request_answered_with_retry_exhausted_is_settled_at_no_tokens(gateway, providers):
+    mock = providers(Reply(status=503, body={"error": {"message": "down"}}))
+    gateway.up(config(mock.port, batch_extra="                limits: { tokens_per_minute: 1000 }",
+                      policy="""            retry_policy:
+              fallback_models: [anthropic/claude-3-5-sonnet]
+""",
+                      more=f"""          - model: anthropic/claude-3-5-sonnet
+            base_url: http://127.0.0.1:{mock.port}
+            access_key: key-secondary-0002
+"""))
+    exhausted = [post(BATCH_KEY, max_tokens=100) for _ in range(3)]
+    for r in exhausted:
+        assert r.status_code == 503 and r.json()["error"]["type"] == "retry_exhausted", r.text
+    assert mock.calls == 6
+    # No provider answered: the minute holds none of the three estimates.
+    status = planoai("status").stdout
+    assert "batch: 3 requests, 0/1000 tokens this minute; 0 tokens today" in status, status
+    # Each was charged its estimate as it started, as every request is, and
+    # its answer (the gateway's own) says so.
+    for r in exhausted:
+        assert 0 < 1000 - int(r.headers["x-ratelimit-remaining-tokens"]) < 200, dict(r.headers)
+
+
+def test_a_limited_keys_answer_states_its_own_limits_not_the_providers(gateway, providers):
+    quota = {"x-ratelimit-limit-requests": "5000", "x-ratelimit-remaining-requests": "4999",
+             "x-ratelimit-reset-requests": "12ms", "x-ratelimit-limit-tokens": "800000",
+             "x-ratelimit-remaining-tokens": "799000", "x-ratelimit-reset-tokens": "6ms"}
+    mock = providers(used(10, 5, headers=quota))
+    gateway.up(config(mock.port, batch_extra="                limits: { requests_per_minute: 10 }"))
+    limited = post(BATCH_KEY)
+    assert limited.status_code == 200
+    assert (limited.headers["x-ratelimit-limit-requests"], limited.headers["x-ratelimit-remaining-requests"]) \
+        == ("10", "9"), limited.headers
+    assert reset_ms(limited.headers["x-ratelimit-reset-requests"]) > 50_000, limited.headers
+    # No token limit: no token headers, and none of the provider's.
+    assert not [h for h in limited.headers if h.lower().endswith("-tokens")], limited.headers
+    # A key without limits gets the provider's as they came.
+    free = post(APP_KEY)
+    assert {h: free.headers[h] for h in quota} == quota
 
 
 def test_a_burst_cannot_overshoot_the_tokens_a_minute(gateway, providers):
@@ -188,10 +233,15 @@ def test_a_burst_of_underestimates_overshoots_by_at_most_their_shortfalls(gatewa
     for t in threads:
         t.join()
     served = [r for r in results if r.status_code == 200]
-    estimate = 1000 - int(min(r.headers["x-ratelimit-remaining-tokens"] for r in served))
-    per_request = estimate // len(served)
+    # Each one admitted was held against the minute at its estimate as it
+    # started: the first saw the limit less one estimate, the next less two.
+    remaining = sorted((int(r.headers["x-ratelimit-remaining-tokens"]) for r in served), reverse=True)
+    per_request = 1000 - remaining[0]
+    # The estimate: the 100 tokens asked for and the prompt's few.
+    assert 100 < per_request < 200, remaining
     taken = 200 * len(served)
-    assert taken <= 1000 + len(served) * (200 - per_request), (taken, per_request)
+    assert taken <= 1000 + len(served) * (200 - per_request), (taken, per_request, remaining)
+    assert remaining == [1000 - k * per_request for k in range(1, len(served) + 1)], remaining
     assert len(served) == 8 and mock.calls == 8, [r.status_code for r in results]
     # Settled, the minute holds what was taken: nothing more fits.
     after = post(BATCH_KEY, max_tokens=100)

@@ -162,6 +162,46 @@ def test_a_responses_stream_broken_after_two_chunks_ends_with_an_error_event(gat
     assert fallback.calls == 0
 
 
+def test_the_hold_ends_at_64_kib_or_10_s_and_an_error_after_it_is_the_clients(gateway, providers):
+    # Nothing but neutral bytes (a role chunk, then comments or silence), and
+    # the error comes after the hold's bound: the held bytes went to the
+    # client, so the error is the client's, not a failover. (Before the
+    # bound the same error fails over: the first test above.)
+    error = 'data: {"error": {"type": "server_error", "message": "primary-broke"}}\n\n'
+    padding = [": " + "x" * 8190 + "\n\n"] * 9  # 72 KiB of SSE comments
+    primary = providers(Reply(stream=[chat_chunk("", role=True)] + padding + [error], gap=0.05),
+                        Reply(stream=[chat_chunk("", role=True), error], lead=10.5, gap=0.3))
+    fallback = providers(Reply(stream=chat_stream(FALLBACK_TEXT), gap=0.01))
+    gateway.up(config(primary, fallback))
+    body = {"model": "openai/gpt-4o", "messages": [], "stream": True}
+    for bound in ("64 KiB", "10 s"):
+        start = time.time()
+        resp = requests.post(GATEWAY + "/v1/chat/completions", json=body, timeout=30)
+        assert resp.status_code == 200, (bound, resp.text[:300])
+        data = [line for line in resp.text.splitlines() if line.startswith("data:")]
+        assert "primary-broke" in data[-1] and FALLBACK_TEXT not in resp.text, (bound, data)
+        assert fallback.calls == 0, bound
+    assert time.time() - start > 10.5
+    assert len(resp.text) < 1000 and len(primary.requests) == 2
+
+
+def test_a_responses_stream_ending_incomplete_is_whole(gateway, providers):
+    incomplete = named("response.incomplete", response={"id": "resp_fb", "object": "response", "status": "incomplete",
+                                                        "incomplete_details": {"reason": "max_output_tokens"},
+                                                        "output": []}, sequence_number=3)
+    primary = providers(Reply(stream=responses_stream("one", "two")[:-1] + [incomplete], gap=0.01))
+    fallback = providers(Reply(stream=responses_stream(FALLBACK_TEXT), gap=0.01))
+    gateway.up(config(primary, fallback))
+    before = broken_count()
+    resp = requests.post(GATEWAY + "/v1/responses", json={"model": "openai/gpt-4o", "input": "hi", "stream": True},
+                         timeout=30)
+    events = [line for line in resp.text.splitlines() if line.startswith("event:")]
+    assert events == ["event: response.created", "event: response.output_text.delta",
+                      "event: response.output_text.delta", "event: response.incomplete"], resp.text
+    assert fallback.calls == 0
+    assert broken_count() == before
+
+
 def test_a_whole_stream_passes_unchanged(gateway, providers):
     primary = providers(Reply(stream=chat_stream("one", "two"), gap=0.01))
     fallback = providers(Reply(stream=chat_stream(FALLBACK_TEXT), gap=0.01))

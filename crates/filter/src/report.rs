@@ -85,6 +85,13 @@ impl Worker {
         if let Some(secs) = &retry_after {
             headers.push(("retry-after", secs.as_str()));
         }
+        // The gateway's own answer to a limited key states its limits too.
+        let limits = ex
+            .standing
+            .as_ref()
+            .map(plano_core::limits::headers)
+            .unwrap_or_default();
+        headers.extend(limits.iter().map(|(k, v)| (*k, v.as_str())));
         info!(
             "request {:?}: retries exhausted after {} attempts",
             ex.request_id,

@@ -2,27 +2,26 @@
 
 use super::Standings;
 
+/// Every header a standing may state, requests' then tokens': an answer to a
+/// limited key carries none of a provider's under these names.
+pub const NAMES: [[&str; 3]; 2] = [
+    [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    ],
+    [
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ],
+];
+
 /// The answer's headers for these standings, in OpenAI's format.
 pub fn headers(s: &Standings) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    let named = [
-        (
-            s.requests,
-            [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ],
-        ),
-        (
-            s.tokens,
-            [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ],
-        ),
-    ];
+    let [requests, tokens] = NAMES;
+    let named = [(s.requests, requests), (s.tokens, tokens)];
     for (standing, [limit, remaining, reset]) in named {
         if let Some(st) = standing {
             out.push((limit, st.limit.to_string()));
