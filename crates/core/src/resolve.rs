@@ -272,7 +272,7 @@ pub fn resolve_with(
             };
             let key_header = match &p.key_header {
                 Some(h) => h.to_ascii_lowercase(),
-                None if endpoint.is_azure() => "api-key".into(),
+                None if endpoint.is_azure() => crate::providers::azure::KEY_HEADER.into(),
                 None if format == Format::Anthropic => "x-api-key".into(),
                 None => "authorization".into(),
             };

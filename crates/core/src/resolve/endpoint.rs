@@ -39,9 +39,7 @@ impl Endpoint {
     /// Azure OpenAI (`*.openai.azure.com`, `*.cognitiveservices.azure.com`):
     /// it takes its key as `api-key`, not `Authorization: Bearer`.
     pub fn is_azure(&self) -> bool {
-        [".openai.azure.com", ".cognitiveservices.azure.com"]
-            .iter()
-            .any(|d| self.host.ends_with(d))
+        crate::providers::azure::serves(&self.host)
     }
 
     pub fn authority(&self) -> String {
