@@ -58,28 +58,13 @@ pub(super) fn resolve_policy(
         max_attempts: max.unwrap_or(default_rule.max_attempts),
     };
 
-    let mut candidates = Vec::new();
-    for (j, name) in rp.fallback_models.iter().enumerate() {
-        match targets.iter().position(|t| &t.model == name) {
-            Some(t) if t == me => c.warn(
-                format!("{at}.fallback_models[{j}]"),
-                format!("`{name}` is this provider itself; it is never a fallback"),
-                None,
-            ),
-            Some(t) if !candidates.contains(&t) => candidates.push(t),
-            Some(_) => c.warn(
-                format!("{at}.fallback_models[{j}]"),
-                format!("`{name}` is listed twice"),
-                None,
-            ),
-            None => c.warn(
-                format!("{at}.fallback_models[{j}]"),
-                format!("no provider defines `{name}`; it is skipped"),
-                closest(name, targets.iter().map(|t| t.model.as_str()))
-                    .map(|m| format!("did you mean `{m}`?")),
-            ),
-        }
-    }
+    let mut candidates = models_named(
+        c,
+        &format!("{at}.fallback_models"),
+        &rp.fallback_models,
+        me,
+        targets,
+    );
     // Candidates are whole models: a pool is entered through its first target.
     for (t, target) in targets.iter().enumerate() {
         if t != me && target.pool == t && !candidates.contains(&t) {
@@ -269,6 +254,17 @@ pub(super) fn resolve_policy(
         }
     });
 
+    let quota_spent_block_ms = match rp.quota_spent_block_seconds {
+        Some(0) => {
+            c.error(
+                format!("{at}.quota_spent_block_seconds"),
+                "must be greater than 0: a spent quota is never retried at once",
+            );
+            DEFAULT_QUOTA_SPENT_BLOCK_MS
+        }
+        Some(s) => s.saturating_mul(1000),
+        None => DEFAULT_QUOTA_SPENT_BLOCK_MS,
+    };
     RetryPolicy {
         candidates,
         default_rule,
@@ -281,7 +277,50 @@ pub(super) fn resolve_policy(
         quota_floor,
         retry_budget,
         hedge,
+        context_fallbacks: models_named(
+            c,
+            &format!("{at}.context_window_fallbacks"),
+            &rp.context_window_fallbacks,
+            me,
+            targets,
+        ),
+        quota_spent_block_ms,
     }
+}
+
+/// The models `names` lists at `path`, by their pools' first targets, in
+/// order; a name that is this model, listed twice or defined nowhere is
+/// skipped with a warning.
+fn models_named(
+    c: &mut Checker,
+    path: &str,
+    names: &[String],
+    me: usize,
+    targets: &[Target],
+) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (j, name) in names.iter().enumerate() {
+        match targets.iter().position(|t| &t.model == name) {
+            Some(t) if t == me => c.warn(
+                format!("{path}[{j}]"),
+                format!("`{name}` is this provider itself; it is never a fallback"),
+                None,
+            ),
+            Some(t) if !found.contains(&t) => found.push(t),
+            Some(_) => c.warn(
+                format!("{path}[{j}]"),
+                format!("`{name}` is listed twice"),
+                None,
+            ),
+            None => c.warn(
+                format!("{path}[{j}]"),
+                format!("no provider defines `{name}`; it is skipped"),
+                closest(name, targets.iter().map(|t| t.model.as_str()))
+                    .map(|m| format!("did you mean `{m}`?")),
+            ),
+        }
+    }
+    found
 }
 
 /// A hedge later than this waits longer than a stream's whole-answer cap.
