@@ -10,6 +10,7 @@ use log::warn;
 use plano_core::attempt::Outcome;
 use plano_core::hop;
 use plano_core::plan::Target;
+use plano_core::providers::{self, Failure};
 use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
 use proxy_wasm::hostcalls;
@@ -66,7 +67,9 @@ impl Worker {
     }
 
     /// The routed attempt's response headers (the client stream's callback).
-    pub fn routed_answer(&self, ex: &mut Exchange) -> Action {
+    /// A provider's failure under a retry policy is decided once its body
+    /// is read (its kind and wait may be there): the headers wait for it.
+    pub fn routed_answer(&self, ex: &mut Exchange, end_of_stream: bool) -> Action {
         let status = response_header(":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(502);
@@ -76,13 +79,43 @@ impl Worker {
                 .ok()
                 .flatten()
                 .is_some_and(|d| d == b"via_upstream");
+        if from_provider && status >= 400 && ex.state.policy(self.plan()).is_some() {
+            self.disarm(ex);
+            ex.phase = Phase::Reading;
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            return self.routed_failure_read(ex, b"");
+        }
         let now = now_ms();
-        let waited = requested_wait_ms(status, now);
+        let failure = Failure::waiting(requested_wait_ms(status, now));
+        self.routed_decided(ex, outcome_of(status, from_provider), failure, now)
+    }
+
+    /// The routed attempt's failed answer, its `body` read (whole, or its
+    /// first [`providers::BODY_LIMIT`] bytes): what follows it.
+    pub fn routed_failure_read(&self, ex: &mut Exchange, body: &[u8]) -> Action {
+        let status = response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(502);
+        let now = now_ms();
+        let failure = providers::read_failure(status, &response_header, body, now);
+        self.routed_decided(ex, Outcome::Status(status), failure, now)
+    }
+
+    fn routed_decided(
+        &self,
+        ex: &mut Exchange,
+        outcome: Outcome,
+        failure: Failure,
+        now: u64,
+    ) -> Action {
+        let status = outcome.client_status();
         let quota = ex
             .state
             .reads_quota(self.plan(), status)
             .then(|| Quota::read(&|name| response_header(name), now));
-        match self.after_answer(ex, outcome_of(status, from_provider), waited, quota, now) {
+        match self.after_answer(ex, outcome, failure, quota, now) {
             Next::Deliver => {
                 self.count_answer(ex);
                 set_attempt_headers(&self.attempt_headers(ex));
@@ -96,7 +129,9 @@ impl Worker {
 
     /// `timeout_ms` passed on the routed attempt.
     pub fn routed_timeout(&self, ex: &mut Exchange, now: u64) {
-        if let Next::Deliver = self.after_answer(ex, Outcome::Timeout, None, None, now) {
+        if let Next::Deliver =
+            self.after_answer(ex, Outcome::Timeout, Failure::default(), None, now)
+        {
             // No policy to retry under: the client still gets an answer.
             let model = self.model_of(ex);
             reply_api_error(
@@ -130,13 +165,13 @@ impl Worker {
         &self,
         ex: &mut Exchange,
         outcome: Outcome,
-        waited: Option<u64>,
+        failure: Failure,
         quota: Option<Quota>,
         now: u64,
     ) -> Next {
         let mut effects = Effects::default();
         let env = self.env(now);
-        let step = ex.state.after_outcome(&env, outcome, waited, &mut effects);
+        let step = ex.state.after_failure(&env, outcome, failure, &mut effects);
         if let Some(quota) = &quota {
             ex.state.note_quota(&env, quota, &mut effects);
         }
@@ -204,7 +239,7 @@ impl Worker {
                     ex.request_id, t.cluster, status
                 );
                 if let Next::Deliver =
-                    self.after_answer(ex, Outcome::ConnectFailure, None, None, now)
+                    self.after_answer(ex, Outcome::ConnectFailure, Failure::default(), None, now)
                 {
                     reply_api_error(
                         ex.api,
@@ -300,8 +335,11 @@ impl Worker {
         let quota = (ex.state.reads_quota(self.plan(), answer.status) && !answer.failed)
             .then(|| Quota::read(&|name| answer.header(name).map(str::to_string), now));
         let outcome = outcome.unwrap_or(Outcome::Status(answer.status));
-        let waited = answer.retry_after_ms(now);
-        if let Next::Deliver = self.after_answer(&mut ex, outcome, waited, quota, now) {
+        let failure = match outcome {
+            Outcome::Status(status) => answer.failure(status, now),
+            _ => Failure::default(),
+        };
+        if let Next::Deliver = self.after_answer(&mut ex, outcome, failure, quota, now) {
             self.deliver_whole(&mut ex, &answer);
         }
         self.put(ex);
