@@ -26,7 +26,7 @@ OK_BODY = {
 class Reply:
     status: int = 200
     headers: dict = field(default_factory=dict)
-    body: object = None  # dict -> JSON, str/bytes as is, None -> OK_BODY with the port
+    body: object = None  # dict or list -> JSON, str/bytes as is, None -> OK_BODY with the port
     delay: float = 0.0  # seconds before the status line
     stream: list = None  # SSE chunks, sent with `gap` seconds between them
     gap: float = 0.05
@@ -107,7 +107,7 @@ class Provider:
                 out = reply.body
                 if out is None:
                     out = dict(OK_BODY, served_by=provider.port)
-                if isinstance(out, dict):
+                if isinstance(out, (dict, list)):
                     out = json.dumps(out)
                 if isinstance(out, str):
                     out = out.encode()
