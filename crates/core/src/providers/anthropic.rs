@@ -7,7 +7,25 @@
 
 use serde_json::Value;
 
-use super::{text, ErrorKind};
+use super::{text, ErrorKind, LimitHeaders};
+
+/// Its quota headers; resets are RFC 3339 times (`2024-06-01T12:00:30Z`).
+pub const REQUESTS: LimitHeaders = LimitHeaders {
+    remaining: "anthropic-ratelimit-requests-remaining",
+    reset: "anthropic-ratelimit-requests-reset",
+    limit: "anthropic-ratelimit-requests-limit",
+};
+pub const TOKENS: LimitHeaders = LimitHeaders {
+    remaining: "anthropic-ratelimit-tokens-remaining",
+    reset: "anthropic-ratelimit-tokens-reset",
+    limit: "anthropic-ratelimit-tokens-limit",
+};
+
+/// Where its API is, and the root that replaces a client's `/v1`.
+pub const HOST: &str = "api.anthropic.com";
+pub const API_ROOT: &str = "/v1";
+/// The header its API takes a key in.
+pub const KEY_HEADER: &str = "x-api-key";
 
 /// The kind of an Anthropic-shaped `error`.
 pub fn kind(_status: u16, error: &Value) -> Option<ErrorKind> {

@@ -13,6 +13,11 @@ use super::{text, ErrorKind};
 const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
 const QUOTA_FAILURE: &str = "type.googleapis.com/google.rpc.QuotaFailure";
 
+/// Gemini's OpenAI-compatible endpoint, which the built-in `gemini`
+/// provider is reached through.
+pub const GEMINI_HOST: &str = "generativelanguage.googleapis.com";
+pub const GEMINI_OPENAI_ROOT: &str = "/v1beta/openai";
+
 /// The kind of a Google-shaped `error` (one with a string `status`).
 pub fn kind(_status: u16, error: &Value) -> Option<ErrorKind> {
     match text(error, "status") {

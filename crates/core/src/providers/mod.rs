@@ -22,6 +22,30 @@ use crate::retry_after;
 /// are small, and a larger one is not an error body worth reading.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// The headers one limit's state is reported in: what is left, when it
+/// refills, and the whole limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitHeaders {
+    pub remaining: &'static str,
+    pub reset: &'static str,
+    pub limit: &'static str,
+}
+
+/// The IETF draft's (Mistral and others): the requests limit, its reset in
+/// seconds.
+pub const DRAFT_REQUESTS: LimitHeaders = LimitHeaders {
+    remaining: "ratelimit-remaining",
+    reset: "ratelimit-reset",
+    limit: "ratelimit-limit",
+};
+
+/// The draft's older `x-` names, read likewise.
+pub const DRAFT_X_REQUESTS: LimitHeaders = LimitHeaders {
+    remaining: "x-ratelimit-remaining",
+    reset: "x-ratelimit-reset",
+    limit: "x-ratelimit-limit",
+};
+
 /// What a failed answer says went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

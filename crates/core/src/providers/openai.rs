@@ -6,7 +6,24 @@
 
 use serde_json::Value;
 
-use super::{text, wait_after, ErrorKind};
+use super::{text, wait_after, ErrorKind, LimitHeaders};
+
+/// Its quota headers, as Groq, DeepSeek, xAI and Together send them too;
+/// resets are Go-style durations (`6m0s`, `1s`, `20ms`).
+pub const REQUESTS: LimitHeaders = LimitHeaders {
+    remaining: "x-ratelimit-remaining-requests",
+    reset: "x-ratelimit-reset-requests",
+    limit: "x-ratelimit-limit-requests",
+};
+pub const TOKENS: LimitHeaders = LimitHeaders {
+    remaining: "x-ratelimit-remaining-tokens",
+    reset: "x-ratelimit-reset-tokens",
+    limit: "x-ratelimit-limit-tokens",
+};
+
+/// Where its API is, and the root that replaces a client's `/v1`.
+pub const HOST: &str = "api.openai.com";
+pub const API_ROOT: &str = "/v1";
 
 /// The kind of an OpenAI-shaped `error`.
 pub fn kind(_status: u16, error: &Value) -> Option<ErrorKind> {
