@@ -81,7 +81,7 @@ impl Worker {
                 .is_some_and(|d| d == b"via_upstream");
         if from_provider && status >= 400 && ex.state.policy(self.plan()).is_some() {
             self.disarm(ex);
-            ex.phase = Phase::Reading;
+            ex.phase = Phase::Reading(status);
             if !end_of_stream {
                 return Action::Pause;
             }
@@ -101,6 +101,36 @@ impl Worker {
         let now = now_ms();
         let failure = providers::read_failure(status, &response_header, body, now);
         self.routed_decided(ex, Outcome::Status(status), failure, now)
+    }
+
+    /// The failed answer being read was cut, and Envoy answers in its
+    /// place: the failure is decided by its `status` alone.
+    pub fn routed_cut(&self, ex: &mut Exchange, status: u16) -> Action {
+        let now = now_ms();
+        let failure = providers::read_failure(status, &|_| None, b"", now);
+        self.routed_decided(ex, Outcome::Status(status), failure, now)
+    }
+
+    /// A streamed attempt's failed answer was cut while the attempt filter
+    /// read it, too late for a redirect: a retry goes as a dispatched call,
+    /// whose stream is delivered whole.
+    pub fn streamed_cut(&self, ex: &mut Exchange, status: u16) -> Action {
+        let now = now_ms();
+        let failure = providers::read_failure(status, &|_| None, b"", now);
+        ex.phase = Phase::Routed;
+        match self.after_answer(ex, Outcome::Status(status), failure, None, now) {
+            Next::Hold => Action::Pause,
+            Next::Deliver => {
+                let model = self.model_of(ex);
+                ex.settle(Phase::Replied);
+                reply_api_error(
+                    ex.api,
+                    502,
+                    "provider_error",
+                    &format!("{model} answered {status} and broke its answer"),
+                )
+            }
+        }
     }
 
     fn routed_decided(

@@ -191,6 +191,7 @@ impl Worker {
         let api = self.attempt_api(&ex);
         if !local && status >= 400 && ex.state.policy(self.plan()).is_some() {
             // What failed, and the wait, may be in the body: it is read first.
+            ex.phase = Phase::Reading(status);
             self.put(ex);
             if end_of_stream {
                 return self.failure_read(id, b"");
@@ -229,12 +230,10 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return Answer::pass(Action::Continue);
         };
-        if ex.phase != Phase::Routed {
+        let Phase::Reading(status) = ex.phase else {
             return self.put_aside(ex);
-        }
-        let status = response_header(":status")
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(502);
+        };
+        ex.phase = Phase::Routed;
         let failure = providers::read_failure(status, &response_header, body, now_ms());
         let action = self.decide_answer(&mut ex, status, false, Some(failure));
         if matches!(ex.phase, Phase::Calling(_)) {

@@ -219,7 +219,7 @@ impl HttpContext for GatewayStream {
         let Some(mut ex) = self.worker.take(id) else {
             return Action::Continue;
         };
-        if ex.phase == Phase::Reading {
+        if matches!(ex.phase, Phase::Reading(_)) {
             if !end_of_stream && body_size < BODY_LIMIT {
                 // Envoy buffers the failed answer until it is read.
                 self.worker.put(ex);
@@ -242,7 +242,7 @@ impl HttpContext for GatewayStream {
             Phase::Waiting
             | Phase::Calling(_)
             | Phase::Routed
-            | Phase::Reading
+            | Phase::Reading(_)
             | Phase::Redirecting => {
                 // A failed attempt's body is dropped as it comes, never held.
                 let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");

@@ -299,6 +299,9 @@ impl Worker {
         };
         let action = match ex.phase {
             Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex, end_of_stream),
+            // Envoy's reply in place of a failed answer cut while it was read.
+            Phase::Reading(status) if !ex.body.stream => self.routed_cut(&mut ex, status),
+            Phase::Reading(status) => self.streamed_cut(&mut ex, status),
             // Envoy's own reply to a streamed attempt that the attempt
             // listener never answered (its provider sent a 1xx, then
             // nothing): too late for a redirect, so the gateway answers.
