@@ -209,3 +209,14 @@ def test_529_and_an_overloaded_body_are_retried_as_503_is(gateway, providers):
     assert r.headers["x-plano-model"] == "anthropic/claude"
     assert r.headers["x-plano-attempts"] == "3"
     assert (primary.calls, fallback.calls) == (3, 0)
+
+
+def test_a_streamed_failure_cut_while_it_is_read_is_retried(gateway, providers):
+    # A 500 whose body stops a tenth of the way and whose connection closes.
+    cut = providers(Reply(status=500, truncate=True, body={"error": {"message": "x" * 10000}}))
+    fallback = providers(Reply())
+    gateway.up(primary_and_fallback(cut, fallback, primary_model="openai/gpt-4o"))
+    r = stream("openai/gpt-4o")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-plano-model"] == "mistral/mistral-small"
+    assert (cut.calls, fallback.calls) == (1, 1)
