@@ -95,9 +95,9 @@ impl Worker {
     /// The routed attempt's failed answer, its `body` read (whole, or its
     /// first [`providers::BODY_LIMIT`] bytes): what follows it.
     pub fn routed_failure_read(&self, ex: &mut Exchange, body: &[u8]) -> Action {
-        let status = response_header(":status")
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(502);
+        let Phase::Reading(status) = ex.phase else {
+            return Action::Continue;
+        };
         let now = now_ms();
         let failure = providers::read_failure(status, &response_header, body, now);
         self.routed_decided(ex, Outcome::Status(status), failure, now)
