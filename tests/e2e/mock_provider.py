@@ -38,7 +38,7 @@ class MockServer(ThreadingHTTPServer):
 class Reply:
     status: int = 200
     headers: dict = field(default_factory=dict)
-    body: object = None  # dict -> JSON, str/bytes as is, None -> OK_BODY with the port
+    body: object = None  # dict or list -> JSON, str/bytes as is, None -> OK_BODY with the port
     delay: float = 0.0  # seconds before the status line
     stream: list = None  # SSE chunks, sent with `gap` seconds between them
     gap: object = 0.05  # or a list: the seconds after each chunk
@@ -119,7 +119,7 @@ class Provider:
                 out = reply.body
                 if out is None:
                     out = dict(OK_BODY, served_by=provider.port)
-                if isinstance(out, dict):
+                if isinstance(out, (dict, list)):
                     out = json.dumps(out)
                 if isinstance(out, str):
                     out = out.encode()

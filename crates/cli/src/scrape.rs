@@ -24,6 +24,18 @@ pub struct Block {
     /// `model openai/gpt-4o`, `deployment openai/gpt-4o[west]`, `provider openai`.
     pub blocked: String,
     pub remaining_ms: u64,
+    /// Why, when it is not a wait the provider asked for: `quota spent`.
+    pub reason: Option<String>,
+}
+
+impl Block {
+    /// `deployment openai/gpt-4o[a] (quota spent)`.
+    pub fn describe(&self) -> String {
+        match &self.reason {
+            Some(reason) => format!("{} ({reason})", self.blocked),
+            None => self.blocked.clone(),
+        }
+    }
 }
 
 /// One line of the view.
@@ -243,10 +255,12 @@ plano_model_ttfb_ms_count{model="openai/gpt-4o",deployment="east"} 18
             Block {
                 blocked: "deployment openai/gpt-4o[east]".into(),
                 remaining_ms: 29_500,
+                reason: None,
             },
             Block {
                 blocked: "provider anthropic".into(),
                 remaining_ms: 5_000,
+                reason: None,
             },
         ];
         let rows = rows(

@@ -216,6 +216,34 @@ fn warnings_do_not_fail_validation() {
 }
 
 #[test]
+fn the_larger_window_and_the_spent_quota_time_are_checked_where_they_are_written() {
+    let dir = scratch("larger-window");
+    let text = format!(
+        "{HEAD}  - model: openai/gpt-4o
+    base_url: http://127.0.0.1:9
+    retry_policy:
+      context_window_fallbacks: [openai/gpt-4.1-mni, openai/gpt-4o]
+      quota_spent_block_seconds: 0
+  - model: openai/gpt-4.1-mini
+    base_url: http://127.0.0.1:9
+"
+    );
+    fs::write(dir.join("gw.yaml"), text).unwrap();
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for (message, place) in [
+        ("no provider defines `openai/gpt-4.1-mni`", "gw.yaml:10:34"),
+        ("did you mean `openai/gpt-4.1-mini`?", "gw.yaml:10:34"),
+        ("`openai/gpt-4o` is this provider itself", "gw.yaml:10:54"),
+        ("must be greater than 0", "gw.yaml:11:7"),
+    ] {
+        assert!(err.contains(message), "missing {message:?} in\n{err}");
+        assert!(err.contains(place), "missing {place} in\n{err}");
+    }
+}
+
+#[test]
 fn keys_come_from_the_environment_or_a_dotenv_and_never_show() {
     let dir = scratch("dotenv");
     fs::write(

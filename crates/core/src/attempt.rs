@@ -403,8 +403,9 @@ pub fn decide(
 }
 
 /// Where a retry under `strategy` goes after `failed` failed. `same_model`
-/// retries the failed target even when blocked (the wait covers the block);
-/// the others take the first untried, unblocked candidate model that fits,
+/// retries the failed target even when blocked (the wait covers the block),
+/// unless the request ruled it out, when it moves on as `different_provider`
+/// does to any other model; the others take the first untried, unblocked candidate model that fits,
 /// and a deployment of its pool by weight.
 fn next_target(
     plan: &GatewayPlan,
@@ -415,14 +416,18 @@ fn next_target(
     blocked: &dyn Fn(usize) -> Option<u64>,
     sample: f64,
 ) -> Option<usize> {
-    if strategy == Strategy::SameModel {
+    // A target ruled out for the request (its quota spent, the prompt too
+    // long for it) is never retried: even `same_model` moves on.
+    let ruled_out = blocked(failed) == Some(NEVER);
+    if strategy == Strategy::SameModel && !ruled_out {
         return Some(failed);
     }
     let failed_provider = &plan.targets[failed].provider;
     let fits = |head: usize| {
         let provider = &plan.targets[head].provider;
         match strategy {
-            Strategy::SameModel => head == plan.targets[failed].pool,
+            // Reached only when the failed target is ruled out.
+            Strategy::SameModel => head != plan.targets[failed].pool,
             Strategy::SameProvider => {
                 provider == failed_provider && head != plan.targets[failed].pool
             }

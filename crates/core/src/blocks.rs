@@ -90,13 +90,19 @@ impl BlockKey {
         self.slot("budget")
     }
 
+    /// Until when the key's quota is spent, when its block is for that.
+    pub fn spent_slot(&self) -> String {
+        self.slot("spent")
+    }
+
     /// Every slot of this key, for a store that must create them up front.
-    pub fn slots(&self) -> [String; 4] {
+    pub fn slots(&self) -> [String; 5] {
         [
             self.block_slot(),
             self.latency_slot(),
             self.probe_slot(),
             self.budget_slot(),
+            self.spent_slot(),
         ]
     }
 
@@ -230,6 +236,24 @@ pub fn block(store: &dyn SharedStore, key: &BlockKey, until_ms: u64) -> bool {
     // A new block answers the probe, if one was out: the next ending gets its own.
     release_probe(store, key);
     written
+}
+
+/// Blocks `key` until `until_ms` because its quota is spent, and notes
+/// why, for `planoai status`. Returns whether either was written.
+pub fn block_spent(store: &dyn SharedStore, key: &BlockKey, until_ms: u64) -> bool {
+    let noted = update(store, &key.spent_slot(), |current| {
+        match decode_until(current) {
+            Some(existing) if existing >= until_ms => None,
+            _ => Some(until_ms.to_string().into_bytes()),
+        }
+    });
+    block(store, key, until_ms) | noted
+}
+
+/// When `key`'s spent quota comes back, if it is spent at `now_ms`.
+pub fn spent_until(store: &dyn SharedStore, key: &BlockKey, now_ms: u64) -> Option<u64> {
+    let (value, _) = store.get(&key.spent_slot())?;
+    decode_until(&value).filter(|until| *until > now_ms)
 }
 
 fn release_probe(store: &dyn SharedStore, key: &BlockKey) {

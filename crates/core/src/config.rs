@@ -328,6 +328,19 @@ pub struct RetryPolicyConfig {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = ["anthropic/claude-3-5-sonnet"]))]
     pub fallback_models: Vec<String>,
+    /// Models (as in `model_providers[].model`) with a larger context
+    /// window, tried in order when a prompt is too long for this model
+    /// (`context_length_exceeded`, "prompt is too long"); such a prompt is
+    /// never retried on this model. Without one, its 400 reaches the client.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = ["anthropic/claude-sonnet-4"]))]
+    pub context_window_fallbacks: Vec<String>,
+    /// How long a key whose quota is spent (`insufficient_quota`, a per-day
+    /// quota) is left alone when the provider states no reset: a billing
+    /// quota comes back only when someone tops it up, so an hour.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 3600)))]
+    pub quota_spent_block_seconds: Option<u64>,
     /// The strategy of a rule that names none.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = "different_provider")))]

@@ -379,6 +379,20 @@ pub struct RetryPolicy {
     pub retry_budget: Option<RetryBudget>,
     #[serde(default)]
     pub hedge: Option<Hedge>,
+    /// Models with a larger context window, for a prompt too long for the
+    /// failed one: their pools' first targets, in order.
+    #[serde(default)]
+    pub context_fallbacks: Vec<usize>,
+    /// How long a spent quota blocks its key when no reset is stated.
+    #[serde(default = "default_quota_spent_block_ms")]
+    pub quota_spent_block_ms: u64,
+}
+
+/// A spent quota's block when no reset is stated: an hour.
+pub const DEFAULT_QUOTA_SPENT_BLOCK_MS: u64 = 3_600_000;
+
+fn default_quota_spent_block_ms() -> u64 {
+    DEFAULT_QUOTA_SPENT_BLOCK_MS
 }
 
 /// A second attempt for a streamed request whose attempt has no output

@@ -1,5 +1,6 @@
 //! The quota a provider reports on its answers, read from the rate-limit
-//! headers of the well-known providers:
+//! headers of the well-known providers (their names are each provider's,
+//! in `providers`):
 //!
 //! - OpenAI, Groq, DeepSeek, xAI, Together: `x-ratelimit-remaining-requests`,
 //!   `x-ratelimit-remaining-tokens`, `x-ratelimit-reset-requests` and
@@ -13,6 +14,7 @@
 //! A value that does not parse is ignored, never an error.
 
 use crate::plan::QuotaFloor;
+use crate::providers::{anthropic, openai, DRAFT_REQUESTS, DRAFT_X_REQUESTS};
 
 /// One limit's state: what is left, and when it refills (ms from now).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,24 +44,24 @@ pub struct Quota {
 
 /// The header names the parser reads, for a caller that fetches them one by one.
 pub const HEADERS: [&str; 18] = [
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-limit-tokens",
-    "anthropic-ratelimit-requests-limit",
-    "anthropic-ratelimit-tokens-limit",
-    "ratelimit-limit",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
-    "anthropic-ratelimit-requests-remaining",
-    "anthropic-ratelimit-requests-reset",
-    "anthropic-ratelimit-tokens-remaining",
-    "anthropic-ratelimit-tokens-reset",
-    "ratelimit-remaining",
-    "ratelimit-reset",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
+    openai::REQUESTS.limit,
+    openai::TOKENS.limit,
+    anthropic::REQUESTS.limit,
+    anthropic::TOKENS.limit,
+    DRAFT_REQUESTS.limit,
+    DRAFT_X_REQUESTS.limit,
+    openai::REQUESTS.remaining,
+    openai::REQUESTS.reset,
+    openai::TOKENS.remaining,
+    openai::TOKENS.reset,
+    anthropic::REQUESTS.remaining,
+    anthropic::REQUESTS.reset,
+    anthropic::TOKENS.remaining,
+    anthropic::TOKENS.reset,
+    DRAFT_REQUESTS.remaining,
+    DRAFT_REQUESTS.reset,
+    DRAFT_X_REQUESTS.remaining,
+    DRAFT_X_REQUESTS.reset,
 ];
 
 impl Quota {
@@ -76,26 +78,24 @@ impl Quota {
                 .map(|s| s.saturating_mul(1000))
         };
         let requests = Limit {
-            remaining: count("x-ratelimit-remaining-requests")
-                .or_else(|| count("anthropic-ratelimit-requests-remaining"))
-                .or_else(|| count("ratelimit-remaining"))
-                .or_else(|| count("x-ratelimit-remaining")),
-            reset_ms: duration("x-ratelimit-reset-requests")
-                .or_else(|| until("anthropic-ratelimit-requests-reset"))
-                .or_else(|| seconds("ratelimit-reset"))
-                .or_else(|| seconds("x-ratelimit-reset")),
-            limit: count("x-ratelimit-limit-requests")
-                .or_else(|| count("anthropic-ratelimit-requests-limit"))
-                .or_else(|| count("ratelimit-limit"))
-                .or_else(|| count("x-ratelimit-limit")),
+            remaining: count(openai::REQUESTS.remaining)
+                .or_else(|| count(anthropic::REQUESTS.remaining))
+                .or_else(|| count(DRAFT_REQUESTS.remaining))
+                .or_else(|| count(DRAFT_X_REQUESTS.remaining)),
+            reset_ms: duration(openai::REQUESTS.reset)
+                .or_else(|| until(anthropic::REQUESTS.reset))
+                .or_else(|| seconds(DRAFT_REQUESTS.reset))
+                .or_else(|| seconds(DRAFT_X_REQUESTS.reset)),
+            limit: count(openai::REQUESTS.limit)
+                .or_else(|| count(anthropic::REQUESTS.limit))
+                .or_else(|| count(DRAFT_REQUESTS.limit))
+                .or_else(|| count(DRAFT_X_REQUESTS.limit)),
         };
         let tokens = Limit {
-            remaining: count("x-ratelimit-remaining-tokens")
-                .or_else(|| count("anthropic-ratelimit-tokens-remaining")),
-            reset_ms: duration("x-ratelimit-reset-tokens")
-                .or_else(|| until("anthropic-ratelimit-tokens-reset")),
-            limit: count("x-ratelimit-limit-tokens")
-                .or_else(|| count("anthropic-ratelimit-tokens-limit")),
+            remaining: count(openai::TOKENS.remaining)
+                .or_else(|| count(anthropic::TOKENS.remaining)),
+            reset_ms: duration(openai::TOKENS.reset).or_else(|| until(anthropic::TOKENS.reset)),
+            limit: count(openai::TOKENS.limit).or_else(|| count(anthropic::TOKENS.limit)),
         };
         Quota { requests, tokens }
     }

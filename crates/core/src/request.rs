@@ -17,6 +17,7 @@ use crate::blocks::{self, BlockKey, SharedStore};
 use crate::budget;
 use crate::config::{BlockApplyTo, Measure};
 use crate::plan::{GatewayPlan, HighLatency, RetryPolicy};
+use crate::providers::{ErrorKind, Failure};
 use crate::reach::Reach;
 use marks::record_latency;
 
@@ -54,6 +55,8 @@ pub struct Effects {
     pub latency_event: bool,
     /// A block from latency events: what, and until when.
     pub latency_block: Option<(BlockKey, u64)>,
+    /// A block of a key whose quota is spent: what, and until when.
+    pub quota_spent_block: Option<(BlockKey, u64)>,
     /// A block from a successful answer's quota headers: what, and until when.
     pub preemptive_block: Option<(BlockKey, u64)>,
     /// This request took the one probe of a block that had ended.
@@ -216,18 +219,47 @@ impl RequestState {
         retry_after_ms: Option<u64>,
         effects: &mut Effects,
     ) -> Step {
-        if let (Some(policy), Some(current), Some(ms)) =
-            (self.policy(env.plan), self.current_target(), retry_after_ms)
-        {
-            if attempt::classify(policy, &outcome).is_some() {
-                self.block_for_retry_after(env, policy, current, ms, effects);
+        self.after_failure(env, outcome, Failure::waiting(retry_after_ms), effects)
+    }
+
+    /// [`RequestState::after_outcome`] for an answer whose `failure` was
+    /// read ([`crate::providers::read_failure`]): a spent quota blocks its
+    /// key until its reset and the request moves on at once; a prompt too
+    /// long for the model goes to a larger window, or back to the client;
+    /// an overload is retried as a 503 is.
+    pub fn after_failure(
+        &mut self,
+        env: &Env,
+        outcome: Outcome,
+        failure: Failure,
+        effects: &mut Effects,
+    ) -> Step {
+        // What the rules see: an overload is a 503, whatever its status.
+        let ruled = match (failure.kind, outcome) {
+            (Some(ErrorKind::Overloaded), Outcome::Status(_)) => Outcome::Status(503),
+            (Some(ErrorKind::Overloaded), Outcome::StreamError(_)) => Outcome::StreamError(503),
+            _ => outcome,
+        };
+        if let (Some(policy), Some(current)) = (self.policy(env.plan), self.current_target()) {
+            match (failure.kind, failure.wait_ms) {
+                (Some(ErrorKind::QuotaSpent), wait) => {
+                    self.block_spent_quota(env, policy, current, wait, effects)
+                }
+                (Some(ErrorKind::TooLong), _) => self.rule_out_model(env, current),
+                (_, Some(ms)) if attempt::classify(policy, &ruled).is_some() => {
+                    self.block_for_retry_after(env, policy, current, ms, effects)
+                }
+                _ => {}
             }
         }
         self.ledger.finish(Some(outcome), env.now_ms);
         if let Some(step) = self.hedge_carries_on(env, &outcome) {
             return step;
         }
-        let step = self.step(env, &outcome, effects);
+        if failure.kind == Some(ErrorKind::TooLong) {
+            return self.larger_window(env, effects);
+        }
+        let step = self.step(env, &ruled, effects);
         if step == Step::Deliver && matches!(outcome, Outcome::Status(s) if s < 400) {
             // The target serves again: a block that ended is over for all.
             if let Some(t) = self.current_target().and_then(|i| env.plan.targets.get(i)) {
@@ -352,6 +384,34 @@ impl RequestState {
                 Step::Exhausted(self.exhaustion(env, budget_exhausted, false))
             }
         }
+    }
+
+    /// A prompt too long for the failed model goes to the first of the
+    /// policy's `context_window_fallbacks` not yet tried and not blocked,
+    /// at once; without one, the provider's 400 reaches the client.
+    fn larger_window(&mut self, env: &Env, effects: &mut Effects) -> Step {
+        let fallbacks = self
+            .policy(env.plan)
+            .map(|p| p.context_fallbacks.clone())
+            .unwrap_or_default();
+        for head in fallbacks {
+            if env.plan.members(head).any(|t| self.ledger.tried(t)) {
+                continue;
+            }
+            let free = |t: usize| self.unavailable_until(env, t).is_none();
+            let Some(target) = env.plan.pick(head, env.jitter, &free) else {
+                continue;
+            };
+            if !self.claim(env, target, effects) {
+                continue;
+            }
+            if !self.retry_budget_allows(env) {
+                effects.over_retry_budget = true;
+                return Step::Exhausted(self.exhaustion(env, false, true));
+            }
+            return Step::Retry { target, wait_ms: 0 };
+        }
+        Step::Deliver
     }
 
     /// Spends a retry of the failed model's budget, if the policy has one.

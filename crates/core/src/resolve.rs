@@ -286,8 +286,10 @@ pub fn resolve_with(
             };
             let key_header = match &p.key_header {
                 Some(h) => h.to_ascii_lowercase(),
-                None if endpoint.is_azure() => "api-key".into(),
-                None if format == Format::Anthropic => "x-api-key".into(),
+                None if endpoint.is_azure() => crate::providers::azure::KEY_HEADER.into(),
+                None if format == Format::Anthropic => {
+                    crate::providers::anthropic::KEY_HEADER.into()
+                }
                 None => "authorization".into(),
             };
             let own_key = d.and_then(|d| d.access_key.as_ref());

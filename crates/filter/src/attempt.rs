@@ -12,6 +12,7 @@
 //! in its API's format.
 
 use plano_core::api::Api;
+use plano_core::providers::BODY_LIMIT;
 use plano_core::stream_events::{EventReader, StreamEvent};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -42,6 +43,7 @@ impl RootContext for AttemptRoot {
             exchange: None,
             watch: None,
             dropping: false,
+            reading: false,
         }))
     }
 
@@ -56,6 +58,8 @@ pub struct AttemptStream {
     /// Its hedge answers the client: this attempt's bytes go nowhere, and
     /// its headers stay held until the gateway's reply resets it.
     dropping: bool,
+    /// A failed answer's body is being read before it is decided on.
+    reading: bool,
 }
 
 /// A streamed answer's events, read as they pass.
@@ -120,6 +124,10 @@ impl AttemptStream {
                 }
                 self.pass(worker.release_held(id, status))
             }
+            Answer::Read => {
+                self.reading = true;
+                Action::Pause
+            }
             answer => self.pass(answer),
         }
     }
@@ -128,6 +136,9 @@ impl AttemptStream {
         if self.dropping {
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
             return Action::Pause;
+        }
+        if self.reading {
+            return self.read_failure(body_size, end_of_stream);
         }
         let (Some(id), Some(mut watch)) = (self.exchange, self.watch.take()) else {
             return Action::Continue;
@@ -183,6 +194,29 @@ impl AttemptStream {
     }
 }
 
+impl AttemptStream {
+    /// A failed answer's body, held until its end or [`BODY_LIMIT`]: then
+    /// the worker decides, and a redirect carries no part of it.
+    fn read_failure(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream && body_size < BODY_LIMIT {
+            return Action::Pause;
+        }
+        self.reading = false;
+        let Some(worker) = self.exchange.and_then(root::owner_of) else {
+            return Action::Continue;
+        };
+        let Some(id) = self.exchange else {
+            return Action::Continue;
+        };
+        let answer = worker.failure_read(id, &body(0, body_size.min(BODY_LIMIT)));
+        let action = self.pass_only(answer);
+        if self.dropping || response_header(":status").as_deref() == Some("307") {
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
+        }
+        action
+    }
+}
+
 /// `size` bytes of the response body from `start`.
 fn body(start: usize, size: usize) -> Vec<u8> {
     hostcalls::get_buffer(BufferType::HttpResponseBody, start, size)
@@ -195,7 +229,7 @@ impl AttemptStream {
     /// Goes on as the worker's answer says, watching nothing more.
     fn pass_only(&mut self, answer: Answer) -> Action {
         match answer {
-            Answer::Hold(_) => Action::Continue,
+            Answer::Hold(_) | Answer::Read => Action::Continue,
             Answer::Pass { action, .. } => action,
             Answer::Drop => self.drop_all(),
         }
@@ -210,7 +244,7 @@ impl AttemptStream {
     /// Goes on as the worker's answer says; a delivered stream is watched.
     fn pass(&mut self, answer: Answer) -> Action {
         match answer {
-            Answer::Hold(_) => Action::Continue,
+            Answer::Hold(_) | Answer::Read => Action::Continue,
             Answer::Pass { action, watch } => {
                 self.watch = match (watch, self.watch.take()) {
                     (Some(_), Some(mut w)) => {
@@ -276,6 +310,9 @@ pub enum Answer {
     Pass { action: Action, watch: Option<Api> },
     /// Hold them, and drop every byte after: the hedge answers the client.
     Drop,
+    /// Hold them and the body after them: a failure, decided once its body
+    /// is read ([`Worker::failure_read`]).
+    Read,
 }
 
 impl Answer {

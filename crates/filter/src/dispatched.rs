@@ -10,14 +10,15 @@ use log::warn;
 use plano_core::attempt::Outcome;
 use plano_core::hop;
 use plano_core::plan::Target;
+use plano_core::providers::{self, Failure};
 use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType, Status};
 
 use crate::headers::{
-    address_request, anthropic_version, forwardable, requested_wait_ms, response_header,
-    set_attempt_headers, CLUSTER_HEADER,
+    address_request, anthropic_version, forwardable, reply_api_error_with, requested_wait_ms,
+    response_header, set_attempt_headers, CLUSTER_HEADER,
 };
 use crate::hedged::CallAnswer;
 use crate::host::now_ms;
@@ -66,7 +67,9 @@ impl Worker {
     }
 
     /// The routed attempt's response headers (the client stream's callback).
-    pub fn routed_answer(&self, ex: &mut Exchange) -> Action {
+    /// A provider's failure under a retry policy is decided once its body
+    /// is read (its kind and wait may be there): the headers wait for it.
+    pub fn routed_answer(&self, ex: &mut Exchange, end_of_stream: bool) -> Action {
         let status = response_header(":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(502);
@@ -76,17 +79,80 @@ impl Worker {
                 .ok()
                 .flatten()
                 .is_some_and(|d| d == b"via_upstream");
+        if from_provider && status >= 400 && ex.state.policy(self.plan()).is_some() {
+            self.disarm(ex);
+            ex.phase = Phase::Reading(status);
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            return self.routed_failure_read(ex, b"");
+        }
         let now = now_ms();
-        let waited = requested_wait_ms(status, now);
+        let failure = Failure::waiting(requested_wait_ms(status, now));
+        self.routed_decided(ex, outcome_of(status, from_provider), failure, now)
+    }
+
+    /// The routed attempt's failed answer, its `body` read (whole, or its
+    /// first [`providers::BODY_LIMIT`] bytes): what follows it.
+    pub fn routed_failure_read(&self, ex: &mut Exchange, body: &[u8]) -> Action {
+        let Phase::Reading(status) = ex.phase else {
+            return Action::Continue;
+        };
+        let now = now_ms();
+        let failure = providers::read_failure(status, &response_header, body, now);
+        self.routed_decided(ex, Outcome::Status(status), failure, now)
+    }
+
+    /// The failed answer being read was cut, and Envoy answers in its
+    /// place: the failure is decided by its `status` alone.
+    pub fn routed_cut(&self, ex: &mut Exchange, status: u16) -> Action {
+        let now = now_ms();
+        let failure = providers::read_failure(status, &|_| None, b"", now);
+        self.routed_decided(ex, Outcome::Status(status), failure, now)
+    }
+
+    /// A streamed attempt's failed answer was cut while the attempt filter
+    /// read it, too late for a redirect: a retry goes as a dispatched call,
+    /// whose stream is delivered whole.
+    pub fn streamed_cut(&self, ex: &mut Exchange, status: u16) -> Action {
+        let now = now_ms();
+        let failure = providers::read_failure(status, &|_| None, b"", now);
+        ex.phase = Phase::Routed;
+        match self.after_answer(ex, Outcome::Status(status), failure, None, now) {
+            Next::Hold => Action::Pause,
+            Next::Deliver => {
+                let model = self.model_of(ex);
+                let headers = self.attempt_headers(ex);
+                ex.settle(Phase::Replied);
+                reply_api_error_with(
+                    ex.api,
+                    502,
+                    "provider_error",
+                    &format!("{model} answered {status} and broke its answer"),
+                    &headers,
+                )
+            }
+        }
+    }
+
+    fn routed_decided(
+        &self,
+        ex: &mut Exchange,
+        outcome: Outcome,
+        failure: Failure,
+        now: u64,
+    ) -> Action {
+        let status = outcome.client_status();
         let quota = ex
             .state
             .reads_quota(self.plan(), status)
             .then(|| Quota::read(&|name| response_header(name), now));
-        let outcome = outcome_of(status, from_provider);
-        match self.after_answer(ex, outcome, waited, quota, now) {
+        match self.after_answer(ex, outcome, failure, quota, now) {
             // Envoy's own reply (no connection, a reset before headers):
             // the client gets the gateway's error, not Envoy's text.
-            Next::Deliver if !from_provider => self.reply_no_answer(ex, outcome),
+            Next::Deliver if matches!(outcome, Outcome::ConnectFailure | Outcome::Timeout) => {
+                self.reply_no_answer(ex, outcome)
+            }
             Next::Deliver => {
                 self.count_answer(ex);
                 set_attempt_headers(&self.attempt_headers(ex));
@@ -102,7 +168,9 @@ impl Worker {
     /// stream: a second past the attempt listener's own limit, which a
     /// provider's 1xx voids). Any retry is a dispatched call.
     pub fn routed_timeout(&self, ex: &mut Exchange, now: u64) {
-        if let Next::Deliver = self.after_answer(ex, Outcome::Timeout, None, None, now) {
+        if let Next::Deliver =
+            self.after_answer(ex, Outcome::Timeout, Failure::default(), None, now)
+        {
             // No policy to retry under: the client still gets an answer.
             self.reply_no_answer(ex, Outcome::Timeout);
         }
@@ -129,13 +197,13 @@ impl Worker {
         &self,
         ex: &mut Exchange,
         outcome: Outcome,
-        waited: Option<u64>,
+        failure: Failure,
         quota: Option<Quota>,
         now: u64,
     ) -> Next {
         let mut effects = Effects::default();
         let env = self.env(now);
-        let step = ex.state.after_outcome(&env, outcome, waited, &mut effects);
+        let step = ex.state.after_failure(&env, outcome, failure, &mut effects);
         if let Some(quota) = &quota {
             ex.state.note_quota(&env, quota, &mut effects);
         }
@@ -206,7 +274,7 @@ impl Worker {
                     ex.request_id, t.cluster, status
                 );
                 if let Next::Deliver =
-                    self.after_answer(ex, Outcome::ConnectFailure, None, None, now)
+                    self.after_answer(ex, Outcome::ConnectFailure, Failure::default(), None, now)
                 {
                     self.reply_no_answer(ex, Outcome::ConnectFailure);
                 }
@@ -305,8 +373,11 @@ impl Worker {
         {
             ex.failed_usage = Some(ex.failed_usage.unwrap_or_default().plus(u));
         }
-        let waited = answer.retry_after_ms(now);
-        if let Next::Deliver = self.after_answer(&mut ex, outcome, waited, quota, now) {
+        let failure = match outcome {
+            Outcome::Status(status) => answer.failure(status, now),
+            _ => Failure::default(),
+        };
+        if let Next::Deliver = self.after_answer(&mut ex, outcome, failure, quota, now) {
             match outcome {
                 // Envoy's own reply, or none: the gateway's error instead.
                 Outcome::ConnectFailure | Outcome::Timeout => {

@@ -18,6 +18,9 @@ use crate::timers::Timer;
 pub enum Phase {
     /// The attempt goes through Envoy's router; no response headers yet.
     Routed,
+    /// The routed attempt failed with this status: its body is read before
+    /// what follows is decided (its kind and wait may be there).
+    Reading(u16),
     /// The answer is flowing to the client: no more retries.
     Streaming,
     /// The next attempt waits for its timer.

@@ -3,7 +3,7 @@
 use plano_core::api::{messages, Api, ErrorShape, Format};
 use plano_core::hop;
 use plano_core::plan::Target;
-use plano_core::retry_after;
+use plano_core::providers;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
@@ -129,20 +129,13 @@ pub fn response_header(name: &str) -> Option<String> {
         .flatten()
 }
 
-/// The wait a failed answer asks for (`Retry-After`, `retry-after-ms`, or
-/// Azure's `x-ms-retry-after-ms`); a
-/// success carries no wait worth reading.
+/// The wait a failed answer's headers ask for; a success carries no wait
+/// worth reading.
 pub fn requested_wait_ms(status: u16, now_ms: u64) -> Option<u64> {
     if (200..300).contains(&status) {
         return None;
     }
-    retry_after::wait_ms(
-        response_header("retry-after").as_deref(),
-        response_header("retry-after-ms")
-            .or_else(|| response_header("x-ms-retry-after-ms"))
-            .as_deref(),
-        now_ms,
-    )
+    providers::header_wait_ms(&response_header, now_ms)
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {

@@ -19,8 +19,8 @@ use log::{info, warn};
 use plano_core::api::Api;
 use plano_core::attempt::{Attempt, Outcome};
 use plano_core::plan::Target;
+use plano_core::providers::{self, Failure};
 use plano_core::request::Effects;
-use plano_core::retry_after;
 use plano_core::stream_events::{EventReader, StreamEvent};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
@@ -116,7 +116,7 @@ impl Worker {
             }
             Some(outcome) => {
                 let mut effects = Effects::default();
-                let waited = answer.retry_after_ms(now);
+                let waited = answer.failure(answer.status, now).wait_ms;
                 let failed = ex
                     .state
                     .hedge_failed(&self.env(now), outcome, waited, &mut effects);
@@ -256,13 +256,11 @@ impl CallAnswer {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn retry_after_ms(&self, now: u64) -> Option<u64> {
-        retry_after::wait_ms(
-            self.header("retry-after"),
-            self.header("retry-after-ms")
-                .or(self.header("x-ms-retry-after-ms")),
-            now,
-        )
+    /// What a failed answer of `status` says: its kind and wait, from its
+    /// headers and body.
+    pub fn failure(&self, status: u16, now: u64) -> Failure {
+        let header = |name: &str| self.header(name).map(str::to_string);
+        providers::read_failure(status, &header, &self.body, now)
     }
 
     /// How a streamed attempt's whole answer failed, or `None` for an

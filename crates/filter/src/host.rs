@@ -104,6 +104,8 @@ pub struct Metrics {
     pub exhausted: u32,
     pub blocks_retry_after: u32,
     pub blocks_high_latency: u32,
+    /// Keys blocked because their quota is spent.
+    pub blocks_quota_spent: u32,
     pub latency_events: u32,
     pub preemptive_blocks: u32,
     pub retries_over_budget: u32,
@@ -128,6 +130,7 @@ impl Metrics {
             exhausted: counter("plano.retries_exhausted")?,
             blocks_retry_after: counter("plano.blocks.retry_after")?,
             blocks_high_latency: counter("plano.blocks.high_latency")?,
+            blocks_quota_spent: counter("plano.blocks.quota_spent")?,
             latency_events: counter("plano.latency_events")?,
             preemptive_blocks: counter("plano.preemptive_blocks")?,
             retries_over_budget: counter("plano.retries_over_budget")?,

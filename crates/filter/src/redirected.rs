@@ -11,6 +11,7 @@
 
 use plano_core::api::Api;
 use plano_core::attempt::Outcome;
+use plano_core::providers::{self, Failure};
 use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
 use proxy_wasm::hostcalls;
@@ -200,13 +201,22 @@ impl Worker {
             && (200..300).contains(&status)
             && response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
         let api = self.attempt_api(&ex);
+        if !local && status >= 400 && ex.state.policy(self.plan()).is_some() {
+            // What failed, and the wait, may be in the body: it is read first.
+            ex.phase = Phase::Reading(status);
+            self.put(ex);
+            if end_of_stream {
+                return self.failure_read(id, b"");
+            }
+            return Answer::Read;
+        }
         if streams && ex.state.policy(self.plan()).is_some() {
             // A retry could still follow: nothing reaches the client before
             // the answer's first output (see `attempt`).
             self.put(ex);
             return Answer::Hold(api);
         }
-        let action = self.decide_answer(&mut ex, status, local);
+        let action = self.decide_answer(&mut ex, status, local, None);
         if matches!(ex.phase, Phase::Calling(_)) {
             return self.put_aside(ex);
         }
@@ -226,6 +236,25 @@ impl Worker {
         answer
     }
 
+    /// A failed attempt's body was read (whole, or its first
+    /// [`providers::BODY_LIMIT`] bytes): what follows it.
+    pub fn failure_read(&self, id: u64, body: &[u8]) -> Answer {
+        let Some(mut ex) = self.take(id) else {
+            return Answer::pass(Action::Continue);
+        };
+        let Phase::Reading(status) = ex.phase else {
+            return self.put_aside(ex);
+        };
+        ex.phase = Phase::Routed;
+        let failure = providers::read_failure(status, &response_header, body, now_ms());
+        let action = self.decide_answer(&mut ex, status, false, Some(failure));
+        if matches!(ex.phase, Phase::Calling(_)) {
+            return self.put_aside(ex);
+        }
+        self.put(ex);
+        Answer::pass(action)
+    }
+
     /// A held stream reached its first output (or the hold's bound): the
     /// answer goes to the client, decided as its status says.
     pub fn release_held(&self, id: u64, status: u16) -> Answer {
@@ -235,7 +264,7 @@ impl Worker {
         if ex.phase != Phase::Routed {
             return self.put_aside(ex);
         }
-        let action = self.decide_answer(&mut ex, status, false);
+        let action = self.decide_answer(&mut ex, status, false, None);
         if matches!(ex.phase, Phase::Calling(_)) {
             return self.put_aside(ex);
         }
@@ -301,7 +330,15 @@ impl Worker {
         }
     }
 
-    fn decide_answer(&self, ex: &mut Exchange, status: u16, local: bool) -> Action {
+    /// Decides on an attempt's answer of `status`; `failure` is what its
+    /// body said, when it was read.
+    fn decide_answer(
+        &self,
+        ex: &mut Exchange,
+        status: u16,
+        local: bool,
+        failure: Option<Failure>,
+    ) -> Action {
         let now = now_ms();
         let env = self.env(now);
         let mut effects = Effects::default();
@@ -335,9 +372,10 @@ impl Worker {
             }
             (false, _) => {
                 ex.state.after_first_byte(&env, &mut effects);
-                let waited = requested_wait_ms(status, now);
+                let failure =
+                    failure.unwrap_or_else(|| Failure::waiting(requested_wait_ms(status, now)));
                 let outcome = Outcome::Status(status);
-                let step = ex.state.after_outcome(&env, outcome, waited, &mut effects);
+                let step = ex.state.after_failure(&env, outcome, failure, &mut effects);
                 if ex.state.reads_quota(self.plan(), status) {
                     let quota = Quota::read(&|name| response_header(name), now);
                     ex.state.note_quota(&env, &quota, &mut effects);

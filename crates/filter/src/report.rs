@@ -19,6 +19,7 @@ impl Worker {
     pub fn note(&self, effects: &Effects, now: u64) {
         for (key, until) in [
             &effects.retry_after_block,
+            &effects.quota_spent_block,
             &effects.latency_block,
             &effects.preemptive_block,
         ]
@@ -31,6 +32,14 @@ impl Worker {
             self.metrics.add(self.metrics.blocks_retry_after, 1);
             info!(
                 "blocked {} for {} ms (Retry-After)",
+                key.describe(),
+                until - now
+            );
+        }
+        if let Some((key, until)) = &effects.quota_spent_block {
+            self.metrics.add(self.metrics.blocks_quota_spent, 1);
+            info!(
+                "blocked {} for {} ms (quota spent)",
                 key.describe(),
                 until - now
             );

@@ -60,7 +60,11 @@ impl HttpContext for StatusStream {
         let now = now_ms();
         let blocks: Vec<_> = blocks::in_force(&EnvoyStore, &self.plan.targets, now)
             .into_iter()
-            .map(|(key, until)| serde_json::json!({"blocked": key.describe(), "until_ms": until, "remaining_ms": until - now}))
+            .map(|(key, until)| {
+                let reason = blocks::spent_until(&EnvoyStore, &key, now).map(|_| "quota spent");
+                serde_json::json!({"blocked": key.describe(), "until_ms": until,
+                    "remaining_ms": until - now, "reason": reason})
+            })
             .collect();
         let clients: Vec<_> = self
             .plan

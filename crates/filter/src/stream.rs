@@ -6,6 +6,7 @@ use std::rc::Rc;
 use plano_core::api::responses::stored_response;
 use plano_core::api::{served_list, Api, ErrorShape};
 use plano_core::hop;
+use plano_core::providers::BODY_LIMIT;
 use plano_core::request::Effects;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -203,9 +204,9 @@ impl HttpContext for GatewayStream {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         match self.exchange() {
-            Some(id) => self.worker.response_headers(id),
+            Some(id) => self.worker.response_headers(id, end_of_stream),
             None => {
                 // The gateway's own replies to a limited key state its limits too.
                 self.worker.state_limits(self.client);
@@ -221,8 +222,31 @@ impl HttpContext for GatewayStream {
         let Some(mut ex) = self.worker.take(id) else {
             return Action::Continue;
         };
+        if matches!(ex.phase, Phase::Reading(_)) {
+            if !end_of_stream && body_size < BODY_LIMIT {
+                // Envoy buffers the failed answer until it is read.
+                self.worker.put(ex);
+                return Action::Pause;
+            }
+            let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let action = self.worker.routed_failure_read(&mut ex, &body);
+            // Delivered, the buffered answer goes on as an answer's first chunk.
+            self.worker.answer_begins(&mut ex);
+            if ex.phase != Phase::Streaming {
+                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
+                self.worker.put(ex);
+                return action;
+            }
+        }
         let action = match ex.phase {
-            Phase::Waiting | Phase::Calling(_) | Phase::Routed | Phase::Redirecting => {
+            Phase::Waiting
+            | Phase::Calling(_)
+            | Phase::Routed
+            | Phase::Reading(_)
+            | Phase::Redirecting => {
                 // A failed attempt's body is dropped as it comes, never held.
                 let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, b"");
                 Action::Pause

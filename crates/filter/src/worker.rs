@@ -303,12 +303,15 @@ impl Worker {
     }
 
     /// Response headers reached the client stream.
-    pub fn response_headers(&self, id: u64) -> Action {
+    pub fn response_headers(&self, id: u64, end_of_stream: bool) -> Action {
         let Some(mut ex) = self.take(id) else {
             return Action::Continue;
         };
         let action = match ex.phase {
-            Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex),
+            Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex, end_of_stream),
+            // Envoy's reply in place of a failed answer cut while it was read.
+            Phase::Reading(status) if !ex.body.stream => self.routed_cut(&mut ex, status),
+            Phase::Reading(status) => self.streamed_cut(&mut ex, status),
             // Envoy's own reply to a streamed attempt whose answer never
             // left the attempt filter (its `answer_timeout_ms`, or its
             // stream reset while held): too late for a redirect, so the
@@ -345,16 +348,22 @@ impl Worker {
             Phase::Waiting | Phase::Calling(_) => Action::Pause,
             _ => Action::Continue,
         };
+        self.answer_begins(&mut ex);
+        self.put(ex);
+        action
+    }
+
+    /// The answer's headers are decided: a delivered answer is watched and
+    /// translated from here, and a limited key's standing is stated.
+    pub fn answer_begins(&self, ex: &mut Exchange) {
         if ex.phase == Phase::Streaming {
-            self.watch_for_response_id(&mut ex);
-            self.begin_answer(&mut ex);
+            self.watch_for_response_id(ex);
+            self.begin_answer(ex);
         }
         // After the answer's quota headers were read: these replace them.
         if let Some(standing) = &ex.standing {
             crate::limits::state(standing);
         }
-        self.put(ex);
-        action
     }
 }
 

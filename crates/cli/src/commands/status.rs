@@ -52,10 +52,21 @@ pub fn run() -> Result<i32> {
                 outln!("  blocks:")?;
                 for b in blocks {
                     let secs = b["remaining_ms"].as_u64().unwrap_or(0).div_ceil(1000);
-                    outln!(
-                        "    {} for {secs} more s",
-                        b["blocked"].as_str().unwrap_or("?")
-                    )?;
+                    let blocked = b["blocked"].as_str().unwrap_or("?");
+                    match b["reason"].as_str() {
+                        // A spent quota lasts hours: when it ends says more.
+                        Some(reason) => {
+                            let until = std::time::UNIX_EPOCH
+                                + std::time::Duration::from_millis(
+                                    b["until_ms"].as_u64().unwrap_or(0),
+                                );
+                            outln!(
+                                "    {blocked}: {reason} until {} (for {secs} more s)",
+                                httpdate::fmt_http_date(until)
+                            )?
+                        }
+                        None => outln!("    {blocked} for {secs} more s")?,
+                    }
                 }
             }
             let clients = report["clients"].as_array().cloned().unwrap_or_default();

@@ -74,6 +74,7 @@ fn blocks() -> Vec<Block> {
         .map(|b| Block {
             blocked: b["blocked"].as_str().unwrap_or_default().to_string(),
             remaining_ms: b["remaining_ms"].as_u64().unwrap_or(0),
+            reason: b["reason"].as_str().map(String::from),
         })
         .collect()
 }
@@ -89,7 +90,7 @@ fn snapshot() -> Result<i32> {
         outln!("{}", cells(&row).join("\t"))?;
     }
     for b in &blocks {
-        outln!("blocked: {} for {}", b.blocked, seconds(b.remaining_ms))?;
+        outln!("blocked: {} for {}", b.describe(), seconds(b.remaining_ms))?;
     }
     Ok(0)
 }
@@ -168,7 +169,7 @@ fn live(terminal: &mut DefaultTerminal) -> Result<()> {
             );
             let lines: Vec<Line> = blocks
                 .iter()
-                .map(|b| Line::from(format!("{} for {}", b.blocked, seconds(b.remaining_ms))))
+                .map(|b| Line::from(format!("{} for {}", b.describe(), seconds(b.remaining_ms))))
                 .collect();
             frame.render_widget(
                 Paragraph::new(lines).block(Frame::bordered().title("blocks")),

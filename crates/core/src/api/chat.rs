@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 
-use super::{openai_error_status, Api, ApiSpec, ErrorShape, Format, Framing, StreamEvents};
+use super::{Api, ApiSpec, ErrorShape, Format, Framing, StreamEvents};
+use crate::providers::openai;
 use crate::stream_events::StreamEvent;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -32,7 +33,7 @@ pub fn classify_event(_name: Option<&str>, data: &str) -> StreamEvent {
         return StreamEvent::Output;
     };
     if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-        return StreamEvent::Error(openai_error_status(error));
+        return StreamEvent::Error(openai::error_status(error));
     }
     let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
         // Usage alone is neutral; a chunk of no shape known is output.

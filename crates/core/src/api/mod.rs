@@ -185,34 +185,6 @@ pub fn served_list() -> String {
         .join(", ")
 }
 
-/// The status an OpenAI error `type` or `code` stands for, as their
-/// streams carry them; a numeric `code` (vLLM, LiteLLM) is taken as it is.
-pub fn openai_error_status(error: &serde_json::Value) -> u16 {
-    if let Some(code) = error.get("code").and_then(|c| c.as_u64()) {
-        if (400..600).contains(&code) {
-            return code as u16;
-        }
-    }
-    let named = |field: &str| error.get(field).and_then(|v| v.as_str()).unwrap_or("");
-    for name in [named("code"), named("type")] {
-        let status = match name {
-            "rate_limit_exceeded" | "rate_limit_error" | "insufficient_quota" => 429,
-            "server_error" | "internal_error" | "api_error" => 500,
-            "server_is_overloaded" | "engine_overloaded" | "overloaded_error" => 503,
-            "timeout" | "timeout_error" => 504,
-            "invalid_request_error" | "invalid_prompt" => 400,
-            "authentication_error" | "invalid_api_key" => 401,
-            "permission_error" => 403,
-            "not_found_error" | "model_not_found" => 404,
-            "context_length_exceeded" => 400,
-            _ => continue,
-        };
-        return status;
-    }
-    // An error the gateway cannot place is the provider's failure.
-    500
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,19 +226,5 @@ mod tests {
             Api::ChatCompletions.on(Format::Openai),
             Api::ChatCompletions
         );
-    }
-
-    #[test]
-    fn an_openai_error_stands_for_its_status() {
-        use serde_json::json;
-        let status = |e| openai_error_status(&e);
-        assert_eq!(status(json!({"type": "server_error"})), 500);
-        assert_eq!(
-            status(json!({"code": "rate_limit_exceeded", "type": "requests"})),
-            429
-        );
-        assert_eq!(status(json!({"code": 503, "message": "busy"})), 503);
-        assert_eq!(status(json!({"type": "invalid_request_error"})), 400);
-        assert_eq!(status(json!({"message": "?"})), 500);
     }
 }

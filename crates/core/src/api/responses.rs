@@ -7,7 +7,8 @@
 
 use serde_json::{json, Value};
 
-use super::{openai_error_status, Api, ApiSpec, ErrorShape, Format, Framing, StreamEvents};
+use super::{Api, ApiSpec, ErrorShape, Format, Framing, StreamEvents};
+use crate::providers::openai;
 use crate::stream_events::StreamEvent;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -48,10 +49,10 @@ pub fn classify_event(name: Option<&str>, data: &str) -> StreamEvent {
         "response.created" | "response.in_progress" | "response.queued" => StreamEvent::Neutral,
         "response.output_item.added" | "response.content_part.added" => StreamEvent::Neutral,
         "response.completed" | "response.incomplete" => StreamEvent::Terminator,
-        "error" => StreamEvent::Error(openai_error_status(parsed.get("error").unwrap_or(&parsed))),
+        "error" => StreamEvent::Error(openai::error_status(parsed.get("error").unwrap_or(&parsed))),
         "response.failed" => {
             let error = parsed.pointer("/response/error").unwrap_or(&Value::Null);
-            StreamEvent::Error(openai_error_status(error))
+            StreamEvent::Error(openai::error_status(error))
         }
         _ => StreamEvent::Output,
     }

@@ -65,6 +65,8 @@ impl RequestState {
             .attempts
             .iter()
             .filter_map(|a| self.blocked_until(env, a.target))
+            // A target this request ruled out may serve another one.
+            .filter(|until| *until != attempt::NEVER)
             .min()
             .map(|until| until.saturating_sub(env.now_ms).div_ceil(1000).max(1))
     }

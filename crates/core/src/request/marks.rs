@@ -2,8 +2,9 @@
 //! `Retry-After` and quota headers, latency events and their blocks.
 
 use super::{Effects, Env, RequestState};
+use crate::attempt::NEVER;
 use crate::blocks::{self, BlockKey};
-use crate::config::BlockApplyTo;
+use crate::config::{BlockApplyTo, BlockScope};
 use crate::plan::{HighLatency, RetryPolicy, Target};
 use crate::priority;
 use crate::quota::Quota;
@@ -55,6 +56,40 @@ impl RequestState {
                     effects.retry_after_block = Some((key, until));
                 }
             }
+        }
+    }
+
+    /// The key of `target` has spent its quota: blocked for every request
+    /// until the stated reset (`wait_ms`), else the policy's time, and never
+    /// tried again by this one.
+    pub(super) fn block_spent_quota(
+        &mut self,
+        env: &Env,
+        policy: &RetryPolicy,
+        target: usize,
+        wait_ms: Option<u64>,
+        effects: &mut Effects,
+    ) {
+        let Some(t) = env.plan.targets.get(target) else {
+            return;
+        };
+        // The quota is the key's: a pooled model's deployment, else the model.
+        let key = BlockKey::for_target(t, BlockScope::Model);
+        let until = env
+            .now_ms
+            .saturating_add(wait_ms.unwrap_or(policy.quota_spent_block_ms));
+        self.ledger.block_for_request(key.clone(), NEVER);
+        if blocks::block_spent(env.store, &key, until) {
+            effects.quota_spent_block = Some((key, until));
+        }
+    }
+
+    /// The prompt is too long for `target`'s model: no deployment of it is
+    /// tried again by this request.
+    pub(super) fn rule_out_model(&mut self, env: &Env, target: usize) {
+        if let Some(t) = env.plan.targets.get(target) {
+            self.ledger
+                .block_for_request(BlockKey::Model(t.model.clone()), NEVER);
         }
     }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::blocks::memory::MemoryStore;
 use crate::config::GatewayConfig;
+use crate::providers::{ErrorKind, Failure};
 use crate::quota::Quota;
 use crate::resolve::resolve;
 use serde_json::{json, Value};
@@ -555,4 +556,143 @@ fn a_target_that_cannot_carry_the_request_is_skipped_with_why() {
         skipped["skipped"],
         "cannot be translated: `logprobs` has none"
     );
+}
+
+fn kind(kind: ErrorKind, wait_ms: Option<u64>) -> Failure {
+    Failure {
+        kind: Some(kind),
+        wait_ms,
+    }
+}
+
+#[test]
+fn a_spent_quota_blocks_its_key_for_an_hour_and_another_key_serves_at_once() {
+    // A rule that would wait on the same model: a spent key is never waited on.
+    let plan = pool(json!({"default_strategy": "same_model"}));
+    let store = MemoryStore::default();
+    let (mut state, first) = RequestState::begin(&env_sampled(&plan, &store, T0, 0.9), 0);
+    assert_eq!(first, 2);
+    state.start(2, T0);
+    let mut effects = Effects::default();
+    let e = env_sampled(&plan, &store, T0 + 5, 0.0);
+    let step = state.after_failure(
+        &e,
+        Outcome::Status(429),
+        kind(ErrorKind::QuotaSpent, None),
+        &mut effects,
+    );
+    assert_eq!(
+        step,
+        Step::Retry {
+            target: 0,
+            wait_ms: 0
+        }
+    );
+    let (key, until) = effects.quota_spent_block.clone().unwrap();
+    assert_eq!(
+        (key.describe(), until),
+        ("deployment openai/gpt-4o[c]".into(), T0 + 5 + 3_600_000)
+    );
+    assert_eq!(blocks::spent_until(&store, &key, T0 + 10), Some(until));
+    assert!(effects.retry_after_block.is_none());
+    // No later request goes to c while its quota is spent.
+    for i in 0..100 {
+        let sample = i as f64 / 100.0;
+        let (_, first) =
+            RequestState::begin(&env_sampled(&plan, &store, T0 + 3_000_000, sample), 0);
+        assert_ne!(first, 2, "chose the spent key at sample {sample}");
+    }
+}
+
+#[test]
+fn a_spent_quota_with_a_stated_reset_blocks_until_it_and_same_model_moves_on() {
+    let plan = plan(json!({"default_strategy": "same_model", "quota_spent_block_seconds": 60}));
+    let store = MemoryStore::default();
+    let mut state = begun(&plan, &store);
+    let mut effects = Effects::default();
+    let e = env(&plan, &store, T0);
+    let step = state.after_failure(
+        &e,
+        Outcome::Status(429),
+        kind(ErrorKind::QuotaSpent, Some(9_000)),
+        &mut effects,
+    );
+    assert_eq!(
+        step,
+        Step::Retry {
+            target: 1,
+            wait_ms: 0
+        }
+    );
+    assert_eq!(effects.quota_spent_block.unwrap().1, T0 + 9_000);
+    // Without a stated reset, the policy's time.
+    let mut state = begun(&plan, &store);
+    let mut effects = Effects::default();
+    state.after_failure(
+        &e,
+        Outcome::Status(429),
+        kind(ErrorKind::QuotaSpent, None),
+        &mut effects,
+    );
+    assert_eq!(effects.quota_spent_block.unwrap().1, T0 + 60_000);
+}
+
+#[test]
+fn a_prompt_too_long_goes_to_the_larger_window_in_one_hop_or_back_to_the_client() {
+    let with = plan(json!({"default_strategy": "same_model",
+        "on_status_codes": [{"codes": [400], "strategy": "same_model", "max_attempts": 3}],
+        "context_window_fallbacks": ["mistral/large"]}));
+    let store = MemoryStore::default();
+    let mut state = begun(&with, &store);
+    let mut effects = Effects::default();
+    let e = env(&with, &store, T0);
+    let too_long = kind(ErrorKind::TooLong, None);
+    let step = state.after_failure(&e, Outcome::Status(400), too_long, &mut effects);
+    assert_eq!(
+        step,
+        Step::Retry {
+            target: 2,
+            wait_ms: 0
+        }
+    );
+    // Too long there as well: no fallback is left, and the primary is never
+    // retried though a rule would retry 400 on it.
+    state.start(2, T0);
+    let step = state.after_failure(&e, Outcome::Status(400), too_long, &mut effects);
+    assert_ne!(
+        step,
+        Step::Retry {
+            target: 0,
+            wait_ms: 0
+        }
+    );
+    assert_eq!(step, Step::Deliver);
+    // Without a fallback, the 400 is the client's.
+    let without = plan(json!({}));
+    let mut state = begun(&without, &store);
+    let e = env(&without, &store, T0);
+    let step = state.after_failure(&e, Outcome::Status(400), too_long, &mut effects);
+    assert_eq!(step, Step::Deliver);
+}
+
+#[test]
+fn an_overload_is_retried_as_a_503_is() {
+    let plan = plan(
+        json!({"on_status_codes": [{"codes": [503], "strategy": "same_model", "max_attempts": 1}]}),
+    );
+    let store = MemoryStore::default();
+    let mut state = begun(&plan, &store);
+    let mut effects = Effects::default();
+    let e = env(&plan, &store, T0);
+    let step = state.after_failure(
+        &e,
+        Outcome::Status(529),
+        kind(ErrorKind::Overloaded, None),
+        &mut effects,
+    );
+    assert!(matches!(step, Step::Retry { target: 0, .. }), "{step:?}");
+    // The same 529 unread falls to the default rule, which moves on.
+    let mut state = begun(&plan, &store);
+    let step = state.after_outcome(&e, Outcome::Status(529), None, &mut effects);
+    assert!(matches!(step, Step::Retry { target: 1, .. }), "{step:?}");
 }

@@ -3,6 +3,7 @@
 //! the header it wants its key in.
 
 use crate::api::{Api, Format, ALL};
+use crate::providers::{anthropic, google, openai};
 
 /// Where an attempt to a provider goes, from its `base_url` or the built-in table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +40,7 @@ impl Endpoint {
     /// Azure OpenAI (`*.openai.azure.com`, `*.cognitiveservices.azure.com`):
     /// it takes its key as `api-key`, not `Authorization: Bearer`.
     pub fn is_azure(&self) -> bool {
-        [".openai.azure.com", ".cognitiveservices.azure.com"]
-            .iter()
-            .any(|d| self.host.ends_with(d))
+        crate::providers::azure::serves(&self.host)
     }
 
     pub fn authority(&self) -> String {
@@ -57,16 +56,12 @@ impl Endpoint {
 /// Providers reachable without a `base_url`, through their OpenAI-compatible
 /// chat completions API: (provider, host, API root that replaces `/v1`).
 pub const WELL_KNOWN_PROVIDERS: &[(&str, &str, &str)] = &[
-    ("openai", "api.openai.com", "/v1"),
-    ("anthropic", "api.anthropic.com", "/v1"),
+    ("openai", openai::HOST, openai::API_ROOT),
+    ("anthropic", anthropic::HOST, anthropic::API_ROOT),
     ("mistral", "api.mistral.ai", "/v1"),
     ("groq", "api.groq.com", "/openai/v1"),
     ("deepseek", "api.deepseek.com", "/v1"),
-    (
-        "gemini",
-        "generativelanguage.googleapis.com",
-        "/v1beta/openai",
-    ),
+    ("gemini", google::GEMINI_HOST, google::GEMINI_OPENAI_ROOT),
     ("xai", "api.x.ai", "/v1"),
     ("together_ai", "api.together.xyz", "/v1"),
 ];

@@ -63,35 +63,14 @@ pub(super) fn resolve_policy(
 
     // The fallbacks as listed; every other model follows them in config
     // order (`attempt::order`), so the plan stays linear in the models.
-    let mut candidates: Vec<usize> = Vec::new();
-    for (j, name) in rp.fallback_models.iter().enumerate() {
-        let path = format!("{at}.fallback_models[{j}]");
-        if name.len() > MAX_MODEL_NAME {
-            c.error(
-                path,
-                format!(
-                    "is {} characters long; a model name is at most {MAX_MODEL_NAME}",
-                    name.len()
-                ),
-            );
-            continue;
-        }
-        match models.get(name.as_str()).copied() {
-            Some(t) if t == me => c.warn(
-                path,
-                format!("`{name}` is this provider itself; it is never a fallback"),
-                None,
-            ),
-            Some(t) if !candidates.contains(&t) => candidates.push(t),
-            Some(_) => c.warn(path, format!("`{name}` is listed twice"), None),
-            None => c.warn(
-                path,
-                format!("no provider defines `{name}`; it is skipped"),
-                closest(name, targets.iter().map(|t| t.model.as_str()))
-                    .map(|m| format!("did you mean `{m}`?")),
-            ),
-        }
-    }
+    let candidates = models_named(
+        c,
+        &format!("{at}.fallback_models"),
+        &rp.fallback_models,
+        me,
+        targets,
+        models,
+    );
 
     let mut status_rules: Vec<StatusRule> = Vec::new();
     for (k, entry) in rp.on_status_codes.iter().enumerate() {
@@ -275,6 +254,17 @@ pub(super) fn resolve_policy(
         }
     });
 
+    let quota_spent_block_ms = match rp.quota_spent_block_seconds {
+        Some(0) => {
+            c.error(
+                format!("{at}.quota_spent_block_seconds"),
+                "must be greater than 0: a spent quota is never retried at once",
+            );
+            DEFAULT_QUOTA_SPENT_BLOCK_MS
+        }
+        Some(s) => s.saturating_mul(1000),
+        None => DEFAULT_QUOTA_SPENT_BLOCK_MS,
+    };
     RetryPolicy {
         candidates,
         default_rule,
@@ -287,7 +277,59 @@ pub(super) fn resolve_policy(
         quota_floor,
         retry_budget,
         hedge,
+        context_fallbacks: models_named(
+            c,
+            &format!("{at}.context_window_fallbacks"),
+            &rp.context_window_fallbacks,
+            me,
+            targets,
+            models,
+        ),
+        quota_spent_block_ms,
     }
+}
+
+/// The models `names` lists at `path`, by their pools' first targets, in
+/// order; a name that is this model, listed twice or defined nowhere is
+/// skipped with a warning.
+fn models_named(
+    c: &mut Checker,
+    path: &str,
+    names: &[String],
+    me: usize,
+    targets: &[Target],
+    models: &HashMap<String, usize>,
+) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (j, name) in names.iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        if name.len() > MAX_MODEL_NAME {
+            c.error(
+                at,
+                format!(
+                    "is {} characters long; a model name is at most {MAX_MODEL_NAME}",
+                    name.len()
+                ),
+            );
+            continue;
+        }
+        match models.get(name.as_str()).copied() {
+            Some(t) if t == me => c.warn(
+                at,
+                format!("`{name}` is this provider itself; it is never a fallback"),
+                None,
+            ),
+            Some(t) if !found.contains(&t) => found.push(t),
+            Some(_) => c.warn(at, format!("`{name}` is listed twice"), None),
+            None => c.warn(
+                at,
+                format!("no provider defines `{name}`; it is skipped"),
+                closest(name, targets.iter().map(|t| t.model.as_str()))
+                    .map(|m| format!("did you mean `{m}`?")),
+            ),
+        }
+    }
+    found
 }
 
 /// A hedge later than this waits longer than a stream's whole-answer cap.
