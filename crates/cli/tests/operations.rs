@@ -5,33 +5,19 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{said, HEAD};
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("planoai-ops-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch_dir("ops", name)
 }
 
 fn planoai(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_planoai"))
-        .args(args)
-        .current_dir(dir)
-        .env("PLANO_HOME", dir.join("home"))
-        .output()
-        .unwrap()
+    common::planoai_in(dir, args)
 }
-
-fn said(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-const HEAD: &str = "version: v0.3.0
-listeners: [{type: model, name: l, port: 12000}]
-model_providers:
-";
 
 #[test]
 fn ten_thousand_providers_with_a_hundred_fallbacks_each_validate_in_seconds() {

@@ -1,8 +1,12 @@
 //! What more than one of the CLI's test files needs: Envoy from the
 //! project's .venv, and a rendered config Envoy can check in one file.
 
+// Each test file uses its share of these.
+#![allow(dead_code)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 pub const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -47,3 +51,32 @@ pub fn as_static(dir: &Path, fix: impl Fn(String) -> String) -> PathBuf {
     fs::write(&path, serde_yaml::to_string(&bootstrap).unwrap()).unwrap();
     path
 }
+
+/// A fresh directory for one test, named by its file's `kind` and `name`.
+pub fn scratch_dir(kind: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("planoai-{kind}-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `planoai ARGS` run in `dir`, with its own state directory there.
+pub fn planoai_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_planoai"))
+        .args(args)
+        .current_dir(dir)
+        .env("PLANO_HOME", dir.join("home"))
+        .output()
+        .unwrap()
+}
+
+/// All a command printed, stdout then stderr.
+pub fn said(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// A config's first lines, before its providers.
+pub const HEAD: &str = "version: v0.3.0
+listeners: [{type: model, name: l, port: 12000}]
+model_providers:
+";
