@@ -8,7 +8,6 @@ one real etcd on loopback, values written with the real `etcdctl`."""
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 
@@ -18,20 +17,12 @@ import requests
 from conftest import eventually
 from mock_provider import Provider
 from test_quota_replicas import KEYS, gateway_config
-from test_replicas import ETCD_PORT, Etcd, Replica, percentile, wait_up, world  # noqa: F401 (a fixture)
+from test_replicas import ETCD_PORT, Etcd, Replica, etcdctl, percentile, wait_up, world  # noqa: F401 (a fixture)
 
 PREFIX = "/plano-test/"
 YEAR_MS = 365 * 86_400_000
 # The replicas' `max_retry_after_seconds` (the default): no block is longer.
 CAP_MS = 300_000
-
-
-def etcdctl(*args, stdin=None):
-    env = dict(os.environ, ETCDCTL_API="3")
-    result = subprocess.run(["etcdctl", f"--endpoints=http://127.0.0.1:{ETCD_PORT}", *args],
-                            input=stdin, capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def remaining_ms(replica, model):

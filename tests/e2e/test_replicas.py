@@ -17,9 +17,11 @@ import tempfile
 import textwrap
 import threading
 import time
+from concurrent import futures
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+import grpc
 import requests
 
 from conftest import eventually, planoai
@@ -131,6 +133,14 @@ class Etcd:
             self.proc.wait()
 
 
+def etcdctl(*args, stdin=None):
+    env = dict(os.environ, ETCDCTL_API="3")
+    result = subprocess.run(["etcdctl", f"--endpoints=http://127.0.0.1:{ETCD_PORT}", *args],
+                            input=stdin, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def envoy_binary():
     found = os.environ.get("PLANO_ENVOY") or shutil.which("envoy") or os.path.join(sys.prefix, "bin", "envoy")
     assert os.path.exists(found), "no Envoy: run `make setup`"
@@ -142,7 +152,7 @@ class Replica:
     `planoai up` runs it (2 workers, no hot restart), with the admin and
     status ports moved so that three fit on one host."""
 
-    def __init__(self, name, n, workdir, limited, ok, shared):
+    def __init__(self, name, n, workdir, limited, ok, shared, shared_extra="", etcd_port=ETCD_PORT):
         self.name, self.n = name, n
         self.port, self.admin, self.status = 12000 + n, 9911 + 10 * n, 9912 + 10 * n
         self.dir = os.path.join(workdir, f"{name}{n}")
@@ -156,10 +166,11 @@ class Replica:
                 retry_policy:
                   fallback_models: [anthropic/claude]
                   retry_after_handling: {{ scope: model, apply_to: global }}""" for m in MODELS)
+        extra = "".join(f"\n              {line}" for line in shared_extra.splitlines())
         shared_state = f"""
             shared_state:
-              etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]
-              key_prefix: /plano-test/
+              etcd_endpoints: [http://127.0.0.1:{etcd_port}]
+              key_prefix: /plano-test/{extra}
             """ if shared else ""
         config = textwrap.dedent(f"""
             version: v0.3.0
@@ -249,8 +260,8 @@ def world():
         ok = Limited(lambda body: False)
         replicas = []
 
-        def make(shared=True):
-            made = [Replica(n, i + (0 if shared else 3), workdir, limited, ok, shared) for i, n in enumerate("ABC")]
+        def make(shared=True, shared_extra=""):
+            made = [Replica(n, i + (0 if shared else 3), workdir, limited, ok, shared, shared_extra) for i, n in enumerate("ABC")]
             replicas.extend(made)
             return [r.start() for r in made]
 
@@ -474,3 +485,133 @@ def test_status_reports_etcd_up_and_down(world, gateway):
     while "etcd down" not in planoai("status").stdout and time.time() < deadline:
         time.sleep(0.1)
     assert "shared:  etcd down: blocks and budgets are local only" in planoai("status").stdout
+
+
+def test_writes_past_max_queued_writes_while_etcd_is_away_are_dropped_counted_and_never_written(world):
+    make, limited, etcd = world
+    a, b, c = make(shared_extra="max_queued_writes: 1")
+    wait_up([a, b, c])
+    etcd.kill()
+    assert eventually(lambda: a.stat("up") == 0, 5), "etcd's loss was not noticed"
+    # Both blocks last 10 s: neither write ends while queued, so only the
+    # queue's bound can drop one, and it drops the older, m0's.
+    learned = time.time()
+    for model in ("m0", "m2"):
+        assert a.chat(model, "trigger").headers["x-plano-model"] == "anthropic/claude"
+    assert eventually(lambda: a.stat("writes_dropped") == 1, 2), a.stat("writes_dropped")
+    print(f"\nwrites_dropped counted {(time.time() - learned) * 1000:.0f} ms after the second block")
+    writes = a.stat("writes")
+    etcd.start()
+    back = time.time()
+    wait_up([a, b, c], seconds=10)
+    # The kept write reaches the others; the dropped one never does,
+    # though its block is still on at A.
+    assert eventually(lambda: b.blocked("m2") and c.blocked("m2"), 3), (b.blocked("m2"), c.blocked("m2"))
+    print(f"the kept write reached B and C {(time.time() - back) * 1000:.0f} ms after etcd was back")
+    assert a.stat("writes") == writes + 1
+    assert a.blocked("m0") and not b.blocked("m0") and not c.blocked("m0")
+    assert a.stat("writes_dropped") == 1
+
+
+class EtcdProxy:
+    """etcd's gRPC API passed through unchanged (as bytes) on a port of its
+    own, each call recorded. `before_next_watch`, when set, runs once before
+    the next watch is forwarded: the test writes to etcd and compacts it
+    there, past the revision that watch starts from, as when etcd compacts
+    during a holder's load."""
+
+    WATCH = "/etcdserverpb.Watch/Watch"
+
+    def __init__(self):
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{ETCD_PORT}")
+        self.calls = []
+        self.before_next_watch = None
+        me = self
+
+        class Pass(grpc.GenericRpcHandler):
+            def service(self, details):
+                method = details.method
+                if method == me.WATCH:
+                    return grpc.stream_stream_rpc_method_handler(me.watch)
+                return grpc.unary_unary_rpc_method_handler(lambda request, context: me.unary(method, request, context))
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[Pass()])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def record(self, method, message):
+        # A heartbeat is a Range of one key named so; a load is the prefix's.
+        self.calls.append((time.time(), method.rsplit("/", 1)[1], b"heartbeat" in message))
+
+    def loads(self):
+        return [t for t, method, heartbeat in self.calls if method == "Range" and not heartbeat]
+
+    def watches(self):
+        return [t for t, method, _ in self.calls if method == "Watch"]
+
+    def unary(self, method, request, context):
+        self.record(method, request)
+        try:
+            return self.channel.unary_unary(method)(request, timeout=5)
+        except grpc.RpcError as e:
+            context.abort(e.code(), e.details() or "")
+
+    def watch(self, messages, context):
+        def forward():
+            for message in messages:
+                self.record(self.WATCH, message)
+                run, self.before_next_watch = self.before_next_watch, None
+                if run:
+                    run()
+                yield message
+
+        call = self.channel.stream_stream(self.WATCH)(forward())
+        context.add_callback(call.cancel)
+        try:
+            yield from call
+        except grpc.RpcError:
+            pass
+
+    def stop(self):
+        self.server.stop(0)
+        self.channel.close()
+
+
+def test_a_watch_started_on_a_compacted_revision_loads_again_and_learns_what_it_missed(world, tmp_path):
+    _, limited, _ = world
+
+    def write_blocks_and_compact():
+        now = int(time.time() * 1000)
+        # Between the holder's load and its watch: two blocks written, and
+        # etcd compacted to the second, past the revision the watch starts
+        # from (the load's plus one). Only a new load can learn them.
+        for model in ("m0", "m2"):
+            etcdctl("put", f"/plano-test/plano.block.model.openai/{model}", f"{now + 30_000},{now}")
+        revision = json.loads(etcdctl("get", "/plano-test/", "-w", "json"))["header"]["revision"]
+        etcdctl("compact", str(revision))
+        compacted.append(time.time())
+
+    compacted = []
+    proxy = EtcdProxy()
+    proxy.before_next_watch = write_blocks_and_compact
+    a = Replica("A", 0, str(tmp_path), limited, limited, True, etcd_port=proxy.port)
+    try:
+        a.start()
+        assert eventually(lambda: a.stat("up") == 1 and a.blocked("m0") and a.blocked("m2"), 5), (
+            proxy.calls, a.stat("up"), a.log_tail())
+        loads, watches = proxy.loads(), proxy.watches()
+        # Load, compacted watch, load again, watch.
+        assert len(loads) == 2 and len(watches) == 2 and loads[0] < watches[0] < loads[1] < watches[1], proxy.calls
+        assert a.stat("resyncs") == 1
+        print(f"\nthe holder loaded again {(loads[1] - compacted[0]) * 1000:.0f} ms after etcd compacted past its watch")
+        # The blocks seen after: the missed one is skipped by requests, and
+        # the new watch carries what is written next.
+        resp = a.chat("m0", "A")
+        assert resp.headers["x-plano-model"] == "anthropic/claude" and resp.headers["x-plano-attempts"] == "1"
+        assert limited.since(0, model="m0") == []
+        now = int(time.time() * 1000)
+        etcdctl("put", "/plano-test/plano.block.model.openai/m1", f"{now + 30_000},{now}")
+        assert eventually(lambda: a.blocked("m1"), 2)
+    finally:
+        a.stop()
+        proxy.stop()

@@ -8,6 +8,7 @@
 pub mod context;
 pub mod export_log;
 pub mod otlp;
+pub mod pending;
 
 use sha2::{Digest, Sha256};
 

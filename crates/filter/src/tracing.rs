@@ -12,7 +12,8 @@ use log::warn;
 use plano_core::api::Api;
 use plano_core::plan::{TracePlan, TRACE_CLUSTER};
 use plano_core::trace::export_log::{ExportFailures, WINDOW_MS};
-use plano_core::trace::{otlp, RequestTrace, Span};
+use plano_core::trace::pending::Pending;
+use plano_core::trace::{otlp, RequestTrace};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
@@ -20,9 +21,6 @@ use crate::worker::{Exchange, Worker};
 
 pub const TRACEPARENT: &str = "traceparent";
 
-/// Spans held for export at most; past it a stalled collector costs spans,
-/// not memory.
-const MAX_PENDING: usize = 10_000;
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Tracer {
@@ -30,7 +28,7 @@ pub struct Tracer {
     /// The collector as Envoy's wasm host names a gRPC upstream: a
     /// serialized `GrpcService`.
     upstream: String,
-    pending: RefCell<Vec<Span>>,
+    pending: RefCell<Pending>,
     failures: RefCell<ExportFailures>,
 }
 
@@ -88,11 +86,7 @@ impl Worker {
         let (Some(trace), Some(tracer)) = (ex.trace.take(), &self.tracer) else {
             return;
         };
-        let mut pending = tracer.pending.borrow_mut();
-        if pending.len() < MAX_PENDING {
-            pending.extend(trace.finish(now));
-        }
-        drop(pending);
+        tracer.pending.borrow_mut().push(trace.finish(now));
         self.timers.wake();
     }
 
@@ -101,7 +95,7 @@ impl Worker {
         let Some(tracer) = &self.tracer else {
             return;
         };
-        let spans = std::mem::take(&mut *tracer.pending.borrow_mut());
+        let spans = tracer.pending.borrow_mut().take();
         if spans.is_empty() {
             return;
         }

@@ -124,3 +124,55 @@ fn an_attempt_cut_short_is_an_error_without_a_first_byte() {
     assert_eq!(text(&spans[1], "plano.outcome"), "timeout");
     assert_eq!(text(&spans[2], "plano.outcome"), "abandoned");
 }
+
+/// A failover's spans (a request and two attempts), finished at `now_ms`
+/// on the fake clock.
+fn failover_spans(id: u64, now_ms: u64) -> Vec<Span> {
+    let mut trace = RequestTrace::begin(
+        None,
+        1.0,
+        &id.to_le_bytes(),
+        "chat",
+        "openai/gpt-4o",
+        now_ms,
+    )
+    .unwrap();
+    trace.attempt_started(&target("openai/gpt-4o", None), now_ms);
+    trace.attempt_ended(Outcome::Status(429), now_ms + 10);
+    trace.attempt_started(&target("anthropic/claude", None), now_ms + 10);
+    trace.attempt_ended(Outcome::Status(200), now_ms + 30);
+    trace.finish(now_ms + 40)
+}
+
+#[test]
+fn at_most_ten_thousand_spans_wait_for_an_export_and_a_trace_is_kept_whole() {
+    use pending::{Pending, MAX_PENDING};
+    assert_eq!(MAX_PENDING, 10_000);
+    let mut pending = Pending::default();
+    // A collector that never takes them: 3,333 failovers fill 9,999 spans.
+    let mut kept = 0;
+    for id in 0..5_000u64 {
+        if pending.push(failover_spans(id, 1_000 + id)) {
+            kept += 1;
+        }
+        assert!(
+            pending.len() <= MAX_PENDING,
+            "{} spans pending",
+            pending.len()
+        );
+    }
+    assert_eq!((kept, pending.len()), (3_333, 9_999));
+    // One more span would fit, a whole trace does not: none of it is kept.
+    assert!(!pending.push(failover_spans(9_000, 9_000)));
+    assert_eq!(pending.len(), 9_999);
+    // Each held trace is whole: a request span and its two attempts.
+    let spans = pending.take();
+    assert!(spans.chunks(3).all(|t| t[0].parent_span_id.is_none()
+        && t[1..]
+            .iter()
+            .all(|a| a.parent_span_id == Some(t[0].span_id))));
+    // An export empties the queue and new spans are held again.
+    assert!(pending.is_empty());
+    assert!(pending.push(failover_spans(9_001, 10_000)));
+    assert_eq!(pending.len(), 3);
+}
