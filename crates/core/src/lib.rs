@@ -19,6 +19,7 @@ pub mod hop;
 pub mod limits;
 pub mod plan;
 pub mod priority;
+pub mod providers;
 pub mod quota;
 pub mod reach;
 pub mod replicas;

@@ -8,7 +8,7 @@
 //! `timeout_ms` (or the `ttfb` threshold) is the attempt listener's per-try
 //! timeout: it limits the time to headers and never cuts a started answer.
 
-use plano_core::api::Api;
+use plano_core::api::StreamEvents;
 use plano_core::attempt::Outcome;
 use plano_core::quota::Quota;
 use plano_core::request::{Effects, Step};
@@ -98,7 +98,7 @@ impl Worker {
         ex.abandon_at_ttfb = ttfb.is_some();
         let limit = ttfb.unwrap_or(t.timeout_ms).to_string();
         let body_len = ex.sent_len;
-        let path = t.attempt_path(ex.api, &ex.client_path);
+        let path = t.attempt_path(ex.api, &ex.client_path, ex.body.stream);
         address_request(
             t,
             &path,
@@ -187,18 +187,18 @@ impl Worker {
             && !end_of_stream
             && (200..300).contains(&status)
             && response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
-        let api = self.attempt_api(&ex);
+        let events = self.attempt_events(&ex);
         if streams && ex.state.policy(self.plan()).is_some() {
             // A retry could still follow: nothing reaches the client before
             // the answer's first output (see `attempt`).
             self.put(ex);
-            return Answer::Hold(api);
+            return Answer::Hold(events);
         }
         let action = self.decide_answer(&mut ex, status, local);
         if matches!(ex.phase, Phase::Calling(_)) {
             return self.put_aside(ex);
         }
-        let watch = (streams && ex.phase == Phase::Streaming).then_some(api);
+        let watch = events.filter(|_| streams && ex.phase == Phase::Streaming);
         self.put(ex);
         Answer::Pass { action, watch }
     }
@@ -227,7 +227,9 @@ impl Worker {
         if matches!(ex.phase, Phase::Calling(_)) {
             return self.put_aside(ex);
         }
-        let watch = (ex.phase == Phase::Streaming).then_some(self.attempt_api(&ex));
+        let watch = self
+            .attempt_events(&ex)
+            .filter(|_| ex.phase == Phase::Streaming);
         self.put(ex);
         Answer::Pass { action, watch }
     }
@@ -259,13 +261,14 @@ impl Worker {
         Answer::pass(action)
     }
 
-    /// The API the attempt under way speaks to its target: the client's,
-    /// or the one it is translated into. Its stream is read in that API.
-    fn attempt_api(&self, ex: &Exchange) -> Api {
-        ex.state
-            .current_target()
-            .and_then(|i| self.plan().targets.get(i))
-            .map_or(ex.api, |t| ex.api.on(t.format))
+    /// How the stream of the attempt under way is read: in the API it
+    /// speaks to its target (the client's, or the one it is translated
+    /// into); `None` when that API does not stream.
+    fn attempt_events(&self, ex: &Exchange) -> Option<&'static StreamEvents> {
+        match ex.state.current_target() {
+            Some(i) => self.events_of(ex, i),
+            None => ex.api.spec().stream_events.as_ref(),
+        }
     }
 
     fn decide_answer(&self, ex: &mut Exchange, status: u16, local: bool) -> Action {

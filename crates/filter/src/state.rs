@@ -19,12 +19,12 @@ use crate::worker::{Exchange, Worker};
 /// How far into an answer its response id is looked for.
 const ID_SCAN_LIMIT: usize = 16 * 1024;
 
-/// What a request has that the other format cannot carry, when the plan
-/// has targets of that format: they are skipped.
-fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Option<(Format, String)> {
-    [Format::Openai, Format::Anthropic]
+/// What a request has that another format cannot carry, for each format
+/// the plan has targets of: they are skipped.
+fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Vec<(Format, String)> {
+    [Format::Openai, Format::Anthropic, Format::Gemini]
         .into_iter()
-        .find_map(|format| {
+        .filter_map(|format| {
             let translation = Translation::between(api, format)?;
             if !plan.targets.iter().any(|t| t.format == format) {
                 return None;
@@ -34,6 +34,7 @@ fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Option<(Format, S
             };
             Some((format, why.0))
         })
+        .collect()
 }
 
 impl Worker {

@@ -1,0 +1,187 @@
+//! An Anthropic Messages client on a native Gemini target: the request
+//! becomes a `generateContent` request; the answer is read into a chat
+//! completion (`chat_to_gemini`) and that into a Message
+//! (`messages_to_chat`), so Gemini's answers are read in one place.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use super::chat_to_gemini::{
+    declaration, function_call, function_response, inline_image, push_turn, refuse, tool_config,
+};
+use super::{text, Untranslatable};
+use crate::usage::Usage;
+
+/// Messages fields with no Gemini equivalent that change nothing the client
+/// relies on: dropped. `metadata` only labels the caller; `stream` is
+/// answered by the path and the translated stream.
+pub const DROPPED: [&str; 2] = ["metadata", "stream"];
+
+/// The Messages request `body` as a Gemini `generateContent` request.
+pub fn request(body: &Value) -> Result<Value, Untranslatable> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| Untranslatable("the body is not an object".into()))?;
+    let mut config = Map::new();
+    let mut out = Map::new();
+    for (key, value) in object {
+        let field = match key.as_str() {
+            "model" | "messages" => continue,
+            "system" => {
+                out.insert(
+                    "systemInstruction".into(),
+                    json!({"parts": [{"text": plain_text(value, "system")?}]}),
+                );
+                continue;
+            }
+            "max_tokens" => "maxOutputTokens",
+            "temperature" => "temperature",
+            "top_p" => "topP",
+            "top_k" => "topK",
+            "stop_sequences" => "stopSequences",
+            "tools" => {
+                let list = value
+                    .as_array()
+                    .ok_or_else(|| Untranslatable("`tools` is not a list".into()))?;
+                let declared = list
+                    .iter()
+                    .map(|t| {
+                        // A server tool (web search, code execution) runs at Anthropic.
+                        if t.get("type").is_some_and(|ty| ty != "custom") {
+                            return Err(refuse(format!("the server tool `{}`", text(&t["type"]))));
+                        }
+                        Ok(declaration(
+                            &t["name"],
+                            t.get("description"),
+                            &t["input_schema"],
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.insert("tools".into(), json!([{"functionDeclarations": declared}]));
+                continue;
+            }
+            "tool_choice" => {
+                if value["disable_parallel_tool_use"] == json!(true) {
+                    return Err(refuse("`disable_parallel_tool_use`"));
+                }
+                let (mode, only) = match value["type"].as_str() {
+                    Some("auto") => ("AUTO", None),
+                    Some("any") => ("ANY", None),
+                    Some("none") => ("NONE", None),
+                    Some("tool") => ("ANY", Some(value["name"].clone())),
+                    other => {
+                        return Err(refuse(format!("tool_choice `{}`", other.unwrap_or("none"))))
+                    }
+                };
+                out.insert("toolConfig".into(), tool_config(mode, only));
+                continue;
+            }
+            k if DROPPED.contains(&k) => continue,
+            other => return Err(refuse(format!("`{other}`"))),
+        };
+        config.insert(field.into(), value.clone());
+    }
+    let turns = object
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Untranslatable("`messages` is not a list".into()))?;
+    let mut contents = Vec::new();
+    let mut names = HashMap::new();
+    for turn in turns {
+        let role = match turn["role"].as_str().unwrap_or_default() {
+            "user" => "user",
+            "assistant" => "model",
+            other => {
+                return Err(Untranslatable(format!(
+                    "a message's role `{other}` is not user or assistant"
+                )))
+            }
+        };
+        let parts = match &turn["content"] {
+            Value::String(s) => vec![json!({"text": s})],
+            Value::Array(blocks) => blocks
+                .iter()
+                .map(|b| part(b, &mut names))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => {
+                return Err(Untranslatable(
+                    "a message's content is neither text nor blocks".into(),
+                ))
+            }
+        };
+        push_turn(&mut contents, role, parts);
+    }
+    out.insert("contents".into(), Value::Array(contents));
+    if !config.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(config));
+    }
+    Ok(Value::Object(out))
+}
+
+/// One content block as a Gemini part.
+fn part(b: &Value, names: &mut HashMap<String, Value>) -> Result<Value, Untranslatable> {
+    match b["type"].as_str() {
+        Some("text") => Ok(json!({"text": b["text"]})),
+        Some("image") => {
+            let source = &b["source"];
+            if source["type"] != "base64" {
+                return Err(refuse(format!(
+                    "an image source of type `{}` (only base64 is carried)",
+                    source["type"].as_str().unwrap_or("none")
+                )));
+            }
+            Ok(inline_image(
+                source["media_type"].as_str().unwrap_or_default(),
+                source["data"].as_str().unwrap_or_default(),
+            ))
+        }
+        Some("tool_use") => Ok(function_call(
+            &text(&b["id"]),
+            &b["name"],
+            b["input"].clone(),
+            names,
+        )),
+        Some("tool_result") => {
+            let content = match &b["content"] {
+                Value::Null => String::new(),
+                c => plain_text(c, "a tool_result")?,
+            };
+            // Gemini reads a function's failure under `error`, its result under `output`.
+            let key = if b["is_error"] == json!(true) {
+                "error"
+            } else {
+                "output"
+            };
+            function_response(&text(&b["tool_use_id"]), names, json!({ key: content }))
+        }
+        other => Err(refuse(format!("a `{}` block", other.unwrap_or("untyped")))),
+    }
+}
+
+/// A string, or a list of text blocks, as one string.
+fn plain_text(v: &Value, field: &str) -> Result<String, Untranslatable> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match b["type"].as_str() {
+                Some("text") => Ok(b["text"].as_str().unwrap_or_default().to_string()),
+                other => Err(refuse(format!(
+                    "a `{}` block in {field}",
+                    other.unwrap_or("untyped")
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|parts| parts.join("\n")),
+        _ => Err(Untranslatable(format!(
+            "{field} is neither text nor blocks"
+        ))),
+    }
+}
+
+/// A `GenerateContentResponse` as a Message, and its usage.
+pub fn response(gemini: &Value) -> (Value, Option<Usage>) {
+    let (chat, usage) = super::chat_to_gemini::response(gemini, 0);
+    (super::messages_to_chat::response(&chat).0, usage)
+}
