@@ -358,3 +358,46 @@ fn the_kubernetes_manifest_carries_the_rendered_config_in_a_secret() {
         0o600
     );
 }
+
+#[test]
+fn a_gemini_entry_is_checked_at_its_lines() {
+    let dir = scratch("gemini");
+    fs::write(
+        dir.join("gw.yaml"),
+        format!(
+            "{HEAD}  - model: gemini/gemini-2.0-flash
+    access_key: k
+    format: gemini
+  - model: google/gemini flash?
+    base_url: http://127.0.0.1:9
+    format: gemini
+    endpoints: [chat_completions, embeddings]
+  - model: gemini/gemini-x
+    format: gemnii
+"
+        ),
+    )
+    .unwrap();
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for expected in [
+        "cannot name a Gemini model: it goes in the path",
+        "--> gw.yaml:10:12",
+        "`embeddings` is not served by a `gemini`-format model",
+        "--> gw.yaml:13:5",
+        "--> gw.yaml:15:13",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+    // The first entry, valid, renders with its key in Gemini's header.
+    fs::write(
+        dir.join("ok.yaml"),
+        format!(
+            "{HEAD}  - model: gemini/gemini-2.0-flash\n    access_key: k\n    format: gemini\n"
+        ),
+    )
+    .unwrap();
+    let out = planoai(&["validate", "ok.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

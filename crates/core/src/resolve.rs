@@ -192,12 +192,12 @@ pub fn resolve_with(
                 .find(|a| !matches!(a, Api::ChatCompletions | Api::Messages))
             {
                 let why = match format {
-                    Format::Gemini => "`gemini`-format model: it has only `generateContent` (chat_completions and messages are translated to it)",
-                    _ => "`anthropic`-format model: it has only the Messages API (chat_completions is translated to it)",
+                    Format::Gemini => "a `gemini`-format model: it has only `generateContent` (chat_completions and messages are translated to it)",
+                    _ => "an `anthropic`-format model: it has only the Messages API (chat_completions is translated to it)",
                 };
                 c.error(
                     format!("{at}.endpoints"),
-                    format!("`{}` is not served by an {why}", api.name()),
+                    format!("`{}` is not served by {why}", api.name()),
                 );
             }
         }
