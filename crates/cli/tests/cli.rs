@@ -372,8 +372,6 @@ fn a_gemini_entry_is_checked_at_its_lines() {
     base_url: http://127.0.0.1:9
     format: gemini
     endpoints: [chat_completions, embeddings]
-  - model: gemini/gemini-x
-    format: gemnii
 "
         ),
     )
@@ -383,13 +381,20 @@ fn a_gemini_entry_is_checked_at_its_lines() {
     let err = stderr(&out);
     for expected in [
         "cannot name a Gemini model: it goes in the path",
-        "--> gw.yaml:10:12",
+        "--> gw.yaml:10:5",
         "`embeddings` is not served by a `gemini`-format model",
         "--> gw.yaml:13:5",
-        "--> gw.yaml:15:13",
     ] {
         assert!(err.contains(expected), "{expected}\n{err}");
     }
+    fs::write(
+        dir.join("typo.yaml"),
+        format!("{HEAD}  - model: gemini/gemini-x\n    format: gemnii\n"),
+    )
+    .unwrap();
+    let err = stderr(&planoai(&["validate", "typo.yaml"], &dir));
+    assert!(err.contains("--> typo.yaml:8:13"), "{err}");
+    assert!(err.contains("`openai`, `anthropic`, `gemini`"), "{err}");
     // The first entry, valid, renders with its key in Gemini's header.
     fs::write(
         dir.join("ok.yaml"),

@@ -44,8 +44,8 @@ pub enum Format {
     /// Anthropic's Messages API (`POST /v1/messages`, `x-api-key`,
     /// `anthropic-version`).
     Anthropic,
-    /// Google's Gemini API (`generateContent`, `x-goog-api-key`):
-    /// `crate::providers::gemini`.
+    /// Google's Gemini API (`POST /v1beta/models/{model}:generateContent`,
+    /// `x-goog-api-key`).
     Gemini,
 }
 

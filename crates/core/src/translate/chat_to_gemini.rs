@@ -215,24 +215,7 @@ pub(super) fn inline_image(media_type: &str, data: &str) -> Value {
 
 /// A string, or a list of text parts, as one string.
 fn text_of(v: &Value) -> Result<String, Untranslatable> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p["type"].as_str() {
-                Some("text") => Ok(p["text"].as_str().unwrap_or_default().to_string()),
-                other => Err(refuse(format!(
-                    "a `{}` part here",
-                    other.unwrap_or("untyped")
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|t| t.join("\n")),
-        _ => Err(Untranslatable(
-            "a message's content is neither text nor parts".into(),
-        )),
-    }
+    super::chat_text(v, refuse)
 }
 
 fn user_parts(content: &Value) -> Result<Vec<Value>, Untranslatable> {
@@ -313,21 +296,22 @@ pub fn tool_call(call: &Value, answer_id: &str, n: usize) -> Value {
     json!({"id": id, "type": "function", "function": {"name": call["name"], "arguments": args}})
 }
 
+/// A candidate's parts that are the answer: a thought summary is not.
+pub fn answer_parts(candidate: &Value) -> impl Iterator<Item = &Value> {
+    candidate["content"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["thought"] != json!(true))
+}
+
 /// A `GenerateContentResponse` made at `created` as a chat completion, and its usage.
 pub fn response(gemini: &Value, created: u64) -> (Value, Option<Usage>) {
     let id = answer_id(gemini);
     let candidate = &gemini["candidates"][0];
     let mut text = String::new();
     let mut calls = Vec::new();
-    for part in candidate["content"]["parts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if part["thought"] == json!(true) {
-            // A thought summary is not the answer.
-            continue;
-        }
+    for part in answer_parts(candidate) {
         if let Some(t) = part["text"].as_str() {
             text.push_str(t);
         }

@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 
 use super::chat_stream;
-use super::chat_to_gemini::{answer_id, finish_reason, tool_call, usage_of};
+use super::chat_to_gemini::{answer_id, answer_parts, finish_reason, tool_call, usage_of};
 use super::sse::Reader;
 use super::Translated;
 use crate::providers::gemini;
@@ -75,14 +75,7 @@ impl ToChat {
                 self.usage = Some(u);
             }
             let candidate = &data["candidates"][0];
-            for part in candidate["content"]["parts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                if part["thought"] == json!(true) {
-                    continue;
-                }
+            for part in answer_parts(candidate) {
                 if let Some(t) = part["text"].as_str().filter(|t| !t.is_empty()) {
                     out += &self.chunk(json!({"content": t}), None);
                 }

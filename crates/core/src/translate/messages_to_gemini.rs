@@ -161,23 +161,7 @@ fn part(b: &Value, names: &mut HashMap<String, Value>) -> Result<Value, Untransl
 
 /// A string, or a list of text blocks, as one string.
 fn plain_text(v: &Value, field: &str) -> Result<String, Untranslatable> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => blocks
-            .iter()
-            .map(|b| match b["type"].as_str() {
-                Some("text") => Ok(b["text"].as_str().unwrap_or_default().to_string()),
-                other => Err(refuse(format!(
-                    "a `{}` block in {field}",
-                    other.unwrap_or("untyped")
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|parts| parts.join("\n")),
-        _ => Err(Untranslatable(format!(
-            "{field} is neither text nor blocks"
-        ))),
-    }
+    super::blocks_text(v, field, refuse)
 }
 
 /// A `GenerateContentResponse` as a Message, and its usage.

@@ -225,6 +225,60 @@ impl Answer {
     }
 }
 
+/// A chat message's content, a string or a list of text parts, as one
+/// string; `refuse` names a part of another type.
+fn chat_text(
+    v: &serde_json::Value,
+    refuse: fn(String) -> Untranslatable,
+) -> Result<String, Untranslatable> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p["type"].as_str() {
+                Some("text") => Ok(p["text"].as_str().unwrap_or_default().to_string()),
+                other => Err(refuse(format!(
+                    "a `{}` part here",
+                    other.unwrap_or("untyped")
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|t| t.join("\n")),
+        _ => Err(Untranslatable(
+            "a message's content is neither text nor parts".into(),
+        )),
+    }
+}
+
+/// Messages' text in `field`, a string or a list of text blocks, as one
+/// string; `refuse` names a block of another type.
+fn blocks_text(
+    v: &serde_json::Value,
+    field: &str,
+    refuse: fn(String) -> Untranslatable,
+) -> Result<String, Untranslatable> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match b["type"].as_str() {
+                Some("text") => Ok(b["text"].as_str().unwrap_or_default().to_string()),
+                other => Err(refuse(format!(
+                    "a `{}` block in {field}",
+                    other.unwrap_or("untyped")
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|parts| parts.join("\n")),
+        _ => Err(Untranslatable(format!(
+            "{field} is neither text nor blocks"
+        ))),
+    }
+}
+
 /// A JSON number or string field as text, for ids.
 fn text(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
