@@ -257,17 +257,13 @@ impl Watch {
         if end_of_stream && !self.settled {
             self.settled = true;
             worker.stream_broken(id, "no_terminator");
-            {
-                let mut last = (self.events.broken)(
-                    "the provider's stream ended before the answer was complete",
-                );
-                if self.reader.mid_event() {
-                    // The cut event ends first, so this one stands alone.
-                    last.insert_str(0, "\n\n");
-                }
-                let _ =
-                    hostcalls::set_buffer(BufferType::HttpResponseBody, size, 0, last.as_bytes());
+            let mut last =
+                (self.events.broken)("the provider's stream ended before the answer was complete");
+            if self.reader.mid_event() {
+                // The cut event ends first, so this one stands alone.
+                last.insert_str(0, "\n\n");
             }
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, size, 0, last.as_bytes());
         }
     }
 }
