@@ -290,3 +290,20 @@ def test_a_wrong_gemini_key_is_refused_and_no_key_is_ever_shown(gateway, gpt):
     finally:
         good.stop()
         wrong.stop()
+
+
+def test_a_gemini_stream_that_ends_without_its_finish_reason_ends_with_the_clients_error(gateway, gpt):
+    mock = gemini(Reply(stream=[chunk([{"text": "a "}]), chunk([{"text": "b "}])], gap=0.1))
+    try:
+        gateway.up(HEADER + gemini_entry(mock, default=True))
+        got = []
+        with pytest.raises(openai.APIError) as broken:
+            for c in gpt.chat.completions.create(model="gemini/gemini-2.0-flash", stream=True,
+                                                 messages=[{"role": "user", "content": "go"}]):
+                if c.choices and c.choices[0].delta.content:
+                    got.append(c.choices[0].delta.content)
+        # Gemini's stream has no terminator: without a finishReason it was cut.
+        assert got == ["a ", "b "]
+        assert "ended before the answer was complete" in str(broken.value)
+    finally:
+        mock.stop()
