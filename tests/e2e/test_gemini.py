@@ -14,7 +14,7 @@ import openai
 import pytest
 import requests
 
-from conftest import ADMIN, GATEWAY
+from conftest import ADMIN, GATEWAY, planoai
 from mock_provider import Provider, Reply
 from test_gateway import HEADER
 
@@ -263,6 +263,34 @@ def test_geminis_429_blocks_it_for_the_retry_delay_its_body_states(gateway, gpt)
         assert (primary.calls, last.calls) == (3, 3)
     finally:
         primary.stop()
+        limited.stop()
+        last.stop()
+
+
+def test_a_gemini_targets_first_429_blocks_it_for_the_retry_delay_its_body_states(gateway, gpt):
+    # The first attempt's answer, streamed: its body is read before the retry.
+    exhausted = google_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).",
+                             [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}])
+    limited = gemini(exhausted)
+    last = Provider(Reply(stream=["data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-y",
+                                                          "choices": [{"index": 0, "delta": {"content": "from the last"}, "finish_reason": "stop"}]}) + "\n\n",
+                                  "data: [DONE]\n\n"]))
+    try:
+        gateway.up(HEADER + gemini_entry(limited, default=True) + f"""
+            retry_policy:
+              fallback_models: [mistral/gpt-y]
+          - model: mistral/gpt-y
+            base_url: http://127.0.0.1:{last.port}
+            access_key: key-openai-0003""")
+        for _ in range(3):
+            pieces = gpt.chat.completions.create(model="gemini/gemini-2.0-flash", stream=True,
+                                                 messages=[{"role": "user", "content": "hi"}])
+            assert "".join(c.choices[0].delta.content or "" for c in pieces if c.choices) == "from the last"
+        assert (limited.calls, last.calls) == (1, 3), limited.requests
+        status = planoai("status").stdout
+        line = next((l for l in status.splitlines() if "model gemini/gemini-2.0-flash" in l), status)
+        assert 20 <= int(re.search(r"for (\d+) more s", line).group(1)) <= 30, line
+    finally:
         limited.stop()
         last.stop()
 
