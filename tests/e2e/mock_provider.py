@@ -52,7 +52,8 @@ class Reply:
 
 class Provider:
     def __init__(self, *replies, refuse=None, host="127.0.0.1"):
-        # `refuse(record)` names what is wrong with a request (a 400), or None.
+        # `refuse(record)` names what is wrong with a request (a 400), or
+        # gives the Reply a provider answers it with, or None.
         self.refuse = refuse
         self.script = list(replies) or [Reply()]
         self.requests = []
@@ -70,7 +71,9 @@ class Provider:
                     provider.requests.append(record)
                     reply = provider.script[min(len(provider.requests), len(provider.script)) - 1]
                 wrong = provider.refuse and provider.refuse(record)
-                if wrong:
+                if isinstance(wrong, Reply):
+                    reply = wrong
+                elif wrong:
                     reply = Reply(status=400, body={"type": "error", "error": {"type": "invalid_request_error", "message": wrong}})
                 time.sleep(reply.delay)
                 if reply.close or reply.garbage is not None:

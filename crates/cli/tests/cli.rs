@@ -386,3 +386,51 @@ fn the_kubernetes_manifest_carries_the_rendered_config_in_a_secret() {
         0o600
     );
 }
+
+#[test]
+fn a_gemini_entry_is_checked_at_its_lines() {
+    let dir = scratch("gemini");
+    fs::write(
+        dir.join("gw.yaml"),
+        format!(
+            "{HEAD}  - model: gemini/gemini-2.0-flash
+    access_key: k
+    format: gemini
+  - model: google/gemini flash?
+    base_url: http://127.0.0.1:9
+    format: gemini
+    endpoints: [chat_completions, embeddings]
+"
+        ),
+    )
+    .unwrap();
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for expected in [
+        "cannot name a Gemini model: it goes in the path",
+        "--> gw.yaml:10:5",
+        "`embeddings` is not served by a `gemini`-format model",
+        "--> gw.yaml:13:5",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+    fs::write(
+        dir.join("typo.yaml"),
+        format!("{HEAD}  - model: gemini/gemini-x\n    format: gemnii\n"),
+    )
+    .unwrap();
+    let err = stderr(&planoai(&["validate", "typo.yaml"], &dir));
+    assert!(err.contains("--> typo.yaml:8:13"), "{err}");
+    assert!(err.contains("`openai`, `anthropic`, `gemini`"), "{err}");
+    // The first entry, valid, renders with its key in Gemini's header.
+    fs::write(
+        dir.join("ok.yaml"),
+        format!(
+            "{HEAD}  - model: gemini/gemini-2.0-flash\n    access_key: k\n    format: gemini\n"
+        ),
+    )
+    .unwrap();
+    let out = planoai(&["validate", "ok.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

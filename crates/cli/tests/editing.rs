@@ -166,6 +166,11 @@ fn init_writes_a_commented_config_that_validates() {
             "one.yaml",
             vec!["anthropic/claude-3-5-sonnet-latest"],
         ),
+        (
+            vec!["--provider", "gemini", "-o", "gemini.yaml"],
+            "gemini.yaml",
+            vec!["gemini/gemini-2.0-flash"],
+        ),
     ] {
         let out = planoai(&[&["init"], args.as_slice()].concat(), &dir);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -177,13 +182,19 @@ fn init_writes_a_commented_config_that_validates() {
         for model in &models {
             assert!(text.contains(&format!("- model: {model}")), "{text}");
         }
+        // Gemini's own API, not its OpenAI-compatible endpoint.
+        assert_eq!(
+            text.contains("format: gemini"),
+            file == "gemini.yaml",
+            "{text}"
+        );
         // Valid as written, keys unset; and strictly, once the keys are at hand.
         let out = planoai(&["validate", file], &dir);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(!stderr(&out).contains("error:"), "{}", stderr(&out));
         fs::write(
             dir.join("keys.env"),
-            "OPENAI_API_KEY=a\nANTHROPIC_API_KEY=b\nGROQ_API_KEY=c\n",
+            "OPENAI_API_KEY=a\nANTHROPIC_API_KEY=b\nGROQ_API_KEY=c\nGEMINI_API_KEY=d\n",
         )
         .unwrap();
         let out = planoai(&["validate", "--env-file", "keys.env", file], &dir);

@@ -276,15 +276,15 @@ pub struct ModelProvider {
     /// `base_url` and `access_key` unless it gives its own.
     #[serde(default)]
     pub deployments: Vec<DeploymentConfig>,
-    /// The client endpoints this model serves: `chat_completions`, `responses`, `embeddings`, `messages` (Anthropic's, translated to chat completions for an `openai`-format model). A request is never sent to a model that does not serve its endpoint (it is skipped, with the reason in the attempts list). Default: all four with a `base_url`; a built-in provider's own set without one (openai: all; groq, deepseek: chat_completions; gemini, mistral, together_ai: chat_completions and embeddings; xai: chat_completions and responses), with `messages` wherever chat_completions is; an `anthropic`-format model: chat_completions and messages.
+    /// The client endpoints this model serves: `chat_completions`, `responses`, `embeddings`, `messages` (Anthropic's, translated to chat completions for an `openai`-format model). A request is never sent to a model that does not serve its endpoint (it is skipped, with the reason in the attempts list). Default: all four with a `base_url`; a built-in provider's own set without one (openai: all; groq, deepseek: chat_completions; gemini, mistral, together_ai: chat_completions and embeddings; xai: chat_completions and responses), with `messages` wherever chat_completions is; an `anthropic`- or `gemini`-format model: chat_completions and messages.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = ["chat_completions", "responses"]))]
     pub endpoints: Option<Vec<crate::api::Api>>,
-    /// The request header the provider's key goes in: `authorization` sends `Bearer KEY`; any other name (Azure's `api-key`) sends the key as it is. Default: `api-key` for Azure hosts (`*.openai.azure.com`, `*.cognitiveservices.azure.com`), `authorization` otherwise.
+    /// The request header the provider's key goes in: `authorization` sends `Bearer KEY`; any other name (Azure's `api-key`) sends the key as it is. Default: `api-key` for Azure hosts (`*.openai.azure.com`, `*.cognitiveservices.azure.com`), `x-api-key` for `format: anthropic`, `x-goog-api-key` for `format: gemini`, `authorization` otherwise.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = &"api-key"))]
     pub key_header: Option<String>,
-    /// The API the provider speaks: `openai` (chat completions and the rest) or `anthropic` (the Messages API: the key in `x-api-key`, `anthropic-version` sent). Requests in the other format are translated per attempt. Default: `anthropic` for the built-in `anthropic` provider without a `base_url`, `openai` otherwise.
+    /// The API the provider speaks: `openai` (chat completions and the rest), `anthropic` (the Messages API: the key in `x-api-key`, `anthropic-version` sent) or `gemini` (Google's Gemini API, `generateContent`: the key in `x-goog-api-key`, at generativelanguage.googleapis.com without a `base_url`). Requests in another format are translated per attempt. Default: `anthropic` for the built-in `anthropic` provider without a `base_url`, `openai` otherwise (for `gemini/...`, Gemini's OpenAI-compatible endpoint).
     #[serde(default)]
     pub format: Option<crate::api::Format>,
 }

@@ -247,9 +247,16 @@ impl Target {
 
     /// The path an attempt to this target uses for a request to `api` at
     /// the client's `path` (with its query): the path of the API it is
-    /// translated into, when it is.
-    pub fn attempt_path(&self, api: Api, client_path: &str) -> String {
-        let sent = api.on(self.format);
+    /// translated into, when it is; Gemini's names the model and whether
+    /// the answer is `stream`ed.
+    pub fn attempt_path(&self, api: Api, client_path: &str, stream: bool) -> String {
+        let Some(sent) = api.on(self.format) else {
+            return crate::providers::gemini::attempt_path(
+                &self.path_prefix,
+                &self.model_name,
+                stream,
+            );
+        };
         if sent == api {
             return self.upstream_path(client_path);
         }

@@ -17,9 +17,9 @@ pub struct Reach {
     pub own_model: bool,
     /// Only this target: the deployment that holds the request's state.
     pub only: Option<usize>,
-    /// Targets of this format are skipped: the request has something their
-    /// API cannot carry (said here).
-    pub untranslatable: Option<(Format, String)>,
+    /// Targets of these formats are skipped: the request has something
+    /// their API cannot carry (said here).
+    pub untranslatable: Vec<(Format, String)>,
     /// Targets whose quota is low and kept for client keys of higher
     /// priority (`priority`).
     pub reserved: Vec<usize>,
@@ -55,7 +55,7 @@ impl Reach {
             api,
             own_model: false,
             only: None,
-            untranslatable: None,
+            untranslatable: Vec::new(),
             reserved: Vec::new(),
         }
     }
@@ -75,10 +75,8 @@ impl Reach {
         if self.reserved.contains(&target) {
             return Err(Skip::Reserved);
         }
-        if let Some((format, why)) = &self.untranslatable {
-            if t.format == *format {
-                return Err(Skip::Untranslatable(why.clone()));
-            }
+        if let Some((_, why)) = self.untranslatable.iter().find(|(f, _)| *f == t.format) {
+            return Err(Skip::Untranslatable(why.clone()));
         }
         Ok(())
     }

@@ -200,16 +200,30 @@ pub fn resolve_with(
             }
             None => default_apis(&provider, has_base_url, format),
         };
-        if format == Format::Anthropic {
+        if format != Format::Openai {
             if let Some(api) = serves
                 .iter()
                 .find(|a| !matches!(a, Api::ChatCompletions | Api::Messages))
             {
+                let why = match format {
+                    Format::Gemini => "a `gemini`-format model: it has only `generateContent` (chat_completions and messages are translated to it)",
+                    _ => "an `anthropic`-format model: it has only the Messages API (chat_completions is translated to it)",
+                };
                 c.error(
                     format!("{at}.endpoints"),
-                    format!("`{}` is not served by an `anthropic`-format model: it has only the Messages API (chat_completions is translated to it)", api.name()),
+                    format!("`{}` is not served by {why}", api.name()),
                 );
             }
+        }
+        if format == Format::Gemini
+            && !model_name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '_'))
+        {
+            c.error(
+                format!("{at}.model"),
+                format!("`{model_name}` cannot name a Gemini model: it goes in the path (`models/{{model}}:generateContent`), so only letters, digits, `-`, `.` and `_`"),
+            );
         }
         if let Some(h) = &p.key_header {
             let reserved = [
@@ -268,7 +282,7 @@ pub fn resolve_with(
             } else {
                 at.as_str()
             };
-            let endpoint = match endpoint_for(own_url.or(p.base_url.as_ref()), &provider) {
+            let endpoint = match endpoint_for(own_url.or(p.base_url.as_ref()), &provider, format) {
                 Ok(e) => e,
                 // A malformed `model` is reported above; its missing address would repeat it.
                 Err((message, hint))
@@ -290,6 +304,7 @@ pub fn resolve_with(
                 None if format == Format::Anthropic => {
                     crate::providers::anthropic::KEY_HEADER.into()
                 }
+                None if format == Format::Gemini => crate::providers::gemini::KEY_HEADER.into(),
                 None => "authorization".into(),
             };
             let own_key = d.and_then(|d| d.access_key.as_ref());

@@ -1,10 +1,10 @@
 //! A provider's server-sent events, as they arrive in byte chunks split
 //! anywhere: each complete event is classified by its API's own rules
-//! (`api::*::classify_event`) as neutral, output, an error or the stream's
-//! terminator. The filter holds a streamed answer back until its first
-//! output, and after that watches for an error or a missing terminator.
+//! (`api::*::classify_event`, Gemini's in `providers::gemini`) as neutral,
+//! output, an error or the stream's terminator. The filter holds a streamed
+//! answer back until its first output, and after that watches for an error
+//! or a missing terminator.
 
-use crate::api::Api;
 use crate::sse::{Events, Read};
 
 /// What one event of a streamed answer is to the gateway.
@@ -34,14 +34,6 @@ pub struct EventReader {
 }
 
 impl EventReader {
-    /// A reader for `api`'s streams; `None` when the API does not stream.
-    pub fn for_api(api: Api) -> Option<EventReader> {
-        api.spec()
-            .stream_events
-            .as_ref()
-            .map(|s| EventReader::new(s.classify))
-    }
-
     pub fn new(classify: Classify) -> EventReader {
         EventReader {
             classify,

@@ -89,7 +89,7 @@ fn events(bytes: &[u8], cuts: &[usize]) -> Vec<Read> {
 
 fn classified(api: Option<Api>, bytes: &[u8], cuts: &[usize]) -> Vec<StreamEvent> {
     let mut r = match api {
-        Some(api) => EventReader::for_api(api).unwrap(),
+        Some(api) => EventReader::new(api.spec().stream_events.as_ref().unwrap().classify),
         None => EventReader::new(anthropic_events::classify_event),
     };
     chunked(bytes, cuts, |c, _| r.feed(c)).concat()

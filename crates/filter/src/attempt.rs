@@ -11,7 +11,7 @@
 //! terminator, is a broken stream, and the client gets a last error event
 //! in its API's format.
 
-use plano_core::api::Api;
+use plano_core::api::StreamEvents;
 use plano_core::providers::BODY_LIMIT;
 use plano_core::stream_events::{EventReader, StreamEvent};
 use proxy_wasm::hostcalls;
@@ -64,7 +64,7 @@ pub struct AttemptStream {
 
 /// A streamed answer's events, read as they pass.
 struct Watch {
-    api: Api,
+    events: &'static StreamEvents,
     reader: EventReader,
     /// While held: the status, when the hold began and the bytes read.
     held: Option<(u16, u64, usize)>,
@@ -73,10 +73,14 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(api: Api, held: Option<(u16, u64, usize)>) -> Option<Watch> {
+    fn new(
+        events: Option<&'static StreamEvents>,
+        held: Option<(u16, u64, usize)>,
+    ) -> Option<Watch> {
+        let events = events?;
         Some(Watch {
-            api,
-            reader: EventReader::for_api(api)?,
+            events,
+            reader: EventReader::new(events.classify),
             held,
             settled: false,
         })
@@ -114,11 +118,11 @@ impl AttemptStream {
             return Action::Continue;
         };
         match worker.attempt_answered(id, end_of_stream) {
-            Answer::Hold(api) => {
+            Answer::Hold(events) => {
                 let status = response_header(":status")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(200);
-                self.watch = Watch::new(api, Some((status, now_ms(), 0)));
+                self.watch = Watch::new(events, Some((status, now_ms(), 0)));
                 if self.watch.is_some() {
                     return Action::Pause;
                 }
@@ -251,7 +255,7 @@ impl AttemptStream {
                         w.held = None;
                         Some(w)
                     }
-                    (Some(api), None) => Watch::new(api, None),
+                    (Some(events), None) => Watch::new(Some(events), None),
                     (None, _) => None,
                 };
                 action
@@ -287,16 +291,13 @@ impl Watch {
         if end_of_stream && !self.settled {
             self.settled = true;
             worker.stream_broken(id, "no_terminator");
-            if let Some(spec) = self.api.spec().stream_events.as_ref() {
-                let mut last =
-                    (spec.broken)("the provider's stream ended before the answer was complete");
-                if self.reader.mid_event() {
-                    // The cut event ends first, so this one stands alone.
-                    last.insert_str(0, "\n\n");
-                }
-                let _ =
-                    hostcalls::set_buffer(BufferType::HttpResponseBody, size, 0, last.as_bytes());
+            let mut last =
+                (self.events.broken)("the provider's stream ended before the answer was complete");
+            if self.reader.mid_event() {
+                // The cut event ends first, so this one stands alone.
+                last.insert_str(0, "\n\n");
             }
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, size, 0, last.as_bytes());
         }
     }
 }
@@ -304,10 +305,14 @@ impl Watch {
 /// What the attempt filter does with an attempt's response headers.
 pub enum Answer {
     /// Hold them, and the events after them, until the first output.
-    Hold(Api),
-    /// Go on with `action`; `watch` is the API whose delivered stream is
-    /// watched for its end.
-    Pass { action: Action, watch: Option<Api> },
+    /// `None` when the attempt's API does not stream.
+    Hold(Option<&'static StreamEvents>),
+    /// Go on with `action`; `watch` reads the delivered stream, watched
+    /// for its end.
+    Pass {
+        action: Action,
+        watch: Option<&'static StreamEvents>,
+    },
     /// Hold them, and drop every byte after: the hedge answers the client.
     Drop,
     /// Hold them and the body after them: a failure, decided once its body

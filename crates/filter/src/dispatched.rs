@@ -45,7 +45,7 @@ impl Worker {
         ex.state.start(target, now);
         self.count_attempt(ex);
         let body_len = self.write_first_body(ex, t);
-        let path = t.attempt_path(ex.api, &ex.client_path);
+        let path = t.attempt_path(ex.api, &ex.client_path, ex.body.stream);
         address_request(
             t,
             &path,
@@ -295,7 +295,7 @@ impl Worker {
         timeout: Duration,
         route: (&str, &[(&str, &str)]),
     ) -> Result<u32, Status> {
-        let path = t.attempt_path(ex.api, &ex.client_path);
+        let path = t.attempt_path(ex.api, &ex.client_path, ex.body.stream);
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
             (":path", &path),
@@ -351,7 +351,7 @@ impl Worker {
         let now = now_ms();
         let outcome = match (ex.body.stream, ex.state.current_target()) {
             // A hedge that became the retry: its stream is read whole.
-            (true, Some(target)) => answer.outcome(self.api_of(&ex, target)),
+            (true, Some(target)) => answer.outcome(self.events_of(&ex, target)),
             _ if answer.failed => Some(Outcome::ConnectFailure),
             _ => Some(outcome_of(answer.status, answer.from_provider)),
         };

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use log::{info, warn};
-use plano_core::api::Api;
+use plano_core::api::StreamEvents;
 use plano_core::attempt::{Attempt, Outcome};
 use plano_core::plan::Target;
 use plano_core::providers::{self, Failure};
@@ -100,11 +100,11 @@ impl Worker {
         ex.hedge_call = None;
         let now = now_ms();
         let answer = CallAnswer::read(body_size);
-        let api = ex
-            .state
-            .hedge_in_flight()
-            .map_or(ex.api, |h| self.api_of(ex, h.target));
-        match answer.outcome(api) {
+        let events = match ex.state.hedge_in_flight() {
+            Some(h) => self.events_of(ex, h.target),
+            None => ex.api.spec().stream_events.as_ref(),
+        };
+        match answer.outcome(events) {
             None => {
                 self.metrics.add(self.metrics.hedge_lost, 1);
                 // The routed attempt's line ends its span; the hedge has none.
@@ -158,12 +158,13 @@ impl Worker {
         self.reply_whole(ex, answer.status, &answer.headers, &answer.body);
     }
 
-    /// The API an attempt to `target` speaks: its stream is read in it.
-    pub fn api_of(&self, ex: &Exchange, target: usize) -> Api {
-        self.plan()
-            .targets
-            .get(target)
-            .map_or(ex.api, |t: &Target| ex.api.on(t.format))
+    /// How the stream of an attempt to `target` is read: in the API it
+    /// speaks; `None` when that API does not stream.
+    pub fn events_of(&self, ex: &Exchange, target: usize) -> Option<&'static StreamEvents> {
+        match self.plan().targets.get(target) {
+            Some(t) => ex.api.stream_events_on(t.format),
+            None => ex.api.spec().stream_events.as_ref(),
+        }
     }
 
     /// The hedge's line, numbered as it was started beside the attempt.
@@ -266,7 +267,7 @@ impl CallAnswer {
     /// How a streamed attempt's whole answer failed, or `None` for an
     /// answer: a 2xx stream is read in `api` as the attempt filter reads a
     /// held one, so an error event before output fails it as its status.
-    pub fn outcome(&self, api: Api) -> Option<Outcome> {
+    pub fn outcome(&self, events: Option<&'static StreamEvents>) -> Option<Outcome> {
         if self.failed {
             return Some(Outcome::ConnectFailure);
         }
@@ -284,7 +285,7 @@ impl CallAnswer {
         let streams = self
             .header("content-type")
             .is_some_and(|c| c.starts_with("text/event-stream"));
-        let mut reader = EventReader::for_api(api).filter(|_| streams)?;
+        let mut reader = EventReader::new(events.filter(|_| streams)?.classify);
         let events = reader.feed(&self.body);
         match events.into_iter().find(|e| *e != StreamEvent::Neutral) {
             Some(StreamEvent::Error(status)) => Some(Outcome::StreamError(status)),

@@ -9,7 +9,7 @@
 //! timeout: it limits the time to the provider's headers and never cuts a
 //! started answer, nor one the attempt filter holds for its first output.
 
-use plano_core::api::Api;
+use plano_core::api::StreamEvents;
 use plano_core::attempt::Outcome;
 use plano_core::providers::{self, Failure};
 use plano_core::quota::Quota;
@@ -109,7 +109,7 @@ impl Worker {
         self.arm(ex, now + limit_ms + NO_ANSWER_GRACE_MS, TimerKind::Timeout);
         let limit = limit_ms.to_string();
         let body_len = ex.sent_len;
-        let path = t.attempt_path(ex.api, &ex.client_path);
+        let path = t.attempt_path(ex.api, &ex.client_path, ex.body.stream);
         address_request(
             t,
             &path,
@@ -200,7 +200,7 @@ impl Worker {
             && !end_of_stream
             && (200..300).contains(&status)
             && response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
-        let api = self.attempt_api(&ex);
+        let events = self.attempt_events(&ex);
         if !local && status >= 400 && ex.state.policy(self.plan()).is_some() {
             // What failed, and the wait, may be in the body: it is read first.
             ex.phase = Phase::Reading(status);
@@ -214,13 +214,13 @@ impl Worker {
             // A retry could still follow: nothing reaches the client before
             // the answer's first output (see `attempt`).
             self.put(ex);
-            return Answer::Hold(api);
+            return Answer::Hold(events);
         }
         let action = self.decide_answer(&mut ex, status, local, None);
         if matches!(ex.phase, Phase::Calling(_)) {
             return self.put_aside(ex);
         }
-        let watch = (streams && ex.phase == Phase::Streaming).then_some(api);
+        let watch = events.filter(|_| streams && ex.phase == Phase::Streaming);
         self.put(ex);
         Answer::Pass { action, watch }
     }
@@ -268,7 +268,9 @@ impl Worker {
         if matches!(ex.phase, Phase::Calling(_)) {
             return self.put_aside(ex);
         }
-        let watch = (ex.phase == Phase::Streaming).then_some(self.attempt_api(&ex));
+        let watch = self
+            .attempt_events(&ex)
+            .filter(|_| ex.phase == Phase::Streaming);
         self.put(ex);
         Answer::Pass { action, watch }
     }
@@ -300,13 +302,14 @@ impl Worker {
         Answer::pass(action)
     }
 
-    /// The API the attempt under way speaks to its target: the client's,
-    /// or the one it is translated into. Its stream is read in that API.
-    fn attempt_api(&self, ex: &Exchange) -> Api {
-        ex.state
-            .current_target()
-            .and_then(|i| self.plan().targets.get(i))
-            .map_or(ex.api, |t| ex.api.on(t.format))
+    /// How the stream of the attempt under way is read: in the API it
+    /// speaks to its target (the client's, or the one it is translated
+    /// into); `None` when that API does not stream.
+    fn attempt_events(&self, ex: &Exchange) -> Option<&'static StreamEvents> {
+        match ex.state.current_target() {
+            Some(i) => self.events_of(ex, i),
+            None => ex.api.spec().stream_events.as_ref(),
+        }
     }
 
     /// The failed attempt's retry is its hedge in flight: the hedge becomes

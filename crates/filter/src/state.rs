@@ -19,12 +19,12 @@ use crate::worker::{Exchange, Worker};
 /// How far into an answer its response id is looked for.
 const ID_SCAN_LIMIT: usize = 16 * 1024;
 
-/// What a request has that the other format cannot carry, when the plan
-/// has targets of that format: they are skipped.
-fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Option<(Format, Untranslatable)> {
-    [Format::Openai, Format::Anthropic]
+/// What a request has that another format cannot carry, for each format
+/// the plan has targets of: they are skipped.
+fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Vec<(Format, Untranslatable)> {
+    [Format::Openai, Format::Anthropic, Format::Gemini]
         .into_iter()
-        .find_map(|format| {
+        .filter_map(|format| {
             let translation = Translation::between(api, format)?;
             if !plan.targets.iter().any(|t| t.format == format) {
                 return None;
@@ -34,6 +34,7 @@ fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Option<(Format, U
             };
             Some((format, why))
         })
+        .collect()
 }
 
 impl Worker {
@@ -53,18 +54,17 @@ impl Worker {
             // model is the best guess at where it is.
             own_model: api.spec().model_pinned || body.names_conversation,
             only: None,
-            untranslatable: None,
+            untranslatable: Vec::new(),
             reserved: Vec::new(),
         };
-        match untranslatable(plan, api, raw) {
-            // A malformed body is the client's to fix, whichever target would take it.
-            Some((_, Untranslatable::Invalid(why))) => {
-                return Err((400, "invalid_request_error", why));
+        for (format, why) in untranslatable(plan, api, raw) {
+            match why {
+                // A malformed body is the client's to fix, whichever target would take it.
+                Untranslatable::Invalid(why) => {
+                    return Err((400, "invalid_request_error", why));
+                }
+                Untranslatable::NoEquivalent(why) => reach.untranslatable.push((format, why)),
             }
-            Some((format, Untranslatable::NoEquivalent(why))) => {
-                reach.untranslatable = Some((format, why));
-            }
-            None => {}
         }
         if let Some(id) = &body.previous_response_id {
             match response_ids::recall(&EnvoyStore, id, now_ms()) {

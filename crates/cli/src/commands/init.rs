@@ -82,6 +82,12 @@ model_providers:
             out,
             "    access_key: ${var}      # from the environment, or a .env beside this file"
         );
+        if provider == "gemini" {
+            let _ = writeln!(
+                out,
+                "    format: gemini              # Gemini's own API; without it, its OpenAI-compatible one"
+            );
+        }
         if i == 0 {
             let _ = writeln!(
                 out,

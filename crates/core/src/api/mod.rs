@@ -44,6 +44,9 @@ pub enum Format {
     /// Anthropic's Messages API (`POST /v1/messages`, `x-api-key`,
     /// `anthropic-version`).
     Anthropic,
+    /// Google's Gemini API (`POST /v1beta/models/{model}:generateContent`,
+    /// `x-goog-api-key`).
+    Gemini,
 }
 
 /// How an API's streamed answer is framed.
@@ -155,12 +158,22 @@ impl Api {
 
     /// The API a target of `format` is sent for a request to this one:
     /// this API itself when the format serves it, else the one it is
-    /// translated into.
-    pub fn on(self, format: Format) -> Api {
+    /// translated into; `None` for Gemini's, which the gateway does not serve.
+    pub fn on(self, format: Format) -> Option<Api> {
         match (self.spec().format, format) {
-            (own, f) if own == f => self,
-            (_, Format::Anthropic) => Api::Messages,
-            (_, Format::Openai) => Api::ChatCompletions,
+            (own, f) if own == f => Some(self),
+            (_, Format::Anthropic) => Some(Api::Messages),
+            (_, Format::Openai) => Some(Api::ChatCompletions),
+            (_, Format::Gemini) => None,
+        }
+    }
+
+    /// How the stream of an attempt to a target of `format` is read: in
+    /// the API it is sent, or Gemini's own.
+    pub fn stream_events_on(self, format: Format) -> Option<&'static StreamEvents> {
+        match self.on(format) {
+            Some(api) => api.spec().stream_events.as_ref(),
+            None => Some(&crate::providers::gemini::STREAM_EVENTS),
         }
     }
 
@@ -219,12 +232,16 @@ mod tests {
 
     #[test]
     fn a_request_goes_untranslated_where_its_format_is_spoken() {
-        assert_eq!(Api::Messages.on(Format::Anthropic), Api::Messages);
-        assert_eq!(Api::Messages.on(Format::Openai), Api::ChatCompletions);
-        assert_eq!(Api::ChatCompletions.on(Format::Anthropic), Api::Messages);
+        assert_eq!(Api::Messages.on(Format::Anthropic), Some(Api::Messages));
+        assert_eq!(Api::Messages.on(Format::Openai), Some(Api::ChatCompletions));
+        assert_eq!(
+            Api::ChatCompletions.on(Format::Anthropic),
+            Some(Api::Messages)
+        );
         assert_eq!(
             Api::ChatCompletions.on(Format::Openai),
-            Api::ChatCompletions
+            Some(Api::ChatCompletions)
         );
+        assert_eq!(Api::Messages.on(Format::Gemini), None);
     }
 }

@@ -13,8 +13,9 @@ use super::{text, ErrorKind};
 const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
 const QUOTA_FAILURE: &str = "type.googleapis.com/google.rpc.QuotaFailure";
 
-/// Gemini's OpenAI-compatible endpoint, which the built-in `gemini`
-/// provider is reached through.
+/// The Gemini API's host: its OpenAI-compatible endpoint, which the
+/// built-in `gemini` provider is reached through, and its own API
+/// (`format: gemini`, [`super::gemini`]).
 pub const GEMINI_HOST: &str = "generativelanguage.googleapis.com";
 pub const GEMINI_OPENAI_ROOT: &str = "/v1beta/openai";
 

@@ -7,10 +7,14 @@
 //! pass the upstream's body on, and each provider's form is unambiguous.
 //!
 //! Adding a provider is one file: its readers, called from [`read_failure`].
+//! A provider whose own API is a target format (`gemini`) has its address,
+//! paths, key header and stream events in its file too; its errors are read
+//! by its family's reader (`google`).
 
 pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
+pub mod gemini;
 pub mod google;
 pub mod openai;
 

@@ -428,7 +428,7 @@ fn embeddings_rotate_within_the_pool_and_stop_where_a_rule_would_change_model() 
         api: Api::Embeddings,
         own_model: true,
         only: None,
-        untranslatable: None,
+        untranslatable: Vec::new(),
         reserved: Vec::new(),
     };
     let mut effects = Effects::default();
@@ -473,7 +473,7 @@ fn a_chained_request_goes_only_to_the_deployment_that_holds_its_state() {
         api: Api::Responses,
         own_model: false,
         only: Some(1),
-        untranslatable: None,
+        untranslatable: Vec::new(),
         reserved: Vec::new(),
     };
     let mut effects = Effects::default();
@@ -534,7 +534,7 @@ fn a_target_that_cannot_carry_the_request_is_skipped_with_why() {
     plan.targets[1].format = crate::api::Format::Anthropic;
     let store = MemoryStore::default();
     let reach = Reach {
-        untranslatable: Some((crate::api::Format::Anthropic, "`logprobs` has none".into())),
+        untranslatable: vec![(crate::api::Format::Anthropic, "`logprobs` has none".into())],
         ..Reach::anywhere(Api::ChatCompletions)
     };
     let mut effects = Effects::default();

@@ -135,9 +135,23 @@ pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
 pub(super) fn endpoint_for(
     base_url: Option<&String>,
     provider_name: &str,
+    format: Format,
 ) -> Result<Endpoint, (String, Option<String>)> {
     if let Some(url) = base_url {
         return parse_base_url(url).map_err(|e| (format!("base_url `{url}` {e}"), None));
+    }
+    if format == Format::Gemini {
+        // Gemini's own API, whatever the entry's provider is called.
+        return Ok(Endpoint {
+            tls: true,
+            host: google::GEMINI_HOST.into(),
+            port: 443,
+            path_prefix: String::new(),
+            strip_prefix: String::new(),
+            query: String::new(),
+            key_header: String::new(),
+            access_key: None,
+        });
     }
     match WELL_KNOWN_PROVIDERS
         .iter()
@@ -185,14 +199,15 @@ pub fn cluster_name(index: usize, model: &str) -> String {
 }
 
 /// The endpoints a model serves when the entry does not say. A native
-/// Anthropic target serves chat completions (translated) and Messages.
+/// Anthropic target serves chat completions (translated) and Messages; a
+/// native Gemini target both, translated.
 /// Otherwise a built-in provider's OpenAI-compatible API: Gemini's,
 /// Mistral's and Together's have no Responses API, and so on. A `base_url`
 /// is assumed to be a full OpenAI-compatible server (vLLM, LiteLLM, Azure's
 /// v1 API): all. Messages is served, translated, wherever chat completions is.
 pub fn default_apis(provider: &str, has_base_url: bool, format: Format) -> Vec<Api> {
     use Api::*;
-    if format == Format::Anthropic {
+    if format != Format::Openai {
         return vec![ChatCompletions, Messages];
     }
     if has_base_url {

@@ -139,25 +139,7 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
 
 /// A string, or a list of text parts, as one string.
 fn text_of(v: &Value) -> Result<String, Untranslatable> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p["type"].as_str() {
-                Some("text") => Ok(p["text"].as_str().unwrap_or_default().to_string()),
-                other => Err(refuse(format!(
-                    "a `{}` part here",
-                    other.unwrap_or("untyped")
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|t| t.join("\n")),
-        _ => Err(invalid(
-            "messages[].content",
-            "must be a string or a list of content parts",
-        )),
-    }
+    super::chat_text(v, refuse)
 }
 
 fn user_blocks(content: &Value) -> Result<Vec<Value>, Untranslatable> {

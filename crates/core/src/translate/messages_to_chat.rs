@@ -92,21 +92,7 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
 
 /// A string, or a list of text blocks, as one string.
 fn plain_text(v: &Value, field: &str) -> Result<String, Untranslatable> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => blocks
-            .iter()
-            .map(|b| match b["type"].as_str() {
-                Some("text") => Ok(b["text"].as_str().unwrap_or_default().to_string()),
-                other => Err(refuse(format!(
-                    "a `{}` block in {field}",
-                    other.unwrap_or("untyped")
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|parts| parts.join("\n")),
-        _ => Err(invalid(field, "must be a string or a list of text blocks")),
-    }
+    super::blocks_text(v, field, refuse)
 }
 
 fn translate_turn(i: usize, turn: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable> {

@@ -1,7 +1,8 @@
 //! Translation between the client's API and a target's format, per
 //! attempt: a Messages request sent to an OpenAI-format target as chat
 //! completions, a chat completions request sent to a native Anthropic
-//! target as Messages. One [`Translation`] has the four verbs: the request
+//! target as Messages, either sent to a native Gemini target as
+//! `generateContent`. One [`Translation`] has the four verbs: the request
 //! body ([`Translation::request`]), the response headers
 //! ([`Translation::response_headers`]), the response body chunk by chunk
 //! ([`Translation::answer`], which also yields usage and the answering
@@ -10,9 +11,12 @@
 //! function of the client's original body, so a retry runs it again on it.
 
 mod chat_stream;
+mod chat_to_gemini;
 mod chat_to_messages;
+mod gemini_stream;
 mod messages_stream;
 mod messages_to_chat;
+mod messages_to_gemini;
 
 use crate::api::{Api, Format};
 use crate::usage::Usage;
@@ -24,6 +28,10 @@ pub enum Translation {
     MessagesToChat,
     /// A chat completions client, a native Anthropic target.
     ChatToMessages,
+    /// A chat completions client, a native Gemini target.
+    ChatToGemini,
+    /// An Anthropic Messages client, a native Gemini target.
+    MessagesToGemini,
 }
 
 /// What the client reads for a provider's event too large to translate
@@ -95,17 +103,22 @@ impl Translation {
         match (client, format) {
             (Api::Messages, Format::Openai) => Some(Translation::MessagesToChat),
             (Api::ChatCompletions, Format::Anthropic) => Some(Translation::ChatToMessages),
+            (Api::ChatCompletions, Format::Gemini) => Some(Translation::ChatToGemini),
+            (Api::Messages, Format::Gemini) => Some(Translation::MessagesToGemini),
             _ => None,
         }
     }
 
-    /// The client's body `raw`, in the target's format, naming `model`.
+    /// The client's body `raw`, in the target's format, naming `model`
+    /// (Gemini's body names none: its path does).
     pub fn request(self, raw: &[u8], model: &str) -> Result<Vec<u8>, Untranslatable> {
         let body: serde_json::Value = serde_json::from_slice(raw)
             .map_err(|e| Untranslatable::Invalid(format!("the body is not JSON: {e}")))?;
         let out = match self {
             Translation::MessagesToChat => messages_to_chat::request(&body, model)?,
             Translation::ChatToMessages => chat_to_messages::request(&body, model)?,
+            Translation::ChatToGemini => chat_to_gemini::request(&body)?,
+            Translation::MessagesToGemini => messages_to_gemini::request(&body)?,
         };
         Ok(out.to_string().into_bytes())
     }
@@ -128,6 +141,12 @@ impl Translation {
             (Translation::ChatToMessages, true) => {
                 Kind::MessagesEvents(messages_stream::ToChat::new(created, include_usage))
             }
+            (Translation::ChatToGemini, true) => {
+                Kind::GeminiChunks(gemini_stream::ToChat::new(created, include_usage))
+            }
+            (Translation::MessagesToGemini, true) => {
+                Kind::GeminiEvents(gemini_stream::ToMessages::new())
+            }
             (_, false) => Kind::Whole(Vec::new()),
         };
         Answer {
@@ -147,7 +166,8 @@ impl Translation {
         }
     }
 
-    /// A target's error body, in the client's error shape.
+    /// A target's error body, in the client's error shape. Gemini's
+    /// (`google.rpc.Status`) names its kind in `status`.
     pub fn error_body(self, body: &[u8]) -> Vec<u8> {
         let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
         let error = parsed.as_ref().and_then(|v| v.get("error"));
@@ -156,13 +176,24 @@ impl Translation {
             .and_then(|m| m.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-        let kind = error
-            .and_then(|e| e.get("type"))
-            .and_then(|t| t.as_str())
-            .unwrap_or("api_error");
-        let shape = match self {
-            Translation::MessagesToChat => crate::api::ErrorShape::Anthropic,
-            Translation::ChatToMessages => crate::api::ErrorShape::Openai,
+        let anthropic = matches!(
+            self,
+            Translation::MessagesToChat | Translation::MessagesToGemini
+        );
+        let field = |name: &str| error.and_then(|e| e.get(name)).and_then(|t| t.as_str());
+        let kind = match self {
+            Translation::ChatToGemini | Translation::MessagesToGemini => {
+                crate::providers::gemini::client_error_type(
+                    field("status").unwrap_or("UNKNOWN"),
+                    anthropic,
+                )
+            }
+            _ => field("type").unwrap_or("api_error"),
+        };
+        let shape = if anthropic {
+            crate::api::ErrorShape::Anthropic
+        } else {
+            crate::api::ErrorShape::Openai
         };
         shape.body(kind, &message).into_bytes()
     }
@@ -182,6 +213,10 @@ enum Kind {
     ChatEvents(chat_stream::ToMessages),
     /// Anthropic events becoming a chat stream.
     MessagesEvents(messages_stream::ToChat),
+    /// Gemini's chunks becoming a chat stream.
+    GeminiChunks(gemini_stream::ToChat),
+    /// Gemini's chunks becoming Anthropic events.
+    GeminiEvents(gemini_stream::ToMessages),
     /// An answer that is not streamed: one JSON body, translated whole.
     Whole(Vec<u8>),
     /// An error's body, translated whole.
@@ -194,6 +229,8 @@ impl Answer {
         match &mut self.kind {
             Kind::ChatEvents(t) => t.feed(chunk),
             Kind::MessagesEvents(t) => t.feed(chunk),
+            Kind::GeminiChunks(t) => t.feed(chunk),
+            Kind::GeminiEvents(t) => t.feed(chunk),
             Kind::Error(body) => {
                 body.extend_from_slice(chunk);
                 Translated {
@@ -220,14 +257,69 @@ impl Answer {
                 let (out, usage) = match self.translation {
                     Translation::MessagesToChat => messages_to_chat::response(&value),
                     Translation::ChatToMessages => chat_to_messages::response(&value, self.created),
+                    Translation::ChatToGemini => chat_to_gemini::response(&value, self.created),
+                    Translation::MessagesToGemini => messages_to_gemini::response(&value),
                 };
                 Translated {
                     bytes: out.to_string().into_bytes(),
                     usage,
-                    model: value["model"].as_str().map(str::to_string),
+                    model: out["model"].as_str().map(str::to_string),
                 }
             }
         }
+    }
+}
+
+/// A chat message's content, a string or a list of text parts, as one
+/// string; `refuse` names a part of another type.
+fn chat_text(
+    v: &serde_json::Value,
+    refuse: fn(String) -> Untranslatable,
+) -> Result<String, Untranslatable> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p["type"].as_str() {
+                Some("text") => Ok(p["text"].as_str().unwrap_or_default().to_string()),
+                other => Err(refuse(format!(
+                    "a `{}` part here",
+                    other.unwrap_or("untyped")
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|t| t.join("\n")),
+        _ => Err(invalid(
+            "messages[].content",
+            "must be a string or a list of content parts",
+        )),
+    }
+}
+
+/// Messages' text in `field`, a string or a list of text blocks, as one
+/// string; `refuse` names a block of another type.
+fn blocks_text(
+    v: &serde_json::Value,
+    field: &str,
+    refuse: fn(String) -> Untranslatable,
+) -> Result<String, Untranslatable> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match b["type"].as_str() {
+                Some("text") => Ok(b["text"].as_str().unwrap_or_default().to_string()),
+                other => Err(refuse(format!(
+                    "a `{}` block in {field}",
+                    other.unwrap_or("untyped")
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|parts| parts.join("\n")),
+        _ => Err(invalid(field, "must be a string or a list of text blocks")),
     }
 }
 
