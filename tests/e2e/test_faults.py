@@ -12,6 +12,7 @@ import time
 
 import pytest
 import requests
+import yaml
 
 from conftest import CHAT, answers_healthz, chat, eventually, planoai, timed_chat
 from mock_provider import MockServer, Reply
@@ -307,10 +308,13 @@ def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_pat
         # Taken before `down`, which drains the gateway listener out of lds.yaml.
         trusting_dir = tmp_path / "trusting"
         shutil.copytree(config_dir, trusting_dir)
-        cluster = rendered[rendered.index("    - name: plano_0_openai_gpt-4o_direct\n"):]
-        cluster = cluster[:cluster.index("\n    - name: ")]
-        assert "UpstreamTlsContext" in cluster and "sni: localhost\n" in cluster, cluster
-        assert BUNDLE in cluster and "matcher: { exact: localhost }" in cluster, cluster
+        [cluster] = [c for c in yaml.safe_load(rendered)["resources"]
+                     if c["name"] == "plano_0_openai_gpt-4o_direct"]
+        tls_context = cluster["transport_socket"]["typed_config"]
+        assert tls_context["@type"].endswith("UpstreamTlsContext") and tls_context["sni"] == "localhost", cluster
+        validation = tls_context["common_tls_context"]["validation_context"]
+        assert BUNDLE == f"trusted_ca: {{ filename: {validation['trusted_ca']['filename']} }}", cluster
+        assert validation["match_typed_subject_alt_names"][0]["matcher"] == {"exact": "localhost"}, cluster
         gateway.down()
         with trusting_envoy(trusting_dir, config_dir, ca):
             resp = chat()
