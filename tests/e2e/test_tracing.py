@@ -1,12 +1,14 @@
 """Traces: a real OTLP/gRPC receiver (grpcio with opentelemetry-proto,
 started here on loopback) gets the spans of requests that failed over, and
-each provider sees its attempt's own span as the parent of its request."""
+each provider sees its attempt's own span as the parent of its request; a
+collector that accepts and never answers is logged a bounded few times and
+costs a request little."""
 
 import dataclasses
+import json
 import re
 import socket
 import statistics
-import json
 import threading
 import time
 from concurrent import futures
