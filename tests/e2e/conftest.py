@@ -51,12 +51,12 @@ class Gateway:
         self.home = home
         self.outputs = []
 
-    def up(self, yaml_text, extra_env=None, check=True):
+    def up(self, yaml_text, extra_env=None, check=True, args=()):
         path = os.path.join(self.home, "gateway.yaml")
         with open(path, "w") as f:
             f.write(textwrap.dedent(yaml_text))
         env = dict(os.environ, **(extra_env or {}))
-        result = planoai("up", path, env=env, check=check)
+        result = planoai("up", path, *args, env=env, check=check)
         self.outputs += [result.stdout, result.stderr]
         return result
 

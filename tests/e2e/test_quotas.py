@@ -336,3 +336,48 @@ def test_with_five_percent_left_a_low_priority_key_goes_to_its_fallback(gateway,
     high = post(APP_KEY)
     assert high.status_code == 200 and high.headers["x-plano-model"] == "openai/gpt-4o"
     assert (primary.calls, fallback.calls) == (2, 1)
+
+
+def anthropic_event(name, **data):
+    return f"event: {name}\ndata: {json.dumps(dict(type=name, **data))}\n\n"
+
+
+def test_retry_exhausted_is_settled_at_the_tokens_a_failed_answer_read_whole_reported(gateway, providers):
+    # The primary fails while its hedge is in flight: the hedge becomes the
+    # retry, and its answer is read whole: an Anthropic stream whose
+    # `message_start` reported a 300-token prompt, cut by an `error` event.
+    # No attempt is left: `retry_exhausted`, settled at those 300 tokens.
+    primary = providers(Reply(status=503, delay=0.5, body={"error": {"type": "server_error", "message": "down"}}))
+    msg = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
+           "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 300, "output_tokens": 0}}
+    overloaded = {"type": "overloaded_error", "message": "Overloaded"}
+    fallback = providers(Reply(stream=[anthropic_event("message_start", message=msg),
+                                       anthropic_event("error", error=overloaded)], gap=0.6))
+    gateway.up(config(primary.port, batch_extra="                limits: { tokens_per_minute: 1000 }",
+                      policy="""            retry_policy:
+              fallback_models: [anthropic/claude-x]
+              default_strategy: different_provider
+              default_max_attempts: 1
+              hedge: { after_ms: 200 }
+""",
+                      more=f"""          - model: anthropic/claude-x
+            base_url: http://127.0.0.1:{fallback.port}
+            access_key: key-native-0002
+            format: anthropic
+"""))
+    remaining = []
+    for _ in range(2):
+        r = post(BATCH_KEY, max_tokens=100, stream=True)
+        # The last attempt's status: the overload the stream reported.
+        assert r.status_code == 529 and r.json()["error"]["type"] == "retry_exhausted", r.text
+        assert r.headers["x-plano-attempts"] == "2", dict(r.headers)
+        remaining.append(int(r.headers["x-ratelimit-remaining-tokens"]))
+    assert (primary.calls, fallback.calls) == (2, 2)
+    # Each answer states the key after its own charge (its estimate, ~120):
+    # the second's is under the first's by the 300 the first settled at,
+    # neither 0 nor the first's estimate.
+    estimate = 1000 - remaining[0]
+    assert 0 < estimate < 200 and estimate != 300, remaining
+    assert remaining[1] == remaining[0] - 300, remaining
+    status = planoai("status").stdout
+    assert "batch: 2 requests, 600/1000 tokens this minute; 600 tokens today" in status, status

@@ -1,9 +1,14 @@
 """Traces: a real OTLP/gRPC receiver (grpcio with opentelemetry-proto,
 started here on loopback) gets the spans of requests that failed over, and
-each provider sees its attempt's own span as the parent of its request."""
+each provider sees its attempt's own span as the parent of its request; a
+collector that accepts and never answers is logged a bounded few times and
+costs a request little."""
 
 import dataclasses
 import json
+import re
+import socket
+import statistics
 import threading
 import time
 from concurrent import futures
@@ -13,9 +18,9 @@ import pytest
 import requests
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from conftest import CHAT, eventually, planoai
+from conftest import CHAT, eventually, planoai, stats
 from mock_provider import Reply
-from test_gateway import RATE_LIMITED, two_providers
+from test_gateway import HEADER, RATE_LIMITED, two_providers
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -199,3 +204,115 @@ tracing:
     out = result.stdout + result.stderr
     assert f"{config}:7:" in out and "tracing.endpoint" in out, out
     assert f"{config}:8:" in out and "tracing.sampling" in out, out
+
+
+@pytest.fixture
+def stuck_collector():
+    """A collector that accepts connections and never answers (nor reads)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+def drive(seconds, clients=24):
+    """Requests from `clients` threads for `seconds`: each one's latency."""
+    body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    took, lock, end = [], threading.Lock(), time.time() + seconds
+
+    def client():
+        session = requests.Session()
+        while time.time() < end:
+            start = time.time()
+            r = session.post(CHAT, json=body, timeout=30)
+            assert r.status_code == 200, r.text
+            with lock:
+                took.append(time.time() - start)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return took
+
+
+def export_lines():
+    """The gateway's lines about exports, from Envoy's log (the root
+    context's lines are not among `planoai logs`' own)."""
+    log = planoai("logs", "--envoy", "-n", "100000").stdout
+    return [line for line in log.splitlines() if "could not export" in line]
+
+
+def test_a_collector_that_never_answers_is_said_a_bounded_few_times(gateway, providers, stuck_collector):
+    # Four workers export up to ~800 times a second between them: at the load
+    # this test drives, their exports under way reach the collector
+    # cluster's limit (1024) and fail at once, besides those that time out.
+    provider = providers(Reply(body=ANSWER))
+    plain = HEADER + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{provider.port}
+            access_key: key-primary-0001
+            default: true
+    """
+    workers = 4
+    gateway.up(plain, args=("--workers", str(workers)))
+    alone, loaded = drive(2, clients=1), drive(3)
+    gateway.up(plain + f"""
+        tracing:
+          endpoint: http://127.0.0.1:{stuck_collector}
+          sampling: 1.0
+    """, args=("--workers", str(workers)))
+    start = time.time()
+    stuck_alone, stuck_loaded = drive(2, clients=1), drive(8)
+    failed = stats("cluster.plano_otlp")
+    failed = failed.get("cluster.plano_otlp.upstream_rq_timeout", 0) + failed.get("cluster.plano_otlp.upstream_rq_active_overflow", 0)
+    assert failed > 100, stats("cluster.plano_otlp")
+    time.sleep(0.5)  # Envoy writes its log in batches
+    lines = export_lines()
+    elapsed = time.time() - start
+    p50 = {name: round(statistics.median(took) * 1000, 1) for name, took in
+           (("alone", alone), ("stuck_alone", stuck_alone), ("loaded", loaded), ("stuck_loaded", stuck_loaded))}
+    print(f"p50 ms {p50}; {len(loaded) / 3:.0f} vs {len(stuck_loaded) / 8:.0f} req/s; {failed} exports failed; "
+          f"{len(lines)} lines in {elapsed:.1f} s")
+    # Said, with the count, at most once per worker per 10 s window.
+    assert 1 <= len(lines) <= workers * (int(elapsed // 10) + 1), lines[:20]
+    assert all(re.search(r"could not export \d+ spans: .* \(\d+ export\(s\) failed since the last such line", line)
+               for line in lines), lines
+    # A request alone does not wait for the collector.
+    assert p50["stuck_alone"] < p50["alone"] + 5, p50
+
+
+def test_a_collector_that_never_answers_a_few_exports_is_said_too(gateway, providers, stuck_collector):
+    # Too few exports to reach the cluster's limit: each one times out.
+    provider = providers(Reply(body=ANSWER))
+    gateway.up(HEADER + f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{provider.port}
+            access_key: key-primary-0001
+            default: true
+        tracing:
+          endpoint: http://127.0.0.1:{stuck_collector}
+          sampling: 1.0
+    """, args=("--workers", "1"))
+    for _ in range(5):
+        assert requests.post(CHAT, json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                             timeout=30).status_code == 200
+    # The exports' 5 s deadline passes (Envoy answers gRPC status 14).
+    assert eventually(lambda: export_lines(), 10)
+    time.sleep(1)
+    [line] = export_lines()
+    assert re.search(r"could not export \d+ spans: gRPC status \d+ \(\d+ export\(s\) failed since the last such line", line), line

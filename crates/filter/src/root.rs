@@ -1,5 +1,6 @@
 //! The root context: loads the plan, owns the worker, drives its timers and
-//! receives the answers of retries dispatched from a tick.
+//! receives the answers of retries dispatched from a tick and of trace
+//! exports.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -49,6 +50,12 @@ impl Context for GatewayRoot {
     ) {
         if let Some(worker) = &self.worker {
             worker.call_answered(token_id, body_size);
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
+        if let Some(worker) = &self.worker {
+            worker.export_answered(token_id, status_code);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! the host.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use log::warn;
@@ -29,6 +30,8 @@ pub struct Tracer {
     /// serialized `GrpcService`.
     upstream: String,
     pending: RefCell<Pending>,
+    /// Exports under way: their call tokens and how many spans each sends.
+    exports: RefCell<HashMap<u32, usize>>,
     failures: RefCell<ExportFailures>,
 }
 
@@ -39,6 +42,7 @@ impl Tracer {
             plan: plan.clone(),
             upstream: String::from_utf8_lossy(&upstream).into_owned(),
             pending: RefCell::default(),
+            exports: RefCell::default(),
             failures: RefCell::default(),
         }
     }
@@ -100,7 +104,7 @@ impl Worker {
             return;
         }
         let request = otlp::export_request(&tracer.plan.service_name, &spans);
-        if let Err(e) = hostcalls::dispatch_grpc_call(
+        match hostcalls::dispatch_grpc_call(
             &tracer.upstream,
             otlp::SERVICE,
             otlp::METHOD,
@@ -108,13 +112,39 @@ impl Worker {
             Some(&request),
             EXPORT_TIMEOUT,
         ) {
-            if let Some(n) = tracer.failures.borrow_mut().failed(crate::host::now_ms()) {
-                warn!(
-                    "could not export {} spans: {e:?} ({n} export(s) failed since the last such line; said at most every {} s)",
-                    spans.len(),
-                    WINDOW_MS / 1000
-                );
+            Ok(token) => {
+                tracer.exports.borrow_mut().insert(token, spans.len());
             }
+            Err(e) => tracer.export_failed(spans.len(), &format!("{e:?}")),
+        }
+    }
+
+    /// A gRPC call of this root context answered: an export, failed unless
+    /// its status is OK. A collector that accepts and never answers fails
+    /// here (a timeout, or the cluster's limit of calls under way), not
+    /// when the export is sent.
+    pub fn export_answered(&self, token: u32, status: u32) {
+        let Some(tracer) = &self.tracer else {
+            return;
+        };
+        let Some(spans) = tracer.exports.borrow_mut().remove(&token) else {
+            return;
+        };
+        if status != GRPC_OK {
+            tracer.export_failed(spans, &format!("gRPC status {status}"));
+        }
+    }
+}
+
+const GRPC_OK: u32 = 0;
+
+impl Tracer {
+    fn export_failed(&self, spans: usize, why: &str) {
+        if let Some(n) = self.failures.borrow_mut().failed(crate::host::now_ms()) {
+            warn!(
+                "could not export {spans} spans: {why} ({n} export(s) failed since the last such line; said at most every {} s)",
+                WINDOW_MS / 1000
+            );
         }
     }
 }
