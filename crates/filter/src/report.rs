@@ -162,6 +162,9 @@ impl Worker {
     /// The answer's `usage`: as its translation read it, else from its last bytes.
     pub fn count_tokens(&self, ex: &mut Exchange, tail: &[u8]) {
         let usage = Worker::answer_usage(ex, tail);
+        // A chat stream comes here at its `[DONE]` and again at its end: the
+        // first usage, once counted, is not counted again.
+        ex.first_usage = Some(None);
         if let Some(trace) = &mut ex.trace {
             trace.answered(tail, usage);
         }
