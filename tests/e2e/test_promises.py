@@ -165,11 +165,12 @@ def test_well_known_providers_render_their_https_endpoints(tmp_path):
         # ends a body the provider cut), on the cluster it forwards to.
         assert f"envoy_internal_address: {{ server_listener_name: {t['cluster']}_framing }}" in cluster_section(yaml_text, t["cluster"])
         cluster = cluster_section(yaml_text, t["cluster"] + "_direct")
-        assert f"socket_address: {{ address: {host}, port_value: 443 }}" in cluster
+        # Names and addresses are quoted in the template (an IPv6 one needs it).
+        assert f'socket_address: {{ address: "{host}", port_value: 443 }}' in cluster
         assert "UpstreamTlsContext" in cluster
-        assert f"sni: {host}\n" in cluster
+        assert f'sni: "{host}"\n' in cluster
         assert "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }" in cluster
-        assert f"matcher: {{ exact: {host} }}" in cluster
+        assert f'matcher: {{ exact: "{host}" }}' in cluster
 
 
 def test_native_down_stops_envoy_and_frees_the_port(gateway, providers, plano_home):
