@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import textwrap
 import time
+import warnings
 
 import pytest
 import requests
@@ -24,6 +25,8 @@ KEYS = {"shared": "shared-key-4b7e1a9c03d25f68", "alone": "alone-key-9d03c6e2b1a
         "back": "back-key-2c7d9e0a4f3b1685"}
 # A key with a token limit, spent at one replica and read at the other.
 TOKENS_KEY = "tokens-key-8f1b3d5a7c9e0246"
+# A key with no limits, for the requests that warm each gateway up.
+WARM_KEY = "warm-key-5e8a0c3f71b9d246"
 
 
 def gateway_config(port, provider):
@@ -34,7 +37,9 @@ def gateway_config(port, provider):
     keys += f"""
                   - name: tokens
                     key: {TOKENS_KEY}
-                    limits: {{ tokens_per_minute: 1000 }}"""
+                    limits: {{ tokens_per_minute: 1000 }}
+                  - name: warm
+                    key: {WARM_KEY}"""
     return textwrap.dedent(f"""
         version: v0.3.0
         listeners:
@@ -93,11 +98,29 @@ def gauges(replica, key):
     return {k: got.get(k) for k in ("minute_requests", "minute_tokens", "day_tokens")}
 
 
+def warm_up(replicas, each=6):
+    """Each gateway serves `each` requests of an unlimited key before the
+    counted run. An OPEN DEFECT, not a fix: one of a just-started replica's
+    first requests here gets the gateway's 502 `connect_failure` (Envoy saw
+    the provider's connection end before headers) in 2 of the last 2 full
+    e2e runs, and never when the test runs alone. The mocks' listen backlog
+    was one cause (fixed); this one is not found. Such an answer is a
+    warning with the gateway's Envoy log in the run's summary; every
+    gateway must still serve."""
+    for r in replicas:
+        statuses = [send(r, WARM_KEY).status_code for _ in range(each)]
+        if set(statuses) != {200}:
+            warnings.warn(f"warm-up at {r.name}: {statuses}\n{r.log_tail()}")
+        assert 200 in statuses, (r.name, statuses)
+
+
 def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_without_etcd(pair):
     (a, b), provider, etcd = pair
     assert eventually(lambda: a.stat("up") == 1 and b.stat("up") == 1, 10)
     # Each replica learns of the other (its published counts) before the run.
     assert eventually(lambda: a.stat("peers") == 1 and b.stat("peers") == 1, 10), (a.stat("peers"), b.stat("peers"))
+    warm_up((a, b))
+    warm = provider.calls
     statuses = {a.name: [], b.name: []}
     # Any answer but a 200 or the gateway's 429, whole, for the failure's message.
     unexpected = []
@@ -118,7 +141,7 @@ def test_one_keys_minute_is_one_minute_across_gateways_and_each_holds_its_share_
     # The stated error: what the other replica admitted in the ~1.5 s its
     # counts take to arrive (5 requests a second here: at most 8).
     assert 60 <= served <= 68, statuses
-    assert provider.calls == served
+    assert provider.calls - warm == served
     # Both replicas served a part: neither held the whole limit alone.
     assert all(s.count(200) < 60 for s in statuses.values()), statuses
     # Each one's status shows the key's spending at both.
