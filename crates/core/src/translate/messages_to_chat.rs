@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{invalid, max_tokens, text, Untranslatable};
+use super::{invalid, max_tokens, messages_tools, Untranslatable};
 use crate::usage::Usage;
 
 /// Top-level Messages fields with no chat equivalent that change nothing
@@ -191,30 +191,14 @@ fn image(block: &Value) -> Result<Value, Untranslatable> {
 }
 
 fn tools(v: &Value) -> Result<Value, Untranslatable> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| invalid("tools", "must be a list"))?;
-    list.iter()
-        .enumerate()
-        .map(|(i, t)| {
-            // A server tool (web search, code execution) runs at Anthropic.
-            if t.get("type").is_some_and(|ty| ty != "custom") {
-                return Err(refuse(format!("the server tool `{}`", text(&t["type"]))));
-            }
-            if !t["input_schema"].is_object() {
-                return Err(invalid(
-                    &format!("tools[{i}].input_schema"),
-                    "is required (an object)",
-                ));
-            }
-            let mut function = json!({"name": t["name"], "parameters": t["input_schema"]});
-            if let Some(d) = t.get("description") {
-                function["description"] = d.clone();
-            }
-            Ok(json!({"type": "function", "function": function}))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Value::Array)
+    messages_tools(v, refuse, |t| {
+        let mut function = json!({"name": t["name"], "parameters": t["input_schema"]});
+        if let Some(d) = t.get("description") {
+            function["description"] = d.clone();
+        }
+        json!({"type": "function", "function": function})
+    })
+    .map(Value::Array)
 }
 
 /// Anthropic's `tool_choice` as chat's, and `parallel_tool_calls` when it says.

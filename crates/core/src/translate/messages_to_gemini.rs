@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::chat_to_gemini::{
     declaration, function_call, function_response, inline_image, push_turn, refuse, tool_config,
 };
-use super::{invalid, max_tokens, text, Untranslatable};
+use super::{invalid, max_tokens, messages_tools, text, Untranslatable};
 use crate::usage::Usage;
 
 /// Messages fields with no Gemini equivalent that change nothing the client
@@ -46,30 +46,9 @@ pub fn request(body: &Value) -> Result<Value, Untranslatable> {
             "top_k" => "topK",
             "stop_sequences" => "stopSequences",
             "tools" => {
-                let list = value
-                    .as_array()
-                    .ok_or_else(|| invalid("tools", "must be a list"))?;
-                let declared = list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        // A server tool (web search, code execution) runs at Anthropic.
-                        if t.get("type").is_some_and(|ty| ty != "custom") {
-                            return Err(refuse(format!("the server tool `{}`", text(&t["type"]))));
-                        }
-                        if !t["input_schema"].is_object() {
-                            return Err(invalid(
-                                &format!("tools[{i}].input_schema"),
-                                "is required (an object)",
-                            ));
-                        }
-                        Ok(declaration(
-                            &t["name"],
-                            t.get("description"),
-                            &t["input_schema"],
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let declared = messages_tools(value, refuse, |t| {
+                    declaration(&t["name"], t.get("description"), &t["input_schema"])
+                })?;
                 out.insert("tools".into(), json!([{"functionDeclarations": declared}]));
                 continue;
             }

@@ -62,6 +62,34 @@ fn invalid(field: &str, requirement: &str) -> Untranslatable {
     Untranslatable::Invalid(format!("`{field}` {requirement}"))
 }
 
+/// A Messages request's `tools`, each checked and then made the target's by
+/// `to`. A server tool (web search, code execution) runs at Anthropic, so
+/// `refuse` names it; a tool without an `input_schema` is invalid.
+fn messages_tools<T>(
+    v: &serde_json::Value,
+    refuse: impl Fn(String) -> Untranslatable,
+    to: impl Fn(&serde_json::Value) -> T,
+) -> Result<Vec<T>, Untranslatable> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| invalid("tools", "must be a list"))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.get("type").is_some_and(|ty| ty != "custom") {
+                return Err(refuse(format!("the server tool `{}`", text(&t["type"]))));
+            }
+            if !t["input_schema"].is_object() {
+                return Err(invalid(
+                    &format!("tools[{i}].input_schema"),
+                    "is required (an object)",
+                ));
+            }
+            Ok(to(t))
+        })
+        .collect()
+}
+
 /// A `max_tokens` as the target needs it: a whole number is sent as an
 /// integer (`1e30` parses as a float, which no API takes); `null` means
 /// none was given.
