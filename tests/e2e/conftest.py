@@ -136,3 +136,20 @@ def state_pid(home):
 def stats(prefix="wasmcustom.plano"):
     text = requests.get(f"{ADMIN}/stats?filter={prefix}", timeout=5).text
     return {k.strip(): int(v) for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line) if v.strip().isdigit()}
+
+
+# Each test's seconds (its setup and call) on its own result line, so that
+# the tail of a CI log shows where the time went.
+_seconds = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report):
+    _seconds[report.nodeid] = _seconds.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_report_teststatus(report, config):
+    if report.when != "call" or config.option.verbose <= 0 or hasattr(report, "wasxfail"):
+        return None
+    letter = {"passed": ".", "failed": "F", "skipped": "s"}[report.outcome]
+    return report.outcome, letter, f"{report.outcome.upper()} ({_seconds.get(report.nodeid, 0):.0f} s)"
