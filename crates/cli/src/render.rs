@@ -21,7 +21,7 @@ const KUBERNETES: &str = include_str!("../../../envoy/kubernetes.yaml.j2");
 pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 /// Where the sidecar mounts the Secret with envoy.yaml and the key files.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/plano";
-pub use plano_core::guards::{ADMIN_PORT, PROBE_PORT, STATUS_PORT};
+pub use plano_core::resolve::guards::{ADMIN_PORT, PROBE_PORT, STATUS_PORT};
 /// The gateway listener: what a drain takes out of lds.yaml.
 pub const LISTENER_NAME: &str = "model_listener";
 /// What every request the gateway does not serve gets: what it serves.

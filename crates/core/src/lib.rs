@@ -14,7 +14,6 @@ pub mod chunked;
 pub mod clients;
 pub mod config;
 pub mod framing;
-pub mod guards;
 pub mod hop;
 pub mod limits;
 pub mod plan;

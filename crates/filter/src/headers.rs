@@ -2,6 +2,7 @@
 
 use plano_core::api::{messages, Api, ErrorShape, Format};
 use plano_core::hop;
+use plano_core::limits::{self, Standings};
 use plano_core::plan::Target;
 use plano_core::providers;
 use proxy_wasm::hostcalls;
@@ -140,6 +141,22 @@ pub fn requested_wait_ms(status: u16, now_ms: u64) -> Option<u64> {
 
 pub fn set_response_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+}
+
+/// An answer's limit headers: a request's own are its standing when it was
+/// charged, as OpenAI's are (and read nothing again). The provider's own
+/// (its account's quota) go, those the key's limits do not name too.
+pub fn set_limit_headers(standings: &Standings) {
+    if let Ok(headers) = hostcalls::get_map(MapType::HttpResponseHeaders) {
+        for (name, _) in headers {
+            if limits::provider_quota(&name) {
+                set_response_header(&name, None);
+            }
+        }
+    }
+    for (header, value) in limits::headers(standings) {
+        set_response_header(header, Some(&value));
+    }
 }
 
 /// Drops the internal headers a client sent, so no client input steers a route.

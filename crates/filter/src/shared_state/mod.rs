@@ -165,21 +165,3 @@ impl RootContext for SharedStateRoot {
         None
     }
 }
-
-/// A worker wrote a block at `slot`: hand it to the etcd holder, if this
-/// Envoy has one (`shared_state` on). Never waits, never fails a request.
-pub fn publish(slot: &str, value: &[u8]) {
-    if !slot.starts_with(replicas::BLOCK_SLOT) {
-        return;
-    }
-    let Some(until) = std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return;
-    };
-    if let Ok(Some(queue)) = hostcalls::resolve_shared_queue(crate::VM_ID, PUBLISH_QUEUE) {
-        let _ =
-            hostcalls::enqueue_shared_queue(queue, Some(&replicas::encode_publish(slot, until)));
-    }
-}
