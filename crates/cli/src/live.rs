@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use plano_core::envoy_names;
 
 use crate::health;
 use crate::paths;
@@ -115,11 +116,12 @@ pub fn apply(rendered: &Rendered, dir: &Path, admin: u16) -> Result<()> {
 
 /// Requests the gateway listener is serving now.
 fn active_requests(admin: u16) -> Result<u64> {
-    let active = stats(admin, "^http.plano.downstream_rq_active$")?;
-    Ok(active
-        .get("http.plano.downstream_rq_active")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+    let stat = format!(
+        "http.{}.downstream_rq_active",
+        envoy_names::CLIENT_STAT_PREFIX
+    );
+    let active = stats(admin, &format!("^{stat}$"))?;
+    Ok(active.get(&stat).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// Stops the gateway listener taking connections (it is removed from
@@ -134,7 +136,7 @@ pub fn drain(dir: &Path, admin: u16, bound: Duration, mut on_wait: impl FnMut(u6
         .get_mut("resources")
         .and_then(serde_yaml::Value::as_sequence_mut)
     {
-        list.retain(|l| l["name"].as_str() != Some(render::LISTENER_NAME));
+        list.retain(|l| l["name"].as_str() != Some(envoy_names::CLIENT_LISTENER));
     }
     doc["version_info"] = "draining".into();
     render::write_atomic(&lds, serde_yaml::to_string(&doc)?.as_bytes())?;

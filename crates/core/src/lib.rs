@@ -13,6 +13,7 @@ pub mod budget;
 pub mod chunked;
 pub mod clients;
 pub mod config;
+pub mod envoy_names;
 pub mod framing;
 pub mod hop;
 pub mod limits;

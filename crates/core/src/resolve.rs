@@ -45,7 +45,7 @@ use keys::report_key_error;
 pub use keys::{resolve_key, KeyError};
 pub use policy::closest;
 use policy::resolve_policy;
-pub use shared_state::{EtcdEndpoint, EtcdTls, SharedState, ETCD_CLUSTER};
+pub use shared_state::{EtcdEndpoint, EtcdTls, SharedState};
 
 pub struct Resolved {
     pub plan: GatewayPlan,

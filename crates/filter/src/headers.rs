@@ -8,27 +8,12 @@ use plano_core::providers;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
-/// Route header naming the cluster of an attempt that is not streamed.
-pub const CLUSTER_HEADER: &str = "x-plano-cluster";
-/// Route header for a streamed attempt: the stream cluster, whose upstream
-/// filter may turn a failure into an internal redirect.
-pub const STREAM_HEADER: &str = "x-plano-stream";
-/// The real target's cluster, read by the attempt listener's route.
-pub const TARGET_HEADER: &str = "x-plano-target";
-/// The exchange a streamed attempt belongs to; the upstream filter takes it off.
-pub const EXCHANGE_HEADER: &str = "x-plano-exchange";
-/// The attempt's time-to-headers limit: the attempt listener's route for it
-/// has that per-try timeout.
-pub const TRY_TIMEOUT_HEADER: &str = "x-plano-try-timeout-ms";
-/// Marks a reply the attempt listener's router made itself (a timeout or a
-/// connection failure), set by its `local_reply_config`. A provider cannot
-/// send it: its cluster's upstream filters take it off every answer.
-pub const LOCAL_REPLY_HEADER: &str = "x-plano-local-reply";
-/// A hedge sent through the stream cluster names its exchange here, so the
-/// attempt filter that carries it can reset it when the hedge loses.
-pub const HEDGE_HEADER: &str = "x-plano-hedge";
-/// The path an internal redirect asks for: the next attempt of an exchange.
-pub const NEXT_ATTEMPT_PATH: &str = "/plano/next-attempt";
+/// The internal headers and the redirect's path, named once for the filter
+/// and Envoy's config alike.
+pub use plano_core::envoy_names::{
+    CLUSTER_HEADER, EXCHANGE_HEADER, HEDGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH,
+    STREAM_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER,
+};
 
 /// Internal headers a client may not set: they steer routing.
 pub const INTERNAL: [&str; 6] = [

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use log::warn;
 use plano_core::api::Api;
-use plano_core::plan::{GatewayPlan, TracePlan, TRACE_CLUSTER};
+use plano_core::envoy_names::TRACE_CLUSTER;
+use plano_core::plan::{GatewayPlan, TracePlan};
 use plano_core::trace::export_log::{ExportFailures, WINDOW_MS};
 use plano_core::trace::pending::Pending;
 use plano_core::trace::{otlp, RequestTrace};

@@ -21,7 +21,7 @@ use proxy_wasm::types::{ContextType, MetricType, Status};
 use crate::host::{follow_host_log_level, now_ms, plugin_config};
 use link::Link;
 
-pub const ROOT_ID: &str = "plano_shared_state";
+pub use plano_core::envoy_names::SHARED_STATE_ROOT_ID as ROOT_ID;
 
 /// How often the holder checks its link (watchdog, heartbeat, reconnect).
 const TICK: Duration = Duration::from_millis(100);
