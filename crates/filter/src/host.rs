@@ -31,6 +31,13 @@ pub fn plugin_config<T: DeserializeOwned>(who: &str) -> Option<T> {
         .ok()
 }
 
+/// A plugin's start-up step: what `made` made, or `None` with the host's
+/// refusal logged as `who: cannot what: ...` (the plugin then refuses its
+/// configuration).
+pub fn started<T, E: std::fmt::Debug>(who: &str, what: &str, made: Result<T, E>) -> Option<T> {
+    made.map_err(|e| error!("{who}: cannot {what}: {e:?}")).ok()
+}
+
 /// Envoy shared data: one store for every worker of this `vm_id`. A block
 /// written here is also handed to the etcd holder, when there is one.
 pub struct EnvoyStore;

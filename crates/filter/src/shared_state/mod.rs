@@ -12,17 +12,19 @@ mod link;
 
 use std::time::Duration;
 
-use log::{error, info, warn};
+use log::{info, warn};
 use plano_core::replicas::{self, SharedBlock, SharedStatePlan, PUBLISH_QUEUE};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::{ContextType, MetricType, Status};
 
-use crate::host::{follow_host_log_level, now_ms, plugin_config};
+use crate::host::{follow_host_log_level, now_ms, plugin_config, started};
 use link::Link;
 
 pub use plano_core::envoy_names::SHARED_STATE_ROOT_ID as ROOT_ID;
 
+/// How the etcd holder signs its start-up errors.
+const WHO: &str = "plano shared state";
 /// How often the holder checks its link (watchdog, heartbeat, reconnect).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -116,15 +118,11 @@ impl RootContext for SharedStateRoot {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let Some(plan) = plugin_config::<SharedStatePlan>("plano shared state") else {
+        let Some(plan) = plugin_config::<SharedStatePlan>(WHO) else {
             return false;
         };
-        let stats = match Stats::define() {
-            Ok(s) => s,
-            Err(e) => {
-                error!("plano shared state: cannot define stats: {e:?}");
-                return false;
-            }
+        let Some(stats) = started(WHO, "define stats", Stats::define()) else {
+            return false;
         };
         self.queue = hostcalls::register_shared_queue(PUBLISH_QUEUE).ok();
         info!(
