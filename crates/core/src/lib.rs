@@ -13,6 +13,7 @@ pub mod budget;
 pub mod chunked;
 pub mod clients;
 pub mod config;
+pub mod eventstream;
 pub mod framing;
 pub mod guards;
 pub mod hop;

@@ -5,6 +5,8 @@
 //! answer back until its first output, and after that watches for an error
 //! or a missing terminator.
 
+use crate::api::StreamEvents;
+use crate::eventstream::Decoder;
 use crate::sse::{Events, Read};
 
 /// What one event of a streamed answer is to the gateway.
@@ -27,10 +29,12 @@ pub enum StreamEvent {
 pub type Classify = fn(name: Option<&str>, data: &str) -> StreamEvent;
 
 /// Reads one stream's events across chunks (`crate::sse`), classifying each.
+/// Reads AWS event-stream frames instead (Bedrock's, `crate::eventstream`).
 #[derive(Debug, Clone)]
 pub struct EventReader {
     classify: Classify,
     events: Events,
+    frames: Option<Decoder>,
 }
 
 impl EventReader {
@@ -38,12 +42,28 @@ impl EventReader {
         EventReader {
             classify,
             events: Events::default(),
+            frames: None,
+        }
+    }
+
+    /// A reader of the stream `events` describes: SSE, or binary frames.
+    pub fn for_events(events: &StreamEvents) -> EventReader {
+        EventReader {
+            frames: events.frames.then(Decoder::default),
+            ..EventReader::new(events.classify)
         }
     }
 
     /// The events that `chunk` completes, in order. An event too large to
-    /// read counts as output: the hold ends.
+    /// read counts as output: the hold ends. A broken frame is an error.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<StreamEvent> {
+        if let Some(frames) = self.frames.as_mut() {
+            return frames
+                .feed(chunk)
+                .iter()
+                .map(crate::providers::bedrock::classify_frame)
+                .collect();
+        }
         self.events
             .feed(chunk)
             .into_iter()
@@ -54,9 +74,10 @@ impl EventReader {
             .collect()
     }
 
-    /// Whether an event has begun and not ended: a stream cut here.
+    /// Whether an event has begun and not ended: a stream cut here. (A cut
+    /// frame is told to the client by the frames' translation.)
     pub fn mid_event(&self) -> bool {
-        self.events.mid_event()
+        self.frames.is_none() && self.events.mid_event()
     }
 }
 

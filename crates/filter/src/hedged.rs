@@ -282,10 +282,11 @@ impl CallAnswer {
         if !(200..300).contains(&self.status) {
             return Some(outcome_of(self.status, self.from_provider));
         }
-        let streams = self
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("text/event-stream"));
-        let mut reader = EventReader::new(events.filter(|_| streams)?.classify);
+        let streams = self.header("content-type").is_some_and(|c| {
+            c.starts_with("text/event-stream")
+                || c.starts_with("application/vnd.amazon.eventstream")
+        });
+        let mut reader = EventReader::for_events(events.filter(|_| streams)?);
         let events = reader.feed(&self.body);
         match events.into_iter().find(|e| *e != StreamEvent::Neutral) {
             Some(StreamEvent::Error(status)) => Some(Outcome::StreamError(status)),
