@@ -12,6 +12,15 @@
 /// `sse::MAX_EVENT_BYTES` does for SSE).
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
+/// The `content-type` of an event stream.
+pub const CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+
+/// Whether an answer of `content_type` is a stream: server-sent events, or
+/// AWS's event stream (a Bedrock target's).
+pub fn is_stream(content_type: &str) -> bool {
+    content_type.starts_with("text/event-stream") || content_type.starts_with(CONTENT_TYPE)
+}
+
 /// Prelude (12) and message CRC (4).
 const OVERHEAD: usize = 16;
 

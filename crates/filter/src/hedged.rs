@@ -282,10 +282,9 @@ impl CallAnswer {
         if !(200..300).contains(&self.status) {
             return Some(outcome_of(self.status, self.from_provider));
         }
-        let streams = self.header("content-type").is_some_and(|c| {
-            c.starts_with("text/event-stream")
-                || c.starts_with("application/vnd.amazon.eventstream")
-        });
+        let streams = self
+            .header("content-type")
+            .is_some_and(|c| plano_core::eventstream::is_stream(c));
         let mut reader = EventReader::for_events(events.filter(|_| streams)?);
         let events = reader.feed(&self.body);
         match events.into_iter().find(|e| *e != StreamEvent::Neutral) {
