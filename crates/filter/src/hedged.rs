@@ -284,7 +284,7 @@ impl CallAnswer {
         }
         let streams = self
             .header("content-type")
-            .is_some_and(|c| plano_core::eventstream::is_stream(c));
+            .is_some_and(plano_core::eventstream::is_stream);
         let mut reader = EventReader::for_events(events.filter(|_| streams)?);
         let events = reader.feed(&self.body);
         match events.into_iter().find(|e| *e != StreamEvent::Neutral) {
