@@ -376,7 +376,8 @@ def test_a_bad_crc_or_a_cut_frame_ends_the_stream_with_the_clients_error_event(g
 
 def test_a_broken_frame_before_any_output_fails_over(gateway, gpt):
     frames = text_frames(["never"])
-    broken = bedrock(Reply(stream=[frames[0], bad_crc(frames[1])] + frames[2:], headers=STREAM))
+    # The provider goes on for 6 s after the broken frame: the gateway does not wait for it.
+    broken = bedrock(Reply(stream=[frames[0], bad_crc(frames[1])] + frames[2:], headers=STREAM, gap=[0.0, 6.0, 0.0, 0.0, 0.0]))
     last = Provider(Reply(stream=["data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-y",
                                                           "choices": [{"index": 0, "delta": {"content": "from openai"}, "finish_reason": "stop"}]}) + "\n\n",
                                   "data: [DONE]\n\n"]))
@@ -384,8 +385,10 @@ def test_a_broken_frame_before_any_output_fails_over(gateway, gpt):
         gateway.up(HEADER + bedrock_entry(broken, default=True, policy=f"""
             retry_policy:
               fallback_models: [openai/gpt-y]""") + openai_entry(last, "openai/gpt-y", default=False), extra_env=CREDENTIALS)
+        start = time.time()
         pieces = gpt.chat.completions.create(model=MODEL, stream=True, messages=[{"role": "user", "content": "hi"}], timeout=20)
         assert "".join(c.choices[0].delta.content or "" for c in pieces if c.choices) == "from openai"
+        assert time.time() - start < 3
         assert (broken.calls, last.calls) == (1, 1)
     finally:
         broken.stop()
