@@ -42,14 +42,7 @@ pub fn attempt_path(prefix: &str, model: &str, stream: bool) -> String {
 /// reference lists them); a stream's exceptions are named in lower camel
 /// case (`throttlingException`).
 pub fn exception_status(name: &str) -> u16 {
-    let mut chars = name.chars();
-    let upper: String = chars
-        .next()
-        .map(|c| c.to_ascii_uppercase())
-        .into_iter()
-        .chain(chars)
-        .collect();
-    match upper.as_str() {
+    match upper_camel(name).as_str() {
         "ThrottlingException" | "ModelNotReadyException" => 429,
         "ServiceUnavailableException" => 503,
         "ModelTimeoutException" => 408,
@@ -58,6 +51,34 @@ pub fn exception_status(name: &str) -> u16 {
         "ResourceNotFoundException" => 404,
         "ModelErrorException" | "ModelStreamErrorException" => 424,
         _ => 500,
+    }
+}
+
+/// An exception's name as `x-amzn-errortype` spells it.
+fn upper_camel(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .into_iter()
+        .chain(chars)
+        .collect()
+}
+
+/// The status a stream's exception frame fails its attempt with: the one
+/// its kind makes the retry rules see (an overloaded model's is a 503, as
+/// for a failed answer), else its own.
+pub fn stream_exception_status(name: &str) -> u16 {
+    let status = exception_status(name);
+    let named = upper_camel(name);
+    match kind(
+        status,
+        &|h| (h == "x-amzn-errortype").then(|| named.clone()),
+        None,
+    ) {
+        Some(ErrorKind::Overloaded) => 503,
+        Some(ErrorKind::RateLimited) => 429,
+        _ => status,
     }
 }
 
@@ -87,7 +108,7 @@ pub fn classify_frame(frame: &Result<Frame, Broken>) -> StreamEvent {
         return StreamEvent::Error(502);
     };
     if frame.is_exception() {
-        return StreamEvent::Error(exception_status(frame.name()));
+        return StreamEvent::Error(stream_exception_status(frame.name()));
     }
     let payload = std::str::from_utf8(&frame.payload).unwrap_or("");
     classify_event(Some(frame.name()), payload)
@@ -108,7 +129,7 @@ pub fn classify_event(name: Option<&str>, data: &str) -> StreamEvent {
                 StreamEvent::Neutral
             }
         }
-        n if n.ends_with("Exception") => StreamEvent::Error(exception_status(n)),
+        n if n.ends_with("Exception") => StreamEvent::Error(stream_exception_status(n)),
         _ => StreamEvent::Neutral,
     }
 }
@@ -196,6 +217,9 @@ mod tests {
             Error(503)
         );
         assert_eq!(c(exception("modelStreamErrorException", "{}")), Error(424));
+        // Its kind, as the rules see it: an overloaded model is a 503.
+        assert_eq!(c(exception("modelNotReadyException", "{}")), Error(503));
+        assert_eq!(c(exception("modelTimeoutException", "{}")), Error(503));
         assert_eq!(classify_frame(&Err(Broken::MessageCrc)), Error(502));
     }
 
