@@ -395,6 +395,30 @@ def test_a_broken_frame_before_any_output_fails_over(gateway, gpt):
         last.stop()
 
 
+def test_a_throttling_exception_frame_before_any_output_fails_over_for_a_messages_client(gateway, claude):
+    throttled = bedrock(Reply(stream=[event("messageStart", {"role": "assistant"}),
+                                      exception("throttlingException", "Too many tokens, please wait before trying again.")],
+                              headers=STREAM, gap=[0.0, 6.0]))
+    last = bedrock(Reply(stream=text_frames(["served ", "by the other"]), headers=STREAM))
+    # Another provider name: the default strategy fails over to a different provider.
+    other = "aws/anthropic.claude-3-haiku-20240307-v1:0"
+    try:
+        gateway.up(HEADER + bedrock_entry(throttled, default=True, policy=f"""
+            retry_policy:
+              fallback_models: [{other}]""") + bedrock_entry(last, model=other), extra_env=CREDENTIALS)
+        start = time.time()
+        with claude.messages.stream(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as s:
+            text = "".join(s.text_stream)
+        assert text == "served by the other"
+        # The exception frame failed the attempt: its stream's end was not waited for.
+        assert time.time() - start < 3
+        assert (throttled.calls, last.calls) == (1, 1)
+        assert last.requests[0]["path"] == "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"
+    finally:
+        throttled.stop()
+        last.stop()
+
+
 def test_a_tool_round_trip_from_the_openai_sdk_through_bedrock_streamed(gateway, gpt):
     call = [event("messageStart", {"role": "assistant"}),
             event("contentBlockStart", {"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "tooluse_7", "name": "weather"}}}),
