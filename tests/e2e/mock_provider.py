@@ -40,7 +40,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     body: object = None  # dict or list -> JSON, str/bytes as is, None -> OK_BODY with the port
     delay: float = 0.0  # seconds before the status line
-    stream: list = None  # SSE chunks, sent with `gap` seconds between them
+    stream: list = None  # SSE chunks (str) or binary ones (bytes), sent with `gap` seconds between them
     gap: object = 0.05  # or a list: the seconds after each chunk
     close: bool = False  # close the connection without answering
     garbage: bytes = None  # send these bytes instead of an HTTP response, then close
@@ -91,7 +91,8 @@ class Provider:
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
                 if reply.stream is not None:
-                    self.send_header("Content-Type", "text/event-stream")
+                    if "Content-Type" not in reply.headers:
+                        self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     self.wfile.flush()
@@ -99,7 +100,7 @@ class Provider:
                     if not self.open_for(lead, record):
                         return
                     for i, chunk in enumerate(reply.stream):
-                        data = chunk.encode()
+                        data = chunk if isinstance(chunk, bytes) else chunk.encode()
                         try:
                             self.wfile.write(data if reply.http10 else b"%x\r\n%s\r\n" % (len(data), data))
                             self.wfile.flush()

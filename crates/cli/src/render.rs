@@ -55,6 +55,9 @@ struct Cluster {
     key_secret: Option<String>,
     /// The header the key goes in (`authorization`: `Bearer KEY`).
     key_header: String,
+    /// The AWS region Envoy signs this cluster's requests for (SigV4), with
+    /// credentials from AWS's default chain: Envoy reads them, never the plan.
+    sigv4_region: Option<String>,
 }
 
 /// A provider key as Envoy reads it: a static secret from an owner-only file.
@@ -223,6 +226,7 @@ pub fn render(
             connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
             key_secret,
             key_header: e.key_header.clone(),
+            sigv4_region: e.sigv4_region.clone(),
         });
     }
     let mut plan = r.plan.clone();

@@ -434,3 +434,77 @@ fn a_gemini_entry_is_checked_at_its_lines() {
     let out = planoai(&["validate", "ok.yaml"], &dir);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn a_bedrock_entry_needs_its_region_and_is_signed_by_envoy_without_a_key() {
+    let dir = scratch("bedrock");
+    fs::write(
+        dir.join("gw.yaml"),
+        format!(
+            "{HEAD}  - model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+    format: bedrock
+  - model: aws/meta.llama3-1-70b-instruct-v1:0
+    format: bedrock
+    region: US East
+    endpoints: [chat_completions, responses]
+"
+        ),
+    )
+    .unwrap();
+    let out = planoai(&["validate", "gw.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for expected in [
+        "is required for a `bedrock`-format model",
+        "--> gw.yaml:7:5",
+        "`US East` is no AWS region",
+        "`responses` is not served by a `bedrock`-format model",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+    fs::write(
+        dir.join("ok.yaml"),
+        format!(
+            "{HEAD}  - model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+    format: bedrock
+    region: eu-west-3
+    default: true
+  - model: bedrock/meta.llama3-1-70b-instruct-v1:0
+    format: bedrock
+    region: us-west-2
+    access_key: ABSK-cli-bedrock-key
+"
+        ),
+    )
+    .unwrap();
+    let out = planoai(&["render", "ok.yaml", "-o", "out"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cds = fs::read_to_string(dir.join("out/cds.yaml")).unwrap();
+    // The keyless entry's cluster signs for its region; the keyed one does not sign.
+    assert_eq!(
+        cds.matches("envoy.filters.http.aws_request_signing")
+            .count(),
+        1,
+        "{cds}"
+    );
+    assert!(
+        cds.contains("service_name: bedrock") && cds.contains("region: \"eu-west-3\""),
+        "{cds}"
+    );
+    assert!(
+        cds.contains("bedrock-runtime.eu-west-3.amazonaws.com"),
+        "{cds}"
+    );
+    assert!(
+        cds.contains("bedrock-runtime.us-west-2.amazonaws.com"),
+        "{cds}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("out/keys/provider_0.key")).unwrap(),
+        "Bearer ABSK-cli-bedrock-key"
+    );
+    for name in ["envoy.yaml", "lds.yaml", "cds.yaml"] {
+        let text = fs::read_to_string(dir.join("out").join(name)).unwrap();
+        assert!(!text.contains("ABSK-cli-bedrock-key"), "{name}");
+    }
+}

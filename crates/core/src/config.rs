@@ -284,9 +284,13 @@ pub struct ModelProvider {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = &"api-key"))]
     pub key_header: Option<String>,
-    /// The API the provider speaks: `openai` (chat completions and the rest), `anthropic` (the Messages API: the key in `x-api-key`, `anthropic-version` sent) or `gemini` (Google's Gemini API, `generateContent`: the key in `x-goog-api-key`, at generativelanguage.googleapis.com without a `base_url`). Requests in another format are translated per attempt. Default: `anthropic` for the built-in `anthropic` provider without a `base_url`, `openai` otherwise (for `gemini/...`, Gemini's OpenAI-compatible endpoint).
+    /// The API the provider speaks: `openai` (chat completions and the rest), `anthropic` (the Messages API: the key in `x-api-key`, `anthropic-version` sent) or `gemini` (Google's Gemini API, `generateContent`: the key in `x-goog-api-key`, at generativelanguage.googleapis.com without a `base_url`) or `bedrock` (Amazon Bedrock's Converse API, `/model/{id}/converse`: signed with SigV4 from AWS's default credentials, or with a Bedrock API key as `Bearer` when `access_key` is set; `region` required). Requests in another format are translated per attempt. Default: `anthropic` for the built-in `anthropic` provider without a `base_url`, `openai` otherwise (for `gemini/...`, Gemini's OpenAI-compatible endpoint).
     #[serde(default)]
     pub format: Option<crate::api::Format>,
+    /// The AWS region of a `format: bedrock` model (`us-east-1`): its address without a `base_url` (`bedrock-runtime.REGION.amazonaws.com`) and the region its requests are signed for. Required for `format: bedrock`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"us-east-1"))]
+    pub region: Option<String>,
 }
 
 /// One key (and, optionally, endpoint) of a model's pool.

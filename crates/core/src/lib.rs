@@ -14,6 +14,7 @@ pub mod chunked;
 pub mod clients;
 pub mod config;
 pub mod envoy_names;
+pub mod eventstream;
 pub mod framing;
 pub mod hop;
 pub mod limits;

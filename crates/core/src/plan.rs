@@ -245,8 +245,15 @@ impl Target {
     /// The path an attempt to this target uses for a request to `api` at
     /// the client's `path` (with its query): the path of the API it is
     /// translated into, when it is; Gemini's names the model and whether
-    /// the answer is `stream`ed.
+    /// the answer is `stream`ed, and so does Bedrock's.
     pub fn attempt_path(&self, api: Api, client_path: &str, stream: bool) -> String {
+        if self.format == Format::Bedrock {
+            return crate::providers::bedrock::attempt_path(
+                &self.path_prefix,
+                &self.model_name,
+                stream,
+            );
+        }
         let Some(sent) = api.on(self.format) else {
             return crate::providers::gemini::attempt_path(
                 &self.path_prefix,

@@ -208,12 +208,31 @@ pub fn resolve_with(
             {
                 let why = match format {
                     Format::Gemini => "a `gemini`-format model: it has only `generateContent` (chat_completions and messages are translated to it)",
+                    Format::Bedrock => "a `bedrock`-format model: it has only the Converse API (chat_completions and messages are translated to it)",
                     _ => "an `anthropic`-format model: it has only the Messages API (chat_completions is translated to it)",
                 };
                 c.error(
                     format!("{at}.endpoints"),
                     format!("`{}` is not served by {why}", api.name()),
                 );
+            }
+        }
+        if format == Format::Bedrock {
+            match p.region.as_deref() {
+                None => c.error(
+                    format!("{at}.region"),
+                    "is required for a `bedrock`-format model: its address and the region its requests are signed for",
+                ),
+                Some(r)
+                    if r.is_empty()
+                        || !r.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') =>
+                {
+                    c.error(
+                        format!("{at}.region"),
+                        format!("`{r}` is no AWS region (lower-case letters, digits and `-`, as `us-east-1`)"),
+                    )
+                }
+                Some(_) => {}
             }
         }
         if format == Format::Gemini
@@ -283,7 +302,13 @@ pub fn resolve_with(
             } else {
                 at.as_str()
             };
-            let endpoint = match endpoint_for(own_url.or(p.base_url.as_ref()), &provider, format) {
+            let bedrock_default = (format == Format::Bedrock
+                && own_url.or(p.base_url.as_ref()).is_none())
+            .then(|| endpoint::bedrock_endpoint(p.region.as_deref().unwrap_or("")));
+            let endpoint = match bedrock_default
+                .map(Ok)
+                .unwrap_or_else(|| endpoint_for(own_url.or(p.base_url.as_ref()), &provider, format))
+            {
                 Ok(e) => e,
                 // A malformed `model` is reported above; its missing address would repeat it.
                 Err((message, hint))
@@ -306,6 +331,8 @@ pub fn resolve_with(
                     crate::providers::anthropic::KEY_HEADER.into()
                 }
                 None if format == Format::Gemini => crate::providers::gemini::KEY_HEADER.into(),
+                // A Bedrock API key is a bearer token.
+                None if format == Format::Bedrock => "authorization".into(),
                 None => "authorization".into(),
             };
             let own_key = d.and_then(|d| d.access_key.as_ref());
@@ -348,9 +375,13 @@ pub fn resolve_with(
                 unstated_reset_ms: (key_header == "api-key").then_some(AZURE_LIMIT_WINDOW_MS),
                 format,
             });
+            // Without a key, Envoy signs a Bedrock target's requests (SigV4).
+            let sigv4_region = (format == Format::Bedrock && access_key.is_none())
+                .then(|| p.region.clone().unwrap_or_default());
             endpoints.push(Endpoint {
                 access_key,
                 key_header,
+                sigv4_region,
                 ..endpoint
             });
         }

@@ -5,6 +5,7 @@
 //! answer back until its first output, and after that watches for an error
 //! or a missing terminator.
 
+use crate::eventstream::{Broken, Decoder, Frame};
 use crate::sse::{Events, Read};
 
 /// What one event of a streamed answer is to the gateway.
@@ -26,6 +27,9 @@ pub enum StreamEvent {
 /// its `data:` text.
 pub type Classify = fn(name: Option<&str>, data: &str) -> StreamEvent;
 
+/// How an API of binary event-stream frames names a frame (or a broken one).
+pub type ClassifyFrame = fn(frame: &Result<Frame, Broken>) -> StreamEvent;
+
 /// What the gateway reads and writes in one API's streams.
 #[derive(Debug)]
 pub struct StreamEvents {
@@ -33,13 +37,18 @@ pub struct StreamEvents {
     /// The last event of a stream the provider broke after output had
     /// reached the client, saying so (`message` explains).
     pub broken: fn(message: &str) -> String,
+    /// The stream is AWS's binary event-stream frames (Bedrock's), not SSE:
+    /// how each frame is named.
+    pub frames: Option<ClassifyFrame>,
 }
 
 /// Reads one stream's events across chunks (`crate::sse`), classifying each.
+/// Reads AWS event-stream frames instead (Bedrock's, `crate::eventstream`).
 #[derive(Debug, Clone)]
 pub struct EventReader {
     classify: Classify,
     events: Events,
+    frames: Option<(Decoder, ClassifyFrame)>,
 }
 
 impl EventReader {
@@ -47,12 +56,24 @@ impl EventReader {
         EventReader {
             classify,
             events: Events::default(),
+            frames: None,
+        }
+    }
+
+    /// A reader of the stream `events` describes: SSE, or binary frames.
+    pub fn for_events(events: &StreamEvents) -> EventReader {
+        EventReader {
+            frames: events.frames.map(|classify| (Decoder::default(), classify)),
+            ..EventReader::new(events.classify)
         }
     }
 
     /// The events that `chunk` completes, in order. An event too large to
-    /// read counts as output: the hold ends.
+    /// read counts as output: the hold ends. A broken frame is an error.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<StreamEvent> {
+        if let Some((frames, classify)) = self.frames.as_mut() {
+            return frames.feed(chunk).iter().map(|f| classify(f)).collect();
+        }
         self.events
             .feed(chunk)
             .into_iter()
@@ -63,9 +84,10 @@ impl EventReader {
             .collect()
     }
 
-    /// Whether an event has begun and not ended: a stream cut here.
+    /// Whether an event has begun and not ended: a stream cut here. (A cut
+    /// frame is told to the client by the frames' translation.)
     pub fn mid_event(&self) -> bool {
-        self.events.mid_event()
+        self.frames.is_none() && self.events.mid_event()
     }
 }
 

@@ -8,6 +8,12 @@
 //! the `Translation` variant), `verb: request|answer|stream|error`, and
 //! for answers `created: N` and `include_usage: true|false`; then `--- in`
 //! and `--- out` sections, each ending with one newline that is not its own.
+//! An answer is of the model `the-model`, an error of `status: N` (500).
+//!
+//! A Bedrock stream (`frames: true`) is binary: its input is one frame a
+//! line, `EVENT-TYPE JSON`, encoded here (`plano_core::eventstream`); a
+//! line `!exception NAME JSON` is an exception frame, `!badcrc EVENT JSON`
+//! a frame whose last CRC byte is wrong, `!cut EVENT JSON` its first half.
 
 use std::fs;
 use std::path::Path;
@@ -44,6 +50,8 @@ fn translation(name: &str) -> Translation {
         "chat_to_messages" => Translation::ChatToMessages,
         "chat_to_gemini" => Translation::ChatToGemini,
         "messages_to_gemini" => Translation::MessagesToGemini,
+        "chat_to_bedrock" => Translation::ChatToBedrock,
+        "messages_to_bedrock" => Translation::MessagesToBedrock,
         other => panic!("no translation `{other}`"),
     }
 }
@@ -63,7 +71,9 @@ fn run(case: &Case) -> String {
     let t = translation(field("translation").expect("a `translation:` line"));
     let created = field("created").map_or(0, |c| c.parse().unwrap());
     let include_usage = field("include_usage") == Some("true");
-    let input = case.input.as_bytes();
+    let encoded = (field("frames") == Some("true")).then(|| frames(&case.input));
+    let input = encoded.as_deref().unwrap_or(case.input.as_bytes());
+    let status = field("status").map_or(500, |s| s.parse().unwrap());
     match field("verb").expect("a `verb:` line") {
         "request" => match t.request(input, "the-model") {
             Ok(body) => String::from_utf8(body).unwrap(),
@@ -72,13 +82,21 @@ fn run(case: &Case) -> String {
         },
         "answer" => join(vec![t
             .answer(false, created, include_usage)
+            .with_model("the-model")
             .feed(input, true)]),
-        "error" => join(vec![t.error_answer().feed(input, true)]),
+        "error" => join(vec![t
+            .error_answer()
+            .with_model("the-model")
+            .with_status(status)
+            .feed(input, true)]),
         "stream" => {
             let whole = join(vec![t
                 .answer(true, created, include_usage)
+                .with_model("the-model")
                 .feed(input, true)]);
-            let mut answer = t.answer(true, created, include_usage);
+            let mut answer = t
+                .answer(true, created, include_usage)
+                .with_model("the-model");
             let bytewise = join(
                 input
                     .iter()
@@ -91,6 +109,32 @@ fn run(case: &Case) -> String {
         }
         other => panic!("no verb `{other}`"),
     }
+}
+
+/// A Bedrock stream's lines as event-stream frames.
+fn frames(input: &str) -> Vec<u8> {
+    use plano_core::eventstream::{event, exception};
+    let mut out = Vec::new();
+    for line in input.lines().filter(|l| !l.trim().is_empty()) {
+        let (name, payload) = line.split_once(' ').expect("`EVENT JSON` lines");
+        let mut frame = match name {
+            "!exception" | "!badcrc" | "!cut" => {
+                let (inner, payload) = payload.split_once(' ').unwrap();
+                match name {
+                    "!exception" => exception(inner, payload),
+                    _ => event(inner, payload),
+                }
+            }
+            _ => event(name, payload),
+        };
+        match name {
+            "!badcrc" => *frame.last_mut().unwrap() ^= 0x55,
+            "!cut" => frame.truncate(frame.len() / 2),
+            _ => {}
+        }
+        out.extend(frame);
+    }
+    out
 }
 
 #[test]

@@ -80,7 +80,7 @@ impl Watch {
         let events = events?;
         Some(Watch {
             events,
-            reader: EventReader::new(events.classify),
+            reader: EventReader::for_events(events),
             held,
             settled: false,
         })

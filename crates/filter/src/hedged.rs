@@ -284,8 +284,8 @@ impl CallAnswer {
         }
         let streams = self
             .header("content-type")
-            .is_some_and(|c| c.starts_with("text/event-stream"));
-        let mut reader = EventReader::new(events.filter(|_| streams)?.classify);
+            .is_some_and(plano_core::eventstream::is_stream);
+        let mut reader = EventReader::for_events(events.filter(|_| streams)?);
         let events = reader.feed(&self.body);
         match events.into_iter().find(|e| *e != StreamEvent::Neutral) {
             Some(StreamEvent::Error(status)) => Some(Outcome::StreamError(status)),

@@ -199,7 +199,8 @@ impl Worker {
         let streams = !local
             && !end_of_stream
             && (200..300).contains(&status)
-            && response_header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+            && response_header("content-type")
+                .is_some_and(|c| plano_core::eventstream::is_stream(&c));
         let events = self.attempt_events(&ex);
         if !local && status >= 400 && ex.state.policy(self.plan()).is_some() {
             // What failed, and the wait, may be in the body: it is read first.

@@ -22,19 +22,24 @@ const ID_SCAN_LIMIT: usize = 16 * 1024;
 /// What a request has that another format cannot carry, for each format
 /// the plan has targets of: they are skipped.
 fn untranslatable(plan: &GatewayPlan, api: Api, raw: &[u8]) -> Vec<(Format, Untranslatable)> {
-    [Format::Openai, Format::Anthropic, Format::Gemini]
-        .into_iter()
-        .filter_map(|format| {
-            let translation = Translation::between(api, format)?;
-            if !plan.targets.iter().any(|t| t.format == format) {
-                return None;
-            }
-            let Err(why) = translation.request(raw, "") else {
-                return None;
-            };
-            Some((format, why))
-        })
-        .collect()
+    [
+        Format::Openai,
+        Format::Anthropic,
+        Format::Gemini,
+        Format::Bedrock,
+    ]
+    .into_iter()
+    .filter_map(|format| {
+        let translation = Translation::between(api, format)?;
+        if !plan.targets.iter().any(|t| t.format == format) {
+            return None;
+        }
+        let Err(why) = translation.request(raw, "") else {
+            return None;
+        };
+        Some((format, why))
+    })
+    .collect()
 }
 
 impl Worker {

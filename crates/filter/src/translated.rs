@@ -41,18 +41,29 @@ impl Worker {
     /// format, its body will be translated as it comes (an error in the
     /// client's error shape), so its length is no longer known.
     pub fn begin_answer(&self, ex: &mut Exchange) {
-        let Some(translation) = self.translation_of(ex) else {
+        let Some((translation, model)) = self.translation_of(ex) else {
             return;
         };
         for (name, value) in translation.response_headers() {
             set_response_header(name, value);
         }
         let status = response_header(":status").and_then(|s| s.parse::<u16>().ok());
-        ex.answer = Some(if status.is_some_and(|s| (200..300).contains(&s)) {
-            translation.answer(ex.body.stream, now_ms() / 1000, ex.body.include_usage)
-        } else {
-            translation.error_answer()
-        });
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        if let Some(sse) = translation
+            .stream_content_type()
+            .filter(|_| ok && ex.body.stream)
+        {
+            set_response_header("content-type", Some(sse));
+        }
+        ex.answer = Some(
+            if ok {
+                translation.answer(ex.body.stream, now_ms() / 1000, ex.body.include_usage)
+            } else {
+                translation.error_answer()
+            }
+            .with_model(&model)
+            .with_status(status.unwrap_or(500)),
+        );
     }
 
     /// Rewrites the delivered chunk of `body_size` bytes; true when the
@@ -75,7 +86,7 @@ impl Worker {
 
     /// A whole answer (a dispatched retry's) of `status`, in the client's format.
     pub fn translate_whole(&self, ex: &mut Exchange, status: u16, body: Vec<u8>) -> Vec<u8> {
-        let Some(translation) = self.translation_of(ex) else {
+        let Some((translation, model)) = self.translation_of(ex) else {
             return body;
         };
         // A hedge's answer to a streamed request is a whole stream.
@@ -84,16 +95,22 @@ impl Worker {
             translation.answer(stream, now_ms() / 1000, stream && ex.body.include_usage)
         } else {
             translation.error_answer()
-        };
+        }
+        .with_model(&model)
+        .with_status(status);
         let out = answer.feed(&body, true);
         ex.usage = out.usage;
         out.bytes
     }
 
-    /// The translation between the client and the answering target, if any.
-    fn translation_of(&self, ex: &Exchange) -> Option<Translation> {
+    /// The translation between the client and the answering target, if
+    /// any, and the model that target was asked for.
+    fn translation_of(&self, ex: &Exchange) -> Option<(Translation, String)> {
         let t = self.plan().targets.get(ex.state.current_target()?)?;
-        Translation::between(ex.api, t.format)
+        Some((
+            Translation::between(ex.api, t.format)?,
+            t.model_name.clone(),
+        ))
     }
 
     /// The answer's token counts: what the translation read, else its last bytes.

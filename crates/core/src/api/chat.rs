@@ -15,6 +15,7 @@ pub const SPEC: ApiSpec = ApiSpec {
     stream_events: Some(StreamEvents {
         classify: classify_event,
         broken: broken_event,
+        frames: None,
     }),
     errors: ErrorShape::Openai,
     format: Format::Openai,

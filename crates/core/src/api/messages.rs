@@ -17,6 +17,7 @@ pub const SPEC: ApiSpec = ApiSpec {
     stream_events: Some(StreamEvents {
         classify: anthropic_events::classify_event,
         broken: anthropic_events::broken_event,
+        frames: None,
     }),
     errors: ErrorShape::Anthropic,
     format: Format::Anthropic,

@@ -47,6 +47,9 @@ pub enum Format {
     /// Google's Gemini API (`POST /v1beta/models/{model}:generateContent`,
     /// `x-goog-api-key`).
     Gemini,
+    /// Amazon Bedrock's Converse API (`POST /model/{modelId}/converse`,
+    /// SigV4 or a Bedrock API key), streamed in AWS's event-stream frames.
+    Bedrock,
 }
 
 /// How an API's streamed answer is framed.
@@ -149,21 +152,23 @@ impl Api {
 
     /// The API a target of `format` is sent for a request to this one:
     /// this API itself when the format serves it, else the one it is
-    /// translated into; `None` for Gemini's, which the gateway does not serve.
+    /// translated into; `None` for Gemini's and Bedrock's, which the gateway
+    /// does not serve.
     pub fn on(self, format: Format) -> Option<Api> {
         match (self.spec().format, format) {
             (own, f) if own == f => Some(self),
             (_, Format::Anthropic) => Some(Api::Messages),
             (_, Format::Openai) => Some(Api::ChatCompletions),
-            (_, Format::Gemini) => None,
+            (_, Format::Gemini | Format::Bedrock) => None,
         }
     }
 
     /// How the stream of an attempt to a target of `format` is read: in
-    /// the API it is sent, or Gemini's own.
+    /// the API it is sent, or Gemini's or Bedrock's own.
     pub fn stream_events_on(self, format: Format) -> Option<&'static StreamEvents> {
         match self.on(format) {
             Some(api) => api.spec().stream_events.as_ref(),
+            None if format == Format::Bedrock => Some(&crate::providers::bedrock::STREAM_EVENTS),
             None => Some(&crate::providers::gemini::STREAM_EVENTS),
         }
     }

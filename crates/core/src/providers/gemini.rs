@@ -116,6 +116,7 @@ pub fn broken_event(message: &str) -> String {
 pub const STREAM_EVENTS: StreamEvents = StreamEvents {
     classify: classify_event,
     broken: broken_event,
+    frames: None,
 };
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub struct Endpoint {
     /// The provider's key: Envoy injects it from a secret file, so it is in
     /// neither the filter's plan nor Envoy's config.
     pub access_key: Option<String>,
+    /// The AWS region Envoy signs this endpoint's requests for (SigV4,
+    /// `aws_request_signing`): a Bedrock target without a key.
+    pub sigv4_region: Option<String>,
 }
 
 impl Endpoint {
@@ -34,6 +37,7 @@ impl Endpoint {
             query: String::new(),
             key_header: String::new(),
             access_key: None,
+            sigv4_region: None,
         }
     }
 
@@ -129,7 +133,19 @@ pub fn parse_base_url(url: &str) -> Result<Endpoint, String> {
         },
         key_header: String::new(),
         access_key: None,
+        sigv4_region: None,
     })
+}
+
+/// Bedrock's runtime API in `region`, for a `format: bedrock` entry
+/// without a `base_url`.
+pub(super) fn bedrock_endpoint(region: &str) -> Endpoint {
+    Endpoint {
+        tls: true,
+        host: crate::providers::bedrock::host(region),
+        port: 443,
+        ..Endpoint::unresolved()
+    }
 }
 
 pub(super) fn endpoint_for(
@@ -151,6 +167,7 @@ pub(super) fn endpoint_for(
             query: String::new(),
             key_header: String::new(),
             access_key: None,
+            sigv4_region: None,
         });
     }
     match WELL_KNOWN_PROVIDERS
@@ -166,6 +183,7 @@ pub(super) fn endpoint_for(
             query: String::new(),
             key_header: String::new(),
             access_key: None,
+            sigv4_region: None,
         }),
         None => Err((
             format!(

@@ -2,7 +2,7 @@
 //! attempt: a Messages request sent to an OpenAI-format target as chat
 //! completions, a chat completions request sent to a native Anthropic
 //! target as Messages, either sent to a native Gemini target as
-//! `generateContent`. One [`Translation`] has the four verbs: the request
+//! `generateContent` or to an Amazon Bedrock target as Converse. One [`Translation`] has the four verbs: the request
 //! body ([`Translation::request`]), the response headers
 //! ([`Translation::response_headers`]), the response body chunk by chunk
 //! ([`Translation::answer`], which also yields usage and the answering
@@ -10,11 +10,14 @@
 //! formats has its own file; the streams have theirs. A translation is a
 //! function of the client's original body, so a retry runs it again on it.
 
+mod bedrock_stream;
 mod chat_stream;
+mod chat_to_bedrock;
 mod chat_to_gemini;
 mod chat_to_messages;
 mod gemini_stream;
 mod messages_stream;
+mod messages_to_bedrock;
 mod messages_to_chat;
 mod messages_to_gemini;
 
@@ -32,6 +35,10 @@ pub enum Translation {
     ChatToGemini,
     /// An Anthropic Messages client, a native Gemini target.
     MessagesToGemini,
+    /// A chat completions client, an Amazon Bedrock target (Converse).
+    ChatToBedrock,
+    /// An Anthropic Messages client, an Amazon Bedrock target (Converse).
+    MessagesToBedrock,
 }
 
 /// What the client reads for a provider's event too large to translate
@@ -133,6 +140,8 @@ impl Translation {
             (Api::ChatCompletions, Format::Anthropic) => Some(Translation::ChatToMessages),
             (Api::ChatCompletions, Format::Gemini) => Some(Translation::ChatToGemini),
             (Api::Messages, Format::Gemini) => Some(Translation::MessagesToGemini),
+            (Api::ChatCompletions, Format::Bedrock) => Some(Translation::ChatToBedrock),
+            (Api::Messages, Format::Bedrock) => Some(Translation::MessagesToBedrock),
             _ => None,
         }
     }
@@ -147,6 +156,8 @@ impl Translation {
             Translation::ChatToMessages => chat_to_messages::request(&body, model)?,
             Translation::ChatToGemini => chat_to_gemini::request(&body)?,
             Translation::MessagesToGemini => messages_to_gemini::request(&body)?,
+            Translation::ChatToBedrock => chat_to_bedrock::request(&body)?,
+            Translation::MessagesToBedrock => messages_to_bedrock::request(&body)?,
         };
         Ok(out.to_string().into_bytes())
     }
@@ -155,6 +166,16 @@ impl Translation {
     /// body's length changes, so Envoy frames it anew.
     pub fn response_headers(self) -> [(&'static str, Option<&'static str>); 1] {
         [("content-length", None)]
+    }
+
+    /// The `content-type` a translated stream is sent with, when the
+    /// target's is not the client's (Bedrock's event stream becomes SSE).
+    pub fn stream_content_type(self) -> Option<&'static str> {
+        matches!(
+            self,
+            Translation::ChatToBedrock | Translation::MessagesToBedrock
+        )
+        .then_some("text/event-stream")
     }
 
     /// A translator of one attempt's answer: a stream event by event, a
@@ -175,12 +196,20 @@ impl Translation {
             (Translation::MessagesToGemini, true) => {
                 Kind::GeminiEvents(gemini_stream::ToMessages::new())
             }
+            (Translation::ChatToBedrock, true) => {
+                Kind::BedrockChunks(bedrock_stream::ToChat::new(created, include_usage, ""))
+            }
+            (Translation::MessagesToBedrock, true) => {
+                Kind::BedrockEvents(bedrock_stream::ToMessages::new(""))
+            }
             (_, false) => Kind::Whole(Vec::new()),
         };
         Answer {
             translation: self,
             created,
             kind,
+            model: String::new(),
+            status: 200,
         }
     }
 
@@ -191,22 +220,40 @@ impl Translation {
             translation: self,
             created: 0,
             kind: Kind::Error(Vec::new()),
+            model: String::new(),
+            status: 500,
         }
     }
 
     /// A target's error body, in the client's error shape. Gemini's
-    /// (`google.rpc.Status`) names its kind in `status`.
+    /// (`google.rpc.Status`) names its kind in `status`; Bedrock's
+    /// (`{"message"}`) only by its HTTP `status`.
     pub fn error_body(self, body: &[u8]) -> Vec<u8> {
+        self.error_body_of(500, body)
+    }
+
+    /// [`Translation::error_body`] of an answer of `status`.
+    pub fn error_body_of(self, status: u16, body: &[u8]) -> Vec<u8> {
         let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-        let error = parsed.as_ref().and_then(|v| v.get("error"));
+        let bedrock = matches!(
+            self,
+            Translation::ChatToBedrock | Translation::MessagesToBedrock
+        );
+        // Bedrock's error is the body itself: `{"message": ...}`.
+        let error = match bedrock {
+            true => parsed.as_ref().filter(|v| v.is_object()),
+            false => parsed.as_ref().and_then(|v| v.get("error")),
+        };
         let message = error
-            .and_then(|e| e.get("message"))
+            .and_then(|e| e.get("message").or_else(|| e.get("Message")))
             .and_then(|m| m.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
         let anthropic = matches!(
             self,
-            Translation::MessagesToChat | Translation::MessagesToGemini
+            Translation::MessagesToChat
+                | Translation::MessagesToGemini
+                | Translation::MessagesToBedrock
         );
         let field = |name: &str| error.and_then(|e| e.get(name)).and_then(|t| t.as_str());
         let kind = match self {
@@ -215,6 +262,9 @@ impl Translation {
                     field("status").unwrap_or("UNKNOWN"),
                     anthropic,
                 )
+            }
+            Translation::ChatToBedrock | Translation::MessagesToBedrock => {
+                crate::providers::bedrock::client_error_type(status, anthropic)
             }
             _ => field("type").unwrap_or("api_error"),
         };
@@ -233,6 +283,10 @@ pub struct Answer {
     translation: Translation,
     created: u64,
     kind: Kind,
+    /// The model the target was asked for: a Converse answer names none.
+    model: String,
+    /// The answer's HTTP status: a Bedrock error's kind is only there.
+    status: u16,
 }
 
 #[derive(Debug)]
@@ -245,6 +299,10 @@ enum Kind {
     GeminiChunks(gemini_stream::ToChat),
     /// Gemini's chunks becoming Anthropic events.
     GeminiEvents(gemini_stream::ToMessages),
+    /// Bedrock's event-stream frames becoming a chat stream.
+    BedrockChunks(bedrock_stream::ToChat),
+    /// Bedrock's event-stream frames becoming Anthropic events.
+    BedrockEvents(bedrock_stream::ToMessages),
     /// An answer that is not streamed: one JSON body, translated whole.
     Whole(Vec<u8>),
     /// An error's body, translated whole.
@@ -252,6 +310,26 @@ enum Kind {
 }
 
 impl Answer {
+    /// The answer of a target asked for `model` (what a translated answer
+    /// names when the target's does not).
+    pub fn with_model(mut self, model: &str) -> Answer {
+        self.model = model.to_string();
+        match &mut self.kind {
+            Kind::BedrockChunks(t) => {
+                *t = bedrock_stream::ToChat::new(self.created, t.include_usage(), model)
+            }
+            Kind::BedrockEvents(t) => *t = bedrock_stream::ToMessages::new(model),
+            _ => {}
+        }
+        self
+    }
+
+    /// The answer's HTTP `status` (an error's kind, for a Bedrock target).
+    pub fn with_status(mut self, status: u16) -> Answer {
+        self.status = status;
+        self
+    }
+
     /// Feeds the next bytes of the answer (split anywhere); `end` is its last chunk.
     pub fn feed(&mut self, chunk: &[u8], end: bool) -> Translated {
         match &mut self.kind {
@@ -259,11 +337,13 @@ impl Answer {
             Kind::MessagesEvents(t) => t.feed(chunk),
             Kind::GeminiChunks(t) => t.feed(chunk),
             Kind::GeminiEvents(t) => t.feed(chunk),
+            Kind::BedrockChunks(t) => t.feed(chunk, end),
+            Kind::BedrockEvents(t) => t.feed(chunk, end),
             Kind::Error(body) => {
                 body.extend_from_slice(chunk);
                 Translated {
                     bytes: if end {
-                        self.translation.error_body(body)
+                        self.translation.error_body_of(self.status, body)
                     } else {
                         Vec::new()
                     },
@@ -287,6 +367,12 @@ impl Answer {
                     Translation::ChatToMessages => chat_to_messages::response(&value, self.created),
                     Translation::ChatToGemini => chat_to_gemini::response(&value, self.created),
                     Translation::MessagesToGemini => messages_to_gemini::response(&value),
+                    Translation::ChatToBedrock => {
+                        chat_to_bedrock::response(&value, &self.model, self.created)
+                    }
+                    Translation::MessagesToBedrock => {
+                        messages_to_bedrock::response(&value, &self.model)
+                    }
                 };
                 Translated {
                     bytes: out.to_string().into_bytes(),
