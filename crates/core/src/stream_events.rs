@@ -72,7 +72,7 @@ impl EventReader {
     /// read counts as output: the hold ends. A broken frame is an error.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<StreamEvent> {
         if let Some((frames, classify)) = self.frames.as_mut() {
-            return frames.feed(chunk).iter().map(|f| classify(f)).collect();
+            return frames.feed(chunk).iter().map(*classify).collect();
         }
         self.events
             .feed(chunk)
