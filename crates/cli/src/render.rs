@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::load::Loaded;
 
 mod etcd;
+pub mod google;
 use etcd::shared_state;
 
 const TEMPLATE: &str = include_str!("../../../envoy/envoy.yaml.j2");
@@ -121,7 +122,7 @@ pub fn key_files(dir: &Path) -> Vec<String> {
 
 /// Where the key files are, in the config directory.
 pub const KEY_DIR: &str = "keys";
-const KEY_SUFFIX: &str = ".key";
+pub const KEY_SUFFIX: &str = ".key";
 
 impl Rendered {
     /// The same config with every listener and cluster static: what
@@ -225,6 +226,7 @@ pub fn render(
         });
     }
     let mut plan = r.plan.clone();
+    let google = google::tokens(loaded, &mut plan, &mut keys, KEY_SUFFIX)?;
     plan.status_port = Some(r.status_port);
     plan.hop_token = hop_token(loaded);
     let plan_json = serde_json::to_string(&plan)?;
@@ -252,6 +254,9 @@ pub fn render(
         probe_port => probe_port,
         shared_state => shared_state(loaded, config_dir, &mut keys)?,
         collector => collector(r),
+        token_clusters => google.clusters,
+        google_tokens => google.minter_json,
+        google_env => google.env_names,
     };
     let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
     Ok(Rendered {

@@ -41,10 +41,11 @@ const REFRESH_AHEAD_MS: u64 = 300_000;
 const USABLE_MARGIN_MS: u64 = 10_000;
 
 /// Where a credential's token comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     /// A service account key file, whose content is in Envoy's environment.
+    #[default]
     ServiceAccount,
     /// The GCE/GKE metadata server.
     Metadata,
@@ -52,7 +53,7 @@ pub enum CredentialKind {
 
 /// One credential of the plan: how its tokens are minted. Nothing secret:
 /// the key itself is in the environment variable `env` names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
     pub kind: CredentialKind,
     /// The environment variable holding the key file's JSON (service accounts).
