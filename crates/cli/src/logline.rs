@@ -8,8 +8,13 @@ use serde_json::{json, Map, Value};
 
 /// Envoy's prefix of a wasm log line: `wasm log <plugin> <root id> <vm id>: `.
 const MARKER: &str = "wasm log ";
-/// The gateway's plugins (the client stream's and the stream cluster's).
-const PLUGINS: [&str; 2] = ["plano plano plano: ", "plano_attempt plano_attempt plano: "];
+/// The gateway's plugins (the client stream's and the stream cluster's),
+/// and the Vertex AI token minter's (a token that cannot be minted).
+const PLUGINS: [&str; 3] = [
+    "plano plano plano: ",
+    "plano_attempt plano_attempt plano: ",
+    "plano_google_tokens plano: ",
+];
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum GatewayLine {
@@ -182,6 +187,18 @@ mod tests {
         assert_eq!(json["attempt"], 1);
         assert_eq!(json["target"], "openai/gpt-4o");
         assert_eq!(json["outcome"], "429");
+    }
+
+    #[test]
+    fn the_token_minters_lines_are_the_gateways() {
+        let line = "[2026-12-07 12:18:47.775][5794][warning][wasm] [source/extensions/common/wasm/context.cc:1154] wasm log plano_google_tokens plano: plano google tokens: credential 0: the token endpoint answered 400 (invalid_grant)";
+        assert_eq!(
+            parse(line),
+            Some(GatewayLine::Other {
+                time: "2026-12-07 12:18:47.775".into(),
+                message: "plano google tokens: credential 0: the token endpoint answered 400 (invalid_grant)".into()
+            })
+        );
     }
 
     #[test]

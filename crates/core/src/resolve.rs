@@ -286,9 +286,10 @@ pub fn resolve_with(
                 at.as_str()
             };
             let endpoint = match endpoint_for(own_url.or(p.base_url.as_ref()), &provider, format) {
-                _ if vertex.is_some() && own_url.or(p.base_url.as_ref()).is_none() => {
-                    vertex.as_ref().map(vertex::endpoint).unwrap_or_else(Endpoint::unresolved)
-                }
+                _ if vertex.is_some() && own_url.or(p.base_url.as_ref()).is_none() => vertex
+                    .as_ref()
+                    .map(vertex::endpoint)
+                    .unwrap_or_else(Endpoint::unresolved),
                 Ok(e) => e,
                 // A malformed `model` is reported above; its missing address would repeat it.
                 Err((message, hint))

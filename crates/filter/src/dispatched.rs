@@ -17,8 +17,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType, Status};
 
 use crate::headers::{
-    address_request, anthropic_version, forwardable, vertex_bearer, reply_api_error_with, requested_wait_ms,
-    response_header, set_attempt_headers, CLUSTER_HEADER,
+    address_request, anthropic_version, forwardable, reply_api_error_with, requested_wait_ms,
+    response_header, set_attempt_headers, vertex_bearer, CLUSTER_HEADER,
 };
 use crate::hedged::CallAnswer;
 use crate::host::now_ms;

@@ -214,7 +214,7 @@ pub fn anthropic_version(
     (target.format == Format::Anthropic
         && target.vertex.is_none()
         && !has(messages::PASSED_HEADERS[0]))
-        .then_some((messages::PASSED_HEADERS[0], messages::DEFAULT_VERSION))
+    .then_some((messages::PASSED_HEADERS[0], messages::DEFAULT_VERSION))
 }
 
 /// Envoy's router limit on an attempt it carries: the whole answer, so a

@@ -145,7 +145,9 @@ pub fn assertion(key: &ServiceAccountKey, now_s: u64) -> Result<String, String> 
 /// The form body of the grant (the assertion is base64url and dots: no
 /// character of it needs escaping).
 pub fn grant_body(assertion: &str) -> String {
-    format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}")
+    format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+    )
 }
 
 /// A minted token as the slot keeps it.
@@ -193,7 +195,9 @@ impl Slot {
 pub fn usable_token(slot: Option<&[u8]>, now_ms: u64) -> Result<String, String> {
     match slot.filter(|b| !b.is_empty()).and_then(Slot::decode) {
         Some(Slot::Token(t)) if t.usable(now_ms) => Ok(t.access_token),
-        Some(Slot::Token(_)) => Err("its access token expired and none could be minted since".into()),
+        Some(Slot::Token(_)) => {
+            Err("its access token expired and none could be minted since".into())
+        }
         Some(Slot::Failed { reason, .. }) => Err(format!("no access token: {reason}")),
         None => Err("no access token minted yet".into()),
     }
@@ -253,10 +257,22 @@ mod tests {
 
     #[test]
     fn the_token_endpoints_answers() {
-        let ok = parse_token(200, br#"{"access_token":"ya29.x","expires_in":60,"token_type":"Bearer"}"#, 1000).unwrap();
-        assert_eq!((ok.access_token.as_str(), ok.expires_ms), ("ya29.x", 61_000));
+        let ok = parse_token(
+            200,
+            br#"{"access_token":"ya29.x","expires_in":60,"token_type":"Bearer"}"#,
+            1000,
+        )
+        .unwrap();
         assert_eq!(
-            parse_token(400, br#"{"error":"invalid_grant","error_description":"secret stuff"}"#, 0),
+            (ok.access_token.as_str(), ok.expires_ms),
+            ("ya29.x", 61_000)
+        );
+        assert_eq!(
+            parse_token(
+                400,
+                br#"{"error":"invalid_grant","error_description":"secret stuff"}"#,
+                0
+            ),
             Err("the token endpoint answered 400 (invalid_grant)".into())
         );
         assert_eq!(
@@ -273,7 +289,10 @@ mod tests {
             issued_ms: 0,
             expires_ms: 100_000,
         });
-        assert_eq!(usable_token(Some(&token.encode()), 50_000), Ok("tok".into()));
+        assert_eq!(
+            usable_token(Some(&token.encode()), 50_000),
+            Ok("tok".into())
+        );
         assert!(usable_token(Some(&token.encode()), 99_000).is_err());
         let failed = Slot::Failed {
             reason: "the token endpoint answered 400 (invalid_grant)".into(),
@@ -289,7 +308,10 @@ mod tests {
 
     #[test]
     fn a_key_that_is_not_one_is_refused_without_quoting_it() {
-        let e = parse_key(r#"{"client_email": "a", "private_key": "SECRET", "token_uri": "https://x/token"}"#).unwrap_err();
+        let e = parse_key(
+            r#"{"client_email": "a", "private_key": "SECRET", "token_uri": "https://x/token"}"#,
+        )
+        .unwrap_err();
         assert!(!e.contains("SECRET"), "{e}");
         assert!(parse_key("{nope").unwrap_err().contains("line 1"));
     }
@@ -323,17 +345,22 @@ mod signing {
         let jwt = assertion(&key, 1_700_000_000).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
         assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}));
-        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(
             claims,
             json!({"iss": "sa@p.iam.gserviceaccount.com", "scope": SCOPE,
                    "aud": "https://oauth2.googleapis.com/token",
                    "iat": 1_700_000_000u64, "exp": 1_700_003_600u64})
         );
-        let public = rsa::RsaPrivateKey::from_pkcs8_pem(PEM).unwrap().to_public_key();
-        let signature = Signature::try_from(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().as_slice()).unwrap();
+        let public = rsa::RsaPrivateKey::from_pkcs8_pem(PEM)
+            .unwrap()
+            .to_public_key();
+        let signature =
+            Signature::try_from(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().as_slice()).unwrap();
         let signed = format!("{}.{}", parts[0], parts[1]);
         VerifyingKey::<Sha256>::new(public.clone())
             .verify(signed.as_bytes(), &signature)

@@ -123,13 +123,15 @@ mod tests {
     #[test]
     fn a_messages_body_loses_its_model_and_gains_the_vertex_version() {
         let body = json!({"model": "m", "max_tokens": 5, "messages": [], "stream": true});
-        let out: Value = serde_json::from_slice(&anthropic_body(body.to_string().as_bytes())).unwrap();
+        let out: Value =
+            serde_json::from_slice(&anthropic_body(body.to_string().as_bytes())).unwrap();
         assert_eq!(
             out,
             json!({"max_tokens": 5, "messages": [], "stream": true, "anthropic_version": "vertex-2023-10-16"})
         );
         let own = json!({"anthropic_version": "vertex-2099-01-01", "messages": []});
-        let out: Value = serde_json::from_slice(&anthropic_body(own.to_string().as_bytes())).unwrap();
+        let out: Value =
+            serde_json::from_slice(&anthropic_body(own.to_string().as_bytes())).unwrap();
         assert_eq!(out["anthropic_version"], "vertex-2099-01-01");
         assert_eq!(anthropic_body(b"[1]"), b"[1]");
     }

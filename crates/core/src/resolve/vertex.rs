@@ -32,7 +32,9 @@ pub(super) fn route_of(
         if !vertex::is_path_safe(value) {
             c.error(
                 format!("{at}.vertex.{field}"),
-                format!("`{value}` cannot stand in Vertex AI's path: letters, digits, `-`, `.`, `_`"),
+                format!(
+                    "`{value}` cannot stand in Vertex AI's path: letters, digits, `-`, `.`, `_`"
+                ),
             );
         }
     }
@@ -57,7 +59,10 @@ pub(super) fn route_of(
         Some(f) => (CredentialKind::ServiceAccount, f.clone()),
         None => (CredentialKind::Metadata, String::new()),
     };
-    let index = match credentials.iter().position(|k| k.kind == kind && k.file == file) {
+    let index = match credentials
+        .iter()
+        .position(|k| k.kind == kind && k.file == file)
+    {
         Some(i) => i,
         None => {
             credentials.push(Credential {
