@@ -69,6 +69,17 @@ class TokenEndpoint:
                 self.end_headers()
                 self.wfile.write(out)
 
+            def do_GET(self):
+                # The metadata server's token for the instance's service account.
+                status, body = endpoint.metadata(self.path, self.headers)
+                out = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Metadata-Flavor", "Google")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
             def log_message(self, *args):
                 pass
 
@@ -102,6 +113,18 @@ class TokenEndpoint:
         token = "ya29.e2e-" + secrets.token_urlsafe(24)
         with self.lock:
             self.grants.append((time.time(), claims))
+            self.issued[token] = time.time() + self.expires_in
+        return 200, {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
+
+    def metadata(self, path, headers):
+        if path != "/computeMetadata/v1/instance/service-accounts/default/token":
+            return 404, {"error": f"no {path}"}
+        if headers.get("Metadata-Flavor") != "Google":
+            self.refused.append("no Metadata-Flavor: Google")
+            return 403, {"error": "Missing required header: Metadata-Flavor"}
+        token = "ya29.metadata-" + secrets.token_urlsafe(24)
+        with self.lock:
+            self.grants.append((time.time(), {"metadata": True}))
             self.issued[token] = time.time() + self.expires_in
         return 200, {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
 
@@ -404,5 +427,26 @@ def test_no_key_or_token_in_config_dump_the_log_or_the_output(gateway, tokens, g
             assert token not in text, where
             assert key_body[:64] not in flat and key_body[-64:] not in flat, where
             assert "PRIVATE KEY" not in text, where
+    finally:
+        vertex.stop()
+
+
+def test_without_a_key_file_tokens_come_from_the_metadata_server(gateway, tokens, gpt):
+    endpoint, _, _ = tokens()
+    vertex = Provider(Reply(body=answer([{"text": "via workload identity"}])), refuse=refuse_unlike_vertex(endpoint))
+    try:
+        gateway.up(HEADER + f"""
+          - model: vertex_ai/gemini-2.5-flash
+            base_url: http://127.0.0.1:{vertex.port}
+            format: gemini
+            default: true
+            vertex:
+              project: {PROJECT}
+              region: {REGION}""", extra_env={"GCE_METADATA_HOST": f"127.0.0.1:{endpoint.port}"})
+        minted(endpoint)
+        reply = gpt.chat.completions.create(model="vertex_ai/gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "via workload identity"
+        assert vertex.requests[0]["headers"]["authorization"].startswith("Bearer ya29.metadata-")
+        assert endpoint.grants[0][1] == {"metadata": True} and not endpoint.refused
     finally:
         vertex.stop()
