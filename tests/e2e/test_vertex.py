@@ -450,3 +450,25 @@ def test_without_a_key_file_tokens_come_from_the_metadata_server(gateway, tokens
         assert endpoint.grants[0][1] == {"metadata": True} and not endpoint.refused
     finally:
         vertex.stop()
+
+
+def test_a_chat_retry_dispatched_to_claude_on_vertex_is_translated_and_carries_the_token(gateway, tokens, gpt, providers):
+    endpoint, key_file, _ = tokens()
+    primary = providers(Reply(status=503, body={"error": {"type": "server_error", "message": "down"}}))
+    vertex = Provider(Reply(body=message("claude on vertex, after a retry")), refuse=refuse_unlike_vertex(endpoint))
+    try:
+        gateway.up(HEADER + openai_entry(primary, default=True) + """
+            retry_policy:
+              fallback_models: [vertex_ai/claude-sonnet-4@20250514]""" + vertex_entry("vertex_ai/claude-sonnet-4@20250514", vertex, key_file, "anthropic"))
+        minted(endpoint)
+        reply = gpt.chat.completions.create(model="openai/gpt-x", max_tokens=16,
+                                            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "claude on vertex, after a retry"
+        assert primary.calls == 1 and vertex.calls == 1
+        assert vertex.requests[0]["path"].endswith("/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict")
+        body = json.loads(vertex.requests[0]["body"])
+        assert body["system"] == "be brief" and body["max_tokens"] == 16
+        assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body
+        assert "anthropic-version" not in vertex.requests[0]["headers"]
+    finally:
+        vertex.stop()
