@@ -35,7 +35,7 @@ pub const VM_ID: &str = "plano";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    // One binary, six plugins: the gateway filter, the stream cluster's
+    // One binary, seven plugins: the gateway filter, the stream cluster's
     // attempt filter, the attempt listener's hedge finder, the status
     // listener, the framing repair, the etcd holder and the Vertex AI token
     // minter (bootstrap services).
