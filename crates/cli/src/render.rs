@@ -349,6 +349,7 @@ pub fn kubernetes(rendered: &Rendered) -> Result<String> {
             lds_yaml => indent(&rendered.lds_yaml),
             cds_yaml => indent(&rendered.cds_yaml),
             keys => keys,
+            google_env => google::env_of_keys(&rendered.keys, KEY_SUFFIX),
             probe_port => PROBE_PORT,
         },
     )

@@ -108,6 +108,18 @@ pub fn tokens(
     })
 }
 
+/// Each service account key file among `keys` (file name, content) and
+/// the variable it goes in: for a manifest, which sets the variables from
+/// the Secret holding the files.
+pub fn env_of_keys(keys: &[(String, String)], key_suffix: &str) -> Vec<minijinja::Value> {
+    keys.iter()
+        .filter_map(|(name, _)| {
+            let n = name.strip_prefix(FILE_PREFIX)?.strip_suffix(key_suffix)?;
+            Some(minijinja::context! { name => format!("{ENV_PREFIX}{n}"), key => name })
+        })
+        .collect()
+}
+
 /// The environment Envoy starts with for the key files in `key_dir`: each
 /// service account key, under the variable the minter reads it from.
 pub fn key_env(key_dir: &Path, key_suffix: &str) -> Vec<(String, String)> {
