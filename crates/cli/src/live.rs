@@ -11,9 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use plano_core::envoy_names;
 
 use crate::health;
 use crate::paths;
+use crate::redact::redact;
 use crate::render::{self, Rendered};
 
 /// How long Envoy gets to take a new config before `up` gives up on it.
@@ -48,15 +50,14 @@ pub fn envoy_validate(rendered: &Rendered, scratch: &Path) -> Result<()> {
             + &String::from_utf8_lossy(&out.stdout);
         bail!(
             "Envoy rejects the rendered config:\n{}",
-            crate::runtime::redact(text.trim())
+            redact(text.trim())
         );
     }
     Ok(())
 }
 
 /// Envoy's admin stats whose names match `filter` (a regex), as text.
-fn stats(filter: &str) -> Result<HashMap<String, String>> {
-    let admin = crate::runtime::admin_ports().0;
+fn stats(admin: u16, filter: &str) -> Result<HashMap<String, String>> {
     let (status, body) = health::get(admin, &format!("/stats?filter={filter}"))?;
     if status != 200 {
         bail!("Envoy's admin answered {status}");
@@ -82,9 +83,10 @@ const VERSIONS: &str = "^(listener_manager.lds|cluster_manager.cds).version_text
 
 /// Swaps the rendered files into `dir` and waits until Envoy runs them:
 /// both versions taken and every new listener warm, so the next request
-/// gets the new config.
-pub fn apply(rendered: &Rendered, dir: &Path) -> Result<()> {
-    let rejected_before = stats(REJECTED).context("cannot reach the gateway's admin")?;
+/// gets the new config. `admin` is the running gateway's admin port (the
+/// caller reads it from the run state, which this module does not know).
+pub fn apply(rendered: &Rendered, dir: &Path, admin: u16) -> Result<()> {
+    let rejected_before = stats(admin, REJECTED).context("cannot reach the gateway's admin")?;
     rendered.write(dir)?;
     let want_lds = version_of(&rendered.lds_yaml);
     let want_cds = version_of(&rendered.cds_yaml);
@@ -92,7 +94,7 @@ pub fn apply(rendered: &Rendered, dir: &Path) -> Result<()> {
     while start.elapsed() < APPLY_TIMEOUT {
         // A busy admin (a large config being applied) may not answer one
         // read in time: that says nothing about the config, so ask again.
-        if let Ok(now) = stats(VERSIONS) {
+        if let Ok(now) = stats(admin, VERSIONS) {
             let is = |k: &str, v: &str| now.get(k).is_some_and(|x| x == v);
             if is("listener_manager.lds.version_text", want_lds)
                 && is("cluster_manager.cds.version_text", want_cds)
@@ -101,7 +103,7 @@ pub fn apply(rendered: &Rendered, dir: &Path) -> Result<()> {
                 return Ok(());
             }
         }
-        if stats(REJECTED).is_ok_and(|now| now != rejected_before) {
+        if stats(admin, REJECTED).is_ok_and(|now| now != rejected_before) {
             bail!("Envoy rejected the new config (its log says why: planoai logs --envoy); it keeps running the previous one");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -113,18 +115,20 @@ pub fn apply(rendered: &Rendered, dir: &Path) -> Result<()> {
 }
 
 /// Requests the gateway listener is serving now.
-fn active_requests() -> Result<u64> {
-    let active = stats("^http.plano.downstream_rq_active$")?;
-    Ok(active
-        .get("http.plano.downstream_rq_active")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+fn active_requests(admin: u16) -> Result<u64> {
+    let stat = format!(
+        "http.{}.downstream_rq_active",
+        envoy_names::CLIENT_STAT_PREFIX
+    );
+    let active = stats(admin, &format!("^{stat}$"))?;
+    Ok(active.get(&stat).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// Stops the gateway listener taking connections (it is removed from
 /// lds.yaml; Envoy drains it) and waits, at most `bound`, for the requests
 /// and streams it is serving to finish. Returns how many were still open.
-pub fn drain(dir: &Path, bound: Duration, mut on_wait: impl FnMut(u64)) -> Result<u64> {
+/// `admin` is the running gateway's admin port, as for [`apply`].
+pub fn drain(dir: &Path, admin: u16, bound: Duration, mut on_wait: impl FnMut(u64)) -> Result<u64> {
     let lds = dir.join("lds.yaml");
     let text = std::fs::read_to_string(&lds)?;
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text)?;
@@ -132,13 +136,13 @@ pub fn drain(dir: &Path, bound: Duration, mut on_wait: impl FnMut(u64)) -> Resul
         .get_mut("resources")
         .and_then(serde_yaml::Value::as_sequence_mut)
     {
-        list.retain(|l| l["name"].as_str() != Some(render::LISTENER_NAME));
+        list.retain(|l| l["name"].as_str() != Some(envoy_names::CLIENT_LISTENER));
     }
     doc["version_info"] = "draining".into();
     render::write_atomic(&lds, serde_yaml::to_string(&doc)?.as_bytes())?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
-        let now = stats(VERSIONS)?;
+        let now = stats(admin, VERSIONS)?;
         if now
             .get("listener_manager.lds.version_text")
             .map(String::as_str)
@@ -148,13 +152,13 @@ pub fn drain(dir: &Path, bound: Duration, mut on_wait: impl FnMut(u64)) -> Resul
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut open = active_requests()?;
+    let mut open = active_requests(admin)?;
     if open > 0 {
         on_wait(open);
     }
     while open > 0 && start.elapsed() < bound {
         std::thread::sleep(Duration::from_millis(100));
-        open = active_requests()?;
+        open = active_requests(admin)?;
     }
     Ok(open)
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use plano_core::resolve::{self, closest, Resolved, Severity};
+use plano_core::resolve::{self, Resolved, Severity};
 
 use crate::diagnostics::Diagnostic;
 use crate::locate::locate;
@@ -144,66 +144,6 @@ fn unreadable_tls_files(path: &Path, resolved: Option<&Resolved>) -> Vec<resolve
         })
     })
     .collect()
-}
-
-/// serde_yaml says `path: message at line L column C`; split that into parts
-/// and suggest the closest field name for an unknown one.
-pub fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
-    let text = e.to_string();
-    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-    let text = match text.rfind(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    };
-    let (mut field, message) = match text.split_once(": ") {
-        Some((path, msg)) if !path.contains(' ') => (path.to_string(), msg.to_string()),
-        _ => (String::new(), text.clone()),
-    };
-    let mut hint = None;
-    // An untagged enum's own words say nothing a user wrote.
-    let message = if message.contains("untagged enum CodeSpec") {
-        "expected a status code (429) or a range (\"502-504\")".to_string()
-    } else {
-        message
-    };
-    let unknown_field = message.strip_prefix("unknown field `");
-    let unknown = unknown_field.or_else(|| message.strip_prefix("unknown variant `"));
-    if let Some(rest) = unknown {
-        if let Some((name, expected)) = rest.split_once('`') {
-            let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            hint = closest(name, options.iter().copied())
-                .map(|m| format!("did you mean `{m}`?"))
-                .or_else(|| {
-                    (!options.is_empty())
-                        .then(|| format!("expected one of: {}", options.join(", ")))
-                });
-            if unknown_field.is_some() {
-                field = if field.is_empty() || field == "." {
-                    name.to_string()
-                } else {
-                    format!("{field}.{name}")
-                };
-            }
-        }
-    }
-    if source.trim().is_empty() {
-        return Diagnostic {
-            severity: Severity::Error,
-            message: "the config is empty".into(),
-            line: 1,
-            column: 1,
-            field,
-            hint: Some("see configs/ for examples".into()),
-        };
-    }
-    Diagnostic {
-        severity: Severity::Error,
-        message,
-        line,
-        column,
-        field,
-        hint,
-    }
 }
 
 /// The `KEY=VALUE` lines of an env file (`.env`).

@@ -112,7 +112,7 @@ pub fn write(path: &Path, cap: LogCap) -> Result<()> {
         };
         // Envoy's debug log prints request headers and paths: the file
         // never holds the keys among them.
-        let redacted = crate::runtime::redact(&String::from_utf8_lossy(&pending[..end]));
+        let redacted = crate::redact::redact(&String::from_utf8_lossy(&pending[..end]));
         let end = if redacted.as_bytes() == &pending[..end] {
             end
         } else {

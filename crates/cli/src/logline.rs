@@ -4,33 +4,49 @@
 //! becomes one line per attempt with its time, request, attempt, target,
 //! outcome, latency and wait, as text or JSON.
 
+use std::sync::LazyLock;
+
+use plano_core::envoy_names::{ATTEMPT_ROOT_ID, GATEWAY_ROOT_ID, GOOGLE_TOKENS_ROOT_ID, VM_ID};
 use serde_json::{json, Map, Value};
 
 /// Envoy's prefix of a wasm log line: `wasm log <plugin> <root id> <vm id>: `.
 const MARKER: &str = "wasm log ";
-/// The gateway's plugins (the client stream's and the stream cluster's),
-/// and the Vertex AI token minter's (a token that cannot be minted).
-const PLUGINS: [&str; 3] = [
-    "plano plano plano: ",
-    "plano_attempt plano_attempt plano: ",
-    "plano_google_tokens plano: ",
-];
+/// The gateway's plugins (the client stream's and the stream cluster's) as
+/// Envoy's prefix names them: the template names each plugin by its root id.
+/// And the Vertex AI token minter's (a bootstrap service: its prefix has
+/// its root id once), whose lines say when a token cannot be minted.
+static PLUGINS: LazyLock<[String; 3]> = LazyLock::new(|| {
+    let [gateway, attempt] =
+        [GATEWAY_ROOT_ID, ATTEMPT_ROOT_ID].map(|r| format!("{r} {r} {VM_ID}: "));
+    [
+        gateway,
+        attempt,
+        format!("{GOOGLE_TOKENS_ROOT_ID} {VM_ID}: "),
+    ]
+});
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum GatewayLine {
-    Attempt {
-        time: String,
-        request_id: String,
-        attempt: u32,
-        target: String,
-        outcome: String,
-        latency_ms: u64,
-        wait_ms: Option<u64>,
-        /// Any further ` key value` pairs the filter adds, in order.
-        extra: Vec<(String, String)>,
-    },
+    Attempt(AttemptLine),
     /// Blocks, exhausted retries, latency events: the message as logged.
-    Other { time: String, message: String },
+    Other {
+        time: String,
+        message: String,
+    },
+}
+
+/// One attempt's line: what both the text and the JSON writer show.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AttemptLine {
+    time: String,
+    request_id: String,
+    attempt: u32,
+    target: String,
+    outcome: String,
+    latency_ms: u64,
+    wait_ms: Option<u64>,
+    /// Any further ` key value` pairs the filter adds, in order.
+    extra: Vec<(String, String)>,
 }
 
 /// The gateway's line in one line of Envoy's log; `None` for Envoy's own.
@@ -92,7 +108,7 @@ fn parse_attempt(time: &str, message: &str) -> Option<GatewayLine> {
         }
         i += 2 + usize::from(unit.is_some());
     }
-    Some(GatewayLine::Attempt {
+    Some(GatewayLine::Attempt(AttemptLine {
         time: time.to_string(),
         request_id,
         attempt: attempt.parse().ok()?,
@@ -101,28 +117,20 @@ fn parse_attempt(time: &str, message: &str) -> Option<GatewayLine> {
         latency_ms,
         wait_ms,
         extra,
-    })
+    }))
 }
 
 impl GatewayLine {
     /// `TIME  request ID  attempt N  TARGET  OUTCOME  LATENCY ms  wait MS ms`
     pub fn text(&self) -> String {
         match self {
-            GatewayLine::Attempt {
-                time,
-                request_id,
-                attempt,
-                target,
-                outcome,
-                latency_ms,
-                wait_ms,
-                extra,
-            } => {
-                let wait = wait_ms.map_or("-".to_string(), |w| format!("{w} ms"));
+            GatewayLine::Attempt(a) => {
+                let wait = a.wait_ms.map_or("-".to_string(), |w| format!("{w} ms"));
                 let mut line = format!(
-                    "{time}  request {request_id}  attempt {attempt}  {target}  {outcome}  {latency_ms} ms  wait {wait}"
+                    "{}  request {}  attempt {}  {}  {}  {} ms  wait {wait}",
+                    a.time, a.request_id, a.attempt, a.target, a.outcome, a.latency_ms
                 );
-                for (k, v) in extra {
+                for (k, v) in &a.extra {
                     line.push_str(&format!("  {k} {v}"));
                 }
                 line
@@ -133,22 +141,14 @@ impl GatewayLine {
 
     pub fn json(&self) -> Value {
         match self {
-            GatewayLine::Attempt {
-                time,
-                request_id,
-                attempt,
-                target,
-                outcome,
-                latency_ms,
-                wait_ms,
-                extra,
-            } => {
+            GatewayLine::Attempt(a) => {
                 let mut v = json!({
-                    "time": time, "request_id": request_id, "attempt": attempt, "target": target,
-                    "outcome": outcome, "latency_ms": latency_ms, "wait_ms": wait_ms,
+                    "time": a.time, "request_id": a.request_id, "attempt": a.attempt,
+                    "target": a.target, "outcome": a.outcome, "latency_ms": a.latency_ms,
+                    "wait_ms": a.wait_ms,
                 });
                 let map: &mut Map<String, Value> = v.as_object_mut().expect("an object");
-                for (k, val) in extra {
+                for (k, val) in &a.extra {
                     map.insert(k.clone(), Value::String(val.clone()));
                 }
                 v

@@ -15,6 +15,7 @@ mod locate;
 mod logfile;
 mod logline;
 mod paths;
+mod redact;
 mod render;
 mod runtime;
 mod scrape;

@@ -1,6 +1,7 @@
 //! Renders Envoy's config from the resolved gateway with the template in
 //! `envoy/`, and writes it where only its owner can read it: it holds keys.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,6 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use minijinja::{context, Environment};
 use serde::Serialize;
+
+use plano_core::envoy_names;
 
 use crate::load::Loaded;
 
@@ -22,9 +25,7 @@ const KUBERNETES: &str = include_str!("../../../envoy/kubernetes.yaml.j2");
 pub const SIDECAR_WASM: &str = "/usr/local/share/plano/plano_filter.wasm";
 /// Where the sidecar mounts the Secret with envoy.yaml and the key files.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/plano";
-pub use plano_core::guards::{ADMIN_PORT, PROBE_PORT, STATUS_PORT};
-/// The gateway listener: what a drain takes out of lds.yaml.
-pub const LISTENER_NAME: &str = "model_listener";
+pub use plano_core::resolve::guards::{ADMIN_PORT, PROBE_PORT, STATUS_PORT};
 /// What every request the gateway does not serve gets: what it serves.
 fn not_found() -> String {
     plano_core::api::ErrorShape::Openai.body(
@@ -235,7 +236,7 @@ pub fn render(
         config_dir => config_dir,
         admin_port => r.admin_port,
         status_port => r.status_port,
-        listener_name => LISTENER_NAME,
+        names => envoy_names::TEMPLATE.into_iter().collect::<BTreeMap<_, _>>(),
         listener_address => r.listener_address,
         listener_port => r.listener_port,
         access_log => r.access_log,
@@ -272,7 +273,7 @@ fn collector(r: &plano_core::resolve::Resolved) -> Option<minijinja::Value> {
     r.collector.as_ref().map(|e| {
         let address = connect_address(&e.host);
         minijinja::Value::from_serialize(serde_json::json!({
-            "name": plano_core::plan::TRACE_CLUSTER,
+            "name": plano_core::envoy_names::TRACE_CLUSTER,
             "static": address.parse::<std::net::IpAddr>().is_ok(),
             "address": address,
             "port": e.port,

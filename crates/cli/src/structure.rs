@@ -6,10 +6,10 @@
 //! repaired config; what they say about a repaired field is left out.
 
 use plano_core::config::GatewayConfig;
+use plano_core::resolve::{closest, Severity};
 use serde_yaml::{Mapping, Value};
 
 use crate::diagnostics::Diagnostic;
-use crate::load::yaml_diagnostic;
 use crate::locate::{locate, segments, Segment};
 
 /// More mistakes than this in one file, and the rest wait for the next run.
@@ -194,4 +194,64 @@ fn stand_in(value: &mut Value, path: &str) -> bool {
         }
     }
     false
+}
+
+/// serde_yaml says `path: message at line L column C`; split that into parts
+/// and suggest the closest field name for an unknown one.
+pub fn yaml_diagnostic(e: &serde_yaml::Error, source: &str) -> Diagnostic {
+    let text = e.to_string();
+    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let text = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    let (mut field, message) = match text.split_once(": ") {
+        Some((path, msg)) if !path.contains(' ') => (path.to_string(), msg.to_string()),
+        _ => (String::new(), text.clone()),
+    };
+    let mut hint = None;
+    // An untagged enum's own words say nothing a user wrote.
+    let message = if message.contains("untagged enum CodeSpec") {
+        "expected a status code (429) or a range (\"502-504\")".to_string()
+    } else {
+        message
+    };
+    let unknown_field = message.strip_prefix("unknown field `");
+    let unknown = unknown_field.or_else(|| message.strip_prefix("unknown variant `"));
+    if let Some(rest) = unknown {
+        if let Some((name, expected)) = rest.split_once('`') {
+            let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            hint = closest(name, options.iter().copied())
+                .map(|m| format!("did you mean `{m}`?"))
+                .or_else(|| {
+                    (!options.is_empty())
+                        .then(|| format!("expected one of: {}", options.join(", ")))
+                });
+            if unknown_field.is_some() {
+                field = if field.is_empty() || field == "." {
+                    name.to_string()
+                } else {
+                    format!("{field}.{name}")
+                };
+            }
+        }
+    }
+    if source.trim().is_empty() {
+        return Diagnostic {
+            severity: Severity::Error,
+            message: "the config is empty".into(),
+            line: 1,
+            column: 1,
+            field,
+            hint: Some("see configs/ for examples".into()),
+        };
+    }
+    Diagnostic {
+        severity: Severity::Error,
+        message,
+        line,
+        column,
+        field,
+        hint,
+    }
 }

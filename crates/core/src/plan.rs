@@ -47,7 +47,7 @@ pub struct GatewayPlan {
     /// turns loop detection off.
     #[serde(default)]
     pub hop_token: String,
-    /// Traces, exported to [`TRACE_CLUSTER`]; `None` costs a request nothing.
+    /// Traces, exported to [`crate::envoy_names::TRACE_CLUSTER`]; `None` costs a request nothing.
     #[serde(default)]
     pub tracing: Option<TracePlan>,
     /// The share of a model's reported quota kept for the highest priority
@@ -59,9 +59,6 @@ pub struct GatewayPlan {
     #[serde(default)]
     pub google_credentials: Vec<crate::providers::google_auth::Credential>,
 }
-
-/// The Envoy cluster of the trace collector (see the Envoy template).
-pub const TRACE_CLUSTER: &str = "plano_otlp";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TracePlan {

@@ -15,6 +15,7 @@
 
 use crate::plan::QuotaFloor;
 use crate::providers::{anthropic, openai, DRAFT_REQUESTS, DRAFT_X_REQUESTS};
+use crate::retry_after::parse_duration_ms;
 
 /// One limit's state: what is left, and when it refills (ms from now).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,43 +137,6 @@ fn parse_count(value: &str) -> Option<u64> {
             .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e18)
             .map(|v| v as u64)
     })
-}
-
-/// A Go-style duration: `6m0s`, `1h2m3.5s`, `20ms`, `0.5s`; a bare number is
-/// seconds.
-pub fn parse_duration_ms(value: &str) -> Option<u64> {
-    let value = value.trim();
-    if value.is_empty() {
-        return None;
-    }
-    if let Ok(secs) = value.parse::<f64>() {
-        // Huge values saturate (`as` does) rather than vanish: the policy's cap applies.
-        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).ceil() as u64);
-    }
-    let mut total = 0.0f64;
-    let mut rest = value;
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|&i| i > 0)?;
-        let number: f64 = rest.get(..number_end)?.parse().ok()?;
-        rest = rest.get(number_end..)?;
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match rest.get(..unit_end)? {
-            "h" => 3_600_000.0,
-            "m" => 60_000.0,
-            "s" => 1_000.0,
-            "ms" => 1.0,
-            "us" | "µs" => 0.001,
-            "ns" => 0.000_001,
-            _ => return None,
-        };
-        total += number * scale;
-        rest = rest.get(unit_end..)?;
-    }
-    (total.is_finite() && total < 1e15).then(|| total.ceil() as u64)
 }
 
 /// An RFC 3339 time (`2024-06-01T12:00:30Z`, `...30.5+02:00`) as Unix epoch

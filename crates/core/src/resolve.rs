@@ -27,6 +27,7 @@ pub const MAX_MODEL_NAME: usize = 256;
 
 mod access;
 mod endpoint;
+pub mod guards;
 mod keys;
 mod policy;
 mod shared_state;
@@ -45,7 +46,7 @@ use keys::report_key_error;
 pub use keys::{resolve_key, KeyError};
 pub use policy::closest;
 use policy::resolve_policy;
-pub use shared_state::{EtcdEndpoint, EtcdTls, SharedState, ETCD_CLUSTER};
+pub use shared_state::{EtcdEndpoint, EtcdTls, SharedState};
 
 pub struct Resolved {
     pub plan: GatewayPlan,
@@ -406,7 +407,7 @@ pub fn resolve_with(
         shared_state::resolve_shared_state(&mut c, s, &targets, keys)
     });
     let traces = config.tracing.as_ref().map(|t| tracing::resolve(&mut c, t));
-    c.issues.extend(crate::guards::check(config, env));
+    c.issues.extend(guards::check(config, env));
     let has_error = c.issues.iter().any(|i| i.severity == Severity::Error);
     let resolved = match (has_error, listener, access) {
         (false, Some(l), Some(access)) => Some(Resolved {
@@ -431,8 +432,8 @@ pub fn resolve_with(
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             shared_state,
             collector: traces.map(|(_, endpoint)| endpoint),
-            admin_port: crate::guards::admin_ports(config).0,
-            status_port: crate::guards::admin_ports(config).1,
+            admin_port: guards::admin_ports(config).0,
+            status_port: guards::admin_ports(config).1,
         }),
         _ => None,
     };

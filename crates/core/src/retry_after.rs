@@ -1,4 +1,5 @@
-//! `Retry-After` (delta-seconds or HTTP-date) and `retry-after-ms`.
+//! `Retry-After` (delta-seconds or HTTP-date) and `retry-after-ms`, and the
+//! Go-style durations other headers and error bodies state a wait in.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -46,6 +47,43 @@ pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64;
     Some(at_ms.saturating_sub(now_ms))
+}
+
+/// A Go-style duration: `6m0s`, `1h2m3.5s`, `20ms`, `0.5s`; a bare number is
+/// seconds.
+pub fn parse_duration_ms(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        // Huge values saturate (`as` does) rather than vanish: the policy's cap applies.
+        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).ceil() as u64);
+    }
+    let mut total = 0.0f64;
+    let mut rest = value;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&i| i > 0)?;
+        let number: f64 = rest.get(..number_end)?.parse().ok()?;
+        rest = rest.get(number_end..)?;
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match rest.get(..unit_end)? {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1_000.0,
+            "ms" => 1.0,
+            "us" | "µs" => 0.001,
+            "ns" => 0.000_001,
+            _ => return None,
+        };
+        total += number * scale;
+        rest = rest.get(unit_end..)?;
+    }
+    (total.is_finite() && total < 1e15).then(|| total.ceil() as u64)
 }
 
 #[cfg(test)]

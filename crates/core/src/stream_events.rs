@@ -26,6 +26,15 @@ pub enum StreamEvent {
 /// its `data:` text.
 pub type Classify = fn(name: Option<&str>, data: &str) -> StreamEvent;
 
+/// What the gateway reads and writes in one API's streams.
+#[derive(Debug)]
+pub struct StreamEvents {
+    pub classify: Classify,
+    /// The last event of a stream the provider broke after output had
+    /// reached the client, saying so (`message` explains).
+    pub broken: fn(message: &str) -> String,
+}
+
 /// Reads one stream's events across chunks (`crate::sse`), classifying each.
 #[derive(Debug, Clone)]
 pub struct EventReader {

@@ -137,7 +137,7 @@ proptest! {
         ],
         now in 0u64..4_000_000_000_000,
     ) {
-        let duration = quota::parse_duration_ms(&value);
+        let duration = retry_after::parse_duration_ms(&value);
         let at = quota::parse_rfc3339_ms(&value);
         if let Some(at) = at {
             // Years 0000-9999, a day's offset either side at most.

@@ -25,7 +25,7 @@ use crate::redirected::decode_id;
 use crate::root;
 use crate::worker::Worker;
 
-pub const ROOT_ID: &str = "plano_attempt";
+pub use plano_core::envoy_names::ATTEMPT_ROOT_ID as ROOT_ID;
 
 /// The hold ends at the first output, or once this many bytes are held...
 const HOLD_MAX_BYTES: usize = 64 * 1024;

@@ -10,7 +10,7 @@ use plano_core::framing::repair_http10_head;
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType};
 
-pub const ROOT_ID: &str = "plano_framing";
+pub use plano_core::envoy_names::FRAMING_ROOT_ID as ROOT_ID;
 
 #[derive(Default)]
 pub struct FramingRoot;

@@ -21,7 +21,7 @@ use proxy_wasm::traits::{Context, RootContext};
 
 use crate::host::{follow_host_log_level, now_ms, plugin_config};
 
-pub const ROOT_ID: &str = "plano_google_tokens";
+pub use plano_core::envoy_names::GOOGLE_TOKENS_ROOT_ID as ROOT_ID;
 
 /// How often due tokens are looked for.
 const TICK: Duration = Duration::from_millis(200);

@@ -2,32 +2,18 @@
 
 use plano_core::api::{messages, Api, ErrorShape, Format};
 use plano_core::hop;
+use plano_core::limits::{self, Standings};
 use plano_core::plan::Target;
 use plano_core::providers;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
-/// Route header naming the cluster of an attempt that is not streamed.
-pub const CLUSTER_HEADER: &str = "x-plano-cluster";
-/// Route header for a streamed attempt: the stream cluster, whose upstream
-/// filter may turn a failure into an internal redirect.
-pub const STREAM_HEADER: &str = "x-plano-stream";
-/// The real target's cluster, read by the attempt listener's route.
-pub const TARGET_HEADER: &str = "x-plano-target";
-/// The exchange a streamed attempt belongs to; the upstream filter takes it off.
-pub const EXCHANGE_HEADER: &str = "x-plano-exchange";
-/// The attempt's time-to-headers limit: the attempt listener's route for it
-/// has that per-try timeout.
-pub const TRY_TIMEOUT_HEADER: &str = "x-plano-try-timeout-ms";
-/// Marks a reply the attempt listener's router made itself (a timeout or a
-/// connection failure), set by its `local_reply_config`. A provider cannot
-/// send it: its cluster's upstream filters take it off every answer.
-pub const LOCAL_REPLY_HEADER: &str = "x-plano-local-reply";
-/// A hedge sent through the stream cluster names its exchange here, so the
-/// attempt filter that carries it can reset it when the hedge loses.
-pub const HEDGE_HEADER: &str = "x-plano-hedge";
-/// The path an internal redirect asks for: the next attempt of an exchange.
-pub const NEXT_ATTEMPT_PATH: &str = "/plano/next-attempt";
+/// The internal headers and the redirect's path, named once for the filter
+/// and Envoy's config alike.
+pub use plano_core::envoy_names::{
+    CLUSTER_HEADER, EXCHANGE_HEADER, HEDGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH,
+    STREAM_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER,
+};
 
 /// Internal headers a client may not set: they steer routing.
 pub const INTERNAL: [&str; 6] = [
@@ -140,6 +126,22 @@ pub fn requested_wait_ms(status: u16, now_ms: u64) -> Option<u64> {
 
 pub fn set_response_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+}
+
+/// An answer's limit headers: a request's own are its standing when it was
+/// charged, as OpenAI's are (and read nothing again). The provider's own
+/// (its account's quota) go, those the key's limits do not name too.
+pub fn set_limit_headers(standings: &Standings) {
+    if let Ok(headers) = hostcalls::get_map(MapType::HttpResponseHeaders) {
+        for (name, _) in headers {
+            if limits::provider_quota(&name) {
+                set_response_header(&name, None);
+            }
+        }
+    }
+    for (header, value) in limits::headers(standings) {
+        set_response_header(header, Some(&value));
+    }
 }
 
 /// Drops the internal headers a client sent, so no client input steers a route.

@@ -11,7 +11,7 @@ use crate::headers::{request_header, HEDGE_HEADER};
 use crate::redirected::decode_id;
 use crate::root;
 
-pub const ROOT_ID: &str = "plano_hedge";
+pub use plano_core::envoy_names::HEDGE_FINDER_ROOT_ID as ROOT_ID;
 
 #[derive(Default)]
 pub struct HedgeRoot;

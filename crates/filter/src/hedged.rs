@@ -32,9 +32,9 @@ use crate::redirected::encode_id;
 use crate::timers::TimerKind;
 use crate::worker::{Exchange, Worker};
 
-/// The cluster of hedges: to the attempt listener, where `hedge_stream`
-/// finds the hedge's stream (see the Envoy template).
-const HEDGE_CLUSTER: &str = "plano_hedge";
+// The cluster of hedges: to the attempt listener, where `hedge_stream`
+// finds the hedge's stream (see the Envoy template).
+use plano_core::envoy_names::HEDGE_CLUSTER;
 
 impl Worker {
     /// A streamed attempt starts: its hedge's timer, when the policy asks

@@ -4,6 +4,7 @@ use std::time::UNIX_EPOCH;
 
 use log::error;
 use plano_core::blocks::SharedStore;
+use plano_core::replicas;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MetricType, Status};
 use serde::de::DeserializeOwned;
@@ -30,6 +31,13 @@ pub fn plugin_config<T: DeserializeOwned>(who: &str) -> Option<T> {
         .ok()
 }
 
+/// A plugin's start-up step: what `made` made, or `None` with the host's
+/// refusal logged as `who: cannot what: ...` (the plugin then refuses its
+/// configuration).
+pub fn started<T, E: std::fmt::Debug>(who: &str, what: &str, made: Result<T, E>) -> Option<T> {
+    made.map_err(|e| error!("{who}: cannot {what}: {e:?}")).ok()
+}
+
 /// Envoy shared data: one store for every worker of this `vm_id`. A block
 /// written here is also handed to the etcd holder, when there is one.
 pub struct EnvoyStore;
@@ -42,9 +50,29 @@ impl SharedStore for EnvoyStore {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
         let written = RawStore.set(key, value, cas);
         if written {
-            crate::shared_state::publish(key, value);
+            publish(key, value);
         }
         written
+    }
+}
+
+/// A worker wrote a block at `slot`: hand it to the etcd holder through its
+/// shared queue, if this Envoy has one (`shared_state` on). Never waits,
+/// never fails a request.
+fn publish(slot: &str, value: &[u8]) {
+    if !slot.starts_with(replicas::BLOCK_SLOT) {
+        return;
+    }
+    let Some(until) = std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if let Ok(Some(queue)) = hostcalls::resolve_shared_queue(crate::VM_ID, replicas::PUBLISH_QUEUE)
+    {
+        let _ =
+            hostcalls::enqueue_shared_queue(queue, Some(&replicas::encode_publish(slot, until)));
     }
 }
 

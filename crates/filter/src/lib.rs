@@ -29,9 +29,9 @@ mod worker;
 
 use proxy_wasm::types::LogLevel;
 
-/// The `vm_id` of the gateway's plugins (envoy.yaml.j2): their shared data
-/// and queue are keyed by it.
-pub const VM_ID: &str = "plano";
+/// The `vm_id` of the gateway's plugins: their shared data and queue are
+/// keyed by it.
+pub use plano_core::envoy_names::VM_ID;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);

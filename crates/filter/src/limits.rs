@@ -13,11 +13,12 @@ use plano_core::reach::Reach;
 use plano_core::replicas::counts::View;
 use plano_core::usage::Usage;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::Action;
 
-use crate::headers::set_response_header;
+use crate::exchange::Exchange;
+use crate::headers::set_limit_headers;
 use crate::host::{now_ms, EnvoyStore};
-use crate::worker::{Exchange, Worker};
+use crate::worker::Worker;
 
 impl Worker {
     /// The limits of client key `client`, with its name.
@@ -173,23 +174,7 @@ impl Worker {
         };
         let (slot, now) = (limits::slot(name), now_ms());
         let standings = limits::standing(&EnvoyStore, &slot, key_limits, now, &others(&slot, now));
-        state(&standings);
-    }
-}
-
-/// An answer's limit headers: a request's own are its standing when it was
-/// charged, as OpenAI's are (and read nothing again). The provider's own
-/// (its account's quota) go, those the key's limits do not name too.
-pub fn state(standings: &Standings) {
-    if let Ok(headers) = hostcalls::get_map(MapType::HttpResponseHeaders) {
-        for (name, _) in headers {
-            if limits::provider_quota(&name) {
-                set_response_header(&name, None);
-            }
-        }
-    }
-    for (header, value) in limits::headers(standings) {
-        set_response_header(header, Some(&value));
+        set_limit_headers(&standings);
     }
 }
 

@@ -27,8 +27,8 @@ use crate::host::now_ms;
 use crate::timers::TimerKind;
 use crate::worker::{Exchange, Phase, Worker};
 
-/// The cluster every streamed attempt is routed to (see the Envoy template).
-const STREAM_CLUSTER: &str = "plano_stream";
+// The cluster every streamed attempt is routed to (see the Envoy template).
+use plano_core::envoy_names::STREAM_CLUSTER;
 
 /// How long past the attempt listener's limit an attempt may go without
 /// any answer reaching the attempt filter.

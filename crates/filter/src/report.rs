@@ -17,57 +17,44 @@ use crate::worker::{Exchange, Phase, Worker};
 impl Worker {
     /// Counts and logs what a step did to shared state.
     pub fn note(&self, effects: &Effects, now: u64) {
-        for (key, until) in [
-            &effects.retry_after_block,
-            &effects.quota_spent_block,
-            &effects.latency_block,
-            &effects.preemptive_block,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        let m = &self.metrics;
+        for (block, counter, why) in [
+            (
+                &effects.retry_after_block,
+                m.blocks_retry_after,
+                "Retry-After",
+            ),
+            (
+                &effects.quota_spent_block,
+                m.blocks_quota_spent,
+                "quota spent",
+            ),
+            (
+                &effects.latency_block,
+                m.blocks_high_latency,
+                "high latency",
+            ),
+            (
+                &effects.preemptive_block,
+                m.preemptive_blocks,
+                "quota headers",
+            ),
+        ] {
+            let Some((key, until)) = block else {
+                continue;
+            };
             self.stats.blocked(key, *until, now);
-        }
-        if let Some((key, until)) = &effects.retry_after_block {
-            self.metrics.add(self.metrics.blocks_retry_after, 1);
-            info!(
-                "blocked {} for {} ms (Retry-After)",
-                key.describe(),
-                until - now
-            );
-        }
-        if let Some((key, until)) = &effects.quota_spent_block {
-            self.metrics.add(self.metrics.blocks_quota_spent, 1);
-            info!(
-                "blocked {} for {} ms (quota spent)",
-                key.describe(),
-                until - now
-            );
+            m.add(counter, 1);
+            info!("blocked {} for {} ms ({why})", key.describe(), until - now);
         }
         if effects.latency_event {
-            self.metrics.add(self.metrics.latency_events, 1);
-        }
-        if let Some((key, until)) = &effects.latency_block {
-            self.metrics.add(self.metrics.blocks_high_latency, 1);
-            info!(
-                "blocked {} for {} ms (high latency)",
-                key.describe(),
-                until - now
-            );
-        }
-        if let Some((key, until)) = &effects.preemptive_block {
-            self.metrics.add(self.metrics.preemptive_blocks, 1);
-            info!(
-                "blocked {} for {} ms (quota headers)",
-                key.describe(),
-                until - now
-            );
+            m.add(m.latency_events, 1);
         }
         if effects.probe {
-            self.metrics.add(self.metrics.probes, 1);
+            m.add(m.probes, 1);
         }
         if effects.over_retry_budget {
-            self.metrics.add(self.metrics.retries_over_budget, 1);
+            m.add(m.retries_over_budget, 1);
         }
     }
 

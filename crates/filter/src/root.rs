@@ -11,7 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use crate::clients::Clients;
-use crate::host::{follow_host_log_level, plugin_config, Metrics};
+use crate::host::{follow_host_log_level, plugin_config, started, Metrics};
 use crate::metrics::Stats;
 use crate::stream::GatewayStream;
 use crate::worker::Worker;
@@ -33,6 +33,9 @@ pub fn owner_of(id: u64) -> Option<Rc<Worker>> {
             .find(|worker| worker.holds(id))
     })
 }
+
+/// How the gateway filter signs its start-up errors.
+const WHO: &str = "plano filter";
 
 #[derive(Default)]
 pub struct GatewayRoot {
@@ -67,34 +70,22 @@ impl RootContext for GatewayRoot {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let Some(plan) = plugin_config::<GatewayPlan>("plano filter") else {
+        let Some(plan) = plugin_config::<GatewayPlan>(WHO) else {
             return false;
         };
         if let Err(e) = plan.check() {
-            error!("plano filter: inconsistent plan: {e}");
+            error!("{WHO}: inconsistent plan: {e}");
             return false;
         }
-        let metrics = match Metrics::define() {
-            Ok(m) => m,
-            Err(e) => {
-                error!("plano filter: cannot define metrics: {e:?}");
-                return false;
-            }
+        let Some(metrics) = started(WHO, "define metrics", Metrics::define()) else {
+            return false;
         };
-        let clients = match Clients::define(&plan) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("plano filter: cannot set up client keys: {e:?}");
-                return false;
-            }
+        let Some(clients) = started(WHO, "set up client keys", Clients::define(&plan)) else {
+            return false;
         };
         self.clients = clients.map(Rc::new);
-        let stats = match Stats::define(&plan) {
-            Ok(s) => s,
-            Err(e) => {
-                error!("plano filter: cannot define stats: {e:?}");
-                return false;
-            }
+        let Some(stats) = started(WHO, "define stats", Stats::define(&plan)) else {
+            return false;
         };
         let worker = Worker::new(plan, metrics, stats);
         worker.prepare_shared_slots();

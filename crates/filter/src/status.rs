@@ -11,7 +11,7 @@ use proxy_wasm::types::{Action, ContextType};
 
 use crate::host::{now_ms, EnvoyStore};
 
-pub const ROOT_ID: &str = "plano_status";
+pub use plano_core::envoy_names::STATUS_ROOT_ID as ROOT_ID;
 
 #[derive(Default)]
 pub struct StatusRoot {
@@ -54,7 +54,9 @@ impl Context for StatusStream {}
 
 impl HttpContext for StatusStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.get_http_request_header(":path").as_deref() != Some("/plano/blocks") {
+        if self.get_http_request_header(":path").as_deref()
+            != Some(plano_core::envoy_names::BLOCKS_PATH)
+        {
             return Action::Continue;
         }
         let now = now_ms();

@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use log::warn;
 use plano_core::api::Api;
-use plano_core::plan::{TracePlan, TRACE_CLUSTER};
+use plano_core::envoy_names::TRACE_CLUSTER;
+use plano_core::plan::{GatewayPlan, TracePlan};
 use plano_core::trace::export_log::{ExportFailures, WINDOW_MS};
 use plano_core::trace::pending::Pending;
 use plano_core::trace::{otlp, RequestTrace};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
-use crate::worker::{Exchange, Worker};
+use crate::exchange::Exchange;
 
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -48,11 +49,10 @@ impl Tracer {
     }
 }
 
-impl Worker {
-    /// A new request's trace, if it is traced: it continues the client's
+impl Tracer {
+    /// A new request's trace, if it is sampled: it continues the client's
     /// `traceparent`.
-    pub fn trace_begin(&self, id: u64, api: Api, model: &str, now: u64) -> Option<RequestTrace> {
-        let tracer = self.tracer.as_ref()?;
+    pub fn begin(&self, id: u64, api: Api, model: &str, now: u64) -> Option<RequestTrace> {
         let client = hostcalls::get_map_value(MapType::HttpRequestHeaders, TRACEPARENT)
             .ok()
             .flatten();
@@ -62,7 +62,7 @@ impl Worker {
         };
         RequestTrace::begin(
             client.as_deref(),
-            tracer.plan.sampling,
+            self.plan.sampling,
             &id.to_le_bytes(),
             operation,
             model,
@@ -70,42 +70,20 @@ impl Worker {
         )
     }
 
-    /// An attempt to `target` starts: its span, and the `traceparent` its
-    /// request carries.
-    pub fn trace_attempt(&self, ex: &mut Exchange, target: usize, now: u64) -> Option<String> {
-        let t = self.plan().targets.get(target)?;
-        Some(ex.trace.as_mut()?.attempt_started(t, now))
-    }
-
-    /// [`Self::trace_attempt`] for an attempt sent through the router: the
-    /// header goes on the request under way.
-    pub fn trace_routed_attempt(&self, ex: &mut Exchange, target: usize, now: u64) {
-        if let Some(tp) = self.trace_attempt(ex, target, now) {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, TRACEPARENT, Some(&tp));
-        }
-    }
-
-    /// The request is over: its spans wait for the next tick's export.
-    pub fn trace_finish(&self, ex: &mut Exchange, now: u64) {
-        let (Some(trace), Some(tracer)) = (ex.trace.take(), &self.tracer) else {
-            return;
-        };
-        tracer.pending.borrow_mut().push(trace.finish(now));
-        self.timers.wake();
+    /// A finished request's spans: they wait for the next tick's export.
+    pub fn finish(&self, trace: RequestTrace, now: u64) {
+        self.pending.borrow_mut().push(trace.finish(now));
     }
 
     /// Sends the spans finished since the last tick, from the root context.
-    pub fn export_traces(&self) {
-        let Some(tracer) = &self.tracer else {
-            return;
-        };
-        let spans = tracer.pending.borrow_mut().take();
+    pub fn export(&self) {
+        let spans = self.pending.borrow_mut().take();
         if spans.is_empty() {
             return;
         }
-        let request = otlp::export_request(&tracer.plan.service_name, &spans);
+        let request = otlp::export_request(&self.plan.service_name, &spans);
         match hostcalls::dispatch_grpc_call(
-            &tracer.upstream,
+            &self.upstream,
             otlp::SERVICE,
             otlp::METHOD,
             vec![],
@@ -113,9 +91,9 @@ impl Worker {
             EXPORT_TIMEOUT,
         ) {
             Ok(token) => {
-                tracer.exports.borrow_mut().insert(token, spans.len());
+                self.exports.borrow_mut().insert(token, spans.len());
             }
-            Err(e) => tracer.export_failed(spans.len(), &format!("{e:?}")),
+            Err(e) => self.export_failed(spans.len(), &format!("{e:?}")),
         }
     }
 
@@ -123,16 +101,28 @@ impl Worker {
     /// its status is OK. A collector that accepts and never answers fails
     /// here (a timeout, or the cluster's limit of calls under way), not
     /// when the export is sent.
-    pub fn export_answered(&self, token: u32, status: u32) {
-        let Some(tracer) = &self.tracer else {
-            return;
-        };
-        let Some(spans) = tracer.exports.borrow_mut().remove(&token) else {
+    pub fn answered(&self, token: u32, status: u32) {
+        let Some(spans) = self.exports.borrow_mut().remove(&token) else {
             return;
         };
         if status != GRPC_OK {
-            tracer.export_failed(spans, &format!("gRPC status {status}"));
+            self.export_failed(spans, &format!("gRPC status {status}"));
         }
+    }
+}
+
+/// An attempt to `target` starts: its span, and the `traceparent` its
+/// request carries; `None` when the exchange is not traced.
+pub fn attempt(plan: &GatewayPlan, ex: &mut Exchange, target: usize, now: u64) -> Option<String> {
+    let t = plan.targets.get(target)?;
+    Some(ex.trace.as_mut()?.attempt_started(t, now))
+}
+
+/// [`attempt`] for an attempt sent through the router: the header goes on
+/// the request under way.
+pub fn routed_attempt(plan: &GatewayPlan, ex: &mut Exchange, target: usize, now: u64) {
+    if let Some(tp) = attempt(plan, ex, target, now) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, TRACEPARENT, Some(&tp));
     }
 }
 

@@ -19,6 +19,7 @@ use plano_core::blocks::BlockKey;
 use plano_core::body::RequestBody;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::{Effects, Env, RequestState};
+use plano_core::trace::RequestTrace;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
@@ -362,7 +363,50 @@ impl Worker {
         }
         // After the answer's quota headers were read: these replace them.
         if let Some(standing) = &ex.standing {
-            crate::limits::state(standing);
+            crate::headers::set_limit_headers(standing);
+        }
+    }
+}
+
+/// A request's trace at its fixed points, through the worker's [`Tracer`]
+/// (`tracing`): nothing happens without `tracing` or for an exchange not
+/// sampled.
+impl Worker {
+    /// A new request's trace, if it is traced.
+    pub fn trace_begin(&self, id: u64, api: Api, model: &str, now: u64) -> Option<RequestTrace> {
+        self.tracer.as_ref()?.begin(id, api, model, now)
+    }
+
+    /// An attempt to `target` starts: the `traceparent` its request carries.
+    pub fn trace_attempt(&self, ex: &mut Exchange, target: usize, now: u64) -> Option<String> {
+        crate::tracing::attempt(&self.plan, ex, target, now)
+    }
+
+    /// [`Self::trace_attempt`] for an attempt sent through the router.
+    pub fn trace_routed_attempt(&self, ex: &mut Exchange, target: usize, now: u64) {
+        crate::tracing::routed_attempt(&self.plan, ex, target, now);
+    }
+
+    /// The request is over: its spans wait for the next tick's export.
+    pub fn trace_finish(&self, ex: &mut Exchange, now: u64) {
+        let (Some(trace), Some(tracer)) = (ex.trace.take(), &self.tracer) else {
+            return;
+        };
+        tracer.finish(trace, now);
+        self.timers.wake();
+    }
+
+    /// Sends the spans finished since the last tick, from the root context.
+    pub fn export_traces(&self) {
+        if let Some(tracer) = &self.tracer {
+            tracer.export();
+        }
+    }
+
+    /// A gRPC call of this root context answered (an export's).
+    pub fn export_answered(&self, token: u32, status: u32) {
+        if let Some(tracer) = &self.tracer {
+            tracer.answered(token, status);
         }
     }
 }

@@ -1,6 +1,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
+use plano_core::envoy_names::BLOCKS_PATH;
 
 use crate::health;
 use crate::runtime::{self, Mode};
@@ -41,7 +42,7 @@ pub fn run() -> Result<i32> {
         up / 60 % 60,
         up % 60
     )?;
-    match health::get(runtime::admin_ports().1, "/plano/blocks")
+    match health::get(runtime::admin_ports().1, BLOCKS_PATH)
         .map(|(_, body)| serde_json::from_str::<serde_json::Value>(&body))
     {
         Ok(Ok(report)) => {

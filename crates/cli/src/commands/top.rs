@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use plano_core::envoy_names::BLOCKS_PATH;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
@@ -63,7 +64,7 @@ fn read() -> Result<Reading> {
 
 /// The blocks in force, from the status listener.
 fn blocks() -> Vec<Block> {
-    let Ok((200, body)) = health::get(runtime::admin_ports().1, "/plano/blocks") else {
+    let Ok((200, body)) = health::get(runtime::admin_ports().1, BLOCKS_PATH) else {
         return Vec::new();
     };
     let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();

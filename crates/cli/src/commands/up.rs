@@ -98,7 +98,7 @@ fn apply(args: &UpArgs) -> Result<()> {
 
 /// Applies `rendered` (from `loaded`) to the running gateway and says what changed.
 fn apply_live(loaded: &load::Loaded, rendered: &Rendered) -> Result<()> {
-    live::apply(rendered, &live::config_dir())?;
+    live::apply(rendered, &live::config_dir(), runtime::admin_ports().0)?;
     let changed = changes::describe(&runtime::read_summary(), &changes::summary(loaded));
     runtime::write_summary(loaded)?;
     // `status` names the config the gateway now runs.

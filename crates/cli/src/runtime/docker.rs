@@ -7,7 +7,6 @@ use anyhow::{bail, Result};
 
 use super::engine::{container_running, docker, image_exists, remove_container};
 use super::image::build_image;
-use super::redact::redact;
 use super::state::{clear_state, now_secs, write_state, write_summary, Launch, Mode, State};
 use super::{clusters_in, envoy_args, startup_wait};
 use super::{
@@ -17,6 +16,7 @@ use crate::health;
 use crate::live;
 use crate::load::Loaded;
 use crate::paths;
+use crate::redact::redact;
 use crate::render::Rendered;
 
 /// Builds the image when it is missing (before its identity is taken).

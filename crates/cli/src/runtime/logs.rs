@@ -5,11 +5,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::redact::redact;
 use super::state::read_state;
 use super::{Mode, CONTAINER};
 use crate::logfile;
 use crate::logline;
+use crate::redact::redact;
 
 #[derive(Debug, Clone, Copy)]
 pub enum LogFormat {

@@ -7,7 +7,6 @@ mod image;
 pub mod lock;
 mod logs;
 mod native;
-mod redact;
 mod restart;
 mod state;
 
@@ -20,7 +19,6 @@ use anyhow::{bail, Context, Result};
 pub use docker::ensure_image;
 pub use image::build_image;
 pub use logs::{print_logs, LogFormat};
-pub use redact::redact;
 pub use restart::Previous;
 pub use state::{
     admin_ports, is_running, read_state, read_summary, write_state, write_summary, Launch, Mode,
@@ -32,6 +30,7 @@ use crate::live;
 use crate::load::Loaded;
 use crate::logfile;
 use crate::paths;
+use crate::redact::redact;
 use crate::render::{self, Rendered};
 use engine::{docker, remove_container};
 use native::{signal, wait_gone};
@@ -232,7 +231,7 @@ pub fn stop(also_docker: bool, drain: Duration) -> Result<bool> {
         if is_running(&state) && !drain.is_zero() {
             // Without an admin to ask (an Envoy still starting) there is
             // nothing to drain.
-            let open = live::drain(&live::config_dir(), drain, |open| {
+            let open = live::drain(&live::config_dir(), admin_ports().0, drain, |open| {
                 let _ = outln!(
                     "draining: {open} request(s) in flight (waiting up to {}s)",
                     drain.as_secs()

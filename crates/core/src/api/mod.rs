@@ -14,7 +14,7 @@ pub mod responses;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stream_events::Classify;
+pub use crate::stream_events::StreamEvents;
 
 /// One client API, as it is named in a provider entry's `endpoints`.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -108,15 +108,6 @@ impl ErrorShape {
             }
         }
     }
-}
-
-/// What the gateway reads and writes in one API's streams.
-#[derive(Debug)]
-pub struct StreamEvents {
-    pub classify: Classify,
-    /// The last event of a stream the provider broke after output had
-    /// reached the client, saying so (`message` explains).
-    pub broken: fn(message: &str) -> String,
 }
 
 /// Every API, in the order they are listed to clients.

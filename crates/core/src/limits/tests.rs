@@ -1,6 +1,6 @@
 use super::*;
 use crate::blocks::memory::MemoryStore;
-use crate::quota::parse_duration_ms;
+use crate::retry_after::parse_duration_ms;
 
 /// A second boundary, early in a UTC day.
 const T0: u64 = 1_700_006_400_000;

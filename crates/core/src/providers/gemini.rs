@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::stream_events::StreamEvent;
+use crate::stream_events::{StreamEvent, StreamEvents};
 
 /// The API version every path is under.
 pub const API_ROOT: &str = "/v1beta";
@@ -113,7 +113,7 @@ pub fn broken_event(message: &str) -> String {
 }
 
 /// How the gateway reads a Gemini stream.
-pub const STREAM_EVENTS: crate::api::StreamEvents = crate::api::StreamEvents {
+pub const STREAM_EVENTS: StreamEvents = StreamEvents {
     classify: classify_event,
     broken: broken_event,
 };

@@ -35,7 +35,7 @@ pub fn kind(_status: u16, error: &Value) -> Option<ErrorKind> {
 pub fn wait_ms(error: &Value) -> Option<u64> {
     let delay = details(error).find(|d| text(d, "@type") == RETRY_INFO)?;
     let seconds = text(delay, "retryDelay").strip_suffix('s')?;
-    crate::quota::parse_duration_ms(seconds)
+    crate::retry_after::parse_duration_ms(seconds)
 }
 
 fn details(error: &Value) -> impl Iterator<Item = &Value> {

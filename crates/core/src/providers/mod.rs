@@ -174,7 +174,7 @@ fn wait_after(message: &str, lead: &str) -> Option<u64> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
         .unwrap_or(rest.len());
     let token = rest.get(..end)?.trim_end_matches('.');
-    crate::quota::parse_duration_ms(token)
+    crate::retry_after::parse_duration_ms(token)
 }
 
 #[cfg(test)]

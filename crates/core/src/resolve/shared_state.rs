@@ -10,8 +10,6 @@ use crate::replicas::SharedStatePlan;
 
 pub const DEFAULT_KEY_PREFIX: &str = "/plano/";
 pub const DEFAULT_MAX_QUEUED_WRITES: usize = 1024;
-/// Envoy's cluster of the etcd endpoints.
-pub const ETCD_CLUSTER: &str = "plano_etcd";
 
 /// One etcd member as Envoy's cluster names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +92,7 @@ pub(super) fn resolve_shared_state(
         endpoints,
         tls,
         plan: SharedStatePlan {
-            cluster: ETCD_CLUSTER.into(),
+            cluster: crate::envoy_names::ETCD_CLUSTER.into(),
             prefix,
             probe_lease_ms: targets.iter().map(|t| t.timeout_ms).max().unwrap_or(0),
             max_queued_writes,

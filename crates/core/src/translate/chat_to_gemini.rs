@@ -223,7 +223,7 @@ pub(super) fn inline_image(media_type: &str, data: &str) -> Value {
 
 /// A string, or a list of text parts, as one string.
 fn text_of(v: &Value) -> Result<String, Untranslatable> {
-    super::chat_text(v, refuse)
+    super::joined_text(v, super::TextList::ChatParts, refuse)
 }
 
 fn user_parts(content: &Value) -> Result<Vec<Value>, Untranslatable> {

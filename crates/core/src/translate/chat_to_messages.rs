@@ -139,7 +139,7 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
 
 /// A string, or a list of text parts, as one string.
 fn text_of(v: &Value) -> Result<String, Untranslatable> {
-    super::chat_text(v, refuse)
+    super::joined_text(v, super::TextList::ChatParts, refuse)
 }
 
 fn user_blocks(content: &Value) -> Result<Vec<Value>, Untranslatable> {

@@ -92,7 +92,7 @@ pub fn request(body: &Value, model: &str) -> Result<Value, Untranslatable> {
 
 /// A string, or a list of text blocks, as one string.
 fn plain_text(v: &Value, field: &str) -> Result<String, Untranslatable> {
-    super::blocks_text(v, field, refuse)
+    super::joined_text(v, super::TextList::Blocks(field), refuse)
 }
 
 fn translate_turn(i: usize, turn: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable> {

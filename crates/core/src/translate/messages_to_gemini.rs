@@ -164,7 +164,7 @@ fn part(
 
 /// A string, or a list of text blocks, as one string.
 fn plain_text(v: &Value, field: &str) -> Result<String, Untranslatable> {
-    super::blocks_text(v, field, refuse)
+    super::joined_text(v, super::TextList::Blocks(field), refuse)
 }
 
 /// A `GenerateContentResponse` as a Message, and its usage.

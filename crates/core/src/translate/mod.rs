@@ -298,56 +298,46 @@ impl Answer {
     }
 }
 
-/// A chat message's content, a string or a list of text parts, as one
-/// string; `refuse` names a part of another type.
-fn chat_text(
-    v: &serde_json::Value,
-    refuse: fn(String) -> Untranslatable,
-) -> Result<String, Untranslatable> {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p["type"].as_str() {
-                Some("text") => Ok(p["text"].as_str().unwrap_or_default().to_string()),
-                other => Err(refuse(format!(
-                    "a `{}` part here",
-                    other.unwrap_or("untyped")
-                ))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|t| t.join("\n")),
-        _ => Err(invalid(
-            "messages[].content",
-            "must be a string or a list of content parts",
-        )),
-    }
+/// How an API writes text as a list: chat's content parts (in a message's
+/// `content`, where null is no text) or Messages' text blocks (in `field`).
+#[derive(Clone, Copy)]
+enum TextList<'f> {
+    ChatParts,
+    Blocks(&'f str),
 }
 
-/// Messages' text in `field`, a string or a list of text blocks, as one
-/// string; `refuse` names a block of another type.
-fn blocks_text(
+/// Text written as a string or as a list (`list`), as one string: the
+/// list's `text` items joined by lines; `refuse` names an item of another
+/// type. The chat directions' `text_of` and the Messages directions'
+/// `plain_text` are this with their own `refuse`.
+fn joined_text(
     v: &serde_json::Value,
-    field: &str,
+    list: TextList,
     refuse: fn(String) -> Untranslatable,
 ) -> Result<String, Untranslatable> {
     use serde_json::Value;
+    let (field, null_is_empty, shape) = match list {
+        TextList::ChatParts => ("messages[].content", true, "a list of content parts"),
+        TextList::Blocks(field) => (field, false, "a list of text blocks"),
+    };
     match v {
         Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => blocks
+        Value::Null if null_is_empty => Ok(String::new()),
+        Value::Array(items) => items
             .iter()
-            .map(|b| match b["type"].as_str() {
-                Some("text") => Ok(b["text"].as_str().unwrap_or_default().to_string()),
-                other => Err(refuse(format!(
-                    "a `{}` block in {field}",
-                    other.unwrap_or("untyped")
-                ))),
+            .map(|item| match item["type"].as_str() {
+                Some("text") => Ok(item["text"].as_str().unwrap_or_default().to_string()),
+                other => {
+                    let kind = other.unwrap_or("untyped");
+                    Err(refuse(match list {
+                        TextList::ChatParts => format!("a `{kind}` part here"),
+                        TextList::Blocks(field) => format!("a `{kind}` block in {field}"),
+                    }))
+                }
             })
             .collect::<Result<Vec<_>, _>>()
-            .map(|parts| parts.join("\n")),
-        _ => Err(invalid(field, "must be a string or a list of text blocks")),
+            .map(|texts| texts.join("\n")),
+        _ => Err(invalid(field, &format!("must be a string or {shape}"))),
     }
 }
 

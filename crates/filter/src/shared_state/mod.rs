@@ -12,17 +12,19 @@ mod link;
 
 use std::time::Duration;
 
-use log::{error, info, warn};
+use log::{info, warn};
 use plano_core::replicas::{self, SharedBlock, SharedStatePlan, PUBLISH_QUEUE};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::{ContextType, MetricType, Status};
 
-use crate::host::{follow_host_log_level, now_ms, plugin_config};
+use crate::host::{follow_host_log_level, now_ms, plugin_config, started};
 use link::Link;
 
-pub const ROOT_ID: &str = "plano_shared_state";
+pub use plano_core::envoy_names::SHARED_STATE_ROOT_ID as ROOT_ID;
 
+/// How the etcd holder signs its start-up errors.
+const WHO: &str = "plano shared state";
 /// How often the holder checks its link (watchdog, heartbeat, reconnect).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -116,15 +118,11 @@ impl RootContext for SharedStateRoot {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let Some(plan) = plugin_config::<SharedStatePlan>("plano shared state") else {
+        let Some(plan) = plugin_config::<SharedStatePlan>(WHO) else {
             return false;
         };
-        let stats = match Stats::define() {
-            Ok(s) => s,
-            Err(e) => {
-                error!("plano shared state: cannot define stats: {e:?}");
-                return false;
-            }
+        let Some(stats) = started(WHO, "define stats", Stats::define()) else {
+            return false;
         };
         self.queue = hostcalls::register_shared_queue(PUBLISH_QUEUE).ok();
         info!(
@@ -163,23 +161,5 @@ impl RootContext for SharedStateRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         None
-    }
-}
-
-/// A worker wrote a block at `slot`: hand it to the etcd holder, if this
-/// Envoy has one (`shared_state` on). Never waits, never fails a request.
-pub fn publish(slot: &str, value: &[u8]) {
-    if !slot.starts_with(replicas::BLOCK_SLOT) {
-        return;
-    }
-    let Some(until) = std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return;
-    };
-    if let Ok(Some(queue)) = hostcalls::resolve_shared_queue(crate::VM_ID, PUBLISH_QUEUE) {
-        let _ =
-            hostcalls::enqueue_shared_queue(queue, Some(&replicas::encode_publish(slot, until)));
     }
 }

@@ -3,8 +3,8 @@
 //! end), a listener on a port the gateway keeps for itself, a key that cannot
 //! be sent in a header, a name too long for the files and stats it becomes.
 
+use super::{parse_base_url, resolve_key, Issue, Severity};
 use crate::config::GatewayConfig;
-use crate::resolve::{parse_base_url, resolve_key, Issue, Severity};
 
 /// Envoy's admin (loopback only).
 pub const ADMIN_PORT: u16 = 9901;
