@@ -6,15 +6,24 @@
 
 use std::sync::LazyLock;
 
-use plano_core::envoy_names::{ATTEMPT_ROOT_ID, GATEWAY_ROOT_ID, VM_ID};
+use plano_core::envoy_names::{ATTEMPT_ROOT_ID, GATEWAY_ROOT_ID, GOOGLE_TOKENS_ROOT_ID, VM_ID};
 use serde_json::{json, Map, Value};
 
 /// Envoy's prefix of a wasm log line: `wasm log <plugin> <root id> <vm id>: `.
 const MARKER: &str = "wasm log ";
 /// The gateway's plugins (the client stream's and the stream cluster's) as
 /// Envoy's prefix names them: the template names each plugin by its root id.
-static PLUGINS: LazyLock<[String; 2]> =
-    LazyLock::new(|| [GATEWAY_ROOT_ID, ATTEMPT_ROOT_ID].map(|r| format!("{r} {r} {VM_ID}: ")));
+/// And the Vertex AI token minter's (a bootstrap service: its prefix has
+/// its root id once), whose lines say when a token cannot be minted.
+static PLUGINS: LazyLock<[String; 3]> = LazyLock::new(|| {
+    let [gateway, attempt] =
+        [GATEWAY_ROOT_ID, ATTEMPT_ROOT_ID].map(|r| format!("{r} {r} {VM_ID}: "));
+    [
+        gateway,
+        attempt,
+        format!("{GOOGLE_TOKENS_ROOT_ID} {VM_ID}: "),
+    ]
+});
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum GatewayLine {
@@ -178,6 +187,18 @@ mod tests {
         assert_eq!(json["attempt"], 1);
         assert_eq!(json["target"], "openai/gpt-4o");
         assert_eq!(json["outcome"], "429");
+    }
+
+    #[test]
+    fn the_token_minters_lines_are_the_gateways() {
+        let line = "[2026-12-07 12:18:47.775][5794][warning][wasm] [source/extensions/common/wasm/context.cc:1154] wasm log plano_google_tokens plano: plano google tokens: credential 0: the token endpoint answered 400 (invalid_grant)";
+        assert_eq!(
+            parse(line),
+            Some(GatewayLine::Other {
+                time: "2026-12-07 12:18:47.775".into(),
+                message: "plano google tokens: credential 0: the token endpoint answered 400 (invalid_grant)".into()
+            })
+        );
     }
 
     #[test]

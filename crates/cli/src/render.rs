@@ -16,6 +16,7 @@ use plano_core::envoy_names;
 use crate::load::Loaded;
 
 mod etcd;
+pub mod google;
 use etcd::shared_state;
 
 const TEMPLATE: &str = include_str!("../../../envoy/envoy.yaml.j2");
@@ -125,7 +126,7 @@ pub fn key_files(dir: &Path) -> Vec<String> {
 
 /// Where the key files are, in the config directory.
 pub const KEY_DIR: &str = "keys";
-const KEY_SUFFIX: &str = ".key";
+pub const KEY_SUFFIX: &str = ".key";
 
 impl Rendered {
     /// The same config with every listener and cluster static: what
@@ -230,6 +231,7 @@ pub fn render(
         });
     }
     let mut plan = r.plan.clone();
+    let google = google::tokens(loaded, &mut plan, &mut keys, KEY_SUFFIX)?;
     plan.status_port = Some(r.status_port);
     plan.hop_token = hop_token(loaded);
     let plan_json = serde_json::to_string(&plan)?;
@@ -257,6 +259,9 @@ pub fn render(
         probe_port => probe_port,
         shared_state => shared_state(loaded, config_dir, &mut keys)?,
         collector => collector(r),
+        token_clusters => google.clusters,
+        google_tokens => google.minter_json,
+        google_env => google.env_names,
     };
     let part = |part: &str| render_yaml(TEMPLATE, context! { part, ..values.clone() });
     Ok(Rendered {
@@ -349,6 +354,7 @@ pub fn kubernetes(rendered: &Rendered) -> Result<String> {
             lds_yaml => indent(&rendered.lds_yaml),
             cds_yaml => indent(&rendered.cds_yaml),
             keys => keys,
+            google_env => google::env_of_keys(&rendered.keys, KEY_SUFFIX),
             probe_port => PROBE_PORT,
         },
     )

@@ -508,3 +508,91 @@ fn a_bedrock_entry_needs_its_region_and_is_signed_by_envoy_without_a_key() {
         assert!(!text.contains("ABSK-cli-bedrock-key"), "{name}");
     }
 }
+
+#[test]
+fn a_vertex_config_renders_to_what_envoy_accepts_with_the_key_only_in_the_environment() {
+    use serde::Deserialize;
+    let dir = scratch("vertex");
+    let pem =
+        fs::read_to_string(Path::new(WORKSPACE).join("tests/fixtures/google/test-only-key.pem"))
+            .unwrap();
+    let key = serde_json::json!({
+        "type": "service_account", "project_id": "p", "private_key_id": "k1", "private_key": pem,
+        "client_email": "sa@p.iam.gserviceaccount.com", "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    fs::write(dir.join("sa.json"), key.to_string()).unwrap();
+    fs::write(
+        dir.join("gw.yaml"),
+        "version: v0.3.0\nlisteners: [{ type: model, name: model_listener, port: 12000 }]\nmodel_providers:\n  \
+         - model: vertex_ai/claude-sonnet-4@20250514\n    format: anthropic\n    default: true\n    \
+         vertex: { project: p, region: us-east5, credentials_file: ./sa.json }\n  \
+         - model: vertex_ai/gemini-2.5-flash\n    format: gemini\n    \
+         vertex: { project: p, region: global }\n",
+    )
+    .unwrap();
+    let out = planoai(&["render", "gw.yaml", "-o", "out"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let check = Command::new(envoy())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(as_static(&dir.join("out"), |text| text))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "envoy: {}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+    let secret_line = pem.lines().nth(1).unwrap();
+    let bootstrap = fs::read_to_string(dir.join("out/envoy.yaml")).unwrap();
+    let clusters = fs::read_to_string(dir.join("out/cds.yaml")).unwrap();
+    let listeners = fs::read_to_string(dir.join("out/lds.yaml")).unwrap();
+    assert!(
+        bootstrap.contains("host_env_keys: [\"PLANO_GOOGLE_CREDENTIAL_0\"]"),
+        "{bootstrap}"
+    );
+    assert!(bootstrap.contains("root_id: plano_google_tokens"));
+    // The service account's token endpoint, and the metadata server.
+    assert!(clusters.contains("oauth2.googleapis.com") && clusters.contains("169.254.169.254"));
+    assert!(
+        clusters.contains("us-east5-aiplatform.googleapis.com")
+            && clusters.contains("\"aiplatform.googleapis.com\"")
+    );
+    for text in [
+        &bootstrap,
+        &clusters,
+        &listeners,
+        &stdout(&out),
+        &stderr(&out),
+    ] {
+        assert!(!text.contains(secret_line) && !text.contains("PRIVATE KEY"));
+    }
+    // The key's copy beside the provider keys, owner-only.
+    let copy = dir.join("out/keys/google_0.key");
+    assert_eq!(fs::read_to_string(&copy).unwrap(), key.to_string());
+    assert_eq!(
+        fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Kubernetes: the sidecar takes the variable from the Secret's file.
+    let out = planoai(&["render", "gw.yaml", "-o", "k8s", "--kubernetes"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest = fs::read_to_string(dir.join("k8s/kubernetes.yaml")).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&manifest)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .collect();
+    assert!(docs[0]["stringData"]["google_0.key"]
+        .as_str()
+        .unwrap()
+        .contains(secret_line));
+    let env = &docs[1]["spec"]["template"]["spec"]["containers"][1]["env"][0];
+    assert_eq!(env["name"].as_str(), Some("PLANO_GOOGLE_CREDENTIAL_0"));
+    assert_eq!(
+        env["valueFrom"]["secretKeyRef"]["key"].as_str(),
+        Some("google_0.key")
+    );
+    assert_eq!(
+        env["valueFrom"]["secretKeyRef"]["name"].as_str(),
+        Some("plano-envoy-config")
+    );
+}

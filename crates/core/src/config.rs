@@ -291,6 +291,32 @@ pub struct ModelProvider {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = &"us-east-1"))]
     pub region: Option<String>,
+    /// Google Vertex AI: the model (`vertex_ai/claude-sonnet-4@20250514`,
+    /// `vertex_ai/gemini-2.5-flash`) in a project and region, reached with an
+    /// OAuth2 access token the gateway mints. `format: anthropic` for Claude
+    /// (`:rawPredict`), `format: gemini` for Gemini (`:generateContent`).
+    /// `base_url` replaces the region's host. No `access_key`.
+    #[serde(default)]
+    pub vertex: Option<VertexConfig>,
+}
+
+/// Where a Vertex AI model is, and the credential its tokens are minted from.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VertexConfig {
+    /// The Google Cloud project id.
+    #[cfg_attr(feature = "schema", schemars(example = &"my-project"))]
+    pub project: String,
+    /// The region (location): `us-east5`, `europe-west1`, or `global`.
+    #[cfg_attr(feature = "schema", schemars(example = &"us-east5"))]
+    pub region: String,
+    /// A service account key file (JSON), relative to this config; its
+    /// tokens are minted with the JWT-bearer grant. Without it, tokens come
+    /// from the GCE/GKE metadata server (Workload Identity).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = &"./vertex-sa.json"))]
+    pub credentials_file: Option<String>,
 }
 
 /// One key (and, optionally, endpoint) of a model's pool.

@@ -24,6 +24,8 @@ pub const STATUS_ROOT_ID: &str = "plano_status";
 pub const FRAMING_ROOT_ID: &str = "plano_framing";
 /// The etcd holder, a bootstrap singleton (`shared_state` only).
 pub const SHARED_STATE_ROOT_ID: &str = "plano_shared_state";
+/// The Vertex AI token minter, a bootstrap singleton (Vertex targets only).
+pub const GOOGLE_TOKENS_ROOT_ID: &str = "plano_google_tokens";
 
 /// The client listener: what a drain takes out of lds.yaml.
 pub const CLIENT_LISTENER: &str = "model_listener";
@@ -84,7 +86,7 @@ pub const BLOCKS_PATH: &str = "/plano/blocks";
 /// The collector's and etcd's clusters reach it with their endpoints
 /// (`collector.name`, `shared_state.cluster`); the exchange and hedge
 /// headers are the filter's alone.
-pub const TEMPLATE: [(&str, &str); 24] = [
+pub const TEMPLATE: [(&str, &str); 25] = [
     ("vm_id", VM_ID),
     ("framing_vm_id", FRAMING_VM_ID),
     ("gateway_root_id", GATEWAY_ROOT_ID),
@@ -93,6 +95,7 @@ pub const TEMPLATE: [(&str, &str); 24] = [
     ("status_root_id", STATUS_ROOT_ID),
     ("framing_root_id", FRAMING_ROOT_ID),
     ("shared_state_root_id", SHARED_STATE_ROOT_ID),
+    ("google_tokens_root_id", GOOGLE_TOKENS_ROOT_ID),
     ("client_listener", CLIENT_LISTENER),
     ("client_stat_prefix", CLIENT_STAT_PREFIX),
     ("attempt_listener", ATTEMPT_LISTENER),

@@ -54,6 +54,10 @@ pub struct GatewayPlan {
     /// of the client keys (`listeners[0].priority_reserve`).
     #[serde(default)]
     pub priority_reserve: f64,
+    /// Where the access tokens of Vertex AI targets come from, one entry
+    /// per distinct credential (`Target::vertex.credential` indexes it).
+    #[serde(default)]
+    pub google_credentials: Vec<crate::providers::google_auth::Credential>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +217,10 @@ pub struct Target {
     /// The API it speaks; a request in another is translated per attempt.
     #[serde(default)]
     pub format: Format,
+    /// A Vertex AI target: the project and region in its path, and the
+    /// credential its access token is minted from.
+    #[serde(default)]
+    pub vertex: Option<crate::providers::vertex::VertexRoute>,
 }
 
 fn all_apis() -> Vec<Api> {
@@ -247,6 +255,9 @@ impl Target {
     /// translated into, when it is; Gemini's names the model and whether
     /// the answer is `stream`ed, and so does Bedrock's.
     pub fn attempt_path(&self, api: Api, client_path: &str, stream: bool) -> String {
+        if let Some(v) = &self.vertex {
+            return v.attempt_path(&self.path_prefix, self.format, &self.model_name, stream);
+        }
         if self.format == Format::Bedrock {
             return crate::providers::bedrock::attempt_path(
                 &self.path_prefix,

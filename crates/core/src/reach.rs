@@ -23,6 +23,8 @@ pub struct Reach {
     /// Targets whose quota is low and kept for client keys of higher
     /// priority (`priority`).
     pub reserved: Vec<usize>,
+    /// Targets (Vertex AI's) that have no usable access token now, and why.
+    pub no_token: Vec<(usize, String)>,
 }
 
 /// Why a target is outside a request's reach.
@@ -34,6 +36,8 @@ pub enum Skip {
     /// The request cannot be translated into the target's format.
     Untranslatable(String),
     Reserved,
+    /// The target's access token could not be minted (said here).
+    NoToken(String),
 }
 
 impl Skip {
@@ -42,6 +46,7 @@ impl Skip {
             Skip::Untranslatable(why) => format!("cannot be translated: {why}"),
             Skip::NotServed(api) => format!("does not serve {}", api.path()),
             Skip::OtherModel => "another model: embeddings never move to another model, whose vectors are not comparable".into(),
+            Skip::NoToken(why) => why,
             Skip::Reserved => "its quota is low and kept for client keys of higher priority".into(),
             Skip::NoState => "does not hold the state of previous_response_id (another deployment made it)".into(),
         }
@@ -57,6 +62,7 @@ impl Reach {
             only: None,
             untranslatable: Vec::new(),
             reserved: Vec::new(),
+            no_token: Vec::new(),
         }
     }
 
@@ -77,6 +83,9 @@ impl Reach {
         }
         if let Some((_, why)) = self.untranslatable.iter().find(|(f, _)| *f == t.format) {
             return Err(Skip::Untranslatable(why.clone()));
+        }
+        if let Some((_, why)) = self.no_token.iter().find(|(i, _)| *i == target) {
+            return Err(Skip::NoToken(why.clone()));
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ mod keys;
 mod policy;
 mod shared_state;
 mod tracing;
+mod vertex;
 
 use access::resolve_access;
 pub use access::{DEFAULT_LISTENER_ADDRESS, DEFAULT_MAX_CONNECTIONS};
@@ -149,6 +150,7 @@ pub fn resolve_with(
     }
     let mut endpoints = Vec::new();
     let mut targets = Vec::new();
+    let mut google_credentials = Vec::new();
     // Each entry's first target: the one its `model` names.
     let mut heads: Vec<usize> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -265,6 +267,7 @@ pub fn resolve_with(
                 );
             }
         }
+        let vertex = vertex::route_of(p, &at, format, &model_name, &mut c, &mut google_credentials);
         // The entry is one target, or each of its deployments is one.
         let head = targets.len();
         heads.push(head);
@@ -309,6 +312,10 @@ pub fn resolve_with(
                 .map(Ok)
                 .unwrap_or_else(|| endpoint_for(own_url.or(p.base_url.as_ref()), &provider, format))
             {
+                _ if vertex.is_some() && own_url.or(p.base_url.as_ref()).is_none() => vertex
+                    .as_ref()
+                    .map(vertex::endpoint)
+                    .unwrap_or_else(Endpoint::unresolved),
                 Ok(e) => e,
                 // A malformed `model` is reported above; its missing address would repeat it.
                 Err((message, hint))
@@ -326,6 +333,7 @@ pub fn resolve_with(
             };
             let key_header = match &p.key_header {
                 Some(h) => h.to_ascii_lowercase(),
+                None if vertex.is_some() => "authorization".into(),
                 None if endpoint.is_azure() => crate::providers::azure::KEY_HEADER.into(),
                 None if format == Format::Anthropic => {
                     crate::providers::anthropic::KEY_HEADER.into()
@@ -374,6 +382,7 @@ pub fn resolve_with(
                 query: endpoint.query.clone(),
                 unstated_reset_ms: (key_header == "api-key").then_some(AZURE_LIMIT_WINDOW_MS),
                 format,
+                vertex: vertex.clone(),
             });
             // Without a key, Envoy signs a Bedrock target's requests (SigV4).
             let sigv4_region = (format == Format::Bedrock && access_key.is_none())
@@ -445,6 +454,7 @@ pub fn resolve_with(
                 hop_token: String::new(),
                 tracing: traces.clone().map(|(plan, _)| plan),
                 priority_reserve: access.priority_reserve,
+                google_credentials,
             },
             access_log: config.logging.access_log,
             endpoints,

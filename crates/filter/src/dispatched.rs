@@ -18,7 +18,7 @@ use proxy_wasm::types::{Action, MapType, Status};
 
 use crate::headers::{
     address_request, anthropic_version, forwardable, reply_api_error_with, requested_wait_ms,
-    response_header, set_attempt_headers, CLUSTER_HEADER,
+    response_header, set_attempt_headers, vertex_bearer, CLUSTER_HEADER,
 };
 use crate::hedged::CallAnswer;
 use crate::host::now_ms;
@@ -321,6 +321,10 @@ impl Worker {
             anthropic_version(t, &|name| client_headers.iter().any(|(k, _)| k == name))
         {
             headers.push(version);
+        }
+        let bearer = vertex_bearer(t);
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer));
         }
         headers.extend_from_slice(route.1);
         hostcalls::dispatch_http_call(route.0, headers, Some(body), vec![], timeout)

@@ -189,6 +189,20 @@ pub fn point_at(target: &Target, path: &str, route: (&str, &str), sent: &SentHea
     if let Some((name, value)) = anthropic_version(target, &|name| sent.has(name)) {
         set_request_header(name, Some(value));
     }
+    if let Some(bearer) = vertex_bearer(target) {
+        set_request_header("authorization", Some(&bearer));
+    }
+}
+
+/// The `authorization` of an attempt to a Vertex AI target: its
+/// credential's access token, from the minter's slot. None for another
+/// target; none either when the token ran out since the request's reach
+/// was taken (the provider's 401 then says so).
+pub fn vertex_bearer(target: &Target) -> Option<String> {
+    let v = target.vertex.as_ref()?;
+    crate::google_tokens::usable_token(v.credential)
+        .ok()
+        .map(|token| format!("Bearer {token}"))
 }
 
 /// The `anthropic-version` a native Anthropic target requires, when the
@@ -198,8 +212,11 @@ pub fn anthropic_version(
     target: &Target,
     has: &dyn Fn(&str) -> bool,
 ) -> Option<(&'static str, &'static str)> {
-    (target.format == Format::Anthropic && !has(messages::PASSED_HEADERS[0]))
-        .then_some((messages::PASSED_HEADERS[0], messages::DEFAULT_VERSION))
+    // Claude on Vertex takes its version in the body.
+    (target.format == Format::Anthropic
+        && target.vertex.is_none()
+        && !has(messages::PASSED_HEADERS[0]))
+    .then_some((messages::PASSED_HEADERS[0], messages::DEFAULT_VERSION))
 }
 
 /// Envoy's router limit on an attempt it carries: the whole answer, so a

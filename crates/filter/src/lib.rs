@@ -7,6 +7,7 @@ mod clients;
 mod dispatched;
 mod exchange;
 mod framing;
+mod google_tokens;
 mod headers;
 mod hedge_stream;
 mod hedged;
@@ -34,9 +35,10 @@ pub use plano_core::envoy_names::VM_ID;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    // One binary, six plugins: the gateway filter, the stream cluster's
+    // One binary, seven plugins: the gateway filter, the stream cluster's
     // attempt filter, the attempt listener's hedge finder, the status
-    // listener, the framing repair and the etcd holder (a bootstrap service).
+    // listener, the framing repair, the etcd holder and the Vertex AI token
+    // minter (bootstrap services).
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
         let root_id = proxy_wasm::hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten();
         match root_id.as_deref() {
@@ -46,6 +48,9 @@ proxy_wasm::main! {{
                 Box::<hedge_stream::HedgeRoot>::default()
             }
             Some(id) if id == framing::ROOT_ID.as_bytes() => Box::<framing::FramingRoot>::default(),
+            Some(id) if id == google_tokens::ROOT_ID.as_bytes() => {
+                Box::<google_tokens::GoogleTokensRoot>::default()
+            }
             Some(id) if id == shared_state::ROOT_ID.as_bytes() => {
                 Box::<shared_state::SharedStateRoot>::default()
             }

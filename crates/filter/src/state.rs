@@ -61,6 +61,7 @@ impl Worker {
             only: None,
             untranslatable: Vec::new(),
             reserved: Vec::new(),
+            no_token: Vec::new(),
         };
         for (format, why) in untranslatable(plan, api, raw) {
             match why {
@@ -69,6 +70,13 @@ impl Worker {
                     return Err((400, "invalid_request_error", why));
                 }
                 Untranslatable::NoEquivalent(why) => reach.untranslatable.push((format, why)),
+            }
+        }
+        for (i, t) in plan.targets.iter().enumerate() {
+            if let Some(v) = &t.vertex {
+                if let Err(why) = crate::google_tokens::usable_token(v.credential) {
+                    reach.no_token.push((i, why));
+                }
             }
         }
         if let Some(id) = &body.previous_response_id {
@@ -90,7 +98,12 @@ impl Worker {
         if reach.any_allowed(plan, primary) {
             Ok(reach)
         } else {
-            let status = if reach.only.is_some() { 400 } else { 404 };
+            // Targets that exist but have no token now: unavailable, not absent.
+            let status = match (reach.only.is_some(), reach.no_token.is_empty()) {
+                (true, _) => 400,
+                (false, false) => 503,
+                (false, true) => 404,
+            };
             Err((status, "endpoint_not_served", reach.refusal(plan, primary)))
         }
     }

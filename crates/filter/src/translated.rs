@@ -2,7 +2,9 @@
 //! and the delivered answer's chunks, rewritten in place when the target
 //! speaks another format than the client.
 
+use plano_core::api::Format;
 use plano_core::plan::Target;
+use plano_core::providers::vertex;
 use plano_core::translate::Translation;
 use plano_core::usage::Usage;
 use proxy_wasm::hostcalls;
@@ -17,11 +19,16 @@ impl Worker {
     /// model, or its translation into the target's format. A request that
     /// cannot be translated never reaches such a target (`reach_of`).
     pub fn attempt_body(&self, ex: &Exchange, t: &Target) -> Vec<u8> {
-        match Translation::between(ex.api, t.format) {
+        let body = match Translation::between(ex.api, t.format) {
             Some(translation) => translation
                 .request(&ex.raw, &t.model_name)
                 .unwrap_or_default(),
             None => ex.body.with_model(&ex.raw, &t.model_name),
+        };
+        match (&t.vertex, t.format) {
+            // Claude on Vertex: the model in the path, the version in the body.
+            (Some(_), Format::Anthropic) => vertex::anthropic_body(&body),
+            _ => body,
         }
     }
 
@@ -29,7 +36,7 @@ impl Worker {
     /// the client's own) and returns its length. Without a translation only
     /// the front changes (see `Exchange::rewrite_client_body`).
     pub fn write_first_body(&self, ex: &Exchange, t: &Target) -> usize {
-        if Translation::between(ex.api, t.format).is_none() {
+        if Translation::between(ex.api, t.format).is_none() && t.vertex.is_none() {
             return ex.rewrite_client_body(&t.model_name);
         }
         let body = self.attempt_body(ex, t);

@@ -52,6 +52,12 @@ pub fn spawn(config: &Path, envoy: &Path, launch: Launch, foreground: bool) -> R
         .stdin(Stdio::null())
         .stdout(log_in.try_clone()?)
         .stderr(log_in);
+    // Vertex AI's service account keys reach the token minter through
+    // Envoy's environment (its config names only the variables).
+    cmd.envs(crate::render::google::key_env(
+        &live::config_dir().join(crate::render::KEY_DIR),
+        crate::render::KEY_SUFFIX,
+    ));
     let mut writer = Command::new(std::env::current_exe().context("cannot find planoai itself")?);
     writer
         .arg("log-writer")

@@ -55,6 +55,9 @@ pub struct Launch {
     /// Envoy's admin port and the status listener's.
     #[serde(default = "default_admin_ports")]
     pub admin_ports: (u16, u16),
+    /// Vertex AI's credentials: their token minter is in the bootstrap.
+    #[serde(default)]
+    pub google_credentials: String,
 }
 
 /// A gateway started before the ports could be set has the defaults.
@@ -92,6 +95,7 @@ impl Launch {
                 .map(|s| format!("{s:?}"))
                 .unwrap_or_default(),
             admin_ports: (r.admin_port, r.status_port),
+            google_credentials: format!("{:?}", r.plan.google_credentials),
         })
     }
 
@@ -144,6 +148,9 @@ impl Launch {
         }
         if self.shared_state != old.shared_state {
             out.push("shared_state".into());
+        }
+        if self.google_credentials != old.google_credentials {
+            out.push("the Vertex AI credentials".into());
         }
         out
     }

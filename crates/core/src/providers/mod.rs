@@ -16,7 +16,9 @@ pub mod azure;
 pub mod bedrock;
 pub mod gemini;
 pub mod google;
+pub mod google_auth;
 pub mod openai;
+pub mod vertex;
 
 use serde_json::Value;
 

@@ -430,6 +430,7 @@ fn embeddings_rotate_within_the_pool_and_stop_where_a_rule_would_change_model() 
         only: None,
         untranslatable: Vec::new(),
         reserved: Vec::new(),
+        no_token: Vec::new(),
     };
     let mut effects = Effects::default();
     let (mut state, first) =
@@ -475,6 +476,7 @@ fn a_chained_request_goes_only_to_the_deployment_that_holds_its_state() {
         only: Some(1),
         untranslatable: Vec::new(),
         reserved: Vec::new(),
+        no_token: Vec::new(),
     };
     let mut effects = Effects::default();
     for sample in [0.0, 0.5, 0.99] {
