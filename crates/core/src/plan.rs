@@ -54,7 +54,18 @@ pub struct GatewayPlan {
     /// of the client keys (`listeners[0].priority_reserve`).
     #[serde(default)]
     pub priority_reserve: f64,
+    /// How long a request may wait for a paced target's room
+    /// (`listeners[0].max_queue_ms`).
+    #[serde(default)]
+    pub max_queue_ms: u64,
+    /// How many requests may wait at once, per worker
+    /// (`listeners[0].max_queued`).
+    #[serde(default)]
+    pub max_queued: u64,
 }
+
+pub const DEFAULT_MAX_QUEUE_MS: u64 = 30_000;
+pub const DEFAULT_MAX_QUEUED: u64 = 1_000;
 
 /// The Envoy cluster of the trace collector (see the Envoy template).
 pub const TRACE_CLUSTER: &str = "plano_otlp";
@@ -216,6 +227,10 @@ pub struct Target {
     /// The API it speaks; a request in another is translated per attempt.
     #[serde(default)]
     pub format: Format,
+    /// The provider's limits on this deployment (`rpm`, `tpm`): requests
+    /// and tokens in any 60 seconds; `tokens_per_day` is never set.
+    #[serde(default)]
+    pub pace: Option<KeyLimits>,
 }
 
 fn all_apis() -> Vec<Api> {
