@@ -17,6 +17,7 @@ pub mod framing;
 pub mod guards;
 pub mod hop;
 pub mod limits;
+pub mod pacing;
 pub mod plan;
 pub mod priority;
 pub mod providers;

@@ -23,6 +23,9 @@ pub struct Reach {
     /// Targets whose quota is low and kept for client keys of higher
     /// priority (`priority`).
     pub reserved: Vec<usize>,
+    /// The tokens an attempt reserves of a paced target's minute (`pacing`):
+    /// a target without room for them is unavailable until it has.
+    pub estimate: u64,
 }
 
 /// Why a target is outside a request's reach.
@@ -57,6 +60,7 @@ impl Reach {
             only: None,
             untranslatable: Vec::new(),
             reserved: Vec::new(),
+            estimate: 0,
         }
     }
 

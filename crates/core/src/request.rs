@@ -16,6 +16,7 @@ use crate::attempt::{self, Decision, Ledger, Outcome};
 use crate::blocks::{self, BlockKey, SharedStore};
 use crate::budget;
 use crate::config::{BlockApplyTo, Measure};
+use crate::pacing;
 use crate::plan::{GatewayPlan, HighLatency, RetryPolicy};
 use crate::providers::{ErrorKind, Failure};
 use crate::reach::Reach;
@@ -200,13 +201,21 @@ impl RequestState {
         }
     }
 
-    /// When the blocks on `target` (global or this request's) end, if any.
+    /// When the blocks on `target` (global or this request's) end, if any;
+    /// a paced target without room for this request counts as blocked until
+    /// its window has made room (`pacing`).
     pub fn blocked_until(&self, env: &Env, target: usize) -> Option<u64> {
         let t = env.plan.targets.get(target)?;
         BlockKey::covering(t)
             .iter()
             .filter_map(|k| blocks::blocked_until(env.store, k, env.now_ms))
             .chain(self.ledger.request_block_until(t, env.now_ms))
+            .chain(pacing::room_at(
+                env.store,
+                t,
+                self.reach.estimate,
+                env.now_ms,
+            ))
             .max()
     }
 

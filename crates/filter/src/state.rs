@@ -49,6 +49,7 @@ impl Worker {
     ) -> Result<Reach, (u32, &'static str, String)> {
         let plan = self.plan();
         let mut reach = Reach {
+            estimate: 0,
             api,
             // A stored conversation was made outside the gateway: its own
             // model is the best guess at where it is.

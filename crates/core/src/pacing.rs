@@ -1,0 +1,105 @@
+//! Deployments' pacing: a target with `rpm`/`tpm` is sent no more than
+//! they allow in any 60 seconds. Its counts are a client key's
+//! (`limits::Counts`, one slot per target in the shared store): an attempt
+//! reserves one request and the request's estimate of tokens (the client
+//! keys' estimate) before it is sent, and the answer's `usage` settles the
+//! estimate. A target without room for a request is unavailable to it
+//! until its window has room (`RequestState::blocked_until`), so the
+//! choices skip it as they skip a block, and with every target full the
+//! request waits for the soonest room (the filter's queue).
+
+use crate::blocks::SharedStore;
+use crate::limits::{self, Charge, Counts, Others, Verdict};
+use crate::plan::{KeyLimits, Target};
+use crate::replicas::counts::View;
+
+/// What the other replicas have sent to the target whose slot is `slot`,
+/// as the etcd holder last wrote (the client keys' way, `limits::replicas`).
+pub fn others(store: &dyn SharedStore, slot: &str, now_ms: u64) -> Others {
+    let seen = limits::replicas::seen(store);
+    Others::known(seen, || View::read(store, slot).sum, now_ms)
+}
+
+/// Every target's slot starts so.
+pub const SLOT_PREFIX: &str = "plano.pace.";
+
+/// The slot of a target's counts: its cluster's name is unique per target.
+/// With `shared_state` the replicas publish it and add it up as a client
+/// key's (`replicas::summary`).
+pub fn slot(target: &Target) -> String {
+    format!("{SLOT_PREFIX}{}", target.cluster)
+}
+
+/// When `target` has room for a request estimated at `estimate` tokens:
+/// `None` when it has room now (or is not paced), else the time (ms since
+/// the epoch) its window will have made room. Nothing is reserved.
+pub fn room_at(
+    store: &dyn SharedStore,
+    target: &Target,
+    estimate: u64,
+    now_ms: u64,
+) -> Option<u64> {
+    let pace = target.pace.as_ref()?;
+    let slot = slot(target);
+    let others = &others(store, &slot, now_ms);
+    let counts = store
+        .get(&slot)
+        .map(|(value, _)| Counts::decode(&value, now_ms))
+        .unwrap_or_default();
+    let all = counts.plus(&others.peers);
+    let pace = others.split(pace);
+    limits::refusal(&all, &pace, clamp(&pace, estimate), now_ms).map(|(_, at)| at)
+}
+
+/// What reserving an attempt's share of a target gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// The target is not paced: nothing to settle.
+    Unpaced,
+    /// One request and the estimate were counted; settle it with the answer.
+    Charged(Charge),
+    /// No room: nothing was counted, and room comes at this time.
+    Full { at_ms: u64 },
+}
+
+/// Reserves one request and `estimate` tokens of `target`'s minute.
+pub fn reserve(store: &dyn SharedStore, target: &Target, estimate: u64, now_ms: u64) -> Reserved {
+    let Some(pace) = target.pace.as_ref() else {
+        return Reserved::Unpaced;
+    };
+    let limits = pace_limits(pace);
+    let slot = slot(target);
+    let others = &others(store, &slot, now_ms);
+    match limits::charge(store, &slot, &limits, estimate, now_ms, others) {
+        Verdict::Allowed(charge, _) => Reserved::Charged(charge),
+        Verdict::Refused { retry_after_ms, .. } => Reserved::Full {
+            at_ms: now_ms + retry_after_ms,
+        },
+    }
+}
+
+/// The attempt's answer said it took `tokens` (0 for one that failed
+/// before any work): its reservation's estimate is replaced by them.
+pub fn settle(store: &dyn SharedStore, target: &Target, charge: &Charge, tokens: u64, now_ms: u64) {
+    let slot = slot(target);
+    let others = &others(store, &slot, now_ms);
+    limits::settle(store, &slot, charge, tokens, now_ms, others);
+}
+
+/// A target's limits as a key's: its minute only, never a day.
+fn pace_limits(pace: &KeyLimits) -> KeyLimits {
+    KeyLimits {
+        tokens_per_day: None,
+        ..*pace
+    }
+}
+
+/// An estimate past `tpm` whole counts as `tpm`, as `limits::charge` does:
+/// such a request fits an empty window rather than never.
+fn clamp(pace: &KeyLimits, estimate: u64) -> u64 {
+    pace.tokens_per_minute
+        .map_or(estimate, |tpm| estimate.min(tpm))
+}
+
+#[cfg(test)]
+mod tests;
