@@ -187,6 +187,17 @@ impl RequestState {
         self.ledger.current().map(|a| a.target)
     }
 
+    /// The target a first attempt would go to now, chosen again: for a
+    /// request that waited for a paced target's room, whichever has it now.
+    pub fn first_available(&self, env: &Env) -> usize {
+        attempt::first_target(
+            env.plan,
+            self.primary,
+            &|t| self.unavailable_until(env, t),
+            env.choice,
+        )
+    }
+
     pub fn start(&mut self, target: usize, now_ms: u64) {
         self.ledger.start(target, now_ms);
     }

@@ -47,12 +47,7 @@ impl Worker {
         raw_len: usize,
         body: &RequestBody,
     ) -> Result<Option<(Charge, Standings)>, Action> {
-        // Embeddings answer with vectors, no output tokens.
-        let output = match api {
-            Api::Embeddings => Some(0),
-            _ => body.max_output_tokens,
-        };
-        self.charge_estimate(api, client, limits::estimate(raw_len, output))
+        self.charge_estimate(api, client, estimate_of(api, raw_len, body))
     }
 
     /// Charges a stored response's read, cancel or deletion to the client
@@ -177,6 +172,16 @@ impl Worker {
     }
 }
 
+/// What a request is guessed to spend, for client keys' limits and a paced
+/// target's minute alike: embeddings answer with vectors, no output tokens.
+pub fn estimate_of(api: Api, raw_len: usize, body: &RequestBody) -> u64 {
+    let output = match api {
+        Api::Embeddings => Some(0),
+        _ => body.max_output_tokens,
+    };
+    limits::estimate(raw_len, output)
+}
+
 /// An answer's limit headers: a request's own are its standing when it was
 /// charged, as OpenAI's are (and read nothing again). The provider's own
 /// (its account's quota) go, those the key's limits do not name too.
@@ -224,7 +229,7 @@ fn refusal_message(name: &str, l: &KeyLimits, exceeded: Exceeded, wait_ms: u64) 
 
 /// The gateway's own 429, in the client's API's shape, with the wait and
 /// the key's standing.
-fn reply_limited(
+pub fn reply_limited(
     api: Api,
     message: &str,
     which: &str,

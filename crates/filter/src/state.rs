@@ -49,7 +49,7 @@ impl Worker {
     ) -> Result<Reach, (u32, &'static str, String)> {
         let plan = self.plan();
         let mut reach = Reach {
-            estimate: 0,
+            estimate: crate::limits::estimate_of(api, raw.len(), body),
             api,
             // A stored conversation was made outside the gateway: its own
             // model is the best guess at where it is.

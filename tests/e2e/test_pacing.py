@@ -1,0 +1,217 @@
+"""Pacing and the queue: a deployment's `rpm`/`tpm` are never exceeded, a
+request finding no room goes to a deployment with room or waits (holding no
+thread) until room comes, up to its deadline, and gets the gateway's 429
+with a `Retry-After` that says when room returns. Real planoai, real Envoy,
+loopback providers that enforce their limits as the providers do: past
+them, a 429 with `Retry-After`."""
+
+import json
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import requests
+
+import pytest
+
+from conftest import CHAT, GATEWAY, eventually, stats
+from mock_provider import OK_BODY, Provider, Reply
+
+USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
+
+
+class Limiter:
+    """A provider's limits over any 60 seconds: requests, and tokens as a
+    provider counts them (the prompt's bytes / 4 plus `max_tokens` when the
+    request comes, its `usage` once its answer is sent). Past them, the
+    provider's 429 with `Retry-After`."""
+
+    def __init__(self, rpm=None, tpm=None, delay=0.0):
+        self.rpm, self.tpm, self.delay = rpm, tpm, delay
+        self.lock = threading.Lock()
+        self.admitted = []  # [arrival, estimate, answered_at]
+        self.refused = 0
+
+    def __call__(self, record):
+        body = json.loads(record["body"] or b"{}")
+        estimate = math.ceil(len(record["body"]) / 4) + body.get("max_tokens", 1024)
+        with self.lock:
+            now = time.time()
+            live = [a for a in self.admitted if a[0] > now - 60]
+            tokens = sum(USAGE["total_tokens"] if now >= a[2] else a[1] for a in live)
+            over = (self.rpm and len(live) + 1 > self.rpm) or (self.tpm and tokens + estimate > self.tpm)
+            if over:
+                self.refused += 1
+                wait = max(1, math.ceil(live[0][0] + 60 - now)) if live else 1
+                return Reply(status=429, headers={"Retry-After": str(wait)},
+                             body={"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
+            self.admitted.append([now, estimate, now + self.delay])
+        return Reply(delay=self.delay, body=dict(OK_BODY, usage=USAGE))
+
+
+@pytest.fixture
+def limited():
+    """Providers answering as their `Limiter` says."""
+    started = []
+
+    def make(limiter):
+        p = Provider(refuse=limiter)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+def paced_config(providers_yaml, listener_extra=""):
+    return f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: 12000
+{listener_extra}
+        model_providers:
+{providers_yaml}
+"""
+
+
+def post(timeout=30, headers=None, **extra):
+    body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
+    return requests.post(CHAT, json=body, headers=headers or {}, timeout=timeout)
+
+
+def test_a_full_deployment_is_skipped_for_one_with_room(gateway, limited):
+    a_limits, b_limits = Limiter(rpm=3), Limiter(rpm=3)
+    a, b = limited(a_limits), limited(b_limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            access_key: key-0001
+            default: true
+            rpm: 3
+            retry_policy: {{}}
+            deployments:
+              - {{ name: a, base_url: "http://127.0.0.1:{a.port}" }}
+              - {{ name: b, base_url: "http://127.0.0.1:{b.port}" }}
+"""))
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: post(), range(6)))
+    assert [r.status_code for r in answers] == [200] * 6, [r.text for r in answers]
+    # Each deployment got its minute's 3, and not one request more.
+    assert (a.calls, b.calls) == (3, 3)
+    assert a_limits.refused == b_limits.refused == 0
+
+
+def test_a_passed_deadline_gets_the_gateways_429_saying_when_room_returns(gateway, limited):
+    limits = Limiter(rpm=2)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            rpm: 2
+""", "            max_queue_ms: 20000\n            max_queued: 1"))
+    first = time.time()
+    assert post().status_code == 200
+    assert post().status_code == 200
+    # The minute's room returns when the first request's second leaves it.
+    room_at = math.floor(first) + 61
+
+    # One request waits (for 1.5 s, as its header asks); with max_queued 1
+    # the next is refused at once.
+    waiting = ThreadPoolExecutor(1).submit(post, headers={"x-plano-max-wait-ms": "1500"})
+    time.sleep(0.5)
+    start = time.time()
+    full = post(headers={"x-plano-max-wait-ms": "1500"})
+    assert full.status_code == 429 and time.time() - start < 0.4, (full.status_code, full.text)
+    assert "already wait" in full.json()["error"]["message"]
+
+    late = waiting.result()
+    replied = time.time()
+    assert late.status_code == 429, late.text
+    error = late.json()["error"]
+    assert (error["type"], error["code"]) == ("pacing", "rate_limit_exceeded"), error
+    wait_s = int(late.headers["retry-after-ms"]) / 1000
+    assert abs(replied + wait_s - room_at) <= 1.0, (replied, wait_s, room_at)
+    assert int(late.headers["retry-after"]) == math.ceil(wait_s)
+
+    # Anthropic's Messages API gets its own shape of the same 429.
+    messages = requests.post(f"{GATEWAY}/v1/messages", headers={"x-plano-max-wait-ms": "0"}, timeout=10, json={
+        "model": "openai/gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    assert messages.status_code == 429, messages.text
+    assert messages.json()["error"]["type"] == "rate_limit_error"
+    assert abs(time.time() + int(messages.headers["retry-after-ms"]) / 1000 - room_at) <= 1.0
+    assert p.calls == 2 and limits.refused == 0
+    assert eventually(lambda: stats().get("wasmcustom.plano.queued") == 0)
+
+
+def test_a_queued_request_goes_when_room_comes_and_one_that_left_never(gateway, limited):
+    # 1000 tokens a minute: a request asking for 900 fills it until its
+    # answer says it took 20.
+    limits = Limiter(tpm=1000, delay=2.0)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            tpm: 1000
+"""))
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, max_tokens=900)
+        time.sleep(0.5)
+        start = time.time()
+        second = pool.submit(post, max_tokens=900)
+        assert first.result().status_code == 200
+        answered = time.time()
+        assert second.result().status_code == 200, second.result().text
+    # The second waited for the first's answer, and was sent as it came.
+    second_sent = p.requests[1]["at"]
+    assert second_sent - start > 1.0
+    assert second_sent - answered < 0.6, second_sent - answered
+    assert limits.refused == 0
+    assert eventually(lambda: " queued " in gateway.log())
+
+    # A client that leaves while queued is never sent.
+    holder = ThreadPoolExecutor(1).submit(post, max_tokens=900)
+    time.sleep(0.3)
+    try:
+        post(timeout=1.0, max_tokens=900)
+        raise AssertionError("the queued request was answered")
+    except requests.exceptions.ReadTimeout:
+        pass
+    assert holder.result().status_code == 200
+    time.sleep(1.5)  # room came 1 s ago: a request still queued would be sent
+    assert p.calls == 3
+    assert stats().get("wasmcustom.plano.queued") == 0
+
+
+def test_the_openai_sdk_with_default_retries_sees_no_error_at_twice_the_room(gateway, limited):
+    # Room for 2 requests at once (2 x 420 of 1000 tokens), 8 sent at once.
+    limits = Limiter(tpm=1000, delay=0.5)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            tpm: 1000
+"""))
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key="unused")
+
+    def ask(_):
+        return client.chat.completions.create(model="openai/gpt-4o", max_tokens=400,
+                                              messages=[{"role": "user", "content": "hi"}])
+
+    start = time.time()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    took = time.time() - start
+    assert all(a.choices[0].message.content == "hello" for a in answers)
+    assert limits.refused == 0 and p.calls == 8
+    # Two at a time, 0.5 s each: about 2 s, not the SDK's backoffs.
+    assert took < 6, took
