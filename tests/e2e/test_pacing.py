@@ -85,23 +85,25 @@ def post(timeout=30, headers=None, **extra):
 
 
 def test_a_full_deployment_is_skipped_for_one_with_room(gateway, limited):
-    a_limits, b_limits = Limiter(rpm=3), Limiter(rpm=3)
+    # Equal weights, unequal minutes: a choice by weight alone would send
+    # `a` half of the requests.
+    a_limits, b_limits = Limiter(rpm=1), Limiter(rpm=5)
     a, b = limited(a_limits), limited(b_limits)
     gateway.up(paced_config(f"""
           - model: openai/gpt-4o
             access_key: key-0001
             default: true
-            rpm: 3
+            rpm: 5
             retry_policy: {{}}
             deployments:
-              - {{ name: a, base_url: "http://127.0.0.1:{a.port}" }}
+              - {{ name: a, base_url: "http://127.0.0.1:{a.port}", rpm: 1 }}
               - {{ name: b, base_url: "http://127.0.0.1:{b.port}" }}
-"""))
+""", "            max_queue_ms: 3000"))
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda _: post(), range(6)))
     assert [r.status_code for r in answers] == [200] * 6, [r.text for r in answers]
-    # Each deployment got its minute's 3, and not one request more.
-    assert (a.calls, b.calls) == (3, 3)
+    # Each deployment got its minute, and not one request more.
+    assert (a.calls, b.calls) == (1, 5)
     assert a_limits.refused == b_limits.refused == 0
 
 
@@ -123,15 +125,21 @@ def test_a_passed_deadline_gets_the_gateways_429_saying_when_room_returns(gatewa
 
     # One request waits (for 1.5 s, as its header asks); with max_queued 1
     # the next is refused at once.
-    waiting = ThreadPoolExecutor(1).submit(post, headers={"x-plano-max-wait-ms": "1500"})
+    def timed(**kwargs):
+        start = time.time()
+        return post(**kwargs), time.time() - start
+
+    waiting = ThreadPoolExecutor(1).submit(timed, headers={"x-plano-max-wait-ms": "1500"})
     time.sleep(0.5)
     start = time.time()
     full = post(headers={"x-plano-max-wait-ms": "1500"})
     assert full.status_code == 429 and time.time() - start < 0.4, (full.status_code, full.text)
     assert "already wait" in full.json()["error"]["message"]
 
-    late = waiting.result()
+    late, waited = waiting.result()
     replied = time.time()
+    # It waited as long as its header asked, not the listener's 20 s.
+    assert 1.4 <= waited < 2.5, waited
     assert late.status_code == 429, late.text
     error = late.json()["error"]
     assert (error["type"], error["code"]) == ("pacing", "rate_limit_exceeded"), error
