@@ -22,6 +22,19 @@ from mock_provider import OK_BODY, Provider, Reply
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
 
 
+def _chunk(fields):
+    return "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", **fields}) + "\n\n"
+
+
+# A chat stream with its usage event (the gateway asks for it).
+STREAM = [
+    _chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hello"}, "finish_reason": None}]}),
+    _chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+    _chunk({"choices": [], "usage": USAGE}),
+    "data: [DONE]\n\n",
+]
+
+
 class Limiter:
     """A provider's limits over any 60 seconds: requests, and tokens as a
     provider counts them (the prompt's bytes / 4 plus `max_tokens` when the
@@ -48,6 +61,8 @@ class Limiter:
                 return Reply(status=429, headers={"Retry-After": str(wait)},
                              body={"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
             self.admitted.append([now, estimate, now + self.delay])
+        if body.get("stream"):
+            return Reply(delay=self.delay, stream=STREAM)
         return Reply(delay=self.delay, body=dict(OK_BODY, usage=USAGE))
 
 
@@ -196,6 +211,39 @@ def test_a_queued_request_goes_when_room_comes_and_one_that_left_never(gateway, 
     time.sleep(1.5)  # room came 1 s ago: a request still queued would be sent
     assert p.calls == 3
     assert stats().get("wasmcustom.plano.queued") == 0
+
+
+def test_a_stream_waits_the_same_way_and_its_usage_makes_room(gateway, limited):
+    limits = Limiter(tpm=1000, delay=1.5)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            tpm: 1000
+            retry_policy: {{}}
+"""))
+
+    def stream():
+        with post(stream=True, max_tokens=900) as resp:
+            return resp.status_code, resp.content.decode()
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(stream)
+        time.sleep(0.4)
+        second = pool.submit(stream)
+        time.sleep(0.4)
+        third = pool.submit(post, max_tokens=900)
+        for done in (first, second):
+            status, text = done.result()
+            assert status == 200 and '"hello"' in text and "[DONE]" in text, text
+        assert third.result().status_code == 200, third.result().text
+    # One at a time: each was sent once the one before had answered (its
+    # usage, at the stream's end, gave back what it reserved).
+    sent = [r["at"] for r in p.requests]
+    assert len(sent) == 3 and sent[1] - sent[0] >= 1.4 and sent[2] - sent[1] >= 1.4, sent
+    assert limits.refused == 0
 
 
 def test_the_openai_sdk_with_default_retries_sees_no_error_at_twice_the_room(gateway, limited):
