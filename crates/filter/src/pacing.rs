@@ -61,7 +61,7 @@ impl Worker {
                 Some(target)
             }
             Reserved::Full { at_ms } => {
-                self.wait_for_room(ex, target, at_ms, now);
+                self.wait_for_room(ex, (target, t), at_ms, now);
                 None
             }
         }
@@ -70,11 +70,11 @@ impl Worker {
     /// No room on `target` until `at_ms`: the request waits for it (or its
     /// deadline, whichever comes first), or gets the 429 when the deadline
     /// has passed or the queue is full.
-    fn wait_for_room(&self, ex: &mut Exchange, target: usize, at_ms: u64, now: u64) {
+    fn wait_for_room(&self, ex: &mut Exchange, target: (usize, &Target), at_ms: u64, now: u64) {
+        let (target, t) = target;
         let queued = hostcalls::get_metric(self.metrics.queued).unwrap_or(0);
         let full = ex.queued_since.is_none() && queued >= self.plan().max_queued;
         if now >= ex.deadline || full {
-            let t = &self.plan().targets[target];
             self.leave_queue(ex, now);
             self.metrics.add(self.metrics.queue_refused, 1);
             self.reply_no_room(ex, t, at_ms.saturating_sub(now), full);
