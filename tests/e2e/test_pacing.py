@@ -41,8 +41,9 @@ class Limiter:
     request comes, its `usage` once its answer is sent). Past them, the
     provider's 429 with `Retry-After`."""
 
-    def __init__(self, rpm=None, tpm=None, delay=0.0):
+    def __init__(self, rpm=None, tpm=None, delay=0.0, headers=None):
         self.rpm, self.tpm, self.delay = rpm, tpm, delay
+        self.headers = headers or {}
         self.lock = threading.Lock()
         self.admitted = []  # [arrival, estimate, answered_at]
         self.refused = 0
@@ -63,7 +64,7 @@ class Limiter:
             self.admitted.append([now, estimate, now + self.delay])
         if body.get("stream"):
             return Reply(delay=self.delay, stream=STREAM)
-        return Reply(delay=self.delay, body=dict(OK_BODY, usage=USAGE))
+        return Reply(delay=self.delay, headers=self.headers, body=dict(OK_BODY, usage=USAGE))
 
 
 @pytest.fixture
@@ -170,6 +171,24 @@ def test_a_passed_deadline_gets_the_gateways_429_saying_when_room_returns(gatewa
     assert abs(time.time() + int(messages.headers["retry-after-ms"]) / 1000 - room_at) <= 1.0
     assert p.calls == 2 and limits.refused == 0
     assert eventually(lambda: stats().get("wasmcustom.plano.queued") == 0)
+
+
+def test_a_limit_the_provider_reports_tightens_the_configured_one(gateway, limited):
+    # Configured at 5 a minute; the provider's headers say 2.
+    limits = Limiter(rpm=2, headers={"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "1"})
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            rpm: 5
+"""))
+    assert post().status_code == 200
+    assert post().status_code == 200
+    third = post(headers={"x-plano-max-wait-ms": "0"})
+    assert third.status_code == 429 and third.json()["error"]["type"] == "pacing", third.text
+    assert p.calls == 2 and limits.refused == 0
 
 
 def test_a_queued_request_goes_when_room_comes_and_one_that_left_never(gateway, limited):

@@ -11,6 +11,7 @@
 use crate::blocks::SharedStore;
 use crate::limits::{self, Charge, Counts, Others, Verdict};
 use crate::plan::{KeyLimits, Target};
+use crate::quota::Quota;
 use crate::replicas::counts::View;
 
 /// What the other replicas have sent to the target whose slot is `slot`,
@@ -39,7 +40,7 @@ pub fn room_at(
     estimate: u64,
     now_ms: u64,
 ) -> Option<u64> {
-    let pace = target.pace.as_ref()?;
+    let pace = &limits_of(store, target)?;
     let slot = slot(target);
     let others = &others(store, &slot, now_ms);
     let counts = store
@@ -49,6 +50,70 @@ pub fn room_at(
     let all = counts.plus(&others.peers);
     let pace = others.split(pace);
     limits::refusal(&all, &pace, clamp(&pace, estimate), now_ms).map(|(_, at)| at)
+}
+
+/// The slot of the limits `target`'s provider last reported: `rpm,tpm`,
+/// either empty when not reported.
+pub fn learned_slot(target: &Target) -> String {
+    format!("plano.learned.{}", target.cluster)
+}
+
+/// The provider's own limits on a paced target, as an answer's headers
+/// state them (`x-ratelimit-limit-requests`/`-tokens`,
+/// `anthropic-ratelimit-requests-limit`/`-tokens-limit`), are kept for it:
+/// a lower one tightens its configured limit, a higher one never raises it
+/// ([`limits_of`]). Written only when they change. True when written.
+pub fn learn(store: &dyn SharedStore, target: &Target, quota: &Quota) -> bool {
+    if target.pace.is_none() || (quota.requests.limit.is_none() && quota.tokens.limit.is_none()) {
+        return false;
+    }
+    let slot = learned_slot(target);
+    let known = store.get(&slot);
+    let (rpm, tpm) = known
+        .as_ref()
+        .map_or((None, None), |(v, _)| parse_learned(v));
+    let value = format!(
+        "{},{}",
+        quota
+            .requests
+            .limit
+            .or(rpm)
+            .map_or(String::new(), |n| n.to_string()),
+        quota
+            .tokens
+            .limit
+            .or(tpm)
+            .map_or(String::new(), |n| n.to_string())
+    );
+    if known.as_ref().is_some_and(|(v, _)| v == value.as_bytes()) {
+        return false;
+    }
+    let cas = known.map_or(0, |(_, cas)| cas);
+    store.set(&slot, value.as_bytes(), cas)
+}
+
+fn parse_learned(value: &[u8]) -> (Option<u64>, Option<u64>) {
+    let text = std::str::from_utf8(value).unwrap_or_default();
+    let (rpm, tpm) = text.split_once(',').unwrap_or(("", ""));
+    (rpm.parse().ok(), tpm.parse().ok())
+}
+
+/// A paced target's limits now: each configured one, or what its provider
+/// last reported when that is lower. `None` for a target not paced.
+pub fn limits_of(store: &dyn SharedStore, target: &Target) -> Option<KeyLimits> {
+    let pace = target.pace.as_ref()?;
+    let (rpm, tpm) = store
+        .get(&learned_slot(target))
+        .map_or((None, None), |(v, _)| parse_learned(&v));
+    let tighter = |configured: Option<u64>, learned: Option<u64>| match (configured, learned) {
+        (Some(c), Some(l)) => Some(c.min(l.max(1))),
+        (c, _) => c,
+    };
+    Some(KeyLimits {
+        requests_per_minute: tighter(pace.requests_per_minute, rpm),
+        tokens_per_minute: tighter(pace.tokens_per_minute, tpm),
+        tokens_per_day: None,
+    })
 }
 
 /// What reserving an attempt's share of a target gave.
@@ -64,10 +129,9 @@ pub enum Reserved {
 
 /// Reserves one request and `estimate` tokens of `target`'s minute.
 pub fn reserve(store: &dyn SharedStore, target: &Target, estimate: u64, now_ms: u64) -> Reserved {
-    let Some(pace) = target.pace.as_ref() else {
+    let Some(limits) = limits_of(store, target) else {
         return Reserved::Unpaced;
     };
-    let limits = pace_limits(pace);
     let slot = slot(target);
     let others = &others(store, &slot, now_ms);
     match limits::charge(store, &slot, &limits, estimate, now_ms, others) {
@@ -84,14 +148,6 @@ pub fn settle(store: &dyn SharedStore, target: &Target, charge: &Charge, tokens:
     let slot = slot(target);
     let others = &others(store, &slot, now_ms);
     limits::settle(store, &slot, charge, tokens, now_ms, others);
-}
-
-/// A target's limits as a key's: its minute only, never a day.
-fn pace_limits(pace: &KeyLimits) -> KeyLimits {
-    KeyLimits {
-        tokens_per_day: None,
-        ..*pace
-    }
 }
 
 /// An estimate past `tpm` whole counts as `tpm`, as `limits::charge` does:

@@ -163,7 +163,11 @@ impl RequestState {
     pub fn reads_quota(&self, plan: &GatewayPlan, status: u16) -> bool {
         (200..300).contains(&status)
             && (self.policy(plan).is_some_and(|p| p.quota_floor.is_some())
-                || crate::priority::ranked(plan))
+                || crate::priority::ranked(plan)
+                || self
+                    .current_target()
+                    .and_then(|i| plan.targets.get(i))
+                    .is_some_and(|t| t.pace.is_some()))
     }
 
     pub fn policy<'p>(&self, plan: &'p GatewayPlan) -> Option<&'p RetryPolicy> {

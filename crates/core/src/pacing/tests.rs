@@ -7,6 +7,7 @@ use crate::api::Api;
 use crate::blocks::memory::MemoryStore;
 use crate::config::GatewayConfig;
 use crate::plan::GatewayPlan;
+use crate::quota::Quota;
 use crate::reach::Reach;
 use crate::request::{Effects, Env, RequestState};
 use crate::resolve::resolve;
@@ -177,4 +178,44 @@ fn the_peers_published_counts_fill_the_minute_as_the_replicas_add_them_up() {
         reserve(&store, a, 10, T0 + 6),
         Reserved::Full { .. }
     ));
+}
+
+#[test]
+fn a_reported_limit_tightens_a_configured_one_and_never_raises_it() {
+    let plan = plan();
+    let store = MemoryStore::default();
+    let a = &plan.targets[0];
+    let headers = |rpm: &'static str, tpm: &'static str| {
+        move |name: &str| match name {
+            "x-ratelimit-limit-requests" => Some(rpm.to_string()),
+            "x-ratelimit-limit-tokens" => Some(tpm.to_string()),
+            _ => None,
+        }
+    };
+    // `a` is configured at 3 a minute; its provider says 2.
+    let quota = Quota::read(&headers("2", "90000"), T0);
+    assert!(learn(&store, a, &quota));
+    assert!(!learn(&store, a, &quota), "written again unchanged");
+    let l = limits_of(&store, a).unwrap();
+    assert_eq!(
+        (l.requests_per_minute, l.tokens_per_minute),
+        (Some(2), None)
+    );
+    for i in 0..2 {
+        let r = reserve(&store, a, 10, T0 + i);
+        assert!(matches!(r, Reserved::Charged(_)), "{r:?}");
+    }
+    assert!(matches!(
+        reserve(&store, a, 10, T0 + 5),
+        Reserved::Full { .. }
+    ));
+    // It says 500 later: the configured 3 stands.
+    assert!(learn(&store, a, &Quota::read(&headers("500", "90000"), T0)));
+    let l = limits_of(&store, a).unwrap();
+    assert_eq!(l.requests_per_minute, Some(3));
+    // An unpaced target learns nothing: it stays unpaced.
+    let mut unpaced = a.clone();
+    unpaced.pace = None;
+    assert!(!learn(&store, &unpaced, &quota));
+    assert_eq!(limits_of(&store, &unpaced), None);
 }
