@@ -290,3 +290,27 @@ def test_the_openai_sdk_with_default_retries_sees_no_error_at_twice_the_room(gat
     assert limits.refused == 0 and p.calls == 8
     # Two at a time, 0.5 s each: about 2 s, not the SDK's backoffs.
     assert took < 6, took
+
+
+def test_a_client_keys_own_deadline_replaces_the_listeners(gateway, limited):
+    limits = Limiter(rpm=1)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            rpm: 1
+""", """            max_queue_ms: 20000
+            client_keys:
+              - { name: app, key: app-key-8a6e2f4b1c9d7e05 }
+              - { name: interactive, key: int-key-3c5e7a9b1d2f4680, max_queue_ms: 800 }"""))
+    app = {"Authorization": "Bearer app-key-8a6e2f4b1c9d7e05"}
+    interactive = {"Authorization": "Bearer int-key-3c5e7a9b1d2f4680"}
+    assert post(headers=app).status_code == 200
+    start = time.time()
+    refused = post(headers=interactive)
+    took = time.time() - start
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "pacing", refused.text
+    assert 0.7 <= took < 1.8, took
+    assert p.calls == 1

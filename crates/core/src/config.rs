@@ -227,6 +227,11 @@ pub struct ClientKeyConfig {
     /// sharing etcd); none without it.
     #[serde(default)]
     pub limits: Option<ClientLimitsConfig>,
+    /// How long this key's requests may wait for a paced deployment's room,
+    /// in place of the listener's `max_queue_ms`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 5000))]
+    pub max_queue_ms: Option<u64>,
 }
 
 /// A client key's limits; each is off when left out. A request over one

@@ -92,6 +92,9 @@ pub struct ClientKey {
     pub priority: u32,
     #[serde(default)]
     pub limits: Option<KeyLimits>,
+    /// Its requests' longest wait for room, in place of the listener's.
+    #[serde(default)]
+    pub max_queue_ms: Option<u64>,
 }
 
 /// A client key's limits, each off when `None`.

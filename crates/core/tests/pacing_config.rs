@@ -95,3 +95,21 @@ fn an_unknown_key_beside_them_is_still_refused() {
     let err = serde_json::from_value::<GatewayConfig>(config).expect_err("unknown key");
     assert!(err.to_string().contains("rph"), "{err}");
 }
+
+#[test]
+fn a_client_keys_own_queue_deadline_reaches_the_plan() {
+    let providers = json!([{"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9", "rpm": 5}]);
+    let keys = json!([
+        {"name": "batch", "key": "batch-key-0123456789ab", "max_queue_ms": 60000},
+        {"name": "app", "key": "app-key-0123456789abcd"},
+    ]);
+    let (resolved, issues) = resolve_with(
+        providers,
+        json!({"client_keys": keys, "max_queue_ms": 2000}),
+    );
+    assert!(issues.is_empty(), "{issues:?}");
+    let plan = resolved.expect("resolved").plan;
+    assert_eq!(plan.client_keys[0].max_queue_ms, Some(60000));
+    assert_eq!(plan.client_keys[1].max_queue_ms, None);
+    assert_eq!(plan.max_queue_ms, 2000);
+}

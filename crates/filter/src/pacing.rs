@@ -26,10 +26,14 @@ const RECHECK_MS: u64 = 200;
 pub const MAX_WAIT_HEADER: &str = "x-plano-max-wait-ms";
 
 impl Worker {
-    /// When the request's waits for room must end: `max_queue_ms` after it
-    /// came, or the client's `x-plano-max-wait-ms` when that is less.
-    pub fn queue_deadline(&self, now: u64) -> u64 {
-        let most = self.plan().max_queue_ms;
+    /// When the request's waits for room must end: `max_queue_ms` (its
+    /// client key's, else the listener's) after it came, or the client's
+    /// `x-plano-max-wait-ms` when that is less.
+    pub fn queue_deadline(&self, now: u64, client: Option<usize>) -> u64 {
+        let key = client.and_then(|c| self.plan().client_keys.get(c));
+        let most = key
+            .and_then(|k| k.max_queue_ms)
+            .unwrap_or(self.plan().max_queue_ms);
         let asked = request_header(MAX_WAIT_HEADER).and_then(|v| v.trim().parse::<u64>().ok());
         now + asked.map_or(most, |a| a.min(most))
     }

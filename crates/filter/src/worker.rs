@@ -219,7 +219,7 @@ impl Worker {
             pace: None,
             queued_since: None,
             queued_ms: 0,
-            deadline: self.queue_deadline(now),
+            deadline: self.queue_deadline(now, client),
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now, buffered)
