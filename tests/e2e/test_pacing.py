@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anthropic
 import openai
 import requests
 
@@ -265,8 +266,9 @@ def test_a_stream_waits_the_same_way_and_its_usage_makes_room(gateway, limited):
     assert limits.refused == 0
 
 
-def test_the_openai_sdk_with_default_retries_sees_no_error_at_twice_the_room(gateway, limited):
-    # Room for 2 requests at once (2 x 420 of 1000 tokens), 8 sent at once.
+def test_the_openai_and_anthropic_sdks_with_default_retries_see_no_error_at_twice_the_room(gateway, limited):
+    # Room for 2 requests at once (2 x about 420 of 1000 tokens), 8 sent at
+    # once: 4 by each SDK (Anthropic's through /v1/messages, translated).
     limits = Limiter(tpm=1000, delay=0.5)
     p = limited(limits)
     gateway.up(paced_config(f"""
@@ -276,19 +278,24 @@ def test_the_openai_sdk_with_default_retries_sees_no_error_at_twice_the_room(gat
             default: true
             tpm: 1000
 """))
-    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key="unused")
+    oa = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key="unused")
+    an = anthropic.Anthropic(base_url=GATEWAY, api_key="unused")
+    messages = [{"role": "user", "content": "hi"}]
 
-    def ask(_):
-        return client.chat.completions.create(model="openai/gpt-4o", max_tokens=400,
-                                              messages=[{"role": "user", "content": "hi"}])
+    def ask(i):
+        if i % 2:
+            answer = an.messages.create(model="openai/gpt-4o", max_tokens=400, messages=messages)
+            return answer.content[0].text
+        answer = oa.chat.completions.create(model="openai/gpt-4o", max_tokens=400, messages=messages)
+        return answer.choices[0].message.content
 
     start = time.time()
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(ask, range(8)))
     took = time.time() - start
-    assert all(a.choices[0].message.content == "hello" for a in answers)
+    assert answers == ["hello"] * 8
     assert limits.refused == 0 and p.calls == 8
-    # Two at a time, 0.5 s each: about 2 s, not the SDK's backoffs.
+    # Two at a time, 0.5 s each: about 2 s, not the SDKs' backoffs.
     assert took < 6, took
 
 
