@@ -17,7 +17,7 @@ import requests
 
 import pytest
 
-from conftest import CHAT, GATEWAY, eventually, stats
+from conftest import CHAT, GATEWAY, eventually, planoai, stats
 from mock_provider import OK_BODY, Provider, Reply
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
@@ -122,6 +122,10 @@ def test_a_full_deployment_is_skipped_for_one_with_room(gateway, limited):
     # Each deployment got its minute, and not one request more.
     assert (a.calls, b.calls) == (1, 5)
     assert a_limits.refused == b_limits.refused == 0
+    # `planoai status` shows each minute against its limit.
+    status = planoai("status").stdout
+    assert "openai/gpt-4o[a]: 1/1 requests, 20 tokens this minute" in status, status
+    assert "openai/gpt-4o[b]: 5/5 requests" in status, status
 
 
 def test_a_passed_deadline_gets_the_gateways_429_saying_when_room_returns(gateway, limited):
@@ -190,6 +194,8 @@ def test_a_limit_the_provider_reports_tightens_the_configured_one(gateway, limit
     third = post(headers={"x-plano-max-wait-ms": "0"})
     assert third.status_code == 429 and third.json()["error"]["type"] == "pacing", third.text
     assert p.calls == 2 and limits.refused == 0
+    status = planoai("status").stdout
+    assert "openai/gpt-4o: 2/2 requests (learned), 40 tokens this minute" in status, status
 
 
 def test_a_queued_request_goes_when_room_comes_and_one_that_left_never(gateway, limited):

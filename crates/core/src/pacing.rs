@@ -116,6 +116,37 @@ pub fn limits_of(store: &dyn SharedStore, target: &Target) -> Option<KeyLimits> 
     })
 }
 
+/// A paced target's minute now, for `planoai status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Minute {
+    /// What the window counts, the other replicas' included.
+    pub requests: u64,
+    pub tokens: u64,
+    /// The limits in force, and whether each is its provider's (lower
+    /// than the configured one) rather than the configured one.
+    pub limits: KeyLimits,
+    pub learned_rpm: bool,
+    pub learned_tpm: bool,
+}
+
+pub fn minute(store: &dyn SharedStore, target: &Target, now_ms: u64) -> Option<Minute> {
+    let pace = target.pace.as_ref()?;
+    let limits = limits_of(store, target)?;
+    let slot = slot(target);
+    let counts = store
+        .get(&slot)
+        .map(|(value, _)| Counts::decode(&value, now_ms))
+        .unwrap_or_default()
+        .plus(&others(store, &slot, now_ms).peers);
+    Some(Minute {
+        requests: counts.requests(),
+        tokens: counts.tokens(),
+        learned_rpm: limits.requests_per_minute != pace.requests_per_minute,
+        learned_tpm: limits.tokens_per_minute != pace.tokens_per_minute,
+        limits,
+    })
+}
+
 /// What reserving an attempt's share of a target gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reserved {
