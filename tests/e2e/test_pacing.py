@@ -7,6 +7,8 @@ them, a 429 with `Retry-After`."""
 
 import json
 import math
+import tempfile
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ import pytest
 
 from conftest import CHAT, GATEWAY, eventually, planoai, stats
 from mock_provider import OK_BODY, Provider, Reply
+from test_replicas import ETCD_PORT, Etcd, Replica
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
 
@@ -327,3 +330,63 @@ def test_a_client_keys_own_deadline_replaces_the_listeners(gateway, limited):
     assert refused.status_code == 429 and refused.json()["error"]["type"] == "pacing", refused.text
     assert 0.7 <= took < 1.8, took
     assert p.calls == 1
+
+
+def replica_config(port, provider, warm):
+    return textwrap.dedent(f"""
+        version: v0.3.0
+        listeners:
+          - type: model
+            name: model_listener
+            port: {port}
+            max_queue_ms: 0
+        model_providers:
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{provider.port}
+            access_key: k-ok
+            default: true
+            rpm: 6
+          - model: openai/warm
+            base_url: http://127.0.0.1:{warm.port}
+            access_key: k-ok
+        shared_state:
+          etcd_endpoints: [http://127.0.0.1:{ETCD_PORT}]
+          key_prefix: /plano-pacing/
+        """)
+
+
+def test_one_deployments_minute_is_one_minute_across_replicas(limited):
+    limits = Limiter(rpm=6)
+    provider, warm = limited(limits), Provider()
+    with tempfile.TemporaryDirectory(prefix="plano-pacing-replicas-") as workdir:
+        data = tempfile.mkdtemp(prefix="plano-etcd-", dir=workdir)
+        etcd = Etcd(data)
+        etcd.start()
+        replicas = []
+        try:
+            for n, name in enumerate("AB"):
+                r = Replica(name, n, workdir, warm, warm, True)
+                with open(r.config, "w") as f:
+                    f.write(replica_config(r.port, provider, warm))
+                replicas.append(r.start())
+            a, b = replicas
+            assert eventually(lambda: a.stat("peers") == 1 and b.stat("peers") == 1, 10)
+
+            def send(r, model="openai/gpt-4o"):
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+                return requests.post(f"http://127.0.0.1:{r.port}/v1/chat/completions", json=body, timeout=10)
+
+            for r in replicas:  # the warm-up the replica tests need (an open defect there)
+                for _ in range(4):
+                    send(r, "openai/warm")
+            at_a = [send(a).status_code for _ in range(4)]
+            time.sleep(2.5)  # A's counts reach B (published about once a second)
+            at_b = [send(b).status_code for _ in range(4)]
+        finally:
+            for r in replicas:
+                r.stop()
+            warm.stop()
+            etcd.kill()
+    # 6 a minute across both: B had room for the 2 A left.
+    assert at_a == [200] * 4 and at_b == [200, 200, 429, 429], (at_a, at_b)
+    assert provider.calls == 6 and limits.refused == 0
