@@ -193,6 +193,17 @@ pub struct Listener {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 0.1), range(min = 0.0, max = 1.0)))]
     pub priority_reserve: Option<f64>,
+    /// How long a request may wait for a deployment with `rpm`/`tpm` room
+    /// before it gets the gateway's 429 (with `Retry-After`); a client's
+    /// `x-plano-max-wait-ms` header may ask for less. 0 never waits.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 30000)))]
+    pub max_queue_ms: Option<u64>,
+    /// At most this many requests wait for room at once (each holds its
+    /// body, up to `max_request_body_bytes`); beyond it the 429 comes at once.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 1000)))]
+    pub max_queued: Option<u64>,
 }
 
 /// One client key: `name` appears in logs and stats, `key` never does.
@@ -216,6 +227,11 @@ pub struct ClientKeyConfig {
     /// sharing etcd); none without it.
     #[serde(default)]
     pub limits: Option<ClientLimitsConfig>,
+    /// How long this key's requests may wait for a paced deployment's room,
+    /// in place of the listener's `max_queue_ms`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 5000))]
+    pub max_queue_ms: Option<u64>,
 }
 
 /// A client key's limits; each is off when left out. A request over one
@@ -298,6 +314,19 @@ pub struct ModelProvider {
     /// `base_url` replaces the region's host. No `access_key`.
     #[serde(default)]
     pub vertex: Option<VertexConfig>,
+    /// Requests the provider allows in any 60 seconds (each deployment,
+    /// when it has a pool, unless it sets its own): the gateway sends no
+    /// more, and a request finding no room goes to another target or waits
+    /// (`max_queue_ms`).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 600))]
+    pub rpm: Option<u64>,
+    /// Tokens (input and output) the provider allows in any 60 seconds:
+    /// a request reserves its estimate (body bytes / 4 plus `max_tokens`)
+    /// and is settled from its answer's `usage`. Each deployment, as `rpm`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 60000))]
+    pub tpm: Option<u64>,
 }
 
 /// Where a Vertex AI model is, and the credential its tokens are minted from.
@@ -339,6 +368,14 @@ pub struct DeploymentConfig {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 1)))]
     pub weight: Option<u32>,
+    /// This deployment's requests in any 60 seconds; the entry's `rpm` when absent.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 600))]
+    pub rpm: Option<u64>,
+    /// This deployment's tokens in any 60 seconds; the entry's `tpm` when absent.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(example = 60000))]
+    pub tpm: Option<u64>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -18,6 +18,7 @@ pub mod eventstream;
 pub mod framing;
 pub mod hop;
 pub mod limits;
+pub mod pacing;
 pub mod plan;
 pub mod priority;
 pub mod providers;

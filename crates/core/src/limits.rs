@@ -293,8 +293,9 @@ pub fn standing(
     standings(&counts.plus(&others.peers), &others.split(limits), now_ms)
 }
 
-/// The first limit the request would break, and when it would fit.
-fn refusal(
+/// The first limit a request of `tokens` would break, and when it would
+/// fit (ms since the epoch): `None` when every limit has room.
+pub fn refusal(
     counts: &Counts,
     limits: &KeyLimits,
     tokens: u64,

@@ -58,7 +58,18 @@ pub struct GatewayPlan {
     /// per distinct credential (`Target::vertex.credential` indexes it).
     #[serde(default)]
     pub google_credentials: Vec<crate::providers::google_auth::Credential>,
+    /// How long a request may wait for a paced target's room
+    /// (`listeners[0].max_queue_ms`).
+    #[serde(default)]
+    pub max_queue_ms: u64,
+    /// How many requests may wait at once, per worker
+    /// (`listeners[0].max_queued`).
+    #[serde(default)]
+    pub max_queued: u64,
 }
+
+pub const DEFAULT_MAX_QUEUE_MS: u64 = 30_000;
+pub const DEFAULT_MAX_QUEUED: u64 = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TracePlan {
@@ -82,6 +93,9 @@ pub struct ClientKey {
     pub priority: u32,
     #[serde(default)]
     pub limits: Option<KeyLimits>,
+    /// Its requests' longest wait for room, in place of the listener's.
+    #[serde(default)]
+    pub max_queue_ms: Option<u64>,
 }
 
 /// A client key's limits, each off when `None`.
@@ -221,6 +235,10 @@ pub struct Target {
     /// credential its access token is minted from.
     #[serde(default)]
     pub vertex: Option<crate::providers::vertex::VertexRoute>,
+    /// The provider's limits on this deployment (`rpm`, `tpm`): requests
+    /// and tokens in any 60 seconds; `tokens_per_day` is never set.
+    #[serde(default)]
+    pub pace: Option<KeyLimits>,
 }
 
 fn all_apis() -> Vec<Api> {

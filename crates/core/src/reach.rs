@@ -25,6 +25,9 @@ pub struct Reach {
     pub reserved: Vec<usize>,
     /// Targets (Vertex AI's) that have no usable access token now, and why.
     pub no_token: Vec<(usize, String)>,
+    /// The tokens an attempt reserves of a paced target's minute (`pacing`):
+    /// a target without room for them is unavailable until it has.
+    pub estimate: u64,
 }
 
 /// Why a target is outside a request's reach.
@@ -63,6 +66,7 @@ impl Reach {
             untranslatable: Vec::new(),
             reserved: Vec::new(),
             no_token: Vec::new(),
+            estimate: 0,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::attempt::{self, Decision, Ledger, Outcome};
 use crate::blocks::{self, BlockKey, SharedStore};
 use crate::budget;
 use crate::config::{BlockApplyTo, Measure};
+use crate::pacing;
 use crate::plan::{GatewayPlan, HighLatency, RetryPolicy};
 use crate::providers::{ErrorKind, Failure};
 use crate::reach::Reach;
@@ -162,7 +163,11 @@ impl RequestState {
     pub fn reads_quota(&self, plan: &GatewayPlan, status: u16) -> bool {
         (200..300).contains(&status)
             && (self.policy(plan).is_some_and(|p| p.quota_floor.is_some())
-                || crate::priority::ranked(plan))
+                || crate::priority::ranked(plan)
+                || self
+                    .current_target()
+                    .and_then(|i| plan.targets.get(i))
+                    .is_some_and(|t| t.pace.is_some()))
     }
 
     pub fn policy<'p>(&self, plan: &'p GatewayPlan) -> Option<&'p RetryPolicy> {
@@ -186,6 +191,17 @@ impl RequestState {
         self.ledger.current().map(|a| a.target)
     }
 
+    /// The target a first attempt would go to now, chosen again: for a
+    /// request that waited for a paced target's room, whichever has it now.
+    pub fn first_available(&self, env: &Env) -> usize {
+        attempt::first_target(
+            env.plan,
+            self.primary,
+            &|t| self.unavailable_until(env, t),
+            env.choice,
+        )
+    }
+
     pub fn start(&mut self, target: usize, now_ms: u64) {
         self.ledger.start(target, now_ms);
     }
@@ -200,13 +216,21 @@ impl RequestState {
         }
     }
 
-    /// When the blocks on `target` (global or this request's) end, if any.
+    /// When the blocks on `target` (global or this request's) end, if any;
+    /// a paced target without room for this request counts as blocked until
+    /// its window has made room (`pacing`).
     pub fn blocked_until(&self, env: &Env, target: usize) -> Option<u64> {
         let t = env.plan.targets.get(target)?;
         BlockKey::covering(t)
             .iter()
             .filter_map(|k| blocks::blocked_until(env.store, k, env.now_ms))
             .chain(self.ledger.request_block_until(t, env.now_ms))
+            .chain(pacing::room_at(
+                env.store,
+                t,
+                self.reach.estimate,
+                env.now_ms,
+            ))
             .max()
     }
 

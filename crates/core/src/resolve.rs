@@ -3,7 +3,7 @@
 //! path of its field so the CLI can point at the line.
 
 use crate::api::{Api, Format};
-use crate::config::{DeploymentConfig, GatewayConfig, ListenerKind};
+use crate::config::{DeploymentConfig, GatewayConfig, ListenerKind, ModelProvider};
 use crate::plan::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +299,7 @@ pub fn resolve_with(
                     c.error(format!("{dat}.weight"), "must be at least 1");
                 }
             }
+            let pace = pace_of(&mut c, at.as_str(), p, dat.as_str(), *d);
             let own_url = d.and_then(|d| d.base_url.as_ref());
             let url_at = if own_url.is_some() {
                 dat.as_str()
@@ -383,6 +384,7 @@ pub fn resolve_with(
                 unstated_reset_ms: (key_header == "api-key").then_some(AZURE_LIMIT_WINDOW_MS),
                 format,
                 vertex: vertex.clone(),
+                pace,
             });
             // Without a key, Envoy signs a Bedrock target's requests (SigV4).
             let sigv4_region = (format == Format::Bedrock && access_key.is_none())
@@ -455,6 +457,8 @@ pub fn resolve_with(
                 tracing: traces.clone().map(|(plan, _)| plan),
                 priority_reserve: access.priority_reserve,
                 google_credentials,
+                max_queue_ms: l.max_queue_ms.unwrap_or(DEFAULT_MAX_QUEUE_MS),
+                max_queued: l.max_queued.unwrap_or(DEFAULT_MAX_QUEUED),
             },
             access_log: config.logging.access_log,
             endpoints,
@@ -505,4 +509,40 @@ fn warn_embeddings_failover(
             Some("use `strategy: same_model`, or a pool of `deployments` of this model".into()),
         );
     }
+}
+
+/// A target's pacing limits: the deployment's own `rpm`/`tpm`, else the
+/// entry's (each deployment of a pool is a key with its own limit). A 0 is
+/// an error: it would refuse every request, which removing the entry does.
+fn pace_of(
+    c: &mut Checker,
+    at: &str,
+    p: &ModelProvider,
+    dat: &str,
+    d: Option<&DeploymentConfig>,
+) -> Option<KeyLimits> {
+    let mut fields = [("rpm", at, p.rpm), ("tpm", at, p.tpm)];
+    if let Some(d) = d {
+        for (field, own) in fields.iter_mut().zip([d.rpm, d.tpm]) {
+            if own.is_some() {
+                *field = (field.0, dat, own);
+            }
+        }
+    }
+    for (name, where_, value) in fields {
+        // The entry's own 0 is reported once, with its first member.
+        let first = d.is_none_or(|d| p.deployments.first().is_some_and(|f| f.name == d.name));
+        if value == Some(0) && (where_ == dat || first) {
+            c.error(
+                format!("{where_}.{name}"),
+                "must be greater than 0 (leave it out for no limit)",
+            );
+        }
+    }
+    let (rpm, tpm) = (fields[0].2, fields[1].2);
+    (rpm.is_some() || tpm.is_some()).then_some(KeyLimits {
+        requests_per_minute: rpm,
+        tokens_per_minute: tpm,
+        tokens_per_day: None,
+    })
 }

@@ -39,6 +39,10 @@ impl Worker {
     /// Sends the first attempt of a request that is not streamed on through
     /// the router, with the target's host, path, key and model.
     pub fn send_routed_attempt(&self, ex: &mut Exchange, target: usize, now: u64) -> Action {
+        let Some(target) = self.admit(ex, target, now, false) else {
+            // Queued (or refused): sent later as a dispatched call.
+            return Action::Pause;
+        };
         let Some(t) = self.plan().targets.get(target) else {
             return Action::Continue;
         };
@@ -249,14 +253,15 @@ impl Worker {
         if ex.phase == Phase::Waiting {
             self.metrics.add(self.metrics.waiting, -1);
         }
-        let Some(t) = ex
-            .next
-            .take()
-            .and_then(|i| self.plan().targets.get(i).map(|t| (i, t)))
-        else {
+        let Some(next) = ex.next.take() else {
             return;
         };
-        let (target, t) = t;
+        let Some(target) = self.admit(ex, next, now, true) else {
+            return;
+        };
+        let Some(t) = self.plan().targets.get(target) else {
+            return;
+        };
         ex.state.start(target, now);
         self.count_attempt(ex);
         let body = self.attempt_body(ex, t);

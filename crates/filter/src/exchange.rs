@@ -87,6 +87,15 @@ pub struct Exchange {
     /// it, and the key's standing after the charge (its answer's headers).
     pub charge: Option<Charge>,
     pub standing: Option<Standings>,
+    /// The reservation of the current attempt's target's minute (`pacing`),
+    /// until its answer settles it.
+    pub pace: Option<(usize, Charge)>,
+    /// While the request waits for a paced target's room: since when.
+    pub queued_since: Option<u64>,
+    /// What the request has waited for room so far, for its log line.
+    pub queued_ms: u64,
+    /// When its waits for room must end (ms since the epoch).
+    pub deadline: u64,
 }
 
 impl Exchange {

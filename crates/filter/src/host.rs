@@ -144,6 +144,13 @@ pub struct Metrics {
     pub hedge_lost: u32,
     /// Requests refused by their client key's limits (or its priority).
     pub limited: u32,
+    /// Requests waiting for a paced target's room, across the workers.
+    pub queued: u32,
+    /// What the requests that left the queue waited, and how many they were.
+    pub queue_wait_ms: u32,
+    pub queue_waits: u32,
+    /// Requests given the 429 past their deadline, or with the queue full.
+    pub queue_refused: u32,
 }
 
 impl Metrics {
@@ -168,6 +175,10 @@ impl Metrics {
             retries_hedge: counter("plano.retries.hedge")?,
             hedge_lost: counter("plano.hedge_lost")?,
             limited: counter("plano.limited")?,
+            queued: hostcalls::define_metric(MetricType::Gauge, "plano.queued")?,
+            queue_wait_ms: counter("plano.queue.wait_ms")?,
+            queue_waits: counter("plano.queue.waits")?,
+            queue_refused: counter("plano.queue.refused")?,
         })
     }
 

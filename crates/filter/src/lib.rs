@@ -14,6 +14,7 @@ mod hedged;
 mod host;
 mod limits;
 mod metrics;
+mod pacing;
 mod redirected;
 mod report;
 mod root;

@@ -48,12 +48,7 @@ impl Worker {
         raw_len: usize,
         body: &RequestBody,
     ) -> Result<Option<(Charge, Standings)>, Action> {
-        // Embeddings answer with vectors, no output tokens.
-        let output = match api {
-            Api::Embeddings => Some(0),
-            _ => body.max_output_tokens,
-        };
-        self.charge_estimate(api, client, limits::estimate(raw_len, output))
+        self.charge_estimate(api, client, estimate_of(api, raw_len, body))
     }
 
     /// Charges a stored response's read, cancel or deletion to the client
@@ -178,6 +173,16 @@ impl Worker {
     }
 }
 
+/// What a request is guessed to spend, for client keys' limits and a paced
+/// target's minute alike: embeddings answer with vectors, no output tokens.
+pub fn estimate_of(api: Api, raw_len: usize, body: &RequestBody) -> u64 {
+    let output = match api {
+        Api::Embeddings => Some(0),
+        _ => body.max_output_tokens,
+    };
+    limits::estimate(raw_len, output)
+}
+
 /// What the other replicas spend of the key whose slot is `slot`, as the
 /// etcd holder last wrote (`plano_core::limits::replicas`).
 pub fn others(slot: &str, now: u64) -> Others {
@@ -209,7 +214,7 @@ fn refusal_message(name: &str, l: &KeyLimits, exceeded: Exceeded, wait_ms: u64) 
 
 /// The gateway's own 429, in the client's API's shape, with the wait and
 /// the key's standing.
-fn reply_limited(
+pub fn reply_limited(
     api: Api,
     message: &str,
     which: &str,

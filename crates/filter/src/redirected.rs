@@ -60,6 +60,15 @@ impl Worker {
         self.launch_streamed(ex, now, buffered)
     }
 
+    /// Whether the attempt to `ex.next` may start now (its target's minute
+    /// reserved); otherwise it waits for room, or was refused.
+    fn admit_next(&self, ex: &mut Exchange, now: u64) -> bool {
+        match ex.next {
+            Some(target) => self.admit(ex, target, now, false).is_some(),
+            None => true,
+        }
+    }
+
     /// Sets the redirected request's body for `ex.next`; the headers follow
     /// when the attempt starts.
     fn write_streamed_body(&self, ex: &mut Exchange, buffered: usize) {
@@ -78,6 +87,9 @@ impl Worker {
         match ex.next.and_then(|i| self.plan().targets.get(i)) {
             Some(t) if ex.usage_strip.is_none() => ex.sent_len = self.write_first_body(ex, t),
             _ => self.write_streamed_body(ex, buffered),
+        }
+        if !self.admit_next(ex, now) {
+            return Action::Pause;
         }
         self.address_streamed(ex, now);
         Action::Continue
@@ -163,8 +175,12 @@ impl Worker {
                 Action::Pause
             }
             _ => {
-                self.address_streamed(&mut ex, now);
-                Action::Continue
+                if self.admit_next(&mut ex, now) {
+                    self.address_streamed(&mut ex, now);
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
             }
         };
         self.put(ex);
@@ -174,6 +190,9 @@ impl Worker {
     /// A streamed attempt's wait ended (from the tick, as the client stream).
     pub fn resume_streamed(&self, ex: &mut Exchange, now: u64) {
         self.metrics.add(self.metrics.waiting, -1);
+        if !self.admit_next(ex, now) {
+            return;
+        }
         self.address_streamed(ex, now);
         let _ = hostcalls::resume_http_request();
     }

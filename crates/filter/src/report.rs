@@ -74,6 +74,8 @@ impl Worker {
         // No answer was delivered: the key pays what failed answers reported
         // (none: nothing).
         self.settle_client(ex, Some(ex.failed_usage.unwrap_or_default()));
+        let failed = ex.failed_usage.unwrap_or_default();
+        self.settle_pace(ex, failed.input_tokens + failed.output_tokens, now_ms());
         let attempt_headers = self.attempt_headers(ex);
         let retry_after = exhaustion.retry_after_secs.map(|s| s.to_string());
         let mut headers = vec![("content-type", "application/json")];
@@ -156,6 +158,9 @@ impl Worker {
             trace.answered(tail, usage);
         }
         self.settle_client(ex, usage);
+        if let Some(u) = usage {
+            self.settle_pace(ex, u.input_tokens + u.output_tokens, now_ms());
+        }
         if let (Some(usage), Some(target)) = (usage, ex.state.current_target()) {
             self.stats.tokens(target, ex.client, usage);
         }
@@ -258,6 +263,9 @@ impl Worker {
         }
         if effects.over_retry_budget {
             tail.push_str(" retry_budget spent");
+        }
+        if ex.queued_ms > 0 {
+            tail.push_str(&format!(" queued {} ms", std::mem::take(&mut ex.queued_ms)));
         }
         info!(
             "request {:?} attempt {}: {} -> {} in {} ms{}",

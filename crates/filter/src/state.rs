@@ -54,6 +54,7 @@ impl Worker {
     ) -> Result<Reach, (u32, &'static str, String)> {
         let plan = self.plan();
         let mut reach = Reach {
+            estimate: crate::limits::estimate_of(api, raw.len(), body),
             api,
             // A stored conversation was made outside the gateway: its own
             // model is the best guess at where it is.

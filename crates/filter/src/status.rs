@@ -88,7 +88,26 @@ impl HttpContext for StatusStream {
                 }))
             })
             .collect();
-        let body = serde_json::json!({"blocks": blocks, "clients": clients}).to_string();
+        let paced: Vec<_> = self
+            .plan
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let m = plano_core::pacing::minute(&EnvoyStore, t, now)?;
+                let source = |learned: bool| if learned { "learned" } else { "configured" };
+                Some(serde_json::json!({
+                    "target": t.label(),
+                    "minute_requests": m.requests,
+                    "requests_per_minute": m.limits.requests_per_minute,
+                    "requests_source": source(m.learned_rpm),
+                    "minute_tokens": m.tokens,
+                    "tokens_per_minute": m.limits.tokens_per_minute,
+                    "tokens_source": source(m.learned_tpm),
+                }))
+            })
+            .collect();
+        let body =
+            serde_json::json!({"blocks": blocks, "clients": clients, "paced": paced}).to_string();
         self.send_http_response(
             200,
             vec![("content-type", "application/json")],

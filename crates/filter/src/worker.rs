@@ -217,6 +217,10 @@ impl Worker {
             hedge_stream: None,
             charge,
             standing,
+            pace: None,
+            queued_since: None,
+            queued_ms: 0,
+            deadline: self.queue_deadline(now, client),
         };
         let action = if ex.body.stream {
             self.send_streamed_attempt(&mut ex, first, now, buffered)
@@ -252,6 +256,8 @@ impl Worker {
             Phase::Waiting => self.metrics.add(self.metrics.waiting, -1),
             _ => {}
         }
+        // A client that left while queued is never sent.
+        self.leave_queue(&mut ex, now_ms());
         self.drop_hedge(&mut ex);
         self.disarm(&mut ex);
         self.trace_finish(&mut ex, now_ms());

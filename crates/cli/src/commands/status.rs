@@ -77,6 +77,13 @@ pub fn run() -> Result<i32> {
                     outln!("    {}", client_line(&c))?;
                 }
             }
+            let paced = report["paced"].as_array().cloned().unwrap_or_default();
+            if !paced.is_empty() {
+                outln!("  paced deployments:")?;
+                for p in paced {
+                    outln!("    {}", paced_line(&p))?;
+                }
+            }
         }
         _ => outln!("  blocks:  unknown (the gateway did not report them)")?,
     }
@@ -116,6 +123,40 @@ fn client_line(c: &serde_json::Value) -> String {
         of("minute_requests", "requests_per_minute"),
         of("minute_tokens", "tokens_per_minute"),
         of("day_tokens", "tokens_per_day"),
+    )
+}
+
+/// A paced target's minute against its limits, each limit's source said
+/// when its provider reported it lower: `openai/gpt-4o[a]: 3/5 requests
+/// (learned), 900/60000 tokens this minute`.
+fn paced_line(p: &serde_json::Value) -> String {
+    let of = |used: &str, limit: &str, source: &str, unit: &str| {
+        let used = p[used].as_u64().unwrap_or(0);
+        let learned = if p[source] == "learned" {
+            " (learned)"
+        } else {
+            ""
+        };
+        match p[limit].as_u64() {
+            Some(limit) => format!("{used}/{limit} {unit}{learned}"),
+            None => format!("{used} {unit}"),
+        }
+    };
+    format!(
+        "{}: {}, {} this minute",
+        p["target"].as_str().unwrap_or("?"),
+        of(
+            "minute_requests",
+            "requests_per_minute",
+            "requests_source",
+            "requests"
+        ),
+        of(
+            "minute_tokens",
+            "tokens_per_minute",
+            "tokens_source",
+            "tokens"
+        ),
     )
 }
 

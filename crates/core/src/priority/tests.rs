@@ -99,6 +99,7 @@ fn a_reserved_model_sends_the_request_to_its_fallback() {
     let plan = plan();
     let store = MemoryStore::default();
     let reach = Reach {
+        estimate: 0,
         reserved: vec![0],
         ..Reach::anywhere(Api::ChatCompletions)
     };
@@ -114,6 +115,7 @@ fn a_reserved_model_sends_the_request_to_its_fallback() {
     assert_eq!(first, 1);
     // With claude kept too, nothing can serve it: the gateway's 429.
     let all = Reach {
+        estimate: 0,
         reserved: vec![0, 1],
         ..Reach::anywhere(Api::ChatCompletions)
     };

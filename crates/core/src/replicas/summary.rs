@@ -17,7 +17,7 @@ const MAX_EVENTS: usize = 1_024;
 /// that is not counted across replicas.
 pub fn sum(slot: &str, values: &[&str], now_ms: u64) -> String {
     let kind = BlockKey::kind_of(slot);
-    if slot.starts_with(&limits::slot("")) {
+    if slot.starts_with(&limits::slot("")) || slot.starts_with(crate::pacing::SLOT_PREFIX) {
         limits::replicas::sum(values, now_ms)
     } else if kind == Some("budget") {
         buckets::format(buckets::sum(values.iter().copied(), now_ms / 1000).into_iter())

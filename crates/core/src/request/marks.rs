@@ -20,6 +20,8 @@ impl RequestState {
         if priority::ranked(env.plan) {
             priority::note_left(env.store, t, quota, env.now_ms);
         }
+        // A paced target's own limits, as its provider states them.
+        crate::pacing::learn(env.store, t, quota);
         let Some(policy) = self.policy(env.plan) else {
             return;
         };

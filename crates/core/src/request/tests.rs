@@ -425,6 +425,7 @@ fn embeddings_rotate_within_the_pool_and_stop_where_a_rule_would_change_model() 
     let plan = pool(json!({"default_strategy": "different_provider", "default_max_attempts": 2}));
     let store = MemoryStore::default();
     let reach = Reach {
+        estimate: 0,
         api: Api::Embeddings,
         own_model: true,
         only: None,
@@ -471,6 +472,7 @@ fn a_chained_request_goes_only_to_the_deployment_that_holds_its_state() {
     let plan = pool(json!({"default_strategy": "different_provider", "default_max_attempts": 2}));
     let store = MemoryStore::default();
     let reach = Reach {
+        estimate: 0,
         api: Api::Responses,
         own_model: false,
         only: Some(1),
@@ -536,6 +538,7 @@ fn a_target_that_cannot_carry_the_request_is_skipped_with_why() {
     plan.targets[1].format = crate::api::Format::Anthropic;
     let store = MemoryStore::default();
     let reach = Reach {
+        estimate: 0,
         untranslatable: vec![(crate::api::Format::Anthropic, "`logprobs` has none".into())],
         ..Reach::anywhere(Api::ChatCompletions)
     };

@@ -109,6 +109,7 @@ pub(super) fn resolve_access(
             sha256: crate::clients::to_hex(&d),
             priority: k.priority.unwrap_or(0),
             limits: k.limits.map(|l| resolve_limits(c, &kat, &l)),
+            max_queue_ms: k.max_queue_ms,
         });
     }
     let priority_reserve = resolve_reserve(c, l, at);

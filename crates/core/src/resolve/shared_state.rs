@@ -165,7 +165,7 @@ fn max_block_ms(targets: &[Target]) -> u64 {
 /// target at each scope a global `min_triggers` above 1 counts them at (one
 /// event is a block, shared as blocks are). A few more than a request may
 /// reach: a slot no request writes is never published. And the counts of
-/// every client key with limits.
+/// every client key with limits, and of every paced target.
 fn published_slots(targets: &[Target], client_keys: &[ClientKey]) -> Vec<String> {
     let policies = || targets.iter().filter_map(|t| t.retry_policy.as_ref());
     let mut slots = Vec::new();
@@ -190,6 +190,12 @@ fn published_slots(targets: &[Target], client_keys: &[ClientKey]) -> Vec<String>
             .iter()
             .filter(|k| k.limits.is_some())
             .map(|k| crate::limits::slot(&k.name)),
+    );
+    slots.extend(
+        targets
+            .iter()
+            .filter(|t| t.pace.is_some())
+            .map(crate::pacing::slot),
     );
     slots.sort();
     slots.dedup();
@@ -359,14 +365,17 @@ mod tests {
             "listeners": [{"type": "model", "name": "l", "port": 12000, "client_keys": [
                 {"name": "batch", "key": "batch-key-0123456789ab", "limits": {"requests_per_minute": 5}},
                 {"name": "app", "key": "app-key-0123456789abcd"}]}],
-            "model_providers": [{"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9"}],
+            "model_providers": [{"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9"},
+                {"model": "openai/o1", "base_url": "http://127.0.0.1:9", "rpm": 5}],
             "shared_state": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
         }))
         .unwrap();
         let r = crate::resolve::resolve(&config, &|_| None).0.unwrap();
+        // ...and each paced target's.
+        let o1 = crate::pacing::slot(&r.plan.targets[1]);
         assert_eq!(
             r.shared_state.unwrap().plan.published_slots,
-            ["plano.limit.batch"]
+            ["plano.limit.batch", o1.as_str()]
         );
     }
 }
