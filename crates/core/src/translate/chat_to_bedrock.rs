@@ -213,32 +213,7 @@ fn text_of(v: &Value) -> Result<String, Untranslatable> {
 }
 
 fn user_blocks(content: &Value) -> Result<Vec<Value>, Untranslatable> {
-    let Value::Array(parts) = content else {
-        return Ok(vec![json!({"text": text_of(content)?})]);
-    };
-    if parts.is_empty() {
-        return Err(invalid("messages[].content", "must not be an empty list"));
-    }
-    parts
-        .iter()
-        .map(|p| match p["type"].as_str() {
-            Some("text") => Ok(json!({"text": p["text"]})),
-            Some("image_url") => {
-                let url = p["image_url"]["url"].as_str().unwrap_or_default();
-                let (media_type, data) = url
-                    .strip_prefix("data:")
-                    .and_then(|rest| rest.split_once(";base64,"))
-                    .ok_or_else(|| {
-                        refuse("an image by URL (only a base64 `data:` URL is carried)")
-                    })?;
-                image(media_type, data)
-            }
-            other => Err(refuse(format!(
-                "a `{}` content part",
-                other.unwrap_or("untyped")
-            ))),
-        })
-        .collect()
+    super::chat_user_parts(content, refuse, image)
 }
 
 fn assistant_blocks(turn: &Value) -> Result<Vec<Value>, Untranslatable> {

@@ -227,33 +227,9 @@ fn text_of(v: &Value) -> Result<String, Untranslatable> {
 }
 
 fn user_parts(content: &Value) -> Result<Vec<Value>, Untranslatable> {
-    let Value::Array(parts) = content else {
-        return Ok(vec![json!({"text": text_of(content)?})]);
-    };
-    // Both APIs refuse a user turn without content.
-    if parts.is_empty() {
-        return Err(invalid("messages[].content", "must not be an empty list"));
-    }
-    parts
-        .iter()
-        .map(|p| match p["type"].as_str() {
-            Some("text") => Ok(json!({"text": p["text"]})),
-            Some("image_url") => {
-                let url = p["image_url"]["url"].as_str().unwrap_or_default();
-                let (media_type, data) = url
-                    .strip_prefix("data:")
-                    .and_then(|rest| rest.split_once(";base64,"))
-                    .ok_or_else(|| {
-                        refuse("an image by URL (only a base64 `data:` URL is carried)")
-                    })?;
-                Ok(inline_image(media_type, data))
-            }
-            other => Err(refuse(format!(
-                "a `{}` content part",
-                other.unwrap_or("untyped")
-            ))),
-        })
-        .collect()
+    super::chat_user_parts(content, refuse, |media_type, data| {
+        Ok(inline_image(media_type, data))
+    })
 }
 
 fn assistant_parts(

@@ -427,6 +427,47 @@ fn joined_text(
     }
 }
 
+/// A chat user turn's content as `{"text": ...}` items and images: the
+/// shape Gemini's parts and Bedrock's content blocks share. `image` writes
+/// a base64 `data:` URL's image as the target takes it; `refuse` names what
+/// the target cannot carry.
+fn chat_user_parts(
+    content: &serde_json::Value,
+    refuse: fn(String) -> Untranslatable,
+    image: fn(&str, &str) -> Result<serde_json::Value, Untranslatable>,
+) -> Result<Vec<serde_json::Value>, Untranslatable> {
+    use serde_json::{json, Value};
+    let Value::Array(parts) = content else {
+        return Ok(vec![
+            json!({"text": joined_text(content, TextList::ChatParts, refuse)?}),
+        ]);
+    };
+    // Every target refuses a user turn without content.
+    if parts.is_empty() {
+        return Err(invalid("messages[].content", "must not be an empty list"));
+    }
+    parts
+        .iter()
+        .map(|p| match p["type"].as_str() {
+            Some("text") => Ok(json!({"text": p["text"]})),
+            Some("image_url") => {
+                let url = p["image_url"]["url"].as_str().unwrap_or_default();
+                let (media_type, data) = url
+                    .strip_prefix("data:")
+                    .and_then(|rest| rest.split_once(";base64,"))
+                    .ok_or_else(|| {
+                        refuse("an image by URL (only a base64 `data:` URL is carried)".into())
+                    })?;
+                image(media_type, data)
+            }
+            other => Err(refuse(format!(
+                "a `{}` content part",
+                other.unwrap_or("untyped")
+            ))),
+        })
+        .collect()
+}
+
 /// A JSON number or string field as text, for ids.
 fn text(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
