@@ -43,6 +43,12 @@ fn print_rows(rows: &[Row]) {
             row.run.ms(0.99),
             row.run.failed
         );
+        if let Some(cpu) = row.cpu_us {
+            println!("  gateway CPU {cpu:.0} us per request");
+        }
+    }
+    for line in apis::translation_costs(rows) {
+        println!("translation cost, {line}");
     }
 }
 
@@ -100,14 +106,19 @@ pub async fn run(name: &str, args: &[String], home: &Path) -> Result<()> {
             report::print_open(&open);
             Ok(())
         }
-        // `apis|limits|replicas|tracing [SECONDS [ROUNDS]]`: those rows only.
-        "apis" => {
+        // `apis|clouds|limits|replicas|tracing [SECONDS [ROUNDS]]`: those
+        // rows only (`clouds`: the cloud targets' translations beside chat).
+        "apis" | "clouds" => {
             let (round, rounds) = round_args(args, 1)?;
             let (ok, ok2) = (
                 mock::serve(Answer::Ok).await?,
                 mock::serve(Answer::Ok).await?,
             );
-            print_rows(&apis::rows(home, ok, ok2, rounds, round).await?);
+            let which = match name {
+                "apis" => apis::Which::All,
+                _ => apis::Which::Clouds,
+            };
+            print_rows(&apis::rows(home, ok, ok2, rounds, round, which).await?);
             Ok(())
         }
         "limits" => {

@@ -61,6 +61,14 @@ fn keyed_request(port: u16, path: &str, key: &str, body: &Bytes) -> Result<Reque
         .body(Full::new(body.clone()))?)
 }
 
+/// One request to `path`: the answer's status and whole body.
+pub async fn one(port: u16, path: &str, body: &Bytes) -> Result<(u16, Bytes)> {
+    let mut sender = connect(port).await?;
+    let resp = sender.send_request(api_request(port, path, body)?).await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
 pub async fn closed_loop(
     port: u16,
     body: Bytes,

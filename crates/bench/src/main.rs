@@ -49,6 +49,9 @@ struct Row {
     /// Each round's (req/s, p50 ms) in round order, where rows ran in
     /// rounds: compared round by round with the other rows of that round.
     rounds: Vec<(f64, f64)>,
+    /// The gateway's CPU time per answered request, in microseconds
+    /// (median of the rounds), where a row measures it.
+    cpu_us: Option<f64>,
 }
 
 impl Row {
@@ -66,6 +69,7 @@ impl Row {
             rss_mb,
             spread: Some(spread),
             rounds: in_order,
+            cpu_us: None,
         }
     }
 }
@@ -387,6 +391,7 @@ async fn main() -> Result<()> {
             rss_mb: None,
             spread: None,
             rounds: Vec::new(),
+            cpu_us: None,
         });
     }
     let direct_one = load::closed_loop(ok, small.clone(), 1, Duration::from_secs(2)).await?;
@@ -427,6 +432,7 @@ async fn main() -> Result<()> {
                 rss_mb: rss,
                 spread: Some(spread),
                 rounds: in_order,
+                cpu_us: None,
             });
         }
         eprintln!("open loop, fixed rates ...");
@@ -434,7 +440,7 @@ async fn main() -> Result<()> {
     }
 
     eprintln!("gateway per API, {ROUNDS} interleaved rounds ...");
-    rows.extend(apis::rows(&home, ok, ok2, ROUNDS, ROUND).await?);
+    rows.extend(apis::rows(&home, ok, ok2, ROUNDS, ROUND, apis::Which::All).await?);
 
     eprintln!("gateway, a client key with limits and one without, {ROUNDS} interleaved rounds ...");
     rows.extend(limits::rows(&home, ok, ROUNDS, ROUND).await?);
@@ -459,6 +465,7 @@ async fn main() -> Result<()> {
             rss_mb: rss_mb(gw.pid),
             spread: None,
             rounds: Vec::new(),
+            cpu_us: None,
         });
     }
     let failover_one = baselines::failover_pair(limited, ok2, &home, &small).await?;

@@ -105,6 +105,7 @@ pub async fn rows(
                 rss_mb: rss,
                 spread: Some(spread),
                 rounds: in_order,
+                cpu_us: None,
             }
         })
         .collect())

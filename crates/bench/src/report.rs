@@ -37,7 +37,7 @@ fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
 
 /// `a` against `b` round by round (both ran in the same rounds): the
 /// median of `a`'s req/s over `b`'s, and of `a`'s p50 minus `b`'s.
-fn same_round(a: &Row, b: &Row) -> Option<(f64, f64)> {
+pub fn same_round(a: &Row, b: &Row) -> Option<(f64, f64)> {
     if a.rounds.is_empty() || a.rounds.len() != b.rounds.len() {
         return None;
     }
@@ -168,8 +168,17 @@ pub fn print(
             "scenario": r.name, "connections": r.connections, "ok": r.run.ok, "failed": r.run.failed,
             "rps": r.run.rps(), "rps_range": r.spread.map(|(lo, hi)| [lo, hi]),
             "p50_ms": r.run.ms(0.5), "p99_ms": r.run.ms(0.99), "p999_ms": r.run.ms(0.999),
-            "rss_mb": r.rss_mb,
+            "rss_mb": r.rss_mb, "cpu_us_per_request": r.cpu_us,
         }));
+    }
+
+    // The cloud targets' translations, each against its plain row.
+    let translations = crate::apis::translation_costs(rows);
+    if !translations.is_empty() {
+        println!();
+        for line in &translations {
+            println!("translation cost, {line}");
+        }
     }
 
     println!();
@@ -316,6 +325,7 @@ pub fn print(
     let report = json!({
         "rows": json_rows,
         "open_loop": open_json,
+        "translation_costs": translations,
         "failover_added_ms_p50": added,
         "failover_ms_p50": {"gateway": failover_one.gateway_ms, "bare_envoy_two_calls": failover_one.bare_ms, "two_direct": 2.0 * direct_one.ms(0.5)},
         "ttfb_ms_p50": {"direct": ms(ttfb[0], 0.5), "gateway_first_attempt": ms(ttfb[1], 0.5), "after_failover": ms(ttfb[2], 0.5)},
