@@ -149,20 +149,9 @@ pub(super) fn tool_config(
     }
 }
 
-/// Appends a turn; one of the same role as the last joins it, so parallel
-/// calls' results reach Converse as one user turn, as it requires.
+/// Appends a turn to Converse's list, joining one of the same role.
 pub(super) fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    match messages.last_mut() {
-        Some(last) if last["role"] == role => {
-            if let Some(list) = last["content"].as_array_mut() {
-                list.extend(blocks);
-            }
-        }
-        _ => messages.push(json!({"role": role, "content": blocks})),
-    }
+    super::push_turn(messages, role, "content", blocks)
 }
 
 /// A tool's `toolSpec`, its JSON Schema under `inputSchema.json`.

@@ -142,20 +142,9 @@ pub fn request(body: &Value) -> Result<Value, Untranslatable> {
     Ok(Value::Object(out))
 }
 
-/// Appends a turn; one of the same role as the last joins it, so a model's
-/// parallel calls' results reach Gemini as one turn, as it requires.
+/// Appends a turn to Gemini's list, joining one of the same role.
 pub(super) fn push_turn(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    match contents.last_mut() {
-        Some(last) if last["role"] == role => {
-            if let Some(list) = last["parts"].as_array_mut() {
-                list.extend(parts);
-            }
-        }
-        _ => contents.push(json!({"role": role, "parts": parts})),
-    }
+    super::push_turn(contents, role, "parts", parts)
 }
 
 /// A function's declaration; its schema goes as JSON Schema

@@ -468,6 +468,28 @@ fn chat_user_parts(
         .collect()
 }
 
+/// Appends a turn of `items` under `list` (Gemini's `parts`, Converse's
+/// `content`); one of the same role as the last joins it, so parallel
+/// calls' results reach the target as one turn, as both require.
+fn push_turn(
+    turns: &mut Vec<serde_json::Value>,
+    role: &str,
+    list: &str,
+    items: Vec<serde_json::Value>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some(last) if last["role"] == role => {
+            if let Some(joined) = last[list].as_array_mut() {
+                joined.extend(items);
+            }
+        }
+        _ => turns.push(serde_json::json!({"role": role, list: items})),
+    }
+}
+
 /// A JSON number or string field as text, for ids.
 fn text(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
