@@ -5,9 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::chat_to_bedrock::{
-    image, push_turn, refuse, tool_config, tool_result, tool_spec, tool_use,
-};
+use super::chat_to_bedrock::{image, refuse, tool_config, tool_result, tool_spec, tool_use};
 use super::{invalid, max_tokens, messages_tools, text, Untranslatable};
 use crate::usage::Usage;
 
@@ -82,29 +80,7 @@ pub fn request(body: &Value) -> Result<Value, Untranslatable> {
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("messages", "must be a list of messages"))?;
-    let mut messages = Vec::new();
-    for (i, turn) in turns.iter().enumerate() {
-        let role = match turn["role"].as_str().unwrap_or_default() {
-            r @ ("user" | "assistant") => r,
-            other => {
-                return Err(invalid(
-                    &format!("messages[{i}].role"),
-                    &format!("must be user or assistant, not `{other}`"),
-                ))
-            }
-        };
-        let field = format!("messages[{i}].content");
-        let blocks = match &turn["content"] {
-            Value::String(s) => vec![json!({"text": s})],
-            Value::Array(b) if b.is_empty() => return Err(invalid(&field, "must not be empty")),
-            Value::Array(blocks) => blocks
-                .iter()
-                .map(|b| block(b, &field))
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => return Err(invalid(&field, "must be a string or a list of blocks")),
-        };
-        push_turn(&mut messages, role, blocks);
-    }
+    let messages = super::messages_turns(turns, "assistant", "content", block)?;
     out.insert("messages".into(), Value::Array(messages));
     if !config.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(config));

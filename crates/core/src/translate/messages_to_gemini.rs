@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::chat_to_gemini::{
-    declaration, function_call, function_response, inline_image, push_turn, refuse, tool_config,
+    declaration, function_call, function_response, inline_image, refuse, tool_config,
 };
 use super::{invalid, max_tokens, messages_tools, text, Untranslatable};
 use crate::usage::Usage;
@@ -86,31 +86,10 @@ pub fn request(body: &Value) -> Result<Value, Untranslatable> {
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("messages", "must be a list of messages"))?;
-    let mut contents = Vec::new();
     let mut names = HashMap::new();
-    for (i, turn) in turns.iter().enumerate() {
-        let role = match turn["role"].as_str().unwrap_or_default() {
-            "user" => "user",
-            "assistant" => "model",
-            other => {
-                return Err(invalid(
-                    &format!("messages[{i}].role"),
-                    &format!("must be user or assistant, not `{other}`"),
-                ))
-            }
-        };
-        let field = format!("messages[{i}].content");
-        let parts = match &turn["content"] {
-            Value::String(s) => vec![json!({"text": s})],
-            Value::Array(b) if b.is_empty() => return Err(invalid(&field, "must not be empty")),
-            Value::Array(blocks) => blocks
-                .iter()
-                .map(|b| part(b, &field, &mut names))
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => return Err(invalid(&field, "must be a string or a list of blocks")),
-        };
-        push_turn(&mut contents, role, parts);
-    }
+    let contents = super::messages_turns(turns, "model", "parts", |b, field| {
+        part(b, field, &mut names)
+    })?;
     out.insert("contents".into(), Value::Array(contents));
     if !config.is_empty() {
         out.insert("generationConfig".into(), Value::Object(config));

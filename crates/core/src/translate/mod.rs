@@ -490,6 +490,44 @@ fn push_turn(
     }
 }
 
+/// A Messages request's turns as a target's turns, each under `list`, the
+/// assistant's role named `assistant_role` there; `item` translates one
+/// content block (a string is one text item). Consecutive turns of a role
+/// join ([`push_turn`]).
+fn messages_turns(
+    turns: &[serde_json::Value],
+    assistant_role: &str,
+    list: &str,
+    mut item: impl FnMut(&serde_json::Value, &str) -> Result<serde_json::Value, Untranslatable>,
+) -> Result<Vec<serde_json::Value>, Untranslatable> {
+    use serde_json::{json, Value};
+    let mut out = Vec::new();
+    for (i, turn) in turns.iter().enumerate() {
+        let role = match turn["role"].as_str().unwrap_or_default() {
+            "user" => "user",
+            "assistant" => assistant_role,
+            other => {
+                return Err(invalid(
+                    &format!("messages[{i}].role"),
+                    &format!("must be user or assistant, not `{other}`"),
+                ))
+            }
+        };
+        let field = format!("messages[{i}].content");
+        let items = match &turn["content"] {
+            Value::String(s) => vec![json!({"text": s})],
+            Value::Array(b) if b.is_empty() => return Err(invalid(&field, "must not be empty")),
+            Value::Array(blocks) => blocks
+                .iter()
+                .map(|b| item(b, &field))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(invalid(&field, "must be a string or a list of blocks")),
+        };
+        push_turn(&mut out, role, list, items);
+    }
+    Ok(out)
+}
+
 /// A JSON number or string field as text, for ids.
 fn text(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
