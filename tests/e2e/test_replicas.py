@@ -346,9 +346,14 @@ def count_limited_calls(replicas, limited, seconds):
     def drive(replica):
         session = requests.Session()
         while not stop.is_set():
-            resp = replica.chat("m7", replica.name, session)
-            if resp.status_code != 200:
-                errors.append(resp.status_code)
+            # A request that raises must fail the test, not end this
+            # replica's thread quietly (its calls would just be missing).
+            try:
+                resp = replica.chat("m7", replica.name, session)
+                if resp.status_code != 200:
+                    errors.append((replica.name, resp.status_code))
+            except requests.RequestException as e:
+                errors.append((replica.name, repr(e)))
             time.sleep(0.02)
 
     threads = [threading.Thread(target=drive, args=(r,)) for r in replicas]
@@ -359,8 +364,10 @@ def count_limited_calls(replicas, limited, seconds):
     stop.set()
     for t in threads:
         t.join()
-    assert errors == []
+    assert errors == [], errors
     calls = limited.since(start, model="m7")
+    # Every replica must have been driven to its limited model at least once.
+    assert {c["user"] for c in calls} == {r.name for r in replicas}, calls
     # The first calls race each other (nothing is blocked yet): count from
     # the first block's start on.
     first = calls[0]["at"]
