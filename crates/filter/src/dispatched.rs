@@ -16,11 +16,11 @@ use plano_core::request::{Effects, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType, Status};
 
+use crate::call_answer::{outcome_of, CallAnswer};
 use crate::headers::{
     address_request, anthropic_version, forwardable, reply_api_error_with, requested_wait_ms,
     response_header, set_attempt_headers, vertex_bearer, CLUSTER_HEADER,
 };
-use crate::hedged::CallAnswer;
 use crate::host::now_ms;
 use crate::timers::TimerKind;
 use crate::tracing::TRACEPARENT;
@@ -183,15 +183,10 @@ impl Worker {
     /// `on_high_latency` with `ttfb`: record the event, and abandon the slow
     /// attempt if the rule still has a retry to give; otherwise keep waiting.
     pub fn slow_first_byte(&self, ex: &mut Exchange, now: u64) {
-        let mut effects = Effects::default();
-        let step = ex.state.after_slow_first_byte(&self.env(now), &mut effects);
-        self.note(&effects, now);
-        if let Some(step) = step {
+        if let Some(step) = self.decide_slow(ex, now) {
             if let Phase::Calling(token) = ex.phase {
                 self.calls.borrow_mut().remove(&token);
             }
-            self.log_attempt(ex, Outcome::SlowTtfb, now, &effects);
-            ex.probing = effects.probe;
             self.follow(ex, step, now);
         }
     }
@@ -205,16 +200,7 @@ impl Worker {
         quota: Option<Quota>,
         now: u64,
     ) -> Next {
-        let mut effects = Effects::default();
-        let env = self.env(now);
-        let step = ex.state.after_failure(&env, outcome, failure, &mut effects);
-        if let Some(quota) = &quota {
-            ex.state.note_quota(&env, quota, &mut effects);
-        }
-        self.note(&effects, now);
-        self.log_attempt(ex, outcome, now, &effects);
-        // A probe taken for the next attempt is that attempt's.
-        ex.probing = effects.probe;
+        let step = self.decide_after(ex, outcome, failure, quota, now);
         self.follow(ex, step, now)
     }
 
@@ -396,15 +382,5 @@ impl Worker {
             }
         }
         self.put(ex);
-    }
-}
-
-/// An attempt's answer as the core sees it. A 503 or 504 that Envoy made
-/// itself is a connection failure or a timeout, not the provider's status.
-pub fn outcome_of(status: u16, from_provider: bool) -> Outcome {
-    match (status, from_provider) {
-        (503, false) => Outcome::ConnectFailure,
-        (504, false) => Outcome::Timeout,
-        (s, _) => Outcome::Status(s),
     }
 }

@@ -13,7 +13,6 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
-use log::warn;
 use plano_core::api::Api;
 use plano_core::blocks::BlockKey;
 use plano_core::body::RequestBody;
@@ -24,11 +23,21 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
 pub use crate::exchange::{Exchange, Phase};
-use crate::headers::{reply_api_error, reply_api_error_with};
+use crate::headers::reply_api_error;
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
 use crate::metrics::Stats;
 use crate::timers::{Timer, TimerKind, Timers};
 use crate::tracing::Tracer;
+
+/// A request the gateway took on, its first attempt not sent yet.
+pub struct Accepted {
+    pub ex: Exchange,
+    pub first: usize,
+    /// The length of the body Envoy holds.
+    pub buffered: usize,
+    /// When it was accepted: its first attempt starts then.
+    pub now: u64,
+}
 
 pub struct Worker {
     plan: GatewayPlan,
@@ -128,25 +137,26 @@ impl Worker {
         self.timers.disarm(gone);
     }
 
-    /// The request body is complete: check it, pick the first target and
-    /// send the first attempt on through the router. Returns the exchange's
-    /// id when there is one to follow.
-    pub fn begin(
+    /// The request body is complete: check it, charge the client key and
+    /// pick the first target; or the gateway's refusal.
+    pub fn accept(
         &self,
         ctx: u32,
         api: Api,
         client_path: String,
         raw: Vec<u8>,
         client: Option<usize>,
-    ) -> (Action, Option<u64>) {
+    ) -> Result<Accepted, Action> {
         self.metrics.add(self.metrics.requests, 1);
         let body = match RequestBody::parse(&raw, api.spec()) {
             Ok(c) => c,
             Err(e) => {
-                return (
-                    reply_api_error(api, 400, "invalid_request_error", &e.message()),
-                    None,
-                )
+                return Err(reply_api_error(
+                    api,
+                    400,
+                    "invalid_request_error",
+                    &e.message(),
+                ))
             }
         };
         let Some(primary) = self.plan.find_target(&body.model) else {
@@ -154,21 +164,16 @@ impl Worker {
                 "no provider is configured for model `{}` and none is the default",
                 body.model
             );
-            return (reply_api_error(api, 404, "model_not_found", &message), None);
+            return Err(reply_api_error(api, 404, "model_not_found", &message));
         };
         let mut reach = match self.reach_of(api, &raw, &body, primary) {
             Ok(reach) => reach,
             Err((status, kind, message)) => {
-                return (reply_api_error(api, status, kind, &message), None)
+                return Err(reply_api_error(api, status, kind, &message))
             }
         };
-        if let Err(refused) = self.reserve(api, client, primary, &mut reach) {
-            return (refused, None);
-        }
-        let (charge, standing) = match self.charge_client(api, client, raw.len(), &body) {
-            Ok(charged) => charged.unzip(),
-            Err(refused) => return (refused, None),
-        };
+        self.reserve(api, client, primary, &mut reach)?;
+        let (charge, standing) = self.charge_client(api, client, raw.len(), &body)?.unzip();
         self.stats.request(primary);
         let request_id = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-request-id")
             .ok()
@@ -188,7 +193,7 @@ impl Worker {
         let trace = self.trace_begin(id, api, &body.model, now);
         let buffered = raw.len();
         let (raw, usage_strip) = self.ask_for_usage(api, &body, raw);
-        let mut ex = Exchange {
+        let ex = Exchange {
             id,
             owner: ctx,
             request_id,
@@ -222,142 +227,12 @@ impl Worker {
             queued_ms: 0,
             deadline: self.queue_deadline(now, client),
         };
-        let action = if ex.body.stream {
-            self.send_streamed_attempt(&mut ex, first, now, buffered)
-        } else {
-            self.send_routed_attempt(&mut ex, first, now)
-        };
-        let id = ex.id;
-        self.put(ex);
-        (action, Some(id))
-    }
-
-    /// The client stream `ctx` is gone: finished, redirected, or the client
-    /// left. An exchange in the middle of an internal redirect stays for the
-    /// redirected request to claim, for a bounded time.
-    pub fn forget(&self, id: u64, ctx: u32) {
-        let Some(mut ex) = self.take(id) else {
-            return;
-        };
-        if ex.owner != ctx {
-            self.put(ex);
-            return;
-        }
-        match ex.phase {
-            Phase::Redirecting => {
-                self.disarm(&mut ex);
-                self.arm(&mut ex, now_ms() + REDIRECT_CLAIM_MS, TimerKind::Expire);
-                self.put(ex);
-                return;
-            }
-            Phase::Calling(token) => {
-                self.calls.borrow_mut().remove(&token);
-            }
-            Phase::Waiting => self.metrics.add(self.metrics.waiting, -1),
-            _ => {}
-        }
-        // A client that left while queued is never sent.
-        self.leave_queue(&mut ex, now_ms());
-        self.drop_hedge(&mut ex);
-        self.disarm(&mut ex);
-        self.trace_finish(&mut ex, now_ms());
-    }
-
-    /// Fires due timers; called from the root context's tick.
-    pub fn tick(&self) {
-        self.export_traces();
-        let now = now_ms();
-        while let Some(timer) = self.timers.pop_due(now) {
-            self.fire(timer, now);
-        }
-        self.timers.idle_check();
-    }
-
-    fn fire(&self, timer: Timer, now: u64) {
-        let Some(mut ex) = self.take(timer.exchange) else {
-            return;
-        };
-        ex.timers.retain(|t| *t != timer);
-        if timer.kind == TimerKind::Expire {
-            if ex.phase == Phase::Redirecting {
-                self.trace_finish(&mut ex, now);
-            } else {
-                self.put(ex);
-            }
-            return;
-        }
-        let current = ex.state.ledger.attempts.len() == timer.attempt;
-        let live = matches!(
-            (timer.kind, ex.phase),
-            (TimerKind::Retry, Phase::Waiting)
-                | (TimerKind::Timeout, Phase::Routed)
-                | (TimerKind::Ttfb, Phase::Routed | Phase::Calling(_))
-                | (TimerKind::Hedge, Phase::Routed)
-        );
-        if !current || !live || hostcalls::set_effective_context(ex.owner).is_err() {
-            self.put(ex);
-            return;
-        }
-        match timer.kind {
-            TimerKind::Retry if ex.body.stream => self.resume_streamed(&mut ex, now),
-            TimerKind::Retry => self.send_dispatched(&mut ex, now),
-            TimerKind::Timeout => self.routed_timeout(&mut ex, now),
-            TimerKind::Ttfb => self.slow_first_byte(&mut ex, now),
-            TimerKind::Hedge => self.start_hedge(&mut ex, now),
-            TimerKind::Expire => {}
-        }
-        self.put(ex);
-    }
-
-    /// Response headers reached the client stream.
-    pub fn response_headers(&self, id: u64, end_of_stream: bool) -> Action {
-        let Some(mut ex) = self.take(id) else {
-            return Action::Continue;
-        };
-        let action = match ex.phase {
-            Phase::Routed if !ex.body.stream => self.routed_answer(&mut ex, end_of_stream),
-            // Envoy's reply in place of a failed answer cut while it was read.
-            Phase::Reading(status) if !ex.body.stream => self.routed_cut(&mut ex, status),
-            Phase::Reading(status) => self.streamed_cut(&mut ex, status),
-            // Envoy's own reply to a streamed attempt whose answer never
-            // left the attempt filter (its `answer_timeout_ms`, or its
-            // stream reset while held): too late for a redirect, so the
-            // gateway answers.
-            Phase::Routed => {
-                warn!(
-                    "request {:?}: no answer within the attempt's timeout",
-                    ex.request_id
-                );
-                let headers = self.attempt_headers(&ex);
-                ex.settle(Phase::Replied);
-                reply_api_error_with(
-                    ex.api,
-                    504,
-                    "timeout",
-                    "the provider sent no answer within its timeout",
-                    &headers,
-                )
-            }
-            Phase::Redirecting => {
-                // Envoy refused to follow the redirect; the client must not
-                // see it.
-                warn!("request {:?}: the failover was not followed", ex.request_id);
-                ex.settle(Phase::Replied);
-                reply_api_error(
-                    ex.api,
-                    502,
-                    "failover_failed",
-                    "the gateway could not send the retry",
-                )
-            }
-            // Late headers of an abandoned attempt: held until the retry's
-            // answer replaces them.
-            Phase::Waiting | Phase::Calling(_) => Action::Pause,
-            _ => Action::Continue,
-        };
-        self.answer_begins(&mut ex);
-        self.put(ex);
-        action
+        Ok(Accepted {
+            ex,
+            first,
+            buffered,
+            now,
+        })
     }
 
     /// The answer's headers are decided: a delivered answer is watched and
@@ -416,7 +291,3 @@ impl Worker {
         }
     }
 }
-
-/// How long an exchange waits for its internal redirect to arrive. Envoy
-/// follows a redirect at once; this only bounds a client that left.
-const REDIRECT_CLAIM_MS: u64 = 10_000;
