@@ -188,7 +188,10 @@ fn circles_in(src: &Path) -> Vec<BTreeSet<String>> {
 fn no_crate_imports_in_a_circle() {
     for crate_dir in ["crates/core", "crates/cli", "crates/filter"] {
         let circles = circles(crate_dir);
-        assert!(circles.is_empty(), "{crate_dir}: import circles {circles:?}");
+        assert!(
+            circles.is_empty(),
+            "{crate_dir}: import circles {circles:?}"
+        );
     }
 }
 
