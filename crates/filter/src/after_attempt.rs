@@ -14,15 +14,6 @@ use crate::headers::{requested_wait_ms, response_header};
 use crate::worker::{Exchange, Worker};
 
 impl Worker {
-    /// The attempt answered with `outcome`: what the step did counted, the
-    /// attempt's line logged (and its span ended), and a probe taken for
-    /// the next attempt kept as that attempt's.
-    pub fn answered(&self, ex: &mut Exchange, outcome: Outcome, now: u64, effects: &Effects) {
-        self.note(effects, now);
-        self.log_attempt(ex, outcome, now, effects);
-        ex.probing = effects.probe;
-    }
-
     /// The step after the current attempt's answer of `outcome`; `failure`
     /// is what its answer said, `quota` its quota headers when they count.
     pub fn decide_after(

@@ -19,11 +19,11 @@ use proxy_wasm::types::{Action, MapType, Status};
 use crate::call_answer::{outcome_of, CallAnswer};
 use crate::headers::{
     address_request, anthropic_version, forwardable, reply_api_error_with, requested_wait_ms,
-    response_header, set_attempt_headers, vertex_bearer, CLUSTER_HEADER,
+    response_header, vertex_bearer, CLUSTER_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
-use crate::tracing::TRACEPARENT;
+use crate::tracing::{carry, TRACEPARENT};
 use crate::worker::{Exchange, Phase, Worker};
 
 /// What follows an attempt's answer.
@@ -46,8 +46,7 @@ impl Worker {
         let Some(t) = self.plan().targets.get(target) else {
             return Action::Continue;
         };
-        ex.state.start(target, now);
-        self.count_attempt(ex);
+        let traceparent = self.attempt_sent(ex, target, now);
         let body_len = self.write_first_body(ex, t);
         let path = t.attempt_path(ex.api, &ex.client_path, ex.body.stream);
         address_request(
@@ -58,7 +57,7 @@ impl Worker {
             &self.plan().hop_token,
             false,
         );
-        self.trace_routed_attempt(ex, target, now);
+        carry(traceparent);
         self.arm(ex, now + t.timeout_ms, TimerKind::Timeout);
         self.arm_ttfb(ex, now);
         Action::Continue
@@ -158,9 +157,7 @@ impl Worker {
                 self.reply_no_answer(ex, outcome)
             }
             Next::Deliver => {
-                self.count_answer(ex);
-                set_attempt_headers(&self.attempt_headers(ex));
-                ex.settle(Phase::Streaming);
+                self.delivered(ex);
                 self.disarm(ex);
                 Action::Continue
             }
@@ -248,10 +245,8 @@ impl Worker {
         let Some(t) = self.plan().targets.get(target) else {
             return;
         };
-        ex.state.start(target, now);
-        self.count_attempt(ex);
+        let traceparent = self.attempt_sent(ex, target, now);
         let body = self.attempt_body(ex, t);
-        let traceparent = self.trace_attempt(ex, target, now);
         let timeout = Duration::from_millis(t.timeout_ms);
         match self.call(ex, t, &body, traceparent, timeout, (&t.cluster, &[])) {
             Ok(token) => {
@@ -330,7 +325,7 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return;
         };
-        let racing = ex.hedge_call == Some(token) && ex.phase == Phase::Routed;
+        let racing = ex.hedge.call == Some(token) && ex.phase == Phase::Routed;
         if !(racing || ex.phase == Phase::Calling(token))
             || hostcalls::set_effective_context(ex.owner).is_err()
         {

@@ -73,7 +73,7 @@ impl Worker {
         match self.call(ex, t, &body, None, timeout, (HEDGE_CLUSTER, &route)) {
             Ok(token) => {
                 self.calls.borrow_mut().insert(token, ex.id);
-                ex.hedge_call = Some(token);
+                ex.hedge.call = Some(token);
             }
             Err(status) => {
                 warn!(
@@ -94,7 +94,7 @@ impl Worker {
     /// The hedge answered while the routed attempt still had no output
     /// (from the root's callback, as the client stream).
     pub fn hedge_answered(&self, ex: &mut Exchange, body_size: usize) {
-        ex.hedge_call = None;
+        ex.hedge.call = None;
         let now = now_ms();
         let answer = CallAnswer::read(body_size);
         let events = match ex.state.hedge_in_flight() {
@@ -128,9 +128,9 @@ impl Worker {
     /// callback ([`reset_lost_hedges`]).
     pub fn drop_hedge(&self, ex: &mut Exchange) {
         let now = now_ms();
-        if let Some(token) = ex.hedge_call.take() {
+        if let Some(token) = ex.hedge.call.take() {
             self.calls.borrow_mut().remove(&token);
-            if let Some(stream) = ex.hedge_stream.take() {
+            if let Some(stream) = ex.hedge.stream.take() {
                 LOST_HEDGES.with(|lost| lost.borrow_mut().push(stream));
             }
         }
@@ -143,7 +143,7 @@ impl Worker {
     /// The attempt filter's context `stream` carries exchange `id`'s hedge.
     pub fn hedge_carried_by(&self, id: u64, stream: u32) {
         if let Some(mut ex) = self.take(id) {
-            ex.hedge_stream = Some(stream);
+            ex.hedge.stream = Some(stream);
             self.put(ex);
         }
     }

@@ -15,6 +15,7 @@ mod headers;
 mod hedge_stream;
 mod hedged;
 mod host;
+mod life;
 mod limits;
 mod metrics;
 mod pacing;

@@ -14,8 +14,9 @@ use proxy_wasm::types::Action;
 
 use crate::headers::{reply_api_error, reply_api_error_with};
 use crate::host::now_ms;
+use crate::life::Accepted;
 use crate::timers::{Timer, TimerKind};
-use crate::worker::{Accepted, Exchange, Phase, Worker};
+use crate::worker::{Exchange, Phase, Worker};
 
 /// How an exchange's attempts travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,11 +94,8 @@ impl Worker {
             Phase::Waiting => self.metrics.add(self.metrics.waiting, -1),
             _ => {}
         }
-        // A client that left while queued is never sent.
-        self.leave_queue(&mut ex, now_ms());
         self.drop_hedge(&mut ex);
-        self.disarm(&mut ex);
-        self.trace_finish(&mut ex, now_ms());
+        self.done(&mut ex, now_ms());
     }
 
     /// Fires due timers; called from the root context's tick.
@@ -117,7 +115,7 @@ impl Worker {
         ex.timers.retain(|t| *t != timer);
         if timer.kind == TimerKind::Expire {
             if ex.phase == Phase::Redirecting {
-                self.trace_finish(&mut ex, now);
+                self.done(&mut ex, now);
             } else {
                 self.put(ex);
             }

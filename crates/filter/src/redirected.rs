@@ -18,12 +18,12 @@ use proxy_wasm::types::{Action, BufferType};
 
 use crate::attempt_answer::Answer;
 use crate::headers::{
-    address_request, reply_api_error, response_header, set_attempt_headers, set_response_header,
-    EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER, TARGET_HEADER,
-    TRY_TIMEOUT_HEADER,
+    address_request, reply_api_error, response_header, set_response_header, EXCHANGE_HEADER,
+    LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
+use crate::tracing::carry;
 use crate::worker::{Exchange, Phase, Worker};
 
 // The cluster every streamed attempt is routed to (see the Envoy template).
@@ -104,8 +104,7 @@ impl Worker {
         else {
             return;
         };
-        ex.state.start(target, now);
-        self.count_attempt(ex);
+        let traceparent = self.attempt_sent(ex, target, now);
         self.arm_hedge(ex);
         let env = self.env(now);
         let ttfb = ex
@@ -129,7 +128,7 @@ impl Worker {
             &self.plan().hop_token,
             true,
         );
-        self.trace_routed_attempt(ex, target, now);
+        carry(traceparent);
         for (name, value) in [
             (TARGET_HEADER, t.cluster.as_str()),
             (EXCHANGE_HEADER, encode_id(ex.id).as_str()),
@@ -328,7 +327,7 @@ impl Worker {
     /// the attempt under way, and its answer the client's.
     pub fn await_hedge(&self, ex: &mut Exchange) -> Action {
         ex.state.follow_hedge();
-        match ex.hedge_call.take() {
+        match ex.hedge.call.take() {
             Some(token) => {
                 ex.phase = Phase::Calling(token);
                 Action::Pause
@@ -376,9 +375,7 @@ impl Worker {
             }
             Step::Deliver => {
                 self.drop_hedge(ex);
-                self.count_answer(ex);
-                set_attempt_headers(&self.attempt_headers(ex));
-                ex.settle(Phase::Streaming);
+                self.delivered(ex);
                 Action::Continue
             }
             Step::Retry {
