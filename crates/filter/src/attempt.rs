@@ -18,12 +18,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
+use crate::attempt_answer::Answer;
 use crate::headers::{request_header, response_header, EXCHANGE_HEADER};
 use crate::hedged::reset_lost_hedges;
 use crate::host::now_ms;
 use crate::redirected::decode_id;
-use crate::root;
 use crate::worker::Worker;
+use crate::workers;
 
 pub use plano_core::envoy_names::ATTEMPT_ROOT_ID as ROOT_ID;
 
@@ -113,7 +114,9 @@ impl AttemptStream {
     fn response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // The worker of the listener the request came in on, which may be
         // one a re-applied config is draining.
-        let Some((id, worker)) = self.exchange.and_then(|id| Some((id, root::owner_of(id)?)))
+        let Some((id, worker)) = self
+            .exchange
+            .and_then(|id| Some((id, workers::owner_of(id)?)))
         else {
             return Action::Continue;
         };
@@ -147,7 +150,7 @@ impl AttemptStream {
         let (Some(id), Some(mut watch)) = (self.exchange, self.watch.take()) else {
             return Action::Continue;
         };
-        let Some(worker) = root::owner_of(id) else {
+        let Some(worker) = workers::owner_of(id) else {
             return Action::Continue;
         };
         let Some((status, since, read)) = watch.held else {
@@ -206,7 +209,7 @@ impl AttemptStream {
             return Action::Pause;
         }
         self.reading = false;
-        let Some(worker) = self.exchange.and_then(root::owner_of) else {
+        let Some(worker) = self.exchange.and_then(workers::owner_of) else {
             return Action::Continue;
         };
         let Some(id) = self.exchange else {
@@ -298,33 +301,6 @@ impl Watch {
                 last.insert_str(0, "\n\n");
             }
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, size, 0, last.as_bytes());
-        }
-    }
-}
-
-/// What the attempt filter does with an attempt's response headers.
-pub enum Answer {
-    /// Hold them, and the events after them, until the first output.
-    /// `None` when the attempt's API does not stream.
-    Hold(Option<&'static StreamEvents>),
-    /// Go on with `action`; `watch` reads the delivered stream, watched
-    /// for its end.
-    Pass {
-        action: Action,
-        watch: Option<&'static StreamEvents>,
-    },
-    /// Hold them, and drop every byte after: the hedge answers the client.
-    Drop,
-    /// Hold them and the body after them: a failure, decided once its body
-    /// is read ([`Worker::failure_read`]).
-    Read,
-}
-
-impl Answer {
-    pub fn pass(action: Action) -> Answer {
-        Answer::Pass {
-            action,
-            watch: None,
         }
     }
 }

@@ -16,14 +16,14 @@ use plano_core::request::{Effects, Step};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType, Status};
 
+use crate::call_answer::{outcome_of, CallAnswer};
 use crate::headers::{
     address_request, anthropic_version, forwardable, reply_api_error_with, requested_wait_ms,
-    response_header, set_attempt_headers, vertex_bearer, CLUSTER_HEADER,
+    response_header, vertex_bearer, CLUSTER_HEADER,
 };
-use crate::hedged::CallAnswer;
 use crate::host::now_ms;
 use crate::timers::TimerKind;
-use crate::tracing::TRACEPARENT;
+use crate::tracing::{carry, TRACEPARENT};
 use crate::worker::{Exchange, Phase, Worker};
 
 /// What follows an attempt's answer.
@@ -46,8 +46,7 @@ impl Worker {
         let Some(t) = self.plan().targets.get(target) else {
             return Action::Continue;
         };
-        ex.state.start(target, now);
-        self.count_attempt(ex);
+        let traceparent = self.attempt_sent(ex, target, now);
         let body_len = self.write_first_body(ex, t);
         let path = t.attempt_path(ex.api, &ex.client_path, ex.body.stream);
         address_request(
@@ -58,7 +57,7 @@ impl Worker {
             &self.plan().hop_token,
             false,
         );
-        self.trace_routed_attempt(ex, target, now);
+        carry(traceparent);
         self.arm(ex, now + t.timeout_ms, TimerKind::Timeout);
         self.arm_ttfb(ex, now);
         Action::Continue
@@ -158,9 +157,7 @@ impl Worker {
                 self.reply_no_answer(ex, outcome)
             }
             Next::Deliver => {
-                self.count_answer(ex);
-                set_attempt_headers(&self.attempt_headers(ex));
-                ex.settle(Phase::Streaming);
+                self.delivered(ex);
                 self.disarm(ex);
                 Action::Continue
             }
@@ -183,15 +180,10 @@ impl Worker {
     /// `on_high_latency` with `ttfb`: record the event, and abandon the slow
     /// attempt if the rule still has a retry to give; otherwise keep waiting.
     pub fn slow_first_byte(&self, ex: &mut Exchange, now: u64) {
-        let mut effects = Effects::default();
-        let step = ex.state.after_slow_first_byte(&self.env(now), &mut effects);
-        self.note(&effects, now);
-        if let Some(step) = step {
+        if let Some(step) = self.decide_slow(ex, now) {
             if let Phase::Calling(token) = ex.phase {
                 self.calls.borrow_mut().remove(&token);
             }
-            self.log_attempt(ex, Outcome::SlowTtfb, now, &effects);
-            ex.probing = effects.probe;
             self.follow(ex, step, now);
         }
     }
@@ -205,16 +197,7 @@ impl Worker {
         quota: Option<Quota>,
         now: u64,
     ) -> Next {
-        let mut effects = Effects::default();
-        let env = self.env(now);
-        let step = ex.state.after_failure(&env, outcome, failure, &mut effects);
-        if let Some(quota) = &quota {
-            ex.state.note_quota(&env, quota, &mut effects);
-        }
-        self.note(&effects, now);
-        self.log_attempt(ex, outcome, now, &effects);
-        // A probe taken for the next attempt is that attempt's.
-        ex.probing = effects.probe;
+        let step = self.decide_after(ex, outcome, failure, quota, now);
         self.follow(ex, step, now)
     }
 
@@ -262,10 +245,8 @@ impl Worker {
         let Some(t) = self.plan().targets.get(target) else {
             return;
         };
-        ex.state.start(target, now);
-        self.count_attempt(ex);
+        let traceparent = self.attempt_sent(ex, target, now);
         let body = self.attempt_body(ex, t);
-        let traceparent = self.trace_attempt(ex, target, now);
         let timeout = Duration::from_millis(t.timeout_ms);
         match self.call(ex, t, &body, traceparent, timeout, (&t.cluster, &[])) {
             Ok(token) => {
@@ -344,7 +325,7 @@ impl Worker {
         let Some(mut ex) = self.take(id) else {
             return;
         };
-        let racing = ex.hedge_call == Some(token) && ex.phase == Phase::Routed;
+        let racing = ex.hedge.call == Some(token) && ex.phase == Phase::Routed;
         if !(racing || ex.phase == Phase::Calling(token))
             || hostcalls::set_effective_context(ex.owner).is_err()
         {
@@ -396,15 +377,5 @@ impl Worker {
             }
         }
         self.put(ex);
-    }
-}
-
-/// An attempt's answer as the core sees it. A 503 or 504 that Envoy made
-/// itself is a connection failure or a timeout, not the provider's status.
-pub fn outcome_of(status: u16, from_provider: bool) -> Outcome {
-    match (status, from_provider) {
-        (503, false) => Outcome::ConnectFailure,
-        (504, false) => Outcome::Timeout,
-        (s, _) => Outcome::Status(s),
     }
 }

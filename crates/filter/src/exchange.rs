@@ -34,6 +34,16 @@ pub enum Phase {
     Replied,
 }
 
+/// A hedge in flight beside the routed attempt, as far as the filter
+/// tracks it (the core's ledger has the attempt itself).
+#[derive(Debug, Default)]
+pub struct HedgeRace {
+    /// Its dispatched call's token.
+    pub call: Option<u32>,
+    /// The stream cluster's context that carries it.
+    pub stream: Option<u32>,
+}
+
 pub struct Exchange {
     pub id: u64,
     /// The client stream's context: the one that answers the client.
@@ -79,10 +89,8 @@ pub struct Exchange {
     pub trace: Option<RequestTrace>,
     /// Streamed chat: the usage event the gateway asked for comes out here.
     pub usage_strip: Option<UsageStrip>,
-    /// The call token of the hedge racing the routed attempt.
-    pub hedge_call: Option<u32>,
-    /// The stream cluster's context that carries the hedge.
-    pub hedge_stream: Option<u32>,
+    /// The hedge racing the routed attempt (`hedged`'s).
+    pub hedge: HedgeRace,
     /// What the client key's limits were charged, until the answer settles
     /// it, and the key's standing after the charge (its answer's headers).
     pub charge: Option<Charge>,

@@ -9,7 +9,7 @@ use proxy_wasm::types::{Action, ContextType, MapType};
 
 use crate::headers::{request_header, HEDGE_HEADER};
 use crate::redirected::decode_id;
-use crate::root;
+use crate::workers;
 
 pub use plano_core::envoy_names::HEDGE_FINDER_ROOT_ID as ROOT_ID;
 
@@ -38,7 +38,7 @@ impl HttpContext for HedgeStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(id) = request_header(HEDGE_HEADER).and_then(|v| decode_id(&v)) {
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, HEDGE_HEADER, None);
-            if let Some(worker) = root::owner_of(id) {
+            if let Some(worker) = workers::owner_of(id) {
                 worker.hedge_carried_by(id, self.context_id);
             }
         }

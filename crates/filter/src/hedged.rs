@@ -19,14 +19,11 @@ use log::{info, warn};
 use plano_core::api::StreamEvents;
 use plano_core::attempt::{Attempt, Outcome};
 use plano_core::plan::Target;
-use plano_core::providers::{self, Failure};
 use plano_core::request::Effects;
-use plano_core::stream_events::{EventReader, StreamEvent};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
 
-use crate::dispatched::outcome_of;
-use crate::headers::{HEDGE_HEADER, LOCAL_REPLY_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER};
+use crate::call_answer::CallAnswer;
+use crate::headers::{HEDGE_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER};
 use crate::host::now_ms;
 use crate::redirected::encode_id;
 use crate::timers::TimerKind;
@@ -76,7 +73,7 @@ impl Worker {
         match self.call(ex, t, &body, None, timeout, (HEDGE_CLUSTER, &route)) {
             Ok(token) => {
                 self.calls.borrow_mut().insert(token, ex.id);
-                ex.hedge_call = Some(token);
+                ex.hedge.call = Some(token);
             }
             Err(status) => {
                 warn!(
@@ -97,7 +94,7 @@ impl Worker {
     /// The hedge answered while the routed attempt still had no output
     /// (from the root's callback, as the client stream).
     pub fn hedge_answered(&self, ex: &mut Exchange, body_size: usize) {
-        ex.hedge_call = None;
+        ex.hedge.call = None;
         let now = now_ms();
         let answer = CallAnswer::read(body_size);
         let events = match ex.state.hedge_in_flight() {
@@ -131,9 +128,9 @@ impl Worker {
     /// callback ([`reset_lost_hedges`]).
     pub fn drop_hedge(&self, ex: &mut Exchange) {
         let now = now_ms();
-        if let Some(token) = ex.hedge_call.take() {
+        if let Some(token) = ex.hedge.call.take() {
             self.calls.borrow_mut().remove(&token);
-            if let Some(stream) = ex.hedge_stream.take() {
+            if let Some(stream) = ex.hedge.stream.take() {
                 LOST_HEDGES.with(|lost| lost.borrow_mut().push(stream));
             }
         }
@@ -146,7 +143,7 @@ impl Worker {
     /// The attempt filter's context `stream` carries exchange `id`'s hedge.
     pub fn hedge_carried_by(&self, id: u64, stream: u32) {
         if let Some(mut ex) = self.take(id) {
-            ex.hedge_stream = Some(stream);
+            ex.hedge.stream = Some(stream);
             self.put(ex);
         }
     }
@@ -213,85 +210,6 @@ pub fn reset_lost_hedges() {
     for stream in streams {
         if hostcalls::set_effective_context(stream).is_ok() {
             let _ = hostcalls::reset_http_request();
-        }
-    }
-}
-
-/// A dispatched call's answer, read whole.
-pub struct CallAnswer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// Envoy's dispatch router marks what came from the provider.
-    pub from_provider: bool,
-    /// No status: the call failed before any answer.
-    pub failed: bool,
-}
-
-impl CallAnswer {
-    pub fn read(body_size: usize) -> CallAnswer {
-        let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
-        let status = headers
-            .iter()
-            .find(|(k, _)| k == ":status")
-            .and_then(|(_, v)| v.parse::<u16>().ok());
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        CallAnswer {
-            from_provider: headers
-                .iter()
-                .any(|(k, _)| k == "x-envoy-upstream-service-time"),
-            failed: status.is_none(),
-            status: status.unwrap_or(502),
-            headers,
-            body,
-        }
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// What a failed answer of `status` says: its kind and wait, from its
-    /// headers and body.
-    pub fn failure(&self, status: u16, now: u64) -> Failure {
-        let header = |name: &str| self.header(name).map(str::to_string);
-        providers::read_failure(status, &header, &self.body, now)
-    }
-
-    /// How a streamed attempt's whole answer failed, or `None` for an
-    /// answer: a 2xx stream is read in `api` as the attempt filter reads a
-    /// held one, so an error event before output fails it as its status.
-    pub fn outcome(&self, events: Option<&'static StreamEvents>) -> Option<Outcome> {
-        if self.failed {
-            return Some(Outcome::ConnectFailure);
-        }
-        // The attempt listener's own reply: a time-to-headers limit, or no
-        // connection to the provider.
-        if self.header(LOCAL_REPLY_HEADER).is_some() {
-            return Some(match self.status {
-                504 => Outcome::Timeout,
-                _ => Outcome::ConnectFailure,
-            });
-        }
-        if !(200..300).contains(&self.status) {
-            return Some(outcome_of(self.status, self.from_provider));
-        }
-        let streams = self
-            .header("content-type")
-            .is_some_and(plano_core::eventstream::is_stream);
-        let mut reader = EventReader::for_events(events.filter(|_| streams)?);
-        let events = reader.feed(&self.body);
-        match events.into_iter().find(|e| *e != StreamEvent::Neutral) {
-            Some(StreamEvent::Error(status)) => Some(Outcome::StreamError(status)),
-            Some(_) => None,
-            // Ended before any output and without its terminator.
-            None => Some(Outcome::StreamError(502)),
         }
     }
 }

@@ -2,7 +2,10 @@
 //! and drives timers, a stream context hands its events to the worker, and
 //! the worker asks `plano_core` what each answer means.
 
+mod after_attempt;
 mod attempt;
+mod attempt_answer;
+mod call_answer;
 mod clients;
 mod dispatched;
 mod exchange;
@@ -12,9 +15,11 @@ mod headers;
 mod hedge_stream;
 mod hedged;
 mod host;
+mod life;
 mod limits;
 mod metrics;
 mod pacing;
+mod paths;
 mod redirected;
 mod report;
 mod root;
@@ -27,6 +32,7 @@ mod tokens;
 mod tracing;
 mod translated;
 mod worker;
+mod workers;
 
 use proxy_wasm::types::LogLevel;
 

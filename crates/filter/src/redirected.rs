@@ -12,19 +12,18 @@
 use plano_core::api::StreamEvents;
 use plano_core::attempt::Outcome;
 use plano_core::providers::{self, Failure};
-use plano_core::quota::Quota;
-use plano_core::request::{Effects, Step};
+use plano_core::request::Step;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType};
 
-use crate::attempt::Answer;
+use crate::attempt_answer::Answer;
 use crate::headers::{
-    address_request, reply_api_error, requested_wait_ms, response_header, set_attempt_headers,
-    set_response_header, EXCHANGE_HEADER, LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER,
-    TARGET_HEADER, TRY_TIMEOUT_HEADER,
+    address_request, reply_api_error, response_header, set_response_header, EXCHANGE_HEADER,
+    LOCAL_REPLY_HEADER, NEXT_ATTEMPT_PATH, STREAM_HEADER, TARGET_HEADER, TRY_TIMEOUT_HEADER,
 };
 use crate::host::now_ms;
 use crate::timers::TimerKind;
+use crate::tracing::carry;
 use crate::worker::{Exchange, Phase, Worker};
 
 // The cluster every streamed attempt is routed to (see the Envoy template).
@@ -105,8 +104,7 @@ impl Worker {
         else {
             return;
         };
-        ex.state.start(target, now);
-        self.count_attempt(ex);
+        let traceparent = self.attempt_sent(ex, target, now);
         self.arm_hedge(ex);
         let env = self.env(now);
         let ttfb = ex
@@ -130,7 +128,7 @@ impl Worker {
             &self.plan().hop_token,
             true,
         );
-        self.trace_routed_attempt(ex, target, now);
+        carry(traceparent);
         for (name, value) in [
             (TARGET_HEADER, t.cluster.as_str()),
             (EXCHANGE_HEADER, encode_id(ex.id).as_str()),
@@ -305,14 +303,7 @@ impl Worker {
             return self.put_aside(ex);
         }
         let now = now_ms();
-        let env = self.env(now);
-        let mut effects = Effects::default();
-        ex.state.after_first_byte(&env, &mut effects);
-        let outcome = Outcome::StreamError(status);
-        let step = ex.state.after_outcome(&env, outcome, None, &mut effects);
-        self.note(&effects, now);
-        self.log_attempt(&mut ex, outcome, now, &effects);
-        ex.probing = effects.probe;
+        let (outcome, step) = self.decide_stream_error(&mut ex, status, now);
         let action = self.follow_streamed(&mut ex, step, outcome, false, now);
         if matches!(ex.phase, Phase::Calling(_)) {
             return self.put_aside(ex);
@@ -336,7 +327,7 @@ impl Worker {
     /// the attempt under way, and its answer the client's.
     pub fn await_hedge(&self, ex: &mut Exchange) -> Action {
         ex.state.follow_hedge();
-        match ex.hedge_call.take() {
+        match ex.hedge.call.take() {
             Some(token) => {
                 ex.phase = Phase::Calling(token);
                 Action::Pause
@@ -363,52 +354,7 @@ impl Worker {
         failure: Option<Failure>,
     ) -> Action {
         let now = now_ms();
-        let env = self.env(now);
-        let mut effects = Effects::default();
-        let (outcome, step) = match (local, status) {
-            (true, 504) if ex.abandon_at_ttfb => {
-                let step = ex.state.after_slow_first_byte(&env, &mut effects);
-                match step {
-                    Some(step) => (Outcome::SlowTtfb, step),
-                    // The rule no longer gives a retry: the attempt is lost all
-                    // the same, so it counts as timed out.
-                    None => {
-                        let step =
-                            ex.state
-                                .after_outcome(&env, Outcome::Timeout, None, &mut effects);
-                        (Outcome::Timeout, step)
-                    }
-                }
-            }
-            (true, 504) => {
-                ex.state.after_first_byte(&env, &mut effects);
-                let step = ex
-                    .state
-                    .after_outcome(&env, Outcome::Timeout, None, &mut effects);
-                (Outcome::Timeout, step)
-            }
-            (true, _) => {
-                let step =
-                    ex.state
-                        .after_outcome(&env, Outcome::ConnectFailure, None, &mut effects);
-                (Outcome::ConnectFailure, step)
-            }
-            (false, _) => {
-                ex.state.after_first_byte(&env, &mut effects);
-                let failure =
-                    failure.unwrap_or_else(|| Failure::waiting(requested_wait_ms(status, now)));
-                let outcome = Outcome::Status(status);
-                let step = ex.state.after_failure(&env, outcome, failure, &mut effects);
-                if ex.state.reads_quota(self.plan(), status) {
-                    let quota = Quota::read(&|name| response_header(name), now);
-                    ex.state.note_quota(&env, &quota, &mut effects);
-                }
-                (outcome, step)
-            }
-        };
-        self.note(&effects, now);
-        self.log_attempt(ex, outcome, now, &effects);
-        ex.probing = effects.probe;
+        let (outcome, step) = self.decide_streamed(ex, status, local, failure, now);
         self.follow_streamed(ex, step, outcome, local, now)
     }
 
@@ -429,9 +375,7 @@ impl Worker {
             }
             Step::Deliver => {
                 self.drop_hedge(ex);
-                self.count_answer(ex);
-                set_attempt_headers(&self.attempt_headers(ex));
-                ex.settle(Phase::Streaming);
+                self.delivered(ex);
                 Action::Continue
             }
             Step::Retry {

@@ -1,9 +1,8 @@
-//! The root context: loads the plan, owns the worker, drives its timers and
-//! receives the answers of retries dispatched from a tick and of trace
-//! exports.
+//! The root context: loads the plan, owns the worker (and registers it for
+//! the attempt filter, `workers`), drives its timers and receives the
+//! answers of retries dispatched from a tick and of trace exports.
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use log::error;
 use plano_core::plan::GatewayPlan;
@@ -15,24 +14,7 @@ use crate::host::{follow_host_log_level, plugin_config, started, Metrics};
 use crate::metrics::Stats;
 use crate::stream::GatewayStream;
 use crate::worker::Worker;
-
-thread_local! {
-    /// This worker thread's gateway workers, for the stream cluster's
-    /// upstream filter: it runs in the same VM on the same thread. More than
-    /// one while a re-applied config's old listener drains (and Envoy may
-    /// bring back an old plugin, without configuring it again).
-    static WORKERS: RefCell<Vec<Weak<Worker>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The gateway worker holding exchange `id`.
-pub fn owner_of(id: u64) -> Option<Rc<Worker>> {
-    WORKERS.with(|w| {
-        w.borrow()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|worker| worker.holds(id))
-    })
-}
+use crate::workers;
 
 /// How the gateway filter signs its start-up errors.
 const WHO: &str = "plano filter";
@@ -91,11 +73,7 @@ impl RootContext for GatewayRoot {
         worker.prepare_shared_slots();
         worker.prepare_limit_slots();
         let worker = Rc::new(worker);
-        WORKERS.with(|w| {
-            let mut workers = w.borrow_mut();
-            workers.retain(|old| old.strong_count() > 0);
-            workers.push(Rc::downgrade(&worker));
-        });
+        workers::register(&worker);
         self.worker = Some(worker);
         true
     }

@@ -7,7 +7,6 @@ use plano_core::api::responses::stored_response;
 use plano_core::api::{served_list, Api, ErrorShape};
 use plano_core::hop;
 use plano_core::providers::BODY_LIMIT;
-use plano_core::request::Effects;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
@@ -16,7 +15,6 @@ use crate::clients::Clients;
 use crate::headers::{
     drop_internal_request_headers, reply_api_error, reply_error, SentHeaders, NEXT_ATTEMPT_PATH,
 };
-use crate::host::now_ms;
 use crate::redirected::decode_id;
 use crate::worker::{Phase, Worker};
 
@@ -262,16 +260,7 @@ impl HttpContext for GatewayStream {
                         .pass_answer_chunk(&mut ex, body_size, end_of_stream);
                 }
                 if end_of_stream {
-                    let tail = std::mem::take(&mut ex.tail);
-                    self.worker.count_tokens(&mut ex, &tail);
-                    if let Some(a) = ex.state.ledger.current() {
-                        let now = now_ms();
-                        let took = now.saturating_sub(a.started_ms);
-                        let mut effects = Effects::default();
-                        ex.state
-                            .after_complete(&self.worker.env(now), took, &mut effects);
-                        self.worker.note(&effects, now);
-                    }
+                    self.worker.answer_ended(&mut ex);
                 }
                 Action::Continue
             }

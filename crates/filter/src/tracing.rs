@@ -118,10 +118,10 @@ pub fn attempt(plan: &GatewayPlan, ex: &mut Exchange, target: usize, now: u64) -
     Some(ex.trace.as_mut()?.attempt_started(t, now))
 }
 
-/// [`attempt`] for an attempt sent through the router: the header goes on
-/// the request under way.
-pub fn routed_attempt(plan: &GatewayPlan, ex: &mut Exchange, target: usize, now: u64) {
-    if let Some(tp) = attempt(plan, ex, target, now) {
+/// An attempt sent through the router carries its `traceparent` (from
+/// [`attempt`]) on the request under way.
+pub fn carry(traceparent: Option<String>) {
+    if let Some(tp) = traceparent {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, TRACEPARENT, Some(&tp));
     }
 }
