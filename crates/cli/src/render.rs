@@ -52,6 +52,14 @@ struct Cluster {
     #[serde(rename = "static")]
     is_static: bool,
     connect_timeout: String,
+    /// The longest silence on the provider's connection (`stall_timeout_ms`).
+    stall_timeout: String,
+    /// The Unix socket of the listener that enforces it.
+    stall_socket: String,
+    /// How long a pooled connection may wait for its next request: half the
+    /// stall bound, so the pool lets go of it before the stall listener
+    /// closes it under a request just sent.
+    pool_idle_timeout: String,
     /// The static secret holding the value of this cluster's key header.
     key_secret: Option<String>,
     /// The header the key goes in (`authorization`: `Bearer KEY`).
@@ -60,6 +68,24 @@ struct Cluster {
     /// credentials from AWS's default chain: Envoy reads them, never the plan.
     sigv4_region: Option<String>,
 }
+
+/// The Unix socket of provider cluster `n`'s stall listener: a file in the
+/// run's directory (Envoy replaces a stale one when it binds), or, when that
+/// path is too long for a socket's address, an abstract name drawn from it.
+fn stall_socket(config_dir: &str, n: usize) -> String {
+    let path = format!("{config_dir}/stall_{n}.sock");
+    if path.len() <= MAX_SOCKET_PATH {
+        return path;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    config_dir.hash(&mut h);
+    format!("@plano_stall_{:016x}_{n}", h.finish())
+}
+
+/// The longest path a Unix socket's address holds (108 bytes with its NUL),
+/// with room to spare.
+const MAX_SOCKET_PATH: usize = 100;
 
 /// A provider key as Envoy reads it: a static secret from an owner-only file.
 #[derive(Serialize)]
@@ -225,6 +251,9 @@ pub fn render(
             host: e.host.clone(),
             tls: e.tls,
             connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
+            stall_timeout: format!("{:.3}s", t.stall_timeout_ms as f64 / 1000.0),
+            stall_socket: stall_socket(config_dir, clusters.len()),
+            pool_idle_timeout: format!("{:.3}s", t.stall_timeout_ms as f64 / 2000.0),
             key_secret,
             key_header: e.key_header.clone(),
             sigv4_region: e.sigv4_region.clone(),

@@ -162,8 +162,12 @@ fn the_rendered_config_carries_each_name_where_the_filter_expects_it() {
         let listener = resource(&lds, &framing);
         let wanted = (FRAMING_ROOT_ID.to_string(), FRAMING_VM_ID.to_string());
         assert_eq!(plugins(listener), [wanted]);
+        let stall = format!("{name}{STALL_SUFFIX}");
+        assert_eq!(values(listener, "cluster"), [stall.as_str()]);
+        let stall_cluster = resource(&cds, &stall);
+        assert_eq!(values(stall_cluster, "server_listener_name"), [stall.as_str()]);
         let direct = format!("{name}{DIRECT_SUFFIX}");
-        assert_eq!(values(listener, "cluster"), [direct.as_str()]);
+        assert_eq!(values(resource(&lds, &stall), "cluster"), [direct.as_str()]);
         resource(&cds, &direct);
     }
     resource(&cds, TRACE_CLUSTER);
