@@ -69,23 +69,13 @@ struct Cluster {
     sigv4_region: Option<String>,
 }
 
-/// The Unix socket of provider cluster `n`'s stall listener: a file in the
-/// run's directory (Envoy replaces a stale one when it binds), or, when that
-/// path is too long for a socket's address, an abstract name drawn from it.
-fn stall_socket(config_dir: &str, n: usize) -> String {
-    let path = format!("{config_dir}/stall_{n}.sock");
-    if path.len() <= MAX_SOCKET_PATH {
-        return path;
-    }
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    config_dir.hash(&mut h);
-    format!("@plano_stall_{:016x}_{n}", h.finish())
+/// The Unix socket of provider cluster `n`'s stall listener: an abstract
+/// name (no file, so a read-only config directory does), unique in the
+/// network namespace by the gateway's own ports, which no other gateway
+/// there can hold (Docker mode shares the host's).
+fn stall_socket(listener_port: u16, admin_port: u16, n: usize) -> String {
+    format!("@plano_stall_{listener_port}_{admin_port}_{n}")
 }
-
-/// The longest path a Unix socket's address holds (108 bytes with its NUL),
-/// with room to spare.
-const MAX_SOCKET_PATH: usize = 100;
 
 /// A provider key as Envoy reads it: a static secret from an owner-only file.
 #[derive(Serialize)]
@@ -252,7 +242,7 @@ pub fn render(
             tls: e.tls,
             connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
             stall_timeout: format!("{:.3}s", t.stall_timeout_ms as f64 / 1000.0),
-            stall_socket: stall_socket(config_dir, clusters.len()),
+            stall_socket: stall_socket(r.listener_port, r.admin_port, clusters.len()),
             pool_idle_timeout: format!("{:.3}s", t.stall_timeout_ms as f64 / 2000.0),
             key_secret,
             key_header: e.key_header.clone(),

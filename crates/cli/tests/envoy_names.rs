@@ -165,7 +165,10 @@ fn the_rendered_config_carries_each_name_where_the_filter_expects_it() {
         let stall = format!("{name}{STALL_SUFFIX}");
         assert_eq!(values(listener, "cluster"), [stall.as_str()]);
         let stall_cluster = resource(&cds, &stall);
-        assert_eq!(values(stall_cluster, "server_listener_name"), [stall.as_str()]);
+        assert_eq!(
+            values(stall_cluster, "server_listener_name"),
+            [stall.as_str()]
+        );
         let direct = format!("{name}{DIRECT_SUFFIX}");
         assert_eq!(values(resource(&lds, &stall), "cluster"), [direct.as_str()]);
         resource(&cds, &direct);

@@ -90,7 +90,9 @@ pub fn check(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Ve
             ),
             Some(stall) if stall > max_stall => error(
                 format!("{at}.stall_timeout_ms"),
-                format!("is over {max_stall}: the client's listener cuts a stream silent for 300 s"),
+                format!(
+                    "is over {max_stall}: the client's listener cuts a stream silent for 300 s"
+                ),
                 None,
             ),
             _ => {}
