@@ -164,13 +164,13 @@ fn the_rendered_config_carries_each_name_where_the_filter_expects_it() {
         assert_eq!(plugins(listener), [wanted]);
         let stall = format!("{name}{STALL_SUFFIX}");
         assert_eq!(values(listener, "cluster"), [stall.as_str()]);
-        let stall_cluster = resource(&cds, &stall);
-        assert_eq!(
-            values(stall_cluster, "server_listener_name"),
-            [stall.as_str()]
-        );
+        // The stall cluster leads to the stall listener's socket.
+        let stall_listener = resource(&lds, &stall);
+        let socket = values(stall_listener, "path");
+        assert_eq!(socket.len(), 1);
+        assert_eq!(values(resource(&cds, &stall), "path"), socket);
         let direct = format!("{name}{DIRECT_SUFFIX}");
-        assert_eq!(values(resource(&lds, &stall), "cluster"), [direct.as_str()]);
+        assert_eq!(values(stall_listener, "cluster"), [direct.as_str()]);
         resource(&cds, &direct);
     }
     resource(&cds, TRACE_CLUSTER);
