@@ -52,6 +52,14 @@ struct Cluster {
     #[serde(rename = "static")]
     is_static: bool,
     connect_timeout: String,
+    /// The longest silence on the provider's connection (`stall_timeout_ms`).
+    stall_timeout: String,
+    /// The Unix socket of the listener that enforces it.
+    stall_socket: String,
+    /// How long a pooled connection may wait for its next request: half the
+    /// stall bound, so the pool lets go of it before the stall listener
+    /// closes it under a request just sent.
+    pool_idle_timeout: String,
     /// The static secret holding the value of this cluster's key header.
     key_secret: Option<String>,
     /// The header the key goes in (`authorization`: `Bearer KEY`).
@@ -59,6 +67,14 @@ struct Cluster {
     /// The AWS region Envoy signs this cluster's requests for (SigV4), with
     /// credentials from AWS's default chain: Envoy reads them, never the plan.
     sigv4_region: Option<String>,
+}
+
+/// The Unix socket of provider cluster `n`'s stall listener: an abstract
+/// name (no file, so a read-only config directory does), unique in the
+/// network namespace by the gateway's own ports, which no other gateway
+/// there can hold (Docker mode shares the host's).
+fn stall_socket(listener_port: u16, admin_port: u16, n: usize) -> String {
+    format!("@plano_stall_{listener_port}_{admin_port}_{n}")
 }
 
 /// A provider key as Envoy reads it: a static secret from an owner-only file.
@@ -225,6 +241,9 @@ pub fn render(
             host: e.host.clone(),
             tls: e.tls,
             connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
+            stall_timeout: format!("{:.3}s", t.stall_timeout_ms as f64 / 1000.0),
+            stall_socket: stall_socket(r.listener_port, r.admin_port, clusters.len()),
+            pool_idle_timeout: format!("{:.3}s", t.stall_timeout_ms as f64 / 2000.0),
             key_secret,
             key_header: e.key_header.clone(),
             sigv4_region: e.sigv4_region.clone(),

@@ -162,8 +162,15 @@ fn the_rendered_config_carries_each_name_where_the_filter_expects_it() {
         let listener = resource(&lds, &framing);
         let wanted = (FRAMING_ROOT_ID.to_string(), FRAMING_VM_ID.to_string());
         assert_eq!(plugins(listener), [wanted]);
+        let stall = format!("{name}{STALL_SUFFIX}");
+        assert_eq!(values(listener, "cluster"), [stall.as_str()]);
+        // The stall cluster leads to the stall listener's socket.
+        let stall_listener = resource(&lds, &stall);
+        let socket = values(stall_listener, "path");
+        assert_eq!(socket.len(), 1);
+        assert_eq!(values(resource(&cds, &stall), "path"), socket);
         let direct = format!("{name}{DIRECT_SUFFIX}");
-        assert_eq!(values(listener, "cluster"), [direct.as_str()]);
+        assert_eq!(values(stall_listener, "cluster"), [direct.as_str()]);
         resource(&cds, &direct);
     }
     resource(&cds, TRACE_CLUSTER);

@@ -283,6 +283,15 @@ pub struct ModelProvider {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = 600000))]
     pub answer_timeout_ms: Option<u64>,
+    /// Per attempt, the longest silence on the provider's connection: a
+    /// stream that stalls after output ends with the gateway's error event
+    /// this long after the provider's last byte (an answer that is not
+    /// streamed, silent this long before its headers, fails as a cut
+    /// connection). At least timeout_ms, at most 290000: the client's
+    /// listener cuts a stream silent for 300 s.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = 280000)))]
+    pub stall_timeout_ms: Option<u64>,
     /// How failed attempts are retried; without it nothing is.
     #[serde(default)]
     pub retry_policy: Option<RetryPolicyConfig>,

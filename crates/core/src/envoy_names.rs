@@ -39,8 +39,10 @@ pub const STATUS_LISTENER: &str = "plano_status";
 /// Kubernetes only: the kubelet's probes.
 pub const PROBE_LISTENER: &str = "plano_probe";
 /// A provider cluster `X`'s connections pass the internal listener
-/// `X_framing` and leave by the cluster `X_direct`.
+/// `X_framing`, then the internal listener `X_stall` (by the cluster of
+/// that name) which closes a silent one, and leave by the cluster `X_direct`.
 pub const FRAMING_SUFFIX: &str = "_framing";
+pub const STALL_SUFFIX: &str = "_stall";
 pub const DIRECT_SUFFIX: &str = "_direct";
 
 /// Every streamed attempt's cluster, past the attempt filter.
@@ -86,7 +88,7 @@ pub const BLOCKS_PATH: &str = "/plano/blocks";
 /// The collector's and etcd's clusters reach it with their endpoints
 /// (`collector.name`, `shared_state.cluster`); the exchange and hedge
 /// headers are the filter's alone.
-pub const TEMPLATE: [(&str, &str); 25] = [
+pub const TEMPLATE: [(&str, &str); 26] = [
     ("vm_id", VM_ID),
     ("framing_vm_id", FRAMING_VM_ID),
     ("gateway_root_id", GATEWAY_ROOT_ID),
@@ -102,6 +104,7 @@ pub const TEMPLATE: [(&str, &str); 25] = [
     ("status_listener", STATUS_LISTENER),
     ("probe_listener", PROBE_LISTENER),
     ("framing_suffix", FRAMING_SUFFIX),
+    ("stall_suffix", STALL_SUFFIX),
     ("direct_suffix", DIRECT_SUFFIX),
     ("stream_cluster", STREAM_CLUSTER),
     ("hedge_cluster", HEDGE_CLUSTER),

@@ -79,6 +79,24 @@ pub fn check(config: &GatewayConfig, env: &dyn Fn(&str) -> Option<String>) -> Ve
                 None,
             );
         }
+        // A silence before the headers is the time-to-headers limit's to
+        // end; past 290 s the client's listener would cut the stream first.
+        let max_stall = crate::plan::MAX_STALL_TIMEOUT_MS;
+        match p.stall_timeout_ms {
+            Some(stall) if stall < timeout => error(
+                format!("{at}.stall_timeout_ms"),
+                format!("must be at least timeout_ms ({timeout}): the wait for headers is silent"),
+                None,
+            ),
+            Some(stall) if stall > max_stall => error(
+                format!("{at}.stall_timeout_ms"),
+                format!(
+                    "is over {max_stall}: the client's listener cuts a stream silent for 300 s"
+                ),
+                None,
+            ),
+            _ => {}
+        }
         let mut urls = vec![(at.clone(), p.base_url.as_ref())];
         let mut keys = vec![(at.clone(), p.access_key.as_ref())];
         for (j, d) in p.deployments.iter().enumerate() {

@@ -1,0 +1,54 @@
+//! `stall_timeout_ms` as the resolver reads it: a default under the client
+//! listener's stream idle timeout, never under the entry's `timeout_ms`, and
+//! an error at its field when it is under `timeout_ms` or past 290 s.
+
+use plano_core::config::GatewayConfig;
+use plano_core::plan::DEFAULT_STALL_TIMEOUT_MS;
+use plano_core::resolve::{resolve, Issue, Resolved, Severity};
+use serde_json::{json, Value};
+
+fn resolve_providers(providers: Value) -> (Option<Resolved>, Vec<Issue>) {
+    let config: GatewayConfig = serde_json::from_value(json!({
+        "version": "v0.3.0",
+        "listeners": [{"type": "model", "name": "l", "port": 12000}],
+        "model_providers": providers,
+    }))
+    .expect("config");
+    resolve(&config, &|_: &str| None)
+}
+
+fn errors(issues: &[Issue]) -> Vec<&str> {
+    issues
+        .iter()
+        .filter(|i| i.severity == Severity::Error)
+        .map(|i| i.path.as_str())
+        .collect()
+}
+
+#[test]
+fn each_target_gets_its_stall_bound_or_the_default() {
+    let (resolved, issues) = resolve_providers(json!([
+        {"model": "openai/a", "base_url": "http://127.0.0.1:9", "stall_timeout_ms": 60000},
+        {"model": "openai/b", "base_url": "http://127.0.0.1:9"},
+        {"model": "openai/c", "base_url": "http://127.0.0.1:9", "timeout_ms": 285000},
+    ]));
+    assert!(errors(&issues).is_empty(), "{issues:?}");
+    let plan = resolved.expect("resolved").plan;
+    let stalls: Vec<u64> = plan.targets.iter().map(|t| t.stall_timeout_ms).collect();
+    assert_eq!(stalls, [60000, DEFAULT_STALL_TIMEOUT_MS, 285000]);
+}
+
+#[test]
+fn a_stall_bound_under_timeout_ms_or_past_290_s_is_an_error_at_its_field() {
+    let (_, issues) = resolve_providers(json!([
+        {"model": "openai/a", "base_url": "http://127.0.0.1:9", "timeout_ms": 5000, "stall_timeout_ms": 4000},
+        {"model": "openai/b", "base_url": "http://127.0.0.1:9", "stall_timeout_ms": 300000},
+    ]));
+    assert_eq!(
+        errors(&issues),
+        [
+            "model_providers[0].stall_timeout_ms",
+            "model_providers[1].stall_timeout_ms"
+        ]
+    );
+}
