@@ -332,6 +332,96 @@ def test_a_client_keys_own_deadline_replaces_the_listeners(gateway, limited):
     assert p.calls == 1
 
 
+def _closed_loop(headers, clients, until, max_tokens):
+    """`clients` threads sending one request after another until `until`:
+    each request's seconds from sent to answered, and its status."""
+    out = []
+
+    def run():
+        while time.time() < until:
+            start = time.time()
+            r = post(timeout=40, headers=headers, max_tokens=max_tokens)
+            out.append((time.time() - start, r.status_code))
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    return threads, out
+
+
+def test_a_key_sending_ten_times_anothers_load_does_not_push_it_back(gateway, limited):
+    # 24,000 tokens a minute, each request reserving about 1,920 until its
+    # answer (1 s later) says it took 20: about 12 at a time. The heavy key
+    # keeps 40 requests going, the light key 4: some 30 wait at any time.
+    # In arrival order each would wait about 3 s; by fair share the light
+    # key's requests go before the heavy key's and wait one answer at most.
+    limits = Limiter(tpm=24000, delay=1.0)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            tpm: 24000
+""", """            max_queue_ms: 30000
+            client_keys:
+              - { name: batch, key: batch-key-5d1c8e3a7f2b9046 }
+              - { name: agent, key: agent-key-9e4b2c7d1a5f8360 }"""))
+    until = time.time() + 15
+    heavy, heavy_out = _closed_loop({"Authorization": "Bearer batch-key-5d1c8e3a7f2b9046"}, 40, until, 1900)
+    light, light_out = _closed_loop({"Authorization": "Bearer agent-key-9e4b2c7d1a5f8360"}, 4, until, 1900)
+    for t in heavy + light:
+        t.join()
+    assert all(s == 200 for _, s in heavy_out + light_out), [s for _, s in heavy_out + light_out if s != 200]
+    assert limits.refused == 0
+    # A request's wait: its time less the provider's second.
+    def p99(out):
+        waits = sorted(max(0.0, took - 1.0) for took, _ in out)
+        return waits[min(len(waits) - 1, math.ceil(len(waits) * 0.99) - 1)]
+    light_p99, heavy_p99 = p99(light_out), p99(heavy_out)
+    print(f"light key: {len(light_out)} requests, p99 wait {light_p99:.2f} s; "
+          f"heavy key: {len(heavy_out)} requests, p99 wait {heavy_p99:.2f} s")
+    assert len(light_out) >= 30, len(light_out)
+    assert light_p99 < 2.0, (light_p99, heavy_p99)
+    # The heavy key waited: the test did load the queue.
+    assert heavy_p99 > 2.0, heavy_p99
+
+
+def test_a_higher_priority_waiter_gets_the_room_before_one_that_came_first(gateway, limited):
+    # Room for one request at a time (1,000 tokens, each asking 900 until
+    # its answer says 20). A low-priority request waits, then a
+    # high-priority one: when room comes, the high one goes first.
+    limits = Limiter(tpm=1000, delay=1.5)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            tpm: 1000
+""", """            max_queue_ms: 20000
+            client_keys:
+              - { name: batch, key: batch-key-5d1c8e3a7f2b9046 }
+              - { name: agent, key: agent-key-9e4b2c7d1a5f8360, priority: 10 }"""))
+    batch = {"Authorization": "Bearer batch-key-5d1c8e3a7f2b9046"}
+    agent = {"Authorization": "Bearer agent-key-9e4b2c7d1a5f8360"}
+    with ThreadPoolExecutor(3) as pool:
+        holder = pool.submit(post, headers=batch, max_tokens=900)
+        time.sleep(0.3)
+        low = pool.submit(post, headers=batch, max_tokens=900)
+        time.sleep(0.5)
+        high = pool.submit(post, headers=agent, max_tokens=900)
+        assert [f.result().status_code for f in (holder, low, high)] == [200] * 3
+    # The provider saw the holder, then the high one, then the low one.
+    order = [r["at"] for r in p.requests]
+    assert len(order) == 3 and limits.refused == 0
+    high_done, low_done = high.result().elapsed.total_seconds(), low.result().elapsed.total_seconds()
+    # The high one came 0.5 s later and was sent first: answered within
+    # about two answers of its arrival; the low one waited for three.
+    assert high_done < 3.6, high_done
+    assert low_done > 4.0, low_done
+
+
 def replica_config(port, provider, warm):
     return textwrap.dedent(f"""
         version: v0.3.0

@@ -7,9 +7,13 @@
 //! across the workers. Past the deadline, or with the queue full, the client
 //! gets the gateway's 429 in its API's shape, with `Retry-After` saying when
 //! the room comes. A client that leaves while queued is forgotten with its
-//! timer (`Worker::forget`): it is never sent.
+//! timer (`Worker::forget`): it is never sent. Waiters are listed in the
+//! replica's shared queue (`plano_core::pacing::queue`), and room goes to
+//! them in its order: client-key priority, then fair share between keys,
+//! then arrival.
 
 use log::info;
+use plano_core::pacing::queue::{self, Waiter};
 use plano_core::pacing::{self, Reserved};
 use plano_core::plan::Target;
 use proxy_wasm::hostcalls;
@@ -50,6 +54,16 @@ impl Worker {
             target
         };
         let t = self.plan().targets.get(target)?;
+        // Room goes to the waiters in their order (priority, then fair
+        // share between keys, then arrival): a request whose turn it is
+        // not waits though the minute has room.
+        let me = self.waiter(ex, t, now);
+        if !queue::turn(&EnvoyStore, t, &me, ex.state.reach.estimate, now) {
+            let at = pacing::room_at(&EnvoyStore, t, ex.state.reach.estimate, now)
+                .unwrap_or(now + RECHECK_MS);
+            self.wait_for_room(ex, (target, t), at, now);
+            return None;
+        }
         match pacing::reserve(&EnvoyStore, t, ex.state.reach.estimate, now) {
             Reserved::Unpaced => {
                 self.settle_pace(ex, 0, now);
@@ -61,6 +75,7 @@ impl Worker {
                 // provider counted it) and gives back its tokens.
                 self.settle_pace(ex, 0, now);
                 ex.pace = Some((target, charge));
+                queue::served(&EnvoyStore, me.key, now);
                 self.leave_queue(ex, now);
                 Some(target)
             }
@@ -88,6 +103,8 @@ impl Worker {
             ex.queued_since = Some(now);
             self.metrics.add(self.metrics.queued, 1);
         }
+        // Listed (or its target updated) for the order of the queue.
+        queue::join(&EnvoyStore, &self.waiter(ex, t, now), now);
         ex.next = Some(target);
         ex.phase = Phase::Waiting;
         self.metrics.add(self.metrics.waiting, 1);
@@ -107,6 +124,24 @@ impl Worker {
             self.metrics.add(self.metrics.queued, -1);
             self.metrics.add(self.metrics.queue_wait_ms, waited as i64);
             self.metrics.add(self.metrics.queue_waits, 1);
+            queue::leave(&EnvoyStore, &queue::waiter_id(&ex.request_id, ex.id), now);
+        }
+    }
+
+    /// The request as a waiter for `t`'s room: its client key's priority
+    /// and index, since when it waits (now, for one not waiting yet).
+    fn waiter(&self, ex: &Exchange, t: &Target, now: u64) -> Waiter {
+        let priority = ex
+            .client
+            .and_then(|c| self.plan().client_keys.get(c))
+            .map_or(0, |k| k.priority);
+        Waiter {
+            id: queue::waiter_id(&ex.request_id, ex.id),
+            target: t.cluster.clone(),
+            priority,
+            key: ex.client.map_or(0, |c| c + 1),
+            since_ms: ex.queued_since.unwrap_or(now),
+            deadline_ms: ex.deadline,
         }
     }
 
