@@ -54,6 +54,8 @@ fn print_rows(rows: &[Row]) {
 
 pub async fn run(name: &str, args: &[String], home: &Path) -> Result<()> {
     match name {
+        // `pace [SECONDS]`: `make bench-pace`, 60 s a row by default.
+        "pace" => crate::pace::run(home, Duration::from_secs(arg(args, 0, 60)?)).await,
         "mock" => {
             let port = args
                 .first()

@@ -13,6 +13,7 @@ mod levers;
 mod limits;
 mod load;
 mod mock;
+mod pace;
 mod replicas;
 mod report;
 mod rig;
