@@ -7,6 +7,8 @@ them, a 429 with `Retry-After`."""
 
 import json
 import math
+import re
+import subprocess
 import tempfile
 import textwrap
 import threading
@@ -19,9 +21,10 @@ import requests
 
 import pytest
 
-from conftest import CHAT, GATEWAY, eventually, planoai, stats
+from conftest import ADMIN, CHAT, GATEWAY, eventually, planoai, stats
 from mock_provider import OK_BODY, Provider, Reply
 from test_replicas import ETCD_PORT, Etcd, Replica
+from test_top import pane, tmux  # noqa: F401 (a fixture)
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
 
@@ -420,6 +423,58 @@ def test_a_higher_priority_waiter_gets_the_room_before_one_that_came_first(gatew
     # about two answers of its arrival; the low one waited for three.
     assert high_done < 3.6, high_done
     assert low_done > 4.0, low_done
+
+
+def test_status_top_and_metrics_show_each_minute_and_the_queues_oldest_wait(gateway, limited, tmux):
+    # 1,000 tokens a minute: the first request (900 asked) fills it for the
+    # 4 s its answer takes, and the second waits for it.
+    limits = Limiter(tpm=1000, delay=4.0)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            rpm: 50
+            tpm: 1000
+"""))
+    base, session = tmux
+    subprocess.run(base + ["new-session", "-d", "-s", session, "-x", "160", "-y", "40", "planoai top"], check=True)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, max_tokens=900)
+        time.sleep(0.5)
+        second = pool.submit(post, max_tokens=900)
+        time.sleep(1.5)
+        status = planoai("status").stdout
+        assert re.search(r"queue: +1 waiting, the oldest for 1\.\d s", status), status
+        assert re.search(r"openai/gpt-4o: 1/50 requests, 9\d\d/1000 tokens this minute", status), status
+        # The gauge of the oldest wait, and the minute's, for the dashboard.
+        prom = requests.get(f"{ADMIN}/stats/prometheus", timeout=5).text
+        oldest = int(re.search(r"^plano_queue_oldest_wait_ms(?:{[^}]*})? (\d+)", prom, re.M).group(1))
+        assert 1000 <= oldest < 3000, oldest
+        assert re.search(r'^plano_pace_minute_requests{[^}]*model="openai/gpt-4o"[^}]*} 1$', prom, re.M), prom
+        assert re.search(r'^plano_pace_tokens_per_minute{[^}]*} 1000$', prom, re.M), prom
+        # `planoai top` shows the same within its refresh.
+        seen = ""
+        deadline = time.time() + 2.5
+        while time.time() < deadline:
+            seen = pane(base, session)
+            if re.search(r"queue: 1 waiting, the oldest for [1-3]\.\d s", seen):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"top shows no queue:\n{seen}")
+        assert re.search(r"openai/gpt-4o: 1/50 requests, 9\d\d/1000 tokens this minute", seen), seen
+        assert first.result().status_code == 200 and second.result().status_code == 200
+    status = planoai("status").stdout
+    assert "queue:   none waiting" in status, status
+    assert "openai/gpt-4o: 2/50 requests, 40/1000 tokens this minute" in status, status
+    assert eventually(lambda: re.search(r"^plano_queue_oldest_wait_ms(?:{[^}]*})? 0$",
+                                        requests.get(f"{ADMIN}/stats/prometheus", timeout=5).text, re.M))
+    # Piped, top prints the same lines once.
+    snapshot = planoai("top").stdout
+    assert "paced: openai/gpt-4o: 2/50 requests, 40/1000 tokens this minute" in snapshot, snapshot
+    assert "paced: queue: none waiting" in snapshot, snapshot
 
 
 def replica_config(port, provider, warm):

@@ -77,6 +77,7 @@ impl Worker {
                 ex.pace = Some((target, charge));
                 queue::served(&EnvoyStore, me.key, now);
                 self.leave_queue(ex, now);
+                self.gauge_minute(target, t, now);
                 Some(target)
             }
             Reserved::Full { at_ms } => {
@@ -105,6 +106,7 @@ impl Worker {
         }
         // Listed (or its target updated) for the order of the queue.
         queue::join(&EnvoyStore, &self.waiter(ex, t, now), now);
+        self.gauge_oldest(now);
         ex.next = Some(target);
         ex.phase = Phase::Waiting;
         self.metrics.add(self.metrics.waiting, 1);
@@ -125,7 +127,23 @@ impl Worker {
             self.metrics.add(self.metrics.queue_wait_ms, waited as i64);
             self.metrics.add(self.metrics.queue_waits, 1);
             queue::leave(&EnvoyStore, &queue::waiter_id(&ex.request_id, ex.id), now);
+            self.gauge_oldest(now);
         }
+    }
+
+    /// `plano.pace.minute_*` and the limits in force for `t`, now.
+    fn gauge_minute(&self, target: usize, t: &Target, now: u64) {
+        if let Some(m) = pacing::minute(&EnvoyStore, t, now) {
+            self.stats.paced(target, &m);
+        }
+    }
+
+    /// `plano.queue.oldest_wait_ms` now: set at each recheck and each
+    /// leaving, so it is never older than a recheck while anyone waits.
+    fn gauge_oldest(&self, now: u64) {
+        let (_, oldest) = queue::length_and_oldest(&EnvoyStore, now);
+        let waited = oldest.map_or(0, |since| now.saturating_sub(since));
+        let _ = hostcalls::record_metric(self.metrics.queue_oldest_wait_ms, waited);
     }
 
     /// The request as a waiter for `t`'s room: its client key's priority
@@ -153,6 +171,7 @@ impl Worker {
         };
         if let Some(t) = self.plan().targets.get(target) {
             pacing::settle(&EnvoyStore, t, &charge, tokens, now);
+            self.gauge_minute(target, t, now);
         }
     }
 
