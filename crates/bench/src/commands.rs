@@ -123,6 +123,12 @@ pub async fn run(name: &str, args: &[String], home: &Path) -> Result<()> {
             print_rows(&apis::rows(home, ok, ok2, rounds, round, which).await?);
             Ok(())
         }
+        "paced" => {
+            let (round, rounds) = round_args(args, 3)?;
+            let ok = mock::serve(Answer::Ok).await?;
+            print_rows(&crate::paced::rows(home, ok, rounds, round).await?);
+            Ok(())
+        }
         "limits" => {
             let (round, rounds) = round_args(args, 3)?;
             let ok = mock::serve(Answer::Ok).await?;

@@ -155,8 +155,10 @@ struct Sample {
     wait_ms: u64,
 }
 
-/// One client: a request every `CLIENTS / OFFERED_PER_S` seconds (at once
-/// when the last took longer), to `port` as client key `key`, until `end`.
+/// One client: a request every `CLIENTS / OFFERED_PER_S` seconds on a
+/// fixed schedule (open loop: a request that waits does not hold back the
+/// next, each on its own connection), to `port` as client key `key`, from
+/// its start until `end`; then it waits for their answers.
 async fn client(
     i: usize,
     port: u16,
@@ -171,30 +173,31 @@ async fn client(
         r#"{{"model":"{model}","max_tokens":{MAX_TOKENS},"messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(((USAGE - MAX_TOKENS) * 4).saturating_sub(70) as usize)
     ));
-    let mut out = Vec::new();
-    let mut sender = None;
+    let mut sent = Vec::new();
     while next < end {
         tokio::time::sleep_until(next.into()).await;
-        let start = Instant::now();
-        let ok = match tokio::time::timeout(
-            Duration::from_millis(DEADLINE_MS + 5_000),
-            send(&mut sender, port, path, key.1, &body),
-        )
-        .await
-        {
-            Ok(answered) => answered.unwrap_or(false),
-            Err(_) => {
-                // The connection still carries the request given up on.
-                sender = None;
-                false
+        let body = body.clone();
+        sent.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let ok = tokio::time::timeout(
+                Duration::from_millis(DEADLINE_MS + 5_000),
+                send(&mut None, port, path, key.1, &body),
+            )
+            .await
+            .is_ok_and(|answered| answered.unwrap_or(false));
+            Sample {
+                key: key.0,
+                ok,
+                wait_ms: start.elapsed().as_millis() as u64,
             }
-        };
-        out.push(Sample {
-            key: key.0,
-            ok,
-            wait_ms: start.elapsed().as_millis() as u64,
-        });
-        next = (next + gap).max(Instant::now());
+        }));
+        next += gap;
+    }
+    let mut out = Vec::new();
+    for s in sent {
+        if let Ok(sample) = s.await {
+            out.push(sample);
+        }
     }
     out
 }
@@ -257,8 +260,9 @@ fn quantile(mut waits: Vec<u64>, q: f64) -> f64 {
 impl Figures {
     fn print(&self, keys: &[&str]) {
         let served = self.calls - self.refused;
-        // The provider's capacity over the run: its 10 requests a second;
-        // and all it could have taken, its full bucket at the start too.
+        // The provider's capacity over the run (its answers to requests
+        // still waiting when the load stops included): its 10 requests a
+        // second; and all it could have taken, its full bucket too.
         let capacity = RPM / 60.0 * self.seconds;
         let could = RPM + capacity;
         let errors = self.samples.iter().filter(|s| !s.ok).count();
@@ -285,8 +289,9 @@ impl Figures {
             String::new()
         };
         println!(
-            "| {} | {} | {:.1}% | {} of {} | {:.2} s | {:.2} s | {:.0}% | {:.0}% | {} |",
+            "| {} ({:.0} s) | {} | {:.1}% | {} of {} | {:.2} s | {:.2} s | {:.0}% | {:.0}% | {} |",
             self.name,
+            self.seconds,
             self.calls,
             100.0 * self.refused as f64 / (self.calls.max(1)) as f64,
             errors,
@@ -363,7 +368,7 @@ async fn drive(
         calls: provider.calls.load(Ordering::Relaxed),
         refused: provider.refused.load(Ordering::Relaxed),
         samples,
-        seconds: start.elapsed().as_secs_f64().min(duration.as_secs_f64()),
+        seconds: start.elapsed().as_secs_f64(),
     })
 }
 
@@ -372,7 +377,7 @@ pub async fn run(home: &Path, duration: Duration) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     println!(
-        "A provider's token bucket of {RPM} requests and {TPM} tokens a minute, {CLIENTS} clients offering {OFFERED_PER_S} requests a second for {} s, each with a {} s deadline. Capacity: 10 requests a second over the run; the bucket, full at the start, allowed 600 more.\n",
+        "A provider's token bucket of {RPM} requests and {TPM} tokens a minute, {CLIENTS} clients offering {OFFERED_PER_S} requests a second for {} s, each with a {} s deadline. Open loop: a request that waits does not hold back the next. A row's seconds run until its last answer; capacity is 10 requests a second over them, and the bucket, full at the start, allowed 600 more.\n",
         duration.as_secs(),
         DEADLINE_MS / 1000
     );
@@ -544,6 +549,6 @@ async fn drive_litellm(p: &Arc<Provider>, duration: Duration) -> Result<Figures>
         calls: p.calls.load(Ordering::Relaxed),
         refused: p.refused.load(Ordering::Relaxed),
         samples,
-        seconds: duration.as_secs_f64(),
+        seconds: start.elapsed().as_secs_f64(),
     })
 }
