@@ -180,7 +180,7 @@ async fn client(
         sent.push(tokio::spawn(async move {
             let start = Instant::now();
             let ok = tokio::time::timeout(
-                Duration::from_millis(DEADLINE_MS + 5_000),
+                Duration::from_millis(DEADLINE_MS + 2_000),
                 send(&mut None, port, path, key.1, &body),
             )
             .await
@@ -383,88 +383,75 @@ pub async fn run(home: &Path, duration: Duration) -> Result<()> {
     );
     header();
 
-    let p = provider();
-    let mock = serve(p.clone()).await?;
-    {
-        let _gw = rig::rendered(
+    // The gateways' three rows run at once (each its own provider, ports
+    // and Envoys: 20 requests a second each is little work), so that the
+    // run, each row's 30 s of waiting after its load included, stays short.
+    let (one, three, keyed) = (provider(), provider(), provider());
+    let one_mock = serve(one.clone()).await?;
+    let three_mock = serve(three.clone()).await?;
+    let keyed_mock = serve(keyed.clone()).await?;
+    let etcd = Etcd::start(&dir)?;
+    let mut envoys = vec![rig::rendered(
+        &dir,
+        "one",
+        &gateway_config(PORT, one_mock, None, false),
+        PORT,
+        ADMIN,
+        110,
+        &[],
+    )?];
+    let ports = [PORT + 1, PORT + 2, PORT + 3];
+    for (i, port) in ports.iter().enumerate() {
+        let config = gateway_config(*port, three_mock, Some(etcd.port()), false);
+        envoys.push(rig::rendered(
             &dir,
-            "one",
-            &gateway_config(PORT, mock, None, false),
-            PORT,
-            ADMIN,
-            110,
+            &format!("replica{i}"),
+            &config,
+            *port,
+            ADMIN + 2 + 2 * i as u16,
+            111 + i as u32,
             &[],
-        )?;
-        drive(
-            "one gateway",
-            &p,
-            &[PORT],
-            false,
-            "/v1/chat/completions",
-            "openai/gpt-4o",
-            duration,
-        )
-        .await?
-        .print(&[]);
+        )?);
     }
-
-    let p = provider();
-    let mock = serve(p.clone()).await?;
-    {
-        let etcd = Etcd::start(&dir)?;
-        let ports = [PORT + 1, PORT + 2, PORT + 3];
-        let mut replicas = Vec::new();
-        for (i, port) in ports.iter().enumerate() {
-            let config = gateway_config(*port, mock, Some(etcd.port()), false);
-            replicas.push(rig::rendered(
-                &dir,
-                &format!("replica{i}"),
-                &config,
-                *port,
-                ADMIN + 2 + 2 * i as u16,
-                111 + i as u32,
-                &[],
-            )?);
-        }
-        // The replicas find each other through etcd before the load.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+    envoys.push(rig::rendered(
+        &dir,
+        "keys",
+        &gateway_config(PORT + 4, keyed_mock, None, true),
+        PORT + 4,
+        ADMIN + 10,
+        115,
+        &[],
+    )?);
+    // The replicas find each other through etcd before the load.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let chat = "/v1/chat/completions";
+    let model = "openai/gpt-4o";
+    let (one, three, keyed) = tokio::try_join!(
+        drive("one gateway", &one, &[PORT], false, chat, model, duration),
         drive(
             "three replicas, etcd",
-            &p,
+            &three,
             &ports,
             false,
-            "/v1/chat/completions",
-            "openai/gpt-4o",
-            duration,
-        )
-        .await?
-        .print(&[]);
-    }
-
-    let p = provider();
-    let mock = serve(p.clone()).await?;
-    {
-        let _gw = rig::rendered(
-            &dir,
-            "keys",
-            &gateway_config(PORT + 4, mock, None, true),
-            PORT + 4,
-            ADMIN + 10,
-            115,
-            &[],
-        )?;
+            chat,
+            model,
+            duration
+        ),
         drive(
             "two keys at 10:1, one gateway",
-            &p,
+            &keyed,
             &[PORT + 4],
             true,
-            "/v1/chat/completions",
-            "openai/gpt-4o",
-            duration,
-        )
-        .await?
-        .print(&["batch", "agent"]);
-    }
+            chat,
+            model,
+            duration
+        ),
+    )?;
+    one.print(&[]);
+    three.print(&[]);
+    keyed.print(&["batch", "agent"]);
+    drop(envoys);
+    drop(etcd);
 
     match litellm(&dir, duration).await {
         Ok(row) => row.print(&[]),
