@@ -26,6 +26,14 @@ use crate::worker::{Exchange, Phase, Worker};
 /// How often a waiting request looks for room that came early.
 const RECHECK_MS: u64 = 200;
 
+/// How often a recheck sets the oldest wait's gauge, at most, per worker.
+const GAUGE_MS: u64 = 500;
+
+thread_local! {
+    /// When this worker last set the oldest wait's gauge.
+    static GAUGED_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// The client header that asks for a shorter wait than `max_queue_ms`.
 pub const MAX_WAIT_HEADER: &str = "x-plano-max-wait-ms";
 
@@ -57,11 +65,14 @@ impl Worker {
         // Room goes to the waiters in their order (priority, then fair
         // share between keys, then arrival): a request whose turn it is
         // not waits though the minute has room.
+        // The window is read first: while it has no room (most rechecks
+        // under a load above the limit) the queue's list is not read.
         let me = self.waiter(ex, t, now);
-        if !queue::turn(&EnvoyStore, t, &me, ex.state.reach.estimate, now) {
-            let at = pacing::room_at(&EnvoyStore, t, ex.state.reach.estimate, now)
-                .unwrap_or(now + RECHECK_MS);
-            self.wait_for_room(ex, (target, t), at, now);
+        let estimate = ex.state.reach.estimate;
+        if pacing::room_at(&EnvoyStore, t, estimate, now).is_none()
+            && !queue::turn(&EnvoyStore, t, &me, estimate, now)
+        {
+            self.wait_for_room(ex, (target, t), now + RECHECK_MS, now);
             return None;
         }
         match pacing::reserve(&EnvoyStore, t, ex.state.reach.estimate, now) {
@@ -100,13 +111,17 @@ impl Worker {
             self.reply_no_room(ex, t, at_ms.saturating_sub(now), full);
             return;
         }
+        // Listed when it starts waiting, or its target changed (one write
+        // of the list): a recheck that finds no room writes nothing.
+        let listed = ex.queued_since.is_some() && ex.next == Some(target);
         if ex.queued_since.is_none() {
             ex.queued_since = Some(now);
             self.metrics.add(self.metrics.queued, 1);
         }
-        // Listed (or its target updated) for the order of the queue.
-        queue::join(&EnvoyStore, &self.waiter(ex, t, now), now);
-        self.gauge_oldest(now);
+        if !listed {
+            queue::join(&EnvoyStore, &self.waiter(ex, t, now), now);
+        }
+        self.gauge_oldest(now, !listed);
         ex.next = Some(target);
         ex.phase = Phase::Waiting;
         self.metrics.add(self.metrics.waiting, 1);
@@ -127,7 +142,7 @@ impl Worker {
             self.metrics.add(self.metrics.queue_wait_ms, waited as i64);
             self.metrics.add(self.metrics.queue_waits, 1);
             queue::leave(&EnvoyStore, &queue::waiter_id(&ex.request_id, ex.id), now);
-            self.gauge_oldest(now);
+            self.gauge_oldest(now, true);
         }
     }
 
@@ -138,9 +153,22 @@ impl Worker {
         }
     }
 
-    /// `plano.queue.oldest_wait_ms` now: set at each recheck and each
-    /// leaving, so it is never older than a recheck while anyone waits.
-    fn gauge_oldest(&self, now: u64) {
+    /// `plano.queue.oldest_wait_ms` now: set when a waiter joins or leaves
+    /// (`changed`), and by a recheck at most every `GAUGE_MS` on each
+    /// worker, so it is never much older than that while anyone waits (each
+    /// setting reads the whole list: one per recheck would cost the square
+    /// of the waiters).
+    fn gauge_oldest(&self, now: u64, changed: bool) {
+        let due = GAUGED_AT.with(|at| {
+            let due = changed || now >= at.get() + GAUGE_MS;
+            if due {
+                at.set(now);
+            }
+            due
+        });
+        if !due {
+            return;
+        }
         let (_, oldest) = queue::length_and_oldest(&EnvoyStore, now);
         let waited = oldest.map_or(0, |since| now.saturating_sub(since));
         let _ = hostcalls::record_metric(self.metrics.queue_oldest_wait_ms, waited);
