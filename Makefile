@@ -101,7 +101,7 @@ bench-hedge: install
 
 # Pacing against a provider's token bucket at twice its capacity (issue 42):
 # one gateway, three replicas sharing etcd, two client keys at 10:1, LiteLLM
-# when .litellm-venv has it. About 5 minutes; BENCH_PACE=SECONDS shortens each row.
+# when .litellm-venv has it. About 3.5 minutes; BENCH_PACE=SECONDS shortens each row's load.
 bench-pace: install
 	ulimit -n 20000 && nice -n 10 cargo run --release -q -p plano-bench -- pace $(BENCH_PACE)
 
