@@ -9,7 +9,7 @@ ACCEPTANCE ?= $(CURDIR)/../shared/acceptance
 export ACCEPTANCE_VENV := $(VENV)
 export PATH := $(PREFIX)/bin:$(PATH)
 
-.PHONY: setup build install test unit lint e2e acceptance acceptance-docker image up down demo-mocks bench bench-streams bench-hedge bench-levers floor soak k8s reference clean
+.PHONY: setup build install test unit lint e2e acceptance acceptance-docker image up down demo-mocks bench bench-streams bench-hedge bench-levers bench-pace floor soak k8s reference clean
 
 setup: $(VENV)/.ready build install
 
@@ -98,6 +98,12 @@ bench-streams: install
 # Time to first token with and without `hedge` on long-tail mocks (about 2 minutes).
 bench-hedge: install
 	$(PY) tests/bench/hedge_ttft.py
+
+# Pacing against a provider's token bucket at twice its capacity (issue 42):
+# one gateway, three replicas sharing etcd, two client keys at 10:1, LiteLLM
+# when .litellm-venv has it. About 3.5 minutes; BENCH_PACE=SECONDS shortens each row's load.
+bench-pace: install
+	ulimit -n 20000 && nice -n 10 cargo run --release -q -p plano-bench -- pace $(BENCH_PACE)
 
 # Each lever of issue 19 as a bench-local variation, interleaved rounds (about 2 minutes).
 bench-levers: install floor

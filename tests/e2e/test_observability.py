@@ -42,7 +42,7 @@ def streamed(prompt, completion):
     return Reply(stream=[f"data: {json.dumps(chunk)}\n\n", f"data: {json.dumps(last)}\n\n", "data: [DONE]\n\n"], gap=0.01)
 
 
-def config(east, west, mini, mistral, fallback, o1):
+def config(east, west, mini, mistral, fallback, o1, paced):
     return HEADER.replace("        model_providers:", f"""            client_keys:
               - {{ name: ci, key: {CI_KEY} }}
               - {{ name: app, key: {APP_KEY} }}
@@ -71,6 +71,11 @@ def config(east, west, mini, mistral, fallback, o1):
             retry_policy:
               fallback_models: [anthropic/claude-3-5-sonnet]
               retry_budget: {{ ratio: 0, min_retries_per_second: 0 }}
+          - model: openai/gpt-4.1
+            base_url: http://127.0.0.1:{paced.port}
+            access_key: key-paced-00007
+            rpm: 1
+            tpm: 100000
     """
 
 
@@ -130,10 +135,18 @@ def test_prometheus_scrapes_every_dashboard_query(gateway, providers, prometheus
     mistral = providers(Reply(status=503, body={"error": {"message": "down"}}))
     fallback = providers(answer(5, 3))
     o1 = providers(Reply(status=503, body={"error": {"message": "down"}}))
-    gateway.up(config(east, west, mini, mistral, fallback, o1))
+    paced = providers(answer(2, 1))
+    gateway.up(config(east, west, mini, mistral, fallback, o1, paced))
     # Prometheus has scraped the start-up's zeros before any event: each
     # rate below then rises from a sample taken before it.
     assert eventually(lambda: query("plano_model_requests"), 20)
+    # First (west's 30 s block below must outlast the panels' check): a
+    # paced model's minute (1 request) filled, then a request that waits
+    # 3 s for room (scraped while it waits) and gets the gateway's 429.
+    send("openai/gpt-4.1", CI_KEY, 1)
+    waited = requests.post(CHAT, json={"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": "hi"}]},
+                           headers={"Authorization": f"Bearer {CI_KEY}", "x-plano-max-wait-ms": "3000"}, timeout=30)
+    assert waited.status_code == 429 and waited.json()["error"]["type"] == "pacing", waited.text
 
     # Until west is chosen once: its 429 rotates to east and blocks it for
     # 1 s. A series is born at its first event, which no rate shows, so west's
@@ -173,15 +186,15 @@ def test_prometheus_scrapes_every_dashboard_query(gateway, providers, prometheus
         [e for e in exprs if not shown(e)]
 
     # Tokens by client key: what the mocks reported, per answer.
-    want_input = {"ci": 11 * len(answered), "app": 13 * len(streams) + 5 * len(failed_over)}
-    want_output = {"ci": 7 * len(answered), "app": 4 * len(streams) + 3 * len(failed_over)}
+    want_input = {"ci": 11 * len(answered) + 2, "app": 13 * len(streams) + 5 * len(failed_over)}
+    want_output = {"ci": 7 * len(answered) + 1, "app": 4 * len(streams) + 3 * len(failed_over)}
     assert eventually(lambda: values("sum by (client) (plano_model_input_tokens)", "client") == want_input, 10), \
         values("sum by (client) (plano_model_input_tokens)", "client")
     assert values("sum by (client) (plano_model_output_tokens)", "client") == want_output
     # By model too: the answering model is counted, not the one asked for.
     by_model = values("sum by (model) (plano_model_input_tokens)", "model")
     assert by_model == {"openai/gpt-4o": 11 * len(answered), "openai/gpt-4o-mini": 13 * len(streams),
-                        "anthropic/claude-3-5-sonnet": 5 * len(failed_over)}
+                        "anthropic/claude-3-5-sonnet": 5 * len(failed_over), "openai/gpt-4.1": 2}
 
     # 429s by provider, failovers, the block and what it lasts.
     assert values('sum by (provider) (plano_model_attempts{outcome="429"})', "provider") == {"openai": 2}
@@ -196,7 +209,8 @@ def test_prometheus_scrapes_every_dashboard_query(gateway, providers, prometheus
     assert 29_000 <= block_seconds["openai/gpt-4o[west]"] <= 31_000, block_seconds
     requests_by_model = values("plano_model_requests > 0", "model")
     assert requests_by_model == {"openai/gpt-4o": len(answered), "openai/gpt-4o-mini": len(streams),
-                                 "mistral/mistral-large": len(failed_over), "openai/o1": 2}
+                                 "mistral/mistral-large": len(failed_over), "openai/o1": 2,
+                                 "openai/gpt-4.1": 2}
     assert values("plano_model_retries_over_budget > 0", "model") == {"openai/o1": 2}
     # One time to first byte per answered attempt, one added time per answer
     # (histograms reach the admin at Envoy's 5 s stats flush).

@@ -7,6 +7,8 @@ them, a 429 with `Retry-After`."""
 
 import json
 import math
+import re
+import subprocess
 import tempfile
 import textwrap
 import threading
@@ -19,9 +21,10 @@ import requests
 
 import pytest
 
-from conftest import CHAT, GATEWAY, eventually, planoai, stats
+from conftest import ADMIN, CHAT, GATEWAY, eventually, planoai, stats
 from mock_provider import OK_BODY, Provider, Reply
 from test_replicas import ETCD_PORT, Etcd, Replica
+from test_top import pane, tmux  # noqa: F401 (a fixture)
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
 
@@ -330,6 +333,148 @@ def test_a_client_keys_own_deadline_replaces_the_listeners(gateway, limited):
     assert refused.status_code == 429 and refused.json()["error"]["type"] == "pacing", refused.text
     assert 0.7 <= took < 1.8, took
     assert p.calls == 1
+
+
+def _closed_loop(headers, clients, until, max_tokens):
+    """`clients` threads sending one request after another until `until`:
+    each request's seconds from sent to answered, and its status."""
+    out = []
+
+    def run():
+        while time.time() < until:
+            start = time.time()
+            r = post(timeout=40, headers=headers, max_tokens=max_tokens)
+            out.append((time.time() - start, r.status_code))
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    return threads, out
+
+
+def test_a_key_sending_ten_times_anothers_load_does_not_push_it_back(gateway, limited):
+    # 24,000 tokens a minute, each request reserving about 1,920 until its
+    # answer (1 s later) says it took 20: about 12 at a time. The heavy key
+    # keeps 40 requests going, the light key 4: some 30 wait at any time.
+    # In arrival order each would wait about 3 s; by fair share the light
+    # key's requests go before the heavy key's and wait one answer at most.
+    limits = Limiter(tpm=24000, delay=1.0)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            tpm: 24000
+""", """            max_queue_ms: 30000
+            client_keys:
+              - { name: batch, key: batch-key-5d1c8e3a7f2b9046 }
+              - { name: agent, key: agent-key-9e4b2c7d1a5f8360 }"""))
+    until = time.time() + 15
+    heavy, heavy_out = _closed_loop({"Authorization": "Bearer batch-key-5d1c8e3a7f2b9046"}, 40, until, 1900)
+    light, light_out = _closed_loop({"Authorization": "Bearer agent-key-9e4b2c7d1a5f8360"}, 4, until, 1900)
+    for t in heavy + light:
+        t.join()
+    assert all(s == 200 for _, s in heavy_out + light_out), [s for _, s in heavy_out + light_out if s != 200]
+    assert limits.refused == 0
+    # A request's wait: its time less the provider's second.
+    def p99(out):
+        waits = sorted(max(0.0, took - 1.0) for took, _ in out)
+        return waits[min(len(waits) - 1, math.ceil(len(waits) * 0.99) - 1)]
+    light_p99, heavy_p99 = p99(light_out), p99(heavy_out)
+    print(f"light key: {len(light_out)} requests, p99 wait {light_p99:.2f} s; "
+          f"heavy key: {len(heavy_out)} requests, p99 wait {heavy_p99:.2f} s")
+    assert len(light_out) >= 30, len(light_out)
+    assert light_p99 < 2.0, (light_p99, heavy_p99)
+    # The heavy key waited: the test did load the queue.
+    assert heavy_p99 > 2.0, heavy_p99
+
+
+def test_a_higher_priority_waiter_gets_the_room_before_one_that_came_first(gateway, limited):
+    # Room for one request at a time (1,000 tokens, each asking 900 until
+    # its answer says 20). A low-priority request waits, then a
+    # high-priority one: when room comes, the high one goes first.
+    limits = Limiter(tpm=1000, delay=1.5)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            tpm: 1000
+""", """            max_queue_ms: 20000
+            client_keys:
+              - { name: batch, key: batch-key-5d1c8e3a7f2b9046 }
+              - { name: agent, key: agent-key-9e4b2c7d1a5f8360, priority: 10 }"""))
+    batch = {"Authorization": "Bearer batch-key-5d1c8e3a7f2b9046"}
+    agent = {"Authorization": "Bearer agent-key-9e4b2c7d1a5f8360"}
+    with ThreadPoolExecutor(3) as pool:
+        holder = pool.submit(post, headers=batch, max_tokens=900)
+        time.sleep(0.3)
+        low = pool.submit(post, headers=batch, max_tokens=900)
+        time.sleep(0.5)
+        high = pool.submit(post, headers=agent, max_tokens=900)
+        assert [f.result().status_code for f in (holder, low, high)] == [200] * 3
+    # The provider saw the holder, then the high one, then the low one.
+    order = [r["at"] for r in p.requests]
+    assert len(order) == 3 and limits.refused == 0
+    high_done, low_done = high.result().elapsed.total_seconds(), low.result().elapsed.total_seconds()
+    # The high one came 0.5 s later and was sent first: answered within
+    # about two answers of its arrival; the low one waited for three.
+    assert high_done < 3.6, high_done
+    assert low_done > 4.0, low_done
+
+
+def test_status_top_and_metrics_show_each_minute_and_the_queues_oldest_wait(gateway, limited, tmux):
+    # 1,000 tokens a minute: the first request (900 asked) fills it for the
+    # 4 s its answer takes, and the second waits for it.
+    limits = Limiter(tpm=1000, delay=4.0)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            rpm: 50
+            tpm: 1000
+"""))
+    base, session = tmux
+    subprocess.run(base + ["new-session", "-d", "-s", session, "-x", "160", "-y", "40", "planoai top"], check=True)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, max_tokens=900)
+        time.sleep(0.5)
+        second = pool.submit(post, max_tokens=900)
+        time.sleep(1.5)
+        status = planoai("status").stdout
+        assert re.search(r"queue: +1 waiting, the oldest for 1\.\d s", status), status
+        assert re.search(r"openai/gpt-4o: 1/50 requests, 9\d\d/1000 tokens this minute", status), status
+        # The gauge of the oldest wait, and the minute's, for the dashboard.
+        prom = requests.get(f"{ADMIN}/stats/prometheus", timeout=5).text
+        oldest = int(re.search(r"^plano_queue_oldest_wait_ms(?:{[^}]*})? (\d+)", prom, re.M).group(1))
+        assert 1000 <= oldest < 3000, oldest
+        assert re.search(r'^plano_pace_minute_requests{[^}]*model="openai/gpt-4o"[^}]*} 1$', prom, re.M), prom
+        assert re.search(r'^plano_pace_tokens_per_minute{[^}]*} 1000$', prom, re.M), prom
+        # `planoai top` shows the same within its refresh.
+        seen = ""
+        deadline = time.time() + 2.5
+        while time.time() < deadline:
+            seen = pane(base, session)
+            if re.search(r"queue: 1 waiting, the oldest for [1-3]\.\d s", seen):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"top shows no queue:\n{seen}")
+        assert re.search(r"openai/gpt-4o: 1/50 requests, 9\d\d/1000 tokens this minute", seen), seen
+        assert first.result().status_code == 200 and second.result().status_code == 200
+    status = planoai("status").stdout
+    assert "queue:   none waiting" in status, status
+    assert "openai/gpt-4o: 2/50 requests, 40/1000 tokens this minute" in status, status
+    assert eventually(lambda: re.search(r"^plano_queue_oldest_wait_ms(?:{[^}]*})? 0$",
+                                        requests.get(f"{ADMIN}/stats/prometheus", timeout=5).text, re.M))
+    # Piped, top prints the same lines once.
+    snapshot = planoai("top").stdout
+    assert "paced: openai/gpt-4o: 2/50 requests, 40/1000 tokens this minute" in snapshot, snapshot
+    assert "paced: queue: none waiting" in snapshot, snapshot
 
 
 def replica_config(port, provider, warm):

@@ -54,6 +54,8 @@ fn print_rows(rows: &[Row]) {
 
 pub async fn run(name: &str, args: &[String], home: &Path) -> Result<()> {
     match name {
+        // `pace [SECONDS]`: `make bench-pace`, 60 s a row by default.
+        "pace" => crate::pace::run(home, Duration::from_secs(arg(args, 0, 60)?)).await,
         "mock" => {
             let port = args
                 .first()
@@ -119,6 +121,12 @@ pub async fn run(name: &str, args: &[String], home: &Path) -> Result<()> {
                 _ => apis::Which::Clouds,
             };
             print_rows(&apis::rows(home, ok, ok2, rounds, round, which).await?);
+            Ok(())
+        }
+        "paced" => {
+            let (round, rounds) = round_args(args, 3)?;
+            let ok = mock::serve(Answer::Ok).await?;
+            print_rows(&crate::paced::rows(home, ok, rounds, round).await?);
             Ok(())
         }
         "limits" => {

@@ -13,6 +13,8 @@ mod levers;
 mod limits;
 mod load;
 mod mock;
+mod pace;
+mod paced;
 mod replicas;
 mod report;
 mod rig;
@@ -444,6 +446,9 @@ async fn main() -> Result<()> {
 
     eprintln!("gateway, a client key with limits and one without, {ROUNDS} interleaved rounds ...");
     rows.extend(limits::rows(&home, ok, ROUNDS, ROUND).await?);
+
+    eprintln!("gateway, a paced model entry and one not paced, {ROUNDS} interleaved rounds ...");
+    rows.extend(paced::rows(&home, ok, ROUNDS, ROUND).await?);
 
     eprintln!("gateway with shared_state on and off, {ROUNDS} interleaved rounds ...");
     rows.extend(replicas::rows(&home, ok, ok2, ROUNDS, ROUND).await?);

@@ -19,10 +19,14 @@ const BUDGETED: &str = "    default: true\n    retry_policy: {default_strategy: 
 const ETCD_PEER_PORT: u16 = 22480;
 
 /// etcd for the bench, killed when dropped.
-struct Etcd(Child);
+pub(crate) struct Etcd(Child);
 
 impl Etcd {
-    fn start(home: &Path) -> Result<Etcd> {
+    pub(crate) fn port(&self) -> u16 {
+        ETCD_PORT
+    }
+
+    pub(crate) fn start(home: &Path) -> Result<Etcd> {
         let url = format!("http://127.0.0.1:{ETCD_PORT}");
         let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
         let child = Command::new("etcd")

@@ -14,6 +14,8 @@ use crate::plan::{KeyLimits, Target};
 use crate::quota::Quota;
 use crate::replicas::counts::View;
 
+pub mod queue;
+
 /// What the other replicas have sent to the target whose slot is `slot`,
 /// as the etcd holder last wrote (the client keys' way, `limits::replicas`).
 pub fn others(store: &dyn SharedStore, slot: &str, now_ms: u64) -> Others {

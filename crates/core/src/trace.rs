@@ -61,6 +61,8 @@ struct AttemptSpan {
     model_name: String,
     started_ms: u64,
     wait_ms: u64,
+    /// What the request waited for a paced target's room before it.
+    queued_ms: u64,
     /// When the answer's headers came (the attempt's first byte).
     headers_ms: Option<u64>,
     ended_ms: Option<u64>,
@@ -139,6 +141,7 @@ impl RequestTrace {
             model_name: target.model_name.clone(),
             started_ms: now_ms,
             wait_ms: now_ms.saturating_sub(since),
+            queued_ms: 0,
             headers_ms: None,
             ended_ms: None,
             outcome: None,
@@ -149,6 +152,14 @@ impl RequestTrace {
             sampled: true,
         }
         .format()
+    }
+
+    /// The current attempt waited `ms` in the queue for its target's room
+    /// (pacing) before it was sent.
+    pub fn attempt_queued(&mut self, ms: u64) {
+        if let Some(a) = self.attempts.last_mut() {
+            a.queued_ms = ms;
+        }
     }
 
     /// The current attempt ended with `outcome` (for a status: its headers
@@ -229,6 +240,9 @@ impl RequestTrace {
             ];
             if let Some(d) = a.deployment {
                 attrs.push(("plano.target.deployment", Value::Str(d)));
+            }
+            if a.queued_ms > 0 {
+                attrs.push(("plano.queued_ms", Value::Int(a.queued_ms as i64)));
             }
             let outcome = a.outcome;
             attrs.push((

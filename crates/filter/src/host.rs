@@ -151,6 +151,8 @@ pub struct Metrics {
     pub queue_waits: u32,
     /// Requests given the 429 past their deadline, or with the queue full.
     pub queue_refused: u32,
+    /// How long the queue's oldest waiter has waited (0 with none).
+    pub queue_oldest_wait_ms: u32,
 }
 
 impl Metrics {
@@ -179,6 +181,10 @@ impl Metrics {
             queue_wait_ms: counter("plano.queue.wait_ms")?,
             queue_waits: counter("plano.queue.waits")?,
             queue_refused: counter("plano.queue.refused")?,
+            queue_oldest_wait_ms: hostcalls::define_metric(
+                MetricType::Gauge,
+                "plano.queue.oldest_wait_ms",
+            )?,
         })
     }
 

@@ -44,6 +44,9 @@ pub struct Stats {
     /// By client key, for a key with limits: what it has spent (gauges) and
     /// its refusals.
     limited_keys: Vec<Option<KeyStats>>,
+    /// By target, for a paced one: its minute's requests and tokens and
+    /// the limits in force (gauges, as of its latest reservation or settle).
+    paced: Vec<Option<[u32; 4]>>,
 }
 
 /// `plano.client.<name>.{minute_requests, minute_tokens, day_tokens}`, as
@@ -72,6 +75,7 @@ fn define(kind: MetricType, name: &str) -> Result<u32, Status> {
 impl Stats {
     pub fn define(plan: &GatewayPlan) -> Result<Stats, Status> {
         let mut targets = Vec::new();
+        let mut paced = Vec::new();
         for t in &plan.targets {
             let model = piece("model", &t.model);
             let mut labels = model.clone();
@@ -82,6 +86,18 @@ impl Stats {
                 |base: &str, labels: &str| define(MetricType::Counter, &tagged(base, labels));
             let histogram =
                 |base: &str, labels: &str| define(MetricType::Histogram, &tagged(base, labels));
+            paced.push(match t.pace {
+                Some(_) => {
+                    let gauge = |base: &str| define(MetricType::Gauge, &tagged(base, &labels));
+                    Some([
+                        gauge("pace.minute_requests")?,
+                        gauge("pace.minute_tokens")?,
+                        gauge("pace.requests_per_minute")?,
+                        gauge("pace.tokens_per_minute")?,
+                    ])
+                }
+                None => None,
+            });
             targets.push(TargetStats {
                 requests: counter("model.requests", &model)?,
                 failovers: counter("model.failovers", &labels)?,
@@ -126,6 +142,7 @@ impl Stats {
         }
         Ok(Stats {
             limited_keys,
+            paced,
             targets,
             client_names: plan.client_keys.iter().map(|k| k.name.clone()).collect(),
             outcomes: RefCell::default(),
@@ -209,6 +226,16 @@ impl Stats {
             Self::record(k.minute_requests, spent.minute_requests);
             Self::record(k.minute_tokens, spent.minute_tokens);
             Self::record(k.day_tokens, spent.day_tokens);
+        }
+    }
+
+    /// Paced `target`'s minute now (`planoai status` shows the same).
+    pub fn paced(&self, target: usize, m: &plano_core::pacing::Minute) {
+        if let Some(Some([requests, tokens, rpm, tpm])) = self.paced.get(target) {
+            Self::record(*requests, m.requests);
+            Self::record(*tokens, m.tokens);
+            Self::record(*rpm, m.limits.requests_per_minute.unwrap_or(0));
+            Self::record(*tpm, m.limits.tokens_per_minute.unwrap_or(0));
         }
     }
 

@@ -7,9 +7,13 @@
 //! across the workers. Past the deadline, or with the queue full, the client
 //! gets the gateway's 429 in its API's shape, with `Retry-After` saying when
 //! the room comes. A client that leaves while queued is forgotten with its
-//! timer (`Worker::forget`): it is never sent.
+//! timer (`Worker::forget`): it is never sent. Waiters are listed in the
+//! replica's shared queue (`plano_core::pacing::queue`), and room goes to
+//! them in its order: client-key priority, then fair share between keys,
+//! then arrival.
 
 use log::info;
+use plano_core::pacing::queue::{self, Waiter};
 use plano_core::pacing::{self, Reserved};
 use plano_core::plan::Target;
 use proxy_wasm::hostcalls;
@@ -21,6 +25,14 @@ use crate::worker::{Exchange, Phase, Worker};
 
 /// How often a waiting request looks for room that came early.
 const RECHECK_MS: u64 = 200;
+
+/// How often a recheck sets the oldest wait's gauge, at most, per worker.
+const GAUGE_MS: u64 = 500;
+
+thread_local! {
+    /// When this worker last set the oldest wait's gauge.
+    static GAUGED_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// The client header that asks for a shorter wait than `max_queue_ms`.
 pub const MAX_WAIT_HEADER: &str = "x-plano-max-wait-ms";
@@ -50,6 +62,19 @@ impl Worker {
             target
         };
         let t = self.plan().targets.get(target)?;
+        // Room goes to the waiters in their order (priority, then fair
+        // share between keys, then arrival): a request whose turn it is
+        // not waits though the minute has room.
+        // The window is read first: while it has no room (most rechecks
+        // under a load above the limit) the queue's list is not read.
+        let me = self.waiter(ex, t, now);
+        let estimate = ex.state.reach.estimate;
+        if pacing::room_at(&EnvoyStore, t, estimate, now).is_none()
+            && !queue::turn(&EnvoyStore, t, &me, estimate, now)
+        {
+            self.wait_for_room(ex, (target, t), now + RECHECK_MS, now);
+            return None;
+        }
         match pacing::reserve(&EnvoyStore, t, ex.state.reach.estimate, now) {
             Reserved::Unpaced => {
                 self.settle_pace(ex, 0, now);
@@ -61,7 +86,9 @@ impl Worker {
                 // provider counted it) and gives back its tokens.
                 self.settle_pace(ex, 0, now);
                 ex.pace = Some((target, charge));
+                queue::served(&EnvoyStore, me.key, now);
                 self.leave_queue(ex, now);
+                self.gauge_minute(target, t, now);
                 Some(target)
             }
             Reserved::Full { at_ms } => {
@@ -84,10 +111,17 @@ impl Worker {
             self.reply_no_room(ex, t, at_ms.saturating_sub(now), full);
             return;
         }
+        // Listed when it starts waiting, or its target changed (one write
+        // of the list): a recheck that finds no room writes nothing.
+        let listed = ex.queued_since.is_some() && ex.next == Some(target);
         if ex.queued_since.is_none() {
             ex.queued_since = Some(now);
             self.metrics.add(self.metrics.queued, 1);
         }
+        if !listed {
+            queue::join(&EnvoyStore, &self.waiter(ex, t, now), now);
+        }
+        self.gauge_oldest(now, !listed);
         ex.next = Some(target);
         ex.phase = Phase::Waiting;
         self.metrics.add(self.metrics.waiting, 1);
@@ -107,6 +141,53 @@ impl Worker {
             self.metrics.add(self.metrics.queued, -1);
             self.metrics.add(self.metrics.queue_wait_ms, waited as i64);
             self.metrics.add(self.metrics.queue_waits, 1);
+            queue::leave(&EnvoyStore, &queue::waiter_id(&ex.request_id, ex.id), now);
+            self.gauge_oldest(now, true);
+        }
+    }
+
+    /// `plano.pace.minute_*` and the limits in force for `t`, now.
+    fn gauge_minute(&self, target: usize, t: &Target, now: u64) {
+        if let Some(m) = pacing::minute(&EnvoyStore, t, now) {
+            self.stats.paced(target, &m);
+        }
+    }
+
+    /// `plano.queue.oldest_wait_ms` now: set when a waiter joins or leaves
+    /// (`changed`), and by a recheck at most every `GAUGE_MS` on each
+    /// worker, so it is never much older than that while anyone waits (each
+    /// setting reads the whole list: one per recheck would cost the square
+    /// of the waiters).
+    fn gauge_oldest(&self, now: u64, changed: bool) {
+        let due = GAUGED_AT.with(|at| {
+            let due = changed || now >= at.get() + GAUGE_MS;
+            if due {
+                at.set(now);
+            }
+            due
+        });
+        if !due {
+            return;
+        }
+        let (_, oldest) = queue::length_and_oldest(&EnvoyStore, now);
+        let waited = oldest.map_or(0, |since| now.saturating_sub(since));
+        let _ = hostcalls::record_metric(self.metrics.queue_oldest_wait_ms, waited);
+    }
+
+    /// The request as a waiter for `t`'s room: its client key's priority
+    /// and index, since when it waits (now, for one not waiting yet).
+    fn waiter(&self, ex: &Exchange, t: &Target, now: u64) -> Waiter {
+        let priority = ex
+            .client
+            .and_then(|c| self.plan().client_keys.get(c))
+            .map_or(0, |k| k.priority);
+        Waiter {
+            id: queue::waiter_id(&ex.request_id, ex.id),
+            target: t.cluster.clone(),
+            priority,
+            key: ex.client.map_or(0, |c| c + 1),
+            since_ms: ex.queued_since.unwrap_or(now),
+            deadline_ms: ex.deadline,
         }
     }
 
@@ -118,6 +199,7 @@ impl Worker {
         };
         if let Some(t) = self.plan().targets.get(target) {
             pacing::settle(&EnvoyStore, t, &charge, tokens, now);
+            self.gauge_minute(target, t, now);
         }
     }
 

@@ -106,8 +106,12 @@ impl HttpContext for StatusStream {
                 }))
             })
             .collect();
-        let body =
-            serde_json::json!({"blocks": blocks, "clients": clients, "paced": paced}).to_string();
+        let (waiting, oldest) = plano_core::pacing::queue::length_and_oldest(&EnvoyStore, now);
+        let queue = serde_json::json!({"waiting": waiting,
+            "oldest_wait_ms": oldest.map(|since| now.saturating_sub(since))});
+        let body = serde_json::json!({"blocks": blocks, "clients": clients, "paced": paced,
+            "queue": queue})
+        .to_string();
         self.send_http_response(
             200,
             vec![("content-type", "application/json")],

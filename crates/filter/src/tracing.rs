@@ -115,7 +115,14 @@ impl Tracer {
 /// request carries; `None` when the exchange is not traced.
 pub fn attempt(plan: &GatewayPlan, ex: &mut Exchange, target: usize, now: u64) -> Option<String> {
     let t = plan.targets.get(target)?;
-    Some(ex.trace.as_mut()?.attempt_started(t, now))
+    let queued = ex.queued_ms;
+    let trace = ex.trace.as_mut()?;
+    let parent = trace.attempt_started(t, now);
+    // What it waited for a paced target's room, as its log line says.
+    if queued > 0 {
+        trace.attempt_queued(queued);
+    }
+    Some(parent)
 }
 
 /// An attempt sent through the router carries its `traceparent` (from

@@ -83,6 +83,7 @@ pub fn run() -> Result<i32> {
                 for p in paced {
                     outln!("    {}", paced_line(&p))?;
                 }
+                outln!("  queue:   {}", queue_line(&report["queue"]))?;
             }
         }
         _ => outln!("  blocks:  unknown (the gateway did not report them)")?,
@@ -126,10 +127,24 @@ fn client_line(c: &serde_json::Value) -> String {
     )
 }
 
+/// The queue for paced targets' room: `3 waiting, the oldest for 2.4 s`.
+pub(crate) fn queue_line(q: &serde_json::Value) -> String {
+    let waiting = q["waiting"].as_u64().unwrap_or(0);
+    match q["oldest_wait_ms"].as_u64() {
+        Some(ms) if waiting > 0 => {
+            format!(
+                "{waiting} waiting, the oldest for {:.1} s",
+                ms as f64 / 1000.0
+            )
+        }
+        _ => "none waiting".into(),
+    }
+}
+
 /// A paced target's minute against its limits, each limit's source said
 /// when its provider reported it lower: `openai/gpt-4o[a]: 3/5 requests
 /// (learned), 900/60000 tokens this minute`.
-fn paced_line(p: &serde_json::Value) -> String {
+pub(crate) fn paced_line(p: &serde_json::Value) -> String {
     let of = |used: &str, limit: &str, source: &str, unit: &str| {
         let used = p[used].as_u64().unwrap_or(0);
         let learned = if p[source] == "learned" {

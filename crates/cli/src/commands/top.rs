@@ -14,6 +14,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block as Frame, Cell, Paragraph, Row as TableRow, Table};
 use ratatui::DefaultTerminal;
 
+use crate::commands::status::{paced_line, queue_line};
 use crate::scrape::{rows, Block, Reading, Row};
 use crate::{health, runtime};
 
@@ -62,12 +63,28 @@ fn read() -> Result<Reading> {
     Ok(Reading::parse(&text, now_secs()))
 }
 
-/// The blocks in force, from the status listener.
-fn blocks() -> Vec<Block> {
+/// The status listener's report: blocks, limits, paced minutes, the queue.
+fn report() -> serde_json::Value {
     let Ok((200, body)) = health::get(runtime::admin_ports().1, BLOCKS_PATH) else {
-        return Vec::new();
+        return serde_json::Value::Null;
     };
-    let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or_default()
+}
+
+/// Each paced deployment's minute (used, limit, configured or learned) and
+/// the queue's length and oldest wait; nothing when no target is paced.
+fn pacing(report: &serde_json::Value) -> Vec<String> {
+    let paced = report["paced"].as_array().cloned().unwrap_or_default();
+    if paced.is_empty() {
+        return Vec::new();
+    }
+    let mut lines: Vec<String> = paced.iter().map(paced_line).collect();
+    lines.push(format!("queue: {}", queue_line(&report["queue"])));
+    lines
+}
+
+/// The blocks in force, from the status listener's report.
+fn blocks(report: &serde_json::Value) -> Vec<Block> {
     report["blocks"]
         .as_array()
         .into_iter()
@@ -85,13 +102,17 @@ fn snapshot() -> Result<i32> {
     let before = read()?;
     std::thread::sleep(REFRESH);
     let now = read()?;
-    let blocks = blocks();
+    let report = report();
+    let blocks = blocks(&report);
     outln!("{}", HEADERS.join("\t"))?;
     for row in rows(&before, &now, &blocks) {
         outln!("{}", cells(&row).join("\t"))?;
     }
     for b in &blocks {
         outln!("blocked: {} for {}", b.describe(), seconds(b.remaining_ms))?;
+    }
+    for line in pacing(&report) {
+        outln!("paced: {line}")?;
     }
     Ok(0)
 }
@@ -123,7 +144,9 @@ fn live(terminal: &mut DefaultTerminal) -> Result<()> {
     loop {
         let started = Instant::now();
         let reading = read();
-        let blocks = blocks();
+        let report = report();
+        let blocks = blocks(&report);
+        let paced = pacing(&report);
         if let Ok(r) = &reading {
             while readings
                 .front()
@@ -139,10 +162,11 @@ fn live(terminal: &mut DefaultTerminal) -> Result<()> {
         };
         let error = reading.err().map(|e| format!("{e:#}"));
         terminal.draw(|frame| {
-            let [title, table, listed] = Layout::vertical([
+            let [title, table, listed, pacing] = Layout::vertical([
                 Constraint::Length(1),
                 Constraint::Min(3),
                 Constraint::Length(blocks.len() as u16 + 2),
+                Constraint::Length(if paced.is_empty() { 0 } else { paced.len() as u16 + 2 }),
             ])
             .areas(frame.area());
             let head = error.clone().unwrap_or_else(|| {
@@ -176,6 +200,13 @@ fn live(terminal: &mut DefaultTerminal) -> Result<()> {
                 Paragraph::new(lines).block(Frame::bordered().title("blocks")),
                 listed,
             );
+            if !paced.is_empty() {
+                let lines: Vec<Line> = paced.iter().map(|l| Line::from(l.clone())).collect();
+                frame.render_widget(
+                    Paragraph::new(lines).block(Frame::bordered().title("paced: this minute")),
+                    pacing,
+                );
+            }
         })?;
         // Keys are read at least once a round, however long the reading took.
         let until = started + REFRESH;

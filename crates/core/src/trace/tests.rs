@@ -125,6 +125,25 @@ fn an_attempt_cut_short_is_an_error_without_a_first_byte() {
     assert_eq!(text(&spans[2], "plano.outcome"), "abandoned");
 }
 
+#[test]
+fn an_attempt_that_waited_for_room_says_how_long() {
+    let mut trace = RequestTrace::begin(None, 1.0, b"r", "chat", "m", 0).unwrap();
+    trace.attempt_started(&target("openai/a", None), 2_400);
+    trace.attempt_queued(2_400);
+    trace.attempt_ended(Outcome::Status(200), 2_900);
+    trace.attempt_started(&target("openai/b", None), 3_000);
+    let spans = trace.finish(3_100);
+    assert_eq!(
+        spans[1].attribute("plano.queued_ms"),
+        Some(&Value::Int(2_400))
+    );
+    assert_eq!(
+        spans[2].attribute("plano.queued_ms"),
+        None,
+        "only one that waited says it"
+    );
+}
+
 /// A failover's spans (a request and two attempts), finished at `now_ms`
 /// on the fake clock.
 fn failover_spans(id: u64, now_ms: u64) -> Vec<Span> {
