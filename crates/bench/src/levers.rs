@@ -86,6 +86,11 @@ fn variants() -> Vec<(String, &'static str, Make)> {
             Make::Gateway("", vec![Lever::NoFramingHop]),
         ),
         (
+            "gateway, no stall hop".into(),
+            "gateway as rendered",
+            Make::Gateway("", vec![Lever::NoStallHop]),
+        ),
+        (
             "gateway, no header_mutation upstream filter".into(),
             "gateway as rendered",
             Make::Gateway(

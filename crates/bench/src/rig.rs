@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::{envoy_binary, wait_listening};
+use plano_core::envoy_names;
 
 /// An Envoy the bench started; killed when dropped.
 pub struct Envoy {
@@ -171,6 +172,9 @@ pub enum Lever {
     /// Plain-HTTP providers' clusters go straight to the provider, without
     /// the internal listener and its framing wasm network filter.
     NoFramingHop,
+    /// The framing listener's `tcp_proxy` goes straight to the provider,
+    /// without the stall listener past it (decision 023).
+    NoStallHop,
     /// Without the YAML block that a line starting with this opens.
     Drop(&'static str),
     /// The gateway's filters from this .wasm file.
@@ -315,6 +319,16 @@ fn apply(yaml: &str, lever: &Lever) -> Result<String> {
             }
             Ok(out)
         }
+        Lever::NoStallHop => Ok(yaml
+            .lines()
+            .map(|line| match line.trim_start().strip_prefix("cluster: ") {
+                Some(name) if name.ends_with(envoy_names::STALL_SUFFIX) => {
+                    line.replace(envoy_names::STALL_SUFFIX, envoy_names::DIRECT_SUFFIX)
+                }
+                _ => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
         Lever::Wasm(path) => {
             let marker = "local: { filename: ";
             let Some(at) = yaml.find(marker).map(|i| i + marker.len()) else {
