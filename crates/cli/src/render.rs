@@ -52,14 +52,15 @@ struct Cluster {
     #[serde(rename = "static")]
     is_static: bool,
     connect_timeout: String,
-    /// The longest silence on the provider's connection (`stall_timeout_ms`).
-    stall_timeout: String,
+    /// The longest silence on the provider's connection (`stall_timeout_ms`);
+    /// without it, no stall listener.
+    stall_timeout: Option<String>,
     /// The Unix socket of the listener that enforces it.
     stall_socket: String,
     /// How long a pooled connection may wait for its next request: half the
     /// stall bound, so the pool lets go of it before the stall listener
     /// closes it under a request just sent.
-    pool_idle_timeout: String,
+    pool_idle_timeout: Option<String>,
     /// The static secret holding the value of this cluster's key header.
     key_secret: Option<String>,
     /// The header the key goes in (`authorization`: `Bearer KEY`).
@@ -241,9 +242,13 @@ pub fn render(
             host: e.host.clone(),
             tls: e.tls,
             connect_timeout: format!("{:.3}s", t.timeout_ms.min(10_000) as f64 / 1000.0),
-            stall_timeout: format!("{:.3}s", t.stall_timeout_ms as f64 / 1000.0),
+            stall_timeout: t
+                .stall_timeout_ms
+                .map(|ms| format!("{:.3}s", ms as f64 / 1000.0)),
             stall_socket: stall_socket(r.listener_port, r.admin_port, clusters.len()),
-            pool_idle_timeout: format!("{:.3}s", t.stall_timeout_ms as f64 / 2000.0),
+            pool_idle_timeout: t
+                .stall_timeout_ms
+                .map(|ms| format!("{:.3}s", ms as f64 / 2000.0)),
             key_secret,
             key_header: e.key_header.clone(),
             sigv4_region: e.sigv4_region.clone(),

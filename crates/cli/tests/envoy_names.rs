@@ -23,6 +23,7 @@ model_providers:
     base_url: http://127.0.0.1:8001
     access_key: k1
     default: true
+    stall_timeout_ms: 60000
     retry_policy:
       fallback_models: [anthropic/claude-3-5-sonnet]
       hedge: { after_ms: 400 }
@@ -154,6 +155,7 @@ fn the_rendered_config_carries_each_name_where_the_filter_expects_it() {
         .filter(|c| !values(c, "remove").is_empty())
         .collect();
     assert_eq!(providers.len(), 2);
+    let mut stalled = 0;
     for c in providers {
         let name = c["name"].as_str().unwrap();
         assert!(values(c, "remove").contains(&LOCAL_REPLY_HEADER.to_string()));
@@ -162,17 +164,27 @@ fn the_rendered_config_carries_each_name_where_the_filter_expects_it() {
         let listener = resource(&lds, &framing);
         let wanted = (FRAMING_ROOT_ID.to_string(), FRAMING_VM_ID.to_string());
         assert_eq!(plugins(listener), [wanted]);
-        let stall = format!("{name}{STALL_SUFFIX}");
-        assert_eq!(values(listener, "cluster"), [stall.as_str()]);
-        // The stall cluster leads to the stall listener's socket.
-        let stall_listener = resource(&lds, &stall);
-        let socket = values(stall_listener, "path");
-        assert_eq!(socket.len(), 1);
-        assert_eq!(values(resource(&cds, &stall), "path"), socket);
         let direct = format!("{name}{DIRECT_SUFFIX}");
-        assert_eq!(values(stall_listener, "cluster"), [direct.as_str()]);
         resource(&cds, &direct);
+        // With `stall_timeout_ms` (one entry), through the stall listener's
+        // socket to the direct cluster; without it, straight there.
+        let stall = format!("{name}{STALL_SUFFIX}");
+        if values(listener, "cluster") == [stall.as_str()] {
+            stalled += 1;
+            assert_eq!(values(listener, "cluster"), [stall.as_str()]);
+            let stall_listener = resource(&lds, &stall);
+            let socket = values(stall_listener, "path");
+            assert_eq!(socket.len(), 1);
+            assert_eq!(values(resource(&cds, &stall), "path"), socket);
+            assert_eq!(values(stall_listener, "cluster"), [direct.as_str()]);
+        } else {
+            assert_eq!(values(listener, "cluster"), [direct.as_str()]);
+        }
     }
+    assert_eq!(
+        stalled, 1,
+        "only the entry with stall_timeout_ms has a stall listener"
+    );
     resource(&cds, TRACE_CLUSTER);
 
     // etcd's cluster and the etcd holder, in the bootstrap.

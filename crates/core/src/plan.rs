@@ -12,11 +12,6 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// none: long enough for a slow model's longest answer, short enough that a
 /// provider trickling bytes cannot hold a client for ever.
 pub const DEFAULT_ANSWER_TIMEOUT_MS: u64 = 600_000;
-/// The longest silence on a provider's connection when the config sets
-/// none (`stall_timeout_ms`): under the client listener's 300 s stream idle
-/// timeout, so a stalled stream ends with the gateway's error event rather
-/// than Envoy's cut (decision 023).
-pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 280_000;
 /// The longest `stall_timeout_ms` a config may set: the error event must
 /// reach the client before its listener's 300 s stream idle timeout.
 pub const MAX_STALL_TIMEOUT_MS: u64 = 290_000;
@@ -216,8 +211,9 @@ pub struct Target {
     pub answer_timeout_ms: Option<u64>,
     /// The longest silence on this target's connection (`stall_timeout_ms`);
     /// Envoy enforces it on the provider's side of the framing listener.
-    #[serde(default = "default_stall_timeout_ms")]
-    pub stall_timeout_ms: u64,
+    /// Opt-in: its listener costs every request a hop (decision 023).
+    #[serde(default)]
+    pub stall_timeout_ms: Option<u64>,
     pub retry_policy: Option<RetryPolicy>,
     /// The deployment's name when the model has a pool of them.
     #[serde(default)]
@@ -251,10 +247,6 @@ pub struct Target {
     /// and tokens in any 60 seconds; `tokens_per_day` is never set.
     #[serde(default)]
     pub pace: Option<KeyLimits>,
-}
-
-fn default_stall_timeout_ms() -> u64 {
-    DEFAULT_STALL_TIMEOUT_MS
 }
 
 fn all_apis() -> Vec<Api> {

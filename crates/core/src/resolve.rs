@@ -375,10 +375,7 @@ pub fn resolve_with(
                 strip_prefix: endpoint.strip_prefix.clone(),
                 timeout_ms: p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
                 answer_timeout_ms: p.answer_timeout_ms,
-                stall_timeout_ms: p.stall_timeout_ms.unwrap_or(
-                    crate::plan::DEFAULT_STALL_TIMEOUT_MS
-                        .max(p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
-                ),
+                stall_timeout_ms: p.stall_timeout_ms,
                 retry_policy: None,
                 deployment,
                 pool: head,

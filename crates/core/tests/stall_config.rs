@@ -1,9 +1,8 @@
-//! `stall_timeout_ms` as the resolver reads it: a default under the client
-//! listener's stream idle timeout, never under the entry's `timeout_ms`, and
-//! an error at its field when it is under `timeout_ms` or past 290 s.
+//! `stall_timeout_ms` as the resolver reads it: opt-in (none unless set,
+//! decision 023), never under the entry's `timeout_ms`, and an error at its
+//! field when it is under `timeout_ms` or past 290 s.
 
 use plano_core::config::GatewayConfig;
-use plano_core::plan::DEFAULT_STALL_TIMEOUT_MS;
 use plano_core::resolve::{resolve, Issue, Resolved, Severity};
 use serde_json::{json, Value};
 
@@ -26,7 +25,7 @@ fn errors(issues: &[Issue]) -> Vec<&str> {
 }
 
 #[test]
-fn each_target_gets_its_stall_bound_or_the_default() {
+fn each_target_gets_its_stall_bound_or_none() {
     let (resolved, issues) = resolve_providers(json!([
         {"model": "openai/a", "base_url": "http://127.0.0.1:9", "stall_timeout_ms": 60000},
         {"model": "openai/b", "base_url": "http://127.0.0.1:9"},
@@ -34,8 +33,8 @@ fn each_target_gets_its_stall_bound_or_the_default() {
     ]));
     assert!(errors(&issues).is_empty(), "{issues:?}");
     let plan = resolved.expect("resolved").plan;
-    let stalls: Vec<u64> = plan.targets.iter().map(|t| t.stall_timeout_ms).collect();
-    assert_eq!(stalls, [60000, DEFAULT_STALL_TIMEOUT_MS, 285000]);
+    let stalls: Vec<Option<u64>> = plan.targets.iter().map(|t| t.stall_timeout_ms).collect();
+    assert_eq!(stalls, [Some(60000), None, None]);
 }
 
 #[test]
