@@ -392,6 +392,45 @@ def test_three_sharing_replicas_call_a_limited_provider_about_once_a_block_with_
     assert len(alone_calls) >= 2.5 * len(calls), (len(alone_calls), len(calls))
 
 
+def test_a_block_shortened_in_etcd_gets_one_probe_at_its_new_end(world):
+    """A later write with an earlier end (an operator shortening a block; a
+    replica slow to hear its 429) still gets exactly one probe across the
+    replicas, at the new end: the claim names the write, not the end."""
+    make, limited, _ = world
+    replicas = make()
+    wait_up(replicas)
+    key = "/plano-test/plano.block.model.openai/m7"
+    now = int(time.time() * 1000)
+    etcdctl("put", key, f"{now + 30_000},{now}")
+    assert eventually(lambda: all(r.blocked("m7") for r in replicas), 3)
+    end = time.time() + 1.5
+    etcdctl("put", key, f"{int(end * 1000)},{now}")
+    stop = threading.Event()
+    errors = []
+
+    def drive(replica):
+        session = requests.Session()
+        while not stop.is_set():
+            resp = replica.chat("m7", replica.name, session)
+            if resp.status_code != 200:
+                errors.append((replica.name, resp.status_code))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=drive, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    # The probe's 429 blocks m7 for BLOCK_SECONDS more: a window shorter
+    # than that and than the probe lease (2 s) sees the one probe only.
+    time.sleep(end + 1.5 - time.time())
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == [], errors
+    calls = limited.since(end - 1.5, model="m7")
+    assert len(calls) == 1, f"probes at the shortened end: {[(c['user'], round(c['at'] - end, 3)) for c in calls]}"
+    assert calls[0]["at"] >= end - 0.05, "probed before the block's end"
+
+
 def test_a_restarted_replica_skips_a_model_still_blocked(world):
     make, limited, _ = world
     a, b, c = make()

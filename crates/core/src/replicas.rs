@@ -60,8 +60,10 @@ pub struct SharedBlock {
 }
 
 impl SharedBlock {
+    /// The end is fixed width, so etcd's byte-wise compare orders stored
+    /// blocks by end ([`raise_floor`]).
     pub fn encode(&self) -> Vec<u8> {
-        format!("{},{}", self.until_ms, self.written_ms).into_bytes()
+        format!("{:020},{}", self.until_ms, self.written_ms).into_bytes()
     }
 
     pub fn decode(value: &[u8]) -> Option<SharedBlock> {
@@ -95,10 +97,30 @@ pub fn probe_key(prefix: &str, slot: &str) -> String {
     format!("{prefix}{PROBE_KEY}{slot}")
 }
 
-/// A block's end as the probe claim compares it: fixed width, so etcd's
-/// byte-wise `LESS` orders it as a number.
-pub fn probe_value(until_ms: u64) -> Vec<u8> {
-    format!("{until_ms:020}").into_bytes()
+/// What a probe claim names: the etcd revision of the block write it is
+/// for, fixed width, so etcd's byte-wise `LESS` orders it as a number.
+/// Every replica learns the same writes in the same revision order, so
+/// the claim for the last write has one winner whatever the ends were: a
+/// later write with an earlier end (an operator's shortening) included.
+pub fn probe_value(revision: i64) -> Vec<u8> {
+    format!("{:020}", revision.max(0)).into_bytes()
+}
+
+/// A replica writes its block to etcd only over a stored one that ends
+/// earlier: a stored value below this floor. So a late write of a shorter
+/// block (a replica slower to hear its 429) never shortens the shared one,
+/// as a local write never shortens a local block.
+pub fn raise_floor(until_ms: u64) -> Vec<u8> {
+    format!("{until_ms:020},").into_bytes()
+}
+
+/// A stored value above this ends later than any replica can write from
+/// `now_ms` (a rogue value, a clock years ahead, or the unpadded encoding
+/// of earlier versions): a replica's write replaces it.
+pub fn raise_ceiling(now_ms: u64, max_block_ms: u64) -> Vec<u8> {
+    // `~` sorts after every digit and the comma: a block ending exactly
+    // at the cap stays below.
+    format!("{:020}~", now_ms.saturating_add(max_block_ms)).into_bytes()
 }
 
 fn probe_slot(slot: &str) -> Option<String> {
@@ -366,6 +388,32 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_block_orders_against_the_floor_and_ceiling_by_its_end() {
+        let stored = |until_ms| {
+            SharedBlock {
+                until_ms,
+                written_ms: 5,
+            }
+            .encode()
+        };
+        assert!(stored(999) < raise_floor(1_000), "an earlier end is raised");
+        assert!(stored(1_000) > raise_floor(1_000), "an equal end is kept");
+        assert!(stored(10_000) > raise_floor(1_000));
+        let ceiling = raise_ceiling(1_000, 300_000);
+        assert!(stored(301_000) < ceiling, "a block at the cap is no rogue");
+        assert!(stored(301_001) > ceiling);
+        assert!(
+            b"1700000000000,1".to_vec() > ceiling,
+            "the unpadded encoding"
+        );
+        assert_eq!(
+            SharedBlock::decode(b"1700000000000,1").map(|b| b.until_ms),
+            Some(1_700_000_000_000),
+            "and it still reads"
+        );
+    }
+
+    #[test]
     fn keys_map_to_slots_under_the_prefix_only() {
         assert_eq!(slot_of("/plano/", &block_key("/plano/", SLOT)), Some(SLOT));
         assert_eq!(slot_of("/plano/", &probe_key("/plano/", SLOT)), None);
@@ -374,7 +422,7 @@ mod tests {
         assert!(block_key("/plano/", SLOT).starts_with(&watched));
         assert!(counts::counts_key("/plano/", "r1").starts_with(&watched));
         assert!(!probe_key("/plano/", SLOT).starts_with(&watched));
-        // The probe claim compares ends byte-wise: fixed width keeps order.
+        // The probe claim compares revisions byte-wise: fixed width keeps order.
         assert!(probe_value(999) < probe_value(1_000));
     }
 

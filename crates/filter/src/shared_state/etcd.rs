@@ -18,6 +18,9 @@ pub struct ResponseHeader {
 pub struct KeyValue {
     #[prost(bytes = "vec", tag = "1")]
     pub key: Vec<u8>,
+    /// The revision of the write that left this value.
+    #[prost(int64, tag = "3")]
+    pub mod_revision: i64,
     #[prost(bytes = "vec", tag = "5")]
     pub value: Vec<u8>,
 }
@@ -63,7 +66,8 @@ pub struct LeaseGrantResponse {
     pub error: String,
 }
 
-/// One compare of a transaction; only the two the probe claim uses.
+/// One compare of a transaction; only what [`TxnRequest::put_unless_within`]
+/// uses.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Compare {
     /// 0 EQUAL, 1 GREATER, 2 LESS, 3 NOT_EQUAL.
@@ -81,6 +85,7 @@ pub struct Compare {
 }
 
 pub const COMPARE_EQUAL: i32 = 0;
+pub const COMPARE_GREATER: i32 = 1;
 pub const COMPARE_LESS: i32 = 2;
 pub const TARGET_CREATE: i32 = 1;
 pub const TARGET_VALUE: i32 = 3;
@@ -107,6 +112,69 @@ pub struct TxnRequest {
     pub success: Vec<RequestOp>,
     #[prost(message, repeated, tag = "3")]
     pub failure: Vec<RequestOp>,
+}
+
+impl TxnRequest {
+    /// Puts `value` at `key` when the key is absent, or holds a value that
+    /// orders below `floor` or (with a `ceiling`) above it: nested
+    /// transactions, one round trip, so racing writers never interleave.
+    pub fn put_unless_within(
+        key: Vec<u8>,
+        value: Vec<u8>,
+        floor: Vec<u8>,
+        ceiling: Option<Vec<u8>>,
+    ) -> TxnRequest {
+        let put = || RequestOp {
+            request: Some(Request::Put(PutRequest {
+                key: key.clone(),
+                value: value.clone(),
+                lease: 0,
+            })),
+        };
+        let stored = |result, bound| Compare {
+            result,
+            target: TARGET_VALUE,
+            key: key.clone(),
+            value: Some(bound),
+            ..Default::default()
+        };
+        let nested = |txn: TxnRequest| RequestOp {
+            request: Some(Request::Txn(txn)),
+        };
+        let above = ceiling.map(|ceiling| TxnRequest {
+            compare: vec![stored(COMPARE_GREATER, ceiling)],
+            success: vec![put()],
+            failure: vec![],
+        });
+        let below = TxnRequest {
+            compare: vec![stored(COMPARE_LESS, floor)],
+            success: vec![put()],
+            failure: above.into_iter().map(nested).collect(),
+        };
+        TxnRequest {
+            compare: vec![Compare {
+                result: COMPARE_EQUAL,
+                target: TARGET_CREATE,
+                key: key.clone(),
+                create_revision: Some(0),
+                ..Default::default()
+            }],
+            success: vec![put()],
+            failure: vec![nested(below)],
+        }
+    }
+}
+
+impl TxnResponse {
+    /// Whether this transaction, or one nested in it, took its success
+    /// branch (for [`TxnRequest::put_unless_within`]: whether it put).
+    pub fn put_done(&self) -> bool {
+        self.succeeded
+            || self
+                .responses
+                .iter()
+                .any(|r| matches!(&r.response, Some(Response::Txn(inner)) if inner.put_done()))
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]

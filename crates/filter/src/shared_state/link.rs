@@ -189,12 +189,15 @@ impl Link {
             return;
         }
         for (slot, block) in self.outbox.take_live(now_ms) {
-            let put = etcd::PutRequest {
-                key: replicas::block_key(&self.plan.prefix, &slot).into_bytes(),
-                value: block.encode(),
-                lease: 0,
-            };
-            if !self.call("Put", &put.encode_to_vec(), Call::Put(slot.clone(), block)) {
+            // Only over a block ending earlier (or a rogue one): etcd's
+            // ends only grow, as a local block's do.
+            let put = etcd::TxnRequest::put_unless_within(
+                replicas::block_key(&self.plan.prefix, &slot).into_bytes(),
+                block.encode(),
+                replicas::raise_floor(block.until_ms),
+                Some(replicas::raise_ceiling(now_ms, self.plan.max_block_ms)),
+            );
+            if !self.call("Txn", &put.encode_to_vec(), Call::Put(slot.clone(), block)) {
                 self.outbox.push(&slot, block);
             }
         }
@@ -218,7 +221,7 @@ impl Link {
             Call::Range if status == 0 => match etcd::RangeResponse::decode(body) {
                 Ok(range) => {
                     for kv in range.kvs {
-                        self.learn(&kv.key, &kv.value, now, false);
+                        self.learn(&kv, now, false);
                     }
                     let revision = range.header.map_or(0, |h| h.revision);
                     self.open_watch(revision + 1, now);
@@ -232,14 +235,13 @@ impl Link {
                 self.outbox.push(&slot, block);
                 self.fail(now);
             }
-            Call::Put(..) => Stats::add(self.stats.written, 1),
+            Call::Put(..) => {
+                if etcd::TxnResponse::decode(body).is_ok_and(|t| t.put_done()) {
+                    Stats::add(self.stats.written, 1);
+                }
+            }
             Call::Probe(slot, until) if status == 0 => {
-                let won = etcd::TxnResponse::decode(body).is_ok_and(|t| {
-                    t.succeeded
-                        || t.responses.iter().any(|r| {
-                            matches!(&r.response, Some(etcd::Response::Txn(inner)) if inner.succeeded)
-                        })
-                });
+                let won = etcd::TxnResponse::decode(body).is_ok_and(|t| t.put_done());
                 if !won && replicas::yield_probe(&RawStore, &slot, until, self.plan.probe_lease_ms)
                 {
                     Stats::add(self.stats.probes_yielded, 1);
@@ -318,7 +320,7 @@ impl Link {
         }
         for event in watch.events {
             match (event.r#type, event.kv) {
-                (etcd::EVENT_PUT, Some(kv)) => self.learn(&kv.key, &kv.value, now, true),
+                (etcd::EVENT_PUT, Some(kv)) => self.learn(&kv, now, true),
                 (etcd::EVENT_DELETE, Some(kv)) => self.forget(&kv.key, now),
                 _ => {}
             }
@@ -336,10 +338,11 @@ impl Link {
     /// A block read from etcd: the local one follows it (capped as a local
     /// block is), and its probe is raced for while it is on. Or a peer's
     /// counts.
-    fn learn(&mut self, key: &[u8], value: &[u8], now_ms: u64, watched: bool) {
-        let Ok(key) = std::str::from_utf8(key) else {
+    fn learn(&mut self, kv: &etcd::KeyValue, now_ms: u64, watched: bool) {
+        let Ok(key) = std::str::from_utf8(&kv.key) else {
             return;
         };
+        let value = kv.value.as_slice();
         if let Some(replica) = replicas::counts::replica_of(&self.plan.prefix, key) {
             let replica = replica.to_string();
             return self.learn_counts(&replica, Publication::decode(value));
@@ -360,10 +363,10 @@ impl Link {
         if replicas::follow(&RawStore, &slot, Some(until), now_ms) && until > now_ms {
             Stats::add(self.stats.learned, 1);
         }
-        // Replicas race for the probe of one end, etcd's; a capped block
+        // Replicas race for the probe of etcd's last write; a capped block
         // ends at a different time at each, so each probes its own.
         if until > now_ms && until == block.until_ms {
-            self.claim_probe(&slot, block.until_ms);
+            self.claim_probe(&slot, block.until_ms, kv.mod_revision);
         }
     }
 

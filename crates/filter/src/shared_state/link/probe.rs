@@ -1,5 +1,5 @@
 //! The one-probe claim: the etcd transaction that exactly one replica wins
-//! per block end (`plano_core::replicas` says what follows from it).
+//! per block write (`plano_core::replicas` says what follows from it).
 
 use plano_core::replicas;
 use prost::Message;
@@ -8,43 +8,18 @@ use super::{Call, Link};
 use crate::shared_state::etcd;
 
 impl Link {
-    /// Races the other replicas for the probe at the block's end: create the
-    /// claim if absent, or raise it if it names an older block. Exactly one
-    /// replica's transaction succeeds per end.
-    pub(super) fn claim_probe(&mut self, slot: &str, until_ms: u64) {
-        let key = replicas::probe_key(&self.plan.prefix, slot).into_bytes();
-        let value = replicas::probe_value(until_ms);
-        let put = || etcd::RequestOp {
-            request: Some(etcd::Request::Put(etcd::PutRequest {
-                key: key.clone(),
-                value: value.clone(),
-                lease: 0,
-            })),
-        };
-        let raise = etcd::TxnRequest {
-            compare: vec![etcd::Compare {
-                result: etcd::COMPARE_LESS,
-                target: etcd::TARGET_VALUE,
-                key: key.clone(),
-                value: Some(value.clone()),
-                ..Default::default()
-            }],
-            success: vec![put()],
-            failure: vec![],
-        };
-        let txn = etcd::TxnRequest {
-            compare: vec![etcd::Compare {
-                result: etcd::COMPARE_EQUAL,
-                target: etcd::TARGET_CREATE,
-                key: key.clone(),
-                create_revision: Some(0),
-                ..Default::default()
-            }],
-            success: vec![put()],
-            failure: vec![etcd::RequestOp {
-                request: Some(etcd::Request::Txn(raise)),
-            }],
-        };
+    /// Races the other replicas for the probe of the block ending at
+    /// `until_ms`, written to etcd at `revision`: create the claim if
+    /// absent, or raise it if it names an older write. Exactly one
+    /// replica's transaction succeeds per write.
+    pub(super) fn claim_probe(&mut self, slot: &str, until_ms: u64, revision: i64) {
+        let value = replicas::probe_value(revision);
+        let txn = etcd::TxnRequest::put_unless_within(
+            replicas::probe_key(&self.plan.prefix, slot).into_bytes(),
+            value.clone(),
+            value,
+            None,
+        );
         self.call(
             "Txn",
             &txn.encode_to_vec(),
