@@ -100,7 +100,7 @@ impl Counts {
             .fold(0, |all, b| all.saturating_add(b.tokens))
     }
 
-    fn bucket(&mut self, second: u64) -> &mut Bucket {
+    pub(crate) fn bucket(&mut self, second: u64) -> &mut Bucket {
         let at = match self.buckets.iter().position(|b| b.second == second) {
             Some(at) => at,
             None => {

@@ -1,20 +1,26 @@
 //! Deployments' pacing: a target with `rpm`/`tpm` is sent no more than
-//! they allow in any 60 seconds. Its counts are a client key's
-//! (`limits::Counts`, one slot per target in the shared store): an attempt
-//! reserves one request and the request's estimate of tokens (the client
-//! keys' estimate) before it is sent, and the answer's `usage` settles the
-//! estimate. A target without room for a request is unavailable to it
-//! until its window has room (`RequestState::blocked_until`), so the
-//! choices skip it as they skip a block, and with every target full the
-//! request waits for the soonest room (the filter's queue).
+//! its provider's bucket allows ([`bucket`]: refilling `rpm / 60` requests
+//! and `tpm / 60` tokens a second, holding about a minute's worth). What
+//! was sent is counted as a client key's requests are (`limits::Counts`,
+//! one slot per target in the shared store, published to the replicas as
+//! theirs): an attempt reserves one request and the request's estimate of
+//! tokens (the client keys' estimate) before it is sent, and the answer's
+//! `usage` settles the estimate. A target without room for a request is
+//! unavailable to it until its bucket has refilled enough
+//! (`RequestState::blocked_until`), so the choices skip it as they skip a
+//! block, and with every target full the request waits for the soonest
+//! room (the filter's queue).
 
-use crate::blocks::SharedStore;
-use crate::limits::{self, Charge, Counts, Others, Verdict};
+use crate::blocks::{update, SharedStore};
+use crate::limits::{self, Charge, Counts, Others};
 use crate::plan::{KeyLimits, Target};
 use crate::quota::Quota;
 use crate::replicas::counts::View;
 
+pub mod bucket;
 pub mod queue;
+
+use bucket::{Checkpoint, Level};
 
 /// What the other replicas have sent to the target whose slot is `slot`,
 /// as the etcd holder last wrote (the client keys' way, `limits::replicas`).
@@ -33,25 +39,80 @@ pub fn slot(target: &Target) -> String {
     format!("{SLOT_PREFIX}{}", target.cluster)
 }
 
+/// The slot of a target's bucket's [`Checkpoint`]: this replica's own,
+/// never published.
+pub fn checkpoint_slot(target: &Target) -> String {
+    format!("plano.bucket.{}", target.cluster)
+}
+
+/// A paced target's bucket as this replica knows it: its limits (this
+/// replica's share while etcd is away), its peers' counts and where its
+/// level starts.
+struct Paced {
+    slot: String,
+    limits: KeyLimits,
+    others: Others,
+    start: Checkpoint,
+}
+
+impl Paced {
+    fn read(store: &dyn SharedStore, target: &Target, now_ms: u64) -> Option<Paced> {
+        let limits = limits_of(store, target)?;
+        let slot = slot(target);
+        let others = others(store, &slot, now_ms);
+        let limits = others.split(&limits);
+        let known = store
+            .get(&checkpoint_slot(target))
+            .and_then(|(v, _)| Checkpoint::decode(&v));
+        let start = Checkpoint::start(known, others.split, &limits, now_ms);
+        Some(Paced {
+            slot,
+            limits,
+            others,
+            start,
+        })
+    }
+
+    /// This replica's counts and its peers', from `value` of its slot.
+    fn all(&self, value: &[u8], now_ms: u64) -> Counts {
+        Counts::decode(value, now_ms).plus(&self.others.peers)
+    }
+
+    fn level<'a>(&'a self, all: &'a Counts) -> Level<'a> {
+        Level {
+            start: self.start,
+            counts: all,
+            limits: &self.limits,
+        }
+    }
+
+    fn own(&self, store: &dyn SharedStore) -> Vec<u8> {
+        store.get(&self.slot).map(|(v, _)| v).unwrap_or_default()
+    }
+}
+
 /// When `target` has room for a request estimated at `estimate` tokens:
 /// `None` when it has room now (or is not paced), else the time (ms since
-/// the epoch) its window will have made room. Nothing is reserved.
+/// the epoch) its bucket will have refilled enough. Nothing is reserved.
 pub fn room_at(
     store: &dyn SharedStore,
     target: &Target,
     estimate: u64,
     now_ms: u64,
 ) -> Option<u64> {
-    let pace = &limits_of(store, target)?;
-    let slot = slot(target);
-    let others = &others(store, &slot, now_ms);
-    let counts = store
-        .get(&slot)
-        .map(|(value, _)| Counts::decode(&value, now_ms))
-        .unwrap_or_default();
-    let all = counts.plus(&others.peers);
-    let pace = others.split(pace);
-    limits::refusal(&all, &pace, clamp(&pace, estimate), now_ms).map(|(_, at)| at)
+    let paced = Paced::read(store, target, now_ms)?;
+    let all = paced.all(&paced.own(store), now_ms);
+    paced.level(&all).room_at(estimate, now_ms)
+}
+
+/// How many requests of `estimate` tokens `target`'s bucket holds now, one
+/// after another (`u64::MAX` for a target not paced): the queue's room.
+pub fn room(store: &dyn SharedStore, target: &Target, estimate: u64, now_ms: u64) -> u64 {
+    let Some(paced) = Paced::read(store, target, now_ms) else {
+        return u64::MAX;
+    };
+    let all = paced.all(&paced.own(store), now_ms);
+    paced.level(&all).room(estimate, now_ms)
 }
 
 /// The slot of the limits `target`'s provider last reported: `rpm,tpm`,
@@ -160,34 +221,80 @@ pub enum Reserved {
     Full { at_ms: u64 },
 }
 
-/// Reserves one request and `estimate` tokens of `target`'s minute.
+/// Reserves one request and `estimate` tokens of `target`'s bucket.
 pub fn reserve(store: &dyn SharedStore, target: &Target, estimate: u64, now_ms: u64) -> Reserved {
-    let Some(limits) = limits_of(store, target) else {
+    let Some(paced) = Paced::read(store, target, now_ms) else {
         return Reserved::Unpaced;
     };
-    let slot = slot(target);
-    let others = &others(store, &slot, now_ms);
-    match limits::charge(store, &slot, &limits, estimate, now_ms, others) {
-        Verdict::Allowed(charge, _) => Reserved::Charged(charge),
-        Verdict::Refused { retry_after_ms, .. } => Reserved::Full {
-            at_ms: now_ms + retry_after_ms,
-        },
+    let mut reserved = None;
+    let mut moved = None;
+    update(store, &paced.slot, |current| {
+        let mut counts = Counts::decode(current, now_ms);
+        let all = counts.plus(&paced.others.peers);
+        let level = paced.level(&all);
+        if let Some(at_ms) = level.room_at(estimate, now_ms) {
+            reserved = Some(Reserved::Full { at_ms });
+            return None;
+        }
+        let tokens = paced
+            .limits
+            .tokens_per_minute
+            .map_or(estimate, |tpm| estimate.min(bucket::capacity(tpm)));
+        let second = now_ms / 1000;
+        let b = counts.bucket(second);
+        b.requests += 1;
+        b.tokens += tokens;
+        reserved = Some(Reserved::Charged(Charge {
+            second,
+            day: counts.day,
+            tokens,
+        }));
+        moved = paced
+            .start
+            .due(now_ms)
+            .map(|to| paced.start.moved(&all, &paced.limits, to));
+        Some(counts.encode())
+    });
+    if let Some(moved) = moved {
+        // A lost race leaves the checkpoint another worker moved.
+        update(store, &checkpoint_slot(target), |current| {
+            let known = Checkpoint::decode(current);
+            known
+                .is_none_or(|k| k.second < moved.second || k.split != moved.split)
+                .then(|| moved.encode())
+        });
     }
+    // A slot that lost every CAS round (64 of them) fails open: pacing
+    // must never turn a gateway fault into a refusal.
+    reserved.unwrap_or(Reserved::Charged(Charge {
+        second: now_ms / 1000,
+        day: now_ms / 86_400_000,
+        tokens: 0,
+    }))
 }
 
 /// The attempt's answer said it took `tokens` (0 for one that failed
-/// before any work): its reservation's estimate is replaced by them.
+/// before any work): its reservation's estimate is replaced by them. What
+/// it took less is given back in its second, while the counts hold it (a
+/// checkpoint past it keeps the estimate: less room, never more); what it
+/// took more counts now, so that no checkpoint already past its second
+/// misses it.
 pub fn settle(store: &dyn SharedStore, target: &Target, charge: &Charge, tokens: u64, now_ms: u64) {
-    let slot = slot(target);
-    let others = &others(store, &slot, now_ms);
-    limits::settle(store, &slot, charge, tokens, now_ms, others);
-}
-
-/// An estimate past `tpm` whole counts as `tpm`, as `limits::charge` does:
-/// such a request fits an empty window rather than never.
-fn clamp(pace: &KeyLimits, estimate: u64) -> u64 {
-    pace.tokens_per_minute
-        .map_or(estimate, |tpm| estimate.min(tpm))
+    if tokens == charge.tokens || target.pace.is_none() {
+        return;
+    }
+    update(store, &slot(target), |current| {
+        let mut counts = Counts::decode(current, now_ms);
+        if tokens > charge.tokens {
+            counts.bucket(now_ms / 1000).tokens += tokens - charge.tokens;
+        } else if counts.buckets.iter().any(|b| b.second == charge.second) {
+            let b = counts.bucket(charge.second);
+            b.tokens = b.tokens.saturating_sub(charge.tokens - tokens);
+        } else {
+            return None;
+        }
+        Some(counts.encode())
+    });
 }
 
 #[cfg(test)]

@@ -13,8 +13,7 @@
 use std::cmp::Ordering;
 
 use crate::blocks::{update, SharedStore};
-use crate::limits::Counts;
-use crate::plan::{KeyLimits, Target};
+use crate::plan::Target;
 
 /// The slot listing every waiter of the replica.
 pub const QUEUE_SLOT: &str = "plano.pace.queue";
@@ -202,18 +201,6 @@ pub fn ahead(waiters: &[Waiter], me: &Waiter, shares: &Shares, now_ms: u64) -> u
         .count()
 }
 
-/// How many requests of `estimate` tokens the minute of `counts` still
-/// holds under `limits`.
-pub fn room(counts: &Counts, limits: &KeyLimits, estimate: u64) -> u64 {
-    let requests = limits
-        .requests_per_minute
-        .map_or(u64::MAX, |rpm| rpm.saturating_sub(counts.requests()));
-    let tokens = limits.tokens_per_minute.map_or(u64::MAX, |tpm| {
-        tpm.saturating_sub(counts.tokens()) / estimate.clamp(1, tpm.max(1))
-    });
-    requests.min(tokens)
-}
-
 /// Whether it is `me`'s turn at `target`'s room: fewer waiters come before
 /// it than the room holds. True at once with nobody else waiting for the
 /// target (one read of the queue's slot).
@@ -224,9 +211,9 @@ pub fn turn(
     estimate: u64,
     now_ms: u64,
 ) -> bool {
-    let Some(limits) = super::limits_of(store, target) else {
+    if target.pace.is_none() {
         return true;
-    };
+    }
     let all = store
         .get(QUEUE_SLOT)
         .map(|(v, _)| waiters(&v, now_ms))
@@ -242,14 +229,7 @@ pub fn turn(
     if ahead == 0 {
         return true;
     }
-    let slot = super::slot(target);
-    let others = super::others(store, &slot, now_ms);
-    let counts = store
-        .get(&slot)
-        .map(|(value, _)| Counts::decode(&value, now_ms))
-        .unwrap_or_default()
-        .plus(&others.peers);
-    (ahead as u64) < room(&counts, &others.split(&limits), estimate)
+    (ahead as u64) < super::room(store, target, estimate, now_ms)
 }
 
 /// The replica's queue now, for `planoai status` and `top`: how many wait

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::blocks::memory::MemoryStore;
-use crate::limits::Bucket;
 
 const T0: u64 = 1_700_006_400_000;
 
@@ -103,29 +102,6 @@ fn joining_again_with_another_target_updates_the_entry() {
     assert!(join(&store, &me, T0));
     let listed = waiters(&store.get(QUEUE_SLOT).unwrap().0, T0);
     assert_eq!(listed, vec![me]);
-}
-
-#[test]
-fn room_counts_the_requests_the_minute_still_holds() {
-    let counts = Counts {
-        buckets: vec![Bucket {
-            second: T0 / 1000,
-            requests: 7,
-            tokens: 4_000,
-        }],
-        ..Counts::default()
-    };
-    let rpm = KeyLimits {
-        requests_per_minute: Some(10),
-        ..KeyLimits::default()
-    };
-    assert_eq!(room(&counts, &rpm, 100), 3);
-    let tpm = KeyLimits {
-        tokens_per_minute: Some(10_000),
-        ..KeyLimits::default()
-    };
-    assert_eq!(room(&counts, &tpm, 1_000), 6);
-    assert_eq!(room(&counts, &KeyLimits::default(), 1_000), u64::MAX);
 }
 
 #[test]
