@@ -43,32 +43,48 @@ STREAM = [
 
 
 class Limiter:
-    """A provider's limits over any 60 seconds: requests, and tokens as a
-    provider counts them (the prompt's bytes / 4 plus `max_tokens` when the
-    request comes, its `usage` once its answer is sent). Past them, the
-    provider's 429 with `Retry-After`."""
+    """A provider's limits as OpenAI and Anthropic keep them: a bucket of a
+    minute's requests and tokens, refilling continuously (`rpm / 60` and
+    `tpm / 60` a second), full at the start. A request takes one request
+    and its estimate of tokens (the prompt's bytes / 4 plus `max_tokens`)
+    when it comes; once its answer is sent, its `usage` replaces the
+    estimate. Past them, the provider's 429 with `Retry-After`."""
 
     def __init__(self, rpm=None, tpm=None, delay=0.0, headers=None):
         self.rpm, self.tpm, self.delay = rpm, tpm, delay
         self.headers = headers or {}
         self.lock = threading.Lock()
-        self.admitted = []  # [arrival, estimate, answered_at]
+        self.requests, self.tokens, self.at = float(rpm or 0), float(tpm or 0), time.time()
+        self.answering = []  # [answered_at, estimate] not given back yet
         self.refused = 0
+
+    def _refill(self, now):
+        for a in [a for a in self.answering if a[0] <= now]:
+            self.tokens += a[1] - USAGE["total_tokens"]
+            self.answering.remove(a)
+        dt = now - self.at
+        self.at = now
+        if self.rpm:
+            self.requests = min(self.rpm, self.requests + dt * self.rpm / 60)
+        if self.tpm:
+            self.tokens = min(self.tpm, self.tokens + dt * self.tpm / 60)
 
     def __call__(self, record):
         body = json.loads(record["body"] or b"{}")
         estimate = math.ceil(len(record["body"]) / 4) + body.get("max_tokens", 1024)
         with self.lock:
             now = time.time()
-            live = [a for a in self.admitted if a[0] > now - 60]
-            tokens = sum(USAGE["total_tokens"] if now >= a[2] else a[1] for a in live)
-            over = (self.rpm and len(live) + 1 > self.rpm) or (self.tpm and tokens + estimate > self.tpm)
-            if over:
+            self._refill(now)
+            short_requests = 1 - self.requests if self.rpm else 0
+            short_tokens = estimate - self.tokens if self.tpm else 0
+            if short_requests > 0 or short_tokens > 0:
                 self.refused += 1
-                wait = max(1, math.ceil(live[0][0] + 60 - now)) if live else 1
-                return Reply(status=429, headers={"Retry-After": str(wait)},
+                wait = max(short_requests * 60 / (self.rpm or 1), short_tokens * 60 / (self.tpm or 1))
+                return Reply(status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))},
                              body={"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
-            self.admitted.append([now, estimate, now + self.delay])
+            self.requests -= 1
+            self.tokens -= estimate
+            self.answering.append([now + self.delay, estimate])
         if body.get("stream"):
             return Reply(delay=self.delay, stream=STREAM)
         return Reply(delay=self.delay, headers=self.headers, body=dict(OK_BODY, usage=USAGE))
@@ -134,6 +150,36 @@ def test_a_full_deployment_is_skipped_for_one_with_room(gateway, limited):
     assert "openai/gpt-4o[b]: 5/5 requests" in status, status
 
 
+def test_room_refills_continuously_as_the_providers_bucket_does(gateway, limited):
+    # 30 a minute: the gateway's bucket holds 29 (a minute's worth less two
+    # seconds'), and gives one request back every 2 s, as the provider's
+    # does. A sliding minute would have room again only when the burst's
+    # second leaves it, a minute later.
+    limits = Limiter(rpm=30)
+    p = limited(limits)
+    gateway.up(paced_config(f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{p.port}
+            access_key: key-0001
+            default: true
+            rpm: 30
+""", "            max_queue_ms: 10000"))
+    now = {"x-plano-max-wait-ms": "0"}
+    burst = 0
+    while (r := post(headers=now)).status_code == 200:
+        burst += 1
+        assert burst <= 30, "more than the bucket holds"
+    assert r.json()["error"]["type"] == "pacing", r.text
+    # Room for one more comes with its refill, within about 3 s.
+    wait_s = int(r.headers["retry-after-ms"]) / 1000
+    assert wait_s <= 3.0, wait_s
+    start = time.time()
+    later = post(headers={"x-plano-max-wait-ms": "5000"})
+    took = time.time() - start
+    assert later.status_code == 200 and took < 3.5, (later.status_code, took)
+    assert burst == 29 and p.calls == 30 and limits.refused == 0, (burst, p.calls, limits.refused)
+
+
 def test_a_passed_deadline_gets_the_gateways_429_saying_when_room_returns(gateway, limited):
     limits = Limiter(rpm=2)
     p = limited(limits)
@@ -147,8 +193,9 @@ def test_a_passed_deadline_gets_the_gateways_429_saying_when_room_returns(gatewa
     first = time.time()
     assert post().status_code == 200
     assert post().status_code == 200
-    # The minute's room returns when the first request's second leaves it.
-    room_at = math.floor(first) + 61
+    # The bucket (2 a minute) refills one request 30 s after the second
+    # the two were sent in ends.
+    room_at = math.floor(first) + 31
 
     # One request waits (for 1.5 s, as its header asks); with max_queued 1
     # the next is refused at once.

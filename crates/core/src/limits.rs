@@ -295,7 +295,7 @@ pub fn standing(
 
 /// The first limit a request of `tokens` would break, and when it would
 /// fit (ms since the epoch): `None` when every limit has room.
-pub fn refusal(
+fn refusal(
     counts: &Counts,
     limits: &KeyLimits,
     tokens: u64,
