@@ -325,16 +325,18 @@ pub struct ModelProvider {
     /// `base_url` replaces the region's host. No `access_key`.
     #[serde(default)]
     pub vertex: Option<VertexConfig>,
-    /// Requests the provider allows in any 60 seconds (each deployment,
-    /// when it has a pool, unless it sets its own): the gateway sends no
-    /// more, and a request finding no room goes to another target or waits
-    /// (`max_queue_ms`).
+    /// Requests the provider allows a minute (each deployment, when it has
+    /// a pool, unless it sets its own), paced as the provider's bucket:
+    /// room refills `rpm / 60` a second, up to about a minute's worth. The
+    /// gateway sends no more, and a request finding no room goes to
+    /// another target or waits (`max_queue_ms`).
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = 600))]
     pub rpm: Option<u64>,
-    /// Tokens (input and output) the provider allows in any 60 seconds:
-    /// a request reserves its estimate (body bytes / 4 plus `max_tokens`)
-    /// and is settled from its answer's `usage`. Each deployment, as `rpm`.
+    /// Tokens (input and output) the provider allows a minute, refilling
+    /// `tpm / 60` a second as `rpm`: a request reserves its estimate (body
+    /// bytes / 4 plus `max_tokens`) and is settled from its answer's
+    /// `usage`. Each deployment, as `rpm`.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = 60000))]
     pub tpm: Option<u64>,
@@ -379,11 +381,11 @@ pub struct DeploymentConfig {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("default" = 1)))]
     pub weight: Option<u32>,
-    /// This deployment's requests in any 60 seconds; the entry's `rpm` when absent.
+    /// This deployment's requests a minute (its bucket's refill); the entry's `rpm` when absent.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = 600))]
     pub rpm: Option<u64>,
-    /// This deployment's tokens in any 60 seconds; the entry's `tpm` when absent.
+    /// This deployment's tokens a minute (its bucket's refill); the entry's `tpm` when absent.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(example = 60000))]
     pub tpm: Option<u64>,

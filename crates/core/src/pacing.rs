@@ -105,16 +105,6 @@ pub fn room_at(
     paced.level(&all).room_at(estimate, now_ms)
 }
 
-/// How many requests of `estimate` tokens `target`'s bucket holds now, one
-/// after another (`u64::MAX` for a target not paced): the queue's room.
-pub fn room(store: &dyn SharedStore, target: &Target, estimate: u64, now_ms: u64) -> u64 {
-    let Some(paced) = Paced::read(store, target, now_ms) else {
-        return u64::MAX;
-    };
-    let all = paced.all(&paced.own(store), now_ms);
-    paced.level(&all).room(estimate, now_ms)
-}
-
 /// The slot of the limits `target`'s provider last reported: `rpm,tpm`,
 /// either empty when not reported.
 pub fn learned_slot(target: &Target) -> String {
@@ -219,13 +209,27 @@ pub enum Reserved {
     Charged(Charge),
     /// No room: nothing was counted, and room comes at this time.
     Full { at_ms: u64 },
+    /// Room, but no more than the waiters that come first take: nothing
+    /// was counted (`queue::ahead`).
+    Behind,
 }
 
-/// Reserves one request and `estimate` tokens of `target`'s bucket.
-pub fn reserve(store: &dyn SharedStore, target: &Target, estimate: u64, now_ms: u64) -> Reserved {
+/// Reserves one request and `estimate` tokens of `target`'s bucket, when
+/// it holds more than the `ahead` waiters that come before this request
+/// take (asked only when the bucket has room: under a load above the limit
+/// most looks find none, and read no queue).
+pub fn reserve(
+    store: &dyn SharedStore,
+    target: &Target,
+    estimate: u64,
+    now_ms: u64,
+    ahead: impl FnOnce() -> u64,
+) -> Reserved {
     let Some(paced) = Paced::read(store, target, now_ms) else {
         return Reserved::Unpaced;
     };
+    let mut ahead = Some(ahead);
+    let mut waiters = 0;
     let mut reserved = None;
     let mut moved = None;
     update(store, &paced.slot, |current| {
@@ -234,6 +238,13 @@ pub fn reserve(store: &dyn SharedStore, target: &Target, estimate: u64, now_ms: 
         let level = paced.level(&all);
         if let Some(at_ms) = level.room_at(estimate, now_ms) {
             reserved = Some(Reserved::Full { at_ms });
+            return None;
+        }
+        if let Some(ahead) = ahead.take() {
+            waiters = ahead();
+        }
+        if waiters > 0 && waiters >= level.room(estimate, now_ms) {
+            reserved = Some(Reserved::Behind);
             return None;
         }
         let tokens = paced

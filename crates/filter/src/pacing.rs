@@ -64,18 +64,13 @@ impl Worker {
         let t = self.plan().targets.get(target)?;
         // Room goes to the waiters in their order (priority, then fair
         // share between keys, then arrival): a request whose turn it is
-        // not waits though the minute has room.
-        // The window is read first: while it has no room (most rechecks
-        // under a load above the limit) the queue's list is not read.
-        let me = self.waiter(ex, t, now);
-        let estimate = ex.state.reach.estimate;
-        if pacing::room_at(&EnvoyStore, t, estimate, now).is_none()
-            && !queue::turn(&EnvoyStore, t, &me, estimate, now)
-        {
-            self.wait_for_room(ex, (target, t), now + RECHECK_MS, now);
-            return None;
-        }
-        match pacing::reserve(&EnvoyStore, t, ex.state.reach.estimate, now) {
+        // not waits though the bucket has room. The queue's list is read
+        // only when the bucket has room (under a load above the limit most
+        // rechecks find none).
+        let waiting_before = || queue::waiting_before(&EnvoyStore, &self.waiter(ex, t, now), now);
+        let reserved =
+            pacing::reserve(&EnvoyStore, t, ex.state.reach.estimate, now, waiting_before);
+        match reserved {
             Reserved::Unpaced => {
                 self.settle_pace(ex, 0, now);
                 self.leave_queue(ex, now);
@@ -86,13 +81,17 @@ impl Worker {
                 // provider counted it) and gives back its tokens.
                 self.settle_pace(ex, 0, now);
                 ex.pace = Some((target, charge));
-                queue::served(&EnvoyStore, me.key, now);
+                queue::served(&EnvoyStore, ex.client.map_or(0, |c| c + 1), now);
                 self.leave_queue(ex, now);
                 self.gauge_minute(target, t, now);
                 Some(target)
             }
             Reserved::Full { at_ms } => {
                 self.wait_for_room(ex, (target, t), at_ms, now);
+                None
+            }
+            Reserved::Behind => {
+                self.wait_for_room(ex, (target, t), now + RECHECK_MS, now);
                 None
             }
         }

@@ -5,7 +5,8 @@
 //! priorities the key that was served least lately (its fair share: a key
 //! sending ten times another's load does not push the other back), then
 //! the one that came first. A waiter takes room only when no more waiters
-//! come before it on its target than the room holds ([`turn`]), so room
+//! come before it on its target than the room holds ([`waiting_before`],
+//! `pacing::reserve`), so room
 //! that comes between two rechecks is not taken by whoever looks first.
 //! A new request is held to the same order: it is sent at once only when
 //! the waiters before it leave it room.
@@ -13,7 +14,6 @@
 use std::cmp::Ordering;
 
 use crate::blocks::{update, SharedStore};
-use crate::plan::Target;
 
 /// The slot listing every waiter of the replica.
 pub const QUEUE_SLOT: &str = "plano.pace.queue";
@@ -201,35 +201,23 @@ pub fn ahead(waiters: &[Waiter], me: &Waiter, shares: &Shares, now_ms: u64) -> u
         .count()
 }
 
-/// Whether it is `me`'s turn at `target`'s room: fewer waiters come before
-/// it than the room holds. True at once with nobody else waiting for the
-/// target (one read of the queue's slot).
-pub fn turn(
-    store: &dyn SharedStore,
-    target: &Target,
-    me: &Waiter,
-    estimate: u64,
-    now_ms: u64,
-) -> bool {
-    if target.pace.is_none() {
-        return true;
-    }
+/// How many waiters come before `me` on its target: it is its turn when
+/// its target's bucket holds more than they take (`pacing::reserve`). 0 at
+/// once with nobody else waiting for the target (one read of the queue's
+/// slot).
+pub fn waiting_before(store: &dyn SharedStore, me: &Waiter, now_ms: u64) -> u64 {
     let all = store
         .get(QUEUE_SLOT)
         .map(|(v, _)| waiters(&v, now_ms))
         .unwrap_or_default();
     if !all.iter().any(|w| w.id != me.id && w.target == me.target) {
-        return true;
+        return 0;
     }
     let shares = store
         .get(SHARES_SLOT)
         .map(|(v, _)| Shares::decode(&v))
         .unwrap_or_default();
-    let ahead = ahead(&all, me, &shares, now_ms);
-    if ahead == 0 {
-        return true;
-    }
-    (ahead as u64) < super::room(store, target, estimate, now_ms)
+    ahead(&all, me, &shares, now_ms) as u64
 }
 
 /// The replica's queue now, for `planoai status` and `top`: how many wait

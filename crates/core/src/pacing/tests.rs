@@ -61,19 +61,19 @@ fn a_buckets_requests_are_reserved_then_refused_until_one_refills() {
     let store = MemoryStore::default();
     let a = &plan.targets[0];
     for i in 0..3 {
-        let r = reserve(&store, a, 10, T0 + i * 1000);
+        let r = reserve(&store, a, 10, T0 + i * 1000, || 0);
         assert!(matches!(r, Reserved::Charged(_)), "{r:?}");
     }
     // Each second's request counts at its end (T0 + 1, 2, 3 s); from the
     // first on the bucket refills 3 a minute: by T0 + 3 s 0.1 came back,
     // and the 0.9 still missing takes 18 s more. A sliding minute would
     // say T0 + 61 s.
-    let full = reserve(&store, a, 10, T0 + 5000);
+    let full = reserve(&store, a, 10, T0 + 5000, || 0);
     assert_eq!(full, Reserved::Full { at_ms: T0 + 21_000 });
     assert_eq!(room_at(&store, a, 10, T0 + 5000), Some(T0 + 21_000));
     assert_eq!(room_at(&store, a, 10, T0 + 20_999), Some(T0 + 21_000));
     assert_eq!(room_at(&store, a, 10, T0 + 21_000), None);
-    let r = reserve(&store, a, 10, T0 + 21_000);
+    let r = reserve(&store, a, 10, T0 + 21_000, || 0);
     assert!(matches!(r, Reserved::Charged(_)), "{r:?}");
     // That one counts at T0 + 22 s, when 0.95 is missing: the next fits
     // 19 s on.
@@ -87,7 +87,7 @@ fn an_unpaced_target_is_never_full() {
     let store = MemoryStore::default();
     for i in 0..100 {
         assert_eq!(
-            reserve(&store, &plan.targets[0], 10, T0 + i),
+            reserve(&store, &plan.targets[0], 10, T0 + i, || 0),
             Reserved::Unpaced
         );
     }
@@ -99,7 +99,7 @@ fn tokens_are_settled_from_the_answer_making_room_for_the_next() {
     let plan = plan();
     let store = MemoryStore::default();
     let b = &plan.targets[1];
-    let Reserved::Charged(charge) = reserve(&store, b, 900, T0) else {
+    let Reserved::Charged(charge) = reserve(&store, b, 900, T0, || 0) else {
         panic!("room");
     };
     // 900 reserved: a second estimate of 900 does not fit...
@@ -116,14 +116,14 @@ fn a_full_deployment_is_skipped_for_one_with_room() {
     // The choice's sample 0.0 picks `a` while it has room.
     assert_eq!(first(&plan, &store, T0, 10), 0);
     for i in 0..3 {
-        reserve(&store, &plan.targets[0], 10, T0 + i);
+        reserve(&store, &plan.targets[0], 10, T0 + i, || 0);
     }
     assert_eq!(first(&plan, &store, T0 + 10, 10), 1);
     // Too many tokens for `b`'s bucket with 900 of it reserved, and `a`
     // empty: the soonest room is chosen (`a`'s, a request's refill after
     // T0 + 1 s), and the state says when: `b`'s 433 missing tokens take
     // 25.98 s.
-    reserve(&store, &plan.targets[1], 900, T0 + 10);
+    reserve(&store, &plan.targets[1], 900, T0 + 10, || 0);
     let e = env(&plan, &store, T0 + 20);
     let (state, first) = RequestState::begin_within(&e, 0, reach(500), &mut Effects::default());
     assert_eq!(first, 0);
@@ -137,7 +137,7 @@ fn a_request_larger_than_the_bucket_fits_an_empty_one() {
     let store = MemoryStore::default();
     let b = &plan.targets[1];
     assert_eq!(room_at(&store, b, 5000, T0), None);
-    let r = reserve(&store, b, 5000, T0);
+    let r = reserve(&store, b, 5000, T0, || 0);
     assert!(
         matches!(r, Reserved::Charged(c) if c.tokens == 967),
         "{r:?}"
@@ -154,10 +154,10 @@ fn with_etcd_away_each_replica_keeps_its_share() {
     let seen = crate::limits::replicas::seen_value(3, false);
     assert!(store.set(crate::limits::replicas::SEEN_SLOT, &seen, 0));
     let a = &plan.targets[0];
-    let r = reserve(&store, a, 10, T0);
+    let r = reserve(&store, a, 10, T0, || 0);
     assert!(matches!(r, Reserved::Charged(_)), "{r:?}");
     assert!(matches!(
-        reserve(&store, a, 10, T0 + 1),
+        reserve(&store, a, 10, T0 + 1, || 0),
         Reserved::Full { .. }
     ));
 }
@@ -186,10 +186,10 @@ fn the_peers_published_counts_fill_the_minute_as_the_replicas_add_them_up() {
     let view = format!("2\n{sum}");
     let peers = crate::replicas::counts::peers_slot(&slot);
     assert!(store.set(&peers, view.as_bytes(), 0));
-    let r = reserve(&store, a, 10, T0 + 5);
+    let r = reserve(&store, a, 10, T0 + 5, || 0);
     assert!(matches!(r, Reserved::Charged(_)), "{r:?}");
     assert!(matches!(
-        reserve(&store, a, 10, T0 + 6),
+        reserve(&store, a, 10, T0 + 6, || 0),
         Reserved::Full { .. }
     ));
 }
@@ -216,11 +216,11 @@ fn a_reported_limit_tightens_a_configured_one_and_never_raises_it() {
         (Some(2), None)
     );
     for i in 0..2 {
-        let r = reserve(&store, a, 10, T0 + i);
+        let r = reserve(&store, a, 10, T0 + i, || 0);
         assert!(matches!(r, Reserved::Charged(_)), "{r:?}");
     }
     assert!(matches!(
-        reserve(&store, a, 10, T0 + 5),
+        reserve(&store, a, 10, T0 + 5, || 0),
         Reserved::Full { .. }
     ));
     // It says 500 later: the configured 3 stands.
@@ -316,7 +316,7 @@ fn offer_twice_the_limit(replicas: usize, seconds: u64) -> (Vec<u64>, u64) {
                 .collect();
         }
         let store = &stores[i as usize % replicas];
-        if let Reserved::Charged(charge) = reserve(store, t, 118, now) {
+        if let Reserved::Charged(charge) = reserve(store, t, 118, now, || 0) {
             provider.take(118, 100, now);
             settle(store, t, &charge, 100, now);
             sent.push(now - T0);
@@ -365,4 +365,24 @@ fn replicas_whose_counts_arrive_late_stay_within_the_providers_bucket() {
         sent.len()
     );
     assert!(sent.len() >= 1_700, "{}", sent.len());
+}
+
+#[test]
+fn a_request_takes_room_only_beyond_what_the_waiters_before_it_take() {
+    let plan = plan();
+    let store = MemoryStore::default();
+    let a = &plan.targets[0];
+    // `a` holds 3: with 3 waiters before it a request is behind, with 2
+    // it takes the third.
+    assert_eq!(reserve(&store, a, 10, T0, || 3), Reserved::Behind);
+    assert!(matches!(
+        reserve(&store, a, 10, T0, || 2),
+        Reserved::Charged(_)
+    ));
+    for _ in 0..2 {
+        reserve(&store, a, 10, T0, || 0);
+    }
+    // With no room the queue is not read.
+    let full = reserve(&store, a, 10, T0 + 1, || panic!("the queue was read"));
+    assert!(matches!(full, Reserved::Full { .. }), "{full:?}");
 }
