@@ -64,7 +64,7 @@ impl Paced {
         let known = store
             .get(&checkpoint_slot(target))
             .and_then(|(v, _)| Checkpoint::decode(&v));
-        let start = Checkpoint::start(known, others.split, &limits, now_ms);
+        let start = Checkpoint::start(known, &limits, now_ms);
         Some(Paced {
             slot,
             limits,
@@ -271,7 +271,7 @@ pub fn reserve(
         update(store, &checkpoint_slot(target), |current| {
             let known = Checkpoint::decode(current);
             known
-                .is_none_or(|k| k.second < moved.second || k.split != moved.split)
+                .is_none_or(|k| k.second < moved.second || k.rpm != moved.rpm || k.tpm != moved.tpm)
                 .then(|| moved.encode())
         });
     }

@@ -9,13 +9,13 @@
 //! replicas) already keep of a paced target (`limits::Counts`), so that
 //! peers' counts add up as they always did. A second's sends count at its
 //! end (the current second's at once), never before they were sent, so the
-//! level is never below what the provider's is. Counts last a minute; what
-//! was sent before is carried by a [`Checkpoint`], the level at a second
-//! old enough that no count of it is still to arrive ([`SETTLED_S`]),
-//! moved forward now and then by a reservation. Without one (or with one
-//! older than the counts), the bucket is taken as empty a minute ago: that
-//! errs on the side of less room, and a minute of refill empties nothing
-//! that was not sent since.
+//! room it sees is never more than the provider's. Counts last a minute;
+//! what was sent before is carried by a [`Checkpoint`], the level at a
+//! second old enough that no count of it is still to arrive
+//! ([`SETTLED_S`]), moved forward now and then by a reservation. Without
+//! one (or with one older than the counts, or of other limits), the bucket
+//! is taken as empty a minute ago: that errs on the side of less room, and
+//! a minute's refill fills a bucket nothing was sent from since.
 
 use crate::limits::{Bucket, Counts, WINDOW_MS};
 use crate::plan::KeyLimits;
@@ -84,20 +84,27 @@ impl Spent {
 }
 
 /// The bucket's level at the start of `second` (every send of an earlier
-/// second in it), for the limits split `split` ways (etcd away, see
-/// `limits::replicas`): a level of another split is not this one's.
+/// second in it), for the limits it was worked out for: this replica's
+/// share of each (etcd away, see `limits::replicas`) or a changed limit
+/// makes another bucket, and an unlimited dimension is not counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
     pub second: u64,
-    pub split: u64,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
     pub spent: Spent,
 }
 
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
+        let limit = |l: Option<u64>| l.map_or(String::new(), |l| l.to_string());
         format!(
-            "{}:{}:{}:{}",
-            self.second, self.split, self.spent.requests, self.spent.tokens
+            "{}:{}:{}:{}:{}",
+            self.second,
+            limit(self.rpm),
+            limit(self.tpm),
+            self.spent.requests,
+            self.spent.tokens
         )
         .into_bytes()
     }
@@ -105,9 +112,17 @@ impl Checkpoint {
     pub fn decode(value: &[u8]) -> Option<Checkpoint> {
         let text = std::str::from_utf8(value).ok()?;
         let mut f = text.split(':');
+        let limit = |f: &str| -> Option<Option<u64>> {
+            if f.is_empty() {
+                Some(None)
+            } else {
+                f.parse().ok().map(Some)
+            }
+        };
         Some(Checkpoint {
             second: f.next()?.parse().ok()?,
-            split: f.next()?.parse().ok()?,
+            rpm: limit(f.next()?)?,
+            tpm: limit(f.next()?)?,
             spent: Spent {
                 requests: f.next()?.parse().ok()?,
                 tokens: f.next()?.parse().ok()?,
@@ -115,17 +130,23 @@ impl Checkpoint {
         })
     }
 
+    /// Whether this is a level of the bucket of `limits`.
+    pub fn of(&self, limits: &KeyLimits) -> bool {
+        (self.rpm, self.tpm) == (limits.requests_per_minute, limits.tokens_per_minute)
+    }
+
     /// Where a level at `now_ms` starts: `known` when the counts still hold
-    /// every second since it and it is of the same split; else an empty
+    /// every second since it and it is of the same limits; else an empty
     /// bucket at the oldest second the counts hold.
-    pub fn start(known: Option<Checkpoint>, split: u64, limits: &KeyLimits, now_ms: u64) -> Self {
+    pub fn start(known: Option<Checkpoint>, limits: &KeyLimits, now_ms: u64) -> Self {
         let now_s = now_ms / 1000;
         let oldest = now_s.saturating_sub(WINDOW_MS / 1000);
         match known {
-            Some(c) if c.split == split && (oldest..=now_s).contains(&c.second) => c,
+            Some(c) if c.of(limits) && (oldest..=now_s).contains(&c.second) => c,
             _ => Checkpoint {
                 second: oldest,
-                split,
+                rpm: limits.requests_per_minute,
+                tpm: limits.tokens_per_minute,
                 spent: Spent::empty(limits),
             },
         }
@@ -141,8 +162,8 @@ impl Checkpoint {
         let (spent, at) = walk(self, &sent, limits, second * 1000);
         Checkpoint {
             second,
-            split: self.split,
             spent: spent.refilled(limits, (second * 1000).saturating_sub(at)),
+            ..*self
         }
     }
 

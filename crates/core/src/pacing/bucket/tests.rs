@@ -44,7 +44,7 @@ fn capacity_is_a_minute_less_two_seconds_and_never_below_one() {
 fn room_counts_the_requests_the_bucket_still_holds() {
     let sent = counts(&[(S0, 7, 4_000)]);
     let rpm = limits(Some(10), None);
-    let start = Checkpoint::start(None, 1, &rpm, T0);
+    let start = Checkpoint::start(None, &rpm, T0);
     let level = Level {
         start,
         counts: &sent,
@@ -57,7 +57,7 @@ fn room_counts_the_requests_the_bucket_still_holds() {
     assert_eq!(level.room(100, T0 + 7_000), 4);
     let tpm = limits(None, Some(10_000));
     let level = Level {
-        start: Checkpoint::start(None, 1, &tpm, T0),
+        start: Checkpoint::start(None, &tpm, T0),
         counts: &sent,
         limits: &tpm,
     };
@@ -65,7 +65,7 @@ fn room_counts_the_requests_the_bucket_still_holds() {
     assert_eq!(level.room(1_000, T0), 5);
     let none = limits(None, None);
     let level = Level {
-        start: Checkpoint::start(None, 1, &none, T0),
+        start: Checkpoint::start(None, &none, T0),
         counts: &sent,
         limits: &none,
     };
@@ -81,7 +81,7 @@ fn a_checkpoint_changes_no_level() {
         .collect();
     let sent = counts(&sent);
     let now = T0 + 59_500;
-    let start = Checkpoint::start(None, 1, &l, T0);
+    let start = Checkpoint::start(None, &l, T0);
     let whole = Level {
         start,
         counts: &sent,
@@ -102,7 +102,7 @@ fn without_a_checkpoint_the_bucket_was_empty_a_minute_ago() {
     let l = limits(Some(600), None);
     // Nothing sent in the minute: a minute's refill filled it.
     let nothing = Counts::default();
-    let start = Checkpoint::start(None, 1, &l, T0);
+    let start = Checkpoint::start(None, &l, T0);
     assert_eq!(start.second, S0 - 60);
     let level = Level {
         start,
@@ -121,7 +121,7 @@ fn without_a_checkpoint_the_bucket_was_empty_a_minute_ago() {
 }
 
 #[test]
-fn a_checkpoint_the_counts_no_longer_reach_or_of_another_split_is_not_used() {
+fn a_checkpoint_the_counts_no_longer_reach_or_of_other_limits_is_not_used() {
     let l = limits(Some(600), None);
     let spent = Spent {
         requests: 100 * UNIT,
@@ -129,29 +129,43 @@ fn a_checkpoint_the_counts_no_longer_reach_or_of_another_split_is_not_used() {
     };
     let known = Checkpoint {
         second: S0 - 10,
-        split: 1,
+        rpm: Some(600),
+        tpm: None,
         spent,
     };
-    assert_eq!(Checkpoint::start(Some(known), 1, &l, T0), known);
+    assert_eq!(Checkpoint::start(Some(known), &l, T0), known);
     assert_eq!(Checkpoint::decode(&known.encode()), Some(known));
-    let fallback = Checkpoint::start(None, 1, &l, T0);
-    assert_eq!(Checkpoint::start(Some(known), 3, &l, T0).split, 3);
+    let fallback = Checkpoint::start(None, &l, T0);
+    // A third of the limits (etcd away, three replicas), or a limit added
+    // (its sends were not counted): another bucket.
+    let share = limits(Some(200), None);
+    assert_eq!(Checkpoint::start(Some(known), &share, T0).rpm, Some(200));
     assert_eq!(
-        Checkpoint::start(Some(known), 1, &l, T0 + 51_000).second,
+        Checkpoint::start(Some(known), &share, T0).second,
+        fallback.second
+    );
+    let tokens = limits(Some(600), Some(60_000));
+    assert_eq!(
+        Checkpoint::start(Some(known), &tokens, T0).spent.tokens,
+        58_000 * UNIT
+    );
+    assert_eq!(
+        Checkpoint::start(Some(known), &l, T0 + 51_000).second,
         fallback.second + 51
     );
     let ahead = Checkpoint {
         second: S0 + 5,
         ..known
     };
-    assert_eq!(Checkpoint::start(Some(ahead), 1, &l, T0), fallback);
-    assert_eq!(Checkpoint::decode(b"1:2:x:4"), None);
+    assert_eq!(Checkpoint::start(Some(ahead), &l, T0), fallback);
+    assert_eq!(Checkpoint::decode(b"1:2::x:4"), None);
+    assert_eq!(Checkpoint::decode(b"1:2:z:3:4"), None);
 }
 
 #[test]
 fn a_checkpoint_is_due_every_few_seconds_well_behind_now() {
     let l = limits(Some(600), None);
-    let c = Checkpoint::start(None, 1, &l, T0);
+    let c = Checkpoint::start(None, &l, T0);
     assert_eq!(c.due(T0), Some(S0 - SETTLED_S));
     let moved = c.moved(&Counts::default(), &l, S0 - SETTLED_S);
     // Empty 60 s before, 55 s of refill at 10 a second: 30 still missing.
