@@ -357,13 +357,12 @@ fn over_minutes_the_checkpoint_carries_the_bucket_past_its_counts() {
 
 #[test]
 fn replicas_whose_counts_arrive_late_stay_within_the_providers_bucket() {
+    // Three replicas, each seeing the others' counts up to 1.5 s late: the
+    // bucket's two seconds' margin keeps what they send within the
+    // provider's bucket (with a whole minute's capacity the provider
+    // refused 12 of 1,792).
     let (sent, refused) = offer_twice_the_limit(3, 120);
-    eprintln!("{refused} of {} refused", sent.len());
-    assert!(
-        refused * 100 <= sent.len() as u64,
-        "{refused} of {} refused",
-        sent.len()
-    );
+    assert_eq!(refused, 0, "{refused} of {} refused", sent.len());
     assert!(sent.len() >= 1_700, "{}", sent.len());
 }
 
