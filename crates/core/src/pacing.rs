@@ -169,7 +169,8 @@ pub fn limits_of(store: &dyn SharedStore, target: &Target) -> Option<KeyLimits> 
     })
 }
 
-/// A paced target's minute now, for `planoai status`.
+/// What a paced target was sent in the last 60 seconds, for `planoai
+/// status` and the gauges (its bucket may take more: see [`bucket`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Minute {
     /// What the window counts, the other replicas' included.

@@ -218,7 +218,7 @@ impl RequestState {
 
     /// When the blocks on `target` (global or this request's) end, if any;
     /// a paced target without room for this request counts as blocked until
-    /// its window has made room (`pacing`).
+    /// its bucket has refilled enough (`pacing`).
     pub fn blocked_until(&self, env: &Env, target: usize) -> Option<u64> {
         let t = env.plan.targets.get(target)?;
         BlockKey::covering(t)

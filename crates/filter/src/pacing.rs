@@ -1,5 +1,5 @@
 //! Pacing and the queue in the filter. Before an attempt starts, its
-//! target's minute is reserved (`plano_core::pacing`); a target without
+//! target's bucket is reserved (`plano_core::pacing`); a target without
 //! room makes the request wait, holding no thread: the exchange is parked
 //! as a retry's wait is (`Phase::Waiting`, a `Retry` timer at the time the
 //! room comes), bounded by its deadline (`max_queue_ms`, or less when the
@@ -50,11 +50,12 @@ impl Worker {
         now + asked.map_or(most, |a| a.min(most))
     }
 
-    /// Before an attempt to `target` starts: reserves one request and the
-    /// request's estimate of its minute. `Some(target)` to send it now (for
-    /// a request not yet sent anywhere, `repick` lets it go to whichever
-    /// target has room now); `None` when it waits (its `Retry` timer armed,
-    /// `ex.next` the target) or was answered with the gateway's 429.
+    /// Before an attempt to `target` starts: takes one request and the
+    /// request's estimate of tokens from its bucket. `Some(target)` to send
+    /// it now (for a request not yet sent anywhere, `repick` lets it go to
+    /// whichever target has room now); `None` when it waits (its `Retry`
+    /// timer armed, `ex.next` the target) or was answered with the
+    /// gateway's 429.
     pub fn admit(&self, ex: &mut Exchange, target: usize, now: u64, repick: bool) -> Option<usize> {
         let target = if repick && ex.state.ledger.attempts.is_empty() {
             ex.state.first_available(&self.env(now))
@@ -124,7 +125,7 @@ impl Worker {
         ex.next = Some(target);
         ex.phase = Phase::Waiting;
         self.metrics.add(self.metrics.waiting, 1);
-        // Room may come before the window says: an answer settled for fewer
+        // Room may come before the bucket says: an answer settled for fewer
         // tokens than reserved, here or on another worker or replica. A
         // waiter looks again every `RECHECK_MS` (one shared-data read).
         let at = at_ms.min(ex.deadline).min(now + RECHECK_MS);
