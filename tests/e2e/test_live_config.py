@@ -290,6 +290,50 @@ model_providers:
     assert post_ok("anthropic/claude-3-5-sonnet") == "anthropic/claude-3-5-sonnet"
 
 
+def test_watch_restarts_after_an_upgrade_replaced_planoai(gateway, providers, tmp_path):
+    """An `up --watch` started before an upgrade replaced planoai's file
+    still restarts the gateway when a change needs it: the restart starts
+    the log writer from the running program, not from the path now naming
+    another file (or none)."""
+    a = providers(Reply())
+    installed = shutil.which("planoai")
+    prefix = tmp_path / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    os.symlink(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(installed))), "share"), prefix / "share")
+    exe = prefix / "bin" / "planoai"
+    shutil.copy2(installed, exe)
+    path = tmp_path / "gw.yaml"
+    text = f"""version: v0.3.0
+listeners: [{{type: model, name: l, port: 12000}}]
+model_providers:
+  - model: openai/gpt-4o
+    base_url: http://127.0.0.1:{a.port}
+    access_key: KEY
+    default: true
+"""
+    path.write_text(text.replace("KEY", "sk-before-upgrade"))
+    watcher = subprocess.Popen([str(exe), "up", "--watch", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
+    reader.start()
+    try:
+        assert eventually(lambda: post_ok() == "openai/gpt-4o", 30), lines
+        # What an upgrade does: a new file under the old name.
+        shutil.copy2(installed, tmp_path / "new-planoai")
+        os.replace(tmp_path / "new-planoai", exe)
+        # A changed provider key restarts Envoy.
+        path.write_text(text.replace("KEY", "sk-after-upgrade"))
+        assert eventually(lambda: any("restarting the gateway" in l for l in lines), 15), lines
+        assert eventually(lambda: post_ok() == "openai/gpt-4o" and
+                          a.requests[-1]["headers"].get("authorization") == "Bearer sk-after-upgrade", 30), \
+            (lines, a.requests[-1]["headers"].get("authorization") if a.requests else None)
+        assert not any("log writer" in l for l in lines), lines
+    finally:
+        os.killpg(watcher.pid, signal.SIGKILL)
+        reader.join(timeout=10)
+
+
 def post_ok(model="openai/gpt-4o"):
     try:
         return post(requests, model).headers.get("x-plano-model")
