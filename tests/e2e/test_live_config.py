@@ -54,6 +54,32 @@ model_providers:
 """
 
 
+def one_model(port, key=None):
+    """A config of one model, the default, on a provider at `port`."""
+    access = f"\n    access_key: {key}" if key else ""
+    return f"""version: v0.3.0
+listeners: [{{type: model, name: l, port: 12000}}]
+model_providers:
+  - model: openai/gpt-4o
+    base_url: http://127.0.0.1:{port}{access}
+    default: true
+"""
+
+
+def watch(exe, path):
+    """`EXE up --watch PATH` as a terminal starts it: its own process group,
+    Ctrl-C not ignored (even when these tests run in the background, which
+    ignores it). Returns the process, its output lines as they come, and
+    the thread gathering them."""
+    watcher = subprocess.Popen([exe, "up", "--watch", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
+    reader.start()
+    return watcher, lines, reader
+
+
 def post(session, model, **extra):
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
     return session.post(CHAT, json=body, timeout=30, **({"stream": True} if extra.get("stream") else {}))
@@ -216,13 +242,7 @@ model_providers:
 def test_a_bad_config_on_a_running_gateway_changes_nothing(gateway, providers, tmp_path):
     a, b = providers(Reply()), providers(Reply())
     path = tmp_path / "gw.yaml"
-    good = f"""version: v0.3.0
-listeners: [{{type: model, name: l, port: 12000}}]
-model_providers:
-  - model: openai/gpt-4o
-    base_url: http://127.0.0.1:{a.port}
-    default: true
-"""
+    good = one_model(a.port)
     path.write_text(good)
     planoai("up", str(path))
     pid = state_pid(os.environ["PLANO_HOME"])
@@ -244,22 +264,9 @@ model_providers:
 def test_watch_reapplies_on_save(gateway, providers, tmp_path):
     a, b = providers(Reply()), providers(Reply())
     path = tmp_path / "gw.yaml"
-    text = f"""version: v0.3.0
-listeners: [{{type: model, name: l, port: 12000}}]
-model_providers:
-  - model: openai/gpt-4o
-    base_url: http://127.0.0.1:{a.port}
-    default: true
-"""
+    text = one_model(a.port)
     path.write_text(text)
-    # As a terminal starts it: its own process group, Ctrl-C not ignored
-    # (even when these tests run in the background, which ignores it).
-    watcher = subprocess.Popen(["planoai", "up", "--watch", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
-    reader.start()
+    watcher, lines, reader = watch("planoai", path)
     try:
         deadline = time.time() + 30
         while time.time() < deadline and post_ok() is None:
@@ -288,6 +295,38 @@ model_providers:
     assert watcher.returncode in (0, -signal.SIGINT), (watcher.returncode, lines)
     assert requests.get(f"{GATEWAY}/healthz", timeout=5).status_code == 200
     assert post_ok("anthropic/claude-3-5-sonnet") == "anthropic/claude-3-5-sonnet"
+
+
+def test_watch_restarts_after_an_upgrade_replaced_planoai(gateway, providers, tmp_path):
+    """An `up --watch` started before an upgrade replaced planoai's file
+    still restarts the gateway when a change needs it: the restart starts
+    the log writer from the running program, not from the path now naming
+    another file (or none)."""
+    a = providers(Reply())
+    installed = shutil.which("planoai")
+    prefix = tmp_path / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    os.symlink(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(installed))), "share"), prefix / "share")
+    exe = prefix / "bin" / "planoai"
+    shutil.copy2(installed, exe)
+    path = tmp_path / "gw.yaml"
+    path.write_text(one_model(a.port, key="sk-before-upgrade"))
+    watcher, lines, reader = watch(str(exe), path)
+    try:
+        assert eventually(lambda: post_ok() == "openai/gpt-4o", 30), lines
+        # What an upgrade does: a new file under the old name.
+        shutil.copy2(installed, tmp_path / "new-planoai")
+        os.replace(tmp_path / "new-planoai", exe)
+        # A changed provider key restarts Envoy.
+        path.write_text(one_model(a.port, key="sk-after-upgrade"))
+        assert eventually(lambda: any("restarting the gateway" in l for l in lines), 15), lines
+        assert eventually(lambda: post_ok() == "openai/gpt-4o" and
+                          a.requests[-1]["headers"].get("authorization") == "Bearer sk-after-upgrade", 30), \
+            (lines, a.requests[-1]["headers"].get("authorization") if a.requests else None)
+        assert not any("log writer" in l for l in lines), lines
+    finally:
+        os.killpg(watcher.pid, signal.SIGKILL)
+        reader.join(timeout=10)
 
 
 def post_ok(model="openai/gpt-4o"):

@@ -1,26 +1,18 @@
 //! The listener's access rules: client keys become digests in the plan, and
 //! a listener other machines can reach needs keys or an explicit opt-out.
 
+mod resolving;
+
 use plano_core::clients::{digest, to_hex};
-use plano_core::config::GatewayConfig;
-use plano_core::resolve::{resolve, Issue, Resolved, Severity};
+use plano_core::resolve::{Issue, Resolved, Severity};
+use resolving::{one_provider, resolve_config};
 use serde_json::{json, Value};
 
 const KEY: &str = "ci-key-0123456789abcdef";
 
 fn resolve_listener(listener: Value) -> (Option<Resolved>, Vec<Issue>) {
-    let mut l = json!({"type": "model", "name": "l", "port": 12000});
-    if let (Some(l), Some(extra)) = (l.as_object_mut(), listener.as_object()) {
-        l.extend(extra.clone());
-    }
-    let config: GatewayConfig = serde_json::from_value(json!({
-        "version": "v0.3.0",
-        "listeners": [l],
-        "model_providers": [{"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9"}],
-    }))
-    .expect("config");
     let env = |name: &str| (name == "PLANO_CI_KEY").then(|| KEY.to_string());
-    resolve(&config, &env)
+    resolve_config(listener, one_provider(), &env)
 }
 
 fn errors(issues: &[Issue]) -> Vec<&Issue> {

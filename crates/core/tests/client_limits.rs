@@ -2,25 +2,18 @@
 //! key may spend reaches the plan, and a limit that could only refuse
 //! everything, or a reserve that is not a share, is an error at its field.
 
-use plano_core::config::GatewayConfig;
+mod resolving;
+
 use plano_core::plan::KeyLimits;
-use plano_core::resolve::{resolve, Issue, Resolved, Severity};
+use plano_core::resolve::{Issue, Resolved, Severity};
+use resolving::{one_provider, paths_at, resolve_config};
 use serde_json::{json, Value};
 
 const KEY: &str = "ci-key-0123456789abcdef";
 
-fn resolve_keys(keys: Value, extra: Value) -> (Option<Resolved>, Vec<Issue>) {
-    let mut l = json!({"type": "model", "name": "l", "port": 12000, "client_keys": keys});
-    if let (Some(l), Some(extra)) = (l.as_object_mut(), extra.as_object()) {
-        l.extend(extra.clone());
-    }
-    let config: GatewayConfig = serde_json::from_value(json!({
-        "version": "v0.3.0",
-        "listeners": [l],
-        "model_providers": [{"model": "openai/gpt-4o", "base_url": "http://127.0.0.1:9"}],
-    }))
-    .expect("config");
-    resolve(&config, &|_: &str| None)
+fn resolve_keys(keys: Value, mut extra: Value) -> (Option<Resolved>, Vec<Issue>) {
+    extra["client_keys"] = keys;
+    resolve_config(extra, one_provider(), &|_| None)
 }
 
 fn key(name: &str, n: usize, more: Value) -> Value {
@@ -29,14 +22,6 @@ fn key(name: &str, n: usize, more: Value) -> Value {
         k.extend(more.clone());
     }
     k
-}
-
-fn issues_at(issues: &[Issue], severity: Severity) -> Vec<&str> {
-    issues
-        .iter()
-        .filter(|i| i.severity == severity)
-        .map(|i| i.path.as_str())
-        .collect()
 }
 
 #[test]
@@ -75,11 +60,11 @@ fn a_zero_limit_is_an_error_at_its_field_and_an_empty_one_a_warning() {
     let (resolved, issues) = resolve_keys(keys, json!({}));
     assert!(resolved.is_none());
     assert_eq!(
-        issues_at(&issues, Severity::Error),
+        paths_at(&issues, Severity::Error),
         ["listeners[0].client_keys[0].limits.tokens_per_minute"]
     );
     assert_eq!(
-        issues_at(&issues, Severity::Warning),
+        paths_at(&issues, Severity::Warning),
         ["listeners[0].client_keys[1].limits"]
     );
 }
@@ -91,7 +76,7 @@ fn the_reserve_is_a_share_and_needs_two_priorities() {
         let (resolved, issues) = resolve_keys(keys, json!({"priority_reserve": bad}));
         assert!(resolved.is_none(), "{bad}");
         assert_eq!(
-            issues_at(&issues, Severity::Error),
+            paths_at(&issues, Severity::Error),
             ["listeners[0].priority_reserve"]
         );
     }
@@ -99,7 +84,7 @@ fn the_reserve_is_a_share_and_needs_two_priorities() {
     let (resolved, issues) = resolve_keys(keys, json!({"priority_reserve": 0.1}));
     assert!(resolved.is_some());
     assert_eq!(
-        issues_at(&issues, Severity::Warning),
+        paths_at(&issues, Severity::Warning),
         ["listeners[0].priority_reserve"]
     );
 }

@@ -3,31 +3,16 @@
 //! sets its own, and a 0 (which could only refuse everything) is an error
 //! at its field.
 
+mod resolving;
+
 use plano_core::config::GatewayConfig;
 use plano_core::plan::{KeyLimits, DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUE_MS};
-use plano_core::resolve::{resolve, Issue, Resolved, Severity};
+use plano_core::resolve::{Issue, Resolved};
+use resolving::{errors, resolve_config};
 use serde_json::{json, Value};
 
 fn resolve_with(providers: Value, listener: Value) -> (Option<Resolved>, Vec<Issue>) {
-    let mut l = json!({"type": "model", "name": "l", "port": 12000});
-    if let (Some(l), Some(extra)) = (l.as_object_mut(), listener.as_object()) {
-        l.extend(extra.clone());
-    }
-    let config: GatewayConfig = serde_json::from_value(json!({
-        "version": "v0.3.0",
-        "listeners": [l],
-        "model_providers": providers,
-    }))
-    .expect("config");
-    resolve(&config, &|_: &str| None)
-}
-
-fn errors(issues: &[Issue]) -> Vec<&str> {
-    issues
-        .iter()
-        .filter(|i| i.severity == Severity::Error)
-        .map(|i| i.path.as_str())
-        .collect()
+    resolve_config(listener, providers, &|_| None)
 }
 
 fn limits(rpm: Option<u64>, tpm: Option<u64>) -> Option<KeyLimits> {

@@ -2,26 +2,14 @@
 //! decision 023), never under the entry's `timeout_ms`, and an error at its
 //! field when it is under `timeout_ms` or past 290 s.
 
-use plano_core::config::GatewayConfig;
-use plano_core::resolve::{resolve, Issue, Resolved, Severity};
+mod resolving;
+
+use plano_core::resolve::{Issue, Resolved};
+use resolving::{errors, resolve_config};
 use serde_json::{json, Value};
 
 fn resolve_providers(providers: Value) -> (Option<Resolved>, Vec<Issue>) {
-    let config: GatewayConfig = serde_json::from_value(json!({
-        "version": "v0.3.0",
-        "listeners": [{"type": "model", "name": "l", "port": 12000}],
-        "model_providers": providers,
-    }))
-    .expect("config");
-    resolve(&config, &|_: &str| None)
-}
-
-fn errors(issues: &[Issue]) -> Vec<&str> {
-    issues
-        .iter()
-        .filter(|i| i.severity == Severity::Error)
-        .map(|i| i.path.as_str())
-        .collect()
+    resolve_config(json!({}), providers, &|_| None)
 }
 
 #[test]

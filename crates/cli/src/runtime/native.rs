@@ -1,7 +1,8 @@
 //! The gateway as a native process: Envoy and its log writer.
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -58,8 +59,9 @@ pub fn spawn(config: &Path, envoy: &Path, launch: Launch, foreground: bool) -> R
         &live::config_dir().join(crate::render::KEY_DIR),
         crate::render::KEY_SUFFIX,
     ));
-    let mut writer = Command::new(std::env::current_exe().context("cannot find planoai itself")?);
+    let mut writer = Command::new(this_executable()?);
     writer
+        .arg0("planoai")
         .arg("log-writer")
         .arg(&log)
         .args(["--max-bytes", &cap.max_bytes.to_string()])
@@ -69,7 +71,6 @@ pub fn spawn(config: &Path, envoy: &Path, launch: Launch, foreground: bool) -> R
         .stderr(Stdio::null());
     if !foreground {
         // Their own process group: the gateway outlives this shell and its Ctrl-C.
-        use std::os::unix::process::CommandExt;
         cmd.process_group(0);
         writer.process_group(0);
     }
@@ -145,6 +146,17 @@ pub fn spawn(config: &Path, envoy: &Path, launch: Launch, foreground: bool) -> R
 
 /// Waits (2 s at most) for the log writer to copy Envoy's last lines and exit
 /// at the pipe's end, so a new gateway's log is not rotated by the old writer.
+/// The running planoai, to start its log writer. On Linux through
+/// `/proc/self/exe`, which runs this very program even after an upgrade
+/// replaced its file (an `up --watch` started before it restarts after).
+fn this_executable() -> Result<PathBuf> {
+    let running = Path::new("/proc/self/exe");
+    if running.exists() {
+        return Ok(running.to_path_buf());
+    }
+    std::env::current_exe().context("cannot find planoai itself")
+}
+
 pub fn wait_gone(log_writer: u32) {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(2)
