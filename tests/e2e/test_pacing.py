@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ADMIN, CHAT, GATEWAY, eventually, planoai, stats
 from mock_provider import OK_BODY, Provider, Reply
-from test_replicas import ETCD_PORT, Etcd, Replica
+from test_replicas import ETCD_PORT, Etcd, Replica, warm_up
 from test_top import pane, tmux  # noqa: F401 (a fixture)
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
@@ -568,9 +568,7 @@ def test_one_deployments_minute_is_one_minute_across_replicas(limited):
                 body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
                 return requests.post(f"http://127.0.0.1:{r.port}/v1/chat/completions", json=body, timeout=10)
 
-            for r in replicas:  # the warm-up the replica tests need (an open defect there)
-                for _ in range(4):
-                    send(r, "openai/warm")
+            warm_up(replicas, lambda r: send(r, "openai/warm"), 4)  # an open defect: see warm_up
             at_a = [send(a).status_code for _ in range(4)]
             time.sleep(2.5)  # A's counts reach B (published about once a second)
             at_b = [send(b) for _ in range(4)]

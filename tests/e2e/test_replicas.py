@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import warnings
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler
 
@@ -242,6 +243,25 @@ class Replica:
     def blocked(self, model, session=requests):
         report = session.get(f"http://127.0.0.1:{self.status}/plano/blocks", timeout=2).json()
         return any(b["blocked"] == f"model openai/{model}" for b in report["blocks"])
+
+
+def warm_up(replicas, send, each):
+    """Each gateway serves `each` requests (`send(replica)`) before a test
+    counts calls. An OPEN DEFECT, not a fix: one of a just-started replica's
+    first requests got the gateway's 502 `connect_failure` (Envoy saw the
+    provider's connection end before headers) in full e2e runs, never when a
+    test runs alone, and the cause is not found (see the replicas guide).
+    Such an answer is a warning in the run's summary with what finds the
+    cause: the answer, the gateway's Envoy log (its access log lines carry
+    Envoy's response flags) and the loopback sockets at that moment. Every
+    gateway must still serve."""
+    for r in replicas:
+        answers = [send(r) for _ in range(each)]
+        bad = [(a.status_code, a.text[:300]) for a in answers if a.status_code != 200]
+        if bad:
+            sockets = subprocess.run(["ss", "-tanoi"], capture_output=True, text=True).stdout
+            warnings.warn(f"warm-up at {r.name}: {bad}\n{r.log_tail(8000)}\n--- sockets ---\n{sockets[-8000:]}")
+        assert len(bad) < each, (r.name, bad)
 
 
 MODELS = [f"m{i}" for i in range(8)]
