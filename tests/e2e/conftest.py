@@ -68,10 +68,26 @@ class Gateway:
         self.outputs += [result.stdout, result.stderr]
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test, for fixtures to see whether
+    it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def gateway(plano_home):
+def gateway(plano_home, request):
     gw = Gateway(plano_home)
     yield gw
+    # A failed test's gateway log is printed before the gateway goes (its
+    # home is deleted with the session): Envoy's own lines and the access
+    # log's response flags say what a 502 or a reset was.
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:
+        tail = planoai("logs", "--envoy", "-n", "80", check=False)
+        print(f"--- the gateway's log, last 80 lines ---\n{tail.stdout}{tail.stderr}")
     gw.down()
 
 
