@@ -118,6 +118,18 @@ def paced_config(providers_yaml, listener_extra=""):
 """
 
 
+def paced_model(provider, **fields):
+    """`openai/gpt-4o` at `provider`, the default, with `fields` (its
+    limits, a retry policy) added to the entry."""
+    extra = "".join(f"\n            {k}: {v}" for k, v in fields.items())
+    return f"""
+          - model: openai/gpt-4o
+            base_url: http://127.0.0.1:{provider.port}
+            access_key: key-0001
+            default: true{extra}
+"""
+
+
 def post(timeout=30, headers=None, **extra):
     body = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
     return requests.post(CHAT, json=body, headers=headers or {}, timeout=timeout)
@@ -157,13 +169,7 @@ def test_room_refills_continuously_as_the_providers_bucket_does(gateway, limited
     # second leaves it, a minute later.
     limits = Limiter(rpm=30)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            rpm: 30
-""", "            max_queue_ms: 10000"))
+    gateway.up(paced_config(paced_model(p, rpm=30), "            max_queue_ms: 10000"))
     now = {"x-plano-max-wait-ms": "0"}
     burst = 0
     while (r := post(headers=now)).status_code == 200:
@@ -183,13 +189,7 @@ def test_room_refills_continuously_as_the_providers_bucket_does(gateway, limited
 def test_a_passed_deadline_gets_the_gateways_429_saying_when_room_returns(gateway, limited):
     limits = Limiter(rpm=2)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            rpm: 2
-""", "            max_queue_ms: 20000\n            max_queued: 1"))
+    gateway.up(paced_config(paced_model(p, rpm=2), "            max_queue_ms: 20000\n            max_queued: 1"))
     first = time.time()
     assert post().status_code == 200
     assert post().status_code == 200
@@ -235,13 +235,7 @@ def test_a_limit_the_provider_reports_tightens_the_configured_one(gateway, limit
     # Configured at 5 a minute; the provider's headers say 2.
     limits = Limiter(rpm=2, headers={"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "1"})
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            rpm: 5
-"""))
+    gateway.up(paced_config(paced_model(p, rpm=5)))
     assert post().status_code == 200
     assert post().status_code == 200
     third = post(headers={"x-plano-max-wait-ms": "0"})
@@ -256,13 +250,7 @@ def test_a_queued_request_goes_when_room_comes_and_one_that_left_never(gateway, 
     # answer says it took 20.
     limits = Limiter(tpm=1000, delay=2.0)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            tpm: 1000
-"""))
+    gateway.up(paced_config(paced_model(p, tpm=1000)))
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, max_tokens=900)
         time.sleep(0.5)
@@ -295,14 +283,7 @@ def test_a_queued_request_goes_when_room_comes_and_one_that_left_never(gateway, 
 def test_a_stream_waits_the_same_way_and_its_usage_makes_room(gateway, limited):
     limits = Limiter(tpm=1000, delay=1.5)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            tpm: 1000
-            retry_policy: {{}}
-"""))
+    gateway.up(paced_config(paced_model(p, tpm=1000, retry_policy="{}")))
 
     def stream():
         with post(stream=True, max_tokens=900) as resp:
@@ -330,13 +311,7 @@ def test_the_openai_and_anthropic_sdks_with_default_retries_see_no_error_at_twic
     # once: 4 by each SDK (Anthropic's through /v1/messages, translated).
     limits = Limiter(tpm=1000, delay=0.5)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            tpm: 1000
-"""))
+    gateway.up(paced_config(paced_model(p, tpm=1000)))
     oa = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key="unused")
     an = anthropic.Anthropic(base_url=GATEWAY, api_key="unused")
     messages = [{"role": "user", "content": "hi"}]
@@ -361,13 +336,7 @@ def test_the_openai_and_anthropic_sdks_with_default_retries_see_no_error_at_twic
 def test_a_client_keys_own_deadline_replaces_the_listeners(gateway, limited):
     limits = Limiter(rpm=1)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            rpm: 1
-""", """            max_queue_ms: 20000
+    gateway.up(paced_config(paced_model(p, rpm=1), """            max_queue_ms: 20000
             client_keys:
               - { name: app, key: app-key-8a6e2f4b1c9d7e05 }
               - { name: interactive, key: int-key-3c5e7a9b1d2f4680, max_queue_ms: 800 }"""))
@@ -407,13 +376,7 @@ def test_a_key_sending_ten_times_anothers_load_does_not_push_it_back(gateway, li
     # key's requests go before the heavy key's and wait one answer at most.
     limits = Limiter(tpm=24000, delay=1.0)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            tpm: 24000
-""", """            max_queue_ms: 30000
+    gateway.up(paced_config(paced_model(p, tpm=24000), """            max_queue_ms: 30000
             client_keys:
               - { name: batch, key: batch-key-5d1c8e3a7f2b9046 }
               - { name: agent, key: agent-key-9e4b2c7d1a5f8360 }"""))
@@ -443,13 +406,7 @@ def test_a_higher_priority_waiter_gets_the_room_before_one_that_came_first(gatew
     # high-priority one: when room comes, the high one goes first.
     limits = Limiter(tpm=1000, delay=1.5)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            tpm: 1000
-""", """            max_queue_ms: 20000
+    gateway.up(paced_config(paced_model(p, tpm=1000), """            max_queue_ms: 20000
             client_keys:
               - { name: batch, key: batch-key-5d1c8e3a7f2b9046 }
               - { name: agent, key: agent-key-9e4b2c7d1a5f8360, priority: 10 }"""))
@@ -477,14 +434,7 @@ def test_status_top_and_metrics_show_each_minute_and_the_queues_oldest_wait(gate
     # 4 s its answer takes, and the second waits for it.
     limits = Limiter(tpm=1000, delay=4.0)
     p = limited(limits)
-    gateway.up(paced_config(f"""
-          - model: openai/gpt-4o
-            base_url: http://127.0.0.1:{p.port}
-            access_key: key-0001
-            default: true
-            rpm: 50
-            tpm: 1000
-"""))
+    gateway.up(paced_config(paced_model(p, rpm=50, tpm=1000)))
     base, session = tmux
     subprocess.run(base + ["new-session", "-d", "-s", session, "-x", "160", "-y", "40", "planoai top"], check=True)
     with ThreadPoolExecutor(2) as pool:
