@@ -248,10 +248,7 @@ pub fn reserve(
             reserved = Some(Reserved::Behind);
             return None;
         }
-        let tokens = paced
-            .limits
-            .tokens_per_minute
-            .map_or(estimate, |tpm| estimate.min(bucket::capacity(tpm)));
+        let tokens = bucket::taken(&paced.limits, estimate);
         let second = now_ms / 1000;
         let b = counts.bucket(second);
         b.requests += 1;

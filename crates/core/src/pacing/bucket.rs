@@ -41,6 +41,15 @@ pub fn capacity(limit: u64) -> u64 {
     limit.saturating_sub(limit / (60 / MARGIN_S)).max(1)
 }
 
+/// A request's tokens as its bucket takes them: an estimate past the
+/// capacity counts as the capacity, so it fits an empty bucket rather than
+/// never.
+pub fn taken(limits: &KeyLimits, estimate: u64) -> u64 {
+    limits
+        .tokens_per_minute
+        .map_or(estimate, |tpm| estimate.min(capacity(tpm)))
+}
+
 /// What has not refilled yet, in [`UNIT`]s: the bucket's capacity less its
 /// level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -217,15 +226,8 @@ impl Level<'_> {
         spent.refilled(self.limits, now_ms.saturating_sub(at))
     }
 
-    /// A request's tokens as its bucket takes them: an estimate past the
-    /// capacity counts as the capacity, so it fits an empty bucket rather
-    /// than never.
     fn cost(&self, estimate: u64) -> u128 {
-        let tokens = self
-            .limits
-            .tokens_per_minute
-            .map_or(estimate, |tpm| estimate.min(capacity(tpm)));
-        u128::from(tokens) * UNIT
+        u128::from(taken(self.limits, estimate)) * UNIT
     }
 
     /// How much of one request and `estimate` tokens does not fit now:
