@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 
@@ -45,10 +46,10 @@ def envoy_rss_mb(home):
     return kb / 1024
 
 
-def assert_fails_over(gateway, primary_url, providers):
+def assert_fails_over(gateway, primary_url, providers, extra=""):
     """Returns how long the request took (after `up`)."""
     secondary = providers(SECONDARY)
-    gateway.up(failover_config(primary_url, secondary))
+    gateway.up(failover_config(primary_url, secondary, extra))
     resp, took = timed_chat()
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-plano-model"] == "anthropic/claude-3-5-sonnet"
@@ -57,6 +58,25 @@ def assert_fails_over(gateway, primary_url, providers):
     # The gateway is still up and serving.
     assert requests.get("http://127.0.0.1:12000/healthz", timeout=5).status_code == 200
     return took
+
+
+def connection_failures():
+    """The gateway's log lines that say why a provider's connection failed."""
+    log = planoai("logs", "--envoy", "-n", "10000").stdout
+    return "\n".join(l for l in log.splitlines() if "provider connection failed:" in l)
+
+
+@pytest.mark.parametrize("stall", [False, True], ids=["direct", "stall_listener"])
+def test_a_refused_connection_fails_over_and_is_logged_with_its_reason(gateway, providers, stall):
+    # With stall_timeout_ms the provider's connection is made one listener
+    # further: its failure is logged there.
+    extra = "            stall_timeout_ms: 5000" if stall else ""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: refused
+        assert_fails_over(gateway, f"http://127.0.0.1:{port}", providers, extra)
+    assert eventually(lambda: "refused" in connection_failures()), connection_failures()
+    assert f"plano_0_openai_gpt-4o 127.0.0.1:{port} UF" in connection_failures()
 
 
 def test_a_provider_closing_before_headers_fails_over(gateway, providers):
@@ -302,6 +322,10 @@ def test_a_provider_certificate_is_verified_with_sni(gateway, providers, tmp_pat
         assert_fails_over(gateway, f"https://localhost:{tls.port}", providers)
         assert tls.sni and set(tls.sni) == {"localhost"}, tls.sni
         assert tls.hosts == [], "a request reached a provider whose certificate is not trusted"
+        # The operator is told why, not only that the provider was not reached.
+        assert eventually(lambda: "CERTIFICATE_VERIFY_FAILED" in connection_failures()), connection_failures()
+        [line] = [l for l in connection_failures().splitlines() if "CERTIFICATE_VERIFY_FAILED" in l]
+        assert f"plano_0_openai_gpt-4o 127.0.0.1:{tls.port} UF" in line, line
         config_dir = os.path.join(plano_home, "run", "config")
         with open(os.path.join(config_dir, "cds.yaml")) as f:
             rendered = f.read()
