@@ -4,6 +4,8 @@
 //! (`record_correct`, expected interval = the run's mean service time).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -225,8 +227,6 @@ pub async fn fixed_count(
     total: u64,
     timeout: Duration,
 ) -> Result<Tally> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -286,8 +286,6 @@ pub async fn streamed_count(
     leave_every: u64,
     timeout: Duration,
 ) -> Result<StreamTally> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
     let body = Bytes::from_static(
         br#"{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
     );
@@ -430,11 +428,12 @@ pub async fn hold_streams(
     count: usize,
     timeout: Duration,
     opened: tokio::sync::mpsc::UnboundedSender<()>,
+    events: Arc<AtomicU64>,
     body: Bytes,
 ) -> Result<(u64, u64)> {
     let mut tasks = Vec::new();
     for i in 0..count {
-        let (body, opened) = (body.clone(), opened.clone());
+        let (body, opened, events) = (body.clone(), opened.clone(), events.clone());
         tasks.push(tokio::spawn(async move {
             // Spread the connects over about a second.
             tokio::time::sleep(Duration::from_micros((i as u64 * 1_000_000) / count as u64)).await;
@@ -451,6 +450,10 @@ pub async fn hold_streams(
                             first = false;
                             let _ = opened.send(());
                         }
+                        // Events, not frames: a client that lags gets
+                        // several events in one frame.
+                        let ends = data.windows(2).filter(|w| w == b"\n\n").count();
+                        events.fetch_add(ends as u64, Ordering::Relaxed);
                         tail = data.to_vec();
                     }
                 }

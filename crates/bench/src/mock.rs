@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,10 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+/// Events every `Answer::Stream` has handed to its connection so far: what
+/// the streams bench compares with what its client read.
+pub static STREAM_EVENTS_SENT: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone, Copy)]
 pub enum Answer {
@@ -119,6 +124,7 @@ async fn answer(req: Request<Incoming>, how: Answer) -> Result<Response<Body>, I
                     if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
                         return;
                     }
+                    STREAM_EVENTS_SENT.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(gap_ms)).await;
                 }
                 let _ = tx
