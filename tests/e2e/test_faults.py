@@ -168,6 +168,38 @@ def test_a_first_attempt_reset_mid_stream_ends_the_stream(gateway, providers):
     assert chat(model="anthropic/claude-3-5-sonnet").status_code == 200
 
 
+def chunked_cut(body):
+    """A whole answer (JSON, chunked) the provider cuts after 6,000 bytes."""
+    return Reply(stream=[body[:3000], body[3000:6000]], gap=0.1, cut=True, headers={"Content-Type": "application/json"})
+
+
+def test_a_chunked_whole_answer_cut_mid_body_reaches_the_client_as_a_cut(gateway, providers):
+    # Only an event stream is ended at a cut (with an error event): a whole
+    # answer ended there would pass for complete.
+    body = json.dumps({"pad": "x" * 10000})
+    broken = providers(chunked_cut(body))
+    gateway.up(failover_config(f"http://127.0.0.1:{broken.port}", providers(SECONDARY)))
+    resp = requests.post(CHAT, json={"model": "openai/gpt-4o", "messages": []}, stream=True, timeout=30)
+    assert resp.status_code == 200
+    received = b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for chunk in resp.iter_content(1):
+            received += chunk
+    assert received == body[:6000].encode(), received[-80:]
+
+
+def test_a_fallbacks_chunked_answer_cut_mid_body_is_not_served_short(gateway, providers):
+    primary = providers(RATE_LIMITED)
+    broken = providers(chunked_cut(json.dumps({"pad": "x" * 10000})))
+    gateway.up(failover_config(f"http://127.0.0.1:{primary.port}", broken))
+    resp, took = timed_chat()
+    assert took < 5
+    assert resp.status_code == 502, resp.text[:200]
+    error = resp.json()["error"]
+    assert error["type"] == "retry_exhausted"
+    assert [a["error_type"] for a in error["attempts"]] == ["http_429", "connect_failure"]
+
+
 def test_a_huge_429_body_is_dropped_not_held(gateway, providers, plano_home):
     huge = providers(Reply(status=429, body="x" * (10 * 1024 * 1024)))
     secondary = providers(SECONDARY)

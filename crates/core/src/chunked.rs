@@ -1,9 +1,11 @@
 //! Where a provider connection's HTTP/1.1 responses stand, read as their
-//! bytes pass: so that a chunked body the provider cut (its connection
-//! closed before the last chunk) can be ended cleanly. Envoy's codec turns
-//! such a cut into a reset, which reaches the client as a broken transfer;
-//! ended, the answer reaches the gateway filter as a stream that lacks its
-//! terminator, and the client gets a last error event in its API's format.
+//! bytes pass: so that a chunked event stream the provider cut (its
+//! connection closed before the last chunk) can be ended cleanly. Envoy's
+//! codec turns such a cut into a reset, which reaches the client as a broken
+//! transfer; ended, the answer reaches the gateway filter as a stream that
+//! lacks its terminator, and the client gets a last error event in its API's
+//! format. A whole answer (JSON) has no terminator to miss: ended, a cut one
+//! would pass for complete, so its cut stays a reset the client can tell.
 
 /// What the next bytes of the connection are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +30,13 @@ enum At {
 #[derive(Debug, Clone)]
 pub struct ChunkedTracker {
     at: At,
+    /// Whether the response being read is an event stream.
+    events: bool,
 }
+
+/// The content types of the streams the gateway ends with an error event:
+/// server-sent events, and AWS's binary event stream (Bedrock).
+const EVENT_STREAMS: [&str; 2] = ["text/event-stream", crate::eventstream::CONTENT_TYPE];
 
 /// A response head larger than this is not tracked: the connection is left
 /// as Envoy's codec reads it.
@@ -42,6 +50,7 @@ impl Default for ChunkedTracker {
     fn default() -> Self {
         ChunkedTracker {
             at: At::Head(Vec::new()),
+            events: false,
         }
     }
 }
@@ -54,7 +63,8 @@ impl ChunkedTracker {
                 At::Head(head) => {
                     head.push(b);
                     if head.ends_with(b"\r\n\r\n") {
-                        self.at = body_of(head);
+                        let (body, events) = body_of(head);
+                        (self.at, self.events) = (body, events);
                     } else if head.len() > MAX_HEAD_BYTES {
                         self.at = At::ToClose;
                     }
@@ -123,10 +133,13 @@ impl ChunkedTracker {
         }
     }
 
-    /// The bytes that end a chunked body cut where it stands now: the cut
-    /// chunk padded with line ends (which end any cut event too), then the
-    /// last chunk. `None` when no chunked body is open.
+    /// The bytes that end a chunked event stream cut where it stands now:
+    /// the cut chunk padded with line ends (which end any cut event too),
+    /// then the last chunk. `None` when no chunked event stream is open.
     pub fn ending(&self) -> Option<Vec<u8>> {
+        if !self.events {
+            return None;
+        }
         let mut out = Vec::new();
         match &self.at {
             At::Size(n, _) | At::Data(n) if *n > MAX_PAD_BYTES => return None,
@@ -157,8 +170,8 @@ fn pad(out: &mut Vec<u8>, n: u64) {
     out.resize(out.len() + n as usize, b'\n');
 }
 
-/// How the body after `head` is framed.
-fn body_of(head: &[u8]) -> At {
+/// How the body after `head` is framed, and whether it is an event stream.
+fn body_of(head: &[u8]) -> (At, bool) {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let status: u16 = lines
@@ -167,28 +180,30 @@ fn body_of(head: &[u8]) -> At {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     if (100..200).contains(&status) || status == 204 || status == 304 {
-        return At::Head(Vec::new());
+        return (At::Head(Vec::new()), false);
     }
-    let mut length = None;
+    let (mut length, mut chunked, mut events) = (None, false, false);
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("transfer-encoding")
-            && value.to_ascii_lowercase().ends_with("chunked")
-        {
-            return At::Size(0, false);
-        }
-        if name.eq_ignore_ascii_case("content-length") {
+        let (name, value) = (name.trim(), value.trim().to_ascii_lowercase());
+        if name.eq_ignore_ascii_case("transfer-encoding") && value.ends_with("chunked") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("content-length") {
             length = value.parse::<u64>().ok();
+        } else if name.eq_ignore_ascii_case("content-type") {
+            let essence = value.split(';').next().unwrap_or_default().trim();
+            events = EVENT_STREAMS.contains(&essence);
         }
     }
-    match length {
-        Some(0) => At::Head(Vec::new()),
-        Some(n) => At::Length(n),
-        None => At::ToClose,
-    }
+    let body = match (chunked, length) {
+        (true, _) => At::Size(0, false),
+        (false, Some(0)) => At::Head(Vec::new()),
+        (false, Some(n)) => At::Length(n),
+        (false, None) => At::ToClose,
+    };
+    (body, events)
 }
 
 #[cfg(test)]
@@ -253,6 +268,30 @@ mod tests {
         t.feed(b"x");
         t.feed(HEAD);
         assert_eq!(t.ending().unwrap(), b"0\r\n\r\n");
+    }
+
+    #[test]
+    fn only_an_event_stream_is_ended() {
+        // A whole answer cut short would pass for complete if ended.
+        let json = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(tracker(&[json, b"5\r\n{\"a\":"]).ending(), None);
+        let untyped = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(tracker(&[untyped, b"2\r\nhi\r\n"]).ending(), None);
+        let bedrock = b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(
+            tracker(&[bedrock, b"2\r\nhi\r\n"]).ending().unwrap(),
+            b"0\r\n\r\n"
+        );
+        let with_charset = b"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            tracker(&[with_charset, b"2\r\nhi\r\n"]).ending().unwrap(),
+            b"0\r\n\r\n"
+        );
+        // The next response on the connection is judged by its own head.
+        assert_eq!(
+            tracker(&[HEAD, b"0\r\n\r\n", json, b"2\r\n{}"]).ending(),
+            None
+        );
     }
 
     #[test]
