@@ -63,8 +63,7 @@ impl ChunkedTracker {
                 At::Head(head) => {
                     head.push(b);
                     if head.ends_with(b"\r\n\r\n") {
-                        let (body, events) = body_of(head);
-                        (self.at, self.events) = (body, events);
+                        (self.at, self.events) = body_of(head);
                     } else if head.len() > MAX_HEAD_BYTES {
                         self.at = At::ToClose;
                     }
@@ -187,14 +186,17 @@ fn body_of(head: &[u8]) -> (At, bool) {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let (name, value) = (name.trim(), value.trim().to_ascii_lowercase());
-        if name.eq_ignore_ascii_case("transfer-encoding") && value.ends_with("chunked") {
-            chunked = true;
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value.len().checked_sub(7).and_then(|at| value.get(at..));
+            chunked |= last.is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"));
         } else if name.eq_ignore_ascii_case("content-length") {
             length = value.parse::<u64>().ok();
         } else if name.eq_ignore_ascii_case("content-type") {
             let essence = value.split(';').next().unwrap_or_default().trim();
-            events = EVENT_STREAMS.contains(&essence);
+            events = EVENT_STREAMS
+                .iter()
+                .any(|t| essence.eq_ignore_ascii_case(t));
         }
     }
     let body = match (chunked, length) {
