@@ -237,9 +237,11 @@ def test_a_client_leaving_while_its_retry_is_in_flight(gateway, providers):
 
 def test_racing_blocks_on_one_key_keep_the_longer(gateway, providers):
     # Two openai models block the same key (scope: provider) with different
-    # deadlines. The 40 s blocks land after the 50 s one (0.5 s later), from
-    # both workers: the 50 s block must survive them.
-    shorter = providers(Reply(status=429, headers={"Retry-After": "40"}, delay=0.5))
+    # deadlines. The 40 s blocks land after the 50 s one, from both workers:
+    # the 50 s block must survive them. The order is made, not hoped for:
+    # the 40 s answers are held until the 50 s one is in.
+    hold = 3.0
+    shorter = providers(Reply(status=429, headers={"Retry-After": "40"}, delay=hold))
     longer = providers(Reply(status=429, headers={"Retry-After": "50"}))
     last = providers(SECONDARY)
     policy = "retry_policy: {default_strategy: different_provider, retry_after_handling: {scope: provider}}"
@@ -253,18 +255,22 @@ def test_racing_blocks_on_one_key_keep_the_longer(gateway, providers):
           - model: anthropic/claude-3-5-sonnet
             base_url: http://127.0.0.1:{last.port}
     """)
-    models = ["openai/gpt-4o", "openai/gpt-4o-mini"] * 20
     with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
-        codes = list(pool.map(lambda m: chat(model=m).status_code, models))
+        held = [pool.submit(chat, model="openai/gpt-4o") for _ in range(20)]
+        # Every 40 s answer is on its way before the 50 s block is learned.
+        assert eventually(lambda: shorter.calls == 20, hold - 1), shorter.calls
+        rest = [pool.submit(chat, model="openai/gpt-4o-mini") for _ in range(20)]
+        codes = [f.result().status_code for f in held + rest]
     assert codes == [200] * 40
     first_long = min(r["at"] for r in longer.requests)
-    assert shorter.calls >= 1 and all(r["at"] + 0.5 > first_long for r in shorter.requests)
+    assert all(r["at"] + hold > first_long for r in shorter.requests)
     status = planoai("status").stdout
     left = re.search(r"provider openai for (\d+) more s", status)
     assert left and 45 <= int(left.group(1)) <= 50, status
     # Once the block is in, requests for either model go straight to the last provider.
     calls = (shorter.calls, longer.calls)
-    assert all(chat(model=m).headers["x-plano-attempts"] == "1" for m in models[:10])
+    models = ["openai/gpt-4o", "openai/gpt-4o-mini"] * 5
+    assert all(chat(model=m).headers["x-plano-attempts"] == "1" for m in models)
     assert (shorter.calls, longer.calls) == calls
 
 

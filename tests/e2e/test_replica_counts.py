@@ -150,7 +150,10 @@ def wait_peers(replicas, seconds=10):
     # And no more: a replica never counts itself (its own key comes back
     # through its watch too).
     time.sleep(1.5)
-    assert [r.stat("peers") for r in replicas] == [2, 2, 2]
+    peers = [r.stat("peers") for r in replicas]
+    if peers != [2, 2, 2]:
+        print(*(r.log_tail() for r in replicas), sep="\n")
+    assert peers == [2, 2, 2]
 
 
 def retries_under_failure(replicas, ok, seconds):
