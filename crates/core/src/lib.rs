@@ -29,6 +29,7 @@ pub mod request;
 pub mod resolve;
 pub mod response_ids;
 pub mod retry_after;
+pub mod shared_slots;
 pub mod sse;
 pub mod stream_events;
 pub mod trace;

@@ -105,6 +105,12 @@ pub fn room_at(
     paced.level(&all).room_at(estimate, now_ms)
 }
 
+/// Every slot of a paced target's: its counts, its checkpoint and the
+/// limits its provider reported.
+pub fn slots(target: &Target) -> [String; 3] {
+    [slot(target), checkpoint_slot(target), learned_slot(target)]
+}
+
 /// The slot of the limits `target`'s provider last reported: `rpm,tpm`,
 /// either empty when not reported.
 pub fn learned_slot(target: &Target) -> String {

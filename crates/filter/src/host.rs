@@ -82,14 +82,22 @@ pub struct RawStore;
 
 impl SharedStore for RawStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),
-            _ => None,
-        }
+        stored(hostcalls::get_shared_data(key))
     }
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
         hostcalls::set_shared_data(key, Some(value), Some(cas)).is_ok()
+    }
+}
+
+/// A shared-data read as the store answers it. The host hands an empty
+/// value over as no data with its CAS token: that slot exists, and a write
+/// after this read must carry the token (without it, a write replaces
+/// whatever another worker wrote meanwhile).
+fn stored(read: Result<(Option<Vec<u8>>, Option<u32>), Status>) -> Option<(Vec<u8>, u32)> {
+    match read {
+        Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
+        _ => None,
     }
 }
 
@@ -191,5 +199,21 @@ impl Metrics {
     pub fn add(&self, metric: u32, by: i64) {
         // A failed stats update must never fail a request.
         let _ = hostcalls::increment_metric(metric, by);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_slot_is_read_with_its_cas_token() {
+        assert_eq!(stored(Ok((None, Some(7)))), Some((Vec::new(), 7)));
+        assert_eq!(
+            stored(Ok((Some(b"1".to_vec()), Some(8)))),
+            Some((b"1".to_vec(), 8))
+        );
+        assert_eq!(stored(Ok((None, None))), None);
+        assert_eq!(stored(Err(Status::InternalFailure)), None);
     }
 }

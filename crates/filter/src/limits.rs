@@ -27,17 +27,6 @@ impl Worker {
         Some((key.name.as_str(), key.limits.as_ref()?))
     }
 
-    /// Pre-creates each limited key's slot, so that every later write is
-    /// CAS-protected (Envoy's CAS 0, a key's first write, is "any").
-    pub fn prepare_limit_slots(&self) {
-        for k in &self.plan().client_keys {
-            let slot = limits::slot(&k.name);
-            if k.limits.is_some() && matches!(hostcalls::get_shared_data(&slot), Ok((None, _))) {
-                let _ = hostcalls::set_shared_data(&slot, Some(b""), None);
-            }
-        }
-    }
-
     /// Charges the request to its client key's limits: `Ok` with the charge
     /// to settle and the key's standing after it (none for a key without
     /// limits), or `Err` once the gateway has answered with its 429.

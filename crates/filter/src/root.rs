@@ -6,11 +6,12 @@ use std::rc::Rc;
 
 use log::error;
 use plano_core::plan::GatewayPlan;
+use plano_core::shared_slots;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use crate::clients::Clients;
-use crate::host::{follow_host_log_level, plugin_config, started, Metrics};
+use crate::host::{follow_host_log_level, plugin_config, started, Metrics, RawStore};
 use crate::metrics::Stats;
 use crate::stream::GatewayStream;
 use crate::worker::Worker;
@@ -69,9 +70,8 @@ impl RootContext for GatewayRoot {
         let Some(stats) = started(WHO, "define stats", Stats::define(&plan)) else {
             return false;
         };
+        shared_slots::create(&RawStore, &plan);
         let worker = Worker::new(plan, metrics, stats);
-        worker.prepare_shared_slots();
-        worker.prepare_limit_slots();
         let worker = Rc::new(worker);
         workers::register(&worker);
         self.worker = Some(worker);

@@ -13,11 +13,9 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use plano_core::api::Api;
-use plano_core::blocks::BlockKey;
 use plano_core::plan::GatewayPlan;
 use plano_core::request::Env;
 use plano_core::trace::RequestTrace;
-use proxy_wasm::hostcalls;
 
 pub use crate::exchange::{Exchange, Phase};
 use crate::host::{now_ms, EnvoyStore, Jitter, Metrics};
@@ -81,20 +79,6 @@ impl Worker {
         Env {
             choice: self.choices.borrow_mut().sample(),
             ..self.env(now_ms)
-        }
-    }
-
-    /// Pre-creates every block slot so later writes are all CAS-protected:
-    /// Envoy treats CAS 0 (a key's first write) as "any".
-    pub fn prepare_shared_slots(&self) {
-        for t in &self.plan.targets {
-            for key in BlockKey::covering(t) {
-                for slot in key.slots() {
-                    if matches!(hostcalls::get_shared_data(&slot), Ok((None, _))) {
-                        let _ = hostcalls::set_shared_data(&slot, Some(b""), None);
-                    }
-                }
-            }
         }
     }
 

@@ -19,6 +19,8 @@ use crate::blocks::{update, SharedStore};
 pub const QUEUE_SLOT: &str = "plano.pace.queue";
 /// The slot of the keys' recent services (their fair share).
 pub const SHARES_SLOT: &str = "plano.pace.shares";
+/// Both, for the store to create up front (`shared_slots`).
+pub const SLOTS: [&str; 2] = [QUEUE_SLOT, SHARES_SLOT];
 /// A service counts half after this long: a key's standing follows its
 /// last few seconds' share, not its history.
 const HALF_LIFE_MS: f64 = 10_000.0;
