@@ -2,8 +2,9 @@
 //! first request. Envoy's shared data writes a key that does not exist yet
 //! whatever CAS token the write carries, so two workers' first updates of
 //! a new slot could keep only the second (the first's block, retry,
-//! reservation or count lost). Created empty on the main thread's
-//! configure, before any worker serves, every update after is a
+//! reservation or count lost). Created empty when the filter is
+//! configured (Envoy's check of the plugin on the main thread does it
+//! first), before a worker serves, every update after is a
 //! compare-and-swap ([`crate::blocks::update`]).
 
 use crate::blocks::{BlockKey, SharedStore};
